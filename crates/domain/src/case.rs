@@ -1,0 +1,400 @@
+//! The case aggregate: `decide` turns a command into events or a typed
+//! refusal; `evolve` folds an event into the state. Both are pure and total.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use crate::{
+    CaseId, CategoryCode, Clock, ClockMark, Command, DomainError, Event, Feedback, Filed, GridCode, OrgCode, Status,
+    Supervision, Tier,
+};
+
+/// Deadlines a dispatch sets, computed by the caller on the working calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub acknowledge_due: Timestamp,
+    pub resolve_due: Timestamp,
+}
+
+/// The longest extension one request may ask for, in working days.
+pub const MAX_EXTENSION_WORKING_DAYS: u32 = 250;
+
+/// Everything the rules need to know about a filed case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: CaseId,
+    pub grid: GridCode,
+    pub category: CategoryCode,
+    pub status: Status,
+    /// How many events the case has: 1 after filing.
+    pub version: u64,
+    pub severity_hint: Option<Tier>,
+    pub tier: Option<Tier>,
+    pub unit: Option<OrgCode>,
+    pub supervision: Supervision,
+    pub urgent: bool,
+    pub deadlines: BTreeMap<Clock, Timestamp>,
+    pub marks: BTreeSet<(Clock, ClockMark)>,
+    pub pending_extension: Option<u32>,
+    pub approved_extension_days: u32,
+    pub hold_requested: bool,
+    /// Feedback on the current closure, if any.
+    pub feedback: Option<Feedback>,
+    pub returns: u32,
+    pub reworks: u32,
+    pub reopenings: u32,
+}
+
+/// A case id's state: `None` until it is filed.
+pub type CaseState = Option<Case>;
+
+/// Decide what a command means for a case at `now`.
+pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result<Vec<Event>, DomainError> {
+    let case = match (state, command) {
+        (None, Command::File(file)) => {
+            return Ok(vec![Event::Filed(Filed {
+                case_id: file.case_id,
+                grid: file.grid.clone(),
+                category: file.category.clone(),
+                description: file.description.clone(),
+                location: file.location.clone(),
+                reported_at: file.reported_at,
+                severity_hint: file.severity_hint,
+                contact: file.contact.clone(),
+                attachments: file.attachments.clone(),
+            })]);
+        }
+        (Some(_), Command::File(_)) => return Err(DomainError::AlreadyFiled),
+        (None, _) => return Err(DomainError::NotFiled),
+        (Some(case), _) => case,
+    };
+    let status = case.status;
+    let refuse = || DomainError::TransitionNotAllowed { command: command.name(), status };
+    let require = |allowed: &[Status]| if allowed.contains(&status) { Ok(()) } else { Err(refuse()) };
+    if status.is_final() {
+        return Err(refuse());
+    }
+    let check_deadlines = |deadlines: &crate::case::Deadlines| {
+        for (clock, due) in [(Clock::Acknowledge, deadlines.acknowledge_due), (Clock::Resolve, deadlines.resolve_due)] {
+            if due < now {
+                return Err(DomainError::DeadlineInPast { clock, due, now });
+            }
+        }
+        Ok(())
+    };
+    use Status::*;
+    let event = match command {
+        Command::File(_) => unreachable!("handled above"),
+        Command::Register { tier, note } => {
+            require(&[Reported])?;
+            let tier = case.severity_hint.map_or(*tier, |hint| hint.max(*tier));
+            Event::Registered { tier, note: note.clone() }
+        }
+        Command::Void { reason } => {
+            require(&[Reported])?;
+            Event::Voided { reason: reason.clone() }
+        }
+        Command::Dispatch { unit, deadlines } => {
+            require(&[Registered])?;
+            check_deadlines(deadlines)?;
+            Event::Dispatched {
+                unit: unit.clone(),
+                acknowledge_due: deadlines.acknowledge_due,
+                resolve_due: deadlines.resolve_due,
+            }
+        }
+        Command::Acknowledge => {
+            require(&[Dispatched])?;
+            Event::Acknowledged { unit: assigned_unit(case) }
+        }
+        Command::Return { reason } => {
+            require(&[Dispatched, InProgress])?;
+            Event::Returned { unit: assigned_unit(case), reason: reason.clone() }
+        }
+        Command::Reassign { unit, deadlines, reason } => {
+            require(&[Dispatched])?;
+            let from = assigned_unit(case);
+            if &from == unit {
+                return Err(DomainError::SameUnit { unit: unit.to_string() });
+            }
+            check_deadlines(deadlines)?;
+            Event::Reassigned {
+                from,
+                to: unit.clone(),
+                acknowledge_due: deadlines.acknowledge_due,
+                resolve_due: deadlines.resolve_due,
+                reason: reason.clone(),
+            }
+        }
+        Command::AddProgress { note, attachments } => {
+            if status == Closed {
+                return Err(refuse());
+            }
+            Event::ProgressAdded { note: note.clone(), attachments: attachments.clone() }
+        }
+        Command::RequestExtension { working_days, reason } => {
+            require(&[InProgress])?;
+            if case.pending_extension.is_some() {
+                return Err(DomainError::ExtensionAlreadyPending);
+            }
+            if !(1..=MAX_EXTENSION_WORKING_DAYS).contains(working_days) {
+                return Err(DomainError::ExtensionOutOfRange {
+                    requested: *working_days,
+                    max: MAX_EXTENSION_WORKING_DAYS,
+                });
+            }
+            Event::ExtensionRequested { working_days: *working_days, reason: reason.clone() }
+        }
+        Command::DecideExtension { approved_working_days, reason } => {
+            require(&[InProgress, OnHold])?;
+            let requested = case.pending_extension.ok_or(DomainError::NoExtensionPending)?;
+            match approved_working_days {
+                Some(approved) if (1..=requested).contains(approved) => Event::ExtensionApproved {
+                    requested_working_days: requested,
+                    approved_working_days: *approved,
+                    reason: reason.clone(),
+                },
+                Some(approved) => {
+                    return Err(DomainError::ApprovalOutOfRange { approved: *approved, requested });
+                }
+                None => Event::ExtensionRejected {
+                    requested_working_days: requested,
+                    reason: reason.clone().ok_or(DomainError::ReasonRequired { command: "reject an extension for" })?,
+                },
+            }
+        }
+        Command::RequestHold { reason } => {
+            require(&[InProgress])?;
+            if case.hold_requested {
+                return Err(DomainError::HoldAlreadyPending);
+            }
+            Event::HoldRequested { reason: reason.clone() }
+        }
+        Command::DecideHold { approve, reason } => {
+            require(&[InProgress])?;
+            if !case.hold_requested {
+                return Err(DomainError::NoHoldPending);
+            }
+            if *approve {
+                Event::HoldApproved { reason: reason.clone() }
+            } else {
+                Event::HoldRejected {
+                    reason: reason.clone().ok_or(DomainError::ReasonRequired { command: "reject a hold for" })?,
+                }
+            }
+        }
+        Command::Resume => {
+            require(&[OnHold])?;
+            Event::Resumed
+        }
+        Command::Resolve { summary, evidence } => {
+            require(&[InProgress])?;
+            Event::Resolved { summary: summary.clone(), evidence: evidence.clone() }
+        }
+        Command::Verify { passed, reason } => {
+            require(&[Resolved])?;
+            if *passed {
+                Event::VerificationPassed { note: reason.clone() }
+            } else {
+                Event::VerificationFailed {
+                    reason: reason.clone().ok_or(DomainError::ReasonRequired { command: "send back for rework" })?,
+                }
+            }
+        }
+        Command::RecordFeedback { feedback, comment } => {
+            require(&[Closed])?;
+            if case.feedback.is_some() {
+                return Err(DomainError::FeedbackAlreadyRecorded);
+            }
+            Event::FeedbackRecorded { feedback: *feedback, comment: comment.clone() }
+        }
+        Command::Reopen { reason } => {
+            require(&[Closed])?;
+            if case.feedback != Some(Feedback::Unsatisfied) {
+                return Err(DomainError::ReopenNeedsUnsatisfiedFeedback);
+            }
+            Event::Reopened { reason: reason.clone() }
+        }
+        Command::Cancel { reason } => Event::Cancelled { reason: reason.clone() },
+        Command::Supervise { level, reason } => {
+            if status == Closed {
+                return Err(refuse());
+            }
+            if *level <= case.supervision {
+                return Err(DomainError::SupervisionNotRaised { current: case.supervision, requested: *level });
+            }
+            Event::Supervised { from: case.supervision, to: *level, reason: reason.clone() }
+        }
+        Command::SetUrgent { urgent, reason } => {
+            if status == Closed {
+                return Err(refuse());
+            }
+            if *urgent == case.urgent {
+                return Err(DomainError::UrgencyUnchanged { urgent: *urgent });
+            }
+            Event::UrgencySet { urgent: *urgent, reason: reason.clone() }
+        }
+        Command::SetDeadline { clock, due } => {
+            if !clock.runs_in(status) && !(*clock == Clock::Resolve && status == OnHold) {
+                return Err(DomainError::ClockNotRunning { clock: *clock, status });
+            }
+            Event::DeadlineSet { clock: *clock, due: *due }
+        }
+        Command::MarkClock { clock, mark, due } => {
+            if !clock.runs_in(status) {
+                return Err(DomainError::ClockNotRunning { clock: *clock, status });
+            }
+            if case.deadlines.get(clock) != Some(due) {
+                return Err(DomainError::StaleDeadline { clock: *clock, due: *due });
+            }
+            if case.marks.contains(&(*clock, *mark)) {
+                return Err(DomainError::ClockAlreadyMarked { clock: *clock, mark: *mark });
+            }
+            if *mark == ClockMark::Overdue && now < *due {
+                return Err(DomainError::NotYetDue { clock: *clock, due: *due });
+            }
+            Event::ClockMarked { clock: *clock, mark: *mark, due: *due }
+        }
+    };
+    Ok(vec![event])
+}
+
+fn assigned_unit(case: &Case) -> OrgCode {
+    // Every state that has a unit (DISPATCHED, IN_PROGRESS) got it from a
+    // Dispatched or Reassigned event; the fallback keeps `decide` total for
+    // a hand-built state.
+    case.unit.clone().unwrap_or_else(|| OrgCode::parse("unassigned").expect("valid org code"))
+}
+
+/// Fold one event into the state. Total: an event that does not apply to the
+/// state (impossible for a history written through `decide`) leaves it as is,
+/// apart from counting the version.
+pub fn evolve(state: CaseState, event: &Event) -> CaseState {
+    let mut case = match (state, event) {
+        (None, Event::Filed(filed)) => {
+            return Some(Case {
+                id: filed.case_id,
+                grid: filed.grid.clone(),
+                category: filed.category.clone(),
+                status: Status::Reported,
+                version: 1,
+                severity_hint: filed.severity_hint,
+                tier: None,
+                unit: None,
+                supervision: Supervision::None,
+                urgent: false,
+                deadlines: BTreeMap::new(),
+                marks: BTreeSet::new(),
+                pending_extension: None,
+                approved_extension_days: 0,
+                hold_requested: false,
+                feedback: None,
+                returns: 0,
+                reworks: 0,
+                reopenings: 0,
+            });
+        }
+        (None, _) => return None,
+        (Some(case), _) => case,
+    };
+    case.version += 1;
+    let restart = |case: &mut Case, clocks: &[Clock]| {
+        for clock in clocks {
+            case.deadlines.remove(clock);
+            case.marks.retain(|(marked, _)| marked != clock);
+        }
+    };
+    match event {
+        Event::Filed(_) => {}
+        Event::Registered { tier, .. } => {
+            case.status = Status::Registered;
+            case.tier = Some(*tier);
+            restart(&mut case, &[Clock::Register]);
+        }
+        Event::Voided { .. } => {
+            case.status = Status::Voided;
+            restart(&mut case, &[Clock::Register]);
+        }
+        Event::Dispatched { unit, acknowledge_due, resolve_due }
+        | Event::Reassigned { to: unit, acknowledge_due, resolve_due, .. } => {
+            case.status = Status::Dispatched;
+            case.unit = Some(unit.clone());
+            restart(&mut case, &[Clock::Acknowledge, Clock::Resolve]);
+            case.deadlines.insert(Clock::Acknowledge, *acknowledge_due);
+            case.deadlines.insert(Clock::Resolve, *resolve_due);
+        }
+        Event::Acknowledged { .. } => {
+            case.status = Status::InProgress;
+            restart(&mut case, &[Clock::Acknowledge]);
+        }
+        Event::Returned { .. } => {
+            case.status = Status::Registered;
+            case.unit = None;
+            case.returns += 1;
+            case.pending_extension = None;
+            case.hold_requested = false;
+            restart(&mut case, &[Clock::Acknowledge, Clock::Resolve]);
+        }
+        Event::ProgressAdded { .. } => {}
+        Event::ExtensionRequested { working_days, .. } => case.pending_extension = Some(*working_days),
+        Event::ExtensionApproved { approved_working_days, .. } => {
+            case.pending_extension = None;
+            case.approved_extension_days += approved_working_days;
+        }
+        Event::ExtensionRejected { .. } => case.pending_extension = None,
+        Event::HoldRequested { .. } => case.hold_requested = true,
+        Event::HoldApproved { .. } => {
+            case.hold_requested = false;
+            case.status = Status::OnHold;
+        }
+        Event::HoldRejected { .. } => case.hold_requested = false,
+        Event::Resumed => case.status = Status::InProgress,
+        Event::Resolved { .. } => {
+            case.status = Status::Resolved;
+            case.pending_extension = None;
+            case.hold_requested = false;
+            // The resolve deadline stays: a rework resumes against it.
+            restart(&mut case, &[Clock::Verify]);
+        }
+        Event::VerificationPassed { .. } => {
+            case.status = Status::Closed;
+            case.feedback = None;
+            restart(&mut case, &[Clock::Verify]);
+        }
+        Event::VerificationFailed { .. } => {
+            case.status = Status::InProgress;
+            case.reworks += 1;
+            restart(&mut case, &[Clock::Verify]);
+        }
+        Event::FeedbackRecorded { feedback, .. } => case.feedback = Some(*feedback),
+        Event::Reopened { .. } => {
+            case.status = Status::InProgress;
+            case.reopenings += 1;
+            case.feedback = None;
+        }
+        Event::Cancelled { .. } => {
+            case.status = Status::Cancelled;
+            case.deadlines.clear();
+            case.marks.clear();
+        }
+        Event::Supervised { to, .. } => case.supervision = *to,
+        Event::UrgencySet { urgent, .. } => case.urgent = *urgent,
+        Event::DeadlineSet { clock, due } => {
+            restart(&mut case, &[*clock]);
+            case.deadlines.insert(*clock, *due);
+        }
+        Event::ClockMarked { clock, mark, .. } => {
+            case.marks.insert((*clock, *mark));
+        }
+    }
+    Some(case)
+}
+
+/// Fold a whole history.
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> CaseState {
+    events.into_iter().fold(None, evolve)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use jiff::Timestamp;
+
+use crate::{
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, Location, OrgCode, ResidentContact,
+    Supervision, Text, Tier,
+};
+
+/// The facts of a filing, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filed {
+    pub case_id: CaseId,
+    pub grid: GridCode,
+    pub category: CategoryCode,
+    pub description: Text,
+    pub location: Location,
+    pub reported_at: Timestamp,
+    pub severity_hint: Option<Tier>,
+    pub contact: Option<ResidentContact>,
+    pub attachments: Vec<AttachmentRef>,
+}
+
+/// What happened to a case. Who, when and why-in-general live in the stored
+/// envelope (eventlog crate); the event holds the facts of the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Filed(Filed),
+    Registered { tier: Tier, note: Option<Text> },
+    Voided { reason: Text },
+    Dispatched { unit: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp },
+    Acknowledged { unit: OrgCode },
+    Returned { unit: OrgCode, reason: Text },
+    Reassigned { from: OrgCode, to: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp, reason: Text },
+    ProgressAdded { note: Text, attachments: Vec<AttachmentRef> },
+    ExtensionRequested { working_days: u32, reason: Text },
+    ExtensionApproved { requested_working_days: u32, approved_working_days: u32, reason: Option<Text> },
+    ExtensionRejected { requested_working_days: u32, reason: Text },
+    HoldRequested { reason: Text },
+    HoldApproved { reason: Option<Text> },
+    HoldRejected { reason: Text },
+    Resumed,
+    Resolved { summary: Text, evidence: Vec<AttachmentRef> },
+    VerificationPassed { note: Option<Text> },
+    VerificationFailed { reason: Text },
+    FeedbackRecorded { feedback: Feedback, comment: Option<Text> },
+    Reopened { reason: Text },
+    Cancelled { reason: Text },
+    Supervised { from: Supervision, to: Supervision, reason: Text },
+    UrgencySet { urgent: bool, reason: Option<Text> },
+    DeadlineSet { clock: Clock, due: Timestamp },
+    ClockMarked { clock: Clock, mark: ClockMark, due: Timestamp },
+}
+
+impl Event {
+    /// Every event kind's stable name, as stored (the eventlog's `type`).
+    pub const KINDS: [&'static str; 25] = [
+        "filed",
+        "registered",
+        "voided",
+        "dispatched",
+        "acknowledged",
+        "returned",
+        "reassigned",
+        "progress_added",
+        "extension_requested",
+        "extension_approved",
+        "extension_rejected",
+        "hold_requested",
+        "hold_approved",
+        "hold_rejected",
+        "resumed",
+        "resolved",
+        "verification_passed",
+        "verification_failed",
+        "feedback_recorded",
+        "reopened",
+        "cancelled",
+        "supervised",
+        "urgency_set",
+        "deadline_set",
+        "clock_marked",
+    ];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Filed(_) => "filed",
+            Event::Registered { .. } => "registered",
+            Event::Voided { .. } => "voided",
+            Event::Dispatched { .. } => "dispatched",
+            Event::Acknowledged { .. } => "acknowledged",
+            Event::Returned { .. } => "returned",
+            Event::Reassigned { .. } => "reassigned",
+            Event::ProgressAdded { .. } => "progress_added",
+            Event::ExtensionRequested { .. } => "extension_requested",
+            Event::ExtensionApproved { .. } => "extension_approved",
+            Event::ExtensionRejected { .. } => "extension_rejected",
+            Event::HoldRequested { .. } => "hold_requested",
+            Event::HoldApproved { .. } => "hold_approved",
+            Event::HoldRejected { .. } => "hold_rejected",
+            Event::Resumed => "resumed",
+            Event::Resolved { .. } => "resolved",
+            Event::VerificationPassed { .. } => "verification_passed",
+            Event::VerificationFailed { .. } => "verification_failed",
+            Event::FeedbackRecorded { .. } => "feedback_recorded",
+            Event::Reopened { .. } => "reopened",
+            Event::Cancelled { .. } => "cancelled",
+            Event::Supervised { .. } => "supervised",
+            Event::UrgencySet { .. } => "urgency_set",
+            Event::DeadlineSet { .. } => "deadline_set",
+            Event::ClockMarked { .. } => "clock_marked",
+        }
+    }
+}

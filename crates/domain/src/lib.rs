@@ -1,0 +1,30 @@
+//! The case domain of gridcase, free of IO and async.
+//!
+//! Architecture invariant: this crate depends on no async runtime, broker,
+//! database or RPC crate (`tests/domain_is_pure.rs` fails if it does). Every
+//! decision takes the current state, a command and `now`; facts from the
+//! outside world (grid registry, policy, calendar) are looked up by services
+//! and passed in as plain values.
+
+mod case;
+mod codes;
+mod command;
+mod error;
+mod event;
+mod ids;
+mod personal;
+mod text;
+mod values;
+
+pub use case::{Case, CaseState, Deadlines, decide, evolve, replay};
+pub use codes::{CategoryCode, CodeError, GridCode, OrgCode, TownshipCode};
+pub use command::{Command, FileCase};
+pub use error::DomainError;
+pub use event::{Event, Filed};
+pub use ids::{CaseId, CaseIdError};
+pub use personal::{PersonName, PersonalDataError, PhoneNumber, ResidentContact};
+pub use text::{Text, TextError};
+pub use values::{
+    AttachmentRef, Clock, ClockMark, Feedback, Location, LocationError, Role, Sha256Digest,
+    Status, Supervision, Tier,
+};

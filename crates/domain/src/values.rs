@@ -1,0 +1,337 @@
+//! Small value types of the case domain. Their serde names are part of the
+//! stored-event wire format (see the eventlog crate's snapshot tests): renaming
+//! a variant here fails those snapshots rather than silently breaking history.
+
+use std::fmt;
+
+/// The tier decides a case's deadlines (see the dispatcher's policy).
+/// Ordered from least to most pressing, so a severity hint can only raise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Tier {
+    Complex,
+    Normal,
+    Urgent,
+    Critical,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::Complex, Tier::Normal, Tier::Urgent, Tier::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Critical => "CRITICAL",
+            Tier::Urgent => "URGENT",
+            Tier::Normal => "NORMAL",
+            Tier::Complex => "COMPLEX",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Tier> {
+        Self::ALL.into_iter().find(|tier| tier.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who acts on a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    /// 网格员
+    GridWorker,
+    /// 网格长
+    GridLeader,
+    /// 处置单位 / 职能部门
+    HandlingUnit,
+    /// 网格化管理指挥中心 / 综治中心
+    CommandCentre,
+    /// 县网格办 / 政法委 (reads and audits; changes nothing)
+    CountyOffice,
+    /// A gridcase service acting by policy (the dispatcher, the deadline watch).
+    System,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] =
+        [Role::GridWorker, Role::GridLeader, Role::HandlingUnit, Role::CommandCentre, Role::CountyOffice, Role::System];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GridWorker => "GRID_WORKER",
+            Role::GridLeader => "GRID_LEADER",
+            Role::HandlingUnit => "HANDLING_UNIT",
+            Role::CommandCentre => "COMMAND_CENTRE",
+            Role::CountyOffice => "COUNTY_OFFICE",
+            Role::System => "SYSTEM",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|role| role.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Supervision (督办) level, ordered: it is only ever raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Supervision {
+    #[default]
+    None,
+    Normal,
+    YellowCard,
+    RedCard,
+}
+
+/// The resident's evaluation (评价) after closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Feedback {
+    /// 满意
+    Satisfied,
+    /// 基本满意
+    BasicallySatisfied,
+    /// 不满意
+    Unsatisfied,
+}
+
+/// The state of a case in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// 已上报/待受理
+    Reported,
+    /// 已立案/待派遣
+    Registered,
+    /// 不予立案/作废 (final)
+    Voided,
+    /// 已派遣/待签收
+    Dispatched,
+    /// 处置中
+    InProgress,
+    /// 挂账/缓办
+    OnHold,
+    /// 已办结/待核查
+    Resolved,
+    /// 已结案 (消号); reopened when the resident is unsatisfied
+    Closed,
+    /// 撤销 (final)
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Reported,
+        Status::Registered,
+        Status::Voided,
+        Status::Dispatched,
+        Status::InProgress,
+        Status::OnHold,
+        Status::Resolved,
+        Status::Closed,
+        Status::Cancelled,
+    ];
+
+    /// Final states accept no further command.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Voided | Status::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Reported => "REPORTED",
+            Status::Registered => "REGISTERED",
+            Status::Voided => "VOIDED",
+            Status::Dispatched => "DISPATCHED",
+            Status::InProgress => "IN_PROGRESS",
+            Status::OnHold => "ON_HOLD",
+            Status::Resolved => "RESOLVED",
+            Status::Closed => "CLOSED",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The clocks a case runs (处置时限).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Clock {
+    /// 受理: from REPORTED until registered or voided.
+    Register,
+    /// 签收: from DISPATCHED until acknowledged.
+    Acknowledge,
+    /// 处置: from DISPATCHED until resolved (paused while ON_HOLD).
+    Resolve,
+    /// 核查: from RESOLVED until verified.
+    Verify,
+}
+
+impl Clock {
+    /// Whether this clock runs while a case is in `status`.
+    pub fn runs_in(self, status: Status) -> bool {
+        match self {
+            Clock::Register => status == Status::Reported,
+            Clock::Acknowledge => status == Status::Dispatched,
+            Clock::Resolve => matches!(status, Status::Dispatched | Status::InProgress),
+            Clock::Verify => status == Status::Resolved,
+        }
+    }
+}
+
+/// What the deadline watch records about a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClockMark {
+    /// The warning threshold (yellow light) was passed.
+    Warning,
+    /// The deadline passed (超期).
+    Overdue,
+}
+
+/// Where the reporter stood, in WGS-84 microdegrees (integers keep events
+/// exactly comparable and hash-stable), and the address they gave.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    pub latitude_e6: i32,
+    pub longitude_e6: i32,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("latitude must be a number between -90 and 90")]
+    Latitude,
+    #[error("longitude must be a number between -180 and 180")]
+    Longitude,
+    #[error("must lie within China (latitude 3.8-53.6, longitude 73.4-135.1)")]
+    OutsideChina,
+    #[error("address must be at most {max} characters")]
+    AddressTooLong { max: usize },
+}
+
+impl Location {
+    pub const ADDRESS_MAX: usize = 200;
+
+    pub fn from_degrees(latitude: f64, longitude: f64, address: Option<&str>) -> Result<Self, LocationError> {
+        if !latitude.is_finite() || !(-90.0..=90.0).contains(&latitude) {
+            return Err(LocationError::Latitude);
+        }
+        if !longitude.is_finite() || !(-180.0..=180.0).contains(&longitude) {
+            return Err(LocationError::Longitude);
+        }
+        if !(3.8..=53.6).contains(&latitude) || !(73.4..=135.1).contains(&longitude) {
+            return Err(LocationError::OutsideChina);
+        }
+        let address = address.map(str::trim).filter(|a| !a.is_empty());
+        if let Some(address) = address
+            && address.chars().count() > Self::ADDRESS_MAX
+        {
+            return Err(LocationError::AddressTooLong { max: Self::ADDRESS_MAX });
+        }
+        Ok(Self {
+            latitude_e6: (latitude * 1e6).round() as i32,
+            longitude_e6: (longitude * 1e6).round() as i32,
+            address: address.map(str::to_owned),
+        })
+    }
+
+    pub fn latitude(&self) -> f64 {
+        f64::from(self.latitude_e6) / 1e6
+    }
+
+    pub fn longitude(&self) -> f64 {
+        f64::from(self.longitude_e6) / 1e6
+    }
+}
+
+/// A SHA-256 digest as 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest(String);
+
+impl Sha256Digest {
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err("must be 64 hexadecimal digits (a SHA-256 digest)")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", &self.0[..12])
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(value: Sha256Digest) -> Self {
+        value.0
+    }
+}
+
+/// A photo or other file stored in the attachment bucket, referenced by its
+/// content digest and size.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttachmentRef {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub content_type: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_are_ordered_by_pressure() {
+        assert!(Tier::Critical > Tier::Urgent && Tier::Urgent > Tier::Normal && Tier::Normal > Tier::Complex);
+        assert_eq!(Tier::parse("urgent"), Some(Tier::Urgent));
+        assert_eq!(Tier::parse("nope"), None);
+    }
+
+    #[test]
+    fn locations() {
+        let here = Location::from_degrees(39.9042, 116.4074, Some(" 东城区 ")).unwrap();
+        assert_eq!((here.latitude_e6, here.longitude_e6), (39_904_200, 116_407_400));
+        assert_eq!(here.address.as_deref(), Some("东城区"));
+        assert_eq!(Location::from_degrees(f64::NAN, 116.0, None), Err(LocationError::Latitude));
+        assert_eq!(Location::from_degrees(91.0, 116.0, None), Err(LocationError::Latitude));
+        assert_eq!(Location::from_degrees(39.0, 181.0, None), Err(LocationError::Longitude));
+        assert_eq!(Location::from_degrees(48.85, 2.35, None), Err(LocationError::OutsideChina));
+    }
+}

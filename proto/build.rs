@@ -1,0 +1,20 @@
+//! Generates the gRPC code from `proto/gridcase/**`. protoc comes from
+//! `protoc-bin-vendored`, so a fresh machine needs no protobuf compiler.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let include = protoc_bin_vendored::include_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = ["gridcase/common/v1/common.proto", "gridcase/intake/v1/intake.proto"];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))
+        .compile_protos(&protos, &[PathBuf::from("."), include])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}
