@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["gridcase/common/v1/common.proto", "gridcase/intake/v1/intake.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))
-        .compile_protos(&protos, &[PathBuf::from("."), include])?;
+        .compile_protos(&protos.map(PathBuf::from), &[PathBuf::from("."), include])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

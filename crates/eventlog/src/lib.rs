@@ -1,0 +1,22 @@
+//! The case event log.
+//!
+//! * [`schema`]: how an event is stored: a versioned JSON envelope, separate
+//!   from the domain's types, with a SHA-256 hash chaining it to the previous
+//!   event of the same case.
+//! * [`cloudevents`]: the NATS headers that make every stored event a
+//!   CloudEvent in binary mode.
+//! * [`subject`]: one subject per case, under its township.
+//! * [`log`]: appends with per-case optimistic concurrency and reads histories
+//!   back, on NATS JetStream.
+//! * [`attachments`]: the object-store bucket for photos.
+
+pub mod attachments;
+pub mod cloudevents;
+pub mod log;
+pub mod schema;
+pub mod subject;
+
+pub use attachments::{AttachmentError, AttachmentStore};
+pub use log::{AppendError, AppendOutcome, EventLog, LogError, StreamSettings};
+pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, verify_chain};
+pub use subject::CaseSubject;

@@ -1,0 +1,339 @@
+//! The case event log on NATS JetStream.
+//!
+//! One stream holds every case; each case has its own subject (see
+//! [`crate::subject`]). Every append states the last sequence of that subject
+//! it expects (`Nats-Expected-Last-Subject-Sequence`, 0 for a new case), so
+//! two writers never interleave histories and a case is created once, forever,
+//! not only inside the duplicate window. Every append carries its event id as
+//! `Nats-Msg-Id`, so a retry inside the window is a duplicate, not a second
+//! event; outside the window (or when the server answers a stale expectation
+//! first) the event found at the expected position is compared with ours.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{self, DirectGetErrorKind, LastRawMessageErrorKind, StorageType},
+};
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::cloudevents;
+use crate::schema::{DecodeError, StoredEvent};
+use crate::subject::CaseSubject;
+
+/// JetStream error: wrong last sequence (the expectation is stale).
+const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream error: another append to the same subject is still in flight,
+/// so the expectation cannot be checked yet.
+const ERR_SUBJECT_SEQUENCE_NOT_READY: u64 = 10164;
+
+/// How the case stream is set up and how hard appends try.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub stream_name: String,
+    /// How long JetStream remembers message ids to drop duplicates.
+    pub duplicate_window: Duration,
+    /// How long one publish waits for its acknowledgement.
+    pub publish_timeout: Duration,
+    /// How many times a publish that got no answer is sent again (same id).
+    pub publish_retries: u32,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            stream_name: "GRIDCASE_CASES".into(),
+            duplicate_window: Duration::from_secs(10 * 60),
+            publish_timeout: Duration::from_secs(5),
+            publish_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("nats-server {found} is too old: gridcase needs 2.10 or newer")]
+    ServerTooOld { found: String },
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stream {stream} is configured differently than gridcase needs: {problem}")]
+    StreamMisconfigured { stream: String, problem: String },
+    #[error("a stored event could not be read at stream sequence {sequence}: {source}")]
+    Corrupt { sequence: u64, source: DecodeError },
+    #[error("event log error: {0}")]
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended first: the subject's last event is not the one
+    /// this append expected.
+    #[error("case changed concurrently: expected last sequence {expected}, found {found:?}")]
+    Conflict { expected: u64, found: Option<u64> },
+    /// No answer from JetStream. The event may or may not be stored; retrying
+    /// the same event (same id) is safe.
+    #[error("the event log did not answer: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream sequence of the stored event.
+    pub stream_sequence: u64,
+    /// True when this very event (same id) had already been stored by an
+    /// earlier attempt; nothing new was written.
+    pub already_stored: bool,
+}
+
+/// A stored event and where it sits in the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Positioned {
+    pub stream_sequence: u64,
+    pub event: StoredEvent,
+}
+
+#[derive(Clone)]
+pub struct EventLog {
+    context: jetstream::Context,
+    stream: stream::Stream,
+    settings: StreamSettings,
+}
+
+/// Whether a nats-server version string is 2.10 or newer.
+pub fn server_supported(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+impl EventLog {
+    /// The stream configuration gridcase relies on.
+    pub fn stream_config(settings: &StreamSettings) -> stream::Config {
+        stream::Config {
+            name: settings.stream_name.clone(),
+            description: Some("gridcase case events: one subject per case, never deleted".into()),
+            subjects: vec![CaseSubject::all_filter()],
+            storage: StorageType::File,
+            duplicate_window: settings.duplicate_window,
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            allow_rollup: false,
+            max_messages: -1,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        }
+    }
+
+    /// Connect the log to JetStream, creating the stream if it does not exist
+    /// and refusing to run on one that lets history be erased.
+    pub async fn open(client: async_nats::Client, settings: StreamSettings) -> Result<Self, LogError> {
+        let version = client.server_info().version;
+        if !server_supported(&version) {
+            return Err(LogError::ServerTooOld { found: version });
+        }
+        let context = jetstream::ContextBuilder::new().timeout(settings.publish_timeout).build(client);
+        let wanted = Self::stream_config(&settings);
+        let mut stream = context
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| LogError::Unavailable(format!("cannot open stream {}: {e}", settings.stream_name)))?;
+        let info = stream.info().await.map_err(|e| LogError::Unavailable(e.to_string()))?.clone();
+        let have = &info.config;
+        let mut problems = Vec::new();
+        if have.storage != StorageType::File {
+            problems.push("storage must be file");
+        }
+        if !have.subjects.contains(&CaseSubject::all_filter()) {
+            problems.push("subjects must include gridcase.case.>");
+        }
+        if !problems.is_empty() {
+            return Err(LogError::StreamMisconfigured { stream: settings.stream_name.clone(), problem: problems.join("; ") });
+        }
+        if !have.deny_delete || !have.deny_purge || !have.allow_direct || have.duplicate_window != wanted.duplicate_window {
+            warn!(stream = %settings.stream_name, "stream settings differ from gridcase's; updating them");
+            context
+                .update_stream(wanted)
+                .await
+                .map_err(|e| LogError::StreamMisconfigured { stream: settings.stream_name.clone(), problem: e.to_string() })?;
+        }
+        Ok(Self { context, stream, settings })
+    }
+
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// Append `event` to `subject`, expecting the subject's last stream
+    /// sequence to be `expected_last` (0: the subject must be empty).
+    pub async fn append(
+        &self,
+        subject: &CaseSubject,
+        expected_last: u64,
+        event: &StoredEvent,
+    ) -> Result<AppendOutcome, AppendError> {
+        let event_id = event.event_id.to_string();
+        let payload = Bytes::from(event.to_json_bytes());
+        let headers = cloudevents::headers(event);
+        let mut last_failure = String::new();
+        let attempts = self.settings.publish_retries + 1;
+        let mut attempt = 0;
+        while attempt < attempts {
+            attempt += 1;
+            let publish = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .message_id(&event_id)
+                .expected_last_subject_sequence(expected_last);
+            let result = match self.context.send_publish(subject.to_string(), publish).await {
+                Ok(ack) => ack.await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(ack) => {
+                    debug!(%subject, sequence = ack.sequence, duplicate = ack.duplicate, "appended");
+                    return Ok(AppendOutcome { stream_sequence: ack.sequence, already_stored: ack.duplicate });
+                }
+                Err(error) => {
+                    let code = jetstream_error_code(&error);
+                    if error.kind() == PublishErrorKind::WrongLastSequence || code == Some(ERR_WRONG_LAST_SEQUENCE) {
+                        return self.resolve_stale_expectation(subject, expected_last, &event_id).await;
+                    }
+                    if code == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
+                        // Another append to this subject is in flight: let it
+                        // land, then look again (this try does not count).
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        attempt -= 1;
+                        continue;
+                    }
+                    match error.kind() {
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                            warn!(%subject, attempt, %error, "append got no answer; retrying with the same id");
+                            last_failure = error.to_string();
+                        }
+                        PublishErrorKind::StreamNotFound => {
+                            return Err(LogError::Unavailable(format!("no stream for {subject}: {error}")).into());
+                        }
+                        _ => return Err(LogError::Other(error.to_string()).into()),
+                    }
+                }
+            }
+        }
+        Err(AppendError::Unavailable(last_failure))
+    }
+
+    /// The server says the subject has moved past `expected_last`. If the
+    /// event right after it is our own (an earlier attempt that landed), the
+    /// append succeeded; otherwise someone else won.
+    async fn resolve_stale_expectation(
+        &self,
+        subject: &CaseSubject,
+        expected_last: u64,
+        event_id: &str,
+    ) -> Result<AppendOutcome, AppendError> {
+        let next = self.next_after(subject, expected_last).await?;
+        match next {
+            Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id) => {
+                Ok(AppendOutcome { stream_sequence: sequence, already_stored: true })
+            }
+            Some((sequence, _)) => Err(AppendError::Conflict { expected: expected_last, found: Some(sequence) }),
+            None => Err(AppendError::Conflict { expected: expected_last, found: None }),
+        }
+    }
+
+    /// The first message on `subject` after stream sequence `after`: its
+    /// sequence and event id.
+    async fn next_after(&self, subject: &CaseSubject, after: u64) -> Result<Option<(u64, Option<String>)>, LogError> {
+        match self.stream.get_first_raw_message_by_subject(subject.as_str(), after + 1).await {
+            Ok(message) => Ok(Some((message.sequence, cloudevents::event_id(Some(&message.headers))))),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// The first event of a case, if it exists.
+    pub async fn first(&self, subject: &CaseSubject) -> Result<Option<Positioned>, LogError> {
+        self.read_from(subject, 1).await
+    }
+
+    /// The last event of a case, if it exists.
+    pub async fn last(&self, subject: &CaseSubject) -> Result<Option<Positioned>, LogError> {
+        match self.stream.get_last_raw_message_by_subject(subject.as_str()).await {
+            Ok(message) => Ok(Some(decode(message.sequence, &message.payload)?)),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
+    }
+
+    async fn read_from(&self, subject: &CaseSubject, from: u64) -> Result<Option<Positioned>, LogError> {
+        match self.stream.get_first_raw_message_by_subject(subject.as_str(), from).await {
+            Ok(message) => Ok(Some(decode(message.sequence, &message.payload)?)),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// A case's whole history, in order. Reads go to the stream leader, so a
+    /// history read right after an append includes it.
+    pub async fn history(&self, subject: &CaseSubject) -> Result<Vec<Positioned>, LogError> {
+        let mut history = Vec::new();
+        let mut from = 1;
+        while let Some(positioned) = self.read_from(subject, from).await? {
+            from = positioned.stream_sequence + 1;
+            history.push(positioned);
+        }
+        Ok(history)
+    }
+
+    /// How many distinct case subjects the stream holds (for tests and ops).
+    pub async fn case_count(&self) -> Result<usize, LogError> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Ok(info.state.subjects_count as usize)
+    }
+
+    /// Whether direct gets are served (used by health checks: it needs the stream).
+    pub async fn ping(&self) -> Result<(), LogError> {
+        match self.stream.direct_get(1).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(()),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
+    }
+}
+
+fn decode(sequence: u64, payload: &[u8]) -> Result<Positioned, LogError> {
+    let event = StoredEvent::from_json_bytes(payload).map_err(|source| LogError::Corrupt { sequence, source })?;
+    Ok(Positioned { stream_sequence: sequence, event })
+}
+
+/// The JetStream API error code behind a publish error, if any.
+fn jetstream_error_code(error: &jetstream::context::PublishError) -> Option<u64> {
+    let source = std::error::Error::source(error)?;
+    source.downcast_ref::<jetstream::Error>().map(|e| e.error_code().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions() {
+        assert!(!server_supported("2.9.25"));
+        assert!(server_supported("2.10.0"));
+        assert!(server_supported("v2.14.6"));
+        assert!(server_supported("3.0.0"));
+        assert!(!server_supported("garbage"));
+    }
+}

@@ -1,0 +1,451 @@
+//! The stored-event schema, version 1.
+//!
+//! A stored event is a JSON envelope (who, when, which case, which position in
+//! the case's history) around a payload whose shape is named by `type`. The
+//! payload types below mirror the domain's events but are a separate, frozen
+//! wire contract: the domain may rename freely, history keeps its names. The
+//! snapshot tests in `schema/tests.rs` fail on any accidental change.
+//!
+//! Each envelope carries `prev_hash`, the hash of the previous event of the
+//! same case, and `hash`, the SHA-256 of the envelope's canonical bytes (every
+//! field but `hash`, serialised as JSON with object keys sorted by their UTF-8
+//! bytes, no insignificant whitespace). An auditor holding the history can
+//! recompute every hash: a rewritten event changes its own hash, a removed one
+//! breaks the chain and the `case_version` sequence.
+
+use gridcase_domain::{
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Event, Feedback, Filed, GridCode, Location, OrgCode,
+    ResidentContact, Role, Supervision, Text, Tier,
+};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Version of the envelope's own shape.
+pub const ENVELOPE_VERSION: u32 = 1;
+/// Version of the payload shapes defined in this module.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// Who acted: a person, in a role, for an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub person: String,
+    pub role: Role,
+    pub organisation: String,
+}
+
+/// One event as it is stored in the log and carried to every consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub envelope_version: u32,
+    pub event_id: Uuid,
+    pub case_id: CaseId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Position in the case's history, 1 for the filing.
+    pub case_version: u64,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    /// The client's command id, when the event answers a lifecycle command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    pub payload: Value,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+}
+
+/// The facts an envelope records about an event besides its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    pub event_id: Uuid,
+    pub case_id: CaseId,
+    pub case_version: u64,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    pub command_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0:?} (written by a newer version?)")]
+    UnknownType(String),
+    #[error("event type {event_type:?} has schema version {version}, this build reads up to {PAYLOAD_VERSION}")]
+    UnsupportedVersion { event_type: String, version: u32 },
+    #[error("malformed {event_type:?} payload: {source}")]
+    Malformed { event_type: String, source: serde_json::Error },
+    #[error("not a stored event: {0}")]
+    Envelope(serde_json::Error),
+}
+
+impl StoredEvent {
+    /// Wrap a domain event in an envelope chained to `prev_hash`.
+    pub fn seal(event: &Event, meta: EventMeta, prev_hash: Option<String>) -> Self {
+        let tagged = serde_json::to_value(PayloadV1::from_event(event)).expect("payloads serialise");
+        let Value::Object(mut tagged) = tagged else { unreachable!("adjacently tagged enum is an object") };
+        let event_type = match tagged.remove("type") {
+            Some(Value::String(name)) => name,
+            _ => unreachable!("tag is a string"),
+        };
+        let payload = tagged.remove("payload").unwrap_or(Value::Object(Default::default()));
+        let mut stored = StoredEvent {
+            envelope_version: ENVELOPE_VERSION,
+            event_id: meta.event_id,
+            case_id: meta.case_id,
+            event_type,
+            schema_version: PAYLOAD_VERSION,
+            case_version: meta.case_version,
+            occurred_at: meta.occurred_at,
+            actor: meta.actor,
+            command_id: meta.command_id,
+            payload,
+            prev_hash,
+            hash: String::new(),
+        };
+        stored.hash = stored.compute_hash();
+        stored
+    }
+
+    /// The domain event this envelope holds.
+    pub fn decode(&self) -> Result<Event, DecodeError> {
+        if !KNOWN_TYPES.contains(&self.event_type.as_str()) {
+            return Err(DecodeError::UnknownType(self.event_type.clone()));
+        }
+        if self.schema_version > PAYLOAD_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                event_type: self.event_type.clone(),
+                version: self.schema_version,
+            });
+        }
+        let tagged = serde_json::json!({ "type": self.event_type, "payload": self.payload });
+        let payload: PayloadV1 = serde_json::from_value(tagged)
+            .map_err(|source| DecodeError::Malformed { event_type: self.event_type.clone(), source })?;
+        Ok(payload.into_event(self.case_id))
+    }
+
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("stored events serialise")
+    }
+
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(DecodeError::Envelope)
+    }
+
+    /// SHA-256 (lowercase hex) of the canonical bytes of every field but `hash`.
+    pub fn compute_hash(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("stored events serialise");
+        if let Value::Object(map) = &mut value {
+            map.remove("hash");
+        }
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// JSON with object keys sorted by their UTF-8 bytes and no whitespace,
+/// independent of how the map type orders its keys.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Where a case's history fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("event {case_version} ({event_id}) does not match its hash: it was altered")]
+    Altered { case_version: u64, event_id: Uuid },
+    #[error("expected event {expected} next, found {found}: events are missing or out of order")]
+    Gap { expected: u64, found: u64 },
+    #[error("event {case_version} ({event_id}) does not chain to the event before it")]
+    Unchained { case_version: u64, event_id: Uuid },
+    #[error("event {case_version} ({event_id}) belongs to case {other}, not this one")]
+    ForeignEvent { case_version: u64, event_id: Uuid, other: CaseId },
+}
+
+/// Verify one case's whole history, in order: every hash recomputes, versions
+/// run 1, 2, 3… and each event names the hash of the one before it.
+pub fn verify_chain(history: &[StoredEvent]) -> Result<(), ChainBreak> {
+    let mut previous: Option<&StoredEvent> = None;
+    for (index, event) in history.iter().enumerate() {
+        let expected = index as u64 + 1;
+        if let Some(first) = history.first()
+            && event.case_id != first.case_id
+        {
+            return Err(ChainBreak::ForeignEvent {
+                case_version: event.case_version,
+                event_id: event.event_id,
+                other: event.case_id,
+            });
+        }
+        if event.compute_hash() != event.hash {
+            return Err(ChainBreak::Altered { case_version: event.case_version, event_id: event.event_id });
+        }
+        if event.case_version != expected {
+            return Err(ChainBreak::Gap { expected, found: event.case_version });
+        }
+        if event.prev_hash.as_deref() != previous.map(|p| p.hash.as_str()) {
+            return Err(ChainBreak::Unchained { case_version: event.case_version, event_id: event.event_id });
+        }
+        previous = Some(event);
+    }
+    Ok(())
+}
+
+const KNOWN_TYPES: [&str; 25] = Event::KINDS;
+
+/// Version 1 payloads. The variant name (snake case) is the stored `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+enum PayloadV1 {
+    Filed {
+        grid_code: GridCode,
+        category_code: CategoryCode,
+        description: Text,
+        location: Location,
+        reported_at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        severity_hint: Option<Tier>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resident_contact: Option<ResidentContact>,
+        #[serde(default)]
+        attachments: Vec<AttachmentRef>,
+    },
+    Registered {
+        tier: Tier,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<Text>,
+    },
+    Voided {
+        reason: Text,
+    },
+    Dispatched {
+        unit: OrgCode,
+        acknowledge_due: Timestamp,
+        resolve_due: Timestamp,
+    },
+    Acknowledged {
+        unit: OrgCode,
+    },
+    Returned {
+        unit: OrgCode,
+        reason: Text,
+    },
+    Reassigned {
+        from_unit: OrgCode,
+        to_unit: OrgCode,
+        acknowledge_due: Timestamp,
+        resolve_due: Timestamp,
+        reason: Text,
+    },
+    ProgressAdded {
+        note: Text,
+        #[serde(default)]
+        attachments: Vec<AttachmentRef>,
+    },
+    ExtensionRequested {
+        working_days: u32,
+        reason: Text,
+    },
+    ExtensionApproved {
+        requested_working_days: u32,
+        approved_working_days: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    ExtensionRejected {
+        requested_working_days: u32,
+        reason: Text,
+    },
+    HoldRequested {
+        reason: Text,
+    },
+    HoldApproved {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    HoldRejected {
+        reason: Text,
+    },
+    Resumed {},
+    Resolved {
+        summary: Text,
+        #[serde(default)]
+        evidence: Vec<AttachmentRef>,
+    },
+    VerificationPassed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<Text>,
+    },
+    VerificationFailed {
+        reason: Text,
+    },
+    FeedbackRecorded {
+        feedback: Feedback,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<Text>,
+    },
+    Reopened {
+        reason: Text,
+    },
+    Cancelled {
+        reason: Text,
+    },
+    Supervised {
+        from_level: Supervision,
+        to_level: Supervision,
+        reason: Text,
+    },
+    UrgencySet {
+        urgent: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
+    },
+    DeadlineSet {
+        clock: Clock,
+        due: Timestamp,
+    },
+    ClockMarked {
+        clock: Clock,
+        mark: ClockMark,
+        due: Timestamp,
+    },
+}
+
+impl PayloadV1 {
+    fn from_event(event: &Event) -> Self {
+        match event.clone() {
+            Event::Filed(filed) => PayloadV1::Filed {
+                grid_code: filed.grid,
+                category_code: filed.category,
+                description: filed.description,
+                location: filed.location,
+                reported_at: filed.reported_at,
+                severity_hint: filed.severity_hint,
+                resident_contact: filed.contact,
+                attachments: filed.attachments,
+            },
+            Event::Registered { tier, note } => PayloadV1::Registered { tier, note },
+            Event::Voided { reason } => PayloadV1::Voided { reason },
+            Event::Dispatched { unit, acknowledge_due, resolve_due } => {
+                PayloadV1::Dispatched { unit, acknowledge_due, resolve_due }
+            }
+            Event::Acknowledged { unit } => PayloadV1::Acknowledged { unit },
+            Event::Returned { unit, reason } => PayloadV1::Returned { unit, reason },
+            Event::Reassigned { from, to, acknowledge_due, resolve_due, reason } => {
+                PayloadV1::Reassigned { from_unit: from, to_unit: to, acknowledge_due, resolve_due, reason }
+            }
+            Event::ProgressAdded { note, attachments } => PayloadV1::ProgressAdded { note, attachments },
+            Event::ExtensionRequested { working_days, reason } => PayloadV1::ExtensionRequested { working_days, reason },
+            Event::ExtensionApproved { requested_working_days, approved_working_days, reason } => {
+                PayloadV1::ExtensionApproved { requested_working_days, approved_working_days, reason }
+            }
+            Event::ExtensionRejected { requested_working_days, reason } => {
+                PayloadV1::ExtensionRejected { requested_working_days, reason }
+            }
+            Event::HoldRequested { reason } => PayloadV1::HoldRequested { reason },
+            Event::HoldApproved { reason } => PayloadV1::HoldApproved { reason },
+            Event::HoldRejected { reason } => PayloadV1::HoldRejected { reason },
+            Event::Resumed => PayloadV1::Resumed {},
+            Event::Resolved { summary, evidence } => PayloadV1::Resolved { summary, evidence },
+            Event::VerificationPassed { note } => PayloadV1::VerificationPassed { note },
+            Event::VerificationFailed { reason } => PayloadV1::VerificationFailed { reason },
+            Event::FeedbackRecorded { feedback, comment } => PayloadV1::FeedbackRecorded { feedback, comment },
+            Event::Reopened { reason } => PayloadV1::Reopened { reason },
+            Event::Cancelled { reason } => PayloadV1::Cancelled { reason },
+            Event::Supervised { from, to, reason } => PayloadV1::Supervised { from_level: from, to_level: to, reason },
+            Event::UrgencySet { urgent, reason } => PayloadV1::UrgencySet { urgent, reason },
+            Event::DeadlineSet { clock, due } => PayloadV1::DeadlineSet { clock, due },
+            Event::ClockMarked { clock, mark, due } => PayloadV1::ClockMarked { clock, mark, due },
+        }
+    }
+
+    fn into_event(self, case_id: CaseId) -> Event {
+        match self {
+            PayloadV1::Filed {
+                grid_code,
+                category_code,
+                description,
+                location,
+                reported_at,
+                severity_hint,
+                resident_contact,
+                attachments,
+            } => Event::Filed(Filed {
+                case_id,
+                grid: grid_code,
+                category: category_code,
+                description,
+                location,
+                reported_at,
+                severity_hint,
+                contact: resident_contact,
+                attachments,
+            }),
+            PayloadV1::Registered { tier, note } => Event::Registered { tier, note },
+            PayloadV1::Voided { reason } => Event::Voided { reason },
+            PayloadV1::Dispatched { unit, acknowledge_due, resolve_due } => {
+                Event::Dispatched { unit, acknowledge_due, resolve_due }
+            }
+            PayloadV1::Acknowledged { unit } => Event::Acknowledged { unit },
+            PayloadV1::Returned { unit, reason } => Event::Returned { unit, reason },
+            PayloadV1::Reassigned { from_unit, to_unit, acknowledge_due, resolve_due, reason } => {
+                Event::Reassigned { from: from_unit, to: to_unit, acknowledge_due, resolve_due, reason }
+            }
+            PayloadV1::ProgressAdded { note, attachments } => Event::ProgressAdded { note, attachments },
+            PayloadV1::ExtensionRequested { working_days, reason } => Event::ExtensionRequested { working_days, reason },
+            PayloadV1::ExtensionApproved { requested_working_days, approved_working_days, reason } => {
+                Event::ExtensionApproved { requested_working_days, approved_working_days, reason }
+            }
+            PayloadV1::ExtensionRejected { requested_working_days, reason } => {
+                Event::ExtensionRejected { requested_working_days, reason }
+            }
+            PayloadV1::HoldRequested { reason } => Event::HoldRequested { reason },
+            PayloadV1::HoldApproved { reason } => Event::HoldApproved { reason },
+            PayloadV1::HoldRejected { reason } => Event::HoldRejected { reason },
+            PayloadV1::Resumed {} => Event::Resumed,
+            PayloadV1::Resolved { summary, evidence } => Event::Resolved { summary, evidence },
+            PayloadV1::VerificationPassed { note } => Event::VerificationPassed { note },
+            PayloadV1::VerificationFailed { reason } => Event::VerificationFailed { reason },
+            PayloadV1::FeedbackRecorded { feedback, comment } => Event::FeedbackRecorded { feedback, comment },
+            PayloadV1::Reopened { reason } => Event::Reopened { reason },
+            PayloadV1::Cancelled { reason } => Event::Cancelled { reason },
+            PayloadV1::Supervised { from_level, to_level, reason } => {
+                Event::Supervised { from: from_level, to: to_level, reason }
+            }
+            PayloadV1::UrgencySet { urgent, reason } => Event::UrgencySet { urgent, reason },
+            PayloadV1::DeadlineSet { clock, due } => Event::DeadlineSet { clock, due },
+            PayloadV1::ClockMarked { clock, mark, due } => Event::ClockMarked { clock, mark, due },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
