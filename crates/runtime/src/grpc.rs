@@ -1,0 +1,66 @@
+//! Failures as gRPC statuses, with details a client can act on. Internal
+//! messages (NATS, SQL) never reach the client: they are logged here and the
+//! client gets a generic message.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// Field violations collected while validating a request.
+#[derive(Debug, Default, Clone)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record that `field` broke `rule` (a SCREAMING_SNAKE_CASE identifier),
+    /// described for people by `description`.
+    pub fn add(&mut self, field: impl Into<String>, rule: &str, description: impl Into<String>) {
+        let mut violation = FieldViolation::new(field, description);
+        violation.reason = rule.to_owned();
+        self.0.push(violation);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|v| v.field.as_str())
+    }
+
+    /// INVALID_ARGUMENT with a `google.rpc.BadRequest` detail.
+    pub fn into_status(self) -> Status {
+        let summary = self
+            .0
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Status::with_error_details(
+            Code::InvalidArgument,
+            format!("invalid request: {summary}"),
+            ErrorDetails::with_bad_request(self.0),
+        )
+    }
+
+    /// `Ok(())` when nothing was violated, the status otherwise.
+    #[allow(clippy::result_large_err)]
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.is_empty() { Ok(()) } else { Err(self.into_status()) }
+    }
+}
+
+/// UNAVAILABLE for a dependency that did not answer; the detail is logged,
+/// not sent.
+pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Status {
+    tracing::warn!(%error, "{what} unavailable");
+    Status::unavailable(format!("{what} is unavailable; retry the same request later"))
+}
+
+/// INTERNAL for a bug or a broken invariant; the detail is logged, not sent.
+pub fn internal(error: &dyn std::fmt::Display) -> Status {
+    tracing::error!(%error, "internal error");
+    Status::internal("internal error; it has been logged")
+}

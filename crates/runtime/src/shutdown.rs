@@ -1,0 +1,86 @@
+//! One shutdown path for every service: SIGTERM or SIGINT (or a test) trips a
+//! shared signal; servers stop accepting, drain in-flight calls, and give up
+//! after a grace period.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// A shutdown signal that can be cloned into every task that must stop.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    receiver: watch::Receiver<bool>,
+}
+
+/// Trips the [`Shutdown`] signal.
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    sender: watch::Sender<bool>,
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.sender.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (ShutdownTrigger { sender }, Shutdown { receiver })
+    }
+
+    /// A signal tripped by SIGTERM or SIGINT.
+    pub fn on_signals() -> Shutdown {
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            trigger.trigger();
+        });
+        shutdown
+    }
+
+    /// Resolves once shutdown was requested.
+    pub async fn requested(mut self) {
+        let _ = self.receiver.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.receiver.borrow()
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
+            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutdown requested"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!(signal = "ctrl-c", "shutdown requested");
+    }
+}
+
+/// Run `server` (which drains when `shutdown` trips) but stop waiting for it
+/// `grace` after shutdown was requested.
+pub async fn drain_with_grace<F, T>(server: F, shutdown: Shutdown, grace: Duration) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    tokio::pin!(server);
+    tokio::select! {
+        output = &mut server => Some(output),
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => {
+            warn!(grace_secs = grace.as_secs_f64(), "in-flight calls did not finish within the grace period; stopping anyway");
+            None
+        }
+    }
+}
