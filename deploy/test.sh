@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (deploy/install-deps.sh),
+# then runs every test of the workspace. Tests start their own nats-server
+# (own port, own store directory) and never use one left running.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+deploy/install-deps.sh
+export GRIDCASE_NATS_SERVER="$ROOT/.tools/nats/bin/nats-server"
+echo "testing against $("$GRIDCASE_NATS_SERVER" --version)"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

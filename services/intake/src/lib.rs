@@ -1,0 +1,141 @@
+//! gridcase intake, as a library: `main` only parses the configuration and
+//! calls [`run`]; tests build the same [`Application`] with their own
+//! listener, NATS server, clock and shutdown signal.
+
+pub mod config;
+mod service;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gridcase_eventlog::{AttachmentStore, EventLog, StreamSettings};
+use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
+use gridcase_reference::Reference;
+use gridcase_runtime::shutdown::drain_with_grace;
+use gridcase_runtime::{Clock, Shutdown, SystemClock, caller};
+use jiff::SignedDuration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use service::IntakeApi;
+use validate::Limits;
+
+/// The intake service, built and ready to serve.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    api: IntakeApi,
+    client: async_nats::Client,
+}
+
+impl Application {
+    /// Load the reference data, connect to NATS and open the event log.
+    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
+        info!(
+            regions = reference.registry.len(),
+            categories = reference.taxonomy.len(),
+            dir = %config.reference_dir.display(),
+            "reference data loaded"
+        );
+        let client = async_nats::ConnectOptions::new()
+            .name("gridcase-intake")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
+            .connect(&config.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let settings = StreamSettings {
+            stream_name: config.stream.clone(),
+            duplicate_window: config.duplicate_window,
+            publish_timeout: config.publish_timeout,
+            ..StreamSettings::default()
+        };
+        let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), settings))
+            .await
+            .with_context(|| format!("NATS at {} did not answer within 30s", config.nats_url))?
+            .context("opening the case event log")?;
+        let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket)
+            .await
+            .context("opening the attachment bucket")?;
+        let limits = Limits {
+            max_attachment_bytes: config.max_attachment_bytes,
+            max_clock_skew: SignedDuration::try_from(config.max_clock_skew).context("max clock skew")?,
+            max_report_age: SignedDuration::try_from(config.max_report_age).context("max report age")?,
+        };
+        let api = IntakeApi { log, attachments, reference: Arc::new(reference), limits, clock };
+        Ok(Self { config, listener, api, client })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` trips, then drain in-flight calls for at most
+    /// the configured grace period.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<IntakeServiceServer<IntakeApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gridcase_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        // Health follows the NATS connection: NOT_SERVING while it is down.
+        let watch_client = self.client.clone();
+        let watch_shutdown = shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let connected = watch_client.connection_state() == async_nats::connection::State::Connected;
+                if last != Some(connected) {
+                    let status = if connected { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    health.set_service_status("", status).await;
+                    health.set_service_status("gridcase.intake.v1.IntakeService", status).await;
+                    if !connected {
+                        warn!("NATS connection lost: reporting NOT_SERVING");
+                    }
+                    last = Some(connected);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = watch_shutdown.clone().requested() => break,
+                }
+            }
+        });
+
+        let addr = self.listener.local_addr()?;
+        info!(%addr, nats = %self.config.nats_url, "intake listening");
+        let server = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(IntakeServiceServer::with_interceptor(self.api, caller::interceptor))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
+        let result = drain_with_grace(server, shutdown, self.config.shutdown_grace).await;
+        watcher.abort();
+        if let Err(error) = self.client.drain().await {
+            warn!(%error, "draining the NATS connection failed");
+        }
+        match result {
+            Some(served) => served.context("serving gRPC")?,
+            None => warn!("stopped before every call finished"),
+        }
+        info!("intake stopped");
+        Ok(())
+    }
+}
+
+/// Build and run with the system clock, stopping on SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+    app.run(Shutdown::on_signals()).await
+}

@@ -1,0 +1,188 @@
+//! The IntakeService handlers: thin shells around validation, the domain's
+//! `decide`, and the event log.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gridcase_domain::{Command, Event, FileCase};
+use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
+use gridcase_proto::common::v1 as common;
+use gridcase_proto::intake::v1::{
+    self as api, intake_service_server::IntakeService, upload_attachment_request::Part,
+};
+use gridcase_reference::Reference;
+use gridcase_runtime::{Caller, Clock, Violations, grpc};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, instrument};
+use uuid::Uuid;
+
+use crate::validate::{self, CONTENT_TYPES, Limits};
+
+pub struct IntakeApi {
+    pub(crate) log: EventLog,
+    pub(crate) attachments: AttachmentStore,
+    pub(crate) reference: Arc<Reference>,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl IntakeApi {
+    /// Every referenced attachment must have been uploaded, with that size.
+    async fn check_uploaded(&self, file: &FileCase) -> Result<(), Status> {
+        let mut v = Violations::new();
+        for (index, attachment) in file.attachments.iter().enumerate() {
+            let stored = self
+                .attachments
+                .find(&attachment.sha256)
+                .await
+                .map_err(|e| grpc::unavailable("the attachment store", &e))?;
+            match stored {
+                None => v.add(
+                    format!("attachments[{index}].sha256"),
+                    "NOT_UPLOADED",
+                    "was not uploaded: upload it with UploadAttachment first",
+                ),
+                Some(stored) if stored.size != attachment.size => v.add(
+                    format!("attachments[{index}].size"),
+                    "SIZE_MISMATCH",
+                    format!("does not match the uploaded size {}", stored.size),
+                ),
+                Some(_) => {}
+            }
+        }
+        v.into_result()
+    }
+
+    fn receipt(stored: &StoredEvent, stream_sequence: u64, replayed: bool) -> api::FileCaseResponse {
+        api::FileCaseResponse {
+            case_id: stored.case_id.to_string(),
+            stream_sequence,
+            replayed,
+            recorded_at: Some(validate::timestamp_to_proto(stored.occurred_at)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IntakeService for IntakeApi {
+    #[instrument(skip_all, fields(case_id = %request.get_ref().case_id, grid = %request.get_ref().grid_code))]
+    async fn file_case(
+        &self,
+        request: Request<api::FileCaseRequest>,
+    ) -> Result<Response<api::FileCaseResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let now = self.clock.now();
+        let file = validate::file_case(request.get_ref(), &self.reference, &self.limits, now)
+            .map_err(Violations::into_status)?;
+        self.check_uploaded(&file).await?;
+
+        let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
+        let case_id = file.case_id;
+        let events = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
+        let [filed] = events.as_slice() else {
+            return Err(grpc::internal(&"filing must produce exactly one event"));
+        };
+        let stored = StoredEvent::seal(
+            filed,
+            EventMeta {
+                event_id: Uuid::now_v7(),
+                case_id,
+                case_version: 1,
+                occurred_at: now,
+                actor: Actor {
+                    person: caller.person.clone(),
+                    role: caller.role,
+                    organisation: caller.organisation.to_string(),
+                },
+                command_id: None,
+            },
+            None,
+        );
+
+        match self.log.append(&subject, 0, &stored).await {
+            Ok(outcome) => {
+                info!(sequence = outcome.stream_sequence, "case filed");
+                Ok(Response::new(Self::receipt(&stored, outcome.stream_sequence, outcome.already_stored)))
+            }
+            Err(AppendError::Conflict { .. }) => {
+                // The case exists: a retry of the same filing gets the
+                // original receipt, different content is refused.
+                let original = self
+                    .log
+                    .first(&subject)
+                    .await
+                    .map_err(|e| grpc::unavailable("the event log", &e))?
+                    .ok_or_else(|| grpc::internal(&"conflict reported on an empty case subject"))?;
+                let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
+                if same_filing(&original_event, filed) {
+                    info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");
+                    Ok(Response::new(Self::receipt(&original.event, original.stream_sequence, true)))
+                } else {
+                    Err(Status::already_exists(format!(
+                        "case {case_id} was already filed with different content; a new case needs a new case_id"
+                    )))
+                }
+            }
+            Err(AppendError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
+            Err(AppendError::Log(error)) => Err(grpc::unavailable("the event log", &error)),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn upload_attachment(
+        &self,
+        request: Request<Streaming<api::UploadAttachmentRequest>>,
+    ) -> Result<Response<api::UploadAttachmentResponse>, Status> {
+        Caller::of(&request)?;
+        let mut parts = request.into_inner();
+        let mut v = Violations::new();
+        let metadata = match parts.next().await.transpose()? {
+            Some(api::UploadAttachmentRequest { part: Some(Part::Metadata(metadata)) }) => metadata,
+            _ => {
+                v.add("metadata", "REQUIRED", "the first message must carry the attachment's metadata");
+                return Err(v.into_status());
+            }
+        };
+        if !CONTENT_TYPES.contains(&metadata.content_type.as_str()) {
+            v.add("metadata.content_type", "UNSUPPORTED", format!("must be one of {}", CONTENT_TYPES.join(", ")));
+            return Err(v.into_status());
+        }
+        let limit = self.limits.max_attachment_bytes;
+        let mut content = Vec::new();
+        while let Some(part) = parts.next().await.transpose()? {
+            match part.part {
+                Some(Part::Chunk(chunk)) => {
+                    if content.len() as u64 + chunk.len() as u64 > limit {
+                        v.add("chunk", "TOO_LARGE", format!("the attachment exceeds the limit of {limit} bytes"));
+                        return Err(v.into_status());
+                    }
+                    content.extend_from_slice(&chunk);
+                }
+                _ => {
+                    v.add("metadata", "UNEXPECTED", "metadata may only come first; then send chunks");
+                    return Err(v.into_status());
+                }
+            }
+        }
+        if content.is_empty() {
+            v.add("chunk", "REQUIRED", "the attachment is empty");
+            return Err(v.into_status());
+        }
+        let stored = self.attachments.put(&content).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
+        info!(sha256 = %stored.sha256, size = stored.size, "attachment stored");
+        Ok(Response::new(api::UploadAttachmentResponse {
+            attachment: Some(common::AttachmentRef {
+                sha256: stored.sha256.to_string(),
+                size: stored.size,
+                content_type: metadata.content_type,
+            }),
+        }))
+    }
+}
+
+/// Whether two filings say the same thing (the server-side envelope, time of
+/// recording and event id, may differ between attempts).
+fn same_filing(stored: &Event, attempt: &Event) -> bool {
+    stored == attempt
+}

@@ -1,0 +1,135 @@
+//! Test support: real servers, started per test, removed on drop.
+//!
+//! * [`NatsServer`] starts its own `nats-server` (2.10 or newer) on a free
+//!   port with its own store directory and `sync_interval: always`, exactly
+//!   as `deploy/nats/nats-server.conf` configures production.
+//! * [`TestIntake`] runs the intake service in-process on `127.0.0.1:0`.
+
+pub mod nats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gridcase_intake::{Application, Config};
+use gridcase_runtime::shutdown::ShutdownTrigger;
+use gridcase_runtime::{Clock, Shutdown, SystemClock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use nats::NatsServer;
+
+/// The workspace root (for deploy/ files).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+/// An intake service running in this process.
+pub struct TestIntake {
+    pub addr: SocketAddr,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestIntake {
+    /// The configuration a test starts from: the shipped demo reference data,
+    /// the given NATS server, short timeouts.
+    pub fn config(nats_url: &str) -> Config {
+        let mut config = Config::defaults();
+        config.nats_url = nats_url.to_owned();
+        config.reference_dir = workspace_root().join("deploy/reference");
+        config.publish_timeout = std::time::Duration::from_secs(2);
+        config.shutdown_grace = std::time::Duration::from_secs(5);
+        config
+    }
+
+    pub async fn spawn(nats_url: &str) -> Self {
+        Self::spawn_with(Self::config(nats_url), Arc::new(SystemClock)).await
+    }
+
+    pub async fn spawn_with(config: Config, clock: Arc<dyn Clock>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
+        let app = Application::build(config, listener, clock).await.expect("intake builds");
+        let addr = app.local_addr().expect("local addr");
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(app.run(shutdown));
+        Self { addr, trigger: Some(trigger), task: Some(task) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Ask the service to stop, as SIGTERM would, and wait until it has.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_inner().await
+    }
+
+    async fn stop_inner(&mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestIntake {
+    fn drop(&mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+    }
+}
+
+/// Requests and identities the tests file cases with.
+pub mod fixtures {
+    use gridcase_domain::{CaseId, OrgCode, Role};
+    use gridcase_proto::common::v1 as common;
+    use gridcase_proto::intake::v1 as api;
+    use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
+    use gridcase_runtime::Caller;
+    use tonic::transport::Channel;
+
+    /// A grid worker of 城关街道 in the demo county.
+    pub fn worker() -> Caller {
+        Caller {
+            person: "gw-0042".into(),
+            role: Role::GridWorker,
+            organisation: OrgCode::parse("cc-990101001").expect("org code"),
+        }
+    }
+
+    /// Wrap a message in a request carrying the worker's identity.
+    pub fn as_worker<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        worker().attach(&mut request);
+        request
+    }
+
+    /// A valid filing in grid 990101001001001 (东门社区第一网格).
+    pub fn filing(case_id: CaseId) -> api::FileCaseRequest {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+        api::FileCaseRequest {
+            case_id: case_id.to_string(),
+            grid_code: "990101001001001".into(),
+            category_code: "0201".into(),
+            description: "东门路12号路灯不亮".into(),
+            location: Some(common::Location { latitude: 30.2741, longitude: 120.1551, address: "东门路12号".into() }),
+            reported_at: Some(prost_types_timestamp(now.as_secs() as i64 - 60)),
+            severity_hint: None,
+            resident_contact: None,
+            attachments: vec![],
+        }
+    }
+
+    fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds, nanos: 0 }
+    }
+
+    pub async fn intake_client(endpoint: String) -> IntakeServiceClient<Channel> {
+        IntakeServiceClient::connect(endpoint).await.expect("connect to intake")
+    }
+}

@@ -1,0 +1,134 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A nats-server of our own: own port, own store directory, fsync before
+/// every acknowledgement. Killed and removed on drop.
+pub struct NatsServer {
+    binary: PathBuf,
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// The nats-server binary to test against: `$GRIDCASE_NATS_SERVER`, else the
+/// one `deploy/install-deps.sh` installs under `.tools/`, else `nats-server`
+/// on PATH. It must be 2.10 or newer.
+pub fn nats_server_binary() -> PathBuf {
+    let candidates = [
+        std::env::var_os("GRIDCASE_NATS_SERVER").map(PathBuf::from),
+        Some(crate::workspace_root().join(".tools/nats/bin/nats-server")),
+        Some(PathBuf::from("nats-server")),
+    ];
+    for candidate in candidates.into_iter().flatten() {
+        if let Some(version) = version_of(&candidate) {
+            if gridcase_eventlog::log::server_supported(&version) {
+                return candidate;
+            }
+            eprintln!("skipping {} ({version}): gridcase needs nats-server 2.10 or newer", candidate.display());
+        }
+    }
+    panic!(
+        "no nats-server 2.10+ found: run deploy/install-deps.sh (installs it under .tools/) or set GRIDCASE_NATS_SERVER"
+    );
+}
+
+fn version_of(binary: &Path) -> Option<String> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "nats-server: v2.14.6"
+    text.split_whitespace().last().map(|v| v.trim_start_matches('v').to_owned())
+}
+
+impl NatsServer {
+    /// Start a fresh server on a free port.
+    pub fn start() -> Self {
+        let binary = nats_server_binary();
+        let dir = tempfile::Builder::new().prefix("gridcase-nats-").tempdir().expect("temp dir");
+        let mut server = Self { binary, dir, port: 0, child: None };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("jetstream")
+    }
+
+    fn launch(&mut self) {
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        let config = format!(
+            "listen: \"127.0.0.1:{port}\"\nports_file_dir: {ports:?}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
+            ports = ports_dir.display().to_string(),
+            store = self.store_dir().display().to_string(),
+        );
+        let config_path = self.dir.path().join("nats-server.conf");
+        std::fs::write(&config_path, config).expect("write nats config");
+        let log = std::fs::File::create(self.dir.path().join("nats-server.log")).expect("log file");
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        self.port = self.wait_for_port(&ports_dir);
+    }
+
+    /// nats-server writes the port it bound into `ports_file_dir`.
+    fn wait_for_port(&mut self, ports_dir: &Path) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = std::fs::read_dir(ports_dir).ok().and_then(|entries| {
+                entries.flatten().find_map(|entry| {
+                    let text = std::fs::read_to_string(entry.path()).ok()?;
+                    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+                    let url = json["nats"][0].as_str()?;
+                    url.rsplit(':').next()?.parse::<u16>().ok()
+                })
+            });
+            if let Some(port) = found {
+                return port;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+                panic!("nats-server exited with {status} on start:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "nats-server did not report its port within 20s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill the server at once (a crash: no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect to test nats")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

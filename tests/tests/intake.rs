@@ -1,0 +1,416 @@
+//! The intake service end to end: a real nats-server per test, the service
+//! in-process on a real socket, a generated gRPC client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gridcase_domain::{CaseId, Event};
+use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings, verify_chain};
+use gridcase_proto::common::v1 as common;
+use gridcase_proto::intake::v1 as api;
+use gridcase_proto::intake::v1::upload_attachment_request::Part;
+use gridcase_runtime::SystemClock;
+use gridcase_tests::fixtures::{as_worker, filing, intake_client, worker};
+use gridcase_tests::{NatsServer, TestIntake};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+async fn open_log(nats: &NatsServer) -> EventLog {
+    EventLog::open(nats.client().await, StreamSettings::default()).await.expect("open log")
+}
+
+fn subject_of(request: &api::FileCaseRequest) -> CaseSubject {
+    let grid = gridcase_domain::GridCode::parse(&request.grid_code).unwrap();
+    CaseSubject::for_grid(&grid, &CaseId::parse(&request.case_id).unwrap())
+}
+
+#[tokio::test]
+async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+
+    let case_id = CaseId::new_v7();
+    let mut request = filing(case_id);
+    request.severity_hint = Some(common::Tier::Urgent as i32);
+    request.resident_contact = Some(api::ResidentContact { name: "李四".into(), phone: "13912345678".into() });
+    let receipt = client.file_case(as_worker(request.clone())).await.expect("filed").into_inner();
+    assert_eq!(receipt.case_id, case_id.to_string());
+    assert!(receipt.stream_sequence > 0);
+    assert!(!receipt.replayed);
+
+    let log = open_log(&nats).await;
+    let history = log.history(&subject_of(&request)).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].stream_sequence, receipt.stream_sequence);
+    let stored = &history[0].event;
+    verify_chain(&[stored.clone()]).expect("chain verifies");
+    assert_eq!((stored.event_type.as_str(), stored.case_version, stored.prev_hash.as_deref()), ("filed", 1, None));
+    assert_eq!(stored.actor.person, worker().person);
+    assert_eq!(stored.actor.organisation, "cc-990101001");
+    let Event::Filed(filed) = stored.decode().unwrap() else { panic!("not a filing") };
+    assert_eq!(filed.case_id, case_id);
+    assert_eq!(filed.grid.as_str(), "990101001001001");
+    assert_eq!(filed.description.as_str(), "东门路12号路灯不亮");
+    assert_eq!(filed.severity_hint, Some(gridcase_domain::Tier::Urgent));
+    assert_eq!(filed.contact.unwrap().phone.unwrap().expose(), "13912345678");
+    assert_eq!((filed.location.latitude_e6, filed.location.longitude_e6), (30_274_100, 120_155_100));
+
+    // A plain NATS client sees a CloudEvent in binary mode.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let stream = js.get_stream("GRIDCASE_CASES").await.unwrap();
+    let raw = stream.get_raw_message(receipt.stream_sequence).await.unwrap();
+    let header = |name: &str| raw.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce-id"), Some(stored.event_id.to_string()));
+    assert_eq!(header("ce-type").as_deref(), Some("cn.gridcase.case.filed.v1"));
+    assert_eq!(header("ce-subject"), Some(case_id.to_string()));
+    assert_eq!(header("ce-source").as_deref(), Some("urn:gridcase:cases"));
+    assert_eq!(header("ce-time"), Some(stored.occurred_at.to_string()));
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(raw.subject.as_str(), format!("gridcase.case.990101001.{case_id}"));
+    let body: serde_json::Value = serde_json::from_slice(&raw.payload).unwrap();
+    assert_eq!(body["hash"], stored.hash);
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_original_receipt_also_after_a_restart_and_different_content_is_refused() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let request = filing(CaseId::new_v7());
+    let first = client.file_case(as_worker(request.clone())).await.unwrap().into_inner();
+
+    let again = client.file_case(as_worker(request.clone())).await.unwrap().into_inner();
+    assert_eq!((again.stream_sequence, again.replayed), (first.stream_sequence, true));
+    assert_eq!(again.recorded_at, first.recorded_at);
+
+    intake.stop().await.expect("clean stop");
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let after_restart = client.file_case(as_worker(request.clone())).await.unwrap().into_inner();
+    assert_eq!((after_restart.stream_sequence, after_restart.replayed), (first.stream_sequence, true));
+
+    let mut changed = request.clone();
+    changed.description = "其实是井盖丢了".into();
+    let refused = client.file_case(as_worker(changed)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    assert!(refused.message().contains(&request.case_id));
+
+    let history = open_log(&nats).await.history(&subject_of(&request)).await.unwrap();
+    assert_eq!(history.len(), 1, "retries wrote nothing");
+}
+
+type Mutation = fn(&mut api::FileCaseRequest);
+
+/// Bad inputs, the field each must be reported on, and the rule.
+fn bad_inputs() -> Vec<(&'static str, Mutation, &'static str, &'static str)> {
+    vec![
+        ("no case id", |r| r.case_id.clear(), "case_id", "REQUIRED"),
+        ("case id not a uuid", |r| r.case_id = "case-1".into(), "case_id", "MALFORMED"),
+        ("case id uuid v4", |r| r.case_id = "2f1c7a1e-7d6b-4c55-9a0e-3c1b2f1a9d10".into(), "case_id", "MALFORMED"),
+        ("no grid", |r| r.grid_code.clear(), "grid_code", "REQUIRED"),
+        ("grid with letters", |r| r.grid_code = "99010100100100X".into(), "grid_code", "MALFORMED"),
+        ("village code, not a grid", |r| r.grid_code = "990101001001".into(), "grid_code", "MALFORMED"),
+        ("grid not registered", |r| r.grid_code = "990101001001009".into(), "grid_code", "UNKNOWN_GRID"),
+        ("no category", |r| r.category_code.clear(), "category_code", "REQUIRED"),
+        ("category malformed", |r| r.category_code = "12".into(), "category_code", "MALFORMED"),
+        ("category unknown", |r| r.category_code = "9999".into(), "category_code", "UNKNOWN_CATEGORY"),
+        ("blank description", |r| r.description = "   ".into(), "description", "REQUIRED"),
+        ("description too long", |r| r.description = "长".repeat(2001), "description", "TOO_LONG"),
+        ("description with control bytes", |r| r.description = "a\u{0}b".into(), "description", "MALFORMED"),
+        ("no location", |r| r.location = None, "location", "REQUIRED"),
+        ("latitude out of range", |r| r.location.as_mut().unwrap().latitude = 91.0, "location.latitude", "OUT_OF_RANGE"),
+        ("longitude not a number", |r| r.location.as_mut().unwrap().longitude = f64::NAN, "location.longitude", "OUT_OF_RANGE"),
+        ("location in Paris", |r| *r.location.as_mut().unwrap() = common::Location { latitude: 48.85, longitude: 2.35, address: String::new() }, "location", "OUTSIDE_SERVICE_AREA"),
+        ("address too long", |r| r.location.as_mut().unwrap().address = "路".repeat(201), "location.address", "TOO_LONG"),
+        ("no reported_at", |r| r.reported_at = None, "reported_at", "REQUIRED"),
+        ("reported_at invalid", |r| r.reported_at.as_mut().unwrap().nanos = -5, "reported_at", "MALFORMED"),
+        ("reported_at tomorrow", |r| r.reported_at.as_mut().unwrap().seconds += 86_400, "reported_at", "IN_THE_FUTURE"),
+        ("reported_at last year", |r| r.reported_at.as_mut().unwrap().seconds -= 366 * 86_400, "reported_at", "TOO_OLD"),
+        ("severity hint unspecified", |r| r.severity_hint = Some(0), "severity_hint", "UNKNOWN_VALUE"),
+        ("severity hint unknown number", |r| r.severity_hint = Some(42), "severity_hint", "UNKNOWN_VALUE"),
+        ("empty resident contact", |r| r.resident_contact = Some(api::ResidentContact::default()), "resident_contact", "EMPTY"),
+        ("bad resident phone", |r| r.resident_contact = Some(api::ResidentContact { name: String::new(), phone: "12345".into() }), "resident_contact.phone", "MALFORMED"),
+        ("resident name too long", |r| r.resident_contact = Some(api::ResidentContact { name: "名".repeat(51), phone: String::new() }), "resident_contact.name", "MALFORMED"),
+        ("attachment digest malformed", |r| r.attachments = vec![attachment("xyz", 10, "image/jpeg")], "attachments[0].sha256", "MALFORMED"),
+        ("attachment of size 0", |r| r.attachments = vec![attachment(&"a".repeat(64), 0, "image/jpeg")], "attachments[0].size", "OUT_OF_RANGE"),
+        ("attachment type not allowed", |r| r.attachments = vec![attachment(&"a".repeat(64), 10, "application/x-msdownload")], "attachments[0].content_type", "UNSUPPORTED"),
+        ("attachment listed twice", |r| r.attachments = vec![attachment(&"a".repeat(64), 10, "image/png"), attachment(&"a".repeat(64), 10, "image/png")], "attachments[1].sha256", "DUPLICATE"),
+        ("too many attachments", |r| r.attachments = (0..10).map(|i| attachment(&format!("{i:064x}"), 10, "image/png")).collect(), "attachments", "TOO_MANY"),
+        ("attachment never uploaded", |r| r.attachments = vec![attachment(&"b".repeat(64), 10, "image/png")], "attachments[0].sha256", "NOT_UPLOADED"),
+    ]
+}
+
+fn attachment(sha256: &str, size: u64, content_type: &str) -> common::AttachmentRef {
+    common::AttachmentRef { sha256: sha256.into(), size, content_type: content_type.into() }
+}
+
+#[tokio::test]
+async fn every_bad_input_is_invalid_argument_naming_the_field_and_rule_and_writes_nothing() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let cases = bad_inputs();
+    assert!(cases.len() >= 20);
+    for (name, mutate, field, rule) in cases {
+        let mut request = filing(CaseId::new_v7());
+        mutate(&mut request);
+        let status = client.file_case(as_worker(request)).await.expect_err(name);
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+        let details = status.get_error_details();
+        let violations = &details.bad_request().unwrap_or_else(|| panic!("{name}: no BadRequest detail")).field_violations;
+        assert!(
+            violations.iter().any(|v| v.field == field && v.reason == rule && !v.description.is_empty()),
+            "{name}: expected {field} / {rule}, got {violations:?}"
+        );
+    }
+    // Several problems at once are all reported.
+    let mut request = filing(CaseId::new_v7());
+    request.grid_code.clear();
+    request.description.clear();
+    let status = client.file_case(as_worker(request)).await.unwrap_err();
+    let details = status.get_error_details();
+    let fields: Vec<&str> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(fields, ["grid_code", "description"]);
+
+    assert_eq!(open_log(&nats).await.case_count().await.unwrap(), 0, "no rejected filing reached the log");
+}
+
+#[tokio::test]
+async fn a_call_without_identity_is_unauthenticated() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let status = client.file_case(tonic::Request::new(filing(CaseId::new_v7()))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("x-gridcase-person"), "{status:?}");
+}
+
+fn upload_parts(content_type: &str, content: &[u8], chunk: usize) -> Vec<api::UploadAttachmentRequest> {
+    let mut parts = vec![api::UploadAttachmentRequest {
+        part: Some(Part::Metadata(api::AttachmentMetadata { content_type: content_type.into(), file_name: "p.jpg".into() })),
+    }];
+    parts.extend(content.chunks(chunk).map(|c| api::UploadAttachmentRequest { part: Some(Part::Chunk(c.to_vec())) }));
+    parts
+}
+
+#[tokio::test]
+async fn photos_upload_in_chunks_are_referenced_by_digest_and_oversize_ones_are_refused() {
+    let nats = NatsServer::start();
+    let mut config = TestIntake::config(&nats.url());
+    config.max_attachment_bytes = 64 * 1024;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let mut client = intake_client(intake.endpoint()).await;
+
+    let photo: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let uploaded = client
+        .upload_attachment(as_worker(tokio_stream::iter(upload_parts("image/jpeg", &photo, 16 * 1024))))
+        .await
+        .expect("upload")
+        .into_inner()
+        .attachment
+        .unwrap();
+    let expected_digest = {
+        use sha2_free_digest::sha256_hex;
+        sha256_hex(&photo)
+    };
+    assert_eq!(uploaded.sha256, expected_digest);
+    assert_eq!(uploaded.size, photo.len() as u64);
+
+    // Uploading the same bytes again is harmless.
+    let again = client
+        .upload_attachment(as_worker(tokio_stream::iter(upload_parts("image/jpeg", &photo, 7_000))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.attachment.unwrap().sha256, uploaded.sha256);
+
+    let mut request = filing(CaseId::new_v7());
+    request.attachments = vec![uploaded.clone()];
+    client.file_case(as_worker(request.clone())).await.expect("filed with photo");
+    let history = open_log(&nats).await.history(&subject_of(&request)).await.unwrap();
+    let Event::Filed(filed) = history[0].event.decode().unwrap() else { panic!() };
+    assert_eq!(filed.attachments[0].sha256.as_str(), uploaded.sha256);
+
+    let mut wrong_size = filing(CaseId::new_v7());
+    wrong_size.attachments = vec![common::AttachmentRef { size: 12, ..uploaded.clone() }];
+    let status = client.file_case(as_worker(wrong_size)).await.unwrap_err();
+    let details = status.get_error_details();
+    assert_eq!(details.bad_request().unwrap().field_violations[0].reason, "SIZE_MISMATCH");
+
+    let oversize = vec![7u8; 64 * 1024 + 1];
+    let status = client
+        .upload_attachment(as_worker(tokio_stream::iter(upload_parts("image/png", &oversize, 16 * 1024))))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let violation = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!((violation.field.as_str(), violation.reason.as_str()), ("chunk", "TOO_LARGE"));
+
+    let no_metadata = vec![api::UploadAttachmentRequest { part: Some(Part::Chunk(vec![1, 2, 3])) }];
+    let status = client.upload_attachment(as_worker(tokio_stream::iter(no_metadata))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let bad_type = upload_parts("text/html", b"<html>", 10);
+    let status = client.upload_attachment(as_worker(tokio_stream::iter(bad_type))).await.unwrap_err();
+    assert_eq!(status.get_error_details().bad_request().unwrap().field_violations[0].field, "metadata.content_type");
+}
+
+/// SHA-256 for the test's own expectation, computed independently of the
+/// service (through the `sha256sum` tool every Debian machine has).
+mod sha2_free_digest {
+    pub fn sha256_hex(bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn nats_going_down_gives_unavailable_loses_nothing_acknowledged_and_recovers() {
+    let mut nats = NatsServer::start();
+    let mut config = TestIntake::config(&nats.url());
+    config.publish_timeout = Duration::from_millis(500);
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let mut client = intake_client(intake.endpoint()).await;
+
+    let before = filing(CaseId::new_v7());
+    let acknowledged = client.file_case(as_worker(before.clone())).await.unwrap().into_inner();
+
+    nats.kill(); // a crash, not a clean shutdown
+    let during = filing(CaseId::new_v7());
+    let status = client.file_case(as_worker(during.clone())).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("nats"), "internal detail leaked: {}", status.message());
+
+    nats.restart();
+    // The device retries the same filing until the log is back.
+    let mut receipt = None;
+    for _ in 0..60 {
+        match client.file_case(as_worker(during.clone())).await {
+            Ok(response) => {
+                receipt = Some(response.into_inner());
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "only UNAVAILABLE while recovering: {status:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let receipt = receipt.expect("filing succeeds once NATS is back");
+    assert_eq!(receipt.case_id, during.case_id);
+
+    let log = open_log(&nats).await;
+    let kept = log.history(&subject_of(&before)).await.unwrap();
+    assert_eq!(kept.len(), 1, "the acknowledged filing survived the crash");
+    assert_eq!(kept[0].stream_sequence, acknowledged.stream_sequence);
+    assert_eq!(log.history(&subject_of(&during)).await.unwrap().len(), 1, "the retried filing is stored once");
+}
+
+#[tokio::test]
+async fn five_hundred_cases_filed_concurrently_twice_each_make_exactly_five_hundred_creation_events() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let client = intake_client(intake.endpoint()).await;
+    let requests: Vec<api::FileCaseRequest> = (0..500).map(|_| filing(CaseId::new_v7())).collect();
+    // Every case is sent twice at once, as a device retrying on a weak
+    // connection would.
+    let calls = requests.iter().chain(requests.iter()).cloned().map(|request| {
+        let mut client = client.clone();
+        async move { client.file_case(as_worker(request)).await.map(|r| r.into_inner()) }
+    });
+    let receipts: Vec<_> = futures::stream::iter(calls).buffer_unordered(100).collect().await;
+    let mut per_case = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for receipt in receipts {
+        let receipt = receipt.expect("every call succeeds");
+        per_case.entry(receipt.case_id).or_default().push(receipt.stream_sequence);
+    }
+    assert_eq!(per_case.len(), 500);
+    assert!(per_case.values().all(|seqs| seqs.len() == 2 && seqs[0] == seqs[1]), "both calls got the same receipt");
+
+    let log = open_log(&nats).await;
+    assert_eq!(log.case_count().await.unwrap(), 500);
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream("GRIDCASE_CASES").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 500, "one creation event per case");
+    for request in requests.iter().step_by(50) {
+        assert_eq!(log.history(&subject_of(request)).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn health_reports_serving_and_reflection_lists_the_service() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let channel = tonic::transport::Endpoint::from_shared(intake.endpoint()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let serving = health
+        .check(HealthCheckRequest { service: "gridcase.intake.v1.IntakeService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.status(), ServingStatus::Serving);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"gridcase.intake.v1.IntakeService".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_call_in_flight_and_then_stops_accepting() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let endpoint = intake.endpoint();
+
+    // An upload is in flight: metadata and a first chunk sent, more to come.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let parts = upload_parts("image/jpeg", &[1u8; 3000], 1000);
+    let mut parts = parts.into_iter();
+    sender.send(parts.next().unwrap()).await.unwrap();
+    sender.send(parts.next().unwrap()).await.unwrap();
+    let call = tokio::spawn(async move {
+        client.upload_attachment(as_worker(tokio_stream::wrappers::ReceiverStream::new(receiver))).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the call reach the server
+
+    let stopping = tokio::spawn(intake.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await; // SIGTERM has arrived
+    assert!(!stopping.is_finished(), "the server waits for the call in flight");
+    for part in parts {
+        sender.send(part).await.unwrap();
+    }
+    drop(sender);
+    let uploaded = call.await.unwrap().expect("the in-flight call completes");
+    assert_eq!(uploaded.into_inner().attachment.unwrap().size, 3000);
+    stopping.await.unwrap().expect("clean stop");
+    assert!(intake_client_fails(endpoint).await, "no new connections after shutdown");
+}
+
+async fn intake_client_fails(endpoint: String) -> bool {
+    gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient::connect(endpoint).await.is_err()
+}
