@@ -63,5 +63,27 @@ install_postgres() {
   say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1
 }
 
+as_postgres() {
+  if [ "$(id -un)" = postgres ]; then "$@";
+  elif [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$(printf '%q ' "$@")";
+  else sudo -u postgres "$@"; fi
+}
+
+# A role and database for gridcase, reachable over TCP with a password
+# (fresh Debian clusters only trust local peers). Override with
+# GRIDCASE_DATABASE_URL when PostgreSQL is managed elsewhere.
+ensure_database() {
+  if [ -n "${GRIDCASE_DATABASE_URL:-}" ] || ! id postgres >/dev/null 2>&1; then return; fi
+  if [ "$(as_postgres psql -tAc "select 1 from pg_roles where rolname = 'gridcase'")" != 1 ]; then
+    say "creating PostgreSQL role gridcase"
+    as_postgres psql -qc "create role gridcase login createdb password 'gridcase'"
+  fi
+  if [ "$(as_postgres psql -tAc "select 1 from pg_database where datname = 'gridcase'")" != 1 ]; then
+    say "creating PostgreSQL database gridcase"
+    as_postgres psql -qc "create database gridcase owner gridcase"
+  fi
+}
+
 install_nats
 install_postgres
+ensure_database

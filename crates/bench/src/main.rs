@@ -1,0 +1,190 @@
+//! `gridcase-bench`: measures gridcase beside a raw baseline in the same run,
+//! on a nats-server of its own configured like production (file storage,
+//! fsync before every acknowledgement). Prints figures; asserts nothing.
+//!
+//!     cargo run --release -p gridcase-bench -- intake --cases 5000 --concurrency 32
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
+use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings, cloudevents};
+use gridcase_proto::intake::v1 as api;
+use gridcase_tests::fixtures::{as_worker, filing, intake_client};
+use gridcase_tests::{NatsServer, TestIntake};
+
+#[derive(Parser)]
+#[command(name = "gridcase-bench", about = "Throughput and latency of gridcase beside a raw baseline, measured in one run")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// File N cases through the intake gRPC API at concurrency C, then publish
+    /// the same event payloads straight to JetStream at the same concurrency.
+    Intake {
+        /// Cases to file in each measured phase.
+        #[arg(long, default_value_t = 5000)]
+        cases: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Unmeasured calls first, to warm connections and caches.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+    },
+}
+
+struct Figures {
+    label: &'static str,
+    count: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index]
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<34} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+            self.label,
+            self.count,
+            self.rate(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.percentile(1.0).as_secs_f64() * 1e3,
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Intake { cases, concurrency, warmup } => intake(cases, concurrency, warmup).await,
+    }
+}
+
+async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Result<()> {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let client = intake_client(intake.endpoint()).await;
+    println!("nats-server {} (file storage, sync_interval: always), store {}", nats_version(), nats.store_dir().display());
+    println!("{cases} cases per phase, concurrency {concurrency}, {warmup} warm-up calls\n");
+
+    let file = |request: api::FileCaseRequest| {
+        let mut client = client.clone();
+        async move {
+            let started = Instant::now();
+            client.file_case(as_worker(request)).await.context("file case")?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    };
+    run_phase("warm-up", warmup, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
+    let grpc = run_phase("intake FileCase (gRPC, end to end)", cases, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
+
+    // The ceiling: the same stored-event bytes and headers, published
+    // straight to the same stream with the same per-subject expectation.
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
+    let js = log.context().clone();
+    let payloads: Vec<(String, Bytes, async_nats::HeaderMap, String)> = (0..cases + warmup).map(|_| raw_event()).collect();
+    let mut payloads = payloads.into_iter();
+    let publish = |(subject, payload, headers, id): (String, Bytes, async_nats::HeaderMap, String)| {
+        let js = js.clone();
+        async move {
+            let started = Instant::now();
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .message_id(id)
+                .expected_last_subject_sequence(0);
+            js.send_publish(subject, message).await?.await?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    };
+    let warm: Vec<_> = payloads.by_ref().take(warmup).collect();
+    let mut warm = warm.into_iter();
+    run_phase("warm-up", warmup, concurrency, |_| publish(warm.next().expect("payload"))).await?;
+    let raw = run_phase("raw JetStream publish (baseline)", cases, concurrency, |_| {
+        publish(payloads.next().expect("payload"))
+    })
+    .await?;
+
+    println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
+    grpc.print();
+    raw.print();
+    println!("\nintake throughput = {:.1}% of raw JetStream publish", 100.0 * grpc.rate() / raw.rate());
+    intake.stop().await?;
+    Ok(())
+}
+
+/// One filing event as intake would store it, with its subject, headers and id.
+fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
+    let request = filing(CaseId::new_v7());
+    let case_id = CaseId::parse(&request.case_id).expect("case id");
+    let grid = GridCode::parse(&request.grid_code).expect("grid");
+    let command = Command::File(gridcase_domain::FileCase {
+        case_id,
+        grid: grid.clone(),
+        category: gridcase_domain::CategoryCode::parse(&request.category_code).expect("category"),
+        description: gridcase_domain::Text::parse(&request.description, 2000).expect("text"),
+        location: gridcase_domain::Location::from_degrees(30.2741, 120.1551, Some("东门路12号")).expect("location"),
+        reported_at: jiff::Timestamp::now(),
+        severity_hint: None,
+        contact: None,
+        attachments: vec![],
+    });
+    let events: Vec<Event> = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
+    let stored = StoredEvent::seal(
+        &events[0],
+        EventMeta {
+            event_id: uuid::Uuid::now_v7(),
+            case_id,
+            case_version: 1,
+            occurred_at: jiff::Timestamp::now(),
+            actor: Actor { person: "gw-0042".into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
+            command_id: None,
+        },
+        None,
+    );
+    let subject = CaseSubject::for_grid(&grid, &case_id).to_string();
+    (subject, Bytes::from(stored.to_json_bytes()), cloudevents::headers(&stored), stored.event_id.to_string())
+}
+
+async fn run_phase<F, Fut>(label: &'static str, count: usize, concurrency: usize, mut make: F) -> anyhow::Result<Figures>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+{
+    let calls: Vec<Fut> = (0..count).map(&mut make).collect();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Duration>> =
+        futures::stream::iter(calls).buffer_unordered(concurrency.max(1)).collect().await;
+    let elapsed = started.elapsed();
+    let latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Figures { label, count, elapsed, latencies })
+}
+
+fn nats_version() -> String {
+    let binary = gridcase_tests::nats::nats_server_binary();
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

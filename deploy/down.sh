@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stops what deploy/up.sh started (services first, NATS last). Keeps .run/
+# (the NATS store and logs); delete it to start from an empty event log.
+set -euo pipefail
+RUN="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.run"
+for name in intake nats; do
+  pid_file="$RUN/$name.pid"
+  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+    kill -TERM "$(cat "$pid_file")"
+    for _ in $(seq 1 100); do kill -0 "$(cat "$pid_file")" 2>/dev/null || break; sleep 0.1; done
+    echo "stopped $name"
+  fi
+  rm -f "$pid_file"
+done

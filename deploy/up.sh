@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Brings gridcase up on this machine, from nothing:
+#   1. installs what it needs (deploy/install-deps.sh: nats-server, PostgreSQL),
+#   2. builds the services (release),
+#   3. starts nats-server with deploy/nats/nats-server.conf (JetStream, fsync
+#      before every acknowledgement) and every gridcase service,
+#   4. prints where each one listens.
+# Run it again to restart the services; deploy/down.sh stops everything.
+# State lives in .run/ (NATS store, logs, pid files).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+RUN="$ROOT/.run"
+mkdir -p "$RUN/logs"
+
+# 4223, not 4222: a distribution's NATS often holds 4222 already.
+NATS_PORT="${GRIDCASE_NATS_PORT:-4223}"
+export GRIDCASE_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export GRIDCASE_INTAKE_ADDR="${GRIDCASE_INTAKE_ADDR:-127.0.0.1:50051}"
+export GRIDCASE_REFERENCE_DIR="${GRIDCASE_REFERENCE_DIR:-$ROOT/deploy/reference}"
+export GRIDCASE_DATABASE_URL="${GRIDCASE_DATABASE_URL:-postgres://gridcase:gridcase@127.0.0.1:5432/gridcase}"
+export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
+
+say() { printf 'up: %s\n' "$*" >&2; }
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+stop() {
+  if alive "$1"; then
+    kill -TERM "$(cat "$RUN/$1.pid")"
+    for _ in $(seq 1 100); do alive "$1" || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/$1.pid"
+}
+
+wait_for_port() { # name host:port
+  local host="${2%:*}" port="${2##*:}"
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    if ! alive "$1"; then say "$1 exited; see $RUN/logs/$1.log"; tail -n 20 "$RUN/logs/$1.log" >&2; exit 1; fi
+    sleep 0.2
+  done
+  say "$1 did not open $2 within 30s; see $RUN/logs/$1.log"; exit 1
+}
+
+start() { # name command...
+  local name="$1"; shift
+  setsid nohup "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+deploy/install-deps.sh
+
+say "building the services (release)"
+cargo build --release --quiet --bin gridcase-intake
+
+if ! alive nats; then
+  say "starting nats-server on 127.0.0.1:$NATS_PORT"
+  start nats "$ROOT/.tools/nats/bin/nats-server" -c "$ROOT/deploy/nats/nats-server.conf" \
+    -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN/nats"
+  wait_for_port nats "127.0.0.1:$NATS_PORT"
+fi
+
+stop intake
+say "starting gridcase-intake on $GRIDCASE_INTAKE_ADDR"
+start intake "$ROOT/target/release/gridcase-intake"
+wait_for_port intake "$GRIDCASE_INTAKE_ADDR"
+
+cat <<EOT
+gridcase is up.
+  NATS JetStream   $GRIDCASE_NATS_URL   ($("$ROOT/.tools/nats/bin/nats-server" --version), store $RUN/nats)
+  PostgreSQL       $GRIDCASE_DATABASE_URL
+  intake (gRPC)    $GRIDCASE_INTAKE_ADDR   gridcase.intake.v1.IntakeService, grpc.health.v1.Health, reflection
+Logs: $RUN/logs/   Stop: deploy/down.sh
+EOT
