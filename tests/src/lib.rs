@@ -117,7 +117,9 @@ pub mod fixtures {
             grid_code: "990101001001001".into(),
             category_code: "0201".into(),
             description: "东门路12号路灯不亮".into(),
-            location: Some(common::Location { latitude: 30.2741, longitude: 120.1551, address: "东门路12号".into() }),
+            location: Some(common::Location {
+                latitude: 30.2741, longitude: 120.1551, address: "东门路12号".into()
+            }),
             reported_at: Some(prost_types_timestamp(now.as_secs() as i64 - 60)),
             severity_hint: None,
             resident_contact: None,

@@ -58,7 +58,10 @@ async fn appends_state_the_sequence_they_expect_and_retries_are_recognised() {
     // The same event sent again (a retry after a lost acknowledgement) is
     // recognised as already stored, not written twice.
     let retried = log.append(&subject, 0, &first).await.unwrap();
-    assert_eq!(retried, gridcase_eventlog::AppendOutcome { stream_sequence: one.stream_sequence, already_stored: true });
+    assert_eq!(
+        retried,
+        gridcase_eventlog::AppendOutcome { stream_sequence: one.stream_sequence, already_stored: true }
+    );
 
     let second = event(case_id, 2, Some(first.hash.clone()), "two");
     let two = log.append(&subject, one.stream_sequence, &second).await.unwrap();
@@ -152,7 +155,8 @@ async fn the_log_refuses_a_stream_without_file_storage() {
 #[tokio::test]
 async fn a_retry_after_the_duplicate_window_is_still_recognised_as_our_own() {
     let nats = NatsServer::start();
-    let settings = StreamSettings { duplicate_window: std::time::Duration::from_millis(500), ..StreamSettings::default() };
+    let settings =
+        StreamSettings { duplicate_window: std::time::Duration::from_millis(500), ..StreamSettings::default() };
     let log = EventLog::open(nats.client().await, settings).await.unwrap();
     let case_id = CaseId::new_v7();
     let first = event(case_id, 1, None, "slow network");

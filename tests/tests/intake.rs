@@ -45,7 +45,7 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].stream_sequence, receipt.stream_sequence);
     let stored = &history[0].event;
-    verify_chain(&[stored.clone()]).expect("chain verifies");
+    verify_chain(std::slice::from_ref(stored)).expect("chain verifies");
     assert_eq!((stored.event_type.as_str(), stored.case_version, stored.prev_hash.as_deref()), ("filed", 1, None));
     assert_eq!(stored.actor.person, worker().person);
     assert_eq!(stored.actor.organisation, "cc-990101001");
@@ -121,25 +121,101 @@ fn bad_inputs() -> Vec<(&'static str, Mutation, &'static str, &'static str)> {
         ("description too long", |r| r.description = "长".repeat(2001), "description", "TOO_LONG"),
         ("description with control bytes", |r| r.description = "a\u{0}b".into(), "description", "MALFORMED"),
         ("no location", |r| r.location = None, "location", "REQUIRED"),
-        ("latitude out of range", |r| r.location.as_mut().unwrap().latitude = 91.0, "location.latitude", "OUT_OF_RANGE"),
-        ("longitude not a number", |r| r.location.as_mut().unwrap().longitude = f64::NAN, "location.longitude", "OUT_OF_RANGE"),
-        ("location in Paris", |r| *r.location.as_mut().unwrap() = common::Location { latitude: 48.85, longitude: 2.35, address: String::new() }, "location", "OUTSIDE_SERVICE_AREA"),
-        ("address too long", |r| r.location.as_mut().unwrap().address = "路".repeat(201), "location.address", "TOO_LONG"),
+        (
+            "latitude out of range",
+            |r| r.location.as_mut().unwrap().latitude = 91.0,
+            "location.latitude",
+            "OUT_OF_RANGE",
+        ),
+        (
+            "longitude not a number",
+            |r| r.location.as_mut().unwrap().longitude = f64::NAN,
+            "location.longitude",
+            "OUT_OF_RANGE",
+        ),
+        (
+            "location in Paris",
+            |r| {
+                *r.location.as_mut().unwrap() =
+                    common::Location { latitude: 48.85, longitude: 2.35, address: String::new() }
+            },
+            "location",
+            "OUTSIDE_SERVICE_AREA",
+        ),
+        (
+            "address too long",
+            |r| r.location.as_mut().unwrap().address = "路".repeat(201),
+            "location.address",
+            "TOO_LONG",
+        ),
         ("no reported_at", |r| r.reported_at = None, "reported_at", "REQUIRED"),
         ("reported_at invalid", |r| r.reported_at.as_mut().unwrap().nanos = -5, "reported_at", "MALFORMED"),
         ("reported_at tomorrow", |r| r.reported_at.as_mut().unwrap().seconds += 86_400, "reported_at", "IN_THE_FUTURE"),
-        ("reported_at last year", |r| r.reported_at.as_mut().unwrap().seconds -= 366 * 86_400, "reported_at", "TOO_OLD"),
+        (
+            "reported_at last year",
+            |r| r.reported_at.as_mut().unwrap().seconds -= 366 * 86_400,
+            "reported_at",
+            "TOO_OLD",
+        ),
         ("severity hint unspecified", |r| r.severity_hint = Some(0), "severity_hint", "UNKNOWN_VALUE"),
         ("severity hint unknown number", |r| r.severity_hint = Some(42), "severity_hint", "UNKNOWN_VALUE"),
-        ("empty resident contact", |r| r.resident_contact = Some(api::ResidentContact::default()), "resident_contact", "EMPTY"),
-        ("bad resident phone", |r| r.resident_contact = Some(api::ResidentContact { name: String::new(), phone: "12345".into() }), "resident_contact.phone", "MALFORMED"),
-        ("resident name too long", |r| r.resident_contact = Some(api::ResidentContact { name: "名".repeat(51), phone: String::new() }), "resident_contact.name", "MALFORMED"),
-        ("attachment digest malformed", |r| r.attachments = vec![attachment("xyz", 10, "image/jpeg")], "attachments[0].sha256", "MALFORMED"),
-        ("attachment of size 0", |r| r.attachments = vec![attachment(&"a".repeat(64), 0, "image/jpeg")], "attachments[0].size", "OUT_OF_RANGE"),
-        ("attachment type not allowed", |r| r.attachments = vec![attachment(&"a".repeat(64), 10, "application/x-msdownload")], "attachments[0].content_type", "UNSUPPORTED"),
-        ("attachment listed twice", |r| r.attachments = vec![attachment(&"a".repeat(64), 10, "image/png"), attachment(&"a".repeat(64), 10, "image/png")], "attachments[1].sha256", "DUPLICATE"),
-        ("too many attachments", |r| r.attachments = (0..10).map(|i| attachment(&format!("{i:064x}"), 10, "image/png")).collect(), "attachments", "TOO_MANY"),
-        ("attachment never uploaded", |r| r.attachments = vec![attachment(&"b".repeat(64), 10, "image/png")], "attachments[0].sha256", "NOT_UPLOADED"),
+        (
+            "empty resident contact",
+            |r| r.resident_contact = Some(api::ResidentContact::default()),
+            "resident_contact",
+            "EMPTY",
+        ),
+        (
+            "bad resident phone",
+            |r| r.resident_contact = Some(api::ResidentContact { name: String::new(), phone: "12345".into() }),
+            "resident_contact.phone",
+            "MALFORMED",
+        ),
+        (
+            "resident name too long",
+            |r| r.resident_contact = Some(api::ResidentContact { name: "名".repeat(51), phone: String::new() }),
+            "resident_contact.name",
+            "MALFORMED",
+        ),
+        (
+            "attachment digest malformed",
+            |r| r.attachments = vec![attachment("xyz", 10, "image/jpeg")],
+            "attachments[0].sha256",
+            "MALFORMED",
+        ),
+        (
+            "attachment of size 0",
+            |r| r.attachments = vec![attachment(&"a".repeat(64), 0, "image/jpeg")],
+            "attachments[0].size",
+            "OUT_OF_RANGE",
+        ),
+        (
+            "attachment type not allowed",
+            |r| r.attachments = vec![attachment(&"a".repeat(64), 10, "application/x-msdownload")],
+            "attachments[0].content_type",
+            "UNSUPPORTED",
+        ),
+        (
+            "attachment listed twice",
+            |r| {
+                r.attachments =
+                    vec![attachment(&"a".repeat(64), 10, "image/png"), attachment(&"a".repeat(64), 10, "image/png")]
+            },
+            "attachments[1].sha256",
+            "DUPLICATE",
+        ),
+        (
+            "too many attachments",
+            |r| r.attachments = (0..10).map(|i| attachment(&format!("{i:064x}"), 10, "image/png")).collect(),
+            "attachments",
+            "TOO_MANY",
+        ),
+        (
+            "attachment never uploaded",
+            |r| r.attachments = vec![attachment(&"b".repeat(64), 10, "image/png")],
+            "attachments[0].sha256",
+            "NOT_UPLOADED",
+        ),
     ]
 }
 
@@ -160,7 +236,8 @@ async fn every_bad_input_is_invalid_argument_naming_the_field_and_rule_and_write
         let status = client.file_case(as_worker(request)).await.expect_err(name);
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
         let details = status.get_error_details();
-        let violations = &details.bad_request().unwrap_or_else(|| panic!("{name}: no BadRequest detail")).field_violations;
+        let violations =
+            &details.bad_request().unwrap_or_else(|| panic!("{name}: no BadRequest detail")).field_violations;
         assert!(
             violations.iter().any(|v| v.field == field && v.reason == rule && !v.description.is_empty()),
             "{name}: expected {field} / {rule}, got {violations:?}"
@@ -190,7 +267,10 @@ async fn a_call_without_identity_is_unauthenticated() {
 
 fn upload_parts(content_type: &str, content: &[u8], chunk: usize) -> Vec<api::UploadAttachmentRequest> {
     let mut parts = vec![api::UploadAttachmentRequest {
-        part: Some(Part::Metadata(api::AttachmentMetadata { content_type: content_type.into(), file_name: "p.jpg".into() })),
+        part: Some(Part::Metadata(api::AttachmentMetadata {
+            content_type: content_type.into(),
+            file_name: "p.jpg".into(),
+        })),
     }];
     parts.extend(content.chunks(chunk).map(|c| api::UploadAttachmentRequest { part: Some(Part::Chunk(c.to_vec())) }));
     parts

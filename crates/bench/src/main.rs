@@ -18,7 +18,10 @@ use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::{NatsServer, TestIntake};
 
 #[derive(Parser)]
-#[command(name = "gridcase-bench", about = "Throughput and latency of gridcase beside a raw baseline, measured in one run")]
+#[command(
+    name = "gridcase-bench",
+    about = "Throughput and latency of gridcase beside a raw baseline, measured in one run"
+)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -84,7 +87,11 @@ async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Resu
     let nats = NatsServer::start();
     let intake = TestIntake::spawn(&nats.url()).await;
     let client = intake_client(intake.endpoint()).await;
-    println!("nats-server {} (file storage, sync_interval: always), store {}", nats_version(), nats.store_dir().display());
+    println!(
+        "nats-server {} (file storage, sync_interval: always), store {}",
+        nats_version(),
+        nats.store_dir().display()
+    );
     println!("{cases} cases per phase, concurrency {concurrency}, {warmup} warm-up calls\n");
 
     let file = |request: api::FileCaseRequest| {
@@ -96,13 +103,15 @@ async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Resu
         }
     };
     run_phase("warm-up", warmup, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
-    let grpc = run_phase("intake FileCase (gRPC, end to end)", cases, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
+    let grpc =
+        run_phase("intake FileCase (gRPC, end to end)", cases, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
 
     // The ceiling: the same stored-event bytes and headers, published
     // straight to the same stream with the same per-subject expectation.
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
     let js = log.context().clone();
-    let payloads: Vec<(String, Bytes, async_nats::HeaderMap, String)> = (0..cases + warmup).map(|_| raw_event()).collect();
+    let payloads: Vec<(String, Bytes, async_nats::HeaderMap, String)> =
+        (0..cases + warmup).map(|_| raw_event()).collect();
     let mut payloads = payloads.into_iter();
     let publish = |(subject, payload, headers, id): (String, Bytes, async_nats::HeaderMap, String)| {
         let js = js.clone();
@@ -166,7 +175,12 @@ fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
     (subject, Bytes::from(stored.to_json_bytes()), cloudevents::headers(&stored), stored.event_id.to_string())
 }
 
-async fn run_phase<F, Fut>(label: &'static str, count: usize, concurrency: usize, mut make: F) -> anyhow::Result<Figures>
+async fn run_phase<F, Fut>(
+    label: &'static str,
+    count: usize,
+    concurrency: usize,
+    mut make: F,
+) -> anyhow::Result<Figures>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Duration>>,

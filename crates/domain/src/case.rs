@@ -71,7 +71,9 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
     };
     let status = case.status;
     let refuse = || DomainError::TransitionNotAllowed { command: command.name(), status };
-    let require = |allowed: &[Status]| if allowed.contains(&status) { Ok(()) } else { Err(refuse()) };
+    let require = |allowed: &[Status]| {
+        if allowed.contains(&status) { Ok(()) } else { Err(refuse()) }
+    };
     if status.is_final() {
         return Err(refuse());
     }
@@ -236,7 +238,9 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             Event::UrgencySet { urgent: *urgent, reason: reason.clone() }
         }
         Command::SetDeadline { clock, due } => {
-            if !clock.runs_in(status) && !(*clock == Clock::Resolve && status == OnHold) {
+            // The resolve clock is paused on hold, but its deadline may be moved.
+            let settable = clock.runs_in(status) || (*clock == Clock::Resolve && status == OnHold);
+            if !settable {
                 return Err(DomainError::ClockNotRunning { clock: *clock, status });
             }
             Event::DeadlineSet { clock: *clock, due: *due }

@@ -27,11 +27,7 @@ fn all_digits(s: &str) -> bool {
 }
 
 fn non_zero(part: &'static str, digits: &str) -> Result<(), CodeError> {
-    if digits.bytes().all(|b| b == b'0') {
-        Err(CodeError::ZeroPart { part })
-    } else {
-        Ok(())
-    }
+    if digits.bytes().all(|b| b == b'0') { Err(CodeError::ZeroPart { part }) } else { Ok(()) }
 }
 
 /// The code of a grid (15 digits) or micro-grid (17 digits).
@@ -258,7 +254,10 @@ mod tests {
     #[test]
     fn category_codes() {
         assert_eq!(CategoryCode::parse("0102").unwrap().major(), "01");
-        assert_eq!(CategoryCode::parse("012"), Err(CodeError::WrongLength { expected: "4 (2-digit major + 2-digit minor)", actual: 3 }));
+        assert_eq!(
+            CategoryCode::parse("012"),
+            Err(CodeError::WrongLength { expected: "4 (2-digit major + 2-digit minor)", actual: 3 })
+        );
         assert_eq!(CategoryCode::parse("0100"), Err(CodeError::ZeroPart { part: "minor" }));
         assert_eq!(CategoryCode::parse("01x2"), Err(CodeError::NotDigits));
     }

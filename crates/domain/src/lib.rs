@@ -25,6 +25,5 @@ pub use ids::{CaseId, CaseIdError};
 pub use personal::{PersonName, PersonalDataError, PhoneNumber, ResidentContact};
 pub use text::{Text, TextError};
 pub use values::{
-    AttachmentRef, Clock, ClockMark, Feedback, Location, LocationError, Role, Sha256Digest,
-    Status, Supervision, Tier,
+    AttachmentRef, Clock, ClockMark, Feedback, Location, LocationError, Role, Sha256Digest, Status, Supervision, Tier,
 };

@@ -7,7 +7,9 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersonalDataError {
-    #[error("must be a mainland mobile number (11 digits starting 13-19) or a landline with area code (e.g. 010-12345678)")]
+    #[error(
+        "must be a mainland mobile number (11 digits starting 13-19) or a landline with area code (e.g. 010-12345678)"
+    )]
     BadPhone,
     #[error("must be 1-{max} characters and not blank")]
     BadName { max: usize },
@@ -31,7 +33,13 @@ impl PhoneNumber {
         let is_landline = {
             let (area, number) = match compact.split_once('-') {
                 Some((area, number)) => (area, number),
-                None => compact.split_at(compact.len().min(if compact.starts_with("01") || compact.starts_with("02") { 3 } else { 4 })),
+                None => {
+                    compact.split_at(compact.len().min(if compact.starts_with("01") || compact.starts_with("02") {
+                        3
+                    } else {
+                        4
+                    }))
+                }
             };
             area.starts_with('0')
                 && (3..=4).contains(&area.len())

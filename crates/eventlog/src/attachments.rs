@@ -51,10 +51,7 @@ impl AttachmentStore {
             return Ok(existing);
         }
         let mut reader = content;
-        self.bucket
-            .put(sha256.as_str(), &mut reader)
-            .await
-            .map_err(|e| AttachmentError::Unavailable(e.to_string()))?;
+        self.bucket.put(sha256.as_str(), &mut reader).await.map_err(|e| AttachmentError::Unavailable(e.to_string()))?;
         Ok(StoredAttachment { sha256, size: content.len() as u64 })
     }
 

@@ -155,14 +155,21 @@ impl EventLog {
             problems.push("subjects must include gridcase.case.>");
         }
         if !problems.is_empty() {
-            return Err(LogError::StreamMisconfigured { stream: settings.stream_name.clone(), problem: problems.join("; ") });
+            return Err(LogError::StreamMisconfigured {
+                stream: settings.stream_name.clone(),
+                problem: problems.join("; "),
+            });
         }
-        if !have.deny_delete || !have.deny_purge || !have.allow_direct || have.duplicate_window != wanted.duplicate_window {
+        if !have.deny_delete
+            || !have.deny_purge
+            || !have.allow_direct
+            || have.duplicate_window != wanted.duplicate_window
+        {
             warn!(stream = %settings.stream_name, "stream settings differ from gridcase's; updating them");
-            context
-                .update_stream(wanted)
-                .await
-                .map_err(|e| LogError::StreamMisconfigured { stream: settings.stream_name.clone(), problem: e.to_string() })?;
+            context.update_stream(wanted).await.map_err(|e| LogError::StreamMisconfigured {
+                stream: settings.stream_name.clone(),
+                problem: e.to_string(),
+            })?;
         }
         Ok(Self { context, stream, settings })
     }

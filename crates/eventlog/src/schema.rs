@@ -363,7 +363,9 @@ impl PayloadV1 {
                 PayloadV1::Reassigned { from_unit: from, to_unit: to, acknowledge_due, resolve_due, reason }
             }
             Event::ProgressAdded { note, attachments } => PayloadV1::ProgressAdded { note, attachments },
-            Event::ExtensionRequested { working_days, reason } => PayloadV1::ExtensionRequested { working_days, reason },
+            Event::ExtensionRequested { working_days, reason } => {
+                PayloadV1::ExtensionRequested { working_days, reason }
+            }
             Event::ExtensionApproved { requested_working_days, approved_working_days, reason } => {
                 PayloadV1::ExtensionApproved { requested_working_days, approved_working_days, reason }
             }
@@ -420,7 +422,9 @@ impl PayloadV1 {
                 Event::Reassigned { from: from_unit, to: to_unit, acknowledge_due, resolve_due, reason }
             }
             PayloadV1::ProgressAdded { note, attachments } => Event::ProgressAdded { note, attachments },
-            PayloadV1::ExtensionRequested { working_days, reason } => Event::ExtensionRequested { working_days, reason },
+            PayloadV1::ExtensionRequested { working_days, reason } => {
+                Event::ExtensionRequested { working_days, reason }
+            }
             PayloadV1::ExtensionApproved { requested_working_days, approved_working_days, reason } => {
                 Event::ExtensionApproved { requested_working_days, approved_working_days, reason }
             }

@@ -86,7 +86,8 @@ pub struct Registry {
 impl Registry {
     pub fn parse(file: &Path, csv_text: &str) -> Result<Self, ReferenceError> {
         let invalid = |line: u64, problem: String| ReferenceError::Invalid { file: file.to_owned(), line, problem };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
+        let mut reader =
+            csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
         let mut regions = BTreeMap::new();
         let mut lines = BTreeMap::new();
         let headers = reader.headers().map_err(|e| invalid(1, e.to_string()))?.clone();
@@ -96,7 +97,10 @@ impl Registry {
             let row: RegionRow = record.deserialize(Some(&headers)).map_err(|e| invalid(line, e.to_string()))?;
             let code = row.code;
             if code.len() != row.level.code_len() || !code.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(line, format!("code {code:?} must be {} digits for a {:?}", row.level.code_len(), row.level)));
+                return Err(invalid(
+                    line,
+                    format!("code {code:?} must be {} digits for a {:?}", row.level.code_len(), row.level),
+                ));
             }
             if matches!(row.level, Level::Grid | Level::MicroGrid)
                 && let Err(e) = GridCode::parse(&code)
@@ -108,11 +112,16 @@ impl Registry {
                 None => return Err(invalid(line, "a county has no parent".into())),
                 Some(len) if row.parent == code[..len] => Some(row.parent),
                 Some(len) => {
-                    return Err(invalid(line, format!("parent must be {:?} (the first {len} digits of the code)", &code[..len])));
+                    return Err(invalid(
+                        line,
+                        format!("parent must be {:?} (the first {len} digits of the code)", &code[..len]),
+                    ));
                 }
             };
             let command_centre = match (row.level, row.command_centre.is_empty()) {
-                (Level::Township, true) => return Err(invalid(line, "a township needs its command_centre".into())),
+                (Level::Township, true) => {
+                    return Err(invalid(line, "a township needs its command_centre".into()));
+                }
                 (_, true) => None,
                 (_, false) => Some(
                     OrgCode::parse(&row.command_centre)
@@ -132,7 +141,10 @@ impl Registry {
             if let Some(parent) = &region.parent
                 && !regions.contains_key(parent)
             {
-                return Err(invalid(lines[&region.code], format!("parent {parent} of {} is not in the registry", region.code)));
+                return Err(invalid(
+                    lines[&region.code],
+                    format!("parent {parent} of {} is not in the registry", region.code),
+                ));
             }
         }
         Ok(Self { regions })
@@ -190,7 +202,8 @@ pub struct Taxonomy {
 impl Taxonomy {
     pub fn parse(file: &Path, csv_text: &str) -> Result<Self, ReferenceError> {
         let invalid = |line: u64, problem: String| ReferenceError::Invalid { file: file.to_owned(), line, problem };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
+        let mut reader =
+            csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
         let mut categories = BTreeMap::new();
         let headers = reader.headers().map_err(|e| invalid(1, e.to_string()))?.clone();
         for record in reader.records() {
@@ -199,7 +212,10 @@ impl Taxonomy {
             let row: CategoryRow = record.deserialize(Some(&headers)).map_err(|e| invalid(line, e.to_string()))?;
             let code = CategoryCode::parse(&row.code).map_err(|e| invalid(line, format!("code {:?} {e}", row.code)))?;
             let default_tier = Tier::parse(&row.default_tier).ok_or_else(|| {
-                invalid(line, format!("default_tier {:?} must be CRITICAL, URGENT, NORMAL or COMPLEX", row.default_tier))
+                invalid(
+                    line,
+                    format!("default_tier {:?} must be CRITICAL, URGENT, NORMAL or COMPLEX", row.default_tier),
+                )
             })?;
             if row.name.is_empty() || row.major.is_empty() {
                 return Err(invalid(line, format!("category {code} needs a major and a name")));
@@ -244,7 +260,9 @@ impl Reference {
     pub fn load(dir: &Path) -> Result<Self, ReferenceError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map(|text| (path.clone(), text)).map_err(|source| ReferenceError::Read { file: path, source })
+            std::fs::read_to_string(&path)
+                .map(|text| (path.clone(), text))
+                .map_err(|source| ReferenceError::Read { file: path, source })
         };
         let (regions_path, regions) = read(Self::REGIONS_FILE)?;
         let (categories_path, categories) = read(Self::CATEGORIES_FILE)?;
@@ -304,7 +322,10 @@ code,level,name,parent,command_centre
             problem(&format!("{header}990101001001,village,X,990101001,\n")),
             "line 3: parent 990101001 of 990101001001 is not in the registry"
         );
-        assert_eq!(problem(&format!("{header}990101,county,again,,\n")), "line 3: code 990101 appears twice (first on line 2)");
+        assert_eq!(
+            problem(&format!("{header}990101,county,again,,\n")),
+            "line 3: code 990101 appears twice (first on line 2)"
+        );
         assert!(problem(&format!("{header}990101001,province,X,990101,cc\n")).starts_with("line 3: "));
     }
 

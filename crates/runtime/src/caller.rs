@@ -48,16 +48,11 @@ pub fn interceptor(mut request: Request<()>) -> Result<Request<()>, Status> {
             .metadata()
             .get(name)
             .ok_or_else(|| Status::unauthenticated(format!("metadata {name} is required")))?;
-        value
-            .to_str()
-            .map(str::to_owned)
-            .map_err(|_| Status::unauthenticated(format!("metadata {name} must be ASCII")))
+        value.to_str().map(str::to_owned).map_err(|_| Status::unauthenticated(format!("metadata {name} must be ASCII")))
     };
     let person = header(PERSON_HEADER)?;
     if !valid_person(&person) {
-        return Err(Status::unauthenticated(format!(
-            "metadata {PERSON_HEADER} must be 1-64 letters, digits or -_.:@"
-        )));
+        return Err(Status::unauthenticated(format!("metadata {PERSON_HEADER} must be 1-64 letters, digits or -_.:@")));
     }
     let role = Role::parse(&header(ROLE_HEADER)?).ok_or_else(|| {
         Status::unauthenticated(format!(

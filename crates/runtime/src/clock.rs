@@ -32,7 +32,7 @@ impl FixedClock {
 
     pub fn advance(&self, by: jiff::SignedDuration) {
         let mut now = self.0.lock().expect("clock lock");
-        *now = *now + by;
+        *now += by;
     }
 }
 

@@ -32,12 +32,7 @@ impl Violations {
 
     /// INVALID_ARGUMENT with a `google.rpc.BadRequest` detail.
     pub fn into_status(self) -> Status {
-        let summary = self
-            .0
-            .iter()
-            .map(|v| format!("{}: {}", v.field, v.description))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let summary = self.0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
         Status::with_error_details(
             Code::InvalidArgument,
             format!("invalid request: {summary}"),

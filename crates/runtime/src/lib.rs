@@ -16,7 +16,8 @@ pub use telemetry::LogFormat;
 
 /// Parse a human duration such as `5s`, `250ms`, `10m` or `1h 30m` (for flags).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let signed: jiff::SignedDuration = text.parse().map_err(|e| format!("{text:?} is not a duration like 5s, 250ms or 10m: {e}"))?;
+    let signed: jiff::SignedDuration =
+        text.parse().map_err(|e| format!("{text:?} is not a duration like 5s, 250ms or 10m: {e}"))?;
     std::time::Duration::try_from(signed).map_err(|_| format!("{text:?} must not be negative"))
 }
 

@@ -8,9 +8,7 @@ use gridcase_domain::{Command, Event, FileCase};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
 use gridcase_proto::common::v1 as common;
-use gridcase_proto::intake::v1::{
-    self as api, intake_service_server::IntakeService, upload_attachment_request::Part,
-};
+use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService, upload_attachment_request::Part};
 use gridcase_reference::Reference;
 use gridcase_runtime::{Caller, Clock, Violations, grpc};
 use tonic::{Request, Response, Status, Streaming};

@@ -138,7 +138,10 @@ pub fn file_case(
                 v.add(
                     "reported_at",
                     "IN_THE_FUTURE",
-                    format!("lies more than {:#} ahead of the server clock: check the device clock", limits.max_clock_skew),
+                    format!(
+                        "lies more than {:#} ahead of the server clock: check the device clock",
+                        limits.max_clock_skew
+                    ),
                 );
                 None
             }
@@ -191,7 +194,17 @@ pub fn file_case(
         (Some(case_id), Some(grid), Some(category), Some(description), Some(location), Some(reported_at))
             if v.is_empty() =>
         {
-            Ok(FileCase { case_id, grid, category, description, location, reported_at, severity_hint, contact, attachments })
+            Ok(FileCase {
+                case_id,
+                grid,
+                category,
+                description,
+                location,
+                reported_at,
+                severity_hint,
+                contact,
+                attachments,
+            })
         }
         _ => Err(v),
     }

@@ -145,7 +145,9 @@ fn hold_request_and_approval_move_in_progress_to_on_hold() {
     assert!(state.as_ref().unwrap().hold_requested);
     let state = given_more(state, &[approve_hold()]);
     assert_eq!(state.as_ref().unwrap().status, Status::OnHold);
-    for status in [Status::Reported, Status::Registered, Status::Dispatched, Status::OnHold, Status::Resolved, Status::Closed] {
+    for status in
+        [Status::Reported, Status::Registered, Status::Dispatched, Status::OnHold, Status::Resolved, Status::Closed]
+    {
         let state = given(&path_to(status));
         assert_eq!(
             decide(state.as_ref(), &request_hold(), now()),
@@ -156,7 +158,8 @@ fn hold_request_and_approval_move_in_progress_to_on_hold() {
 
 fn given_more(state: CaseState, commands: &[Command]) -> CaseState {
     commands.iter().fold(state, |state, command| {
-        let events = decide(state.as_ref(), command, now()).unwrap_or_else(|e| panic!("{} refused: {e}", command.name()));
+        let events =
+            decide(state.as_ref(), command, now()).unwrap_or_else(|e| panic!("{} refused: {e}", command.name()));
         events.iter().fold(state, evolve)
     })
 }
@@ -166,10 +169,13 @@ fn reopen_needs_unsatisfied_feedback_and_counts() {
     let closed = given(&path_to(Status::Closed));
     let reopen = Command::Reopen { reason: text("居民反映仍未解决") };
     assert_eq!(decide(closed.as_ref(), &reopen, now()), Err(DomainError::ReopenNeedsUnsatisfiedFeedback));
-    let satisfied = given_more(closed.clone(), &[Command::RecordFeedback { feedback: Feedback::Satisfied, comment: None }]);
+    let satisfied =
+        given_more(closed.clone(), &[Command::RecordFeedback { feedback: Feedback::Satisfied, comment: None }]);
     assert_eq!(decide(satisfied.as_ref(), &reopen, now()), Err(DomainError::ReopenNeedsUnsatisfiedFeedback));
-    let unsatisfied =
-        given_more(closed, &[Command::RecordFeedback { feedback: Feedback::Unsatisfied, comment: Some(text("还在漏水")) }]);
+    let unsatisfied = given_more(
+        closed,
+        &[Command::RecordFeedback { feedback: Feedback::Unsatisfied, comment: Some(text("还在漏水")) }],
+    );
     assert_eq!(
         decide(unsatisfied.as_ref(), &Command::RecordFeedback { feedback: Feedback::Satisfied, comment: None }, now()),
         Err(DomainError::FeedbackAlreadyRecorded)
@@ -267,11 +273,18 @@ fn rules_name_what_was_broken() {
             },
         ),
         (
-            given_more(in_progress.clone(), &[Command::Supervise { level: Supervision::YellowCard, reason: text("x") }]),
+            given_more(
+                in_progress.clone(),
+                &[Command::Supervise { level: Supervision::YellowCard, reason: text("x") }],
+            ),
             Command::Supervise { level: Supervision::Normal, reason: text("y") },
             DomainError::SupervisionNotRaised { current: Supervision::YellowCard, requested: Supervision::Normal },
         ),
-        (in_progress.clone(), Command::SetUrgent { urgent: false, reason: None }, DomainError::UrgencyUnchanged { urgent: false }),
+        (
+            in_progress.clone(),
+            Command::SetUrgent { urgent: false, reason: None },
+            DomainError::UrgencyUnchanged { urgent: false },
+        ),
         (
             reported_critical.clone(),
             Command::MarkClock { clock: Clock::Acknowledge, mark: ClockMark::Warning, due: now() },
@@ -284,7 +297,11 @@ fn rules_name_what_was_broken() {
         ),
         (
             dispatched.clone(),
-            Command::MarkClock { clock: Clock::Acknowledge, mark: ClockMark::Overdue, due: deadlines().acknowledge_due },
+            Command::MarkClock {
+                clock: Clock::Acknowledge,
+                mark: ClockMark::Overdue,
+                due: deadlines().acknowledge_due,
+            },
             DomainError::NotYetDue { clock: Clock::Acknowledge, due: deadlines().acknowledge_due },
         ),
     ];
@@ -345,8 +362,9 @@ fn any_command() -> impl Strategy<Value = Command> {
         proptest::option::of(tier.clone()).prop_map(file_command),
         tier.prop_map(|tier| Command::Register { tier, note: None }),
         reason.clone().prop_map(|reason| Command::Void { reason }),
-        (units.clone(), offset.clone(), offset.clone())
-            .prop_map(|(unit, a, r)| Command::Dispatch { unit, deadlines: Deadlines { acknowledge_due: a, resolve_due: r } }),
+        (units.clone(), offset.clone(), offset.clone()).prop_map(|(unit, a, r)| {
+            Command::Dispatch { unit, deadlines: Deadlines { acknowledge_due: a, resolve_due: r } }
+        }),
         Just(Command::Acknowledge),
         reason.clone().prop_map(|reason| Command::Return { reason }),
         (units, offset.clone(), reason.clone()).prop_map(|(unit, a, reason)| Command::Reassign {
@@ -355,7 +373,8 @@ fn any_command() -> impl Strategy<Value = Command> {
             reason
         }),
         reason.clone().prop_map(|note| Command::AddProgress { note, attachments: vec![] }),
-        (0u32..300, reason.clone()).prop_map(|(working_days, reason)| Command::RequestExtension { working_days, reason }),
+        (0u32..300, reason.clone())
+            .prop_map(|(working_days, reason)| Command::RequestExtension { working_days, reason }),
         (proptest::option::of(0u32..10), proptest::option::of(reason.clone()))
             .prop_map(|(approved_working_days, reason)| Command::DecideExtension { approved_working_days, reason }),
         reason.clone().prop_map(|reason| Command::RequestHold { reason }),
@@ -363,7 +382,8 @@ fn any_command() -> impl Strategy<Value = Command> {
             .prop_map(|(approve, reason)| Command::DecideHold { approve, reason }),
         Just(Command::Resume),
         reason.clone().prop_map(|summary| Command::Resolve { summary, evidence: vec![] }),
-        (any::<bool>(), proptest::option::of(reason.clone())).prop_map(|(passed, reason)| Command::Verify { passed, reason }),
+        (any::<bool>(), proptest::option::of(reason.clone()))
+            .prop_map(|(passed, reason)| Command::Verify { passed, reason }),
         feedback.prop_map(|feedback| Command::RecordFeedback { feedback, comment: None }),
         reason.clone().prop_map(|reason| Command::Reopen { reason }),
         reason.clone().prop_map(|reason| Command::Cancel { reason }),

@@ -19,7 +19,11 @@ fn case_id() -> CaseId {
 }
 
 fn photo() -> AttachmentRef {
-    AttachmentRef { sha256: Sha256Digest::parse(&"0f".repeat(32)).unwrap(), size: 20480, content_type: "image/jpeg".into() }
+    AttachmentRef {
+        sha256: Sha256Digest::parse(&"0f".repeat(32)).unwrap(),
+        size: 20480,
+        content_type: "image/jpeg".into(),
+    }
 }
 
 /// One event of every kind, with every optional field filled.
@@ -54,7 +58,9 @@ fn one_of_each() -> Vec<Event> {
         },
         Event::ProgressAdded { note: text("已联系住户"), attachments: vec![photo()] },
         Event::ExtensionRequested { working_days: 5, reason: text("需采购材料") },
-        Event::ExtensionApproved { requested_working_days: 5, approved_working_days: 3, reason: Some(text("同意3天")) },
+        Event::ExtensionApproved {
+            requested_working_days: 5, approved_working_days: 3, reason: Some(text("同意3天"))
+        },
         Event::ExtensionRejected { requested_working_days: 5, reason: text("理由不充分") },
         Event::HoldRequested { reason: text("冬季无法施工") },
         Event::HoldApproved { reason: Some(text("同意缓办")) },
