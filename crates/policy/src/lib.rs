@@ -1,0 +1,150 @@
+//! Dispatch policy as data, validated at start-up, and the deadline
+//! arithmetic that applies it on the working calendar.
+//!
+//! The policy file (TOML, `deploy/policy/policy.toml`) names its `version`,
+//! the limits of each tier (acknowledge, resolve, verify; each in calendar
+//! minutes/hours/days, working hours or working days), the register limit of
+//! cases left for manual registration, the warning threshold and the yellow-
+//! and red-card thresholds (percent of the limit), per-organisation working
+//! hours, the categories a command centre registers by hand, and the routes:
+//! category (exact code or 2-digit major) × region-code prefix → handling
+//! unit, optional tier and limit overrides. The most specific route wins:
+//! the longest region prefix, then an exact category over a major.
+
+mod deadlines;
+mod limit;
+mod parse;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gridcase_calendar::WorkingHours;
+use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
+
+pub use deadlines::{ClockPlan, Due, plan_clock};
+pub use limit::{Limit, LimitError, Span};
+pub use parse::PolicyError;
+
+/// The limits of one tier (or a route's overrides of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierLimits {
+    pub acknowledge: Limit,
+    pub resolve: Limit,
+    pub verify: Limit,
+}
+
+impl TierLimits {
+    pub fn for_clock(&self, clock: Clock) -> Option<&Limit> {
+        match clock {
+            Clock::Acknowledge => Some(&self.acknowledge),
+            Clock::Resolve => Some(&self.resolve),
+            Clock::Verify => Some(&self.verify),
+            Clock::Register => None,
+        }
+    }
+}
+
+/// Which categories a route covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CategorySelector {
+    /// A 2-digit major code: every category under it.
+    Major(String),
+    Exact(CategoryCode),
+}
+
+impl CategorySelector {
+    pub fn matches(&self, category: &CategoryCode) -> bool {
+        match self {
+            CategorySelector::Major(major) => category.major() == major,
+            CategorySelector::Exact(code) => code == category,
+        }
+    }
+
+    fn specificity(&self) -> u8 {
+        match self {
+            CategorySelector::Major(_) => 0,
+            CategorySelector::Exact(_) => 1,
+        }
+    }
+}
+
+/// Where cases of some categories in some region go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub category: CategorySelector,
+    /// Region-code prefix the grid code must start with ("" = everywhere).
+    pub region: String,
+    pub unit: OrgCode,
+    pub tier: Option<Tier>,
+    pub acknowledge: Option<Limit>,
+    pub resolve: Option<Limit>,
+    pub verify: Option<Limit>,
+    /// Line of the route in the policy file, for messages.
+    pub line: usize,
+}
+
+/// Percentages of a clock's limit at which the deadline watch acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Warning (yellow light), default 70.
+    pub warning_percent: u32,
+    /// Yellow card (escalation to the next level), default 100: at the deadline.
+    pub yellow_card_percent: u32,
+    /// Red card, default 200: twice the limit.
+    pub red_card_percent: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub version: String,
+    /// First 12 hex digits of the policy file's SHA-256.
+    pub digest: String,
+    pub tiers: BTreeMap<Tier, TierLimits>,
+    /// How long a case may wait for manual registration.
+    pub register: Limit,
+    pub thresholds: Thresholds,
+    pub default_hours: WorkingHours,
+    pub hours: BTreeMap<OrgCode, WorkingHours>,
+    pub manual_registration: BTreeSet<CategoryCode>,
+    pub routes: Vec<Route>,
+}
+
+impl Policy {
+    /// The most specific route for a case, if any.
+    pub fn route(&self, category: &CategoryCode, grid: &GridCode) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|route| route.category.matches(category) && grid.as_str().starts_with(&route.region))
+            .max_by_key(|route| (route.region.len(), route.category.specificity()))
+    }
+
+    /// Whether cases of this category wait for a command centre to register them.
+    pub fn registers_by_hand(&self, category: &CategoryCode) -> bool {
+        self.manual_registration.contains(category)
+    }
+
+    /// The limits that apply to a case of `tier` routed by `route`.
+    pub fn limits(&self, tier: Tier, route: Option<&Route>) -> TierLimits {
+        let base = self.tiers.get(&tier).cloned().expect("every tier is defined (checked at load)");
+        match route {
+            None => base,
+            Some(route) => TierLimits {
+                acknowledge: route.acknowledge.clone().unwrap_or(base.acknowledge),
+                resolve: route.resolve.clone().unwrap_or(base.resolve),
+                verify: route.verify.clone().unwrap_or(base.verify),
+            },
+        }
+    }
+
+    /// The working hours of an organisation.
+    pub fn hours_of(&self, organisation: &OrgCode) -> &WorkingHours {
+        self.hours.get(organisation).unwrap_or(&self.default_hours)
+    }
+
+    /// "version@digest", recorded on every event the policy produced.
+    pub fn stamp(&self) -> String {
+        format!("{}@{}", self.version, self.digest)
+    }
+}
+
+#[cfg(test)]
+mod tests;

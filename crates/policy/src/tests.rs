@@ -1,0 +1,159 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gridcase_calendar::{Calendar, YearTable};
+use gridcase_domain::{CategoryCode, GridCode};
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shipped() -> Policy {
+    Policy::load(&root().join("deploy/policy/policy.toml")).expect("shipped policy loads")
+}
+
+fn calendar() -> Calendar {
+    Calendar::new(Arc::new(YearTable::load_dir(&root().join("deploy/calendar")).unwrap()), Default::default())
+}
+
+fn bj(text: &str) -> Timestamp {
+    format!("{}:00+08:00[Asia/Shanghai]", text.replace(' ', "T")).parse::<jiff::Zoned>().unwrap().timestamp()
+}
+
+fn category(code: &str) -> CategoryCode {
+    CategoryCode::parse(code).unwrap()
+}
+
+fn grid(code: &str) -> GridCode {
+    GridCode::parse(code).unwrap()
+}
+
+#[test]
+fn the_shipped_policy_has_the_defaults_of_the_brief() {
+    let policy = shipped();
+    assert_eq!(policy.version, "demo-2026.1");
+    let limits = |tier| policy.limits(tier, None);
+    assert_eq!(limits(Tier::Critical).acknowledge, Limit::Calendar(SignedDuration::from_mins(30)));
+    assert_eq!(limits(Tier::Critical).resolve, Limit::Calendar(SignedDuration::from_hours(6)));
+    assert_eq!(limits(Tier::Urgent).acknowledge, Limit::WorkingHours(1));
+    assert_eq!(limits(Tier::Urgent).resolve, Limit::WorkingHours(4));
+    assert_eq!(limits(Tier::Normal).acknowledge, Limit::WorkingDays(1));
+    assert_eq!(limits(Tier::Normal).resolve, Limit::WorkingDays(5));
+    assert_eq!(limits(Tier::Complex).resolve, Limit::WorkingDays(15));
+    assert_eq!(policy.thresholds, Thresholds { warning_percent: 70, yellow_card_percent: 100, red_card_percent: 200 });
+}
+
+#[test]
+fn the_most_specific_route_wins() {
+    let policy = shipped();
+    let unit = |code: &str, at: &str| policy.route(&category(code), &grid(at)).map(|r| r.unit.to_string());
+    // Major 02 everywhere in the county, exact 0204 inside 城关街道.
+    assert_eq!(unit("0201", "990101001001001").as_deref(), Some("unit.utilities.990101"));
+    assert_eq!(unit("0204", "990101001001001").as_deref(), Some("unit.property.990101001"));
+    assert_eq!(unit("0204", "990101101001001").as_deref(), Some("unit.utilities.990101"));
+    // Exact category beats the major at the same region.
+    let manhole = policy.route(&category("0202"), &grid("990101201001001")).unwrap();
+    assert_eq!(manhole.tier, Some(Tier::Critical));
+    // Longer region prefix beats a shorter one.
+    assert_eq!(unit("0301", "990101101002001").as_deref(), Some("unit.mediation.990101101"));
+    // Nothing routes suggestions; and another county has no rules at all.
+    assert_eq!(unit("0901", "990101001001001"), None);
+    assert_eq!(unit("0101", "110101001001001"), None);
+    assert!(policy.registers_by_hand(&category("0302")));
+    assert!(!policy.registers_by_hand(&category("0301")));
+}
+
+#[test]
+fn route_overrides_replace_only_what_they_name() {
+    let policy = shipped();
+    let missing_person = policy.route(&category("0802"), &grid("990101001001001")).unwrap();
+    let limits = policy.limits(Tier::Critical, Some(missing_person));
+    assert_eq!(limits.acknowledge, Limit::Calendar(SignedDuration::from_mins(15)));
+    assert_eq!(limits.resolve, Limit::Calendar(SignedDuration::from_hours(6)));
+    assert_eq!(policy.hours_of(&missing_person.unit), &gridcase_calendar::WorkingHours::around_the_clock());
+}
+
+#[test]
+fn a_normal_case_dispatched_before_the_spring_festival() {
+    // Expected instants computed by hand from the 2026 schedule (see the calendar crate's table).
+    let policy = shipped();
+    let plan = plan_clock(&calendar(), bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::ZERO, &policy.thresholds);
+    assert_eq!(plan.warning, bj("2026-02-26 11:00"), "70% of 40 working hours");
+    assert_eq!(plan.due.at, bj("2026-02-27 17:00"));
+    assert_eq!(plan.yellow_card, plan.due.at);
+    assert_eq!(plan.red_card, bj("2026-03-05 17:00"), "twice the limit, across the working Saturday 02-28");
+    assert!(!plan.used_fallback());
+    assert!(plan.due.years.contains(&2026));
+
+    let extended = plan_clock(&calendar(), bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::from_hours(16), &policy.thresholds);
+    // 16 more working hours after Fri 02-27 17:00: 1 h that Friday, 8 h on the
+    // working Saturday 02-28, 7 h on Monday 03-02.
+    assert_eq!(extended.due.at, bj("2026-03-02 17:00"), "2 approved working days on top");
+}
+
+#[test]
+fn a_critical_clock_runs_through_the_holiday_night() {
+    let policy = shipped();
+    let plan = plan_clock(&calendar(), bj("2026-02-15 03:00"), &Limit::Calendar(SignedDuration::from_mins(30)), SignedDuration::ZERO, &policy.thresholds);
+    assert_eq!(plan.warning, bj("2026-02-15 03:21"));
+    assert_eq!(plan.due.at, bj("2026-02-15 03:30"));
+    assert_eq!(plan.red_card, bj("2026-02-15 04:00"));
+    assert!(plan.due.years.is_empty(), "calendar time consults no calendar file");
+}
+
+#[test]
+fn limits_parse() {
+    assert_eq!(Limit::parse("30 minutes"), Ok(Limit::Calendar(SignedDuration::from_mins(30))));
+    assert_eq!(Limit::parse("1 hour"), Ok(Limit::Calendar(SignedDuration::from_hours(1))));
+    assert_eq!(Limit::parse("2 days"), Ok(Limit::Calendar(SignedDuration::from_hours(48))));
+    assert_eq!(Limit::parse("1 working hour"), Ok(Limit::WorkingHours(1)));
+    assert_eq!(Limit::parse("15 working days"), Ok(Limit::WorkingDays(15)));
+    for bad in ["", "5", "five working days", "0 working days", "5 workdays", "-1 hours"] {
+        assert!(Limit::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_malformed_policy_names_the_line_and_the_problem() {
+    let good = std::fs::read_to_string(root().join("deploy/policy/policy.toml")).unwrap();
+    let problem = |text: &str| match Policy::parse(Path::new("policy.toml"), text) {
+        Err(PolicyError::Invalid { line, problem, .. }) => format!("line {line}: {problem}"),
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("a bad policy was accepted"),
+    };
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let text = good.replace("resolve = \"5 working days\"", "resolve = \"5 workdays\"");
+    assert_eq!(
+        problem(&text),
+        format!(
+            "line {}: \"5 workdays\" is not a limit like \"30 minutes\", \"6 hours\", \"2 days\", \"4 working hours\" or \"5 working days\"",
+            line_of("resolve = \"5 working days\"")
+        )
+    );
+
+    let text = good.replace("tier = \"CRITICAL\"\nacknowledge", "tier = \"SOON\"\nacknowledge");
+    assert!(problem(&text).ends_with("\"SOON\" is not a tier: CRITICAL, URGENT, NORMAL or COMPLEX"), "{}", problem(&text));
+
+    let text = good.replace("[tiers.COMPLEX]", "[tiers.LATER]");
+    assert!(problem(&text).contains("\"LATER\" is not a tier"));
+
+    let text = format!("{good}\n[[routes]]\ncategory = \"01\"\nregion = \"990101\"\nunit = \"unit.other\"\n");
+    let first = line_of("category = \"01\"") - 1;
+    assert!(problem(&text).ends_with(&format!("covers the same category and region as the route on line {first}")), "{}", problem(&text));
+
+    let text = good.replace("warning_percent = 70", "warning_percent = 170");
+    assert!(problem(&text).contains("0 < warning_percent < yellow_card_percent <= red_card_percent"));
+
+    let text = good.replace("default = [\"08:00-12:00\", \"14:00-18:00\"]", "default = [\"08:00-12:00\", \"11:00-18:00\"]");
+    assert_eq!(problem(&text), format!("line {}: periods must be in order and must not overlap: \"11:00-18:00\"", line_of("default = [")));
+
+    let text = good.replace("version = \"demo-2026.1\"", "version = \"demo\"\nsurprise = 1");
+    assert!(problem(&text).starts_with(&format!("line {}: unknown field `surprise`", line_of("version =") + 1)), "{}", problem(&text));
+
+    let text = good.replace("category = \"0801\"", "category = \"8\"");
+    assert!(problem(&text).contains("must be a 2-digit major or a 4-digit code"));
+}
