@@ -15,7 +15,7 @@ fn subject(case_id: &CaseId) -> CaseSubject {
 
 fn event(case_id: CaseId, case_version: u64, prev_hash: Option<String>, note: &str) -> StoredEvent {
     let event = if case_version == 1 {
-        Event::Registered { tier: Tier::Normal, note: Some(Text::reason(note).unwrap()) }
+        Event::Registered { tier: Tier::Normal, note: Some(Text::reason(note).unwrap()), policy: None }
     } else {
         Event::ProgressAdded { note: Text::reason(note).unwrap(), attachments: vec![] }
     };

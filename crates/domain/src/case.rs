@@ -11,10 +11,22 @@ use crate::{
 };
 
 /// Deadlines a dispatch sets, computed by the caller on the working calendar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadlines {
     pub acknowledge_due: Timestamp,
     pub resolve_due: Timestamp,
+    pub basis: Option<DeadlineBasis>,
+}
+
+/// What a deadline was computed from, so it can be defended later.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadlineBasis {
+    /// The policy version and file digest ("demo-2026.1@1a2b3c4d5e6f").
+    pub policy: String,
+    /// The calendar files used ("2026:ab12…"; "2027:missing(mon-fri)").
+    pub calendar: String,
+    /// True when a year without a calendar file was counted Monday–Friday.
+    pub fallback: bool,
 }
 
 /// The longest extension one request may ask for, in working days.
@@ -88,10 +100,10 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
     use Status::*;
     let event = match command {
         Command::File(_) => unreachable!("handled above"),
-        Command::Register { tier, note } => {
+        Command::Register { tier, note, policy } => {
             require(&[Reported])?;
             let tier = case.severity_hint.map_or(*tier, |hint| hint.max(*tier));
-            Event::Registered { tier, note: note.clone() }
+            Event::Registered { tier, note: note.clone(), policy: policy.clone() }
         }
         Command::Void { reason } => {
             require(&[Reported])?;
@@ -104,6 +116,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
                 unit: unit.clone(),
                 acknowledge_due: deadlines.acknowledge_due,
                 resolve_due: deadlines.resolve_due,
+                basis: deadlines.basis.clone(),
             }
         }
         Command::Acknowledge => {
@@ -126,6 +139,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
                 to: unit.clone(),
                 acknowledge_due: deadlines.acknowledge_due,
                 resolve_due: deadlines.resolve_due,
+                basis: deadlines.basis.clone(),
                 reason: reason.clone(),
             }
         }
@@ -219,14 +233,19 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             Event::Reopened { reason: reason.clone() }
         }
         Command::Cancel { reason } => Event::Cancelled { reason: reason.clone() },
-        Command::Supervise { level, reason } => {
+        Command::Supervise { level, reason, escalated_to } => {
             if status == Closed {
                 return Err(refuse());
             }
             if *level <= case.supervision {
                 return Err(DomainError::SupervisionNotRaised { current: case.supervision, requested: *level });
             }
-            Event::Supervised { from: case.supervision, to: *level, reason: reason.clone() }
+            Event::Supervised {
+                from: case.supervision,
+                to: *level,
+                reason: reason.clone(),
+                escalated_to: escalated_to.clone(),
+            }
         }
         Command::SetUrgent { urgent, reason } => {
             if status == Closed {
@@ -237,13 +256,13 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             }
             Event::UrgencySet { urgent: *urgent, reason: reason.clone() }
         }
-        Command::SetDeadline { clock, due } => {
+        Command::SetDeadline { clock, due, basis } => {
             // The resolve clock is paused on hold, but its deadline may be moved.
             let settable = clock.runs_in(status) || (*clock == Clock::Resolve && status == OnHold);
             if !settable {
                 return Err(DomainError::ClockNotRunning { clock: *clock, status });
             }
-            Event::DeadlineSet { clock: *clock, due: *due }
+            Event::DeadlineSet { clock: *clock, due: *due, basis: basis.clone() }
         }
         Command::MarkClock { clock, mark, due } => {
             if !clock.runs_in(status) {
@@ -320,7 +339,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
             case.status = Status::Voided;
             restart(&mut case, &[Clock::Register]);
         }
-        Event::Dispatched { unit, acknowledge_due, resolve_due }
+        Event::Dispatched { unit, acknowledge_due, resolve_due, .. }
         | Event::Reassigned { to: unit, acknowledge_due, resolve_due, .. } => {
             case.status = Status::Dispatched;
             case.unit = Some(unit.clone());
@@ -384,7 +403,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
         }
         Event::Supervised { to, .. } => case.supervision = *to,
         Event::UrgencySet { urgent, .. } => case.urgent = *urgent,
-        Event::DeadlineSet { clock, due } => {
+        Event::DeadlineSet { clock, due, .. } => {
             restart(&mut case, &[*clock]);
             case.deadlines.insert(*clock, *due);
         }

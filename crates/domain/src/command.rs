@@ -1,6 +1,6 @@
 use jiff::Timestamp;
 
-use crate::case::Deadlines;
+use crate::case::{DeadlineBasis, Deadlines};
 use crate::{
     AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, Location, OrgCode, ResidentContact,
     Supervision, Text, Tier,
@@ -29,7 +29,7 @@ pub enum Command {
     File(FileCase),
     /// The centre (or the dispatcher's policy) accepts the case (立案). The
     /// tier is raised to the report's severity hint if that is higher.
-    Register { tier: Tier, note: Option<Text> },
+    Register { tier: Tier, note: Option<Text>, policy: Option<String> },
     /// Not a case: duplicate, out of scope, false report (不予立案).
     Void { reason: Text },
     /// Assign to a handling unit with deadlines computed on the calendar (派遣).
@@ -63,11 +63,11 @@ pub enum Command {
     /// Withdraw the case (撤销).
     Cancel { reason: Text },
     /// Raise supervision (督办), by hand or by the deadline watch's escalation.
-    Supervise { level: Supervision, reason: Text },
+    Supervise { level: Supervision, reason: Text, escalated_to: Option<OrgCode> },
     /// Set or clear the urgent flag (加急).
     SetUrgent { urgent: bool, reason: Option<Text> },
     /// Set the deadline of a running clock (register and verify clocks, re-arming after an extension or a hold).
-    SetDeadline { clock: Clock, due: Timestamp },
+    SetDeadline { clock: Clock, due: Timestamp, basis: Option<DeadlineBasis> },
     /// The deadline watch records a warning or an overdue clock.
     MarkClock { clock: Clock, mark: ClockMark, due: Timestamp },
 }

@@ -1,5 +1,6 @@
 use jiff::Timestamp;
 
+use crate::case::DeadlineBasis;
 use crate::{
     AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, Location, OrgCode, ResidentContact,
     Supervision, Text, Tier,
@@ -24,12 +25,20 @@ pub struct Filed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Filed(Filed),
-    Registered { tier: Tier, note: Option<Text> },
+    /// `policy` names the policy version that chose the tier, when a policy did.
+    Registered { tier: Tier, note: Option<Text>, policy: Option<String> },
     Voided { reason: Text },
-    Dispatched { unit: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp },
+    Dispatched { unit: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp, basis: Option<DeadlineBasis> },
     Acknowledged { unit: OrgCode },
     Returned { unit: OrgCode, reason: Text },
-    Reassigned { from: OrgCode, to: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp, reason: Text },
+    Reassigned {
+        from: OrgCode,
+        to: OrgCode,
+        acknowledge_due: Timestamp,
+        resolve_due: Timestamp,
+        basis: Option<DeadlineBasis>,
+        reason: Text,
+    },
     ProgressAdded { note: Text, attachments: Vec<AttachmentRef> },
     ExtensionRequested { working_days: u32, reason: Text },
     ExtensionApproved { requested_working_days: u32, approved_working_days: u32, reason: Option<Text> },
@@ -44,9 +53,10 @@ pub enum Event {
     FeedbackRecorded { feedback: Feedback, comment: Option<Text> },
     Reopened { reason: Text },
     Cancelled { reason: Text },
-    Supervised { from: Supervision, to: Supervision, reason: Text },
+    /// `escalated_to`: the organisation the case was raised to (township → county).
+    Supervised { from: Supervision, to: Supervision, reason: Text, escalated_to: Option<OrgCode> },
     UrgencySet { urgent: bool, reason: Option<Text> },
-    DeadlineSet { clock: Clock, due: Timestamp },
+    DeadlineSet { clock: Clock, due: Timestamp, basis: Option<DeadlineBasis> },
     ClockMarked { clock: Clock, mark: ClockMark, due: Timestamp },
 }
 

@@ -16,7 +16,7 @@ mod personal;
 mod text;
 mod values;
 
-pub use case::{Case, CaseState, Deadlines, decide, evolve, replay};
+pub use case::{Case, CaseState, DeadlineBasis, Deadlines, MAX_EXTENSION_WORKING_DAYS, decide, evolve, replay};
 pub use codes::{CategoryCode, CodeError, GridCode, OrgCode, TownshipCode};
 pub use command::{Command, FileCase};
 pub use error::DomainError;

@@ -14,7 +14,7 @@
 //! breaks the chain and the `case_version` sequence.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Event, Feedback, Filed, GridCode, Location, OrgCode,
+    AttachmentRef, CaseId, DeadlineBasis, CategoryCode, Clock, ClockMark, Event, Feedback, Filed, GridCode, Location, OrgCode,
     ResidentContact, Role, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
@@ -242,6 +242,8 @@ enum PayloadV1 {
         tier: Tier,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<Text>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
     },
     Voided {
         reason: Text,
@@ -250,6 +252,8 @@ enum PayloadV1 {
         unit: OrgCode,
         acknowledge_due: Timestamp,
         resolve_due: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basis: Option<DeadlineBasis>,
     },
     Acknowledged {
         unit: OrgCode,
@@ -263,6 +267,8 @@ enum PayloadV1 {
         to_unit: OrgCode,
         acknowledge_due: Timestamp,
         resolve_due: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basis: Option<DeadlineBasis>,
         reason: Text,
     },
     ProgressAdded {
@@ -322,6 +328,8 @@ enum PayloadV1 {
         from_level: Supervision,
         to_level: Supervision,
         reason: Text,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escalated_to: Option<OrgCode>,
     },
     UrgencySet {
         urgent: bool,
@@ -331,6 +339,8 @@ enum PayloadV1 {
     DeadlineSet {
         clock: Clock,
         due: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basis: Option<DeadlineBasis>,
     },
     ClockMarked {
         clock: Clock,
@@ -352,15 +362,15 @@ impl PayloadV1 {
                 resident_contact: filed.contact,
                 attachments: filed.attachments,
             },
-            Event::Registered { tier, note } => PayloadV1::Registered { tier, note },
+            Event::Registered { tier, note, policy } => PayloadV1::Registered { tier, note, policy },
             Event::Voided { reason } => PayloadV1::Voided { reason },
-            Event::Dispatched { unit, acknowledge_due, resolve_due } => {
-                PayloadV1::Dispatched { unit, acknowledge_due, resolve_due }
+            Event::Dispatched { unit, acknowledge_due, resolve_due, basis } => {
+                PayloadV1::Dispatched { unit, acknowledge_due, resolve_due, basis }
             }
             Event::Acknowledged { unit } => PayloadV1::Acknowledged { unit },
             Event::Returned { unit, reason } => PayloadV1::Returned { unit, reason },
-            Event::Reassigned { from, to, acknowledge_due, resolve_due, reason } => {
-                PayloadV1::Reassigned { from_unit: from, to_unit: to, acknowledge_due, resolve_due, reason }
+            Event::Reassigned { from, to, acknowledge_due, resolve_due, basis, reason } => {
+                PayloadV1::Reassigned { from_unit: from, to_unit: to, acknowledge_due, resolve_due, basis, reason }
             }
             Event::ProgressAdded { note, attachments } => PayloadV1::ProgressAdded { note, attachments },
             Event::ExtensionRequested { working_days, reason } => {
@@ -382,9 +392,11 @@ impl PayloadV1 {
             Event::FeedbackRecorded { feedback, comment } => PayloadV1::FeedbackRecorded { feedback, comment },
             Event::Reopened { reason } => PayloadV1::Reopened { reason },
             Event::Cancelled { reason } => PayloadV1::Cancelled { reason },
-            Event::Supervised { from, to, reason } => PayloadV1::Supervised { from_level: from, to_level: to, reason },
+            Event::Supervised { from, to, reason, escalated_to } => {
+                PayloadV1::Supervised { from_level: from, to_level: to, reason, escalated_to }
+            }
             Event::UrgencySet { urgent, reason } => PayloadV1::UrgencySet { urgent, reason },
-            Event::DeadlineSet { clock, due } => PayloadV1::DeadlineSet { clock, due },
+            Event::DeadlineSet { clock, due, basis } => PayloadV1::DeadlineSet { clock, due, basis },
             Event::ClockMarked { clock, mark, due } => PayloadV1::ClockMarked { clock, mark, due },
         }
     }
@@ -411,15 +423,15 @@ impl PayloadV1 {
                 contact: resident_contact,
                 attachments,
             }),
-            PayloadV1::Registered { tier, note } => Event::Registered { tier, note },
+            PayloadV1::Registered { tier, note, policy } => Event::Registered { tier, note, policy },
             PayloadV1::Voided { reason } => Event::Voided { reason },
-            PayloadV1::Dispatched { unit, acknowledge_due, resolve_due } => {
-                Event::Dispatched { unit, acknowledge_due, resolve_due }
+            PayloadV1::Dispatched { unit, acknowledge_due, resolve_due, basis } => {
+                Event::Dispatched { unit, acknowledge_due, resolve_due, basis }
             }
             PayloadV1::Acknowledged { unit } => Event::Acknowledged { unit },
             PayloadV1::Returned { unit, reason } => Event::Returned { unit, reason },
-            PayloadV1::Reassigned { from_unit, to_unit, acknowledge_due, resolve_due, reason } => {
-                Event::Reassigned { from: from_unit, to: to_unit, acknowledge_due, resolve_due, reason }
+            PayloadV1::Reassigned { from_unit, to_unit, acknowledge_due, resolve_due, basis, reason } => {
+                Event::Reassigned { from: from_unit, to: to_unit, acknowledge_due, resolve_due, basis, reason }
             }
             PayloadV1::ProgressAdded { note, attachments } => Event::ProgressAdded { note, attachments },
             PayloadV1::ExtensionRequested { working_days, reason } => {
@@ -441,11 +453,11 @@ impl PayloadV1 {
             PayloadV1::FeedbackRecorded { feedback, comment } => Event::FeedbackRecorded { feedback, comment },
             PayloadV1::Reopened { reason } => Event::Reopened { reason },
             PayloadV1::Cancelled { reason } => Event::Cancelled { reason },
-            PayloadV1::Supervised { from_level, to_level, reason } => {
-                Event::Supervised { from: from_level, to: to_level, reason }
+            PayloadV1::Supervised { from_level, to_level, reason, escalated_to } => {
+                Event::Supervised { from: from_level, to: to_level, reason, escalated_to }
             }
             PayloadV1::UrgencySet { urgent, reason } => Event::UrgencySet { urgent, reason },
-            PayloadV1::DeadlineSet { clock, due } => Event::DeadlineSet { clock, due },
+            PayloadV1::DeadlineSet { clock, due, basis } => Event::DeadlineSet { clock, due, basis },
             PayloadV1::ClockMarked { clock, mark, due } => Event::ClockMarked { clock, mark, due },
         }
     }

@@ -22,6 +22,7 @@ fn deadlines() -> Deadlines {
     Deadlines {
         acknowledge_due: now() + SignedDuration::from_hours(8),
         resolve_due: now() + SignedDuration::from_hours(40),
+        basis: None,
     }
 }
 
@@ -53,7 +54,7 @@ fn given(commands: &[Command]) -> CaseState {
 }
 
 fn register() -> Command {
-    Command::Register { tier: Tier::Normal, note: None }
+    Command::Register { tier: Tier::Normal, note: None, policy: None }
 }
 fn dispatch() -> Command {
     Command::Dispatch { unit: unit("unit.property"), deadlines: deadlines() }
@@ -264,7 +265,11 @@ fn rules_name_what_was_broken() {
             given(&path_to(Status::Registered)),
             Command::Dispatch {
                 unit: unit("u"),
-                deadlines: Deadlines { acknowledge_due: now() - SignedDuration::from_secs(1), resolve_due: now() },
+                deadlines: Deadlines {
+                    acknowledge_due: now() - SignedDuration::from_secs(1),
+                    resolve_due: now(),
+                    basis: None,
+                },
             },
             DomainError::DeadlineInPast {
                 clock: Clock::Acknowledge,
@@ -275,9 +280,9 @@ fn rules_name_what_was_broken() {
         (
             given_more(
                 in_progress.clone(),
-                &[Command::Supervise { level: Supervision::YellowCard, reason: text("x") }],
+                &[Command::Supervise { level: Supervision::YellowCard, reason: text("x"), escalated_to: None }],
             ),
-            Command::Supervise { level: Supervision::Normal, reason: text("y") },
+            Command::Supervise { level: Supervision::Normal, reason: text("y"), escalated_to: None },
             DomainError::SupervisionNotRaised { current: Supervision::YellowCard, requested: Supervision::Normal },
         ),
         (
@@ -318,7 +323,7 @@ fn severity_hint_raises_the_tier_but_never_lowers_it() {
         (Some(Tier::Complex), Tier::Urgent, Tier::Urgent),
         (Some(Tier::Urgent), Tier::Critical, Tier::Critical),
     ] {
-        let state = given(&[file_command(hint), Command::Register { tier: requested, note: None }]);
+        let state = given(&[file_command(hint), Command::Register { tier: requested, note: None, policy: None }]);
         assert_eq!(state.unwrap().tier, Some(expected), "hint {hint:?} requested {requested:?}");
     }
 }
@@ -336,7 +341,7 @@ fn deadline_watch_marks_once_per_deadline_and_rearms_on_a_new_deadline() {
         Err(DomainError::ClockAlreadyMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue })
     );
     let new_due = late + SignedDuration::from_hours(1);
-    let rearmed = given_more(marked, &[Command::SetDeadline { clock: Clock::Acknowledge, due: new_due }]);
+    let rearmed = given_more(marked, &[Command::SetDeadline { clock: Clock::Acknowledge, due: new_due, basis: None }]);
     let case = rearmed.as_ref().unwrap();
     assert_eq!(case.deadlines.get(&Clock::Acknowledge), Some(&new_due));
     assert!(case.marks.is_empty());
@@ -360,16 +365,16 @@ fn any_command() -> impl Strategy<Value = Command> {
         prop_oneof![Just(Feedback::Satisfied), Just(Feedback::BasicallySatisfied), Just(Feedback::Unsatisfied)];
     prop_oneof![
         proptest::option::of(tier.clone()).prop_map(file_command),
-        tier.prop_map(|tier| Command::Register { tier, note: None }),
+        tier.prop_map(|tier| Command::Register { tier, note: None, policy: None }),
         reason.clone().prop_map(|reason| Command::Void { reason }),
         (units.clone(), offset.clone(), offset.clone()).prop_map(|(unit, a, r)| {
-            Command::Dispatch { unit, deadlines: Deadlines { acknowledge_due: a, resolve_due: r } }
+            Command::Dispatch { unit, deadlines: Deadlines { acknowledge_due: a, resolve_due: r, basis: None } }
         }),
         Just(Command::Acknowledge),
         reason.clone().prop_map(|reason| Command::Return { reason }),
         (units, offset.clone(), reason.clone()).prop_map(|(unit, a, reason)| Command::Reassign {
             unit,
-            deadlines: Deadlines { acknowledge_due: a, resolve_due: a },
+            deadlines: Deadlines { acknowledge_due: a, resolve_due: a, basis: None },
             reason
         }),
         reason.clone().prop_map(|note| Command::AddProgress { note, attachments: vec![] }),
@@ -387,9 +392,9 @@ fn any_command() -> impl Strategy<Value = Command> {
         feedback.prop_map(|feedback| Command::RecordFeedback { feedback, comment: None }),
         reason.clone().prop_map(|reason| Command::Reopen { reason }),
         reason.clone().prop_map(|reason| Command::Cancel { reason }),
-        (level, reason.clone()).prop_map(|(level, reason)| Command::Supervise { level, reason }),
+        (level, reason.clone()).prop_map(|(level, reason)| Command::Supervise { level, reason, escalated_to: None }),
         any::<bool>().prop_map(|urgent| Command::SetUrgent { urgent, reason: None }),
-        (clock.clone(), offset.clone()).prop_map(|(clock, due)| Command::SetDeadline { clock, due }),
+        (clock.clone(), offset.clone()).prop_map(|(clock, due)| Command::SetDeadline { clock, due, basis: None }),
         (clock, any::<bool>(), offset).prop_map(|(clock, overdue, due)| Command::MarkClock {
             clock,
             mark: if overdue { ClockMark::Overdue } else { ClockMark::Warning },

@@ -1,5 +1,9 @@
 use gridcase_domain::{PersonName, PhoneNumber, Sha256Digest};
 
+fn basis() -> Option<DeadlineBasis> {
+    Some(DeadlineBasis { policy: "demo-2026.1@0123456789ab".into(), calendar: "2026:ba9876543210".into(), fallback: false })
+}
+
 use super::*;
 
 fn at(text: &str) -> Timestamp {
@@ -44,9 +48,9 @@ fn one_of_each() -> Vec<Event> {
             }),
             attachments: vec![photo()],
         }),
-        Event::Registered { tier: Tier::Urgent, note: Some(text("消防隐患")) },
+        Event::Registered { tier: Tier::Urgent, note: Some(text("消防隐患")), policy: Some("demo-2026.1@0123456789ab".into()) },
         Event::Voided { reason: text("重复上报") },
-        Event::Dispatched { unit: unit("unit.fire.110101001"), acknowledge_due: due, resolve_due: due },
+        Event::Dispatched { unit: unit("unit.fire.110101001"), acknowledge_due: due, resolve_due: due, basis: basis() },
         Event::Acknowledged { unit: unit("unit.fire.110101001") },
         Event::Returned { unit: unit("unit.fire.110101001"), reason: text("非本单位职责") },
         Event::Reassigned {
@@ -54,6 +58,7 @@ fn one_of_each() -> Vec<Event> {
             to: unit("unit.property.110101001"),
             acknowledge_due: due,
             resolve_due: due,
+            basis: basis(),
             reason: text("改派物业"),
         },
         Event::ProgressAdded { note: text("已联系住户"), attachments: vec![photo()] },
@@ -72,9 +77,14 @@ fn one_of_each() -> Vec<Event> {
         Event::FeedbackRecorded { feedback: Feedback::Unsatisfied, comment: Some(text("还有人充电")) },
         Event::Reopened { reason: text("居民不满意") },
         Event::Cancelled { reason: text("误报") },
-        Event::Supervised { from: Supervision::None, to: Supervision::YellowCard, reason: text("超期黄牌") },
+        Event::Supervised {
+            from: Supervision::None,
+            to: Supervision::YellowCard,
+            reason: text("超期黄牌"),
+            escalated_to: Some(unit("co-110101")),
+        },
         Event::UrgencySet { urgent: true, reason: Some(text("领导批示")) },
-        Event::DeadlineSet { clock: Clock::Verify, due },
+        Event::DeadlineSet { clock: Clock::Verify, due, basis: basis() },
         Event::ClockMarked { clock: Clock::Resolve, mark: ClockMark::Overdue, due },
     ]
 }
