@@ -1,0 +1,443 @@
+//! The dispatcher's decisions, free of IO: what it knows of each case
+//! ([`Tracked`], folded from the case's stored events) and what to do next
+//! ([`Core::next_action`]) at a given `now`.
+//!
+//! The dispatcher is level-triggered: it does not react to "an event
+//! happened", it looks at where a case stands and decides the one next step
+//! (register, dispatch, set a deadline, warn, mark overdue, escalate). After
+//! that step's event comes back from the log, it looks again. A restart, a
+//! redelivery or a second instance therefore converges on the same history:
+//! a step already taken is visible in the state, and two instances racing
+//! for the same step are serialised by the log's per-case sequence check.
+
+use std::collections::BTreeMap;
+
+use gridcase_calendar::Calendar;
+use gridcase_domain::{
+    Case, Clock, ClockMark, Command, DeadlineBasis, Deadlines, Event, OrgCode, Role, Status, Supervision, Text, Tier,
+};
+use gridcase_eventlog::{CaseSubject, StoredEvent};
+use gridcase_policy::{Limit, Policy, Span, Thresholds};
+use gridcase_reference::Reference;
+use jiff::{SignedDuration, Timestamp};
+
+/// Marks the system notes the dispatcher leaves on a case.
+pub const WAITING_NOTE_PREFIX: &str = "等待人工立案";
+
+/// The timing of one running clock, as the deadline watch needs it. A clock
+/// that was paused (hold) restarts at a new `origin` with part of its
+/// allowance already used, so thresholds stay percentages of running time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockTiming {
+    /// Since when the clock has been running without a pause.
+    pub origin: Timestamp,
+    /// Running time used before `origin`.
+    pub used_before: SignedDuration,
+    /// Running time allowed in all (limit plus extensions).
+    pub allowed: SignedDuration,
+    pub due: Timestamp,
+    /// Working time (on `hours_of`'s calendar) or calendar time.
+    pub working: bool,
+    /// Whose working hours the clock runs on.
+    pub hours_of: Option<OrgCode>,
+}
+
+/// What the dispatcher knows of one case.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub case: Case,
+    pub subject: CaseSubject,
+    /// Stream sequence and hash of the case's last event: the next append expects them.
+    pub last_sequence: u64,
+    pub last_hash: String,
+    pub filed_at: Timestamp,
+    pub clocks: BTreeMap<Clock, ClockTiming>,
+    /// A system note says the case waits for manual registration.
+    pub waiting_noted: bool,
+    /// When a hold began and how much of the resolve clock was left then.
+    pub hold: Option<(Timestamp, SignedDuration)>,
+    /// The resolve deadline must move: approved extension days not yet applied.
+    pub extension_to_apply: u32,
+    /// Remaining resolve time to re-arm after a hold.
+    pub resume_remaining: Option<SignedDuration>,
+    /// A reopened case needs a fresh resolve deadline.
+    pub reopened_at: Option<Timestamp>,
+    /// The case was registered and never dispatched or returned.
+    pub awaiting_first_dispatch: bool,
+}
+
+/// One step for the dispatcher to take on one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub command: Command,
+    /// A stable key: the same step on the same case version has the same
+    /// key, so a step taken twice (two instances, a retry) carries the same
+    /// event id and is recognised as one.
+    pub key: String,
+    /// Calendar years a deadline of this step counted Monday–Friday.
+    pub fallback_years: Vec<i16>,
+}
+
+pub struct Core<'a> {
+    pub policy: &'a Policy,
+    pub calendar: &'a Calendar,
+    pub reference: &'a Reference,
+}
+
+impl<'a> Core<'a> {
+    fn calendar_for(&self, organisation: Option<&OrgCode>) -> Calendar {
+        match organisation {
+            Some(org) => self.calendar.with_hours(self.policy.hours_of(org).clone()),
+            None => self.calendar.with_hours(self.policy.default_hours.clone()),
+        }
+    }
+
+    fn span_of(&self, limit: &Limit, organisation: Option<&OrgCode>) -> Span {
+        limit.span(self.calendar_for(organisation).working_day())
+    }
+
+    /// The instant `span` after `start` on `organisation`'s calendar.
+    fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> (Timestamp, Vec<i16>, Vec<i16>) {
+        match span {
+            Span::Calendar(d) => (start + d, vec![], vec![]),
+            Span::Working(d) => {
+                let computed = self.calendar_for(organisation).add_working(start, d);
+                (computed.value, computed.years.into_iter().collect(), computed.fallback_years.into_iter().collect())
+            }
+        }
+    }
+
+    /// Running time between two instants, in the clock's kind of time.
+    fn running(&self, working: bool, hours_of: Option<&OrgCode>, from: Timestamp, to: Timestamp) -> SignedDuration {
+        let elapsed = if working {
+            self.calendar_for(hours_of).working_elapsed(from, to).value
+        } else {
+            from.duration_until(to)
+        };
+        elapsed.max(SignedDuration::ZERO)
+    }
+
+    /// A clock started at `origin`, due at `due`, with nothing used before.
+    fn fresh(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
+        let allowed = self.running(working, hours_of.as_ref(), origin, due);
+        ClockTiming { origin, used_before: SignedDuration::ZERO, allowed, due, working, hours_of }
+    }
+
+    fn basis(&self, years: &[i16], fallback: &[i16]) -> DeadlineBasis {
+        let years = years.iter().copied().collect();
+        let fallback_set = fallback.iter().copied().collect();
+        DeadlineBasis {
+            policy: self.policy.stamp(),
+            calendar: self.calendar.describe(&years, &fallback_set),
+            fallback: !fallback.is_empty(),
+        }
+    }
+
+    fn tier_limit(&self, case: &Case, clock: Clock) -> Limit {
+        if clock == Clock::Register {
+            return self.policy.register.clone();
+        }
+        let tier = case.tier.unwrap_or(Tier::Normal);
+        let route = self.policy.route(&case.category, &case.grid);
+        self.policy.limits(tier, route).for_clock(clock).cloned().expect("non-register clocks have limits")
+    }
+
+    /// Fold one stored event (already decoded) into what we know of its case.
+    pub fn observe(&self, tracked: Option<Tracked>, stored: &StoredEvent, event: &Event, sequence: u64) -> Option<Tracked> {
+        let at = stored.occurred_at;
+        let mut tracked = match (tracked, event) {
+            (None, Event::Filed(filed)) => Tracked {
+                case: gridcase_domain::evolve(None, event)?,
+                subject: CaseSubject::for_grid(&filed.grid, &filed.case_id),
+                last_sequence: sequence,
+                last_hash: stored.hash.clone(),
+                filed_at: at,
+                clocks: BTreeMap::new(),
+                waiting_noted: false,
+                hold: None,
+                extension_to_apply: 0,
+                resume_remaining: None,
+                reopened_at: None,
+                awaiting_first_dispatch: false,
+            },
+            (None, _) => return None,
+            (Some(mut tracked), _) => {
+                tracked.case = gridcase_domain::evolve(Some(tracked.case), event)?;
+                tracked.last_sequence = sequence;
+                tracked.last_hash = stored.hash.clone();
+                tracked
+            }
+        };
+        let unit = tracked.case.unit.clone();
+        let limit_is_working = |core: &Core, case: &Case, clock| !matches!(core.tier_limit(case, clock), Limit::Calendar(_));
+        match event {
+            Event::Registered { .. } => {
+                tracked.clocks.remove(&Clock::Register);
+                tracked.awaiting_first_dispatch = tracked.case.returns == 0;
+            }
+            Event::Voided { .. } | Event::Cancelled { .. } => tracked.clocks.clear(),
+            Event::Dispatched { acknowledge_due, resolve_due, .. }
+            | Event::Reassigned { acknowledge_due, resolve_due, .. } => {
+                tracked.awaiting_first_dispatch = false;
+                for (clock, due) in [(Clock::Acknowledge, *acknowledge_due), (Clock::Resolve, *resolve_due)] {
+                    let working = limit_is_working(self, &tracked.case, clock);
+                    tracked.clocks.insert(clock, self.fresh(at, due, working, unit.clone()));
+                }
+                tracked.extension_to_apply = 0;
+                tracked.hold = None;
+                tracked.resume_remaining = None;
+                tracked.reopened_at = None;
+            }
+            Event::Acknowledged { .. } => {
+                tracked.clocks.remove(&Clock::Acknowledge);
+            }
+            Event::Returned { .. } => {
+                tracked.clocks.remove(&Clock::Acknowledge);
+                tracked.clocks.remove(&Clock::Resolve);
+                tracked.awaiting_first_dispatch = false;
+            }
+            Event::ProgressAdded { note, .. } => {
+                if stored.actor.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) {
+                    tracked.waiting_noted = true;
+                }
+            }
+            Event::ExtensionApproved { approved_working_days, .. } => tracked.extension_to_apply += approved_working_days,
+            Event::HoldApproved { .. } => {
+                if let Some(timing) = tracked.clocks.get(&Clock::Resolve) {
+                    let left = self.running(timing.working, timing.hours_of.as_ref(), at, timing.due);
+                    tracked.hold = Some((at, left));
+                }
+            }
+            Event::Resumed => {
+                if let Some((_, left)) = tracked.hold.take() {
+                    tracked.resume_remaining = Some(left);
+                }
+            }
+            Event::Resolved { .. } => {
+                tracked.clocks.remove(&Clock::Verify);
+            }
+            Event::VerificationPassed { .. } => {
+                tracked.clocks.remove(&Clock::Verify);
+            }
+            Event::VerificationFailed { .. } => {
+                tracked.clocks.remove(&Clock::Verify);
+            }
+            Event::Reopened { .. } => tracked.reopened_at = Some(at),
+            Event::DeadlineSet { clock, due, .. } => {
+                let working = limit_is_working(self, &tracked.case, *clock);
+                let hours_of = if *clock == Clock::Register { None } else { unit.clone() };
+                let resumed_with = tracked.resume_remaining;
+                let moved = match tracked.clocks.get(clock) {
+                    // The same resolve clock moved: after a hold it runs again
+                    // from now with what it had used; an extension keeps its origin.
+                    Some(timing) if *clock == Clock::Resolve && tracked.reopened_at.is_none() => {
+                        let (origin, used_before) = match resumed_with {
+                            Some(left) => (at, (timing.allowed - left).max(SignedDuration::ZERO)),
+                            None => (timing.origin, timing.used_before),
+                        };
+                        let allowed = used_before + self.running(timing.working, timing.hours_of.as_ref(), origin, *due);
+                        Some(ClockTiming { origin, used_before, allowed, due: *due, ..timing.clone() })
+                    }
+                    _ => None,
+                };
+                let timing = moved.unwrap_or_else(|| self.fresh(at, *due, working, hours_of));
+                tracked.clocks.insert(*clock, timing);
+                if *clock == Clock::Resolve {
+                    tracked.extension_to_apply = 0;
+                    tracked.resume_remaining = None;
+                    tracked.reopened_at = None;
+                }
+            }
+            _ => {}
+        }
+        Some(tracked)
+    }
+
+    fn action(&self, tracked: &Tracked, command: Command, detail: &str, fallback: Vec<i16>) -> Option<Action> {
+        let key = format!("{}/{}/{}/{}", tracked.case.id, tracked.case.version + 1, command.name(), detail);
+        Some(Action { command, key, fallback_years: fallback })
+    }
+
+    /// The next step for a case at `now`, if any.
+    pub fn next_action(&self, tracked: &Tracked, now: Timestamp) -> Option<Action> {
+        let case = &tracked.case;
+        let route = self.policy.route(&case.category, &case.grid);
+        match case.status {
+            Status::Reported => {
+                let manual = self.policy.registers_by_hand(&case.category) || route.is_none();
+                if !manual {
+                    let tier = route
+                        .and_then(|r| r.tier)
+                        .or_else(|| self.reference.taxonomy.category(&case.category).map(|c| c.default_tier))
+                        .unwrap_or(Tier::Normal);
+                    let command = Command::Register { tier, note: None, policy: Some(self.policy.stamp()) };
+                    return self.action(tracked, command, "", vec![]);
+                }
+                if !tracked.waiting_noted {
+                    let why = if route.is_none() {
+                        format!(
+                            "{WAITING_NOTE_PREFIX}: 分派策略 {} 中没有类别 {} 在 {} 的派遣规则 (no routing rule for this category and region)",
+                            self.policy.version, case.category, case.grid
+                        )
+                    } else {
+                        format!("{WAITING_NOTE_PREFIX}: 类别 {} 由指挥中心人工立案 (registered by hand by policy)", case.category)
+                    };
+                    let note = Text::reason(&why).expect("system note is valid text");
+                    return self.action(tracked, Command::AddProgress { note, attachments: vec![] }, "waiting", vec![]);
+                }
+                if !case.deadlines.contains_key(&Clock::Register) {
+                    let span = self.span_of(&self.policy.register, None);
+                    let (due, years, fallback) = self.add(tracked.filed_at, span, None);
+                    let basis = Some(self.basis(&years, &fallback));
+                    let command = Command::SetDeadline { clock: Clock::Register, due, basis };
+                    return self.action(tracked, command, "register", fallback);
+                }
+            }
+            Status::Registered if tracked.awaiting_first_dispatch => {
+                if let Some(route) = route {
+                    let tier = case.tier.unwrap_or(Tier::Normal);
+                    let limits = self.policy.limits(tier, Some(route));
+                    let unit = Some(&route.unit);
+                    let (ack, mut years, mut fallback) =
+                        self.add(now, self.span_of(&limits.acknowledge, unit), unit);
+                    let (resolve, y2, f2) = self.add(now, self.span_of(&limits.resolve, unit), unit);
+                    years.extend(y2);
+                    fallback.extend(f2);
+                    years.sort();
+                    years.dedup();
+                    fallback.sort();
+                    fallback.dedup();
+                    let deadlines =
+                        Deadlines { acknowledge_due: ack, resolve_due: resolve, basis: Some(self.basis(&years, &fallback)) };
+                    let command = Command::Dispatch { unit: route.unit.clone(), deadlines };
+                    return self.action(tracked, command, route.unit.as_str(), fallback);
+                }
+            }
+            _ => {}
+        }
+        if let Some(action) = self.rearm(tracked, now) {
+            return Some(action);
+        }
+        self.watch(tracked, now)
+    }
+
+    /// Deadlines that must move: an approved extension, the end of a hold, a
+    /// reopened case, a resolved case's verify clock.
+    fn rearm(&self, tracked: &Tracked, now: Timestamp) -> Option<Action> {
+        let case = &tracked.case;
+        let resolve = tracked.clocks.get(&Clock::Resolve);
+        let unit = case.unit.as_ref();
+        let set = |clock, due, years: Vec<i16>, fallback: Vec<i16>, detail: &str| {
+            let basis = Some(self.basis(&years, &fallback));
+            self.action(tracked, Command::SetDeadline { clock, due, basis }, detail, fallback)
+        };
+        let resolve_settable = matches!(case.status, Status::Dispatched | Status::InProgress | Status::OnHold);
+        if resolve_settable && let Some(timing) = resolve {
+            if tracked.extension_to_apply > 0 {
+                let span = self.span_of(&Limit::WorkingDays(tracked.extension_to_apply), unit);
+                let (due, years, fallback) = self.add(timing.due, span, unit);
+                return set(Clock::Resolve, due, years, fallback, "extension");
+            }
+            if case.status == Status::InProgress
+                && let Some(left) = tracked.resume_remaining
+            {
+                let span = if timing.working { Span::Working(left) } else { Span::Calendar(left) };
+                let (due, years, fallback) = self.add(now, span, unit);
+                return set(Clock::Resolve, due, years, fallback, "resume");
+            }
+        }
+        if case.status == Status::InProgress
+            && let Some(reopened) = tracked.reopened_at
+        {
+            let span = self.span_of(&self.tier_limit(case, Clock::Resolve), unit);
+            let (due, years, fallback) = self.add(reopened, span, unit);
+            return set(Clock::Resolve, due, years, fallback, "reopened");
+        }
+        if case.status == Status::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
+            // The verify clock runs on the command centre's (default) hours.
+            let span = self.span_of(&self.tier_limit(case, Clock::Verify), None);
+            let (due, years, fallback) = self.add(now, span, None);
+            return set(Clock::Verify, due, years, fallback, "verify");
+        }
+        None
+    }
+
+    /// Thresholds of a running clock: warning, yellow and red card instants,
+    /// each the moment a percentage of the allowed running time is used.
+    pub fn thresholds(&self, timing: &ClockTiming) -> (Timestamp, Timestamp, Timestamp) {
+        let t: &Thresholds = &self.policy.thresholds;
+        let at = |percent: u32| {
+            let target = if timing.working { Span::Working(timing.allowed) } else { Span::Calendar(timing.allowed) }
+                .scaled(percent)
+                .amount();
+            if target <= timing.used_before {
+                return timing.origin;
+            }
+            let rest = target - timing.used_before;
+            let span = if timing.working { Span::Working(rest) } else { Span::Calendar(rest) };
+            self.add(timing.origin, span, timing.hours_of.as_ref()).0
+        };
+        (at(t.warning_percent), at(t.yellow_card_percent), at(t.red_card_percent))
+    }
+
+    fn escalation_target(&self, case: &Case) -> Option<OrgCode> {
+        self.reference.registry.region(case.grid.county()).and_then(|county| county.command_centre.clone())
+    }
+
+    /// The deadline watch: warn, mark overdue, escalate.
+    fn watch(&self, tracked: &Tracked, now: Timestamp) -> Option<Action> {
+        let case = &tracked.case;
+        for (clock, timing) in &tracked.clocks {
+            // Only clocks that run in this state, with the deadline the case holds.
+            if !clock.runs_in(case.status) || case.deadlines.get(clock) != Some(&timing.due) {
+                continue;
+            }
+            let (warning, yellow, red) = self.thresholds(timing);
+            let marked = |mark| case.marks.contains(&(*clock, mark));
+            let mark = |mark: ClockMark| {
+                let command = Command::MarkClock { clock: *clock, mark, due: timing.due };
+                self.action(tracked, command, &format!("{clock:?}/{mark:?}/{}", timing.due), vec![])
+            };
+            if now >= warning && now < timing.due && !marked(ClockMark::Warning) && !marked(ClockMark::Overdue) {
+                return mark(ClockMark::Warning);
+            }
+            if now >= timing.due && !marked(ClockMark::Overdue) {
+                return mark(ClockMark::Overdue);
+            }
+            let escalate = |level: Supervision, why: String| {
+                let reason = Text::reason(&why).expect("valid text");
+                let command = Command::Supervise { level, reason, escalated_to: self.escalation_target(case) };
+                self.action(tracked, command, &format!("{level:?}"), vec![])
+            };
+            if now >= yellow && case.supervision < Supervision::YellowCard {
+                return escalate(Supervision::YellowCard, format!("黄牌督办: {clock:?} 时限 {} 已到", timing.due));
+            }
+            if now >= red && case.supervision < Supervision::RedCard {
+                return escalate(
+                    Supervision::RedCard,
+                    format!("红牌督办: {clock:?} 时限 {} 已超过 {}%", timing.due, self.policy.thresholds.red_card_percent),
+                );
+            }
+        }
+        None
+    }
+
+    /// The earliest future instant at which `next_action` may have work for
+    /// this case (for scheduling the deadline watch).
+    pub fn next_wakeup(&self, tracked: &Tracked, now: Timestamp) -> Option<Timestamp> {
+        let case = &tracked.case;
+        tracked
+            .clocks
+            .iter()
+            .filter(|(clock, timing)| clock.runs_in(case.status) && case.deadlines.get(clock) == Some(&timing.due))
+            .flat_map(|(_, timing)| {
+                let (warning, yellow, red) = self.thresholds(timing);
+                [warning, timing.due, yellow, red]
+            })
+            .filter(|at| *at > now)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

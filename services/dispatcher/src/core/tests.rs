@@ -1,0 +1,322 @@
+//! The dispatcher's decisions, driven like the service drives them: fold the
+//! case's events, ask for the next step at a given `now`, apply it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gridcase_calendar::{Calendar, YearTable};
+use gridcase_domain::{CaseId, CategoryCode, FileCase, GridCode, Location, Text};
+use gridcase_eventlog::schema::{Actor, EventMeta};
+use uuid::Uuid;
+
+use super::*;
+
+struct World {
+    policy: Policy,
+    calendar: Calendar,
+    reference: Reference,
+}
+
+fn world() -> World {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    World {
+        policy: Policy::load(&root.join("deploy/policy/policy.toml")).unwrap(),
+        calendar: Calendar::new(
+            Arc::new(YearTable::load_dir(&root.join("deploy/calendar")).unwrap()),
+            Default::default(),
+        ),
+        reference: Reference::load(&root.join("deploy/reference")).unwrap(),
+    }
+}
+
+fn bj(text: &str) -> Timestamp {
+    format!("{}:00+08:00[Asia/Shanghai]", text.replace(' ', "T")).parse::<jiff::Zoned>().unwrap().timestamp()
+}
+
+fn actor(role: Role) -> Actor {
+    Actor { person: "someone".into(), role, organisation: "cc-990101001".into() }
+}
+
+/// A case as the dispatcher sees it, and the clock of the test.
+struct Scenario<'w> {
+    core: Core<'w>,
+    tracked: Option<Tracked>,
+    sequence: u64,
+}
+
+impl<'w> Scenario<'w> {
+    fn new(world: &'w World) -> Self {
+        Scenario {
+            core: Core { policy: &world.policy, calendar: &world.calendar, reference: &world.reference },
+            tracked: None,
+            sequence: 0,
+        }
+    }
+
+    fn tracked(&self) -> &Tracked {
+        self.tracked.as_ref().unwrap()
+    }
+
+    /// A person (or the dispatcher) does `command` at `at`.
+    fn apply(&mut self, command: Command, at: Timestamp, role: Role) {
+        let state = self.tracked.as_ref().map(|t| &t.case);
+        let events = gridcase_domain::decide(state, &command, at).unwrap_or_else(|e| panic!("{}: {e}", command.name()));
+        for event in events {
+            let case_id = match &event {
+                Event::Filed(f) => f.case_id,
+                _ => self.tracked().case.id,
+            };
+            let version = self.tracked.as_ref().map_or(1, |t| t.case.version + 1);
+            let prev = self.tracked.as_ref().map(|t| t.last_hash.clone());
+            let meta = EventMeta {
+                event_id: Uuid::now_v7(),
+                case_id,
+                case_version: version,
+                occurred_at: at,
+                actor: actor(role),
+                command_id: None,
+            };
+            let stored = StoredEvent::seal(&event, meta, prev);
+            self.sequence += 1;
+            self.tracked = self.core.observe(self.tracked.take(), &stored, &event, self.sequence);
+        }
+    }
+
+    fn file(&mut self, category: &str, grid: &str, hint: Option<Tier>, at: Timestamp) {
+        let command = Command::File(FileCase {
+            case_id: CaseId::new_v7(),
+            grid: GridCode::parse(grid).unwrap(),
+            category: CategoryCode::parse(category).unwrap(),
+            description: Text::reason("描述").unwrap(),
+            location: Location::from_degrees(30.27, 120.15, None).unwrap(),
+            reported_at: at,
+            severity_hint: hint,
+            contact: None,
+            attachments: vec![],
+        });
+        self.apply(command, at, Role::GridWorker);
+    }
+
+    /// Ask the dispatcher for its next step at `now` and take it.
+    fn step(&mut self, now: Timestamp) -> Option<Command> {
+        let action = self.core.next_action(self.tracked(), now)?;
+        self.apply(action.command.clone(), now, Role::System);
+        Some(action.command)
+    }
+
+    /// Take every step due at `now`.
+    fn settle(&mut self, now: Timestamp) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        while let Some(command) = self.step(now) {
+            names.push(command.name());
+            assert!(names.len() < 20, "the dispatcher keeps acting: {names:?}");
+        }
+        names
+    }
+
+    fn due(&self, clock: Clock) -> Option<Timestamp> {
+        self.tracked().case.deadlines.get(&clock).copied()
+    }
+}
+
+const STREET_GRID: &str = "990101001001001";
+
+#[test]
+fn a_routed_case_is_registered_and_dispatched_with_deadlines_on_the_calendar() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let friday = bj("2026-02-13 17:00");
+    s.file("0101", STREET_GRID, None, friday); // exposed rubbish: NORMAL, urban management
+    assert_eq!(s.settle(friday), ["register", "dispatch"]);
+    let case = &s.tracked().case;
+    assert_eq!(case.status, Status::Dispatched);
+    assert_eq!(case.tier, Some(Tier::Normal));
+    assert_eq!(case.unit.as_ref().unwrap().as_str(), "unit.urban.990101");
+    assert_eq!(s.due(Clock::Acknowledge), Some(bj("2026-02-14 17:00")), "Saturday 02-14 is a working day");
+    assert_eq!(s.due(Clock::Resolve), Some(bj("2026-02-27 17:00")), "5 working days across the Spring Festival");
+    assert_eq!(s.settle(friday), Vec::<&str>::new(), "nothing more to do until a threshold");
+}
+
+#[test]
+fn every_tier_gets_its_limits() {
+    let world = world();
+    let friday = bj("2026-02-13 17:00");
+    // (category, hint, tier, acknowledge due, resolve due)
+    let cases = [
+        ("0202", None, Tier::Critical, "2026-02-13 17:30", "2026-02-13 23:00"),
+        ("0101", Some(Tier::Urgent), Tier::Urgent, "2026-02-13 18:00", "2026-02-14 11:00"),
+        ("0101", None, Tier::Normal, "2026-02-14 17:00", "2026-02-27 17:00"),
+        ("0701", None, Tier::Complex, "2026-02-14 17:00", "2026-03-12 17:00"),
+    ];
+    for (category, hint, tier, ack, resolve) in cases {
+        let mut s = Scenario::new(&world);
+        s.file(category, STREET_GRID, hint, friday);
+        s.settle(friday);
+        assert_eq!(s.tracked().case.tier, Some(tier), "{category}");
+        assert_eq!(s.due(Clock::Acknowledge), Some(bj(ack)), "{tier} acknowledge");
+        assert_eq!(s.due(Clock::Resolve), Some(bj(resolve)), "{tier} resolve");
+    }
+}
+
+#[test]
+fn the_watch_warns_marks_overdue_and_escalates_at_the_thresholds() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-09 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    s.settle(monday);
+    // Acknowledge: 1 working day → Tuesday 09:00; 70% → Monday 16:36 (5.6 h later, lunch excluded).
+    assert_eq!(s.due(Clock::Acknowledge), Some(bj("2026-03-10 09:00")));
+    assert_eq!(s.tracked().case.marks.len(), 0);
+    assert_eq!(s.core.next_wakeup(s.tracked(), monday), Some(bj("2026-03-09 16:36")));
+    assert!(s.settle(bj("2026-03-09 16:35")).is_empty());
+    assert_eq!(s.settle(bj("2026-03-09 16:36")), ["mark a clock of"]);
+    assert!(s.tracked().case.marks.contains(&(Clock::Acknowledge, ClockMark::Warning)));
+    assert!(s.settle(bj("2026-03-10 08:59")).is_empty());
+    assert_eq!(s.settle(bj("2026-03-10 09:00")), ["mark a clock of", "supervise"]);
+    let case = &s.tracked().case;
+    assert!(case.marks.contains(&(Clock::Acknowledge, ClockMark::Overdue)));
+    assert_eq!(case.supervision, Supervision::YellowCard);
+    // Red card at twice the limit: 2 working days after dispatch.
+    assert!(s.settle(bj("2026-03-11 08:59")).is_empty());
+    assert_eq!(s.settle(bj("2026-03-11 09:00")), ["supervise"]);
+    assert_eq!(s.tracked().case.supervision, Supervision::RedCard);
+    // Later the resolve clock (due Monday 03-16 09:00) runs out too: it is
+    // marked overdue, but the case is already at the highest card.
+    assert_eq!(s.settle(bj("2026-03-20 09:00")), ["mark a clock of"]);
+    assert!(s.tracked().case.marks.contains(&(Clock::Resolve, ClockMark::Overdue)));
+    assert!(s.settle(bj("2026-03-27 09:00")).is_empty(), "nothing fires twice");
+}
+
+#[test]
+fn escalation_names_the_county_office() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let at = bj("2026-03-09 09:00");
+    s.file("0202", STREET_GRID, None, at); // CRITICAL: 30 minutes to acknowledge
+    s.settle(at);
+    let overdue = s.core.next_action(s.tracked(), bj("2026-03-09 09:30")).unwrap();
+    assert!(matches!(overdue.command, Command::MarkClock { mark: ClockMark::Overdue, clock: Clock::Acknowledge, .. }));
+    s.step(bj("2026-03-09 09:30"));
+    let escalation = s.core.next_action(s.tracked(), bj("2026-03-09 09:30")).unwrap();
+    let Command::Supervise { level, escalated_to, .. } = &escalation.command else { panic!("expected an escalation") };
+    assert_eq!(*level, Supervision::YellowCard);
+    assert_eq!(escalated_to.as_ref().map(OrgCode::as_str), Some("co-990101"), "township → county");
+}
+
+#[test]
+fn an_unrouted_case_waits_for_manual_registration_visibly_and_its_register_clock_runs() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let at = bj("2026-03-09 09:00");
+    s.file("0901", STREET_GRID, None, at); // suggestions: registered by hand, no route
+    assert_eq!(s.settle(at), ["add progress to", "set a deadline of"]);
+    assert_eq!(s.tracked().case.status, Status::Reported);
+    assert_eq!(s.due(Clock::Register), Some(bj("2026-03-10 09:00")));
+    assert_eq!(s.settle(bj("2026-03-10 09:00")), ["mark a clock of", "supervise"]);
+    // The centre registers it by hand: it has no route, so it waits to be dispatched by hand too.
+    s.apply(Command::Register { tier: Tier::Complex, note: None, policy: None }, bj("2026-03-10 10:00"), Role::CommandCentre);
+    assert!(s.settle(bj("2026-03-10 10:00")).is_empty());
+}
+
+#[test]
+fn an_extension_moves_the_resolve_deadline_by_the_approved_working_days() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let friday = bj("2026-02-13 17:00");
+    s.file("0101", STREET_GRID, None, friday);
+    s.settle(friday);
+    s.apply(Command::Acknowledge, bj("2026-02-14 09:00"), Role::HandlingUnit);
+    s.apply(
+        Command::RequestExtension { working_days: 3, reason: Text::reason("需采购材料").unwrap() },
+        bj("2026-02-24 09:00"),
+        Role::HandlingUnit,
+    );
+    s.apply(Command::DecideExtension { approved_working_days: Some(2), reason: None }, bj("2026-02-24 10:00"), Role::CommandCentre);
+    assert_eq!(s.settle(bj("2026-02-24 10:00")), ["set a deadline of"]);
+    // 02-27 17:00 plus 16 working hours: Fri 1 h, Sat 02-28 (working) 8 h, Mon 03-02 7 h.
+    assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-02 17:00")));
+}
+
+#[test]
+fn a_hold_pauses_the_resolve_clock_and_resuming_rearms_what_was_left() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-02 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    s.settle(monday);
+    assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-09 09:00")));
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(Command::RequestHold { reason: Text::reason("冬季无法施工").unwrap() }, bj("2026-03-03 09:00"), Role::HandlingUnit);
+    s.apply(Command::DecideHold { approve: true, reason: None }, bj("2026-03-03 09:00"), Role::CommandCentre);
+    // On hold the resolve clock does not run: no overdue even long after the old deadline.
+    assert!(s.settle(bj("2026-03-20 09:00")).is_empty());
+    s.apply(Command::Resume, bj("2026-03-23 09:00"), Role::CommandCentre);
+    assert_eq!(s.settle(bj("2026-03-23 09:00")), ["set a deadline of"]);
+    // 4 working days were left at the hold (Tue 09:00 → next Mon 09:00): due Fri 03-27 09:00.
+    assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-27 09:00")));
+    // Thresholds count running time only: 8 of 40 working hours were used
+    // before the hold, so 70% (28 h) is reached 20 working hours after resuming.
+    assert_eq!(s.core.next_wakeup(s.tracked(), bj("2026-03-23 09:00")), Some(bj("2026-03-25 15:00")));
+}
+
+#[test]
+fn a_returned_case_waits_for_the_centre_and_a_redispatch_restarts_the_clocks() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-02 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    s.settle(monday);
+    s.apply(Command::Return { reason: Text::reason("非本单位职责").unwrap() }, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    assert!(s.settle(bj("2026-03-05 10:00")).is_empty(), "no automatic redispatch to the unit that returned it");
+    let deadlines = Deadlines { acknowledge_due: bj("2026-03-06 10:00"), resolve_due: bj("2026-03-12 10:00"), basis: None };
+    s.apply(Command::Dispatch { unit: OrgCode::parse("unit.property.990101001").unwrap(), deadlines }, bj("2026-03-05 10:00"), Role::CommandCentre);
+    assert!(s.tracked().case.marks.is_empty());
+    assert_eq!(s.settle(bj("2026-03-06 10:00")), ["mark a clock of", "supervise"]);
+}
+
+#[test]
+fn a_resolved_case_gets_a_verify_deadline_and_a_reopened_one_a_fresh_resolve_deadline() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-02 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    s.settle(monday);
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(Command::Resolve { summary: Text::reason("已清理").unwrap(), evidence: vec![] }, bj("2026-03-03 10:00"), Role::HandlingUnit);
+    assert_eq!(s.settle(bj("2026-03-03 10:00")), ["set a deadline of"]);
+    assert_eq!(s.due(Clock::Verify), Some(bj("2026-03-05 10:00")), "2 working days to verify");
+    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    s.apply(Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None }, bj("2026-03-04 11:00"), Role::CommandCentre);
+    s.apply(Command::Reopen { reason: Text::reason("居民不满意").unwrap() }, bj("2026-03-04 14:00"), Role::CommandCentre);
+    assert_eq!(s.settle(bj("2026-03-04 14:00")), ["set a deadline of"]);
+    // 5 fresh working days from Wed 14:00 land exactly on Wed 03-11 12:00.
+    assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-11 12:00")), "5 fresh working days from the reopening");
+}
+
+#[test]
+fn the_same_step_on_the_same_version_has_the_same_key() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let at = bj("2026-03-09 09:00");
+    s.file("0101", STREET_GRID, None, at);
+    let first = s.core.next_action(s.tracked(), at).unwrap();
+    let again = s.core.next_action(s.tracked(), at + SignedDuration::from_secs(5)).unwrap();
+    assert_eq!(first.key, again.key);
+}
+
+#[test]
+fn a_deadline_in_a_year_without_a_calendar_file_is_flagged() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let at = bj("2026-12-28 09:00");
+    s.file("0701", STREET_GRID, None, at); // COMPLEX: 15 working days reach into 2027
+    s.step(at); // register
+    let action = s.core.next_action(s.tracked(), at).unwrap();
+    assert_eq!(action.fallback_years, vec![2027]);
+    let Command::Dispatch { deadlines, .. } = &action.command else { panic!("expected a dispatch") };
+    let basis = deadlines.basis.as_ref().unwrap();
+    assert!(basis.fallback);
+    assert!(basis.calendar.contains("2027:missing(mon-fri)"), "{}", basis.calendar);
+    assert!(basis.policy.starts_with("demo-2026.1@"));
+}

@@ -1,0 +1,10 @@
+//! gridcase dispatcher, as a library. See `core` for the decisions and
+//! `service` for the shell that feeds it events from JetStream and appends
+//! its steps.
+
+pub mod config;
+pub mod core;
+pub mod service;
+
+pub use config::Config;
+// pub use service::{Application, run};
