@@ -127,11 +127,145 @@ pub mod fixtures {
         }
     }
 
+    /// A valid filing reported at `reported_at` (for tests on a fixed clock).
+    pub fn filing_at(case_id: CaseId, category: &str, reported_at: jiff::Timestamp) -> api::FileCaseRequest {
+        api::FileCaseRequest {
+            category_code: category.into(),
+            reported_at: Some(prost_types_timestamp(reported_at.as_second())),
+            ..filing(case_id)
+        }
+    }
+
     fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
         prost_types::Timestamp { seconds, nanos: 0 }
     }
 
     pub async fn intake_client(endpoint: String) -> IntakeServiceClient<Channel> {
         IntakeServiceClient::connect(endpoint).await.expect("connect to intake")
+    }
+}
+
+/// A dispatcher running in this process.
+pub struct TestDispatcher {
+    pub health_addr: SocketAddr,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestDispatcher {
+    /// The shipped policy, calendar and reference data; no metrics endpoint;
+    /// a fast tick so an advanced test clock is noticed quickly.
+    pub fn config(nats_url: &str) -> gridcase_dispatcher::Config {
+        let mut config = gridcase_dispatcher::Config::defaults();
+        config.nats_url = nats_url.to_owned();
+        config.policy = workspace_root().join("deploy/policy/policy.toml");
+        config.calendar_dir = workspace_root().join("deploy/calendar");
+        config.reference_dir = workspace_root().join("deploy/reference");
+        config.no_metrics = true;
+        config.tick = std::time::Duration::from_millis(20);
+        config.publish_timeout = std::time::Duration::from_secs(2);
+        config
+    }
+
+    pub async fn spawn_with(config: gridcase_dispatcher::Config, clock: Arc<dyn Clock>) -> Self {
+        Self::try_spawn_with(config, clock).await.expect("dispatcher builds")
+    }
+
+    pub async fn try_spawn_with(config: gridcase_dispatcher::Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let app = gridcase_dispatcher::Application::build(config, listener, clock).await?;
+        let health_addr = app.health_addr()?;
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(app.run(shutdown));
+        Ok(Self { health_addr, trigger: Some(trigger), task: Some(task) })
+    }
+
+    /// Stop as SIGTERM would and wait until it has.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stop at once, as a crash would: the task is aborted mid-step.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TestDispatcher {
+    fn drop(&mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+    }
+}
+
+/// Acting on cases straight through the log, as the lifecycle API will: read
+/// the history, fold it, decide, append with the expected sequence.
+pub mod act {
+    use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
+    use gridcase_eventlog::schema::{Actor, EventMeta};
+    use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent};
+    use jiff::Timestamp;
+
+    pub fn subject(grid: &str, case_id: CaseId) -> CaseSubject {
+        CaseSubject::for_grid(&GridCode::parse(grid).expect("grid"), &case_id)
+    }
+
+    /// The decoded history of a case.
+    pub async fn events(log: &EventLog, subject: &CaseSubject) -> Vec<(StoredEvent, Event)> {
+        log.history(subject)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|p| {
+                let event = p.event.decode().expect("decodable");
+                (p.event, event)
+            })
+            .collect()
+    }
+
+    /// `role` in `organisation` does `command` on the case at `now`.
+    pub async fn command(
+        log: &EventLog,
+        subject: &CaseSubject,
+        command: Command,
+        role: Role,
+        organisation: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<u64> {
+        let history = log.history(subject).await?;
+        let events: Vec<Event> = history.iter().map(|p| p.event.decode()).collect::<Result<_, _>>()?;
+        let state = gridcase_domain::replay(&events);
+        let new = gridcase_domain::decide(state.as_ref(), &command, now)?;
+        let last = history.last();
+        let mut expected = last.map_or(0, |p| p.stream_sequence);
+        let mut prev = last.map(|p| p.event.hash.clone());
+        let mut version = history.len() as u64;
+        for event in new {
+            version += 1;
+            let stored = StoredEvent::seal(
+                &event,
+                EventMeta {
+                    event_id: uuid::Uuid::now_v7(),
+                    case_id: state.as_ref().map(|c| c.id).unwrap_or_else(CaseId::new_v7),
+                    case_version: version,
+                    occurred_at: now,
+                    actor: Actor { person: format!("{role}-1").to_lowercase(), role, organisation: organisation.into() },
+                    command_id: None,
+                },
+                prev,
+            );
+            expected = log.append(subject, expected, &stored).await?.stream_sequence;
+            prev = Some(stored.hash.clone());
+        }
+        Ok(expected)
     }
 }

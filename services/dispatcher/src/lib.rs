@@ -7,4 +7,4 @@ pub mod core;
 pub mod service;
 
 pub use config::Config;
-// pub use service::{Application, run};
+pub use service::{Application, run};

@@ -1,0 +1,393 @@
+//! The dispatcher's shell: reads every case event from JetStream (an ordered
+//! consumer from the first event, so a restart rebuilds its state from the
+//! log), feeds [`Core`], appends the steps it decides, and runs the deadline
+//! watch on a tick of the injected clock.
+//!
+//! It keeps no state of its own on disk: the log is the state. Steps are
+//! appended only once the consumer has caught up with the stream, each with
+//! the expected per-case sequence and an event id derived from the step, so a
+//! restart or a second instance never takes a step twice.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use gridcase_calendar::{Calendar, YearTable};
+use gridcase_domain::{CaseId, Role};
+use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_policy::Policy;
+use gridcase_reference::Reference;
+use gridcase_runtime::{Clock, Shutdown, SystemClock};
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::core::{Action, Core, Tracked};
+
+/// The namespace of the dispatcher's deterministic event ids.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b9c_2f1e_4a3d_5c7b_8e9f_0a1b_2c3d_4e5f);
+/// Health service names.
+pub const HEALTH_DISPATCHER: &str = "gridcase.dispatcher.v1.Dispatcher";
+pub const HEALTH_CALENDAR: &str = "gridcase.dispatcher.v1.Calendar";
+/// How many steps are appended at once.
+const APPEND_CONCURRENCY: usize = 64;
+
+pub struct Application {
+    config: Config,
+    health_listener: TcpListener,
+    client: async_nats::Client,
+    log: EventLog,
+    policy: Arc<Policy>,
+    calendar: Arc<Calendar>,
+    reference: Arc<Reference>,
+    clock: Arc<dyn Clock>,
+}
+
+fn actor() -> Actor {
+    Actor { person: "gridcase-dispatcher".into(), role: Role::System, organisation: "gridcase".into() }
+}
+
+impl Application {
+    /// Load and validate policy, calendar and reference data, connect to NATS.
+    pub async fn build(config: Config, health_listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let policy = Policy::load(&config.policy).context("loading the dispatch policy")?;
+        let years = YearTable::load_dir(&config.calendar_dir).context("loading the working calendar")?;
+        let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
+        for route in &policy.routes {
+            if reference.taxonomy.iter().all(|c| !route.category.matches(&c.code)) {
+                warn!(line = route.line, "a policy route matches no category of the taxonomy");
+            }
+        }
+        let calendar = Calendar::new(Arc::new(years), policy.default_hours.clone());
+        info!(
+            policy = %policy.stamp(),
+            routes = policy.routes.len(),
+            calendar_years = ?calendar.years().years().map(|y| y.year).collect::<Vec<_>>(),
+            "dispatch policy and calendar loaded"
+        );
+        let client = async_nats::ConnectOptions::new()
+            .name("gridcase-dispatcher")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
+            .connect(&config.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let settings = StreamSettings {
+            stream_name: config.stream.clone(),
+            publish_timeout: config.publish_timeout,
+            ..StreamSettings::default()
+        };
+        let log = EventLog::open(client.clone(), settings).await.context("opening the case event log")?;
+        Ok(Self {
+            config,
+            health_listener,
+            client,
+            log,
+            policy: Arc::new(policy),
+            calendar: Arc::new(calendar),
+            reference: Arc::new(reference),
+            clock,
+        })
+    }
+
+    pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
+        self.health_listener.local_addr()
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health.set_service_status(HEALTH_DISPATCHER, ServingStatus::NotServing).await;
+        let health_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.health_listener), shutdown.clone().requested());
+        let health_task = tokio::spawn(health_server);
+        info!(health = %self.config.addr, "dispatcher health service listening");
+
+        if !self.config.no_metrics {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(self.config.metrics_addr)
+                .install()
+                .context("starting the metrics endpoint")?;
+            info!(metrics = %self.config.metrics_addr, "metrics endpoint listening");
+        }
+
+        let mut worker = Worker {
+            log: self.log.clone(),
+            policy: self.policy.clone(),
+            calendar: self.calendar.clone(),
+            reference: self.reference.clone(),
+            clock: self.clock.clone(),
+            cases: HashMap::new(),
+            dirty: BTreeSet::new(),
+            wakeups: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            unreadable: HashSet::new(),
+            health: health.clone(),
+            calendar_reported: None,
+        };
+        let result = worker.run(&self.config, shutdown).await;
+        let _ = health_task.await;
+        if let Err(error) = self.client.drain().await {
+            warn!(%error, "draining the NATS connection failed");
+        }
+        info!("dispatcher stopped");
+        result
+    }
+}
+
+struct Worker {
+    log: EventLog,
+    policy: Arc<Policy>,
+    calendar: Arc<Calendar>,
+    reference: Arc<Reference>,
+    clock: Arc<dyn Clock>,
+    cases: HashMap<CaseId, Tracked>,
+    /// Cases to look at once caught up.
+    dirty: BTreeSet<CaseId>,
+    /// (instant, case): when to look at a case again.
+    wakeups: BTreeSet<(Timestamp, CaseId)>,
+    /// Cases with a step appended whose event has not come back yet.
+    in_flight: HashSet<CaseId>,
+    /// Cases with an event this version cannot read: left alone.
+    unreadable: HashSet<CaseId>,
+    health: tonic_health::server::HealthReporter,
+    calendar_reported: Option<bool>,
+}
+
+impl Worker {
+    fn core(&self) -> Core<'_> {
+        Core { policy: &self.policy, calendar: &self.calendar, reference: &self.reference }
+    }
+
+    async fn run(&mut self, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+        let stream = self
+            .log
+            .context()
+            .get_stream(&config.stream)
+            .await
+            .with_context(|| format!("opening stream {}", config.stream))?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: CaseSubject::all_filter(),
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("creating the ordered consumer")?;
+        let mut caught_up = consumer.cached_info().num_pending == 0;
+        let mut messages = consumer.messages().await.context("consuming the case stream")?;
+        let mut tick = tokio::time::interval(config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if caught_up {
+            self.mark_caught_up().await;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.clone().requested() => break,
+                message = messages.next() => {
+                    let Some(message) = message else { anyhow::bail!("the case stream ended") };
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(error) => {
+                            warn!(%error, "reading the case stream failed; the ordered consumer resumes");
+                            continue;
+                        }
+                    };
+                    let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+                    let (sequence, pending) = (info.stream_sequence, info.pending);
+                    self.observe(&message.payload, sequence);
+                    metrics::gauge!("gridcase_dispatcher_pending_messages").set(pending as f64);
+                    if pending == 0 {
+                        if !caught_up {
+                            caught_up = true;
+                            self.mark_caught_up().await;
+                        }
+                        self.act().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.check_calendar().await;
+                    if caught_up {
+                        self.wake_due();
+                        self.act().await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_caught_up(&mut self) {
+        info!(cases = self.cases.len(), "caught up with the case stream");
+        self.health.set_service_status("", ServingStatus::Serving).await;
+        self.health.set_service_status(HEALTH_DISPATCHER, ServingStatus::Serving).await;
+        self.check_calendar().await;
+    }
+
+    /// Next year's calendar file must exist before the year starts.
+    async fn check_calendar(&mut self) {
+        let now = self.clock.now();
+        let year = now.to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("tz")).year();
+        let ready = self.calendar.years().has(year) && self.calendar.years().has(year + 1);
+        metrics::gauge!("gridcase_calendar_missing").set(if ready { 0.0 } else { 1.0 });
+        if self.calendar_reported != Some(ready) {
+            self.calendar_reported = Some(ready);
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            self.health.set_service_status(HEALTH_CALENDAR, status).await;
+            if !ready {
+                warn!(
+                    this_year = year,
+                    next_year = year + 1,
+                    "a working-calendar file is missing: deadlines in that year count Monday-Friday; add deploy/calendar/<year>.toml"
+                );
+            }
+        }
+    }
+
+    fn observe(&mut self, payload: &[u8], sequence: u64) {
+        let stored = match StoredEvent::from_json_bytes(payload) {
+            Ok(stored) => stored,
+            Err(error) => {
+                error!(sequence, %error, "unreadable message in the case stream; skipped");
+                metrics::counter!("gridcase_dispatcher_skipped_events_total").increment(1);
+                return;
+            }
+        };
+        let case_id = stored.case_id;
+        let event = match stored.decode() {
+            Ok(event) => event,
+            Err(error) => {
+                warn!(%case_id, sequence, %error, "event this version cannot read; leaving the case alone");
+                metrics::counter!("gridcase_dispatcher_skipped_events_total").increment(1);
+                self.unreadable.insert(case_id);
+                return;
+            }
+        };
+        let tracked = self.cases.remove(&case_id);
+        match self.core().observe(tracked, &stored, &event, sequence) {
+            Some(tracked) => {
+                let finished = tracked.case.status.is_final();
+                if finished {
+                    self.dirty.remove(&case_id);
+                } else {
+                    self.cases.insert(case_id, tracked);
+                    self.dirty.insert(case_id);
+                }
+            }
+            None => debug!(%case_id, kind = event.kind(), "event for a case never filed; ignored"),
+        }
+        self.in_flight.remove(&case_id);
+    }
+
+    fn wake_due(&mut self) {
+        let now = self.clock.now();
+        while let Some(first) = self.wakeups.first().copied() {
+            if first.0 > now {
+                break;
+            }
+            self.wakeups.pop_first();
+            self.dirty.insert(first.1);
+        }
+    }
+
+    /// Take the next step of every dirty case.
+    async fn act(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut steps: Vec<(CaseId, CaseSubject, u64, StoredEvent, Action)> = Vec::new();
+        let dirty = std::mem::take(&mut self.dirty);
+        for case_id in dirty {
+            if self.in_flight.contains(&case_id) || self.unreadable.contains(&case_id) {
+                continue;
+            }
+            let Some(tracked) = self.cases.get(&case_id) else { continue };
+            let core = self.core();
+            match core.next_action(tracked, now) {
+                Some(action) => match gridcase_domain::decide(Some(&tracked.case), &action.command, now) {
+                    Ok(events) => {
+                        let [event] = events.as_slice() else {
+                            error!(%case_id, "a dispatcher step must produce one event");
+                            continue;
+                        };
+                        let stored = StoredEvent::seal(
+                            event,
+                            EventMeta {
+                                event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
+                                case_id,
+                                case_version: tracked.case.version + 1,
+                                occurred_at: now,
+                                actor: actor(),
+                                command_id: None,
+                            },
+                            Some(tracked.last_hash.clone()),
+                        );
+                        steps.push((case_id, tracked.subject.clone(), tracked.last_sequence, stored, action));
+                    }
+                    Err(error) => error!(%case_id, %error, "the dispatcher decided a step the rules refuse"),
+                },
+                None => {
+                    if let Some(at) = core.next_wakeup(tracked, now) {
+                        self.wakeups.insert((at, case_id));
+                    }
+                }
+            }
+        }
+        let log = self.log.clone();
+        let results: Vec<_> = futures::stream::iter(steps)
+            .map(|(case_id, subject, expected, stored, action)| {
+                let log = log.clone();
+                async move {
+                    let result = log.append(&subject, expected, &stored).await;
+                    (case_id, stored, action, result)
+                }
+            })
+            .buffer_unordered(APPEND_CONCURRENCY)
+            .collect()
+            .await;
+        for (case_id, stored, action, result) in results {
+            let kind = stored.event_type.clone();
+            match result {
+                Ok(outcome) => {
+                    info!(%case_id, step = %kind, sequence = outcome.stream_sequence, "dispatcher step appended");
+                    metrics::counter!("gridcase_dispatcher_steps_total", "step" => kind).increment(1);
+                    if !action.fallback_years.is_empty() {
+                        warn!(%case_id, years = ?action.fallback_years, "deadline computed without a calendar file (Monday-Friday)");
+                        metrics::counter!("gridcase_deadlines_fallback_total").increment(1);
+                    }
+                    self.in_flight.insert(case_id);
+                }
+                Err(AppendError::Conflict { .. }) => {
+                    debug!(%case_id, step = %kind, "another writer moved the case first");
+                    metrics::counter!("gridcase_dispatcher_conflicts_total").increment(1);
+                    self.in_flight.insert(case_id);
+                }
+                Err(error) => {
+                    warn!(%case_id, step = %kind, %error, "appending a step failed; will retry");
+                    self.dirty.insert(case_id);
+                }
+            }
+        }
+        // Events appended by us come back through the consumer, which marks
+        // their cases dirty again for the following step.
+    }
+}
+
+/// Build and run with the system clock, stopping on SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+    app.run(Shutdown::on_signals()).await
+}

@@ -1,0 +1,326 @@
+//! The dispatcher end to end: cases filed through intake on a real
+//! nats-server, dispatched by one or two dispatcher instances, with a clock
+//! the test moves by hand.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridcase_domain::{CaseId, Clock, ClockMark, Command, Event, Role, Supervision, Text, Tier};
+use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_runtime::FixedClock;
+use gridcase_tests::act;
+use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
+use gridcase_tests::{NatsServer, TestDispatcher, TestIntake};
+use jiff::{SignedDuration, Timestamp};
+
+const GRID: &str = "990101001001001";
+
+fn bj(text: &str) -> Timestamp {
+    format!("{}:00+08:00[Asia/Shanghai]", text.replace(' ', "T")).parse::<jiff::Zoned>().unwrap().timestamp()
+}
+
+struct System {
+    nats: NatsServer,
+    clock: FixedClock,
+    intake: TestIntake,
+    log: EventLog,
+}
+
+async fn system(at: &str) -> System {
+    let nats = NatsServer::start();
+    let clock = FixedClock::new(bj(at));
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    System { nats, clock, intake, log }
+}
+
+impl System {
+    async fn dispatcher(&self) -> TestDispatcher {
+        TestDispatcher::spawn_with(TestDispatcher::config(&self.nats.url()), Arc::new(self.clock.clone())).await
+    }
+
+    async fn file(&self, category: &str, hint: Option<Tier>) -> CaseSubject {
+        let case_id = CaseId::new_v7();
+        let mut request = filing_at(case_id, category, self.clock.now_for_tests());
+        request.severity_hint = hint.map(|t| match t {
+            Tier::Critical => 1,
+            Tier::Urgent => 2,
+            Tier::Normal => 3,
+            Tier::Complex => 4,
+        });
+        let mut client = intake_client(self.intake.endpoint()).await;
+        client.file_case(as_worker(request)).await.expect("filed");
+        act::subject(GRID, case_id)
+    }
+
+    /// Wait (bounded) until the case's history satisfies `done`.
+    async fn until(&self, subject: &CaseSubject, what: &str, done: impl Fn(&[(StoredEvent, Event)]) -> bool) -> Vec<(StoredEvent, Event)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = act::events(&self.log, subject).await;
+            if done(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; history: {:?}", kinds(&events));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn until_kind(&self, subject: &CaseSubject, kind: &str) -> Vec<(StoredEvent, Event)> {
+        self.until(subject, kind, |events| events.iter().any(|(_, e)| e.kind() == kind)).await
+    }
+}
+
+trait NowForTests {
+    fn now_for_tests(&self) -> Timestamp;
+}
+
+impl NowForTests for FixedClock {
+    fn now_for_tests(&self) -> Timestamp {
+        gridcase_runtime::Clock::now(self)
+    }
+}
+
+fn kinds(events: &[(StoredEvent, Event)]) -> Vec<&'static str> {
+    events.iter().map(|(_, e)| e.kind()).collect()
+}
+
+fn count(events: &[(StoredEvent, Event)], kind: &str) -> usize {
+    events.iter().filter(|(_, e)| e.kind() == kind).count()
+}
+
+fn dispatched(events: &[(StoredEvent, Event)]) -> (String, Timestamp, Timestamp, gridcase_domain::DeadlineBasis) {
+    events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Dispatched { unit, acknowledge_due, resolve_due, basis } => {
+                Some((unit.to_string(), *acknowledge_due, *resolve_due, basis.clone().expect("basis recorded")))
+            }
+            _ => None,
+        })
+        .expect("a dispatch")
+}
+
+#[tokio::test]
+async fn filed_cases_come_out_dispatched_with_deadlines_an_independent_calculation_confirms() {
+    let system = system("2026-02-13 17:00").await; // Friday before the Spring Festival
+    let _dispatcher = system.dispatcher().await;
+    // Expected values from a minute-by-minute walk over the 2026 schedule
+    // (see the calendar crate's table): Saturday 02-14 is a working day.
+    let cases = [
+        ("0202", None, Tier::Critical, "unit.utilities.990101", "2026-02-13 17:30", "2026-02-13 23:00"),
+        ("0101", Some(Tier::Urgent), Tier::Urgent, "unit.urban.990101", "2026-02-13 18:00", "2026-02-14 11:00"),
+        ("0101", None, Tier::Normal, "unit.urban.990101", "2026-02-14 17:00", "2026-02-27 17:00"),
+        ("0701", None, Tier::Complex, "unit.urban.990101", "2026-02-14 17:00", "2026-03-12 17:00"),
+        ("0204", None, Tier::Normal, "unit.property.990101001", "2026-02-14 17:00", "2026-02-27 17:00"),
+    ];
+    for (category, hint, tier, unit, ack, resolve) in cases {
+        let subject = system.file(category, hint).await;
+        let events = system.until_kind(&subject, "dispatched").await;
+        assert_eq!(kinds(&events), ["filed", "registered", "dispatched"], "{category}");
+        let Event::Registered { tier: registered, policy, .. } = &events[1].1 else { panic!() };
+        assert_eq!(*registered, tier, "{category}");
+        assert!(policy.as_deref().unwrap().starts_with("demo-2026.1@"));
+        let (got_unit, got_ack, got_resolve, basis) = dispatched(&events);
+        assert_eq!((got_unit.as_str(), got_ack, got_resolve), (unit, bj(ack), bj(resolve)), "{category} {tier}");
+        assert!(!basis.fallback);
+        assert_eq!(events[2].0.actor.role, Role::System);
+        gridcase_eventlog::verify_chain(&events.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_one_minute_tier_makes_a_case_overdue_and_escalated_a_minute_later_untouched() {
+    let system = system("2026-03-09 09:00").await;
+    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml"))
+        .unwrap()
+        .replace("acknowledge = \"30 minutes\"", "acknowledge = \"1 minute\"");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let mut config = TestDispatcher::config(&system.nats.url());
+    config.policy = dir.path().join("policy.toml");
+    let _dispatcher = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
+
+    let subject = system.file("0201", Some(Tier::Critical)).await;
+    let events = system.until_kind(&subject, "dispatched").await;
+    assert_eq!(dispatched(&events).1, bj("2026-03-09 09:01"));
+    assert_eq!(count(&events, "clock_marked"), 0);
+
+    system.clock.advance(SignedDuration::from_secs(60));
+    let events = system.until_kind(&subject, "supervised").await;
+    assert_eq!(kinds(&events), ["filed", "registered", "dispatched", "clock_marked", "supervised"]);
+    assert!(matches!(&events[3].1, Event::ClockMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue, .. }));
+    let Event::Supervised { to, escalated_to, .. } = &events[4].1 else { panic!() };
+    assert_eq!(*to, Supervision::YellowCard);
+    assert_eq!(escalated_to.as_ref().unwrap().as_str(), "co-990101");
+    assert!(events.iter().skip(1).all(|(stored, _)| stored.actor.role == Role::System), "nobody touched it");
+}
+
+#[tokio::test]
+async fn two_dispatchers_racing_take_every_step_once() {
+    let system = system("2026-03-09 09:00").await;
+    let (a, b) = (system.dispatcher().await, system.dispatcher().await);
+    let mut subjects = Vec::new();
+    for i in 0..24 {
+        subjects.push(system.file(if i % 2 == 0 { "0101" } else { "0202" }, None).await);
+    }
+    for subject in &subjects {
+        system.until_kind(subject, "dispatched").await;
+    }
+    // Past every acknowledge deadline: each case is marked overdue and carded once.
+    system.clock.advance(SignedDuration::from_hours(30));
+    for subject in &subjects {
+        system.until_kind(subject, "supervised").await;
+    }
+    system.clock.advance(SignedDuration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(300)).await; // both instances tick several times
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    for subject in &subjects {
+        let events = act::events(&system.log, subject).await;
+        assert_eq!(count(&events, "registered"), 1, "{:?}", kinds(&events));
+        assert_eq!(count(&events, "dispatched"), 1, "{:?}", kinds(&events));
+        let overdue_acks = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::ClockMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue, .. }))
+            .count();
+        assert_eq!(overdue_acks, 1, "{:?}", kinds(&events));
+        let cards: Vec<Supervision> =
+            events.iter().filter_map(|(_, e)| if let Event::Supervised { to, .. } = e { Some(*to) } else { None }).collect();
+        assert!(cards == [Supervision::YellowCard] || cards == [Supervision::YellowCard, Supervision::RedCard], "{cards:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_breach_loses_and_doubles_no_timer() {
+    let system = system("2026-03-09 09:00").await;
+    let first = system.dispatcher().await;
+    let subject = system.file("0101", None).await; // NORMAL: acknowledge by Tue 09:00
+    system.until_kind(&subject, "dispatched").await;
+    system.clock.set(bj("2026-03-09 16:36")); // the 70% warning
+    system.until_kind(&subject, "clock_marked").await;
+    first.kill(); // crash
+
+    system.clock.set(bj("2026-03-10 09:30")); // the deadline passes while no dispatcher runs
+    let second = system.dispatcher().await;
+    let events = system.until_kind(&subject, "supervised").await;
+    system.clock.set(bj("2026-03-10 10:00"));
+    tokio::time::sleep(Duration::from_millis(200)).await; // several ticks
+    second.stop().await.unwrap();
+    let third = system.dispatcher().await; // and once more, cleanly
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    third.stop().await.unwrap();
+
+    let after = act::events(&system.log, &subject).await;
+    assert_eq!(kinds(&after), kinds(&events), "nothing was added by restarts");
+    assert_eq!(kinds(&after), ["filed", "registered", "dispatched", "clock_marked", "clock_marked", "supervised"]);
+    let marks: Vec<ClockMark> =
+        after.iter().filter_map(|(_, e)| if let Event::ClockMarked { mark, .. } = e { Some(*mark) } else { None }).collect();
+    assert_eq!(marks, [ClockMark::Warning, ClockMark::Overdue]);
+}
+
+#[tokio::test]
+async fn killing_the_dispatcher_repeatedly_during_a_load_changes_nothing_in_the_final_history() {
+    let system = system("2026-03-09 09:00").await;
+    let mut subjects = Vec::new();
+    let mut dispatcher = system.dispatcher().await;
+    for round in 0..4 {
+        for i in 0..10 {
+            subjects.push(system.file(if (round + i) % 3 == 0 { "0202" } else { "0101" }, None).await);
+        }
+        dispatcher.kill();
+        dispatcher = system.dispatcher().await;
+    }
+    for subject in &subjects {
+        let events = system.until_kind(subject, "dispatched").await;
+        assert_eq!(kinds(&events), ["filed", "registered", "dispatched"]);
+    }
+    dispatcher.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unrouted_case_waits_for_manual_registration_visibly() {
+    let system = system("2026-03-09 09:00").await;
+    let _dispatcher = system.dispatcher().await;
+    let subject = system.file("0901", None).await; // suggestions: no route, registered by hand
+    let events = system.until_kind(&subject, "deadline_set").await;
+    assert_eq!(kinds(&events), ["filed", "progress_added", "deadline_set"]);
+    let Event::ProgressAdded { note, .. } = &events[1].1 else { panic!() };
+    assert!(note.as_str().starts_with("等待人工立案"), "{note}");
+    let Event::DeadlineSet { clock, due, .. } = &events[2].1 else { panic!() };
+    assert_eq!((*clock, *due), (Clock::Register, bj("2026-03-10 09:00")));
+}
+
+#[tokio::test]
+async fn extensions_and_holds_move_the_resolve_deadline() {
+    let system = system("2026-03-02 09:00").await;
+    let _dispatcher = system.dispatcher().await;
+    let subject = system.file("0101", None).await;
+    let events = system.until_kind(&subject, "dispatched").await;
+    assert_eq!(dispatched(&events).2, bj("2026-03-09 09:00"));
+    let unit = "unit.urban.990101";
+    let now = gridcase_runtime::Clock::now(&system.clock);
+    act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, now).await.unwrap();
+    let reason = |s: &str| Text::reason(s).unwrap();
+    act::command(&system.log, &subject, Command::RequestExtension { working_days: 3, reason: reason("需采购材料") }, Role::HandlingUnit, unit, now).await.unwrap();
+    act::command(&system.log, &subject, Command::DecideExtension { approved_working_days: Some(2), reason: None }, Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    let events = system.until_kind(&subject, "deadline_set").await;
+    let Event::DeadlineSet { clock, due, basis } = &events.last().unwrap().1 else { panic!() };
+    assert_eq!((*clock, *due), (Clock::Resolve, bj("2026-03-11 09:00")), "2 more working days");
+    assert!(basis.as_ref().unwrap().policy.starts_with("demo-2026.1@"));
+
+    system.clock.set(bj("2026-03-03 09:00"));
+    let now = bj("2026-03-03 09:00");
+    act::command(&system.log, &subject, Command::RequestHold { reason: reason("雨季无法施工") }, Role::HandlingUnit, unit, now).await.unwrap();
+    act::command(&system.log, &subject, Command::DecideHold { approve: true, reason: None }, Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    system.clock.set(bj("2026-03-23 09:00"));
+    act::command(&system.log, &subject, Command::Resume, Role::CommandCentre, "cc-990101001", bj("2026-03-23 09:00")).await.unwrap();
+    let events = system.until(&subject, "a second deadline_set", |e| count(e, "deadline_set") == 2).await;
+    let Event::DeadlineSet { due, .. } = &events.last().unwrap().1 else { panic!() };
+    // 6 working days were left at the hold (Tue 03-03 09:00 → Wed 03-11 09:00).
+    assert_eq!(*due, bj("2026-03-31 09:00"));
+    assert_eq!(count(&events, "clock_marked"), 0, "no overdue while on hold");
+}
+
+#[tokio::test]
+async fn a_malformed_policy_stops_start_up_with_the_line() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml"))
+        .unwrap()
+        .replace("resolve = \"15 working days\"", "resolve = \"fifteen days\"");
+    let line = policy.lines().position(|l| l.contains("fifteen days")).unwrap() + 1;
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let mut config = TestDispatcher::config(&nats.url());
+    config.policy = dir.path().join("policy.toml");
+    let error = TestDispatcher::try_spawn_with(config, Arc::new(FixedClock::new(bj("2026-03-09 09:00"))))
+        .await
+        .err()
+        .expect("start-up refused");
+    let message = format!("{error:#}");
+    assert!(message.contains(&format!("policy.toml, line {line}: \"fifteen days\" is not a limit")), "{message}");
+}
+
+#[tokio::test]
+async fn health_says_when_next_years_calendar_is_missing() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let system = system("2026-11-22 10:00").await; // 2027 is not published yet
+    let dispatcher = system.dispatcher().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", dispatcher.health_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = |service: &'static str| {
+        let mut health = health.clone();
+        async move { health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(gridcase_dispatcher::service::HEALTH_DISPATCHER).await != ServingStatus::Serving {
+        assert!(Instant::now() < deadline, "dispatcher never became SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(gridcase_dispatcher::service::HEALTH_CALENDAR).await, ServingStatus::NotServing);
+    let _ = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+}
