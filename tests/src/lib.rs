@@ -258,7 +258,11 @@ pub mod act {
                     case_id: state.as_ref().map(|c| c.id).unwrap_or_else(CaseId::new_v7),
                     case_version: version,
                     occurred_at: now,
-                    actor: Actor { person: format!("{role}-1").to_lowercase(), role, organisation: organisation.into() },
+                    actor: Actor {
+                        person: format!("{role}-1").to_lowercase(),
+                        role,
+                        organisation: organisation.into(),
+                    },
                     command_id: None,
                 },
                 prev,

@@ -54,7 +54,12 @@ impl System {
     }
 
     /// Wait (bounded) until the case's history satisfies `done`.
-    async fn until(&self, subject: &CaseSubject, what: &str, done: impl Fn(&[(StoredEvent, Event)]) -> bool) -> Vec<(StoredEvent, Event)> {
+    async fn until(
+        &self,
+        subject: &CaseSubject,
+        what: &str,
+        done: impl Fn(&[(StoredEvent, Event)]) -> bool,
+    ) -> Vec<(StoredEvent, Event)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let events = act::events(&self.log, subject).await;
@@ -182,12 +187,19 @@ async fn two_dispatchers_racing_take_every_step_once() {
         assert_eq!(count(&events, "dispatched"), 1, "{:?}", kinds(&events));
         let overdue_acks = events
             .iter()
-            .filter(|(_, e)| matches!(e, Event::ClockMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue, .. }))
+            .filter(|(_, e)| {
+                matches!(e, Event::ClockMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue, .. })
+            })
             .count();
         assert_eq!(overdue_acks, 1, "{:?}", kinds(&events));
-        let cards: Vec<Supervision> =
-            events.iter().filter_map(|(_, e)| if let Event::Supervised { to, .. } = e { Some(*to) } else { None }).collect();
-        assert!(cards == [Supervision::YellowCard] || cards == [Supervision::YellowCard, Supervision::RedCard], "{cards:?}");
+        let cards: Vec<Supervision> = events
+            .iter()
+            .filter_map(|(_, e)| if let Event::Supervised { to, .. } = e { Some(*to) } else { None })
+            .collect();
+        assert!(
+            cards == [Supervision::YellowCard] || cards == [Supervision::YellowCard, Supervision::RedCard],
+            "{cards:?}"
+        );
     }
 }
 
@@ -214,8 +226,10 @@ async fn a_restart_in_the_middle_of_a_breach_loses_and_doubles_no_timer() {
     let after = act::events(&system.log, &subject).await;
     assert_eq!(kinds(&after), kinds(&events), "nothing was added by restarts");
     assert_eq!(kinds(&after), ["filed", "registered", "dispatched", "clock_marked", "clock_marked", "supervised"]);
-    let marks: Vec<ClockMark> =
-        after.iter().filter_map(|(_, e)| if let Event::ClockMarked { mark, .. } = e { Some(*mark) } else { None }).collect();
+    let marks: Vec<ClockMark> = after
+        .iter()
+        .filter_map(|(_, e)| if let Event::ClockMarked { mark, .. } = e { Some(*mark) } else { None })
+        .collect();
     assert_eq!(marks, [ClockMark::Warning, ClockMark::Overdue]);
 }
 
@@ -262,8 +276,26 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
     let now = gridcase_runtime::Clock::now(&system.clock);
     act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, now).await.unwrap();
     let reason = |s: &str| Text::reason(s).unwrap();
-    act::command(&system.log, &subject, Command::RequestExtension { working_days: 3, reason: reason("需采购材料") }, Role::HandlingUnit, unit, now).await.unwrap();
-    act::command(&system.log, &subject, Command::DecideExtension { approved_working_days: Some(2), reason: None }, Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    act::command(
+        &system.log,
+        &subject,
+        Command::RequestExtension { working_days: 3, reason: reason("需采购材料") },
+        Role::HandlingUnit,
+        unit,
+        now,
+    )
+    .await
+    .unwrap();
+    act::command(
+        &system.log,
+        &subject,
+        Command::DecideExtension { approved_working_days: Some(2), reason: None },
+        Role::CommandCentre,
+        "cc-990101001",
+        now,
+    )
+    .await
+    .unwrap();
     let events = system.until_kind(&subject, "deadline_set").await;
     let Event::DeadlineSet { clock, due, basis } = &events.last().unwrap().1 else { panic!() };
     assert_eq!((*clock, *due), (Clock::Resolve, bj("2026-03-11 09:00")), "2 more working days");
@@ -271,10 +303,30 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
 
     system.clock.set(bj("2026-03-03 09:00"));
     let now = bj("2026-03-03 09:00");
-    act::command(&system.log, &subject, Command::RequestHold { reason: reason("雨季无法施工") }, Role::HandlingUnit, unit, now).await.unwrap();
-    act::command(&system.log, &subject, Command::DecideHold { approve: true, reason: None }, Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    act::command(
+        &system.log,
+        &subject,
+        Command::RequestHold { reason: reason("雨季无法施工") },
+        Role::HandlingUnit,
+        unit,
+        now,
+    )
+    .await
+    .unwrap();
+    act::command(
+        &system.log,
+        &subject,
+        Command::DecideHold { approve: true, reason: None },
+        Role::CommandCentre,
+        "cc-990101001",
+        now,
+    )
+    .await
+    .unwrap();
     system.clock.set(bj("2026-03-23 09:00"));
-    act::command(&system.log, &subject, Command::Resume, Role::CommandCentre, "cc-990101001", bj("2026-03-23 09:00")).await.unwrap();
+    act::command(&system.log, &subject, Command::Resume, Role::CommandCentre, "cc-990101001", bj("2026-03-23 09:00"))
+        .await
+        .unwrap();
     let events = system.until(&subject, "a second deadline_set", |e| count(e, "deadline_set") == 2).await;
     let Event::DeadlineSet { due, .. } = &events.last().unwrap().1 else { panic!() };
     // 6 working days were left at the hold (Tue 03-03 09:00 → Wed 03-11 09:00).

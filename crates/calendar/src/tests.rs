@@ -113,14 +113,23 @@ fn year_files_are_validated_with_line_numbers() {
         other => panic!("expected an error, got {other:?}"),
     };
     let head = "year = 2026\nsource = \"test\"\n";
-    assert_eq!(problem(&format!("{head}holidays = [\n  \"2026-13-01\",\n]\n")), "line 4: \"2026-13-01\" is not a date like 2026-10-01");
+    assert_eq!(
+        problem(&format!("{head}holidays = [\n  \"2026-13-01\",\n]\n")),
+        "line 4: \"2026-13-01\" is not a date like 2026-10-01"
+    );
     assert_eq!(problem(&format!("{head}holidays = [\"2025-10-01\"]\n")), "line 3: 2025-10-01 is not in 2026");
-    assert_eq!(problem(&format!("{head}working_weekends = [\"2026-02-13\"]\n")), "line 3: 2026-02-13 is a Friday, not a weekend day");
+    assert_eq!(
+        problem(&format!("{head}working_weekends = [\"2026-02-13\"]\n")),
+        "line 3: 2026-02-13 is a Friday, not a weekend day"
+    );
     assert_eq!(
         problem(&format!("{head}holidays = [\"2026-02-14\"]\nworking_weekends = [\"2026-02-14\"]\n")),
         "line 4: 2026-02-14 is listed both as a holiday and a working day"
     );
-    assert_eq!(problem(&format!("{head}holidays = [\"2026-02-23..2026-02-15\"]\n")), "line 3: range \"2026-02-23..2026-02-15\" ends before it starts");
+    assert_eq!(
+        problem(&format!("{head}holidays = [\"2026-02-23..2026-02-15\"]\n")),
+        "line 3: range \"2026-02-23..2026-02-15\" ends before it starts"
+    );
     assert!(problem("year = 2026\nsource = \"x\"\nholiday = []\n").starts_with("line 3: unknown field `holiday`"));
 }
 

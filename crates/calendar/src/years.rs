@@ -102,7 +102,10 @@ impl YearFile {
                 return Err(invalid(entry.span().start, format!("{day} is a {:?}, not a weekend day", day.weekday())));
             }
             if holidays.contains(&day) {
-                return Err(invalid(entry.span().start, format!("{day} is listed both as a holiday and a working day")));
+                return Err(invalid(
+                    entry.span().start,
+                    format!("{day} is listed both as a holiday and a working day"),
+                ));
             }
             working_weekends.insert(day);
         }
@@ -116,7 +119,11 @@ impl YearTable {
         let mut years: BTreeMap<i16, YearFile> = BTreeMap::new();
         for file in files {
             if let Some(other) = years.get(&file.year) {
-                return Err(CalendarError::DuplicateYear { file: file.path.clone(), year: file.year, other: other.path.clone() });
+                return Err(CalendarError::DuplicateYear {
+                    file: file.path.clone(),
+                    year: file.year,
+                    other: other.path.clone(),
+                });
             }
             years.insert(file.year, file);
         }

@@ -26,11 +26,27 @@ pub struct Filed {
 pub enum Event {
     Filed(Filed),
     /// `policy` names the policy version that chose the tier, when a policy did.
-    Registered { tier: Tier, note: Option<Text>, policy: Option<String> },
-    Voided { reason: Text },
-    Dispatched { unit: OrgCode, acknowledge_due: Timestamp, resolve_due: Timestamp, basis: Option<DeadlineBasis> },
-    Acknowledged { unit: OrgCode },
-    Returned { unit: OrgCode, reason: Text },
+    Registered {
+        tier: Tier,
+        note: Option<Text>,
+        policy: Option<String>,
+    },
+    Voided {
+        reason: Text,
+    },
+    Dispatched {
+        unit: OrgCode,
+        acknowledge_due: Timestamp,
+        resolve_due: Timestamp,
+        basis: Option<DeadlineBasis>,
+    },
+    Acknowledged {
+        unit: OrgCode,
+    },
+    Returned {
+        unit: OrgCode,
+        reason: Text,
+    },
     Reassigned {
         from: OrgCode,
         to: OrgCode,
@@ -39,25 +55,74 @@ pub enum Event {
         basis: Option<DeadlineBasis>,
         reason: Text,
     },
-    ProgressAdded { note: Text, attachments: Vec<AttachmentRef> },
-    ExtensionRequested { working_days: u32, reason: Text },
-    ExtensionApproved { requested_working_days: u32, approved_working_days: u32, reason: Option<Text> },
-    ExtensionRejected { requested_working_days: u32, reason: Text },
-    HoldRequested { reason: Text },
-    HoldApproved { reason: Option<Text> },
-    HoldRejected { reason: Text },
+    ProgressAdded {
+        note: Text,
+        attachments: Vec<AttachmentRef>,
+    },
+    ExtensionRequested {
+        working_days: u32,
+        reason: Text,
+    },
+    ExtensionApproved {
+        requested_working_days: u32,
+        approved_working_days: u32,
+        reason: Option<Text>,
+    },
+    ExtensionRejected {
+        requested_working_days: u32,
+        reason: Text,
+    },
+    HoldRequested {
+        reason: Text,
+    },
+    HoldApproved {
+        reason: Option<Text>,
+    },
+    HoldRejected {
+        reason: Text,
+    },
     Resumed,
-    Resolved { summary: Text, evidence: Vec<AttachmentRef> },
-    VerificationPassed { note: Option<Text> },
-    VerificationFailed { reason: Text },
-    FeedbackRecorded { feedback: Feedback, comment: Option<Text> },
-    Reopened { reason: Text },
-    Cancelled { reason: Text },
+    Resolved {
+        summary: Text,
+        evidence: Vec<AttachmentRef>,
+    },
+    VerificationPassed {
+        note: Option<Text>,
+    },
+    VerificationFailed {
+        reason: Text,
+    },
+    FeedbackRecorded {
+        feedback: Feedback,
+        comment: Option<Text>,
+    },
+    Reopened {
+        reason: Text,
+    },
+    Cancelled {
+        reason: Text,
+    },
     /// `escalated_to`: the organisation the case was raised to (township → county).
-    Supervised { from: Supervision, to: Supervision, reason: Text, escalated_to: Option<OrgCode> },
-    UrgencySet { urgent: bool, reason: Option<Text> },
-    DeadlineSet { clock: Clock, due: Timestamp, basis: Option<DeadlineBasis> },
-    ClockMarked { clock: Clock, mark: ClockMark, due: Timestamp },
+    Supervised {
+        from: Supervision,
+        to: Supervision,
+        reason: Text,
+        escalated_to: Option<OrgCode>,
+    },
+    UrgencySet {
+        urgent: bool,
+        reason: Option<Text>,
+    },
+    DeadlineSet {
+        clock: Clock,
+        due: Timestamp,
+        basis: Option<DeadlineBasis>,
+    },
+    ClockMarked {
+        clock: Clock,
+        mark: ClockMark,
+        due: Timestamp,
+    },
 }
 
 impl Event {

@@ -14,8 +14,8 @@
 //! breaks the chain and the `case_version` sequence.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, DeadlineBasis, CategoryCode, Clock, ClockMark, Event, Feedback, Filed, GridCode, Location, OrgCode,
-    ResidentContact, Role, Supervision, Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, DeadlineBasis, Event, Feedback, Filed, GridCode, Location,
+    OrgCode, ResidentContact, Role, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

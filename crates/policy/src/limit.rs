@@ -87,7 +87,9 @@ impl fmt::Display for Limit {
             Limit::Calendar(d) if d.as_secs() % 86_400 == 0 => write!(f, "{} days", d.as_secs() / 86_400),
             Limit::Calendar(d) if d.as_secs() % 3_600 == 0 => write!(f, "{} hours", d.as_secs() / 3_600),
             Limit::Calendar(d) => write!(f, "{} minutes", d.as_secs() / 60),
+            Limit::WorkingHours(1) => write!(f, "1 working hour"),
             Limit::WorkingHours(n) => write!(f, "{n} working hours"),
+            Limit::WorkingDays(1) => write!(f, "1 working day"),
             Limit::WorkingDays(n) => write!(f, "{n} working days"),
         }
     }

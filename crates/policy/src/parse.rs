@@ -106,11 +106,16 @@ impl Policy {
             line: line_of(text, offset),
             problem,
         };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| at(e.span().map_or(0, |s| s.start), e.message().to_owned()))?;
-        let limit = |value: &Spanned<String>| Limit::parse(value.get_ref()).map_err(|e| at(value.span().start, e.to_string()));
+        let raw: RawPolicy =
+            toml::from_str(text).map_err(|e| at(e.span().map_or(0, |s| s.start), e.message().to_owned()))?;
+        let limit =
+            |value: &Spanned<String>| Limit::parse(value.get_ref()).map_err(|e| at(value.span().start, e.to_string()));
         let tier = |value: &Spanned<String>| {
             Tier::parse(value.get_ref()).ok_or_else(|| {
-                at(value.span().start, format!("{:?} is not a tier: CRITICAL, URGENT, NORMAL or COMPLEX", value.get_ref()))
+                at(
+                    value.span().start,
+                    format!("{:?} is not a tier: CRITICAL, URGENT, NORMAL or COMPLEX", value.get_ref()),
+                )
             })
         };
 
@@ -122,7 +127,10 @@ impl Policy {
             None => Thresholds { warning_percent: 70, yellow_card_percent: 100, red_card_percent: 200 },
             Some(spanned) => {
                 let t = spanned.get_ref();
-                if !(0 < t.warning_percent && t.warning_percent < t.yellow_card_percent && t.yellow_card_percent <= t.red_card_percent) {
+                if !(0 < t.warning_percent
+                    && t.warning_percent < t.yellow_card_percent
+                    && t.yellow_card_percent <= t.red_card_percent)
+                {
                     return Err(at(
                         spanned.span().start,
                         "thresholds must satisfy 0 < warning_percent < yellow_card_percent <= red_card_percent".into(),
@@ -141,7 +149,11 @@ impl Policy {
             let tier = tier(name)?;
             tiers.insert(
                 tier,
-                TierLimits { acknowledge: limit(&limits.acknowledge)?, resolve: limit(&limits.resolve)?, verify: limit(&limits.verify)? },
+                TierLimits {
+                    acknowledge: limit(&limits.acknowledge)?,
+                    resolve: limit(&limits.resolve)?,
+                    verify: limit(&limits.verify)?,
+                },
             );
         }
         for tier in Tier::ALL {
@@ -179,7 +191,10 @@ impl Policy {
                 CategorySelector::Major(category_text.clone())
             } else {
                 CategorySelector::Exact(CategoryCode::parse(category_text).map_err(|e| {
-                    at(raw_route.category.span().start, format!("category {category_text:?} must be a 2-digit major or a 4-digit code: {e}"))
+                    at(
+                        raw_route.category.span().start,
+                        format!("category {category_text:?} must be a 2-digit major or a 4-digit code: {e}"),
+                    )
                 })?)
             };
             let region = raw_route.region.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default();

@@ -80,7 +80,13 @@ fn route_overrides_replace_only_what_they_name() {
 fn a_normal_case_dispatched_before_the_spring_festival() {
     // Expected instants computed by hand from the 2026 schedule (see the calendar crate's table).
     let policy = shipped();
-    let plan = plan_clock(&calendar(), bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::ZERO, &policy.thresholds);
+    let plan = plan_clock(
+        &calendar(),
+        bj("2026-02-13 17:00"),
+        &Limit::WorkingDays(5),
+        SignedDuration::ZERO,
+        &policy.thresholds,
+    );
     assert_eq!(plan.warning, bj("2026-02-26 11:00"), "70% of 40 working hours");
     assert_eq!(plan.due.at, bj("2026-02-27 17:00"));
     assert_eq!(plan.yellow_card, plan.due.at);
@@ -88,7 +94,13 @@ fn a_normal_case_dispatched_before_the_spring_festival() {
     assert!(!plan.used_fallback());
     assert!(plan.due.years.contains(&2026));
 
-    let extended = plan_clock(&calendar(), bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::from_hours(16), &policy.thresholds);
+    let extended = plan_clock(
+        &calendar(),
+        bj("2026-02-13 17:00"),
+        &Limit::WorkingDays(5),
+        SignedDuration::from_hours(16),
+        &policy.thresholds,
+    );
     // 16 more working hours after Fri 02-27 17:00: 1 h that Friday, 8 h on the
     // working Saturday 02-28, 7 h on Monday 03-02.
     assert_eq!(extended.due.at, bj("2026-03-02 17:00"), "2 approved working days on top");
@@ -97,7 +109,13 @@ fn a_normal_case_dispatched_before_the_spring_festival() {
 #[test]
 fn a_critical_clock_runs_through_the_holiday_night() {
     let policy = shipped();
-    let plan = plan_clock(&calendar(), bj("2026-02-15 03:00"), &Limit::Calendar(SignedDuration::from_mins(30)), SignedDuration::ZERO, &policy.thresholds);
+    let plan = plan_clock(
+        &calendar(),
+        bj("2026-02-15 03:00"),
+        &Limit::Calendar(SignedDuration::from_mins(30)),
+        SignedDuration::ZERO,
+        &policy.thresholds,
+    );
     assert_eq!(plan.warning, bj("2026-02-15 03:21"));
     assert_eq!(plan.due.at, bj("2026-02-15 03:30"));
     assert_eq!(plan.red_card, bj("2026-02-15 04:00"));
@@ -136,23 +154,39 @@ fn a_malformed_policy_names_the_line_and_the_problem() {
     );
 
     let text = good.replace("tier = \"CRITICAL\"\nacknowledge", "tier = \"SOON\"\nacknowledge");
-    assert!(problem(&text).ends_with("\"SOON\" is not a tier: CRITICAL, URGENT, NORMAL or COMPLEX"), "{}", problem(&text));
+    assert!(
+        problem(&text).ends_with("\"SOON\" is not a tier: CRITICAL, URGENT, NORMAL or COMPLEX"),
+        "{}",
+        problem(&text)
+    );
 
     let text = good.replace("[tiers.COMPLEX]", "[tiers.LATER]");
     assert!(problem(&text).contains("\"LATER\" is not a tier"));
 
     let text = format!("{good}\n[[routes]]\ncategory = \"01\"\nregion = \"990101\"\nunit = \"unit.other\"\n");
     let first = line_of("category = \"01\"") - 1;
-    assert!(problem(&text).ends_with(&format!("covers the same category and region as the route on line {first}")), "{}", problem(&text));
+    assert!(
+        problem(&text).ends_with(&format!("covers the same category and region as the route on line {first}")),
+        "{}",
+        problem(&text)
+    );
 
     let text = good.replace("warning_percent = 70", "warning_percent = 170");
     assert!(problem(&text).contains("0 < warning_percent < yellow_card_percent <= red_card_percent"));
 
-    let text = good.replace("default = [\"08:00-12:00\", \"14:00-18:00\"]", "default = [\"08:00-12:00\", \"11:00-18:00\"]");
-    assert_eq!(problem(&text), format!("line {}: periods must be in order and must not overlap: \"11:00-18:00\"", line_of("default = [")));
+    let text =
+        good.replace("default = [\"08:00-12:00\", \"14:00-18:00\"]", "default = [\"08:00-12:00\", \"11:00-18:00\"]");
+    assert_eq!(
+        problem(&text),
+        format!("line {}: periods must be in order and must not overlap: \"11:00-18:00\"", line_of("default = ["))
+    );
 
     let text = good.replace("version = \"demo-2026.1\"", "version = \"demo\"\nsurprise = 1");
-    assert!(problem(&text).starts_with(&format!("line {}: unknown field `surprise`", line_of("version =") + 1)), "{}", problem(&text));
+    assert!(
+        problem(&text).starts_with(&format!("line {}: unknown field `surprise`", line_of("version =") + 1)),
+        "{}",
+        problem(&text)
+    );
 
     let text = good.replace("category = \"0801\"", "category = \"8\"");
     assert!(problem(&text).contains("must be a 2-digit major or a 4-digit code"));

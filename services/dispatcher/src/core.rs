@@ -109,11 +109,8 @@ impl<'a> Core<'a> {
 
     /// Running time between two instants, in the clock's kind of time.
     fn running(&self, working: bool, hours_of: Option<&OrgCode>, from: Timestamp, to: Timestamp) -> SignedDuration {
-        let elapsed = if working {
-            self.calendar_for(hours_of).working_elapsed(from, to).value
-        } else {
-            from.duration_until(to)
-        };
+        let elapsed =
+            if working { self.calendar_for(hours_of).working_elapsed(from, to).value } else { from.duration_until(to) };
         elapsed.max(SignedDuration::ZERO)
     }
 
@@ -143,7 +140,13 @@ impl<'a> Core<'a> {
     }
 
     /// Fold one stored event (already decoded) into what we know of its case.
-    pub fn observe(&self, tracked: Option<Tracked>, stored: &StoredEvent, event: &Event, sequence: u64) -> Option<Tracked> {
+    pub fn observe(
+        &self,
+        tracked: Option<Tracked>,
+        stored: &StoredEvent,
+        event: &Event,
+        sequence: u64,
+    ) -> Option<Tracked> {
         let at = stored.occurred_at;
         let mut tracked = match (tracked, event) {
             (None, Event::Filed(filed)) => Tracked {
@@ -169,7 +172,8 @@ impl<'a> Core<'a> {
             }
         };
         let unit = tracked.case.unit.clone();
-        let limit_is_working = |core: &Core, case: &Case, clock| !matches!(core.tier_limit(case, clock), Limit::Calendar(_));
+        let limit_is_working =
+            |core: &Core, case: &Case, clock| !matches!(core.tier_limit(case, clock), Limit::Calendar(_));
         match event {
             Event::Registered { .. } => {
                 tracked.clocks.remove(&Clock::Register);
@@ -201,7 +205,9 @@ impl<'a> Core<'a> {
                     tracked.waiting_noted = true;
                 }
             }
-            Event::ExtensionApproved { approved_working_days, .. } => tracked.extension_to_apply += approved_working_days,
+            Event::ExtensionApproved { approved_working_days, .. } => {
+                tracked.extension_to_apply += approved_working_days
+            }
             Event::HoldApproved { .. } => {
                 if let Some(timing) = tracked.clocks.get(&Clock::Resolve) {
                     let left = self.running(timing.working, timing.hours_of.as_ref(), at, timing.due);
@@ -235,7 +241,8 @@ impl<'a> Core<'a> {
                             Some(left) => (at, (timing.allowed - left).max(SignedDuration::ZERO)),
                             None => (timing.origin, timing.used_before),
                         };
-                        let allowed = used_before + self.running(timing.working, timing.hours_of.as_ref(), origin, *due);
+                        let allowed =
+                            used_before + self.running(timing.working, timing.hours_of.as_ref(), origin, *due);
                         Some(ClockTiming { origin, used_before, allowed, due: *due, ..timing.clone() })
                     }
                     _ => None,
@@ -280,7 +287,10 @@ impl<'a> Core<'a> {
                             self.policy.version, case.category, case.grid
                         )
                     } else {
-                        format!("{WAITING_NOTE_PREFIX}: 类别 {} 由指挥中心人工立案 (registered by hand by policy)", case.category)
+                        format!(
+                            "{WAITING_NOTE_PREFIX}: 类别 {} 由指挥中心人工立案 (registered by hand by policy)",
+                            case.category
+                        )
                     };
                     let note = Text::reason(&why).expect("system note is valid text");
                     return self.action(tracked, Command::AddProgress { note, attachments: vec![] }, "waiting", vec![]);
@@ -298,8 +308,7 @@ impl<'a> Core<'a> {
                     let tier = case.tier.unwrap_or(Tier::Normal);
                     let limits = self.policy.limits(tier, Some(route));
                     let unit = Some(&route.unit);
-                    let (ack, mut years, mut fallback) =
-                        self.add(now, self.span_of(&limits.acknowledge, unit), unit);
+                    let (ack, mut years, mut fallback) = self.add(now, self.span_of(&limits.acknowledge, unit), unit);
                     let (resolve, y2, f2) = self.add(now, self.span_of(&limits.resolve, unit), unit);
                     years.extend(y2);
                     fallback.extend(f2);
@@ -307,8 +316,11 @@ impl<'a> Core<'a> {
                     years.dedup();
                     fallback.sort();
                     fallback.dedup();
-                    let deadlines =
-                        Deadlines { acknowledge_due: ack, resolve_due: resolve, basis: Some(self.basis(&years, &fallback)) };
+                    let deadlines = Deadlines {
+                        acknowledge_due: ack,
+                        resolve_due: resolve,
+                        basis: Some(self.basis(&years, &fallback)),
+                    };
                     let command = Command::Dispatch { unit: route.unit.clone(), deadlines };
                     return self.action(tracked, command, route.unit.as_str(), fallback);
                 }
@@ -415,7 +427,10 @@ impl<'a> Core<'a> {
             if now >= red && case.supervision < Supervision::RedCard {
                 return escalate(
                     Supervision::RedCard,
-                    format!("红牌督办: {clock:?} 时限 {} 已超过 {}%", timing.due, self.policy.thresholds.red_card_percent),
+                    format!(
+                        "红牌督办: {clock:?} 时限 {} 已超过 {}%",
+                        timing.due, self.policy.thresholds.red_card_percent
+                    ),
                 );
             }
         }

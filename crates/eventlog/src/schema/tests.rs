@@ -1,7 +1,11 @@
 use gridcase_domain::{PersonName, PhoneNumber, Sha256Digest};
 
 fn basis() -> Option<DeadlineBasis> {
-    Some(DeadlineBasis { policy: "demo-2026.1@0123456789ab".into(), calendar: "2026:ba9876543210".into(), fallback: false })
+    Some(DeadlineBasis {
+        policy: "demo-2026.1@0123456789ab".into(),
+        calendar: "2026:ba9876543210".into(),
+        fallback: false,
+    })
 }
 
 use super::*;
@@ -48,7 +52,11 @@ fn one_of_each() -> Vec<Event> {
             }),
             attachments: vec![photo()],
         }),
-        Event::Registered { tier: Tier::Urgent, note: Some(text("消防隐患")), policy: Some("demo-2026.1@0123456789ab".into()) },
+        Event::Registered {
+            tier: Tier::Urgent,
+            note: Some(text("消防隐患")),
+            policy: Some("demo-2026.1@0123456789ab".into()),
+        },
         Event::Voided { reason: text("重复上报") },
         Event::Dispatched { unit: unit("unit.fire.110101001"), acknowledge_due: due, resolve_due: due, basis: basis() },
         Event::Acknowledged { unit: unit("unit.fire.110101001") },

@@ -215,7 +215,11 @@ fn an_unrouted_case_waits_for_manual_registration_visibly_and_its_register_clock
     assert_eq!(s.due(Clock::Register), Some(bj("2026-03-10 09:00")));
     assert_eq!(s.settle(bj("2026-03-10 09:00")), ["mark a clock of", "supervise"]);
     // The centre registers it by hand: it has no route, so it waits to be dispatched by hand too.
-    s.apply(Command::Register { tier: Tier::Complex, note: None, policy: None }, bj("2026-03-10 10:00"), Role::CommandCentre);
+    s.apply(
+        Command::Register { tier: Tier::Complex, note: None, policy: None },
+        bj("2026-03-10 10:00"),
+        Role::CommandCentre,
+    );
     assert!(s.settle(bj("2026-03-10 10:00")).is_empty());
 }
 
@@ -232,7 +236,11 @@ fn an_extension_moves_the_resolve_deadline_by_the_approved_working_days() {
         bj("2026-02-24 09:00"),
         Role::HandlingUnit,
     );
-    s.apply(Command::DecideExtension { approved_working_days: Some(2), reason: None }, bj("2026-02-24 10:00"), Role::CommandCentre);
+    s.apply(
+        Command::DecideExtension { approved_working_days: Some(2), reason: None },
+        bj("2026-02-24 10:00"),
+        Role::CommandCentre,
+    );
     assert_eq!(s.settle(bj("2026-02-24 10:00")), ["set a deadline of"]);
     // 02-27 17:00 plus 16 working hours: Fri 1 h, Sat 02-28 (working) 8 h, Mon 03-02 7 h.
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-02 17:00")));
@@ -247,7 +255,11 @@ fn a_hold_pauses_the_resolve_clock_and_resuming_rearms_what_was_left() {
     s.settle(monday);
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-09 09:00")));
     s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
-    s.apply(Command::RequestHold { reason: Text::reason("冬季无法施工").unwrap() }, bj("2026-03-03 09:00"), Role::HandlingUnit);
+    s.apply(
+        Command::RequestHold { reason: Text::reason("冬季无法施工").unwrap() },
+        bj("2026-03-03 09:00"),
+        Role::HandlingUnit,
+    );
     s.apply(Command::DecideHold { approve: true, reason: None }, bj("2026-03-03 09:00"), Role::CommandCentre);
     // On hold the resolve clock does not run: no overdue even long after the old deadline.
     assert!(s.settle(bj("2026-03-20 09:00")).is_empty());
@@ -267,10 +279,19 @@ fn a_returned_case_waits_for_the_centre_and_a_redispatch_restarts_the_clocks() {
     let monday = bj("2026-03-02 09:00");
     s.file("0101", STREET_GRID, None, monday);
     s.settle(monday);
-    s.apply(Command::Return { reason: Text::reason("非本单位职责").unwrap() }, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(
+        Command::Return { reason: Text::reason("非本单位职责").unwrap() },
+        bj("2026-03-02 10:00"),
+        Role::HandlingUnit,
+    );
     assert!(s.settle(bj("2026-03-05 10:00")).is_empty(), "no automatic redispatch to the unit that returned it");
-    let deadlines = Deadlines { acknowledge_due: bj("2026-03-06 10:00"), resolve_due: bj("2026-03-12 10:00"), basis: None };
-    s.apply(Command::Dispatch { unit: OrgCode::parse("unit.property.990101001").unwrap(), deadlines }, bj("2026-03-05 10:00"), Role::CommandCentre);
+    let deadlines =
+        Deadlines { acknowledge_due: bj("2026-03-06 10:00"), resolve_due: bj("2026-03-12 10:00"), basis: None };
+    s.apply(
+        Command::Dispatch { unit: OrgCode::parse("unit.property.990101001").unwrap(), deadlines },
+        bj("2026-03-05 10:00"),
+        Role::CommandCentre,
+    );
     assert!(s.tracked().case.marks.is_empty());
     assert_eq!(s.settle(bj("2026-03-06 10:00")), ["mark a clock of", "supervise"]);
 }
@@ -283,12 +304,24 @@ fn a_resolved_case_gets_a_verify_deadline_and_a_reopened_one_a_fresh_resolve_dea
     s.file("0101", STREET_GRID, None, monday);
     s.settle(monday);
     s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
-    s.apply(Command::Resolve { summary: Text::reason("已清理").unwrap(), evidence: vec![] }, bj("2026-03-03 10:00"), Role::HandlingUnit);
+    s.apply(
+        Command::Resolve { summary: Text::reason("已清理").unwrap(), evidence: vec![] },
+        bj("2026-03-03 10:00"),
+        Role::HandlingUnit,
+    );
     assert_eq!(s.settle(bj("2026-03-03 10:00")), ["set a deadline of"]);
     assert_eq!(s.due(Clock::Verify), Some(bj("2026-03-05 10:00")), "2 working days to verify");
     s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
-    s.apply(Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None }, bj("2026-03-04 11:00"), Role::CommandCentre);
-    s.apply(Command::Reopen { reason: Text::reason("居民不满意").unwrap() }, bj("2026-03-04 14:00"), Role::CommandCentre);
+    s.apply(
+        Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
+        bj("2026-03-04 11:00"),
+        Role::CommandCentre,
+    );
+    s.apply(
+        Command::Reopen { reason: Text::reason("居民不满意").unwrap() },
+        bj("2026-03-04 14:00"),
+        Role::CommandCentre,
+    );
     assert_eq!(s.settle(bj("2026-03-04 14:00")), ["set a deadline of"]);
     // 5 fresh working days from Wed 14:00 land exactly on Wed 03-11 12:00.
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-11 12:00")), "5 fresh working days from the reopening");
