@@ -4,6 +4,8 @@
 //!
 //!     cargo run --release -p gridcase-bench -- intake --cases 5000 --concurrency 32
 
+mod dispatch;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -42,9 +44,19 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         warmup: usize,
     },
+    /// Dispatcher throughput on a backlog, report-to-dispatch latency and
+    /// backlog at a given filing rate, beside raw JetStream appends.
+    Dispatch {
+        /// Cases in each phase.
+        #[arg(long, default_value_t = 2000)]
+        cases: usize,
+        /// Filing rate of the live phase, cases per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+    },
 }
 
-struct Figures {
+pub(crate) struct Figures {
     label: &'static str,
     count: usize,
     elapsed: Duration,
@@ -63,7 +75,7 @@ impl Figures {
         sorted[index]
     }
 
-    fn print(&self) {
+    pub(crate) fn print(&self) {
         println!(
             "{:<34} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
             self.label,
@@ -80,6 +92,7 @@ impl Figures {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Intake { cases, concurrency, warmup } => intake(cases, concurrency, warmup).await,
+        Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
     }
 }
 
@@ -143,7 +156,7 @@ async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Resu
 }
 
 /// One filing event as intake would store it, with its subject, headers and id.
-fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
+pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
     let request = filing(CaseId::new_v7());
     let case_id = CaseId::parse(&request.case_id).expect("case id");
     let grid = GridCode::parse(&request.grid_code).expect("grid");
@@ -175,7 +188,7 @@ fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
     (subject, Bytes::from(stored.to_json_bytes()), cloudevents::headers(&stored), stored.event_id.to_string())
 }
 
-async fn run_phase<F, Fut>(
+pub(crate) async fn run_phase<F, Fut>(
     label: &'static str,
     count: usize,
     concurrency: usize,
@@ -194,7 +207,7 @@ where
     Ok(Figures { label, count, elapsed, latencies })
 }
 
-fn nats_version() -> String {
+pub(crate) fn nats_version() -> String {
     let binary = gridcase_tests::nats::nats_server_binary();
     std::process::Command::new(binary)
         .arg("--version")
