@@ -248,9 +248,7 @@ pub mod act {
         let last = history.last();
         let mut expected = last.map_or(0, |p| p.stream_sequence);
         let mut prev = last.map(|p| p.event.hash.clone());
-        let mut version = history.len() as u64;
-        for event in new {
-            version += 1;
+        for (version, event) in (history.len() as u64 + 1..).zip(new) {
             let stored = StoredEvent::seal(
                 &event,
                 EventMeta {

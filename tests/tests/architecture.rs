@@ -28,8 +28,10 @@ fn the_domain_crate_does_no_io_and_no_async() {
 }
 
 #[test]
-fn the_reference_crate_does_no_async() {
-    let dependencies = normal_dependencies("gridcase-reference");
-    let offending: Vec<&String> = dependencies.iter().filter(|d| IO_CRATES.contains(&d.as_str())).collect();
-    assert!(offending.is_empty(), "gridcase-reference must stay free of async and network crates: {offending:?}");
+fn the_reference_calendar_and_policy_crates_do_no_async() {
+    for package in ["gridcase-reference", "gridcase-calendar", "gridcase-policy"] {
+        let dependencies = normal_dependencies(package);
+        let offending: Vec<&String> = dependencies.iter().filter(|d| IO_CRATES.contains(&d.as_str())).collect();
+        assert!(offending.is_empty(), "{package} must stay free of async and network crates: {offending:?}");
+    }
 }

@@ -24,6 +24,22 @@ const APPEND_CONCURRENCY: usize = 64;
 
 async fn file_raw(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
     let (subject, payload, headers, id) = raw_event();
+    publish(js, subject, payload, headers, id).await
+}
+
+/// The same bytes on a stream the dispatcher does not read.
+async fn baseline_append(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+    let (subject, payload, headers, id) = raw_event();
+    publish(js, subject.replacen("gridcase.case", "bench.baseline", 1), payload, headers, id).await
+}
+
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    payload: bytes::Bytes,
+    headers: async_nats::HeaderMap,
+    id: String,
+) -> anyhow::Result<()> {
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
         .headers(headers)
@@ -49,12 +65,17 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
     println!("nats-server {} (file storage, sync_interval: always)", nats_version());
     println!("{cases} cases per phase; live filing rate {rate}/s\n");
 
-    // 1. Baseline: 2 appends per case (registration, dispatch) straight to JetStream.
+    // 1. Baseline: 2 appends per case (registration, dispatch) straight to
+    // JetStream, on a stream configured like the case stream.
+    let mut config = EventLog::stream_config(&StreamSettings::default());
+    config.name = "BENCH_BASELINE".into();
+    config.subjects = vec!["bench.baseline.>".into()];
+    js.create_stream(config).await?;
     let baseline = run_phase("raw JetStream appends (baseline)", 2 * cases, APPEND_CONCURRENCY, |_| {
         let js = js.clone();
         async move {
             let started = Instant::now();
-            file_raw(&js).await?;
+            baseline_append(&js).await?;
             Ok(started.elapsed())
         }
     })
@@ -72,7 +93,8 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
     let watch = Arc::new(Mutex::new(Watch::default()));
     let watcher = tokio::spawn(watch_stream(js.clone(), watch.clone()));
     let started = Instant::now();
-    let dispatcher = TestDispatcher::spawn_with(quiet(TestDispatcher::config(&nats.url())), Arc::new(SystemClock)).await;
+    let dispatcher =
+        TestDispatcher::spawn_with(quiet(TestDispatcher::config(&nats.url())), Arc::new(SystemClock)).await;
     wait_for(&watch, cases).await;
     let backlog_elapsed = started.elapsed();
 
@@ -101,7 +123,12 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
     watcher.abort();
 
     let w = watch.lock().await;
-    let live = Figures { label: "live: report → dispatch latency", count: w.latencies.len(), elapsed: live_elapsed, latencies: w.latencies.clone() };
+    let live = Figures {
+        label: "live: report → dispatch latency",
+        count: w.latencies.len(),
+        elapsed: live_elapsed,
+        latencies: w.latencies.clone(),
+    };
     println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
     baseline.print();
     live.print();

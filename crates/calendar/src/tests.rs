@@ -158,7 +158,7 @@ fn oracle_add(calendar: &Calendar, start: Timestamp, minutes: i64) -> Timestamp 
         if opening(t) {
             left -= 1;
         }
-        t = t + SignedDuration::from_mins(1);
+        t += SignedDuration::from_mins(1);
     }
     tz.to_ambiguous_timestamp(t).compatible().unwrap()
 }

@@ -200,10 +200,10 @@ impl<'a> Core<'a> {
                 tracked.clocks.remove(&Clock::Resolve);
                 tracked.awaiting_first_dispatch = false;
             }
-            Event::ProgressAdded { note, .. } => {
-                if stored.actor.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) {
-                    tracked.waiting_noted = true;
-                }
+            Event::ProgressAdded { note, .. }
+                if stored.actor.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) =>
+            {
+                tracked.waiting_noted = true;
             }
             Event::ExtensionApproved { approved_working_days, .. } => {
                 tracked.extension_to_apply += approved_working_days

@@ -39,6 +39,8 @@ pub const HEALTH_DISPATCHER: &str = "gridcase.dispatcher.v1.Dispatcher";
 pub const HEALTH_CALENDAR: &str = "gridcase.dispatcher.v1.Calendar";
 /// How many steps are appended at once.
 const APPEND_CONCURRENCY: usize = 64;
+/// Under continuous load, act at least this often.
+const ACT_INTERVAL: Duration = Duration::from_millis(20);
 
 pub struct Application {
     config: Config,
@@ -191,6 +193,9 @@ impl Worker {
         if caught_up {
             self.mark_caught_up().await;
         }
+        // Once caught up, act when the consumer is idle, when a batch has
+        // gathered, or at least every ACT_INTERVAL under continuous load.
+        let mut last_act = std::time::Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -208,12 +213,14 @@ impl Worker {
                     let (sequence, pending) = (info.stream_sequence, info.pending);
                     self.observe(&message.payload, sequence);
                     metrics::gauge!("gridcase_dispatcher_pending_messages").set(pending as f64);
-                    if pending == 0 {
-                        if !caught_up {
-                            caught_up = true;
-                            self.mark_caught_up().await;
-                        }
+                    if pending == 0 && !caught_up {
+                        caught_up = true;
+                        self.mark_caught_up().await;
+                    }
+                    let batch_ready = self.dirty.len() >= APPEND_CONCURRENCY || last_act.elapsed() >= ACT_INTERVAL;
+                    if caught_up && (pending == 0 || batch_ready) {
                         self.act().await;
+                        last_act = std::time::Instant::now();
                     }
                 }
                 _ = tick.tick() => {
