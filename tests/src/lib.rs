@@ -36,10 +36,10 @@ impl TestIntake {
     /// the given NATS server, short timeouts.
     pub fn config(nats_url: &str) -> Config {
         let mut config = Config::defaults();
-        config.nats_url = nats_url.to_owned();
+        config.common.nats_url = nats_url.to_owned();
         config.reference_dir = workspace_root().join("deploy/reference");
-        config.publish_timeout = std::time::Duration::from_secs(2);
-        config.shutdown_grace = std::time::Duration::from_secs(5);
+        config.common.publish_timeout = std::time::Duration::from_secs(2);
+        config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config
     }
 
@@ -157,13 +157,13 @@ impl TestDispatcher {
     /// a fast tick so an advanced test clock is noticed quickly.
     pub fn config(nats_url: &str) -> gridcase_dispatcher::Config {
         let mut config = gridcase_dispatcher::Config::defaults();
-        config.nats_url = nats_url.to_owned();
+        config.common.nats_url = nats_url.to_owned();
         config.policy = workspace_root().join("deploy/policy/policy.toml");
         config.calendar_dir = workspace_root().join("deploy/calendar");
         config.reference_dir = workspace_root().join("deploy/reference");
         config.no_metrics = true;
         config.tick = std::time::Duration::from_millis(20);
-        config.publish_timeout = std::time::Duration::from_secs(2);
+        config.common.publish_timeout = std::time::Duration::from_secs(2);
         config
     }
 

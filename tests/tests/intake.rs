@@ -358,7 +358,7 @@ mod sha2_free_digest {
 async fn nats_going_down_gives_unavailable_loses_nothing_acknowledged_and_recovers() {
     let mut nats = NatsServer::start();
     let mut config = TestIntake::config(&nats.url());
-    config.publish_timeout = Duration::from_millis(500);
+    config.common.publish_timeout = Duration::from_millis(500);
     let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
     let mut client = intake_client(intake.endpoint()).await;
 

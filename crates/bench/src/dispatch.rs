@@ -33,7 +33,8 @@ async fn baseline_append(js: &async_nats::jetstream::Context) -> anyhow::Result<
     publish(js, subject.replacen("gridcase.case", "bench.baseline", 1), payload, headers, id).await
 }
 
-async fn publish(
+/// Append one stored event as a new case (expected subject sequence 0).
+pub(crate) async fn publish(
     js: &async_nats::jetstream::Context,
     subject: String,
     payload: bytes::Bytes,

@@ -130,12 +130,7 @@ async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Resu
         let js = js.clone();
         async move {
             let started = Instant::now();
-            let message = async_nats::jetstream::message::PublishMessage::build()
-                .payload(payload)
-                .headers(headers)
-                .message_id(id)
-                .expected_last_subject_sequence(0);
-            js.send_publish(subject, message).await?.await?;
+            dispatch::publish(&js, subject, payload, headers, id).await?;
             Ok::<Duration, anyhow::Error>(started.elapsed())
         }
     };
@@ -160,7 +155,7 @@ pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
     let request = filing(CaseId::new_v7());
     let case_id = CaseId::parse(&request.case_id).expect("case id");
     let grid = GridCode::parse(&request.grid_code).expect("grid");
-    let command = Command::File(gridcase_domain::FileCase {
+    let command = Command::File(gridcase_domain::Filing {
         case_id,
         grid: grid.clone(),
         category: gridcase_domain::CategoryCode::parse(&request.category_code).expect("category"),

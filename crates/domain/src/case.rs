@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use crate::{
-    CaseId, CategoryCode, Clock, ClockMark, Command, DomainError, Event, Feedback, Filed, GridCode, OrgCode, Status,
+    CaseId, CategoryCode, Clock, ClockMark, Command, DomainError, Event, Feedback, GridCode, OrgCode, Status,
     Supervision, Tier,
 };
 
@@ -64,19 +64,7 @@ pub type CaseState = Option<Case>;
 /// Decide what a command means for a case at `now`.
 pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result<Vec<Event>, DomainError> {
     let case = match (state, command) {
-        (None, Command::File(file)) => {
-            return Ok(vec![Event::Filed(Filed {
-                case_id: file.case_id,
-                grid: file.grid.clone(),
-                category: file.category.clone(),
-                description: file.description.clone(),
-                location: file.location.clone(),
-                reported_at: file.reported_at,
-                severity_hint: file.severity_hint,
-                contact: file.contact.clone(),
-                attachments: file.attachments.clone(),
-            })]);
-        }
+        (None, Command::File(filing)) => return Ok(vec![Event::Filed(filing.clone())]),
         (Some(_), Command::File(_)) => return Err(DomainError::AlreadyFiled),
         (None, _) => return Err(DomainError::NotFiled),
         (Some(case), _) => case,

@@ -1,32 +1,14 @@
 use jiff::Timestamp;
 
 use crate::case::{DeadlineBasis, Deadlines};
-use crate::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, Location, OrgCode, ResidentContact,
-    Supervision, Text, Tier,
-};
-
-/// A grid worker's report, already parsed into domain types by the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileCase {
-    pub case_id: CaseId,
-    pub grid: GridCode,
-    pub category: CategoryCode,
-    pub description: Text,
-    pub location: Location,
-    /// The device's clock when the worker pressed "report".
-    pub reported_at: Timestamp,
-    pub severity_hint: Option<Tier>,
-    pub contact: Option<ResidentContact>,
-    pub attachments: Vec<AttachmentRef>,
-}
+use crate::{AttachmentRef, Clock, ClockMark, Feedback, Filing, OrgCode, Supervision, Text, Tier};
 
 /// Everything anyone may ask of a case, over its whole lifecycle. Which role
 /// may send which command is checked by the services (authorisation), not here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// A grid worker files a case.
-    File(FileCase),
+    File(Filing),
     /// The centre (or the dispatcher's policy) accepts the case (立案). The
     /// tier is raised to the report's severity hint if that is higher.
     Register { tier: Tier, note: Option<Text>, policy: Option<String> },

@@ -6,9 +6,10 @@ use crate::{
     Supervision, Text, Tier,
 };
 
-/// The facts of a filing, as recorded.
+/// A grid worker's report: the command's content, and the facts the
+/// filing event records, are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filed {
+pub struct Filing {
     pub case_id: CaseId,
     pub grid: GridCode,
     pub category: CategoryCode,
@@ -24,7 +25,7 @@ pub struct Filed {
 /// envelope (eventlog crate); the event holds the facts of the change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Filed(Filed),
+    Filed(Filing),
     /// `policy` names the policy version that chose the tier, when a policy did.
     Registered {
         tier: Tier,

@@ -18,9 +18,9 @@ mod values;
 
 pub use case::{Case, CaseState, DeadlineBasis, Deadlines, MAX_EXTENSION_WORKING_DAYS, decide, evolve, replay};
 pub use codes::{CategoryCode, CodeError, GridCode, OrgCode, TownshipCode};
-pub use command::{Command, FileCase};
+pub use command::Command;
 pub use error::DomainError;
-pub use event::{Event, Filed};
+pub use event::{Event, Filing};
 pub use ids::{CaseId, CaseIdError};
 pub use personal::{PersonName, PersonalDataError, PhoneNumber, ResidentContact};
 pub use text::{Text, TextError};

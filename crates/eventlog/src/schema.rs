@@ -14,7 +14,7 @@
 //! breaks the chain and the `case_version` sequence.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, DeadlineBasis, Event, Feedback, Filed, GridCode, Location,
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, DeadlineBasis, Event, Feedback, Filing, GridCode, Location,
     OrgCode, ResidentContact, Role, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
@@ -412,7 +412,7 @@ impl PayloadV1 {
                 severity_hint,
                 resident_contact,
                 attachments,
-            } => Event::Filed(Filed {
+            } => Event::Filed(Filing {
                 case_id,
                 grid: grid_code,
                 category: category_code,

@@ -5,12 +5,14 @@
 pub mod caller;
 pub mod clock;
 pub mod grpc;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
+pub use service::{CommonArgs, exit_code};
 pub use shutdown::Shutdown;
 pub use telemetry::LogFormat;
 

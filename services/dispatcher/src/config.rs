@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{LogFormat, parse_duration};
+use gridcase_runtime::{CommonArgs, parse_duration};
 
 /// gridcase dispatcher: registers and routes reported cases by policy, sets
 /// their deadlines on the working calendar, and watches every deadline
@@ -12,6 +12,9 @@ use gridcase_runtime::{LogFormat, parse_duration};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "gridcase-dispatcher", version, about, long_about = None)]
 pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
     /// Address of the gRPC health service.
     #[arg(long, env = "GRIDCASE_DISPATCHER_ADDR", default_value = "127.0.0.1:50053")]
     pub addr: SocketAddr,
@@ -23,14 +26,6 @@ pub struct Config {
     /// Serve no metrics endpoint.
     #[arg(long, env = "GRIDCASE_DISPATCHER_NO_METRICS")]
     pub no_metrics: bool,
-
-    /// NATS server with JetStream (nats-server 2.10 or newer).
-    #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
-    /// JetStream stream holding the case events.
-    #[arg(long, env = "GRIDCASE_STREAM", default_value = "GRIDCASE_CASES")]
-    pub stream: String,
 
     /// Dispatch policy file (tiers, routes, thresholds).
     #[arg(long, env = "GRIDCASE_POLICY", default_value = "deploy/policy/policy.toml")]
@@ -47,18 +42,6 @@ pub struct Config {
     /// How often the deadline watch looks at the clock.
     #[arg(long, env = "GRIDCASE_DISPATCHER_TICK", default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,
-
-    /// How long one append waits for JetStream's acknowledgement.
-    #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub publish_timeout: Duration,
-
-    /// How long to finish the step in progress after SIGTERM.
-    #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-
-    /// Log format: text for terminals, json for log collectors. Filter with RUST_LOG.
-    #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 impl Config {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use gridcase_calendar::{Calendar, YearTable};
 use gridcase_domain::{CaseId, Role};
 use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent};
 use gridcase_policy::Policy;
 use gridcase_reference::Reference;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
@@ -75,20 +75,7 @@ impl Application {
             calendar_years = ?calendar.years().years().map(|y| y.year).collect::<Vec<_>>(),
             "dispatch policy and calendar loaded"
         );
-        let client = async_nats::ConnectOptions::new()
-            .name("gridcase-dispatcher")
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
-            .connect(&config.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-        let settings = StreamSettings {
-            stream_name: config.stream.clone(),
-            publish_timeout: config.publish_timeout,
-            ..StreamSettings::default()
-        };
-        let log = EventLog::open(client.clone(), settings).await.context("opening the case event log")?;
+        let (client, log) = config.common.open_log("gridcase-dispatcher").await?;
         Ok(Self {
             config,
             health_listener,
@@ -175,9 +162,9 @@ impl Worker {
         let stream = self
             .log
             .context()
-            .get_stream(&config.stream)
+            .get_stream(&config.common.stream)
             .await
-            .with_context(|| format!("opening stream {}", config.stream))?;
+            .with_context(|| format!("opening stream {}", config.common.stream))?;
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 filter_subject: CaseSubject::all_filter(),

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{LogFormat, parse_duration};
+use gridcase_runtime::{CommonArgs, parse_duration};
 
 /// gridcase intake: the gRPC service grid workers file cases through.
 ///
@@ -11,21 +11,16 @@ use gridcase_runtime::{LogFormat, parse_duration};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "gridcase-intake", version, about, long_about = None)]
 pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRIDCASE_INTAKE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
 
-    /// NATS server with JetStream (nats-server 2.10 or newer).
-    #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-
     /// Directory holding regions.csv (grid registry) and categories.csv (taxonomy).
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]
     pub reference_dir: PathBuf,
-
-    /// JetStream stream holding the case events.
-    #[arg(long, env = "GRIDCASE_STREAM", default_value = "GRIDCASE_CASES")]
-    pub stream: String,
 
     /// JetStream object-store bucket holding attachments.
     #[arg(long, env = "GRIDCASE_ATTACHMENT_BUCKET", default_value = "gridcase-attachments")]
@@ -42,22 +37,6 @@ pub struct Config {
     /// How old a report may be when it finally reaches the server (offline devices queue reports).
     #[arg(long, env = "GRIDCASE_MAX_REPORT_AGE", default_value = "720h", value_parser = parse_duration)]
     pub max_report_age: Duration,
-
-    /// JetStream duplicate window (how long message ids are remembered).
-    #[arg(long, env = "GRIDCASE_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
-    pub duplicate_window: Duration,
-
-    /// How long one append waits for JetStream's acknowledgement.
-    #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub publish_timeout: Duration,
-
-    /// How long in-flight calls may take to finish after SIGTERM.
-    #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-
-    /// Log format: text for terminals, json for log collectors. Filter with RUST_LOG.
-    #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 impl Config {

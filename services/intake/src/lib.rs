@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gridcase_eventlog::{AttachmentStore, EventLog, StreamSettings};
+use gridcase_eventlog::AttachmentStore;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
 use gridcase_runtime::shutdown::drain_with_grace;
@@ -43,24 +43,7 @@ impl Application {
             dir = %config.reference_dir.display(),
             "reference data loaded"
         );
-        let client = async_nats::ConnectOptions::new()
-            .name("gridcase-intake")
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
-            .connect(&config.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-        let settings = StreamSettings {
-            stream_name: config.stream.clone(),
-            duplicate_window: config.duplicate_window,
-            publish_timeout: config.publish_timeout,
-            ..StreamSettings::default()
-        };
-        let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), settings))
-            .await
-            .with_context(|| format!("NATS at {} did not answer within 30s", config.nats_url))?
-            .context("opening the case event log")?;
+        let (client, log) = config.common.open_log("gridcase-intake").await?;
         let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket)
             .await
             .context("opening the attachment bucket")?;
@@ -112,14 +95,14 @@ impl Application {
         });
 
         let addr = self.listener.local_addr()?;
-        info!(%addr, nats = %self.config.nats_url, "intake listening");
+        info!(%addr, nats = %self.config.common.nats_url, "intake listening");
         let server = tonic::transport::Server::builder()
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(IntakeServiceServer::with_interceptor(self.api, caller::interceptor))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
-        let result = drain_with_grace(server, shutdown, self.config.shutdown_grace).await;
+        let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
         watcher.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");

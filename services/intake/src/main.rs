@@ -6,13 +6,6 @@ use gridcase_intake::{Config, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    gridcase_runtime::telemetry::init(config.log_format, "info");
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "gridcase-intake failed");
-            eprintln!("gridcase-intake: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    gridcase_runtime::telemetry::init(config.common.log_format, "info");
+    gridcase_runtime::exit_code("gridcase-intake", run(config).await)
 }

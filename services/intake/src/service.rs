@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use gridcase_domain::{Command, Event, FileCase};
+use gridcase_domain::{Command, Event, Filing};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
 use gridcase_proto::common::v1 as common;
@@ -27,7 +27,7 @@ pub struct IntakeApi {
 
 impl IntakeApi {
     /// Every referenced attachment must have been uploaded, with that size.
-    async fn check_uploaded(&self, file: &FileCase) -> Result<(), Status> {
+    async fn check_uploaded(&self, file: &Filing) -> Result<(), Status> {
         let mut v = Violations::new();
         for (index, attachment) in file.attachments.iter().enumerate() {
             let stored = self

@@ -1,8 +1,8 @@
-//! From a FileCaseRequest to the domain's FileCase, or every field violation
+//! From a FileCaseRequest to the domain's Filing, or every field violation
 //! found. Pure: the reference data, the limits and `now` are passed in.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, FileCase, GridCode, Location, LocationError, PersonName, PhoneNumber,
+    AttachmentRef, CaseId, CategoryCode, Filing, GridCode, Location, LocationError, PersonName, PhoneNumber,
     ResidentContact, Sha256Digest, Text, Tier,
 };
 use gridcase_proto::common::v1 as common;
@@ -50,7 +50,7 @@ pub fn file_case(
     reference: &Reference,
     limits: &Limits,
     now: Timestamp,
-) -> Result<FileCase, Violations> {
+) -> Result<Filing, Violations> {
     let mut v = Violations::new();
 
     let case_id = match request.case_id.trim() {
@@ -194,7 +194,7 @@ pub fn file_case(
         (Some(case_id), Some(grid), Some(category), Some(description), Some(location), Some(reported_at))
             if v.is_empty() =>
         {
-            Ok(FileCase {
+            Ok(Filing {
                 case_id,
                 grid,
                 category,

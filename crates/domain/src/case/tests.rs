@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{AttachmentRef, FileCase, Location, Sha256Digest, Text};
+use crate::{AttachmentRef, Filing, Location, Sha256Digest, Text};
 
 fn now() -> Timestamp {
     "2026-03-02T01:00:00Z".parse().unwrap()
@@ -27,7 +27,7 @@ fn deadlines() -> Deadlines {
 }
 
 fn file_command(hint: Option<Tier>) -> Command {
-    Command::File(FileCase {
+    Command::File(Filing {
         case_id: CaseId::parse("019a0000-0000-7000-8000-000000000001").unwrap(),
         grid: GridCode::parse("110101001001001").unwrap(),
         category: CategoryCode::parse("0102").unwrap(),

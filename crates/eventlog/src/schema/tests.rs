@@ -38,7 +38,7 @@ fn photo() -> AttachmentRef {
 fn one_of_each() -> Vec<Event> {
     let due = at("2026-02-24T09:00:00Z");
     vec![
-        Event::Filed(Filed {
+        Event::Filed(Filing {
             case_id: case_id(),
             grid: GridCode::parse("110101001001001").unwrap(),
             category: CategoryCode::parse("0501").unwrap(),

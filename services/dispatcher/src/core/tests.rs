@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gridcase_calendar::{Calendar, YearTable};
-use gridcase_domain::{CaseId, CategoryCode, FileCase, GridCode, Location, Text};
+use gridcase_domain::{CaseId, CategoryCode, Filing, GridCode, Location, Text};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use uuid::Uuid;
 
@@ -83,7 +83,7 @@ impl<'w> Scenario<'w> {
     }
 
     fn file(&mut self, category: &str, grid: &str, hint: Option<Tier>, at: Timestamp) {
-        let command = Command::File(FileCase {
+        let command = Command::File(Filing {
             case_id: CaseId::new_v7(),
             grid: GridCode::parse(grid).unwrap(),
             category: CategoryCode::parse(category).unwrap(),

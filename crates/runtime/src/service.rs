@@ -1,0 +1,79 @@
+//! What every service's configuration and start-up share: the NATS
+//! connection, the case stream, time-outs, logging, and the exit code.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gridcase_eventlog::{EventLog, StreamSettings};
+
+use crate::{LogFormat, parse_duration};
+
+/// Flags every gridcase service takes (flattened into each service's `Config`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// NATS server with JetStream (nats-server 2.10 or newer).
+    #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// JetStream stream holding the case events.
+    #[arg(long, env = "GRIDCASE_STREAM", default_value = "GRIDCASE_CASES")]
+    pub stream: String,
+
+    /// JetStream duplicate window (how long message ids are remembered). All services must agree.
+    #[arg(long, env = "GRIDCASE_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub duplicate_window: Duration,
+
+    /// How long one append waits for JetStream's acknowledgement.
+    #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// How long work in flight may take to finish after SIGTERM.
+    #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format: text for terminals, json for log collectors. Filter with RUST_LOG.
+    #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    pub fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            stream_name: self.stream.clone(),
+            duplicate_window: self.duplicate_window,
+            publish_timeout: self.publish_timeout,
+            ..StreamSettings::default()
+        }
+    }
+
+    /// Connect to NATS as `name` (reconnecting forever, quickly) and open the
+    /// case event log; fails fast when NATS is unreachable or too old.
+    pub async fn open_log(&self, name: &str) -> anyhow::Result<(async_nats::Client, EventLog)> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
+            .connect(&self.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
+        let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), self.stream_settings()))
+            .await
+            .with_context(|| format!("NATS at {} did not answer within 30s", self.nats_url))?
+            .context("opening the case event log")?;
+        Ok((client, log))
+    }
+}
+
+/// The process exit code for a service's result, logging the failure.
+pub fn exit_code(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{name} failed");
+            eprintln!("{name}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
