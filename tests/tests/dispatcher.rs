@@ -376,3 +376,73 @@ async fn health_says_when_next_years_calendar_is_missing() {
     assert_eq!(status(gridcase_dispatcher::service::HEALTH_CALENDAR).await, ServingStatus::NotServing);
     let _ = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
 }
+
+#[tokio::test]
+async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clocks() {
+    let system = system("2026-03-09 09:00").await;
+    let _dispatcher = system.dispatcher().await;
+    let marks = |events: &[(StoredEvent, Event)]| -> Vec<(Clock, ClockMark)> {
+        events
+            .iter()
+            .filter_map(
+                |(_, e)| if let Event::ClockMarked { clock, mark, .. } = e { Some((*clock, *mark)) } else { None },
+            )
+            .collect()
+    };
+
+    // A missing manhole cover (CRITICAL, calendar time): resolve within 6 hours.
+    let manhole = system.file("0202", None).await;
+    let events = system.until_kind(&manhole, "dispatched").await;
+    assert_eq!(dispatched(&events).2, bj("2026-03-09 15:00"));
+    let unit = "unit.utilities.990101";
+    act::command(&system.log, &manhole, Command::Acknowledge, Role::HandlingUnit, unit, bj("2026-03-09 09:10"))
+        .await
+        .unwrap();
+    system.clock.set(bj("2026-03-09 15:00"));
+    let events = system.until_kind(&manhole, "supervised").await;
+    assert_eq!(marks(&events), [(Clock::Resolve, ClockMark::Overdue)]);
+
+    let resolve = Command::Resolve { summary: Text::reason("已加盖临时井盖").unwrap(), evidence: vec![] };
+    act::command(&system.log, &manhole, resolve, Role::HandlingUnit, unit, bj("2026-03-09 15:30")).await.unwrap();
+    system.clock.set(bj("2026-03-09 15:30"));
+    let events = system.until_kind(&manhole, "deadline_set").await;
+    let Event::DeadlineSet { clock, due, .. } = &events.last().unwrap().1 else { panic!() };
+    assert_eq!((*clock, *due), (Clock::Verify, bj("2026-03-10 15:30")), "1 working day to verify");
+    system.clock.set(bj("2026-03-10 15:30"));
+    let events =
+        system.until(&manhole, "verify overdue", |e| marks(e).contains(&(Clock::Verify, ClockMark::Overdue))).await;
+    assert_eq!(marks(&events), [(Clock::Resolve, ClockMark::Overdue), (Clock::Verify, ClockMark::Overdue)]);
+
+    // Exposed rubbish, returned by the unit, dispatched again by the centre.
+    system.clock.set(bj("2026-03-11 09:00"));
+    let rubbish = system.file("0101", None).await;
+    system.until_kind(&rubbish, "dispatched").await;
+    let reason = Text::reason("非本单位职责").unwrap();
+    act::command(
+        &system.log,
+        &rubbish,
+        Command::Return { reason },
+        Role::HandlingUnit,
+        "unit.urban.990101",
+        bj("2026-03-11 10:00"),
+    )
+    .await
+    .unwrap();
+    system.clock.set(bj("2026-03-12 09:30")); // past the first acknowledge deadline: it no longer runs
+    tokio::time::sleep(Duration::from_millis(200)).await; // several ticks
+    assert_eq!(marks(&act::events(&system.log, &rubbish).await), []);
+    let deadlines = gridcase_domain::Deadlines {
+        acknowledge_due: bj("2026-03-13 09:30"),
+        resolve_due: bj("2026-03-20 09:30"),
+        basis: None,
+    };
+    let redispatch =
+        Command::Dispatch { unit: gridcase_domain::OrgCode::parse("unit.property.990101001").unwrap(), deadlines };
+    act::command(&system.log, &rubbish, redispatch, Role::CommandCentre, "cc-990101001", bj("2026-03-12 09:30"))
+        .await
+        .unwrap();
+    system.clock.set(bj("2026-03-13 09:30"));
+    let events = system.until_kind(&rubbish, "supervised").await;
+    assert_eq!(marks(&events), [(Clock::Acknowledge, ClockMark::Overdue)], "the new deadline, once");
+    assert_eq!(count(&events, "dispatched"), 2);
+}

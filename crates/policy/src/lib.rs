@@ -106,6 +106,23 @@ pub struct Policy {
     pub hours: BTreeMap<OrgCode, WorkingHours>,
     pub manual_registration: BTreeSet<CategoryCode>,
     pub routes: Vec<Route>,
+    pub escalation: Escalation,
+}
+
+/// The level of the hierarchy a case is raised to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The township's command centre.
+    Township,
+    /// The county office (县网格办).
+    County,
+}
+
+/// Where each card raises a case (the escalation chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    pub yellow_card: Level,
+    pub red_card: Level,
 }
 
 impl Policy {

@@ -6,7 +6,7 @@ use gridcase_domain::{CategoryCode, OrgCode, Tier};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::{CategorySelector, Limit, Policy, Route, Thresholds, TierLimits};
+use crate::{CategorySelector, Escalation, Level, Limit, Policy, Route, Thresholds, TierLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -30,6 +30,15 @@ struct RawPolicy {
     registration: RawRegistration,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    escalation: Option<RawEscalation>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    yellow_card: Spanned<String>,
+    red_card: Spanned<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -224,6 +233,15 @@ impl Policy {
             routes.push(route);
         }
 
+        let level = |value: &Spanned<String>| match value.get_ref().as_str() {
+            "township" => Ok(Level::Township),
+            "county" => Ok(Level::County),
+            other => Err(at(value.span().start, format!("{other:?} is not a level: township or county"))),
+        };
+        let escalation = match &raw.escalation {
+            None => Escalation { yellow_card: Level::County, red_card: Level::County },
+            Some(e) => Escalation { yellow_card: level(&e.yellow_card)?, red_card: level(&e.red_card)? },
+        };
         let register = limit(&raw.clocks.register)?;
         let digest = hex::encode(Sha256::digest(text.as_bytes()))[..12].to_owned();
         Ok(Policy {
@@ -236,6 +254,7 @@ impl Policy {
             hours: org_hours,
             manual_registration,
             routes,
+            escalation,
         })
     }
 }

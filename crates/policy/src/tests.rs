@@ -44,6 +44,7 @@ fn the_shipped_policy_has_the_defaults_of_the_brief() {
     assert_eq!(limits(Tier::Normal).resolve, Limit::WorkingDays(5));
     assert_eq!(limits(Tier::Complex).resolve, Limit::WorkingDays(15));
     assert_eq!(policy.thresholds, Thresholds { warning_percent: 70, yellow_card_percent: 100, red_card_percent: 200 });
+    assert_eq!(policy.escalation, Escalation { yellow_card: Level::County, red_card: Level::County });
 }
 
 #[test]
@@ -186,6 +187,12 @@ fn a_malformed_policy_names_the_line_and_the_problem() {
         problem(&text).starts_with(&format!("line {}: unknown field `surprise`", line_of("version =") + 1)),
         "{}",
         problem(&text)
+    );
+
+    let text = good.replace("red_card = \"county\"", "red_card = \"city\"");
+    assert_eq!(
+        problem(&text),
+        format!("line {}: \"city\" is not a level: township or county", line_of("red_card = \"county\""))
     );
 
     let text = good.replace("category = \"0801\"", "category = \"8\"");

@@ -392,8 +392,16 @@ impl<'a> Core<'a> {
         (at(t.warning_percent), at(t.yellow_card_percent), at(t.red_card_percent))
     }
 
-    fn escalation_target(&self, case: &Case) -> Option<OrgCode> {
-        self.reference.registry.region(case.grid.county()).and_then(|county| county.command_centre.clone())
+    /// The organisation a card raises the case to: the township's command
+    /// centre or the county office, as the registry names them.
+    fn escalation_target(&self, case: &Case, level: Supervision) -> Option<OrgCode> {
+        let chain = &self.policy.escalation;
+        let to = if level >= Supervision::RedCard { chain.red_card } else { chain.yellow_card };
+        let region = match to {
+            gridcase_policy::Level::Township => case.grid.township().to_string(),
+            gridcase_policy::Level::County => case.grid.county().to_owned(),
+        };
+        self.reference.registry.region(&region).and_then(|r| r.command_centre.clone())
     }
 
     /// The deadline watch: warn, mark overdue, escalate.
@@ -418,7 +426,7 @@ impl<'a> Core<'a> {
             }
             let escalate = |level: Supervision, why: String| {
                 let reason = Text::reason(&why).expect("valid text");
-                let command = Command::Supervise { level, reason, escalated_to: self.escalation_target(case) };
+                let command = Command::Supervise { level, reason, escalated_to: self.escalation_target(case, level) };
                 self.action(tracked, command, &format!("{level:?}"), vec![])
             };
             if now >= yellow && case.supervision < Supervision::YellowCard {
