@@ -14,6 +14,7 @@
 mod deadlines;
 mod limit;
 mod parse;
+mod planner;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +24,7 @@ use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
 pub use deadlines::{ClockPlan, Due, plan_clock};
 pub use limit::{Limit, LimitError, Span};
 pub use parse::PolicyError;
+pub use planner::{Computed, Planner};
 
 /// The limits of one tier (or a route's overrides of them).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use gridcase_calendar::Calendar;
 use gridcase_domain::{
-    Case, Clock, ClockMark, Command, DeadlineBasis, Deadlines, Event, OrgCode, Role, Status, Supervision, Text, Tier,
+    Case, Clock, ClockMark, Command, DeadlineBasis, Event, OrgCode, Role, Status, Supervision, Text, Tier,
 };
 use gridcase_eventlog::{CaseSubject, StoredEvent};
-use gridcase_policy::{Limit, Policy, Span, Thresholds};
+use gridcase_policy::{Limit, Planner, Policy, Span, Thresholds};
 use gridcase_reference::Reference;
 use jiff::{SignedDuration, Timestamp};
 
@@ -85,33 +85,23 @@ pub struct Core<'a> {
 }
 
 impl<'a> Core<'a> {
-    fn calendar_for(&self, organisation: Option<&OrgCode>) -> Calendar {
-        match organisation {
-            Some(org) => self.calendar.with_hours(self.policy.hours_of(org).clone()),
-            None => self.calendar.with_hours(self.policy.default_hours.clone()),
-        }
+    fn planner(&self) -> Planner<'_> {
+        Planner::new(self.policy, self.calendar)
     }
 
     fn span_of(&self, limit: &Limit, organisation: Option<&OrgCode>) -> Span {
-        limit.span(self.calendar_for(organisation).working_day())
+        self.planner().span_of(limit, organisation)
     }
 
-    /// The instant `span` after `start` on `organisation`'s calendar.
+    /// The instant `span` after `start` on `organisation`'s calendar, with
+    /// the years it used and those without a calendar file.
     fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> (Timestamp, Vec<i16>, Vec<i16>) {
-        match span {
-            Span::Calendar(d) => (start + d, vec![], vec![]),
-            Span::Working(d) => {
-                let computed = self.calendar_for(organisation).add_working(start, d);
-                (computed.value, computed.years.into_iter().collect(), computed.fallback_years.into_iter().collect())
-            }
-        }
+        let computed = self.planner().add(start, span, organisation);
+        (computed.at, computed.years.into_iter().collect(), computed.fallback_years.into_iter().collect())
     }
 
-    /// Running time between two instants, in the clock's kind of time.
     fn running(&self, working: bool, hours_of: Option<&OrgCode>, from: Timestamp, to: Timestamp) -> SignedDuration {
-        let elapsed =
-            if working { self.calendar_for(hours_of).working_elapsed(from, to).value } else { from.duration_until(to) };
-        elapsed.max(SignedDuration::ZERO)
+        self.planner().running(working, hours_of, from, to)
     }
 
     /// A clock started at `origin`, due at `due`, with nothing used before.
@@ -121,13 +111,12 @@ impl<'a> Core<'a> {
     }
 
     fn basis(&self, years: &[i16], fallback: &[i16]) -> DeadlineBasis {
-        let years = years.iter().copied().collect();
-        let fallback_set = fallback.iter().copied().collect();
-        DeadlineBasis {
-            policy: self.policy.stamp(),
-            calendar: self.calendar.describe(&years, &fallback_set),
-            fallback: !fallback.is_empty(),
-        }
+        let computed = gridcase_policy::Computed {
+            at: Timestamp::UNIX_EPOCH,
+            years: years.iter().copied().collect(),
+            fallback_years: fallback.iter().copied().collect(),
+        };
+        self.planner().basis([&computed])
     }
 
     fn tier_limit(&self, case: &Case, clock: Clock) -> Limit {
@@ -306,21 +295,8 @@ impl<'a> Core<'a> {
             Status::Registered if tracked.awaiting_first_dispatch => {
                 if let Some(route) = route {
                     let tier = case.tier.unwrap_or(Tier::Normal);
-                    let limits = self.policy.limits(tier, Some(route));
-                    let unit = Some(&route.unit);
-                    let (ack, mut years, mut fallback) = self.add(now, self.span_of(&limits.acknowledge, unit), unit);
-                    let (resolve, y2, f2) = self.add(now, self.span_of(&limits.resolve, unit), unit);
-                    years.extend(y2);
-                    fallback.extend(f2);
-                    years.sort();
-                    years.dedup();
-                    fallback.sort();
-                    fallback.dedup();
-                    let deadlines = Deadlines {
-                        acknowledge_due: ack,
-                        resolve_due: resolve,
-                        basis: Some(self.basis(&years, &fallback)),
-                    };
+                    let (deadlines, fallback) =
+                        self.planner().dispatch(tier, &case.category, &case.grid, &route.unit, now);
                     let command = Command::Dispatch { unit: route.unit.clone(), deadlines };
                     return self.action(tracked, command, route.unit.as_str(), fallback);
                 }

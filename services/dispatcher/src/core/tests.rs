@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gridcase_calendar::{Calendar, YearTable};
-use gridcase_domain::{CaseId, CategoryCode, Filing, GridCode, Location, Text};
+use gridcase_domain::{CaseId, CategoryCode, Deadlines, Filing, GridCode, Location, Text};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use uuid::Uuid;
 
