@@ -8,6 +8,12 @@ pub mod common {
     }
 }
 
+pub mod cases {
+    pub mod v1 {
+        tonic::include_proto!("gridcase.cases.v1");
+    }
+}
+
 pub mod intake {
     pub mod v1 {
         tonic::include_proto!("gridcase.intake.v1");

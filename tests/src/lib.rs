@@ -38,6 +38,8 @@ impl TestIntake {
         let mut config = Config::defaults();
         config.common.nats_url = nats_url.to_owned();
         config.reference_dir = workspace_root().join("deploy/reference");
+        config.rules.policy = workspace_root().join("deploy/policy/policy.toml");
+        config.rules.calendar_dir = workspace_root().join("deploy/calendar");
         config.common.publish_timeout = std::time::Duration::from_secs(2);
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config
@@ -158,8 +160,8 @@ impl TestDispatcher {
     pub fn config(nats_url: &str) -> gridcase_dispatcher::Config {
         let mut config = gridcase_dispatcher::Config::defaults();
         config.common.nats_url = nats_url.to_owned();
-        config.policy = workspace_root().join("deploy/policy/policy.toml");
-        config.calendar_dir = workspace_root().join("deploy/calendar");
+        config.rules.policy = workspace_root().join("deploy/policy/policy.toml");
+        config.rules.calendar_dir = workspace_root().join("deploy/calendar");
         config.reference_dir = workspace_root().join("deploy/reference");
         config.no_metrics = true;
         config.tick = std::time::Duration::from_millis(20);

@@ -143,7 +143,7 @@ async fn a_one_minute_tier_makes_a_case_overdue_and_escalated_a_minute_later_unt
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     let mut config = TestDispatcher::config(&system.nats.url());
-    config.policy = dir.path().join("policy.toml");
+    config.rules.policy = dir.path().join("policy.toml");
     let _dispatcher = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
 
     let subject = system.file("0201", Some(Tier::Critical)).await;
@@ -344,7 +344,7 @@ async fn a_malformed_policy_stops_start_up_with_the_line() {
     let line = policy.lines().position(|l| l.contains("fifteen days")).unwrap() + 1;
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     let mut config = TestDispatcher::config(&nats.url());
-    config.policy = dir.path().join("policy.toml");
+    config.rules.policy = dir.path().join("policy.toml");
     let error = TestDispatcher::try_spawn_with(config, Arc::new(FixedClock::new(bj("2026-03-09 09:00"))))
         .await
         .err()

@@ -269,6 +269,16 @@ impl EventLog {
         }
     }
 
+    /// Find a case's subject from its id alone (the township is part of the
+    /// subject, and a caller of the lifecycle API knows only the case id).
+    pub async fn locate(&self, case_id: &gridcase_domain::CaseId) -> Result<Option<CaseSubject>, LogError> {
+        match self.stream.get_first_raw_message_by_subject(CaseSubject::locator(case_id), 1).await {
+            Ok(message) => Ok(CaseSubject::from_subject(message.subject.as_str())),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
+    }
+
     /// The first event of a case, if it exists.
     pub async fn first(&self, subject: &CaseSubject) -> Result<Option<Positioned>, LogError> {
         self.read_from(subject, 1).await

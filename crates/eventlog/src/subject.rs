@@ -29,6 +29,16 @@ impl CaseSubject {
         format!("{CASES_PREFIX}.>")
     }
 
+    /// The subject of a message, if it is a case subject.
+    pub fn from_subject(subject: &str) -> Option<Self> {
+        Self::parse(subject).map(|_| Self(subject.to_owned()))
+    }
+
+    /// The wildcard that finds a case's subject from its id alone.
+    pub fn locator(case_id: &CaseId) -> String {
+        format!("{CASES_PREFIX}.*.{case_id}")
+    }
+
     /// Parse a subject back into its township code and case id.
     pub fn parse(subject: &str) -> Option<(String, CaseId)> {
         let rest = subject.strip_prefix(CASES_PREFIX)?.strip_prefix('.')?;
@@ -64,5 +74,7 @@ mod tests {
         assert_eq!(CaseSubject::parse(subject.as_str()), Some(("110101001".to_owned(), case_id)));
         assert_eq!(CaseSubject::township_filter(&grid.township()), "gridcase.case.110101001.>");
         assert_eq!(CaseSubject::parse("gridcase.case.1101.x"), None);
+        assert_eq!(CaseSubject::from_subject(subject.as_str()), Some(subject.clone()));
+        assert_eq!(CaseSubject::locator(&case_id), "gridcase.case.*.019a0000-0000-7000-8000-000000000001");
     }
 }

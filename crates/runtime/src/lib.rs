@@ -12,7 +12,7 @@ pub mod telemetry;
 pub use caller::Caller;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
-pub use service::{CommonArgs, exit_code};
+pub use service::{CommonArgs, PolicyArgs, exit_code};
 pub use shutdown::Shutdown;
 pub use telemetry::LogFormat;
 

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, parse_duration};
+use gridcase_runtime::{CommonArgs, PolicyArgs, parse_duration};
 
 /// gridcase dispatcher: registers and routes reported cases by policy, sets
 /// their deadlines on the working calendar, and watches every deadline
@@ -14,6 +14,9 @@ use gridcase_runtime::{CommonArgs, parse_duration};
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub rules: PolicyArgs,
 
     /// Address of the gRPC health service.
     #[arg(long, env = "GRIDCASE_DISPATCHER_ADDR", default_value = "127.0.0.1:50053")]
@@ -27,13 +30,7 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_DISPATCHER_NO_METRICS")]
     pub no_metrics: bool,
 
-    /// Dispatch policy file (tiers, routes, thresholds).
-    #[arg(long, env = "GRIDCASE_POLICY", default_value = "deploy/policy/policy.toml")]
-    pub policy: PathBuf,
 
-    /// Directory of working-calendar year files (2025.toml, 2026.toml, …).
-    #[arg(long, env = "GRIDCASE_CALENDAR_DIR", default_value = "deploy/calendar")]
-    pub calendar_dir: PathBuf,
 
     /// Directory holding regions.csv and categories.csv.
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]

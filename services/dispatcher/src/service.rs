@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use gridcase_calendar::{Calendar, YearTable};
+use gridcase_calendar::Calendar;
 use gridcase_domain::{CaseId, Role};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent};
@@ -60,21 +60,13 @@ fn actor() -> Actor {
 impl Application {
     /// Load and validate policy, calendar and reference data, connect to NATS.
     pub async fn build(config: Config, health_listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let policy = Policy::load(&config.policy).context("loading the dispatch policy")?;
-        let years = YearTable::load_dir(&config.calendar_dir).context("loading the working calendar")?;
+        let (policy, calendar) = config.rules.load()?;
         let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
         for route in &policy.routes {
             if reference.taxonomy.iter().all(|c| !route.category.matches(&c.code)) {
                 warn!(line = route.line, "a policy route matches no category of the taxonomy");
             }
         }
-        let calendar = Calendar::new(Arc::new(years), policy.default_hours.clone());
-        info!(
-            policy = %policy.stamp(),
-            routes = policy.routes.len(),
-            calendar_years = ?calendar.years().years().map(|y| y.year).collect::<Vec<_>>(),
-            "dispatch policy and calendar loaded"
-        );
         let (client, log) = config.common.open_log("gridcase-dispatcher").await?;
         Ok(Self {
             config,

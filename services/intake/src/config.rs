@@ -2,9 +2,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, parse_duration};
+use gridcase_runtime::{CommonArgs, PolicyArgs, parse_duration};
 
-/// gridcase intake: the gRPC service grid workers file cases through.
+/// gridcase intake: the gRPC services grid workers file cases through
+/// (IntakeService) and command centres and handling units move them along
+/// (CaseService).
 ///
 /// Every flag can also be set by the environment variable shown beside it.
 /// Defaults suit a single machine running `deploy/up.sh`.
@@ -13,6 +15,11 @@ use gridcase_runtime::{CommonArgs, parse_duration};
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Policy and calendar: manual dispatch, reassignment and extensions get
+    /// their deadlines the same way the dispatcher computes them.
+    #[command(flatten)]
+    pub rules: PolicyArgs,
 
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRIDCASE_INTAKE_ADDR", default_value = "127.0.0.1:50051")]

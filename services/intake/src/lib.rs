@@ -2,7 +2,9 @@
 //! calls [`run`]; tests build the same [`Application`] with their own
 //! listener, NATS server, clock and shutdown signal.
 
+mod cases;
 pub mod config;
+mod convert;
 mod service;
 pub mod validate;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_eventlog::AttachmentStore;
+use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
 use gridcase_runtime::shutdown::drain_with_grace;
@@ -22,6 +25,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 pub use config::Config;
+pub use cases::CaseApi;
 pub use service::IntakeApi;
 use validate::Limits;
 
@@ -30,6 +34,7 @@ pub struct Application {
     config: Config,
     listener: TcpListener,
     api: IntakeApi,
+    cases: CaseApi,
     client: async_nats::Client,
 }
 
@@ -52,8 +57,18 @@ impl Application {
             max_clock_skew: SignedDuration::try_from(config.max_clock_skew).context("max clock skew")?,
             max_report_age: SignedDuration::try_from(config.max_report_age).context("max report age")?,
         };
+        let (policy, calendar) = config.rules.load()?;
+        let cases = CaseApi {
+            log: log.clone(),
+            attachments: attachments.clone(),
+            policy: Arc::new(policy),
+            calendar: Arc::new(calendar),
+            limits: limits.clone(),
+            clock: clock.clone(),
+            subjects: Default::default(),
+        };
         let api = IntakeApi { log, attachments, reference: Arc::new(reference), limits, clock };
-        Ok(Self { config, listener, api, client })
+        Ok(Self { config, listener, api, cases, client })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -82,6 +97,7 @@ impl Application {
                     let status = if connected { ServingStatus::Serving } else { ServingStatus::NotServing };
                     health.set_service_status("", status).await;
                     health.set_service_status("gridcase.intake.v1.IntakeService", status).await;
+                    health.set_service_status("gridcase.cases.v1.CaseService", status).await;
                     if !connected {
                         warn!("NATS connection lost: reporting NOT_SERVING");
                     }
@@ -101,6 +117,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(IntakeServiceServer::with_interceptor(self.api, caller::interceptor))
+            .add_service(CaseServiceServer::with_interceptor(self.cases, caller::interceptor))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
         let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
         watcher.abort();

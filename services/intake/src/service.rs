@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use gridcase_domain::{Command, Event, Filing};
+use gridcase_domain::{Command, Event};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
 use gridcase_proto::common::v1 as common;
@@ -26,32 +26,6 @@ pub struct IntakeApi {
 }
 
 impl IntakeApi {
-    /// Every referenced attachment must have been uploaded, with that size.
-    async fn check_uploaded(&self, file: &Filing) -> Result<(), Status> {
-        let mut v = Violations::new();
-        for (index, attachment) in file.attachments.iter().enumerate() {
-            let stored = self
-                .attachments
-                .find(&attachment.sha256)
-                .await
-                .map_err(|e| grpc::unavailable("the attachment store", &e))?;
-            match stored {
-                None => v.add(
-                    format!("attachments[{index}].sha256"),
-                    "NOT_UPLOADED",
-                    "was not uploaded: upload it with UploadAttachment first",
-                ),
-                Some(stored) if stored.size != attachment.size => v.add(
-                    format!("attachments[{index}].size"),
-                    "SIZE_MISMATCH",
-                    format!("does not match the uploaded size {}", stored.size),
-                ),
-                Some(_) => {}
-            }
-        }
-        v.into_result()
-    }
-
     fn receipt(stored: &StoredEvent, stream_sequence: u64, replayed: bool) -> api::FileCaseResponse {
         api::FileCaseResponse {
             case_id: stored.case_id.to_string(),
@@ -73,7 +47,7 @@ impl IntakeService for IntakeApi {
         let now = self.clock.now();
         let file = validate::file_case(request.get_ref(), &self.reference, &self.limits, now)
             .map_err(Violations::into_status)?;
-        self.check_uploaded(&file).await?;
+        check_uploaded(&self.attachments, "attachments", &file.attachments).await?;
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
@@ -177,6 +151,32 @@ impl IntakeService for IntakeApi {
             }),
         }))
     }
+}
+
+/// Every referenced attachment must have been uploaded, with that size.
+pub(crate) async fn check_uploaded(
+    store: &AttachmentStore,
+    field: &str,
+    attachments: &[gridcase_domain::AttachmentRef],
+) -> Result<(), Status> {
+    let mut v = Violations::new();
+    for (index, attachment) in attachments.iter().enumerate() {
+        let stored = store.find(&attachment.sha256).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
+        match stored {
+            None => v.add(
+                format!("{field}[{index}].sha256"),
+                "NOT_UPLOADED",
+                "was not uploaded: upload it with UploadAttachment first",
+            ),
+            Some(stored) if stored.size != attachment.size => v.add(
+                format!("{field}[{index}].size"),
+                "SIZE_MISMATCH",
+                format!("does not match the uploaded size {}", stored.size),
+            ),
+            Some(_) => {}
+        }
+    }
+    v.into_result()
 }
 
 /// Whether two filings say the same thing (the server-side envelope, time of

@@ -3,7 +3,7 @@
 
 use gridcase_domain::{
     AttachmentRef, CaseId, CategoryCode, Filing, GridCode, Location, LocationError, PersonName, PhoneNumber,
-    ResidentContact, Sha256Digest, Text, Tier,
+    ResidentContact, Sha256Digest, Text,
 };
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as api;
@@ -23,27 +23,7 @@ pub struct Limits {
     pub max_report_age: SignedDuration,
 }
 
-pub fn tier_from_proto(value: i32) -> Option<Tier> {
-    match common::Tier::try_from(value).ok()? {
-        common::Tier::Critical => Some(Tier::Critical),
-        common::Tier::Urgent => Some(Tier::Urgent),
-        common::Tier::Normal => Some(Tier::Normal),
-        common::Tier::Complex => Some(Tier::Complex),
-        common::Tier::Unspecified => None,
-    }
-}
-
-/// A protobuf Timestamp, which must have nanos in 0..=999_999_999.
-pub fn timestamp_from_proto(ts: &prost_types::Timestamp) -> Option<Timestamp> {
-    if !(0..=999_999_999).contains(&ts.nanos) {
-        return None;
-    }
-    Timestamp::new(ts.seconds, ts.nanos).ok()
-}
-
-pub fn timestamp_to_proto(ts: Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ts.as_second(), nanos: ts.subsec_nanosecond() }
-}
+pub use crate::convert::{tier_from_proto, timestamp_from_proto, timestamp_to_proto};
 
 pub fn file_case(
     request: &api::FileCaseRequest,

@@ -1,0 +1,687 @@
+//! `gridcase.cases.v1.CaseService`: the lifecycle commands. Each handler
+//! validates its fields, then [`CaseApi::execute`] reads the case's history,
+//! folds it, lets the domain decide, and appends the event with the case's
+//! expected sequence. Retries are recognised by the client's command id,
+//! stored on the event; a stale `expected_version` is ABORTED.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gridcase_calendar::Calendar;
+use gridcase_domain::{AttachmentRef, Case, CaseId, Command, DomainError, Event, OrgCode, Text, TextError};
+use gridcase_eventlog::log::Positioned;
+use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent, verify_chain};
+use gridcase_policy::{Planner, Policy};
+use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
+use gridcase_proto::common::v1 as common;
+use gridcase_runtime::{Caller, Clock, Violations, grpc};
+use jiff::Timestamp;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
+use tracing::{info, instrument};
+use uuid::Uuid;
+
+use crate::convert;
+use crate::service::check_uploaded;
+use crate::validate::{self, Limits};
+
+/// The namespace of lifecycle event ids: UUID v5 of "<case id>/<command id>".
+const COMMAND_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d4c_7a61_93b8_4f0e_a5c2_6e1d_8b3f_0a97);
+/// How often a command without an expected version is re-decided after a concurrent change.
+const ATTEMPTS: usize = 3;
+
+pub struct CaseApi {
+    pub(crate) log: EventLog,
+    pub(crate) attachments: AttachmentStore,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) calendar: Arc<Calendar>,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) subjects: Mutex<HashMap<CaseId, CaseSubject>>,
+}
+
+/// A command's context, validated.
+struct Context {
+    case_id: CaseId,
+    command_id: String,
+    expected_version: Option<u64>,
+}
+
+/// The case as its history folds, with where it sits in the stream.
+struct Loaded {
+    subject: CaseSubject,
+    history: Vec<Positioned>,
+    case: Case,
+}
+
+fn context(raw: Option<&api::CommandContext>, v: &mut Violations) -> Option<Context> {
+    let Some(raw) = raw else {
+        v.add("context", "REQUIRED", "is required: case_id and command_id");
+        return None;
+    };
+    let case_id = match raw.case_id.trim() {
+        "" => {
+            v.add("context.case_id", "REQUIRED", "is required");
+            None
+        }
+        text => CaseId::parse(text).map_err(|e| v.add("context.case_id", "MALFORMED", e.to_string())).ok(),
+    };
+    let command_id = raw.command_id.trim();
+    let valid_command_id = (1..=128).contains(&command_id.len())
+        && command_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if command_id.is_empty() {
+        v.add("context.command_id", "REQUIRED", "is required: an id the client generates and reuses on retries");
+    } else if !valid_command_id {
+        v.add("context.command_id", "MALFORMED", "must be 1-128 letters, digits or -_.:");
+    }
+    Some(Context { case_id: case_id?, command_id: command_id.to_owned(), expected_version: raw.expected_version })
+}
+
+fn text_rule(error: &TextError) -> &'static str {
+    match error {
+        TextError::Blank => "REQUIRED",
+        TextError::TooLong { .. } => "TOO_LONG",
+        TextError::ControlCharacters => "MALFORMED",
+    }
+}
+
+/// A required reason (or note, or summary).
+fn required_text(field: &str, value: &str, v: &mut Violations) -> Option<Text> {
+    Text::reason(value).map_err(|e| v.add(field, text_rule(&e), e.to_string())).ok()
+}
+
+/// An optional text: empty means absent.
+fn optional_text(field: &str, value: &str, v: &mut Violations) -> Option<Text> {
+    if value.trim().is_empty() { None } else { required_text(field, value, v) }
+}
+
+fn unit(field: &str, value: &str, v: &mut Violations) -> Option<OrgCode> {
+    if value.trim().is_empty() {
+        v.add(field, "REQUIRED", "is required: the handling unit's organisation code");
+        return None;
+    }
+    OrgCode::parse(value.trim()).map_err(|e| v.add(field, "MALFORMED", e.to_string())).ok()
+}
+
+/// FAILED_PRECONDITION naming the rule, with a google.rpc.PreconditionFailure.
+fn refused(case_id: &CaseId, error: &DomainError) -> Status {
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        format!("{} ({})", error, error.rule()),
+        ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+            error.rule(),
+            format!("case/{case_id}"),
+            error.to_string(),
+        )]),
+    )
+}
+
+impl CaseApi {
+    async fn subject(&self, case_id: &CaseId) -> Result<CaseSubject, Status> {
+        if let Some(subject) = self.subjects.lock().expect("subject cache").get(case_id) {
+            return Ok(subject.clone());
+        }
+        let subject = self
+            .log
+            .locate(case_id)
+            .await
+            .map_err(|e| grpc::unavailable("the event log", &e))?
+            .ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))?;
+        self.subjects.lock().expect("subject cache").insert(*case_id, subject.clone());
+        Ok(subject)
+    }
+
+    async fn load(&self, case_id: &CaseId) -> Result<Loaded, Status> {
+        let subject = self.subject(case_id).await?;
+        let history = self.log.history(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
+        let mut state = None;
+        for positioned in &history {
+            let event = positioned.event.decode().map_err(|e| grpc::internal(&e))?;
+            state = gridcase_domain::evolve(state, &event);
+        }
+        let case = state.ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))?;
+        Ok(Loaded { subject, history, case })
+    }
+
+    fn result(loaded_up_to: &[Positioned], replayed: bool) -> Result<api::CommandResult, Status> {
+        let last = loaded_up_to.last().ok_or_else(|| grpc::internal(&"empty history"))?;
+        let events: Vec<Event> =
+            loaded_up_to.iter().map(|p| p.event.decode()).collect::<Result<_, _>>().map_err(|e| grpc::internal(&e))?;
+        let case = gridcase_domain::replay(&events).ok_or_else(|| grpc::internal(&"history without a filing"))?;
+        Ok(api::CommandResult {
+            case_id: case.id.to_string(),
+            version: last.event.case_version,
+            stream_sequence: last.stream_sequence,
+            state: convert::state_to_proto(case.status) as i32,
+            event_type: last.event.event_type.clone(),
+            replayed,
+            recorded_at: Some(convert::timestamp_to_proto(last.event.occurred_at)),
+        })
+    }
+
+    /// Carry out one lifecycle command. `allowed` lists the event types this
+    /// rpc may produce (a command id reused for another rpc is refused);
+    /// `make` turns the validated request into the domain command, given the
+    /// current case and `now`.
+    async fn execute<F>(
+        &self,
+        caller: &Caller,
+        context: Context,
+        allowed: &[&str],
+        make: F,
+    ) -> Result<Response<api::CommandResult>, Status>
+    where
+        F: Fn(&Case, Timestamp) -> Result<Command, Status>,
+    {
+        let case_id = context.case_id;
+        for _ in 0..ATTEMPTS {
+            let loaded = self.load(&case_id).await?;
+            if let Some(index) =
+                loaded.history.iter().position(|p| p.event.command_id.as_deref() == Some(context.command_id.as_str()))
+            {
+                let original = &loaded.history[index].event;
+                if !allowed.contains(&original.event_type.as_str()) {
+                    return Err(Status::failed_precondition(format!(
+                        "command_id {} was already used for a different command ({})",
+                        context.command_id, original.event_type
+                    )));
+                }
+                info!(%case_id, command_id = %context.command_id, "retried command answered with its first result");
+                return Ok(Response::new(Self::result(&loaded.history[..=index], true)?));
+            }
+            if let Some(expected) = context.expected_version
+                && expected != loaded.case.version
+            {
+                return Err(Status::aborted(format!(
+                    "case {case_id} is at version {}, not {expected}: reload it and decide again",
+                    loaded.case.version
+                )));
+            }
+            let now = self.clock.now();
+            let command = make(&loaded.case, now)?;
+            let events =
+                gridcase_domain::decide(Some(&loaded.case), &command, now).map_err(|e| refused(&case_id, &e))?;
+            let [event] = events.as_slice() else {
+                return Err(grpc::internal(&"a lifecycle command must produce one event"));
+            };
+            let last = loaded.history.last().ok_or_else(|| grpc::internal(&"empty history"))?;
+            let stored = StoredEvent::seal(
+                event,
+                EventMeta {
+                    event_id: Uuid::new_v5(&COMMAND_EVENT_NAMESPACE, format!("{case_id}/{}", context.command_id).as_bytes()),
+                    case_id,
+                    case_version: loaded.case.version + 1,
+                    occurred_at: now,
+                    actor: Actor {
+                        person: caller.person.clone(),
+                        role: caller.role,
+                        organisation: caller.organisation.to_string(),
+                    },
+                    command_id: Some(context.command_id.clone()),
+                },
+                Some(last.event.hash.clone()),
+            );
+            match self.log.append(&loaded.subject, last.stream_sequence, &stored).await {
+                Ok(outcome) => {
+                    info!(%case_id, event = %stored.event_type, version = stored.case_version, "lifecycle command recorded");
+                    let mut history = loaded.history;
+                    history.push(Positioned { stream_sequence: outcome.stream_sequence, event: stored });
+                    return Ok(Response::new(Self::result(&history, false)?));
+                }
+                Err(AppendError::Conflict { .. }) if context.expected_version.is_some() => {
+                    return Err(Status::aborted(format!(
+                        "case {case_id} changed while this command was being recorded: reload it and decide again"
+                    )));
+                }
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(AppendError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
+                Err(AppendError::Log(error)) => return Err(grpc::unavailable("the event log", &error)),
+            }
+        }
+        Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))
+    }
+
+    async fn uploaded(&self, field: &str, refs: &[common::AttachmentRef]) -> Result<Vec<AttachmentRef>, Status> {
+        let mut v = Violations::new();
+        let parsed = validate::attachment_refs(field, refs, &self.limits, &mut v);
+        v.into_result()?;
+        check_uploaded(&self.attachments, field, &parsed).await?;
+        Ok(parsed)
+    }
+
+    fn planner(&self) -> Planner<'_> {
+        Planner::new(&self.policy, &self.calendar)
+    }
+}
+
+type CommandResponse = Result<Response<api::CommandResult>, Status>;
+
+#[tonic::async_trait]
+impl CaseService for CaseApi {
+    #[instrument(skip_all)]
+    async fn register(&self, request: Request<api::RegisterRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let tier = convert::tier_from_proto(r.tier);
+        if tier.is_none() {
+            v.add("tier", "REQUIRED", "must be TIER_CRITICAL, TIER_URGENT, TIER_NORMAL or TIER_COMPLEX");
+        }
+        let note = optional_text("note", &r.note, &mut v);
+        v.into_result()?;
+        let (ctx, tier) = (ctx.expect("validated"), tier.expect("validated"));
+        self.execute(&caller, ctx, &["registered"], |_, _| Ok(Command::Register { tier, note: note.clone(), policy: None }))
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn void(&self, request: Request<api::VoidRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["voided"], |_, _| Ok(Command::Void { reason: reason.clone() }))
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn dispatch(&self, request: Request<api::DispatchRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let unit = unit("unit", &r.unit, &mut v);
+        v.into_result()?;
+        let unit = unit.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["dispatched"], |case, now| {
+            let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
+            let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
+            Ok(Command::Dispatch { unit: unit.clone(), deadlines })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn acknowledge(&self, request: Request<api::AcknowledgeRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        v.into_result()?;
+        self.execute(&caller, ctx.expect("validated"), &["acknowledged"], |_, _| Ok(Command::Acknowledge)).await
+    }
+
+    #[instrument(skip_all)]
+    async fn r#return(&self, request: Request<api::ReturnRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["returned"], |_, _| Ok(Command::Return { reason: reason.clone() }))
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn reassign(&self, request: Request<api::ReassignRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let unit = unit("unit", &r.unit, &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let (unit, reason) = (unit.expect("validated"), reason.expect("validated"));
+        self.execute(&caller, ctx.expect("validated"), &["reassigned"], |case, now| {
+            let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
+            let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
+            Ok(Command::Reassign { unit: unit.clone(), deadlines, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn add_progress(&self, request: Request<api::AddProgressRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let note = required_text("note", &r.note, &mut v);
+        v.into_result()?;
+        let attachments = self.uploaded("attachments", &r.attachments).await?;
+        let note = note.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["progress_added"], |_, _| {
+            Ok(Command::AddProgress { note: note.clone(), attachments: attachments.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn request_extension(&self, request: Request<api::RequestExtensionRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let max = gridcase_domain::MAX_EXTENSION_WORKING_DAYS;
+        if !(1..=max).contains(&r.working_days) {
+            v.add("working_days", "OUT_OF_RANGE", format!("must be 1-{max} working days"));
+        }
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let (days, reason) = (r.working_days, reason.expect("validated"));
+        self.execute(&caller, ctx.expect("validated"), &["extension_requested"], |_, _| {
+            Ok(Command::RequestExtension { working_days: days, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn decide_extension(&self, request: Request<api::DecideExtensionRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = if r.approve {
+            if r.approved_working_days == 0 {
+                v.add("approved_working_days", "REQUIRED", "must be at least 1 when approving");
+            }
+            optional_text("reason", &r.reason, &mut v)
+        } else {
+            required_text("reason", &r.reason, &mut v)
+        };
+        v.into_result()?;
+        let approved = r.approve.then_some(r.approved_working_days);
+        self.execute(&caller, ctx.expect("validated"), &["extension_approved", "extension_rejected"], |_, _| {
+            Ok(Command::DecideExtension { approved_working_days: approved, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn request_hold(&self, request: Request<api::RequestHoldRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["hold_requested"], |_, _| {
+            Ok(Command::RequestHold { reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn decide_hold(&self, request: Request<api::DecideHoldRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason =
+            if r.approve { optional_text("reason", &r.reason, &mut v) } else { required_text("reason", &r.reason, &mut v) };
+        v.into_result()?;
+        let approve = r.approve;
+        self.execute(&caller, ctx.expect("validated"), &["hold_approved", "hold_rejected"], |_, _| {
+            Ok(Command::DecideHold { approve, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn resume(&self, request: Request<api::ResumeRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        v.into_result()?;
+        self.execute(&caller, ctx.expect("validated"), &["resumed"], |_, _| Ok(Command::Resume)).await
+    }
+
+    #[instrument(skip_all)]
+    async fn resolve(&self, request: Request<api::ResolveRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let summary = required_text("summary", &r.summary, &mut v);
+        v.into_result()?;
+        let evidence = self.uploaded("evidence", &r.evidence).await?;
+        let summary = summary.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["resolved"], |_, _| {
+            Ok(Command::Resolve { summary: summary.clone(), evidence: evidence.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn verify(&self, request: Request<api::VerifyRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason =
+            if r.passed { optional_text("reason", &r.reason, &mut v) } else { required_text("reason", &r.reason, &mut v) };
+        v.into_result()?;
+        let passed = r.passed;
+        self.execute(&caller, ctx.expect("validated"), &["verification_passed", "verification_failed"], |_, _| {
+            Ok(Command::Verify { passed, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn record_feedback(&self, request: Request<api::RecordFeedbackRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let feedback = convert::feedback_from_proto(r.feedback);
+        if feedback.is_none() {
+            v.add("feedback", "REQUIRED", "must be FEEDBACK_SATISFIED, FEEDBACK_BASICALLY_SATISFIED or FEEDBACK_UNSATISFIED");
+        }
+        let comment = optional_text("comment", &r.comment, &mut v);
+        v.into_result()?;
+        let feedback = feedback.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["feedback_recorded"], |_, _| {
+            Ok(Command::RecordFeedback { feedback, comment: comment.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn reopen(&self, request: Request<api::ReopenRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["reopened"], |_, _| Ok(Command::Reopen { reason: reason.clone() }))
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn cancel(&self, request: Request<api::CancelRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &["cancelled"], |_, _| Ok(Command::Cancel { reason: reason.clone() }))
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn supervise(&self, request: Request<api::SuperviseRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let level = convert::supervision_from_proto(r.level);
+        if level.is_none() {
+            v.add("level", "REQUIRED", "must be SUPERVISION_NORMAL, SUPERVISION_YELLOW_CARD or SUPERVISION_RED_CARD");
+        }
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let (level, reason) = (level.expect("validated"), reason.expect("validated"));
+        self.execute(&caller, ctx.expect("validated"), &["supervised"], |_, _| {
+            Ok(Command::Supervise { level, reason: reason.clone(), escalated_to: None })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn set_urgent(&self, request: Request<api::SetUrgentRequest>) -> CommandResponse {
+        let caller = Caller::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = optional_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let urgent = r.urgent;
+        self.execute(&caller, ctx.expect("validated"), &["urgency_set"], |_, _| {
+            Ok(Command::SetUrgent { urgent, reason: reason.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseView>, Status> {
+        Caller::of(&request)?;
+        let case_id = parse_case_id(&request.get_ref().case_id)?;
+        let case = self.load(&case_id).await?.case;
+        let deadlines = case
+            .deadlines
+            .iter()
+            .map(|(clock, due)| api::Deadline {
+                clock: convert::clock_to_proto(*clock) as i32,
+                due: Some(convert::timestamp_to_proto(*due)),
+                warned: case.marks.contains(&(*clock, gridcase_domain::ClockMark::Warning)),
+                overdue: case.marks.contains(&(*clock, gridcase_domain::ClockMark::Overdue)),
+            })
+            .collect();
+        Ok(Response::new(api::CaseView {
+            case_id: case.id.to_string(),
+            version: case.version,
+            state: convert::state_to_proto(case.status) as i32,
+            grid_code: case.grid.to_string(),
+            category_code: case.category.to_string(),
+            tier: convert::tier_to_proto(case.tier) as i32,
+            unit: case.unit.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            supervision: convert::supervision_to_proto(case.supervision) as i32,
+            urgent: case.urgent,
+            deadlines,
+            pending_extension_days: case.pending_extension.unwrap_or(0),
+            approved_extension_days: case.approved_extension_days,
+            hold_requested: case.hold_requested,
+            feedback: convert::feedback_to_proto(case.feedback) as i32,
+            returns: case.returns,
+            reworks: case.reworks,
+            reopenings: case.reopenings,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_history(&self, request: Request<api::GetHistoryRequest>) -> Result<Response<api::History>, Status> {
+        Caller::of(&request)?;
+        let case_id = parse_case_id(&request.get_ref().case_id)?;
+        let loaded = self.load(&case_id).await?;
+        let stored: Vec<StoredEvent> = loaded.history.iter().map(|p| p.event.clone()).collect();
+        let chain = verify_chain(&stored);
+        let events = loaded
+            .history
+            .iter()
+            .map(|p| history_event(p))
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(api::History {
+            case_id: case_id.to_string(),
+            events,
+            chain_verified: chain.is_ok(),
+            chain_problem: chain.err().map(|e| e.to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn parse_case_id(text: &str) -> Result<CaseId, Status> {
+    CaseId::parse(text.trim()).map_err(|e| {
+        let mut v = Violations::new();
+        v.add("case_id", if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" }, e.to_string());
+        v.into_status()
+    })
+}
+
+/// One event as people read it; residents' contact details masked.
+fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
+    let stored = &positioned.event;
+    let event = stored.decode().map_err(|e| grpc::internal(&e))?;
+    let (reason, attachments): (Option<&Text>, &[AttachmentRef]) = match &event {
+        Event::Filed(filing) => (Some(&filing.description), &filing.attachments),
+        Event::Registered { note, .. } => (note.as_ref(), &[]),
+        Event::ProgressAdded { note, attachments } => (Some(note), attachments),
+        Event::Resolved { summary, evidence } => (Some(summary), evidence),
+        Event::Voided { reason }
+        | Event::Returned { reason, .. }
+        | Event::Reassigned { reason, .. }
+        | Event::ExtensionRequested { reason, .. }
+        | Event::ExtensionRejected { reason, .. }
+        | Event::HoldRequested { reason }
+        | Event::HoldRejected { reason }
+        | Event::VerificationFailed { reason }
+        | Event::Reopened { reason }
+        | Event::Cancelled { reason }
+        | Event::Supervised { reason, .. } => (Some(reason), &[]),
+        Event::ExtensionApproved { reason, .. } | Event::HoldApproved { reason } | Event::UrgencySet { reason, .. } => {
+            (reason.as_ref(), &[])
+        }
+        Event::VerificationPassed { note } => (note.as_ref(), &[]),
+        Event::FeedbackRecorded { comment, .. } => (comment.as_ref(), &[]),
+        _ => (None, &[]),
+    };
+    let mut payload = stored.payload.clone();
+    if let Event::Filed(filing) = &event
+        && let Some(contact) = &filing.contact
+        && let Some(shown) = payload.get_mut("resident_contact").and_then(|c| c.as_object_mut())
+    {
+        if let Some(name) = &contact.name {
+            shown.insert("name".into(), name.masked().into());
+        }
+        if let Some(phone) = &contact.phone {
+            shown.insert("phone".into(), phone.masked().into());
+        }
+    }
+    Ok(api::HistoryEvent {
+        case_version: stored.case_version,
+        event_id: stored.event_id.to_string(),
+        r#type: stored.event_type.clone(),
+        occurred_at: Some(convert::timestamp_to_proto(stored.occurred_at)),
+        actor: Some(api::Actor {
+            person: stored.actor.person.clone(),
+            role: stored.actor.role.as_str().into(),
+            organisation: stored.actor.organisation.clone(),
+        }),
+        reason: reason.map(|r| r.to_string()).unwrap_or_default(),
+        attachments: attachments
+            .iter()
+            .map(|a| common::AttachmentRef {
+                sha256: a.sha256.to_string(),
+                size: a.size,
+                content_type: a.content_type.clone(),
+            })
+            .collect(),
+        payload_json: serde_json::to_string(&payload).map_err(|e| grpc::internal(&e))?,
+        hash: stored.hash.clone(),
+        prev_hash: stored.prev_hash.clone().unwrap_or_default(),
+        stream_sequence: positioned.stream_sequence,
+    })
+}
