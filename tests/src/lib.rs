@@ -273,3 +273,51 @@ pub mod act {
         Ok(expected)
     }
 }
+
+/// Driving the lifecycle API as people in different roles.
+pub mod lifecycle {
+    use gridcase_domain::{CaseId, OrgCode, Role};
+    use gridcase_proto::cases::v1 as api;
+    use gridcase_proto::cases::v1::case_service_client::CaseServiceClient;
+    use gridcase_runtime::Caller;
+    use tonic::transport::Channel;
+
+    pub type Client = CaseServiceClient<Channel>;
+
+    pub async fn client(endpoint: String) -> Client {
+        CaseServiceClient::connect(endpoint).await.expect("connect to the case service")
+    }
+
+    pub fn caller(role: Role, organisation: &str) -> Caller {
+        Caller {
+            person: format!("{}-01", role.as_str().to_lowercase()),
+            role,
+            organisation: OrgCode::parse(organisation).expect("org code"),
+        }
+    }
+
+    /// The command centre of 城关街道.
+    pub fn centre() -> Caller {
+        caller(Role::CommandCentre, "cc-990101001")
+    }
+
+    /// A handling unit.
+    pub fn unit(code: &str) -> Caller {
+        caller(Role::HandlingUnit, code)
+    }
+
+    pub fn request<T>(who: &Caller, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        who.attach(&mut request);
+        request
+    }
+
+    /// A context with a fresh command id.
+    pub fn context(case_id: CaseId) -> Option<api::CommandContext> {
+        Some(api::CommandContext {
+            case_id: case_id.to_string(),
+            command_id: uuid::Uuid::now_v7().to_string(),
+            expected_version: None,
+        })
+    }
+}

@@ -30,8 +30,6 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_DISPATCHER_NO_METRICS")]
     pub no_metrics: bool,
 
-
-
     /// Directory holding regions.csv and categories.csv.
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]
     pub reference_dir: PathBuf,

@@ -209,7 +209,10 @@ impl CaseApi {
             let stored = StoredEvent::seal(
                 event,
                 EventMeta {
-                    event_id: Uuid::new_v5(&COMMAND_EVENT_NAMESPACE, format!("{case_id}/{}", context.command_id).as_bytes()),
+                    event_id: Uuid::new_v5(
+                        &COMMAND_EVENT_NAMESPACE,
+                        format!("{case_id}/{}", context.command_id).as_bytes(),
+                    ),
                     case_id,
                     case_version: loaded.case.version + 1,
                     occurred_at: now,
@@ -272,8 +275,10 @@ impl CaseService for CaseApi {
         let note = optional_text("note", &r.note, &mut v);
         v.into_result()?;
         let (ctx, tier) = (ctx.expect("validated"), tier.expect("validated"));
-        self.execute(&caller, ctx, &["registered"], |_, _| Ok(Command::Register { tier, note: note.clone(), policy: None }))
-            .await
+        self.execute(&caller, ctx, &["registered"], |_, _| {
+            Ok(Command::Register { tier, note: note.clone(), policy: None })
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -325,8 +330,10 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["returned"], |_, _| Ok(Command::Return { reason: reason.clone() }))
-            .await
+        self.execute(&caller, ctx.expect("validated"), &["returned"], |_, _| {
+            Ok(Command::Return { reason: reason.clone() })
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -425,8 +432,11 @@ impl CaseService for CaseApi {
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
-        let reason =
-            if r.approve { optional_text("reason", &r.reason, &mut v) } else { required_text("reason", &r.reason, &mut v) };
+        let reason = if r.approve {
+            optional_text("reason", &r.reason, &mut v)
+        } else {
+            required_text("reason", &r.reason, &mut v)
+        };
         v.into_result()?;
         let approve = r.approve;
         self.execute(&caller, ctx.expect("validated"), &["hold_approved", "hold_rejected"], |_, _| {
@@ -467,8 +477,11 @@ impl CaseService for CaseApi {
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
-        let reason =
-            if r.passed { optional_text("reason", &r.reason, &mut v) } else { required_text("reason", &r.reason, &mut v) };
+        let reason = if r.passed {
+            optional_text("reason", &r.reason, &mut v)
+        } else {
+            required_text("reason", &r.reason, &mut v)
+        };
         v.into_result()?;
         let passed = r.passed;
         self.execute(&caller, ctx.expect("validated"), &["verification_passed", "verification_failed"], |_, _| {
@@ -485,7 +498,11 @@ impl CaseService for CaseApi {
         let ctx = context(r.context.as_ref(), &mut v);
         let feedback = convert::feedback_from_proto(r.feedback);
         if feedback.is_none() {
-            v.add("feedback", "REQUIRED", "must be FEEDBACK_SATISFIED, FEEDBACK_BASICALLY_SATISFIED or FEEDBACK_UNSATISFIED");
+            v.add(
+                "feedback",
+                "REQUIRED",
+                "must be FEEDBACK_SATISFIED, FEEDBACK_BASICALLY_SATISFIED or FEEDBACK_UNSATISFIED",
+            );
         }
         let comment = optional_text("comment", &r.comment, &mut v);
         v.into_result()?;
@@ -505,8 +522,10 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["reopened"], |_, _| Ok(Command::Reopen { reason: reason.clone() }))
-            .await
+        self.execute(&caller, ctx.expect("validated"), &["reopened"], |_, _| {
+            Ok(Command::Reopen { reason: reason.clone() })
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -518,8 +537,10 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["cancelled"], |_, _| Ok(Command::Cancel { reason: reason.clone() }))
-            .await
+        self.execute(&caller, ctx.expect("validated"), &["cancelled"], |_, _| {
+            Ok(Command::Cancel { reason: reason.clone() })
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -599,11 +620,7 @@ impl CaseService for CaseApi {
         let loaded = self.load(&case_id).await?;
         let stored: Vec<StoredEvent> = loaded.history.iter().map(|p| p.event.clone()).collect();
         let chain = verify_chain(&stored);
-        let events = loaded
-            .history
-            .iter()
-            .map(|p| history_event(p))
-            .collect::<Result<Vec<_>, Status>>()?;
+        let events = loaded.history.iter().map(|p| history_event(p)).collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(api::History {
             case_id: case_id.to_string(),
             events,

@@ -24,8 +24,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-pub use config::Config;
 pub use cases::CaseApi;
+pub use config::Config;
 pub use service::IntakeApi;
 use validate::Limits;
 

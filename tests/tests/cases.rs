@@ -1,0 +1,617 @@
+//! The lifecycle API end to end over gRPC: every transition and refusal,
+//! retries, races, and the scenarios of the brief.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridcase_domain::{CaseId, Status as State};
+use gridcase_proto::cases::v1 as api;
+use gridcase_proto::common::v1 as common;
+use gridcase_runtime::{Caller, FixedClock, SystemClock};
+use gridcase_tests::fixtures::{as_worker, filing, intake_client};
+use gridcase_tests::lifecycle::{self, Client, centre, request, unit};
+use gridcase_tests::{NatsServer, TestDispatcher, TestIntake};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const UNIT: &str = "unit.urban.990101";
+
+/// Every lifecycle operation the table exercises, with who performs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Register,
+    Void,
+    Dispatch,
+    Acknowledge,
+    Return,
+    Reassign,
+    RequestHold,
+    ApproveHold,
+    Resume,
+    Resolve,
+    VerifyPass,
+    VerifyRework,
+    Unsatisfied,
+    Reopen,
+    Cancel,
+}
+
+const ALL_OPS: [Op; 15] = [
+    Op::Register,
+    Op::Void,
+    Op::Dispatch,
+    Op::Acknowledge,
+    Op::Return,
+    Op::Reassign,
+    Op::RequestHold,
+    Op::ApproveHold,
+    Op::Resume,
+    Op::Resolve,
+    Op::VerifyPass,
+    Op::VerifyRework,
+    Op::Unsatisfied,
+    Op::Reopen,
+    Op::Cancel,
+];
+
+async fn send(
+    client: &mut Client,
+    case_id: CaseId,
+    op: Op,
+    context: Option<api::CommandContext>,
+) -> Result<api::CommandResult, tonic::Status> {
+    let ctx = context.or_else(|| lifecycle::context(case_id));
+    let (cc, u) = (centre(), unit(UNIT));
+    let reason = |s: &str| s.to_owned();
+    let result = match op {
+        Op::Register => {
+            client
+                .register(request(
+                    &cc,
+                    api::RegisterRequest { context: ctx, tier: common::Tier::Normal as i32, note: String::new() },
+                ))
+                .await
+        }
+        Op::Void => client.void(request(&cc, api::VoidRequest { context: ctx, reason: reason("重复上报") })).await,
+        Op::Dispatch => client.dispatch(request(&cc, api::DispatchRequest { context: ctx, unit: UNIT.into() })).await,
+        Op::Acknowledge => client.acknowledge(request(&u, api::AcknowledgeRequest { context: ctx })).await,
+        Op::Return => {
+            client.r#return(request(&u, api::ReturnRequest { context: ctx, reason: reason("非本单位职责") })).await
+        }
+        Op::Reassign => {
+            client
+                .reassign(request(
+                    &cc,
+                    api::ReassignRequest {
+                        context: ctx,
+                        unit: "unit.property.990101001".into(),
+                        reason: reason("改派物业"),
+                    },
+                ))
+                .await
+        }
+        Op::RequestHold => {
+            client
+                .request_hold(request(&u, api::RequestHoldRequest { context: ctx, reason: reason("冬季无法施工") }))
+                .await
+        }
+        Op::ApproveHold => {
+            client
+                .decide_hold(request(
+                    &cc,
+                    api::DecideHoldRequest { context: ctx, approve: true, reason: String::new() },
+                ))
+                .await
+        }
+        Op::Resume => client.resume(request(&cc, api::ResumeRequest { context: ctx })).await,
+        Op::Resolve => {
+            client
+                .resolve(request(&u, api::ResolveRequest { context: ctx, summary: reason("已处理"), evidence: vec![] }))
+                .await
+        }
+        Op::VerifyPass => {
+            client.verify(request(&cc, api::VerifyRequest { context: ctx, passed: true, reason: String::new() })).await
+        }
+        Op::VerifyRework => {
+            client
+                .verify(request(
+                    &cc,
+                    api::VerifyRequest { context: ctx, passed: false, reason: reason("现场仍有问题") },
+                ))
+                .await
+        }
+        Op::Unsatisfied => {
+            client
+                .record_feedback(request(
+                    &cc,
+                    api::RecordFeedbackRequest {
+                        context: ctx,
+                        feedback: common::Feedback::Unsatisfied as i32,
+                        comment: String::new(),
+                    },
+                ))
+                .await
+        }
+        Op::Reopen => {
+            client.reopen(request(&cc, api::ReopenRequest { context: ctx, reason: reason("居民不满意") })).await
+        }
+        Op::Cancel => client.cancel(request(&cc, api::CancelRequest { context: ctx, reason: reason("误报") })).await,
+    };
+    result.map(|r| r.into_inner())
+}
+
+fn state_of(result: &api::CommandResult) -> State {
+    match common::CaseState::try_from(result.state).unwrap() {
+        common::CaseState::Reported => State::Reported,
+        common::CaseState::Registered => State::Registered,
+        common::CaseState::Voided => State::Voided,
+        common::CaseState::Dispatched => State::Dispatched,
+        common::CaseState::InProgress => State::InProgress,
+        common::CaseState::OnHold => State::OnHold,
+        common::CaseState::Resolved => State::Resolved,
+        common::CaseState::Closed => State::Closed,
+        common::CaseState::Cancelled => State::Cancelled,
+        common::CaseState::Unspecified => panic!("unspecified state"),
+    }
+}
+
+/// The operations that bring a new case into `state`.
+fn path_to(state: State) -> Vec<Op> {
+    use Op::*;
+    match state {
+        State::Reported => vec![],
+        State::Registered => vec![Register],
+        State::Voided => vec![Void],
+        State::Dispatched => vec![Register, Dispatch],
+        State::InProgress => vec![Register, Dispatch, Acknowledge],
+        State::OnHold => vec![Register, Dispatch, Acknowledge, RequestHold, ApproveHold],
+        State::Resolved => vec![Register, Dispatch, Acknowledge, Resolve],
+        State::Closed => vec![Register, Dispatch, Acknowledge, Resolve, VerifyPass, Unsatisfied],
+        State::Cancelled => vec![Cancel],
+    }
+}
+
+/// Where each operation may be sent and where it leads, from the brief.
+fn allowed(op: Op, state: State) -> Option<State> {
+    use State::*;
+    match (op, state) {
+        (Op::Register, Reported) => Some(Registered),
+        (Op::Void, Reported) => Some(Voided),
+        (Op::Dispatch, Registered) => Some(Dispatched),
+        (Op::Acknowledge, Dispatched) => Some(InProgress),
+        (Op::Return, Dispatched | InProgress) => Some(Registered),
+        (Op::Reassign, Dispatched) => Some(Dispatched),
+        (Op::RequestHold, InProgress) => Some(InProgress),
+        (Op::Resume, OnHold) => Some(InProgress),
+        (Op::Resolve, InProgress) => Some(Resolved),
+        (Op::VerifyPass, Resolved) => Some(Closed),
+        (Op::VerifyRework, Resolved) => Some(InProgress),
+        (Op::Reopen, Closed) => Some(InProgress),
+        (Op::Cancel, Reported | Registered | Dispatched | InProgress | OnHold | Resolved | Closed) => Some(Cancelled),
+        _ => None,
+    }
+}
+
+async fn file_new(intake: &TestIntake) -> CaseId {
+    let case_id = CaseId::new_v7();
+    intake_client(intake.endpoint()).await.file_case(as_worker(filing(case_id))).await.expect("filed");
+    case_id
+}
+
+async fn reach(client: &mut Client, intake: &TestIntake, state: State) -> CaseId {
+    let case_id = file_new(intake).await;
+    for op in path_to(state) {
+        send(client, case_id, op, None).await.unwrap_or_else(|e| panic!("{op:?} on the way to {state:?}: {e:?}"));
+    }
+    case_id
+}
+
+#[tokio::test]
+async fn every_transition_of_the_brief_works_over_grpc_and_every_other_is_refused_naming_the_rule() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let mut checked = 0;
+    for state in State::ALL {
+        for op in ALL_OPS {
+            // Hold approval and feedback depend on a pending request or a
+            // closure; they are checked in the scenarios below.
+            if matches!(op, Op::ApproveHold | Op::Unsatisfied) {
+                continue;
+            }
+            let case_id = reach(&mut client, &intake, state).await;
+            let result = send(&mut client, case_id, op, None).await;
+            match allowed(op, state) {
+                Some(next) => {
+                    let result = result.unwrap_or_else(|e| panic!("{op:?} from {state:?} refused: {e:?}"));
+                    assert_eq!(state_of(&result), next, "{op:?} from {state:?}");
+                }
+                None => {
+                    let status = result.expect_err(&format!("{op:?} from {state:?} must be refused"));
+                    assert_eq!(status.code(), Code::FailedPrecondition, "{op:?} from {state:?}: {status:?}");
+                    let details = status.get_error_details();
+                    let violation = &details.precondition_failure().expect("PreconditionFailure detail").violations[0];
+                    assert!(
+                        ["TRANSITION_NOT_ALLOWED", "REOPEN_NEEDS_UNSATISFIED_FEEDBACK"]
+                            .contains(&violation.r#type.as_str()),
+                        "{op:?} from {state:?}: {violation:?}"
+                    );
+                    assert_eq!(violation.subject, format!("case/{case_id}"));
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * 13);
+}
+
+#[tokio::test]
+async fn a_retried_command_returns_its_first_result_also_after_a_restart() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = file_new(&intake).await;
+    let mut contexts = Vec::new();
+    for op in [
+        Op::Register,
+        Op::Dispatch,
+        Op::Acknowledge,
+        Op::RequestHold,
+        Op::ApproveHold,
+        Op::Resume,
+        Op::Resolve,
+        Op::VerifyPass,
+    ] {
+        let context = lifecycle::context(case_id);
+        let first = send(&mut client, case_id, op, context.clone()).await.unwrap();
+        let again = send(&mut client, case_id, op, context.clone()).await.unwrap();
+        assert!(!first.replayed && again.replayed, "{op:?}");
+        assert_eq!(
+            (again.version, again.stream_sequence, again.state),
+            (first.version, first.stream_sequence, first.state),
+            "{op:?}"
+        );
+        contexts.push((op, context, first));
+    }
+    intake.stop().await.unwrap();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    for (op, context, first) in contexts {
+        let again = send(&mut client, case_id, op, context).await.unwrap();
+        assert!(again.replayed, "{op:?} after a restart");
+        assert_eq!((again.version, again.event_type.as_str()), (first.version, first.event_type.as_str()), "{op:?}");
+    }
+    let history = client
+        .get_history(request(&centre(), api::GetHistoryRequest { case_id: case_id.to_string() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.events.len(), 9, "a filing and 8 commands, none twice");
+
+    // A command id reused for another command is refused, not replayed.
+    let reused = api::CommandContext { command_id: "cmd-reused".into(), ..lifecycle::context(case_id).unwrap() };
+    send(&mut client, case_id, Op::Unsatisfied, Some(reused.clone())).await.unwrap();
+    let status = send(&mut client, case_id, Op::Reopen, Some(reused)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("already used for a different command"), "{status:?}");
+}
+
+#[tokio::test]
+async fn of_two_operators_acting_on_the_same_version_exactly_one_wins_the_other_is_aborted() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    for round in 0..5 {
+        let case_id = reach(&mut client, &intake, State::Dispatched).await;
+        let version = client
+            .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        let pinned =
+            || Some(api::CommandContext { expected_version: Some(version), ..lifecycle::context(case_id).unwrap() });
+        // The unit acknowledges while the centre reassigns, both from version `version`.
+        let (mut a, mut b) = (client.clone(), client.clone());
+        let (ack, reassign) = tokio::join!(
+            send(&mut a, case_id, Op::Acknowledge, pinned()),
+            send(&mut b, case_id, Op::Reassign, pinned()),
+        );
+        let outcomes = [&ack, &reassign];
+        let wins = outcomes.iter().filter(|r| r.is_ok()).count();
+        let aborted = outcomes.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::Aborted)).count();
+        assert_eq!((wins, aborted), (1, 1), "round {round}: {ack:?} / {reassign:?}");
+    }
+    // A version seen before a later change is refused outright.
+    let case_id = reach(&mut client, &intake, State::Registered).await;
+    let stale = Some(api::CommandContext { expected_version: Some(1), ..lifecycle::context(case_id).unwrap() });
+    let status = send(&mut client, case_id, Op::Dispatch, stale).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(status.message().contains("is at version 2, not 1"), "{status:?}");
+}
+
+#[tokio::test]
+async fn malformed_commands_are_invalid_argument_and_unknown_cases_not_found() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = reach(&mut client, &intake, State::Reported).await;
+    let field = |status: &tonic::Status| {
+        let details = status.get_error_details();
+        details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| (v.field.clone(), v.reason.clone())).collect::<Vec<_>>())
+    };
+    let cc = centre();
+    let status = client
+        .void(request(&cc, api::VoidRequest { context: lifecycle::context(case_id), reason: "  ".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(field(&status).unwrap(), [("reason".to_owned(), "REQUIRED".to_owned())]);
+
+    let status =
+        client.void(request(&cc, api::VoidRequest { context: None, reason: "重复".into() })).await.unwrap_err();
+    assert_eq!(field(&status).unwrap(), [("context".to_owned(), "REQUIRED".to_owned())]);
+
+    let bad = api::CommandContext { case_id: "x".into(), command_id: String::new(), expected_version: None };
+    let status = client.acknowledge(request(&cc, api::AcknowledgeRequest { context: Some(bad) })).await.unwrap_err();
+    assert_eq!(
+        field(&status).unwrap(),
+        [
+            ("context.case_id".to_owned(), "MALFORMED".to_owned()),
+            ("context.command_id".to_owned(), "REQUIRED".to_owned())
+        ]
+    );
+
+    let status = client
+        .register(request(
+            &cc,
+            api::RegisterRequest { context: lifecycle::context(case_id), tier: 0, note: String::new() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field(&status).unwrap(), [("tier".to_owned(), "REQUIRED".to_owned())]);
+
+    let status = client
+        .request_extension(request(
+            &cc,
+            api::RequestExtensionRequest { context: lifecycle::context(case_id), working_days: 0, reason: "x".into() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field(&status).unwrap(), [("working_days".to_owned(), "OUT_OF_RANGE".to_owned())]);
+
+    let status = client
+        .add_progress(request(
+            &cc,
+            api::AddProgressRequest {
+                context: lifecycle::context(case_id),
+                note: "照片".into(),
+                attachments: vec![common::AttachmentRef {
+                    sha256: "c".repeat(64),
+                    size: 9,
+                    content_type: "image/png".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field(&status).unwrap(), [("attachments[0].sha256".to_owned(), "NOT_UPLOADED".to_owned())]);
+
+    let status = send(&mut client, CaseId::new_v7(), Op::Register, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let status = client
+        .acknowledge(tonic::Request::new(api::AcknowledgeRequest { context: lifecycle::context(case_id) }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+fn kinds(history: &api::History) -> Vec<&str> {
+    history.events.iter().map(|e| e.r#type.as_str()).collect()
+}
+
+async fn history(client: &mut Client, case_id: CaseId) -> api::History {
+    client
+        .get_history(request(&centre(), api::GetHistoryRequest { case_id: case_id.to_string() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = CaseId::new_v7();
+    let mut report = filing(case_id);
+    report.resident_contact =
+        Some(gridcase_proto::intake::v1::ResidentContact { name: "王芳".into(), phone: "13812345678".into() });
+    intake_client(intake.endpoint()).await.file_case(as_worker(report)).await.unwrap();
+
+    let (cc, u) = (centre(), unit(UNIT));
+    let ctx = || lifecycle::context(case_id);
+    send(&mut client, case_id, Op::Register, None).await.unwrap();
+    send(&mut client, case_id, Op::Dispatch, None).await.unwrap();
+    send(&mut client, case_id, Op::Return, None).await.unwrap();
+    client
+        .dispatch(request(&cc, api::DispatchRequest { context: ctx(), unit: "unit.utilities.990101".into() }))
+        .await
+        .unwrap();
+    client
+        .acknowledge(request(&unit("unit.utilities.990101"), api::AcknowledgeRequest { context: ctx() }))
+        .await
+        .unwrap();
+    client
+        .request_extension(request(
+            &u,
+            api::RequestExtensionRequest { context: ctx(), working_days: 3, reason: "需采购灯具".into() },
+        ))
+        .await
+        .unwrap();
+    let approved = client
+        .decide_extension(request(
+            &cc,
+            api::DecideExtensionRequest {
+                context: ctx(),
+                approve: true,
+                approved_working_days: 2,
+                reason: "同意两天".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.event_type, "extension_approved");
+    send(&mut client, case_id, Op::Resolve, None).await.unwrap();
+    send(&mut client, case_id, Op::VerifyRework, None).await.unwrap();
+    send(&mut client, case_id, Op::Resolve, None).await.unwrap();
+    send(&mut client, case_id, Op::VerifyPass, None).await.unwrap();
+    send(&mut client, case_id, Op::Unsatisfied, None).await.unwrap();
+    send(&mut client, case_id, Op::Reopen, None).await.unwrap();
+    send(&mut client, case_id, Op::Resolve, None).await.unwrap();
+    let closed = send(&mut client, case_id, Op::VerifyPass, None).await.unwrap();
+    assert_eq!(state_of(&closed), State::Closed);
+
+    let history = history(&mut client, case_id).await;
+    assert_eq!(
+        kinds(&history),
+        [
+            "filed",
+            "registered",
+            "dispatched",
+            "returned",
+            "dispatched",
+            "acknowledged",
+            "extension_requested",
+            "extension_approved",
+            "resolved",
+            "verification_failed",
+            "resolved",
+            "verification_passed",
+            "feedback_recorded",
+            "reopened",
+            "resolved",
+            "verification_passed"
+        ]
+    );
+    assert!(history.chain_verified, "{}", history.chain_problem);
+    let actor = |i: usize| history.events[i].actor.clone().unwrap();
+    assert_eq!(
+        (actor(0).role.as_str(), actor(1).role.as_str(), actor(3).role.as_str()),
+        ("GRID_WORKER", "COMMAND_CENTRE", "HANDLING_UNIT")
+    );
+    assert_eq!(actor(3).organisation, UNIT);
+    assert_eq!(history.events[3].reason, "非本单位职责");
+    assert_eq!(history.events[9].reason, "现场仍有问题");
+    assert_eq!(history.events[13].reason, "居民不满意");
+    let filed_payload = &history.events[0].payload_json;
+    assert!(filed_payload.contains("138****5678") && !filed_payload.contains("13812345678"), "{filed_payload}");
+
+    let view =
+        client.get_case(request(&cc, api::GetCaseRequest { case_id: case_id.to_string() })).await.unwrap().into_inner();
+    assert_eq!((view.returns, view.reworks, view.reopenings, view.approved_extension_days), (1, 1, 1, 2));
+    assert_eq!(view.version, 16);
+    assert_eq!(view.unit, "unit.utilities.990101");
+}
+
+#[tokio::test]
+async fn scenario_b_a_hold_pauses_the_resolve_clock_and_resuming_rearms_it() {
+    let nats = NatsServer::start();
+    let clock = FixedClock::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
+    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = CaseId::new_v7();
+    let report = gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_runtime::Clock::now(&clock));
+    intake_client(intake.endpoint()).await.file_case(as_worker(report)).await.unwrap();
+    // The dispatcher registers and dispatches it (route 0101 → urban management).
+    let view = wait_for_state(&mut client, case_id, common::CaseState::Dispatched).await;
+    let resolve_due = |view: &api::CaseView| {
+        view.deadlines.iter().find(|d| d.clock == common::Clock::Resolve as i32).and_then(|d| d.due).map(|t| t.seconds)
+    };
+    let first_due = resolve_due(&view).unwrap();
+    assert_eq!(first_due, "2026-03-09T01:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second(), "5 working days");
+
+    send(&mut client, case_id, Op::Acknowledge, None).await.unwrap();
+    clock.set("2026-03-03T01:00:00Z".parse().unwrap());
+    send(&mut client, case_id, Op::RequestHold, None).await.unwrap();
+    send(&mut client, case_id, Op::ApproveHold, None).await.unwrap();
+    clock.set("2026-03-23T01:00:00Z".parse().unwrap()); // long past the old deadline, still on hold
+    tokio::time::sleep(Duration::from_millis(200)).await; // the watch ticks meanwhile
+    let view = client
+        .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.state, common::CaseState::OnHold as i32);
+    assert!(view.deadlines.iter().all(|d| !d.overdue), "no overdue while on hold: {:?}", view.deadlines);
+
+    send(&mut client, case_id, Op::Resume, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = client
+            .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
+            .await
+            .unwrap()
+            .into_inner();
+        if resolve_due(&view) != Some(first_due) {
+            // 4 working days were left at the hold; resumed Monday 03-23 09:00 → Friday 03-27 09:00.
+            assert_eq!(
+                resolve_due(&view),
+                Some("2026-03-27T01:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the resolve deadline was never re-armed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dispatcher.stop().await.unwrap();
+}
+
+async fn wait_for_state(client: &mut Client, case_id: CaseId, state: common::CaseState) -> api::CaseView {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = client
+            .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
+            .await
+            .unwrap()
+            .into_inner();
+        if view.state == state as i32 {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "case never reached {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn scenario_c_a_duplicate_report_is_voided_with_its_reason() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(SystemClock)).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = file_new(&intake).await;
+    let voided = client
+        .void(request(
+            &centre(),
+            api::VoidRequest {
+                context: lifecycle::context(case_id), reason: "重复上报: 与已立案事件相同".into()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state_of(&voided), State::Voided);
+    let history = history(&mut client, case_id).await;
+    assert_eq!(kinds(&history), ["filed", "voided"]);
+    let voiding = &history.events[1];
+    assert_eq!(voiding.reason, "重复上报: 与已立案事件相同");
+    let who: &Caller = &centre();
+    assert_eq!(voiding.actor.as_ref().unwrap().person, who.person);
+    // Final: nothing more is possible.
+    let status = send(&mut client, case_id, Op::Register, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+}
