@@ -34,6 +34,11 @@ enum Op {
     Unsatisfied,
     Reopen,
     Cancel,
+    RequestExtension,
+    ApproveExtension,
+    Supervise,
+    Urgent,
+    Progress,
 }
 
 const ALL_OPS: [Op; 15] = [
@@ -136,6 +141,34 @@ async fn send(
             client.reopen(request(&cc, api::ReopenRequest { context: ctx, reason: reason("居民不满意") })).await
         }
         Op::Cancel => client.cancel(request(&cc, api::CancelRequest { context: ctx, reason: reason("误报") })).await,
+        Op::RequestExtension => {
+            let message =
+                api::RequestExtensionRequest { context: ctx, working_days: 2, reason: reason("需采购材料") };
+            client.request_extension(request(&u, message)).await
+        }
+        Op::ApproveExtension => {
+            let message = api::DecideExtensionRequest {
+                context: ctx,
+                approve: true,
+                approved_working_days: 1,
+                reason: String::new(),
+            };
+            client.decide_extension(request(&cc, message)).await
+        }
+        Op::Supervise => {
+            let level = common::Supervision::Normal as i32;
+            client.supervise(request(&cc, api::SuperviseRequest { context: ctx, level, reason: reason("督办") })).await
+        }
+        Op::Urgent => {
+            client
+                .set_urgent(request(&cc, api::SetUrgentRequest { context: ctx, urgent: true, reason: reason("加急") }))
+                .await
+        }
+        Op::Progress => {
+            let message =
+                api::AddProgressRequest { context: ctx, note: reason("已联系住户"), attachments: vec![] };
+            client.add_progress(request(&u, message)).await
+        }
     };
     result.map(|r| r.into_inner())
 }
@@ -250,18 +283,21 @@ async fn a_retried_command_returns_its_first_result_also_after_a_restart() {
     let nats = NatsServer::start();
     let intake = TestIntake::spawn(&nats.url()).await;
     let mut client = lifecycle::client(intake.endpoint()).await;
+    // Every command, each sent twice with the same command id.
+    use Op::*;
+    let paths = [
+        vec![Register, Dispatch, Reassign, Return, Dispatch, Acknowledge, Progress, RequestExtension, ApproveExtension],
+        vec![Supervise, Urgent, RequestHold, ApproveHold, Resume, Resolve, VerifyRework, Resolve, VerifyPass],
+        vec![Unsatisfied, Reopen, Cancel],
+    ];
+    let voided = file_new(&intake).await;
+    let context = lifecycle::context(voided);
+    let first = send(&mut client, voided, Void, context.clone()).await.unwrap();
+    let again = send(&mut client, voided, Void, context.clone()).await.unwrap();
+    assert_eq!((again.replayed, again.version), (true, first.version));
     let case_id = file_new(&intake).await;
     let mut contexts = Vec::new();
-    for op in [
-        Op::Register,
-        Op::Dispatch,
-        Op::Acknowledge,
-        Op::RequestHold,
-        Op::ApproveHold,
-        Op::Resume,
-        Op::Resolve,
-        Op::VerifyPass,
-    ] {
+    for op in paths.concat() {
         let context = lifecycle::context(case_id);
         let first = send(&mut client, case_id, op, context.clone()).await.unwrap();
         let again = send(&mut client, case_id, op, context.clone()).await.unwrap();
@@ -286,12 +322,13 @@ async fn a_retried_command_returns_its_first_result_also_after_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(history.events.len(), 9, "a filing and 8 commands, none twice");
+    assert_eq!(history.events.len(), 1 + paths.concat().len(), "a filing and every command once");
 
     // A command id reused for another command is refused, not replayed.
-    let reused = api::CommandContext { command_id: "cmd-reused".into(), ..lifecycle::context(case_id).unwrap() };
-    send(&mut client, case_id, Op::Unsatisfied, Some(reused.clone())).await.unwrap();
-    let status = send(&mut client, case_id, Op::Reopen, Some(reused)).await.unwrap_err();
+    let other = reach(&mut client, &intake, State::InProgress).await;
+    let reused = api::CommandContext { command_id: "cmd-reused".into(), ..lifecycle::context(other).unwrap() };
+    send(&mut client, other, Op::Progress, Some(reused.clone())).await.unwrap();
+    let status = send(&mut client, other, Op::Resolve, Some(reused)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("already used for a different command"), "{status:?}");
 }
