@@ -1,14 +1,27 @@
-//! `gridctl`: gridcase from a terminal.
+//! `gridctl`: gridcase from a terminal. It speaks only the public gRPC APIs
+//! (IntakeService, CaseService), apart from `deadline`, which computes on the
+//! policy and calendar files directly.
 
+mod client;
 mod deadline;
+mod lifecycle;
+mod output;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gridctl", version, about = "gridcase from the command line", long_about = None)]
+#[command(
+    name = "gridctl",
+    version,
+    about = "gridcase from the command line: file cases, move them through their lifecycle, read them back",
+    long_about = None
+)]
 struct Cli {
+    #[command(flatten)]
+    connection: client::Connection,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -22,12 +35,16 @@ enum Commands {
     /// When would a case dispatched at a given moment be due? Uses the same
     /// policy and calendar files as the dispatcher and shows which were used.
     Deadline(deadline::Args),
+    #[command(flatten)]
+    Lifecycle(lifecycle::Command),
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Deadline(args) => deadline::run(args, cli.json),
+        Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

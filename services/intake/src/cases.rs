@@ -620,7 +620,7 @@ impl CaseService for CaseApi {
         let loaded = self.load(&case_id).await?;
         let stored: Vec<StoredEvent> = loaded.history.iter().map(|p| p.event.clone()).collect();
         let chain = verify_chain(&stored);
-        let events = loaded.history.iter().map(|p| history_event(p)).collect::<Result<Vec<_>, Status>>()?;
+        let events = loaded.history.iter().map(history_event).collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(api::History {
             case_id: case_id.to_string(),
             events,

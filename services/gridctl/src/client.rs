@@ -1,0 +1,52 @@
+use anyhow::Context as _;
+use gridcase_proto::cases::v1::case_service_client::CaseServiceClient;
+use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
+use tonic::transport::Channel;
+
+/// Where gridcase is and who is acting.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The intake service (IntakeService and CaseService).
+    #[arg(long, global = true, env = "GRIDCTL_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+
+    /// Who is acting (until authentication lands, stated in metadata).
+    #[arg(long, global = true, env = "GRIDCTL_PERSON", default_value = "operator-1")]
+    pub person: String,
+
+    /// The role acted in: GRID_WORKER, GRID_LEADER, HANDLING_UNIT, COMMAND_CENTRE, COUNTY_OFFICE.
+    #[arg(long, global = true, env = "GRIDCTL_ROLE", default_value = "COMMAND_CENTRE")]
+    pub role: String,
+
+    /// The organisation acted for.
+    #[arg(long, global = true, env = "GRIDCTL_ORG", default_value = "cc-990101001")]
+    pub org: String,
+}
+
+impl Connection {
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        tonic::transport::Endpoint::from_shared(self.addr.clone())
+            .with_context(|| format!("--addr {}", self.addr))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach gridcase at {}", self.addr))
+    }
+
+    pub async fn cases(&self) -> anyhow::Result<CaseServiceClient<Channel>> {
+        Ok(CaseServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn intake(&self) -> anyhow::Result<IntakeServiceClient<Channel>> {
+        Ok(IntakeServiceClient::new(self.channel().await?))
+    }
+
+    /// A request carrying the caller's identity.
+    pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("x-gridcase-person", self.person.parse().context("--person must be ASCII")?);
+        metadata.insert("x-gridcase-role", self.role.parse().context("--role must be ASCII")?);
+        metadata.insert("x-gridcase-organisation", self.org.parse().context("--org must be ASCII")?);
+        Ok(request)
+    }
+}

@@ -1,0 +1,494 @@
+//! The commands that file cases and move them through their lifecycle.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use gridcase_proto::cases::v1 as api;
+use gridcase_proto::common::v1 as common;
+use gridcase_proto::intake::v1 as intake;
+
+use crate::client::Connection;
+use crate::output;
+
+/// Options every lifecycle command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The case id (UUID v7).
+    case_id: String,
+
+    /// The command id; reuse the one printed by a failed attempt to retry it safely. Default: a new UUID.
+    #[arg(long)]
+    command_id: Option<String>,
+
+    /// The case version you last saw: refuse (ABORTED) if the case has moved on since.
+    #[arg(long)]
+    expected_version: Option<u64>,
+}
+
+/// The command id this run sends, so a failure can say how to retry it.
+static COMMAND_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl Target {
+    fn context(&self) -> Option<api::CommandContext> {
+        let command_id =
+            COMMAND_ID.get_or_init(|| self.command_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()));
+        Some(api::CommandContext {
+            case_id: self.case_id.clone(),
+            command_id: command_id.clone(),
+            expected_version: self.expected_version,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Tier {
+    Critical,
+    Urgent,
+    Normal,
+    Complex,
+}
+
+impl Tier {
+    fn proto(self) -> common::Tier {
+        match self {
+            Tier::Critical => common::Tier::Critical,
+            Tier::Urgent => common::Tier::Urgent,
+            Tier::Normal => common::Tier::Normal,
+            Tier::Complex => common::Tier::Complex,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Feedback {
+    Satisfied,
+    BasicallySatisfied,
+    Unsatisfied,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Level {
+    Normal,
+    YellowCard,
+    RedCard,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// File a case as a grid worker (uploading photos first).
+    File {
+        /// 15-digit grid or 17-digit micro-grid code.
+        #[arg(long)]
+        grid: String,
+        /// 4-digit category code.
+        #[arg(long)]
+        category: String,
+        /// What was seen.
+        #[arg(long)]
+        description: String,
+        #[arg(long, allow_negative_numbers = true)]
+        latitude: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        longitude: f64,
+        #[arg(long, default_value = "")]
+        address: String,
+        /// Raise the tier (never lowers it).
+        #[arg(long, value_enum)]
+        severity: Option<Tier>,
+        #[arg(long)]
+        contact_name: Option<String>,
+        #[arg(long)]
+        contact_phone: Option<String>,
+        /// A photo to attach (repeatable): .jpg, .png, .webp, .heic or .mp4.
+        #[arg(long = "photo")]
+        photos: Vec<PathBuf>,
+        /// The case id; reuse it to retry a filing safely. Default: a new UUID v7.
+        #[arg(long)]
+        case_id: Option<String>,
+    },
+    /// 立案: accept a reported case.
+    Register {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum)]
+        tier: Tier,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// 不予立案: not a case (duplicate, out of scope, false report).
+    Void {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 派遣: dispatch a registered case to a handling unit (deadlines by policy).
+    Dispatch {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        unit: String,
+    },
+    /// 签收: the handling unit acknowledges.
+    Acknowledge {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// 退回: the unit returns a wrongly routed case.
+    Return {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 改派: move a dispatched, unacknowledged case to another unit.
+    Reassign {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add a note and photos.
+    Progress {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        note: String,
+        #[arg(long = "photo")]
+        photos: Vec<PathBuf>,
+    },
+    /// 延期申请: ask for more working days.
+    RequestExtension {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        days: u32,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve (--approve N) or reject (--reject --reason …) an extension.
+    DecideExtension {
+        #[command(flatten)]
+        target: Target,
+        /// Working days granted (at most those requested).
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: Option<u32>,
+        /// Reject it (give --reason).
+        #[arg(long)]
+        reject: bool,
+        /// Why (required when rejecting).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// 挂账/缓办: ask to put the case on hold.
+    RequestHold {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve or reject (--reject --reason …) a hold.
+    DecideHold {
+        #[command(flatten)]
+        target: Target,
+        /// Approve the hold: the resolve clock pauses.
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        /// Reject it (give --reason).
+        #[arg(long)]
+        reject: bool,
+        /// Why (required when rejecting).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume work after a hold.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// 办结: report the case done, with evidence.
+    Resolve {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        summary: String,
+        #[arg(long = "photo")]
+        photos: Vec<PathBuf>,
+    },
+    /// 核查: pass (closes) or send back for rework (--rework --reason …).
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// Verification passed: close the case.
+        #[arg(long, conflicts_with = "rework", required_unless_present = "rework")]
+        pass: bool,
+        /// Send it back for rework (give --reason).
+        #[arg(long)]
+        rework: bool,
+        /// Why (required for rework).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// 评价: record the resident's satisfaction with a closed case.
+    Feedback {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum)]
+        feedback: Feedback,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reopen a closed case after unsatisfied feedback.
+    Reopen {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 撤销: withdraw the case.
+    Cancel {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 督办: raise the supervision level.
+    Supervise {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum)]
+        level: Level,
+        #[arg(long)]
+        reason: String,
+    },
+    /// 加急: set (--on) or clear (--off) the urgent flag.
+    Urgent {
+        #[command(flatten)]
+        target: Target,
+        /// Set the flag.
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        on: bool,
+        /// Clear the flag.
+        #[arg(long)]
+        off: bool,
+        /// Why (optional).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show a case: state, tier, unit, deadlines, counts.
+    Show {
+        /// The case id.
+        case_id: String,
+    },
+    /// Show every event of a case: who, when, why; the hash chain verified.
+    History {
+        /// The case id.
+        case_id: String,
+    },
+}
+
+fn content_type(path: &Path) -> anyhow::Result<&'static str> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    Ok(match extension.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "mp4" => "video/mp4",
+        other => anyhow::bail!("{}: unsupported file type {other:?} (jpg, png, webp, heic, mp4)", path.display()),
+    })
+}
+
+/// Upload photos, returning their references.
+async fn upload(connection: &Connection, photos: &[PathBuf]) -> anyhow::Result<Vec<common::AttachmentRef>> {
+    let mut refs = Vec::new();
+    for path in photos {
+        let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut parts = vec![intake::UploadAttachmentRequest {
+            part: Some(intake::upload_attachment_request::Part::Metadata(intake::AttachmentMetadata {
+                content_type: content_type(path)?.into(),
+                file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            })),
+        }];
+        parts.extend(content.chunks(64 * 1024).map(|chunk| intake::UploadAttachmentRequest {
+            part: Some(intake::upload_attachment_request::Part::Chunk(chunk.to_vec())),
+        }));
+        let mut client = connection.intake().await?;
+        let response = client
+            .upload_attachment(connection.request(tokio_stream::iter(parts))?)
+            .await
+            .map_err(output::refusal)?
+            .into_inner();
+        refs.push(response.attachment.context("the server returned no attachment")?);
+    }
+    Ok(refs)
+}
+
+fn now_proto() -> prost_types::Timestamp {
+    let now = jiff::Timestamp::now();
+    prost_types::Timestamp { seconds: now.as_second(), nanos: now.subsec_nanosecond() }
+}
+
+pub async fn run(command: Command, connection: &Connection, json: bool) -> anyhow::Result<()> {
+    let mut cases = connection.cases().await?;
+    let c = connection;
+    let result = match command {
+        Command::File {
+            grid,
+            category,
+            description,
+            latitude,
+            longitude,
+            address,
+            severity,
+            contact_name,
+            contact_phone,
+            photos,
+            case_id,
+        } => {
+            let attachments = upload(c, &photos).await?;
+            let case_id = case_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let resident_contact =
+                (contact_name.is_some() || contact_phone.is_some()).then(|| intake::ResidentContact {
+                    name: contact_name.unwrap_or_default(),
+                    phone: contact_phone.unwrap_or_default(),
+                });
+            let request = intake::FileCaseRequest {
+                case_id: case_id.clone(),
+                grid_code: grid,
+                category_code: category,
+                description,
+                location: Some(common::Location { latitude, longitude, address }),
+                reported_at: Some(now_proto()),
+                severity_hint: severity.map(|t| t.proto() as i32),
+                resident_contact,
+                attachments,
+            };
+            let receipt = c.intake().await?.file_case(c.request(request)?).await.map_err(output::refusal)?.into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "case_id": receipt.case_id, "stream_sequence": receipt.stream_sequence, "replayed": receipt.replayed })
+                );
+            } else {
+                let replayed = if receipt.replayed { " (retry: the original receipt)" } else { "" };
+                println!("filed case {} (stream sequence {}){replayed}", receipt.case_id, receipt.stream_sequence);
+            }
+            return Ok(());
+        }
+        Command::Show { case_id } => {
+            let view = cases.get_case(c.request(api::GetCaseRequest { case_id })?).await.map_err(output::refusal)?;
+            output::case_view(view.get_ref(), json);
+            return Ok(());
+        }
+        Command::History { case_id } => {
+            let history =
+                cases.get_history(c.request(api::GetHistoryRequest { case_id })?).await.map_err(output::refusal)?;
+            output::history(history.get_ref(), json);
+            return Ok(());
+        }
+        Command::Register { target, tier, note } => {
+            cases
+                .register(c.request(api::RegisterRequest {
+                    context: target.context(),
+                    tier: tier.proto() as i32,
+                    note,
+                })?)
+                .await
+        }
+        Command::Void { target, reason } => {
+            cases.void(c.request(api::VoidRequest { context: target.context(), reason })?).await
+        }
+        Command::Dispatch { target, unit } => {
+            cases.dispatch(c.request(api::DispatchRequest { context: target.context(), unit })?).await
+        }
+        Command::Acknowledge { target } => {
+            cases.acknowledge(c.request(api::AcknowledgeRequest { context: target.context() })?).await
+        }
+        Command::Return { target, reason } => {
+            cases.r#return(c.request(api::ReturnRequest { context: target.context(), reason })?).await
+        }
+        Command::Reassign { target, unit, reason } => {
+            cases.reassign(c.request(api::ReassignRequest { context: target.context(), unit, reason })?).await
+        }
+        Command::Progress { target, note, photos } => {
+            let attachments = upload(c, &photos).await?;
+            cases
+                .add_progress(c.request(api::AddProgressRequest { context: target.context(), note, attachments })?)
+                .await
+        }
+        Command::RequestExtension { target, days, reason } => {
+            let message = api::RequestExtensionRequest { context: target.context(), working_days: days, reason };
+            cases.request_extension(c.request(message)?).await
+        }
+        Command::DecideExtension { target, approve, reject: _, reason } => {
+            let message = api::DecideExtensionRequest {
+                context: target.context(),
+                approve: approve.is_some(),
+                approved_working_days: approve.unwrap_or(0),
+                reason,
+            };
+            cases.decide_extension(c.request(message)?).await
+        }
+        Command::RequestHold { target, reason } => {
+            cases.request_hold(c.request(api::RequestHoldRequest { context: target.context(), reason })?).await
+        }
+        Command::DecideHold { target, approve, reject: _, reason } => {
+            cases.decide_hold(c.request(api::DecideHoldRequest { context: target.context(), approve, reason })?).await
+        }
+        Command::Resume { target } => cases.resume(c.request(api::ResumeRequest { context: target.context() })?).await,
+        Command::Resolve { target, summary, photos } => {
+            let evidence = upload(c, &photos).await?;
+            cases.resolve(c.request(api::ResolveRequest { context: target.context(), summary, evidence })?).await
+        }
+        Command::Verify { target, pass, rework: _, reason } => {
+            cases.verify(c.request(api::VerifyRequest { context: target.context(), passed: pass, reason })?).await
+        }
+        Command::Feedback { target, feedback, comment } => {
+            let feedback = match feedback {
+                Feedback::Satisfied => common::Feedback::Satisfied,
+                Feedback::BasicallySatisfied => common::Feedback::BasicallySatisfied,
+                Feedback::Unsatisfied => common::Feedback::Unsatisfied,
+            };
+            let message = api::RecordFeedbackRequest { context: target.context(), feedback: feedback as i32, comment };
+            cases.record_feedback(c.request(message)?).await
+        }
+        Command::Reopen { target, reason } => {
+            cases.reopen(c.request(api::ReopenRequest { context: target.context(), reason })?).await
+        }
+        Command::Cancel { target, reason } => {
+            cases.cancel(c.request(api::CancelRequest { context: target.context(), reason })?).await
+        }
+        Command::Supervise { target, level, reason } => {
+            let level = match level {
+                Level::Normal => common::Supervision::Normal,
+                Level::YellowCard => common::Supervision::YellowCard,
+                Level::RedCard => common::Supervision::RedCard,
+            };
+            let message = api::SuperviseRequest { context: target.context(), level: level as i32, reason };
+            cases.supervise(c.request(message)?).await
+        }
+        Command::Urgent { target, on, off: _, reason } => {
+            cases.set_urgent(c.request(api::SetUrgentRequest { context: target.context(), urgent: on, reason })?).await
+        }
+    };
+    let result = result
+        .map_err(|status| {
+            let retryable = matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            );
+            let error = output::refusal(status);
+            match COMMAND_ID.get() {
+                Some(id) if retryable => {
+                    error.context(format!("to retry safely, run the same command with --command-id {id}"))
+                }
+                _ => error,
+            }
+        })?
+        .into_inner();
+    output::command_result(&result, json);
+    Ok(())
+}

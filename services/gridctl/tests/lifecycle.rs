@@ -1,0 +1,167 @@
+//! gridctl against a running intake service (real nats-server), the way an
+//! operator uses it: file with a photo, move the case along, read it back.
+
+use std::process::{Command, Output};
+
+use gridcase_tests::{NatsServer, TestIntake};
+
+struct Gridctl {
+    addr: String,
+}
+
+impl Gridctl {
+    fn run(&self, role: &str, org: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gridctl"))
+            .args(["--addr", &self.addr, "--person", "tester-1", "--role", role, "--org", org])
+            .args(args)
+            .output()
+            .expect("run gridctl")
+    }
+
+    /// Run and parse the JSON it prints, failing the test with stderr if it failed.
+    fn json(&self, role: &str, org: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.run(role, org, &all);
+        assert!(output.status.success(), "gridctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+    }
+}
+
+const CENTRE: (&str, &str) = ("COMMAND_CENTRE", "cc-990101001");
+const UNIT: (&str, &str) = ("HANDLING_UNIT", "unit.property.990101001");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let gridctl = Gridctl { addr: intake.endpoint() };
+    let photo_dir = tempfile::tempdir().unwrap();
+    let photo = photo_dir.path().join("roof.jpg");
+    std::fs::write(&photo, vec![0xFFu8; 150_000]).unwrap();
+
+    let filed = tokio::task::spawn_blocking({
+        let addr = gridctl.addr.clone();
+        let photo = photo.to_string_lossy().into_owned();
+        move || {
+            Gridctl { addr }.json(
+                "GRID_WORKER",
+                "cc-990101001",
+                &[
+                    "file",
+                    "--grid",
+                    "990101001001001",
+                    "--category",
+                    "0204",
+                    "--description",
+                    "3号楼顶层漏水",
+                    "--latitude",
+                    "30.27",
+                    "--longitude",
+                    "120.15",
+                    "--contact-phone",
+                    "13812345678",
+                    "--photo",
+                    &photo,
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let case = filed["case_id"].as_str().unwrap().to_owned();
+
+    let steps: Vec<((&str, &str), Vec<&str>, &str)> = vec![
+        (CENTRE, vec!["register", &case, "--tier", "normal"], "REGISTERED"),
+        (CENTRE, vec!["dispatch", &case, "--unit", "unit.property.990101001"], "DISPATCHED"),
+        (UNIT, vec!["acknowledge", &case], "IN_PROGRESS"),
+        (UNIT, vec!["request-extension", &case, "--days", "2", "--reason", "等待防水材料"], "IN_PROGRESS"),
+        (CENTRE, vec!["decide-extension", &case, "--approve", "1"], "IN_PROGRESS"),
+        (UNIT, vec!["resolve", &case, "--summary", "已做防水", "--photo", photo.to_str().unwrap()], "RESOLVED"),
+        (CENTRE, vec!["verify", &case, "--pass"], "CLOSED"),
+        (CENTRE, vec!["feedback", &case, "--feedback", "satisfied"], "CLOSED"),
+    ];
+    for ((role, org), args, state) in steps {
+        let gridctl = Gridctl { addr: gridctl.addr.clone() };
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let result = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            gridctl.json(role, org, &args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(result["state"], state, "{result}");
+    }
+
+    let (show, history, refused, text) = tokio::task::spawn_blocking({
+        let addr = gridctl.addr.clone();
+        let case = case.clone();
+        move || {
+            let g = Gridctl { addr };
+            let show = g.json("COUNTY_OFFICE", "co-990101", &["show", &case]);
+            let history = g.json("COUNTY_OFFICE", "co-990101", &["history", &case]);
+            let refused = g.run("COMMAND_CENTRE", "cc-990101001", &["reopen", &case, "--reason", "再看看"]);
+            let text = g.run("COUNTY_OFFICE", "co-990101", &["history", &case]);
+            (show, history, refused, text)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(show["state"], "CLOSED");
+    assert_eq!(show["approved_extension_days"], 1);
+    assert_eq!(show["unit"], "unit.property.990101001");
+    assert_eq!(history["chain_verified"], true);
+    let events = history["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "filed",
+            "registered",
+            "dispatched",
+            "acknowledged",
+            "extension_requested",
+            "extension_approved",
+            "resolved",
+            "verification_passed",
+            "feedback_recorded"
+        ]
+    );
+    assert_eq!(events[0]["attachments"][0]["size"], 150_000);
+    assert_eq!(events[6]["attachments"][0]["size"], 150_000, "evidence photo");
+    assert_eq!(events[4]["reason"], "等待防水材料");
+    assert_eq!(events[3]["actor"]["organisation"], "unit.property.990101001");
+    assert_eq!(events[0]["payload"]["resident_contact"]["phone"], "138****5678");
+
+    // A forbidden move gets a precise refusal and a failure exit code.
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("FailedPrecondition") && message.contains("REOPEN_NEEDS_UNSATISFIED_FEEDBACK"),
+        "{message}"
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("hash chain verified"), "{text}");
+    assert!(text.contains("«等待防水材料»"), "{text}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gridctl")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    let subcommands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(subcommands.len() >= 23, "{subcommands:?}");
+    for subcommand in subcommands {
+        let output = Command::new(env!("CARGO_BIN_EXE_gridctl")).args([subcommand, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{subcommand} --help");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: gridctl"), "{subcommand}");
+    }
+}
