@@ -9,8 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos =
-        ["gridcase/common/v1/common.proto", "gridcase/intake/v1/intake.proto", "gridcase/cases/v1/cases.proto"];
+    let protos = [
+        "gridcase/common/v1/common.proto",
+        "gridcase/intake/v1/intake.proto",
+        "gridcase/cases/v1/cases.proto",
+        "gridcase/query/v1/query.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))
         .compile_protos(&protos.map(PathBuf::from), &[PathBuf::from("."), include])?;

@@ -14,6 +14,12 @@ pub mod cases {
     }
 }
 
+pub mod query {
+    pub mod v1 {
+        tonic::include_proto!("gridcase.query.v1");
+    }
+}
+
 pub mod intake {
     pub mod v1 {
         tonic::include_proto!("gridcase.intake.v1");

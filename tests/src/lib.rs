@@ -246,6 +246,11 @@ pub mod act {
         let history = log.history(subject).await?;
         let events: Vec<Event> = history.iter().map(|p| p.event.decode()).collect::<Result<_, _>>()?;
         let state = gridcase_domain::replay(&events);
+        let case_id = match (&state, &command) {
+            (Some(case), _) => case.id,
+            (None, Command::File(filing)) => filing.case_id,
+            (None, _) => anyhow::bail!("no such case"),
+        };
         let new = gridcase_domain::decide(state.as_ref(), &command, now)?;
         let last = history.last();
         let mut expected = last.map_or(0, |p| p.stream_sequence);
@@ -255,7 +260,7 @@ pub mod act {
                 &event,
                 EventMeta {
                     event_id: uuid::Uuid::now_v7(),
-                    case_id: state.as_ref().map(|c| c.id).unwrap_or_else(CaseId::new_v7),
+                    case_id,
                     case_version: version,
                     occurred_at: now,
                     actor: Actor {
@@ -320,4 +325,131 @@ pub mod lifecycle {
             expected_version: None,
         })
     }
+}
+
+/// A database of its own for one test, on the PostgreSQL the machine runs
+/// (`GRIDCASE_TEST_DATABASE_URL`, default the role and database
+/// `deploy/install-deps.sh` creates); dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = std::env::var("GRIDCASE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://gridcase:gridcase@127.0.0.1:5432/gridcase".into());
+        let name = format!("gridcase_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = gridcase_projection::store::connect(&admin_url, "public", 1)
+            .await
+            .expect("PostgreSQL reachable (run deploy/install-deps.sh)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let (base, _) = admin_url.rsplit_once('/').expect("database URL with a database name");
+        Self { url: format!("{base}/{name}"), admin_url, name }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Dropping needs async IO: do it on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(admin) = gridcase_projection::store::connect(&admin_url, "public", 1).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The projection and query service running in this process.
+pub struct TestProjection {
+    pub addr: SocketAddr,
+    pub pool: sqlx::PgPool,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestProjection {
+    pub fn config(nats_url: &str, database_url: &str) -> gridcase_projection::Config {
+        let mut config = gridcase_projection::Config::defaults();
+        config.common.nats_url = nats_url.to_owned();
+        config.database_url = database_url.to_owned();
+        config.rules.policy = workspace_root().join("deploy/policy/policy.toml");
+        config.rules.calendar_dir = workspace_root().join("deploy/calendar");
+        config.common.shutdown_grace = std::time::Duration::from_secs(5);
+        config.database_connections = 4;
+        config
+    }
+
+    pub async fn spawn_with(config: gridcase_projection::Config, clock: Arc<dyn Clock>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app =
+            gridcase_projection::service::Application::build(config, listener, clock).await.expect("projection builds");
+        let addr = app.local_addr().expect("addr");
+        let pool = app.pool().clone();
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(app.run(shutdown));
+        Self { addr, pool, trigger: Some(trigger), task: Some(task) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Wait (bounded) until the read models reflect the stream up to `sequence`.
+    pub async fn caught_up_to(&self, sequence: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (position, _) = gridcase_projection::store::position(&self.pool).await.expect("position");
+            if position >= sequence {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "projection stuck at {position}, wanted {sequence}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stop at once, as a crash would.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TestProjection {
+    fn drop(&mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+    }
+}
+
+/// The last sequence of the case stream.
+pub async fn stream_end(nats: &NatsServer) -> u64 {
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream("GRIDCASE_CASES").await.expect("stream");
+    stream.info().await.expect("info").state.last_sequence
 }

@@ -335,3 +335,62 @@ mod tests {
         assert_eq!(Location::from_degrees(48.85, 2.35, None), Err(LocationError::OutsideChina));
     }
 }
+
+/// Stable upper-case names (the same as the serde names) for read models
+/// and exports, and their parsing.
+macro_rules! names {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($name => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+names!(Status {
+    Reported => "REPORTED",
+    Registered => "REGISTERED",
+    Voided => "VOIDED",
+    Dispatched => "DISPATCHED",
+    InProgress => "IN_PROGRESS",
+    OnHold => "ON_HOLD",
+    Resolved => "RESOLVED",
+    Closed => "CLOSED",
+    Cancelled => "CANCELLED",
+});
+names!(Supervision { None => "NONE", Normal => "NORMAL", YellowCard => "YELLOW_CARD", RedCard => "RED_CARD" });
+names!(Feedback { Satisfied => "SATISFIED", BasicallySatisfied => "BASICALLY_SATISFIED", Unsatisfied => "UNSATISFIED" });
+names!(Clock { Register => "REGISTER", Acknowledge => "ACKNOWLEDGE", Resolve => "RESOLVE", Verify => "VERIFY" });
+names!(ClockMark { Warning => "WARNING", Overdue => "OVERDUE" });
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_serde_names_and_parse_back() {
+        for status in Status::ALL {
+            assert_eq!(Status::from_name(status.name()), Some(status));
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{}\"", status.name()));
+            assert_eq!(status.name(), status.as_str());
+        }
+        for level in [Supervision::None, Supervision::Normal, Supervision::YellowCard, Supervision::RedCard] {
+            assert_eq!(Supervision::from_name(level.name()), Some(level));
+            assert_eq!(serde_json::to_string(&level).unwrap(), format!("\"{}\"", level.name()));
+        }
+        for clock in [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify] {
+            assert_eq!(Clock::from_name(clock.name()), Some(clock));
+            assert_eq!(serde_json::to_string(&clock).unwrap(), format!("\"{}\"", clock.name()));
+        }
+        for feedback in [Feedback::Satisfied, Feedback::BasicallySatisfied, Feedback::Unsatisfied] {
+            assert_eq!(Feedback::from_name(feedback.name()), Some(feedback));
+            assert_eq!(serde_json::to_string(&feedback).unwrap(), format!("\"{}\"", feedback.name()));
+        }
+        assert_eq!(Status::from_name("LOST"), None);
+    }
+}

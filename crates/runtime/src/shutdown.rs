@@ -42,9 +42,12 @@ impl Shutdown {
         shutdown
     }
 
-    /// Resolves once shutdown was requested.
+    /// Resolves once shutdown was requested. A trigger dropped without
+    /// firing never requests shutdown.
     pub async fn requested(mut self) {
-        let _ = self.receiver.wait_for(|stop| *stop).await;
+        if self.receiver.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     pub fn is_requested(&self) -> bool {
@@ -82,5 +85,21 @@ where
             warn!(grace_secs = grace.as_secs_f64(), "in-flight calls did not finish within the grace period; stopping anyway");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_trigger_is_not_a_shutdown_and_a_fired_one_is() {
+        let (trigger, shutdown) = Shutdown::new();
+        drop(trigger);
+        let waited = tokio::time::timeout(Duration::from_millis(50), shutdown.clone().requested()).await;
+        assert!(waited.is_err(), "dropping the trigger must not stop anything");
+        let (trigger, shutdown) = Shutdown::new();
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_millis(50), shutdown.requested()).await.expect("fired");
     }
 }

@@ -1,0 +1,69 @@
+use std::net::SocketAddr;
+
+use gridcase_runtime::{CommonArgs, PolicyArgs};
+
+/// gridcase projection and query service: builds the read models (case
+/// ledgers, overdue reports, audited histories) in PostgreSQL from the event
+/// log, and serves gridcase.query.v1.QueryService over them.
+///
+/// Every flag can also be set by the environment variable shown beside it.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "gridcase-projection", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Mode {
+    /// Apply migrations, project the stream continuously and serve queries (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Replay the stream from its first event into fresh tables, then swap them in.
+    Rebuild,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Policy and calendar: the overdue report measures working-time clocks in working time.
+    #[command(flatten)]
+    pub rules: PolicyArgs,
+
+    /// Address the QueryService listens on.
+    #[arg(long, env = "GRIDCASE_QUERY_ADDR", default_value = "127.0.0.1:50052")]
+    pub addr: SocketAddr,
+
+    /// PostgreSQL URL (the password is never logged).
+    #[arg(
+        long,
+        env = "GRIDCASE_DATABASE_URL",
+        default_value = "postgres://gridcase:gridcase@127.0.0.1:5432/gridcase",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The database schema holding the read models.
+    #[arg(long, env = "GRIDCASE_READ_SCHEMA", default_value = "read")]
+    pub schema: String,
+
+    /// The most events one projection transaction writes.
+    #[arg(long, env = "GRIDCASE_PROJECTION_BATCH", default_value_t = 500)]
+    pub batch_size: usize,
+
+    /// Connections to PostgreSQL.
+    #[arg(long, env = "GRIDCASE_DATABASE_CONNECTIONS", default_value_t = 8)]
+    pub database_connections: u32,
+}
+
+impl Config {
+    pub fn defaults() -> Self {
+        <Cli as clap::Parser>::parse_from(["gridcase-projection"]).config
+    }
+}

@@ -1,0 +1,14 @@
+//! gridcase projection and query service: builds the read models in
+//! PostgreSQL from the case event log (`projector`, with the pure `project`
+//! logic and the bulk `store`), rebuilds them from scratch (`rebuild`), and
+//! serves them (`query`).
+
+pub mod config;
+pub mod project;
+pub mod projector;
+pub mod query;
+pub mod rebuild;
+pub mod service;
+pub mod store;
+
+pub use config::{Cli, Config};

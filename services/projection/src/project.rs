@@ -1,0 +1,269 @@
+//! What each event means for the read models, free of IO: the row of its
+//! case (the domain's own fold plus the timestamps the ledgers need) and the
+//! ledger counts it moves. The store writes the results in bulk.
+
+use gridcase_domain::{Case, Clock, Event, Feedback, Status};
+use gridcase_eventlog::StoredEvent;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+
+/// The read-model row of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    /// The domain's state of the case, folded by `gridcase_domain::evolve`.
+    pub case: Case,
+    pub last_sequence: u64,
+    pub description: String,
+    pub reported_by: String,
+    pub contact_phone_masked: Option<String>,
+    pub filed_at: Timestamp,
+    pub registered_at: Option<Timestamp>,
+    pub dispatched_at: Option<Timestamp>,
+    pub acknowledged_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub closed_at: Option<Timestamp>,
+}
+
+/// Which kind of organisation a ledger row counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrgKind {
+    Township,
+    Village,
+    Grid,
+    Unit,
+    Worker,
+}
+
+impl OrgKind {
+    pub const ALL: [OrgKind; 5] = [OrgKind::Township, OrgKind::Village, OrgKind::Grid, OrgKind::Unit, OrgKind::Worker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgKind::Township => "township",
+            OrgKind::Village => "village",
+            OrgKind::Grid => "grid",
+            OrgKind::Unit => "unit",
+            OrgKind::Worker => "worker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OrgKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// The counters of a ledger row (columns of `ledger_daily`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Measure {
+    Filed,
+    Registered,
+    Due,
+    Closed,
+    ClosedOnTime,
+    Dispatched,
+    Returned,
+    Reworked,
+    Extended,
+    Acknowledged,
+    AcknowledgeSeconds,
+    Resolved,
+    ResolveSeconds,
+    Satisfied,
+    BasicallySatisfied,
+    Unsatisfied,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 16] = [
+        Measure::Filed,
+        Measure::Registered,
+        Measure::Due,
+        Measure::Closed,
+        Measure::ClosedOnTime,
+        Measure::Dispatched,
+        Measure::Returned,
+        Measure::Reworked,
+        Measure::Extended,
+        Measure::Acknowledged,
+        Measure::AcknowledgeSeconds,
+        Measure::Resolved,
+        Measure::ResolveSeconds,
+        Measure::Satisfied,
+        Measure::BasicallySatisfied,
+        Measure::Unsatisfied,
+    ];
+
+    /// The column of `ledger_daily`.
+    pub fn column(self) -> &'static str {
+        match self {
+            Measure::Filed => "filed",
+            Measure::Registered => "registered",
+            Measure::Due => "due",
+            Measure::Closed => "closed",
+            Measure::ClosedOnTime => "closed_on_time",
+            Measure::Dispatched => "dispatched",
+            Measure::Returned => "returned",
+            Measure::Reworked => "reworked",
+            Measure::Extended => "extended",
+            Measure::Acknowledged => "acknowledged",
+            Measure::AcknowledgeSeconds => "acknowledge_seconds",
+            Measure::Resolved => "resolved",
+            Measure::ResolveSeconds => "resolve_seconds",
+            Measure::Satisfied => "satisfied",
+            Measure::BasicallySatisfied => "basically_satisfied",
+            Measure::Unsatisfied => "unsatisfied",
+        }
+    }
+}
+
+/// One ledger row: an organisation on a day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerKey {
+    pub kind: OrgKind,
+    pub org: String,
+    pub day: Date,
+}
+
+/// A change to one counter of one ledger row.
+pub type LedgerChange = (LedgerKey, Measure, i64);
+
+/// The calendar day of an instant in Asia/Shanghai.
+pub fn day_of(at: Timestamp) -> Date {
+    at.to_zoned(TimeZone::get("Asia/Shanghai").expect("bundled tz")).date()
+}
+
+impl CaseRow {
+    /// The organisations a case counts for: its township, village and grid,
+    /// its current handling unit, and the grid worker who filed it.
+    fn orgs(&self) -> Vec<(OrgKind, String)> {
+        let grid = &self.case.grid;
+        let mut orgs = vec![
+            (OrgKind::Township, grid.township().to_string()),
+            (OrgKind::Village, grid.village().to_owned()),
+            (OrgKind::Grid, grid.as_str().to_owned()),
+            (OrgKind::Worker, self.reported_by.clone()),
+        ];
+        if let Some(unit) = &self.case.unit {
+            orgs.push((OrgKind::Unit, unit.to_string()));
+        }
+        orgs
+    }
+
+    /// Where this case counts as due (应结案): its resolve deadline's day,
+    /// unless it was voided or cancelled.
+    fn due_rows(&self) -> Vec<LedgerKey> {
+        match (self.case.status, self.case.deadlines.get(&Clock::Resolve)) {
+            (Status::Voided | Status::Cancelled, _) | (_, None) => vec![],
+            (_, Some(due)) => {
+                let day = day_of(*due);
+                self.orgs().into_iter().map(|(kind, org)| LedgerKey { kind, org, day }).collect()
+            }
+        }
+    }
+}
+
+fn count(row: &CaseRow, at: Timestamp, measure: Measure, amount: i64, changes: &mut Vec<LedgerChange>) {
+    let day = day_of(at);
+    for (kind, org) in row.orgs() {
+        changes.push((LedgerKey { kind, org, day }, measure, amount));
+    }
+}
+
+/// Fold one event into its case's row, and say which ledger counters move.
+/// `None` for an event of a case never filed (ignored).
+pub fn apply(
+    row: Option<CaseRow>,
+    stored: &StoredEvent,
+    event: &Event,
+    sequence: u64,
+) -> (Option<CaseRow>, Vec<LedgerChange>) {
+    let at = stored.occurred_at;
+    let mut changes = Vec::new();
+    let before_due = row.as_ref().map(CaseRow::due_rows).unwrap_or_default();
+    let before = row.clone();
+    let mut row = match (row, event) {
+        (None, Event::Filed(filing)) => CaseRow {
+            case: gridcase_domain::evolve(None, event).expect("a filing starts a case"),
+            last_sequence: sequence,
+            description: filing.description.to_string(),
+            reported_by: stored.actor.person.clone(),
+            contact_phone_masked: filing.contact.as_ref().and_then(|c| c.phone.as_ref()).map(|p| p.masked()),
+            filed_at: at,
+            registered_at: None,
+            dispatched_at: None,
+            acknowledged_at: None,
+            resolved_at: None,
+            closed_at: None,
+        },
+        (None, _) => return (None, changes),
+        (Some(mut row), _) => {
+            match gridcase_domain::evolve(Some(row.case.clone()), event) {
+                Some(case) => row.case = case,
+                None => return (Some(row), changes),
+            }
+            row.last_sequence = sequence;
+            row
+        }
+    };
+    match event {
+        Event::Filed(_) => count(&row, at, Measure::Filed, 1, &mut changes),
+        Event::Registered { .. } => {
+            row.registered_at.get_or_insert(at);
+            count(&row, at, Measure::Registered, 1, &mut changes);
+        }
+        Event::Dispatched { .. } | Event::Reassigned { .. } => {
+            row.dispatched_at = Some(at);
+            count(&row, at, Measure::Dispatched, 1, &mut changes);
+        }
+        Event::Acknowledged { .. } => {
+            row.acknowledged_at = Some(at);
+            let waited = row.dispatched_at.map_or(0, |d| d.duration_until(at).as_secs().max(0));
+            count(&row, at, Measure::Acknowledged, 1, &mut changes);
+            count(&row, at, Measure::AcknowledgeSeconds, waited, &mut changes);
+        }
+        Event::Returned { .. } => {
+            // Counted for the unit that returned it (the row no longer has a unit).
+            let returning = before.as_ref().unwrap_or(&row);
+            count(returning, at, Measure::Returned, 1, &mut changes);
+        }
+        Event::ExtensionApproved { .. } => count(&row, at, Measure::Extended, 1, &mut changes),
+        Event::Resolved { .. } => {
+            row.resolved_at = Some(at);
+            let took = row.dispatched_at.map_or(0, |d| d.duration_until(at).as_secs().max(0));
+            count(&row, at, Measure::Resolved, 1, &mut changes);
+            count(&row, at, Measure::ResolveSeconds, took, &mut changes);
+        }
+        Event::VerificationFailed { .. } => count(&row, at, Measure::Reworked, 1, &mut changes),
+        Event::VerificationPassed { .. } => {
+            row.closed_at = Some(at);
+            count(&row, at, Measure::Closed, 1, &mut changes);
+            let on_time = match (row.resolved_at, row.case.deadlines.get(&Clock::Resolve)) {
+                (Some(resolved), Some(due)) => resolved <= *due,
+                _ => true,
+            };
+            if on_time {
+                count(&row, at, Measure::ClosedOnTime, 1, &mut changes);
+            }
+        }
+        Event::Reopened { .. } => row.closed_at = None,
+        Event::FeedbackRecorded { feedback, .. } => {
+            let measure = match feedback {
+                Feedback::Satisfied => Measure::Satisfied,
+                Feedback::BasicallySatisfied => Measure::BasicallySatisfied,
+                Feedback::Unsatisfied => Measure::Unsatisfied,
+            };
+            count(&row, at, measure, 1, &mut changes);
+        }
+        _ => {}
+    }
+    let after_due = row.due_rows();
+    if before_due != after_due {
+        changes.extend(before_due.into_iter().map(|key| (key, Measure::Due, -1)));
+        changes.extend(after_due.into_iter().map(|key| (key, Measure::Due, 1)));
+    }
+    (Some(row), changes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Keeps the read models in step with the event log.
+//!
+//! Exactly-once effect: the projector reads the stream with an ordered
+//! consumer starting right after the position stored in PostgreSQL, and each
+//! batch commits its rows and the new position in one transaction (the
+//! position row is locked for the batch). A crash before the commit loses
+//! nothing (the batch is read again); after it, nothing is applied twice (the
+//! position says so). JetStream keeps every event, so nothing needs
+//! acknowledging there: the committed position is the acknowledgement.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use gridcase_domain::{CaseId, Event};
+use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent};
+use gridcase_runtime::Shutdown;
+use sqlx::PgPool;
+use tracing::{debug, info, warn};
+
+use crate::project::{self, CaseRow};
+use crate::store::{self, Batch, EventRow};
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The position moved to this sequence.
+    UpTo(u64),
+    /// The stored position is not where this batch starts (another writer,
+    /// or a rebuild swapped in): read again from the stored position.
+    Resync,
+}
+
+/// A message of the stream: its sequence and body.
+pub struct Message {
+    pub sequence: u64,
+    pub payload: Vec<u8>,
+}
+
+/// The reason, note or summary an event records, for the audit table.
+pub fn reason_of(event: &Event) -> Option<String> {
+    let text = match event {
+        Event::Filed(filing) => Some(&filing.description),
+        Event::Registered { note, .. } => note.as_ref(),
+        Event::ProgressAdded { note, .. } => Some(note),
+        Event::Resolved { summary, .. } => Some(summary),
+        Event::Voided { reason }
+        | Event::Returned { reason, .. }
+        | Event::Reassigned { reason, .. }
+        | Event::ExtensionRequested { reason, .. }
+        | Event::ExtensionRejected { reason, .. }
+        | Event::HoldRequested { reason }
+        | Event::HoldRejected { reason }
+        | Event::VerificationFailed { reason }
+        | Event::Reopened { reason }
+        | Event::Cancelled { reason }
+        | Event::Supervised { reason, .. } => Some(reason),
+        Event::ExtensionApproved { reason, .. } | Event::HoldApproved { reason } | Event::UrgencySet { reason, .. } => {
+            reason.as_ref()
+        }
+        Event::VerificationPassed { note } => note.as_ref(),
+        Event::FeedbackRecorded { comment, .. } => comment.as_ref(),
+        _ => None,
+    };
+    text.map(|t| t.to_string())
+}
+
+/// Apply one batch of consecutive stream messages in one transaction.
+pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<Applied> {
+    let Some(first) = messages.first() else { return Ok(Applied::UpTo(store::position(pool).await?.0)) };
+    let mut tx = pool.begin().await?;
+    let position = store::lock_position(&mut tx).await?;
+    if first.sequence > position + 1 && position != 0 {
+        tx.rollback().await?;
+        return Ok(Applied::Resync);
+    }
+    let fresh: Vec<&Message> = messages.iter().filter(|m| m.sequence > position).collect();
+    let Some(last) = fresh.last() else {
+        tx.rollback().await?;
+        return Ok(Applied::UpTo(position));
+    };
+    let mut batch = Batch { position: last.sequence, ..Batch::default() };
+    let mut decoded: Vec<(u64, StoredEvent, Option<Event>)> = Vec::with_capacity(fresh.len());
+    for message in &fresh {
+        match StoredEvent::from_json_bytes(&message.payload) {
+            Ok(stored) => {
+                let event = match stored.decode() {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        warn!(sequence = message.sequence, %error, "event type this version does not know: kept in the audit history, not projected");
+                        batch.skipped += 1;
+                        None
+                    }
+                };
+                decoded.push((message.sequence, stored, event));
+            }
+            Err(error) => {
+                warn!(sequence = message.sequence, %error, "unreadable message skipped");
+                batch.skipped += 1;
+            }
+        }
+    }
+    let ids: Vec<uuid::Uuid> = decoded.iter().map(|(_, s, _)| *s.case_id.as_uuid()).collect();
+    let mut rows: HashMap<CaseId, CaseRow> = store::load_cases(&mut *tx, &ids).await?;
+    let mut changed: Vec<CaseId> = Vec::new();
+    for (sequence, stored, event) in decoded {
+        if let Some(event) = &event {
+            let row = rows.remove(&stored.case_id);
+            let (row, changes) = project::apply(row, &stored, event, sequence);
+            if let Some(row) = row {
+                rows.insert(stored.case_id, row);
+                if !changed.contains(&stored.case_id) {
+                    changed.push(stored.case_id);
+                }
+            }
+            for (key, measure, amount) in changes {
+                batch.count(key, measure, amount);
+            }
+        }
+        batch.events.push(EventRow {
+            stream_sequence: sequence,
+            event_id: stored.event_id,
+            case_id: *stored.case_id.as_uuid(),
+            case_version: stored.case_version,
+            event_type: stored.event_type.clone(),
+            occurred_at: stored.occurred_at,
+            actor_person: stored.actor.person.clone(),
+            actor_role: stored.actor.role.as_str().to_owned(),
+            actor_organisation: stored.actor.organisation.clone(),
+            reason: event.as_ref().and_then(reason_of),
+            hash: stored.hash.clone(),
+            prev_hash: stored.prev_hash.clone(),
+            envelope: String::from_utf8_lossy(&stored.to_json_bytes()).into_owned(),
+        });
+    }
+    batch.cases = changed.iter().filter_map(|id| rows.remove(id)).collect();
+    store::write(&mut tx, &batch).await?;
+    tx.commit().await.context("committing a projection batch")?;
+    debug!(events = fresh.len(), position = batch.position, "projection batch committed");
+    Ok(Applied::UpTo(batch.position))
+}
+
+/// Project the stream into `pool` until `shutdown` (or, with `until_caught_up`,
+/// until the stream's end as it was at the start).
+pub async fn run(
+    pool: &PgPool,
+    log: &EventLog,
+    stream_name: &str,
+    batch_size: usize,
+    shutdown: Shutdown,
+    until_caught_up: bool,
+) -> anyhow::Result<u64> {
+    let stream = log.context().get_stream(stream_name).await.context("opening the case stream")?;
+    loop {
+        let (position, _) = store::position(pool).await?;
+        let mut consumer_stream = stream.clone();
+        let last = consumer_stream.info().await.context("stream info")?.state.last_sequence;
+        if until_caught_up && position >= last {
+            return Ok(position);
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: CaseSubject::all_filter(),
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .context("creating the projection consumer")?;
+        let mut messages = consumer.messages().await.context("consuming the case stream")?;
+        info!(from = position + 1, "projecting the case stream");
+        'batches: loop {
+            let mut batch: Vec<Message> = Vec::new();
+            let mut caught_up;
+            // Wait for the first message (or shutdown), then take what is ready.
+            let first = tokio::select! {
+                _ = shutdown.clone().requested() => return store::position(pool).await.map(|(p, _)| p),
+                message = messages.next() => message,
+            };
+            let mut next = first;
+            loop {
+                match next {
+                    None => anyhow::bail!("the case stream ended"),
+                    Some(Err(error)) => {
+                        warn!(%error, "reading the case stream failed; resuming from the stored position");
+                        break 'batches;
+                    }
+                    Some(Ok(message)) => {
+                        let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+                        let sequence = info.stream_sequence;
+                        caught_up = info.pending == 0;
+                        metrics_lag(info.pending);
+                        batch.push(Message { sequence, payload: message.payload.to_vec() });
+                    }
+                }
+                if caught_up || batch.len() >= batch_size {
+                    break;
+                }
+                next = match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+                    Ok(message) => message,
+                    Err(_) => break,
+                };
+            }
+            match apply_batch(pool, &batch).await? {
+                Applied::UpTo(position) => {
+                    if until_caught_up && caught_up && position >= last {
+                        return Ok(position);
+                    }
+                }
+                Applied::Resync => {
+                    info!("stored position moved (rebuild swapped in?); resuming from it");
+                    break 'batches;
+                }
+            }
+        }
+    }
+}
+
+fn metrics_lag(pending: u64) {
+    tracing::trace!(pending, "projection lag");
+}

@@ -1,0 +1,127 @@
+//! The shell: connect, migrate, project continuously, serve queries, drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gridcase_eventlog::EventLog;
+use gridcase_proto::query::v1::query_service_server::QueryServiceServer;
+use gridcase_runtime::shutdown::drain_with_grace;
+use gridcase_runtime::{Clock, Shutdown, SystemClock};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info, warn};
+
+use crate::config::{Cli, Config, Mode};
+use crate::query::QueryApi;
+use crate::{projector, rebuild, store};
+
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    client: async_nats::Client,
+    log: EventLog,
+    pool: PgPool,
+    query: QueryApi,
+}
+
+impl Application {
+    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let (policy, calendar) = config.rules.load()?;
+        let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
+        store::migrate(&pool, &config.schema).await?;
+        let (client, log) = config.common.open_log("gridcase-projection").await?;
+        let query = QueryApi { pool: pool.clone(), policy: Arc::new(policy), calendar: Arc::new(calendar), clock };
+        Ok(Self { config, listener, client, log, pool, query })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<QueryServiceServer<QueryApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gridcase_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        // The projector runs until shutdown; a failure (database or NATS
+        // away) is logged and retried from the stored position.
+        let (pool, log) = (self.pool.clone(), self.log.clone());
+        let (stream, batch) = (self.config.common.stream.clone(), self.config.batch_size);
+        let projector_shutdown = shutdown.clone();
+        let projector = tokio::spawn(async move {
+            loop {
+                match projector::run(&pool, &log, &stream, batch, projector_shutdown.clone(), false).await {
+                    Ok(position) => {
+                        info!(position, "projector stopped");
+                        return;
+                    }
+                    Err(error) => {
+                        error!(error = format!("{error:#}"), "projector failed; retrying from the stored position");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = projector_shutdown.clone().requested() => return,
+                        }
+                    }
+                }
+            }
+        });
+
+        let addr = self.listener.local_addr()?;
+        info!(%addr, schema = %self.config.schema, "query service listening");
+        let server = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(QueryServiceServer::new(self.query))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
+        let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
+        let _ = projector.await;
+        if let Err(error) = self.client.drain().await {
+            warn!(%error, "draining the NATS connection failed");
+        }
+        self.pool.close().await;
+        if let Some(served) = result {
+            served.context("serving gRPC")?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the mode the command line asked for, with the system clock.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    match cli.mode.unwrap_or(Mode::Serve) {
+        Mode::Serve => {
+            let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+            let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+            app.run(Shutdown::on_signals()).await
+        }
+        Mode::Migrate => {
+            let pool = store::connect(&config.database_url, &config.schema, 1).await?;
+            store::migrate(&pool, &config.schema).await?;
+            info!(schema = %config.schema, "migrations applied");
+            Ok(())
+        }
+        Mode::Rebuild => {
+            let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
+            let target = format!("{}_rebuild", config.schema);
+            let (pool, position) =
+                rebuild::build(&config.database_url, &target, &log, &config.common.stream, config.batch_size).await?;
+            pool.close().await;
+            rebuild::swap(&config.database_url, &target, &config.schema).await?;
+            println!("rebuilt the read models up to stream sequence {position} and swapped them in");
+            client.drain().await.ok();
+            Ok(())
+        }
+    }
+}
