@@ -3,7 +3,7 @@
 # (the NATS store and logs); delete it to start from an empty event log.
 set -euo pipefail
 RUN="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.run"
-for name in dispatcher intake nats; do
+for name in dispatcher projection intake nats; do
   pid_file="$RUN/$name.pid"
   if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
     kill -TERM "$(cat "$pid_file")"

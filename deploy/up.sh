@@ -24,6 +24,7 @@ export GRIDCASE_CALENDAR_DIR="${GRIDCASE_CALENDAR_DIR:-$ROOT/deploy/calendar}"
 export GRIDCASE_DISPATCHER_ADDR="${GRIDCASE_DISPATCHER_ADDR:-127.0.0.1:50053}"
 export GRIDCASE_DISPATCHER_METRICS_ADDR="${GRIDCASE_DISPATCHER_METRICS_ADDR:-127.0.0.1:9464}"
 export GRIDCASE_DATABASE_URL="${GRIDCASE_DATABASE_URL:-postgres://gridcase:gridcase@127.0.0.1:5432/gridcase}"
+export GRIDCASE_QUERY_ADDR="${GRIDCASE_QUERY_ADDR:-127.0.0.1:50052}"
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
 
 say() { printf 'up: %s\n' "$*" >&2; }
@@ -57,7 +58,7 @@ start() { # name command...
 deploy/install-deps.sh
 
 say "building the services (release)"
-cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridctl
+cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridcase-projection --bin gridctl
 
 if ! alive nats; then
   say "starting nats-server on 127.0.0.1:$NATS_PORT"
@@ -71,6 +72,11 @@ say "starting gridcase-intake on $GRIDCASE_INTAKE_ADDR"
 start intake "$ROOT/target/release/gridcase-intake"
 wait_for_port intake "$GRIDCASE_INTAKE_ADDR"
 
+stop projection
+say "starting gridcase-projection (queries on $GRIDCASE_QUERY_ADDR)"
+start projection "$ROOT/target/release/gridcase-projection" serve
+wait_for_port projection "$GRIDCASE_QUERY_ADDR"
+
 stop dispatcher
 say "starting gridcase-dispatcher (health on $GRIDCASE_DISPATCHER_ADDR)"
 start dispatcher "$ROOT/target/release/gridcase-dispatcher"
@@ -79,8 +85,9 @@ wait_for_port dispatcher "$GRIDCASE_DISPATCHER_ADDR"
 cat <<EOT
 gridcase is up.
   NATS JetStream   $GRIDCASE_NATS_URL   ($("$ROOT/.tools/nats/bin/nats-server" --version), store $RUN/nats)
-  PostgreSQL       $GRIDCASE_DATABASE_URL
+  PostgreSQL       ${GRIDCASE_DATABASE_URL%%://*}://…@${GRIDCASE_DATABASE_URL##*@}
   intake (gRPC)    $GRIDCASE_INTAKE_ADDR   gridcase.intake.v1.IntakeService, grpc.health.v1.Health, reflection
+  projection       $GRIDCASE_QUERY_ADDR   gridcase.query.v1.QueryService (read models in schema "read")
   dispatcher       health $GRIDCASE_DISPATCHER_ADDR (gRPC), metrics http://$GRIDCASE_DISPATCHER_METRICS_ADDR/metrics
                    policy $GRIDCASE_POLICY, calendar $GRIDCASE_CALENDAR_DIR
   gridctl          $ROOT/target/release/gridctl  (try: gridctl deadline --tier NORMAL --from 2026-02-13T17:00+08:00)

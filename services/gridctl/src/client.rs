@@ -10,6 +10,10 @@ pub struct Connection {
     #[arg(long, global = true, env = "GRIDCTL_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
 
+    /// The query service (read models: overdue reports, ledgers).
+    #[arg(long, global = true, env = "GRIDCTL_QUERY_ADDR", default_value = "http://127.0.0.1:50052")]
+    pub query_addr: String,
+
     /// Who is acting (until authentication lands, stated in metadata).
     #[arg(long, global = true, env = "GRIDCTL_PERSON", default_value = "operator-1")]
     pub person: String,
@@ -30,6 +34,17 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot reach gridcase at {}", self.addr))
+    }
+
+    pub async fn query(
+        &self,
+    ) -> anyhow::Result<gridcase_proto::query::v1::query_service_client::QueryServiceClient<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.query_addr.clone())
+            .with_context(|| format!("--query-addr {}", self.query_addr))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the query service at {}", self.query_addr))?;
+        Ok(gridcase_proto::query::v1::query_service_client::QueryServiceClient::new(channel))
     }
 
     pub async fn cases(&self) -> anyhow::Result<CaseServiceClient<Channel>> {

@@ -6,6 +6,7 @@ mod client;
 mod deadline;
 mod lifecycle;
 mod output;
+mod reports;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ enum Commands {
     Deadline(deadline::Args),
     #[command(flatten)]
     Lifecycle(lifecycle::Command),
+    #[command(flatten)]
+    Reports(reports::Command),
 }
 
 #[tokio::main]
@@ -45,6 +48,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Deadline(args) => deadline::run(args, cli.json),
         Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
+        Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

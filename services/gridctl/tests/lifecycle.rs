@@ -165,3 +165,85 @@ fn every_subcommand_has_help() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: gridctl"), "{subcommand}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
+    use std::sync::Arc;
+
+    use gridcase_tests::{TestDatabase, TestProjection, stream_end};
+
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let intake = TestIntake::spawn(&nats.url()).await;
+    // The query service's clock stands ten days ahead: the case is long overdue by then.
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(240);
+    let projection = TestProjection::spawn_with(
+        TestProjection::config(&nats.url(), &db.url),
+        Arc::new(gridcase_runtime::FixedClock::new(later)),
+    )
+    .await;
+    let (addr, query_addr) = (intake.endpoint(), projection.endpoint());
+    let case = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            let g = Gridctl { addr };
+            let filed = g.json(
+                "GRID_WORKER",
+                "cc-990101001",
+                &[
+                    "file",
+                    "--grid",
+                    "990101101001001",
+                    "--category",
+                    "0101",
+                    "--description",
+                    "垃圾堆放",
+                    "--latitude",
+                    "30.2",
+                    "--longitude",
+                    "120.1",
+                ],
+            );
+            let case = filed["case_id"].as_str().unwrap().to_owned();
+            g.json(CENTRE.0, CENTRE.1, &["register", &case, "--tier", "normal"]);
+            g.json(CENTRE.0, CENTRE.1, &["dispatch", &case, "--unit", "unit.urban.990101"]);
+            case
+        }
+    })
+    .await
+    .unwrap();
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let (overdue, ledger) = tokio::task::spawn_blocking(move || {
+        let g = Gridctl { addr };
+        let overdue = g.json(CENTRE.0, CENTRE.1, &["--query-addr", &query_addr, "overdue", "--region", "990101101"]);
+        let today =
+            jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()).date().to_string();
+        let ledger = g.json(
+            CENTRE.0,
+            CENTRE.1,
+            &[
+                "--query-addr",
+                &query_addr,
+                "ledger",
+                "--kind",
+                "township",
+                "--org",
+                "990101101",
+                "--from",
+                &today,
+                "--to",
+                &today,
+            ],
+        );
+        (overdue, ledger)
+    })
+    .await
+    .unwrap();
+    assert_eq!(overdue["total"], 2, "acknowledge and resolve clocks both overdue: {overdue}");
+    let group = &overdue["groups"][0];
+    assert_eq!((group["township"].as_str(), group["unit"].as_str()), (Some("990101101"), Some("unit.urban.990101")));
+    assert!(group["items"].as_array().unwrap().iter().all(|i| i["case_id"] == case.as_str()));
+    assert_eq!(ledger[0]["filed"], 1);
+    assert_eq!(ledger[0]["overdue_open"], 1);
+    projection.stop().await.unwrap();
+}
