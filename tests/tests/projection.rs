@@ -529,3 +529,113 @@ async fn ledger_numbers_match_the_events_and_the_csv_export_reads_back_the_same(
     assert!(tampered.chain_problem.contains("was altered"), "{}", tampered.chain_problem);
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_township() {
+    use calamine::{DataType, Reader};
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let at = bj("2026-03-09 09:00");
+    for (i, grid) in [GRIDS[0], GRIDS[0], GRIDS[2]].iter().enumerate() {
+        let case_id = CaseId::new_v7();
+        let at = at + SignedDuration::from_mins(i as i64);
+        act::command(
+            &log,
+            &act::subject(grid, case_id),
+            filing(case_id, grid, "0101", at),
+            Role::GridWorker,
+            "cc-990101001",
+            at,
+        )
+        .await
+        .unwrap();
+    }
+    let projection = projected(&nats, &db, bj("2026-03-10 09:00")).await;
+    let mut client = query(&projection).await;
+
+    let read_all = |mut stream: tonic::Streaming<api::ExportChunk>| async move {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            bytes.extend(chunk.data);
+        }
+        bytes
+    };
+    let ledger = api::LedgerRequest {
+        org_kind: "township".into(),
+        org: String::new(),
+        from_day: "2026-03-01".into(),
+        to_day: "2026-03-31".into(),
+        period: api::Period::Total as i32,
+    };
+    let rows = client.ledger(ledger.clone()).await.unwrap().into_inner().rows;
+    let xlsx = read_all(
+        client
+            .export_ledger(api::ExportLedgerRequest { ledger: Some(ledger), format: api::ExportFormat::Xlsx as i32 })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx)).unwrap();
+    let sheet = workbook.worksheet_range_at(0).unwrap().unwrap();
+    let header: Vec<String> = sheet.rows().next().unwrap().iter().map(|c| c.to_string()).collect();
+    let filed = header.iter().position(|h| h == "filed").unwrap();
+    let org = header.iter().position(|h| h == "org").unwrap();
+    let from_sheet: Vec<(String, f64)> =
+        sheet.rows().skip(1).map(|r| (r[org].to_string(), r[filed].get_float().expect("a number cell"))).collect();
+    let from_rpc: Vec<(String, f64)> = rows.iter().map(|r| (r.org.clone(), r.filed as f64)).collect();
+    assert_eq!(from_sheet, from_rpc);
+    assert_eq!(from_rpc, [("990101001".to_owned(), 2.0), ("990101101".to_owned(), 1.0)]);
+
+    let cases_xlsx = read_all(
+        client
+            .export_cases(api::ExportCasesRequest {
+                filter: Some(Default::default()),
+                format: api::ExportFormat::Xlsx as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(cases_xlsx)).unwrap();
+    let sheet = workbook.worksheet_range_at(0).unwrap().unwrap();
+    assert_eq!(sheet.height(), 4, "a header and three cases");
+    assert_eq!(sheet.get((1, 3)).unwrap().to_string().len(), 15, "grid codes stay text, not numbers");
+
+    // WatchCases: a command centre's wall screen follows its township only.
+    let mut watch =
+        client.watch_cases(api::WatchCasesRequest { township: "990101001".into() }).await.unwrap().into_inner();
+    let mine = CaseId::new_v7();
+    let other = CaseId::new_v7();
+    act::command(
+        &log,
+        &act::subject(GRIDS[2], other),
+        filing(other, GRIDS[2], "0101", at),
+        Role::GridWorker,
+        "cc-990101101",
+        at,
+    )
+    .await
+    .unwrap();
+    act::command(
+        &log,
+        &act::subject(GRIDS[0], mine),
+        filing(mine, GRIDS[0], "0101", at),
+        Role::GridWorker,
+        "cc-990101001",
+        at,
+    )
+    .await
+    .unwrap();
+    let change =
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (change.case_id, change.event_type.as_str(), change.township.as_str()),
+        (mine.to_string(), "filed", "990101001")
+    );
+    let status = client.watch_cases(api::WatchCasesRequest { township: "9901".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    projection.stop().await.unwrap();
+}

@@ -5,6 +5,7 @@
 //!     cargo run --release -p gridcase-bench -- intake --cases 5000 --concurrency 32
 
 mod dispatch;
+mod projection;
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,16 @@ enum Bench {
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
     },
+    /// Projection throughput live and on rebuild beside a raw PostgreSQL COPY
+    /// of the same rows; ListCases and OverdueReport latency over a large case table.
+    Projection {
+        /// Cases (3 events each) appended and projected.
+        #[arg(long, default_value_t = 10000)]
+        cases: usize,
+        /// Synthetic cases in the table the queries run over.
+        #[arg(long, default_value_t = 1_000_000)]
+        query_cases: usize,
+    },
 }
 
 pub(crate) struct Figures {
@@ -93,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Intake { cases, concurrency, warmup } => intake(cases, concurrency, warmup).await,
         Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
+        Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
     }
 }
 

@@ -58,8 +58,10 @@ pub struct Tracked {
     pub hold: Option<(Timestamp, SignedDuration)>,
     /// The resolve deadline must move: approved extension days not yet applied.
     pub extension_to_apply: u32,
-    /// Remaining resolve time to re-arm after a hold.
-    pub resume_remaining: Option<SignedDuration>,
+    /// Remaining resolve time to re-arm after a hold, and when work resumed.
+    pub resume_remaining: Option<(Timestamp, SignedDuration)>,
+    /// When the case was last resolved: its verify clock starts there.
+    pub resolved_at: Option<Timestamp>,
     /// A reopened case needs a fresh resolve deadline.
     pub reopened_at: Option<Timestamp>,
     /// The case was registered and never dispatched or returned.
@@ -149,6 +151,7 @@ impl<'a> Core<'a> {
                 hold: None,
                 extension_to_apply: 0,
                 resume_remaining: None,
+                resolved_at: None,
                 reopened_at: None,
                 awaiting_first_dispatch: false,
             },
@@ -205,11 +208,12 @@ impl<'a> Core<'a> {
             }
             Event::Resumed => {
                 if let Some((_, left)) = tracked.hold.take() {
-                    tracked.resume_remaining = Some(left);
+                    tracked.resume_remaining = Some((at, left));
                 }
             }
             Event::Resolved { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
+                tracked.resolved_at = Some(at);
             }
             Event::VerificationPassed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
@@ -221,7 +225,7 @@ impl<'a> Core<'a> {
             Event::DeadlineSet { clock, due, .. } => {
                 let working = limit_is_working(self, &tracked.case, *clock);
                 let hours_of = if *clock == Clock::Register { None } else { unit.clone() };
-                let resumed_with = tracked.resume_remaining;
+                let resumed_with = tracked.resume_remaining.map(|(_, left)| left);
                 let moved = match tracked.clocks.get(clock) {
                     // The same resolve clock moved: after a hold it runs again
                     // from now with what it had used; an extension keeps its origin.
@@ -327,10 +331,11 @@ impl<'a> Core<'a> {
                 return set(Clock::Resolve, due, years, fallback, "extension");
             }
             if case.status == Status::InProgress
-                && let Some(left) = tracked.resume_remaining
+                && let Some((resumed_at, left)) = tracked.resume_remaining
             {
+                // The clock runs again from the moment work resumed.
                 let span = if timing.working { Span::Working(left) } else { Span::Calendar(left) };
-                let (due, years, fallback) = self.add(now, span, unit);
+                let (due, years, fallback) = self.add(resumed_at, span, unit);
                 return set(Clock::Resolve, due, years, fallback, "resume");
             }
         }
@@ -342,9 +347,10 @@ impl<'a> Core<'a> {
             return set(Clock::Resolve, due, years, fallback, "reopened");
         }
         if case.status == Status::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
-            // The verify clock runs on the command centre's (default) hours.
+            // The verify clock starts at the resolution and runs on the
+            // command centre's (default) hours.
             let span = self.span_of(&self.tier_limit(case, Clock::Verify), None);
-            let (due, years, fallback) = self.add(now, span, None);
+            let (due, years, fallback) = self.add(tracked.resolved_at.unwrap_or(now), span, None);
             return set(Clock::Verify, due, years, fallback, "verify");
         }
         None

@@ -21,6 +21,8 @@ use crate::store::{self, from_micros, micros};
 
 pub struct QueryApi {
     pub pool: PgPool,
+    /// NATS, for `WatchCases`.
+    pub nats: async_nats::Client,
     pub policy: Arc<Policy>,
     pub calendar: Arc<Calendar>,
     pub clock: Arc<dyn TimeSource>,
@@ -639,7 +641,7 @@ impl QueryService for QueryApi {
         request: Request<api::ExportCasesRequest>,
     ) -> Result<Response<ExportStream>, GrpcStatus> {
         let request = request.into_inner();
-        require_csv(request.format)?;
+        let format = export_format(request.format)?;
         let filter = request.filter.unwrap_or_default();
         let now = self.clock.now();
         let mut builder = list_query(&filter, now, SUMMARY_COLUMNS)?;
@@ -673,7 +675,37 @@ impl QueryService for QueryApi {
             ["case_id", "state", "township", "grid", "category", "tier", "unit", "supervision", "filed_at", "overdue"]
                 .map(String::from)
                 .to_vec();
-        Ok(Response::new(csv_chunks(header, tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let numeric = vec![false; header.len()];
+        Ok(Response::new(export(format, header, numeric, tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    type WatchCasesStream = WatchStream;
+
+    async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, GrpcStatus> {
+        let township = request.into_inner().township;
+        if township.len() != 9 || !township.bytes().all(|b| b.is_ascii_digit()) {
+            let mut v = Violations::new();
+            v.add("township", "MALFORMED", "must be a 9-digit township code");
+            return Err(v.into_status());
+        }
+        let filter = format!("gridcase.case.{township}.>");
+        let subscriber = self.nats.subscribe(filter).await.map_err(|e| grpc::unavailable("the event log", &e))?;
+        let changes = subscriber.filter_map(move |message| {
+            let township = township.clone();
+            async move {
+                let stored = StoredEvent::from_json_bytes(&message.payload).ok()?;
+                Some(Ok(api::CaseChange {
+                    case_id: stored.case_id.to_string(),
+                    township,
+                    event_type: stored.event_type,
+                    case_version: stored.case_version,
+                    occurred_at: Some(ts(stored.occurred_at)),
+                    actor_role: stored.actor.role.as_str().to_owned(),
+                    actor_organisation: stored.actor.organisation,
+                }))
+            }
+        });
+        Ok(Response::new(Box::pin(changes)))
     }
 
     type ExportLedgerStream = ExportStream;
@@ -683,7 +715,7 @@ impl QueryService for QueryApi {
         request: Request<api::ExportLedgerRequest>,
     ) -> Result<Response<ExportStream>, GrpcStatus> {
         let request = request.into_inner();
-        require_csv(request.format)?;
+        let format = export_format(request.format)?;
         let rows = self.ledger_rows(&request.ledger.unwrap_or_default()).await?;
         let header = [
             "org_kind",
@@ -739,17 +771,110 @@ impl QueryService for QueryApi {
                 r.overdue_open.to_string(),
             ])
         });
-        Ok(Response::new(csv_chunks(header, futures::stream::iter(records.collect::<Vec<_>>()))))
+        let numeric: Vec<bool> = (0..header.len()).map(|column| column >= 3).collect();
+        Ok(Response::new(export(format, header, numeric, futures::stream::iter(records.collect::<Vec<_>>()))))
     }
 }
 
+type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, GrpcStatus>> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Xlsx,
+}
+
 #[allow(clippy::result_large_err)]
-fn require_csv(format: i32) -> Result<(), GrpcStatus> {
-    if format == api::ExportFormat::Csv as i32 {
-        Ok(())
-    } else {
-        let mut v = Violations::new();
-        v.add("format", "UNSUPPORTED", "must be EXPORT_FORMAT_CSV");
-        Err(v.into_status())
+fn export_format(format: i32) -> Result<Format, GrpcStatus> {
+    match api::ExportFormat::try_from(format) {
+        Ok(api::ExportFormat::Csv) => Ok(Format::Csv),
+        Ok(api::ExportFormat::Xlsx) => Ok(Format::Xlsx),
+        _ => {
+            let mut v = Violations::new();
+            v.add("format", "UNSUPPORTED", "must be EXPORT_FORMAT_CSV or EXPORT_FORMAT_XLSX");
+            Err(v.into_status())
+        }
     }
+}
+
+/// Export rows in the asked format: CSV chunks as rows arrive, or an XLSX
+/// workbook written in constant memory (rows spill to a temporary file) and
+/// then streamed from disk. Either way memory stays bounded.
+fn export<S>(format: Format, header: Vec<String>, numeric: Vec<bool>, rows: S) -> ExportStream
+where
+    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+{
+    match format {
+        Format::Csv => csv_chunks(header, rows),
+        Format::Xlsx => xlsx_chunks(header, numeric, rows),
+    }
+}
+
+fn xlsx_chunks<S>(header: Vec<String>, numeric: Vec<bool>, rows: S) -> ExportStream
+where
+    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::ExportChunk, GrpcStatus>>(4);
+    tokio::spawn(async move {
+        let (row_tx, row_rx) = std::sync::mpsc::sync_channel::<Vec<String>>(256);
+        let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<tempfile::NamedTempFile> {
+            let mut workbook = rust_xlsxwriter::Workbook::new();
+            let sheet = workbook.add_worksheet_with_constant_memory()?;
+            for (column, name) in header.iter().enumerate() {
+                sheet.write_string(0, column as u16, name)?;
+            }
+            for (index, row) in row_rx.iter().enumerate() {
+                let line = index as u32 + 1;
+                for (column, value) in row.iter().enumerate() {
+                    let number =
+                        numeric.get(column).copied().unwrap_or(false).then(|| value.parse::<f64>().ok()).flatten();
+                    match number {
+                        Some(number) => sheet.write_number(line, column as u16, number)?,
+                        None => sheet.write_string(line, column as u16, value)?,
+                    };
+                }
+            }
+            let file = tempfile::NamedTempFile::new()?;
+            workbook.save(file.path())?;
+            Ok(file)
+        });
+        let mut rows = Box::pin(rows);
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(row) => {
+                    if row_tx.send(row).is_err() {
+                        break;
+                    }
+                }
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+        drop(row_tx);
+        let file = match writer.await {
+            Ok(Ok(file)) => file,
+            Ok(Err(error)) => return drop(tx.send(Err(grpc::internal(&error))).await),
+            Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+        };
+        let mut source = match tokio::fs::File::open(file.path()).await {
+            Ok(source) => source,
+            Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+        };
+        loop {
+            let mut data = vec![0u8; 64 * 1024];
+            match tokio::io::AsyncReadExt::read(&mut source, &mut data).await {
+                Ok(0) => return,
+                Ok(read) => {
+                    data.truncate(read);
+                    if tx.send(Ok(api::ExportChunk { data })).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -32,7 +32,13 @@ impl Application {
         let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
         store::migrate(&pool, &config.schema).await?;
         let (client, log) = config.common.open_log("gridcase-projection").await?;
-        let query = QueryApi { pool: pool.clone(), policy: Arc::new(policy), calendar: Arc::new(calendar), clock };
+        let query = QueryApi {
+            pool: pool.clone(),
+            nats: client.clone(),
+            policy: Arc::new(policy),
+            calendar: Arc::new(calendar),
+            clock,
+        };
         Ok(Self { config, listener, client, log, pool, query })
     }
 
