@@ -639,3 +639,58 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_skipped_and_counted() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let at = bj("2026-03-09 09:00");
+    let case_id = CaseId::new_v7();
+    let subject = act::subject(GRIDS[0], case_id);
+    act::command(&log, &subject, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, "cc-990101001", at)
+        .await
+        .unwrap();
+    // A newer writer appends an event of a type this version does not know.
+    let first = log.first(&subject).await.unwrap().unwrap();
+    let mut future = gridcase_eventlog::StoredEvent::seal(
+        &Event::Resumed,
+        gridcase_eventlog::schema::EventMeta {
+            event_id: uuid::Uuid::now_v7(),
+            case_id,
+            case_version: 2,
+            occurred_at: at,
+            actor: gridcase_eventlog::Actor {
+                person: "city-1".into(),
+                role: Role::System,
+                organisation: "city".into(),
+            },
+            command_id: None,
+        },
+        Some(first.event.hash.clone()),
+    );
+    future.event_type = "escalated_to_city".into();
+    future.hash = future.compute_hash();
+    log.append(&subject, first.stream_sequence, &future).await.unwrap();
+
+    let projection = projected(&nats, &db, at).await;
+    let (position, skipped) = store::position(&projection.pool).await.unwrap();
+    assert_eq!((position, skipped), (stream_end(&nats).await, 1));
+    let audit: Vec<String> = sqlx::query("SELECT event_type FROM case_events WHERE case_id = $1 ORDER BY case_version")
+        .bind(case_id.as_uuid())
+        .fetch_all(&projection.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(audit, ["filed", "escalated_to_city"]);
+    let history = query(&projection)
+        .await
+        .get_case_history(api::GetCaseHistoryRequest { case_id: case_id.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.chain_verified, "the unknown event still chains: {}", history.chain_problem);
+    projection.stop().await.unwrap();
+}

@@ -110,6 +110,16 @@ async fn append_all(log: &EventLog, cases: usize, concurrency: usize) -> anyhow:
     Ok(started.elapsed())
 }
 
+/// VmHWM of this process (Linux), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
     let nats = NatsServer::start();
     let db = TestDatabase::create().await;
@@ -240,6 +250,30 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
     list.print();
     overdue.print();
     println!("(one township's overdue report lists {overdue_items} overdue clocks)");
+
+    // Export every case as CSV: time, size and the process's peak memory.
+    let peak_before = peak_rss_kib();
+    let started = Instant::now();
+    let mut stream = client
+        .clone()
+        .export_cases(api::ExportCasesRequest {
+            filter: Some(Default::default()),
+            format: api::ExportFormat::Csv as i32,
+        })
+        .await?
+        .into_inner();
+    let (mut bytes, mut chunks) = (0usize, 0usize);
+    while let Some(chunk) = stream.message().await? {
+        bytes += chunk.data.len();
+        chunks += 1;
+    }
+    println!(
+        "ExportCases CSV of every case: {:.1} MB in {chunks} chunks, {:.2}s; peak RSS of this process {} MiB before, {} MiB after",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        peak_before / 1024,
+        peak_rss_kib() / 1024
+    );
     projection.stop().await?;
     let _: Figures = list;
     Ok(())
