@@ -24,11 +24,51 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
+/// A service task running in this process: stopped as SIGTERM would, or
+/// aborted as a crash would; asked to stop when dropped.
+struct Running {
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    fn start<F>(run: impl FnOnce(Shutdown) -> F) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (trigger, shutdown) = Shutdown::new();
+        Self { trigger: Some(trigger), task: Some(tokio::spawn(run(shutdown))) }
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+    }
+}
+
 /// An intake service running in this process.
 pub struct TestIntake {
     pub addr: SocketAddr,
-    trigger: Option<ShutdownTrigger>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
 }
 
 impl TestIntake {
@@ -53,9 +93,7 @@ impl TestIntake {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
         let app = Application::build(config, listener, clock).await.expect("intake builds");
         let addr = app.local_addr().expect("local addr");
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(app.run(shutdown));
-        Self { addr, trigger: Some(trigger), task: Some(task) }
+        Self { addr, running: Running::start(|shutdown| app.run(shutdown)) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -64,25 +102,7 @@ impl TestIntake {
 
     /// Ask the service to stop, as SIGTERM would, and wait until it has.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop_inner().await
-    }
-
-    async fn stop_inner(&mut self) -> anyhow::Result<()> {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TestIntake {
-    fn drop(&mut self) {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
+        self.running.stop().await
     }
 }
 
@@ -150,8 +170,7 @@ pub mod fixtures {
 /// A dispatcher running in this process.
 pub struct TestDispatcher {
     pub health_addr: SocketAddr,
-    trigger: Option<ShutdownTrigger>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
 }
 
 impl TestDispatcher {
@@ -177,35 +196,17 @@ impl TestDispatcher {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let app = gridcase_dispatcher::Application::build(config, listener, clock).await?;
         let health_addr = app.health_addr()?;
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(app.run(shutdown));
-        Ok(Self { health_addr, trigger: Some(trigger), task: Some(task) })
+        Ok(Self { health_addr, running: Running::start(|shutdown| app.run(shutdown)) })
     }
 
     /// Stop as SIGTERM would and wait until it has.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+        self.running.stop().await
     }
 
     /// Stop at once, as a crash would: the task is aborted mid-step.
     pub fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for TestDispatcher {
-    fn drop(&mut self) {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
+        self.running.kill();
     }
 }
 
@@ -377,8 +378,7 @@ impl Drop for TestDatabase {
 pub struct TestProjection {
     pub addr: SocketAddr,
     pub pool: sqlx::PgPool,
-    trigger: Option<ShutdownTrigger>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
 }
 
 impl TestProjection {
@@ -399,9 +399,7 @@ impl TestProjection {
             gridcase_projection::service::Application::build(config, listener, clock).await.expect("projection builds");
         let addr = app.local_addr().expect("addr");
         let pool = app.pool().clone();
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(app.run(shutdown));
-        Self { addr, pool, trigger: Some(trigger), task: Some(task) }
+        Self { addr, pool, running: Running::start(|shutdown| app.run(shutdown)) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -422,28 +420,12 @@ impl TestProjection {
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+        self.running.stop().await
     }
 
     /// Stop at once, as a crash would.
     pub fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for TestProjection {
-    fn drop(&mut self) {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
+        self.running.kill();
     }
 }
 

@@ -197,20 +197,23 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
         100.0 * (position as f64 / rebuild.as_secs_f64()) / (copied as f64 / baseline.as_secs_f64())
     );
 
-    // Queries over a large case table: synthetic rows generated in the database.
+    // Queries over a large case table: synthetic rows generated in the
+    // database, spread over two years; 1 in 50 still open (filed in the last
+    // ten days, about half of them past their resolve deadline).
     let started = Instant::now();
     sqlx::query(
         "INSERT INTO cases (case_id, version, last_sequence, state, county, township, village, grid, category, description, \
          reported_by, supervision, urgent, filed_at, acknowledge_due, resolve_due, marks, approved_extension_days, hold_requested, \
          returns, reworks, reopenings, tier, unit) \
-         SELECT gen_random_uuid(), 3, 0, CASE WHEN i % 4 = 0 THEN 'CLOSED' ELSE 'IN_PROGRESS' END, '990101', \
+         SELECT id, 3, 0, CASE WHEN i % 50 = 0 THEN 'IN_PROGRESS' ELSE 'CLOSED' END, '990101', \
          '990101' || lpad((1 + i % 3)::text, 3, '0'), '990101' || lpad((1 + i % 3)::text, 3, '0') || '001', \
          '990101' || lpad((1 + i % 3)::text, 3, '0') || '001001', '0101', 'synthetic', 'bench', 'NONE', false, \
-         now() - (i || ' minutes')::interval, now() - (i || ' minutes')::interval + interval '8 hours', \
-         now() - (i || ' minutes')::interval + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.urban.990101' \
-         FROM generate_series(1, $1) AS i",
+         f, f + interval '8 hours', f + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.urban.990101' \
+         FROM UNNEST($1::uuid[]) WITH ORDINALITY AS u(id, i), \
+         LATERAL (SELECT CASE WHEN i % 50 = 0 THEN now() - ((i / 50) % 14400 || ' minutes')::interval \
+                              ELSE now() - (i || ' minutes')::interval END AS f) AS filed",
     )
-    .bind(query_cases as i64)
+    .bind((0..query_cases).map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>())
     .execute(pool)
     .await?;
     sqlx::query("ANALYZE cases").execute(pool).await?;

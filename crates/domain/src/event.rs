@@ -186,3 +186,46 @@ impl Event {
         }
     }
 }
+
+impl Event {
+    /// The reason, note, summary or description the event records, if any.
+    pub fn reason(&self) -> Option<&Text> {
+        match self {
+            Event::Filed(filing) => Some(&filing.description),
+            Event::Registered { note, .. } => note.as_ref(),
+            Event::ProgressAdded { note, .. } => Some(note),
+            Event::Resolved { summary, .. } => Some(summary),
+            Event::Voided { reason }
+            | Event::Returned { reason, .. }
+            | Event::Reassigned { reason, .. }
+            | Event::ExtensionRequested { reason, .. }
+            | Event::ExtensionRejected { reason, .. }
+            | Event::HoldRequested { reason }
+            | Event::HoldRejected { reason }
+            | Event::VerificationFailed { reason }
+            | Event::Reopened { reason }
+            | Event::Cancelled { reason }
+            | Event::Supervised { reason, .. } => Some(reason),
+            Event::ExtensionApproved { reason, .. }
+            | Event::HoldApproved { reason }
+            | Event::UrgencySet { reason, .. } => reason.as_ref(),
+            Event::VerificationPassed { note } => note.as_ref(),
+            Event::FeedbackRecorded { comment, .. } => comment.as_ref(),
+            Event::Acknowledged { .. }
+            | Event::Dispatched { .. }
+            | Event::Resumed
+            | Event::DeadlineSet { .. }
+            | Event::ClockMarked { .. } => None,
+        }
+    }
+
+    /// The photos and files the event carries.
+    pub fn attachments(&self) -> &[AttachmentRef] {
+        match self {
+            Event::Filed(filing) => &filing.attachments,
+            Event::ProgressAdded { attachments, .. } => attachments,
+            Event::Resolved { evidence, .. } => evidence,
+            _ => &[],
+        }
+    }
+}

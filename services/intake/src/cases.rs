@@ -256,6 +256,23 @@ impl CaseApi {
     fn planner(&self) -> Planner<'_> {
         Planner::new(&self.policy, &self.calendar)
     }
+
+    /// The commands whose only field is a required reason.
+    async fn with_reason(
+        &self,
+        caller: Caller,
+        context_field: Option<&api::CommandContext>,
+        reason: &str,
+        event_type: &'static str,
+        make: fn(Text) -> Command,
+    ) -> CommandResponse {
+        let mut v = Violations::new();
+        let ctx = context(context_field, &mut v);
+        let reason = required_text("reason", reason, &mut v);
+        v.into_result()?;
+        let reason = reason.expect("validated");
+        self.execute(&caller, ctx.expect("validated"), &[event_type], |_, _| Ok(make(reason.clone()))).await
+    }
 }
 
 type CommandResponse = Result<Response<api::CommandResult>, Status>;
@@ -285,13 +302,7 @@ impl CaseService for CaseApi {
     async fn void(&self, request: Request<api::VoidRequest>) -> CommandResponse {
         let caller = Caller::of(&request)?.clone();
         let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["voided"], |_, _| Ok(Command::Void { reason: reason.clone() }))
-            .await
+        self.with_reason(caller, r.context.as_ref(), &r.reason, "voided", |reason| Command::Void { reason }).await
     }
 
     #[instrument(skip_all)]
@@ -325,15 +336,7 @@ impl CaseService for CaseApi {
     async fn r#return(&self, request: Request<api::ReturnRequest>) -> CommandResponse {
         let caller = Caller::of(&request)?.clone();
         let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["returned"], |_, _| {
-            Ok(Command::Return { reason: reason.clone() })
-        })
-        .await
+        self.with_reason(caller, r.context.as_ref(), &r.reason, "returned", |reason| Command::Return { reason }).await
     }
 
     #[instrument(skip_all)]
@@ -415,13 +418,8 @@ impl CaseService for CaseApi {
     async fn request_hold(&self, request: Request<api::RequestHoldRequest>) -> CommandResponse {
         let caller = Caller::of(&request)?.clone();
         let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["hold_requested"], |_, _| {
-            Ok(Command::RequestHold { reason: reason.clone() })
+        self.with_reason(caller, r.context.as_ref(), &r.reason, "hold_requested", |reason| Command::RequestHold {
+            reason,
         })
         .await
     }
@@ -517,30 +515,14 @@ impl CaseService for CaseApi {
     async fn reopen(&self, request: Request<api::ReopenRequest>) -> CommandResponse {
         let caller = Caller::of(&request)?.clone();
         let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["reopened"], |_, _| {
-            Ok(Command::Reopen { reason: reason.clone() })
-        })
-        .await
+        self.with_reason(caller, r.context.as_ref(), &r.reason, "reopened", |reason| Command::Reopen { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn cancel(&self, request: Request<api::CancelRequest>) -> CommandResponse {
         let caller = Caller::of(&request)?.clone();
         let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["cancelled"], |_, _| {
-            Ok(Command::Cancel { reason: reason.clone() })
-        })
-        .await
+        self.with_reason(caller, r.context.as_ref(), &r.reason, "cancelled", |reason| Command::Cancel { reason }).await
     }
 
     #[instrument(skip_all)]
@@ -642,29 +624,7 @@ fn parse_case_id(text: &str) -> Result<CaseId, Status> {
 fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
     let stored = &positioned.event;
     let event = stored.decode().map_err(|e| grpc::internal(&e))?;
-    let (reason, attachments): (Option<&Text>, &[AttachmentRef]) = match &event {
-        Event::Filed(filing) => (Some(&filing.description), &filing.attachments),
-        Event::Registered { note, .. } => (note.as_ref(), &[]),
-        Event::ProgressAdded { note, attachments } => (Some(note), attachments),
-        Event::Resolved { summary, evidence } => (Some(summary), evidence),
-        Event::Voided { reason }
-        | Event::Returned { reason, .. }
-        | Event::Reassigned { reason, .. }
-        | Event::ExtensionRequested { reason, .. }
-        | Event::ExtensionRejected { reason, .. }
-        | Event::HoldRequested { reason }
-        | Event::HoldRejected { reason }
-        | Event::VerificationFailed { reason }
-        | Event::Reopened { reason }
-        | Event::Cancelled { reason }
-        | Event::Supervised { reason, .. } => (Some(reason), &[]),
-        Event::ExtensionApproved { reason, .. } | Event::HoldApproved { reason } | Event::UrgencySet { reason, .. } => {
-            (reason.as_ref(), &[])
-        }
-        Event::VerificationPassed { note } => (note.as_ref(), &[]),
-        Event::FeedbackRecorded { comment, .. } => (comment.as_ref(), &[]),
-        _ => (None, &[]),
-    };
+    let (reason, attachments) = (event.reason(), event.attachments());
     let mut payload = stored.payload.clone();
     if let Event::Filed(filing) = &event
         && let Some(contact) = &filing.contact

@@ -38,34 +38,6 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
-/// The reason, note or summary an event records, for the audit table.
-pub fn reason_of(event: &Event) -> Option<String> {
-    let text = match event {
-        Event::Filed(filing) => Some(&filing.description),
-        Event::Registered { note, .. } => note.as_ref(),
-        Event::ProgressAdded { note, .. } => Some(note),
-        Event::Resolved { summary, .. } => Some(summary),
-        Event::Voided { reason }
-        | Event::Returned { reason, .. }
-        | Event::Reassigned { reason, .. }
-        | Event::ExtensionRequested { reason, .. }
-        | Event::ExtensionRejected { reason, .. }
-        | Event::HoldRequested { reason }
-        | Event::HoldRejected { reason }
-        | Event::VerificationFailed { reason }
-        | Event::Reopened { reason }
-        | Event::Cancelled { reason }
-        | Event::Supervised { reason, .. } => Some(reason),
-        Event::ExtensionApproved { reason, .. } | Event::HoldApproved { reason } | Event::UrgencySet { reason, .. } => {
-            reason.as_ref()
-        }
-        Event::VerificationPassed { note } => note.as_ref(),
-        Event::FeedbackRecorded { comment, .. } => comment.as_ref(),
-        _ => None,
-    };
-    text.map(|t| t.to_string())
-}
-
 /// Apply one batch of consecutive stream messages in one transaction.
 pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<Applied> {
     let Some(first) = messages.first() else { return Ok(Applied::UpTo(store::position(pool).await?.0)) };
@@ -128,7 +100,7 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
             actor_person: stored.actor.person.clone(),
             actor_role: stored.actor.role.as_str().to_owned(),
             actor_organisation: stored.actor.organisation.clone(),
-            reason: event.as_ref().and_then(reason_of),
+            reason: event.as_ref().and_then(Event::reason).map(|r| r.to_string()),
             hash: stored.hash.clone(),
             prev_hash: stored.prev_hash.clone(),
             envelope: String::from_utf8_lossy(&stored.to_json_bytes()).into_owned(),

@@ -38,6 +38,16 @@ fn db_error(error: impl std::fmt::Display) -> GrpcStatus {
     grpc::unavailable("the read-model database", &error)
 }
 
+/// A failure reading case rows: the database away (UNAVAILABLE) or a row
+/// that does not decode (INTERNAL: a bug or a hand-edited table).
+fn load_error(error: anyhow::Error) -> GrpcStatus {
+    if error.downcast_ref::<sqlx::Error>().is_some() {
+        db_error(format!("{error:#}"))
+    } else {
+        grpc::internal(&format!("{error:#}"))
+    }
+}
+
 fn clock_proto(clock: Clock) -> common::Clock {
     match clock {
         Clock::Register => common::Clock::Register,
@@ -131,7 +141,7 @@ impl QueryApi {
     async fn case_row(&self, case_id: &CaseId) -> Result<CaseRow, GrpcStatus> {
         store::load_cases(&self.pool, &[*case_id.as_uuid()])
             .await
-            .map_err(db_error)?
+            .map_err(load_error)?
             .remove(case_id)
             .ok_or_else(|| GrpcStatus::not_found(format!("case {case_id} is not in the read models")))
     }
@@ -597,7 +607,7 @@ impl QueryService for QueryApi {
         overdue_condition(&mut builder, micros(now));
         let ids: Vec<uuid::Uuid> =
             builder.build().fetch_all(&self.pool).await.map_err(db_error)?.iter().map(|r| r.get(0)).collect();
-        let rows = store::load_cases(&self.pool, &ids).await.map_err(db_error)?;
+        let rows = store::load_cases(&self.pool, &ids).await.map_err(load_error)?;
         let mut groups: BTreeMap<(String, String), Vec<api::OverdueItem>> = BTreeMap::new();
         let mut total = 0;
         for row in rows.values() {
