@@ -71,6 +71,7 @@ CREATE TABLE cases (
 
 CREATE INDEX cases_township_filed ON cases (township, filed_at DESC, case_id DESC);
 CREATE INDEX cases_filed ON cases (filed_at DESC, case_id DESC);
+CREATE INDEX cases_county_filed ON cases (county, filed_at DESC, case_id DESC);
 CREATE INDEX cases_grid ON cases (grid);
 CREATE INDEX cases_unit ON cases (unit);
 CREATE INDEX cases_state ON cases (state);

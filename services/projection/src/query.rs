@@ -206,8 +206,18 @@ pub fn list_query(
     };
     v.into_result()?;
     let mut builder = QueryBuilder::new(format!("SELECT {columns} FROM cases WHERE TRUE"));
-    if !filter.region_prefix.is_empty() {
-        builder.push(" AND grid LIKE ").push_bind(format!("{}%", filter.region_prefix));
+    match filter.region_prefix.len() {
+        0 => {}
+        // A whole township or county: the indexed columns.
+        9 => {
+            builder.push(" AND township = ").push_bind(filter.region_prefix.clone());
+        }
+        6 => {
+            builder.push(" AND county = ").push_bind(filter.region_prefix.clone());
+        }
+        _ => {
+            builder.push(" AND grid LIKE ").push_bind(format!("{}%", filter.region_prefix));
+        }
     }
     if !filter.grid_code.is_empty() {
         builder.push(" AND grid = ").push_bind(filter.grid_code.clone());
