@@ -24,7 +24,6 @@ use gridcase_reference::Reference;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -88,9 +87,11 @@ impl Application {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::NotServing).await;
         health.set_service_status(HEALTH_DISPATCHER, ServingStatus::NotServing).await;
-        let health_server = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.health_listener), shutdown.clone().requested());
+        let health_server =
+            tonic::transport::Server::builder().add_service(health_service).serve_with_incoming_shutdown(
+                gridcase_runtime::grpc::incoming(self.health_listener),
+                shutdown.clone().requested(),
+            );
         let health_task = tokio::spawn(health_server);
         info!(health = %self.config.addr, "dispatcher health service listening");
 

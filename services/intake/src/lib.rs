@@ -20,7 +20,6 @@ use gridcase_runtime::shutdown::drain_with_grace;
 use gridcase_runtime::{Clock, Shutdown, SystemClock, caller};
 use jiff::SignedDuration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -118,7 +117,10 @@ impl Application {
             .add_service(reflection)
             .add_service(IntakeServiceServer::with_interceptor(self.api, caller::interceptor))
             .add_service(CaseServiceServer::with_interceptor(self.cases, caller::interceptor))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
+            .serve_with_incoming_shutdown(
+                gridcase_runtime::grpc::incoming(self.listener),
+                shutdown.clone().requested(),
+            );
         let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
         watcher.abort();
         if let Err(error) = self.client.drain().await {

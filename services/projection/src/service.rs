@@ -10,7 +10,6 @@ use gridcase_runtime::shutdown::drain_with_grace;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{error, info, warn};
 
 use crate::config::{Cli, Config, Mode};
@@ -89,7 +88,10 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(QueryServiceServer::new(self.query))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.clone().requested());
+            .serve_with_incoming_shutdown(
+                gridcase_runtime::grpc::incoming(self.listener),
+                shutdown.clone().requested(),
+            );
         let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
         let _ = projector.await;
         if let Err(error) = self.client.drain().await {
