@@ -169,3 +169,49 @@ async fn a_retry_after_the_duplicate_window_is_still_recognised_as_our_own() {
     assert!(retried.already_stored);
     assert_eq!(log.history(&subject(&case_id)).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_shipped_nats_configuration_fsyncs_before_acknowledging_and_starts() {
+    let path = gridcase_tests::workspace_root().join("deploy/nats/nats-server.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let settings: Vec<&str> =
+        text.lines().map(|l| l.split('#').next().unwrap().trim()).filter(|l| !l.is_empty()).collect();
+    assert!(
+        settings.contains(&"sync_interval: always"),
+        "deploy/nats/nats-server.conf must fsync before acknowledging"
+    );
+
+    // Start a server with exactly that file, as deploy/up.sh does, and use it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(gridcase_tests::nats::nats_server_binary())
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-sd",
+            store.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = async_nats::connect(&url).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let client = client.expect("the shipped configuration starts a server");
+    let log = EventLog::open(client, StreamSettings::default()).await.expect("JetStream is enabled");
+    let case_id = CaseId::new_v7();
+    log.append(&subject(&case_id), 0, &event(case_id, 1, None, "shipped config")).await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}
