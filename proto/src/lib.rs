@@ -1,6 +1,8 @@
-//! gridcase's gRPC contracts. Generated code stays in this crate; the
-//! conversions between these messages and domain types live in each service's
-//! `convert` module.
+//! gridcase's gRPC contracts. Generated code stays in this crate, and so do
+//! the conversions between its enums and the domain's values (`convert`),
+//! shared by every service.
+
+pub mod convert;
 
 pub mod common {
     pub mod v1 {

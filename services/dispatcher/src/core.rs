@@ -13,11 +13,9 @@
 use std::collections::BTreeMap;
 
 use gridcase_calendar::Calendar;
-use gridcase_domain::{
-    Case, Clock, ClockMark, Command, DeadlineBasis, Event, OrgCode, Role, Status, Supervision, Text, Tier,
-};
+use gridcase_domain::{Case, Clock, ClockMark, Command, Event, OrgCode, Role, Status, Supervision, Text, Tier};
 use gridcase_eventlog::{CaseSubject, StoredEvent};
-use gridcase_policy::{Limit, Planner, Policy, Span, Thresholds};
+use gridcase_policy::{Computed, Limit, Planner, Policy, Span, Thresholds};
 use gridcase_reference::Reference;
 use jiff::{SignedDuration, Timestamp};
 
@@ -97,9 +95,8 @@ impl<'a> Core<'a> {
 
     /// The instant `span` after `start` on `organisation`'s calendar, with
     /// the years it used and those without a calendar file.
-    fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> (Timestamp, Vec<i16>, Vec<i16>) {
-        let computed = self.planner().add(start, span, organisation);
-        (computed.at, computed.years.into_iter().collect(), computed.fallback_years.into_iter().collect())
+    fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> Computed {
+        self.planner().add(start, span, organisation)
     }
 
     fn running(&self, working: bool, hours_of: Option<&OrgCode>, from: Timestamp, to: Timestamp) -> SignedDuration {
@@ -112,13 +109,11 @@ impl<'a> Core<'a> {
         ClockTiming { origin, used_before: SignedDuration::ZERO, allowed, due, working, hours_of }
     }
 
-    fn basis(&self, years: &[i16], fallback: &[i16]) -> DeadlineBasis {
-        let computed = gridcase_policy::Computed {
-            at: Timestamp::UNIX_EPOCH,
-            years: years.iter().copied().collect(),
-            fallback_years: fallback.iter().copied().collect(),
-        };
-        self.planner().basis([&computed])
+    /// A step setting one deadline, with what it was computed from.
+    fn set_deadline(&self, tracked: &Tracked, clock: Clock, computed: Computed, detail: &str) -> Option<Action> {
+        let basis = Some(self.planner().basis([&computed]));
+        let fallback = computed.fallback_years.into_iter().collect();
+        self.action(tracked, Command::SetDeadline { clock, due: computed.at, basis }, detail, fallback)
     }
 
     fn tier_limit(&self, case: &Case, clock: Clock) -> Limit {
@@ -290,10 +285,8 @@ impl<'a> Core<'a> {
                 }
                 if !case.deadlines.contains_key(&Clock::Register) {
                     let span = self.span_of(&self.policy.register, None);
-                    let (due, years, fallback) = self.add(tracked.filed_at, span, None);
-                    let basis = Some(self.basis(&years, &fallback));
-                    let command = Command::SetDeadline { clock: Clock::Register, due, basis };
-                    return self.action(tracked, command, "register", fallback);
+                    let computed = self.add(tracked.filed_at, span, None);
+                    return self.set_deadline(tracked, Clock::Register, computed, "register");
                 }
             }
             Status::Registered if tracked.awaiting_first_dispatch => {
@@ -319,39 +312,36 @@ impl<'a> Core<'a> {
         let case = &tracked.case;
         let resolve = tracked.clocks.get(&Clock::Resolve);
         let unit = case.unit.as_ref();
-        let set = |clock, due, years: Vec<i16>, fallback: Vec<i16>, detail: &str| {
-            let basis = Some(self.basis(&years, &fallback));
-            self.action(tracked, Command::SetDeadline { clock, due, basis }, detail, fallback)
-        };
         let resolve_settable = matches!(case.status, Status::Dispatched | Status::InProgress | Status::OnHold);
         if resolve_settable && let Some(timing) = resolve {
             if tracked.extension_to_apply > 0 {
                 let span = self.span_of(&Limit::WorkingDays(tracked.extension_to_apply), unit);
-                let (due, years, fallback) = self.add(timing.due, span, unit);
-                return set(Clock::Resolve, due, years, fallback, "extension");
+                return self.set_deadline(tracked, Clock::Resolve, self.add(timing.due, span, unit), "extension");
             }
             if case.status == Status::InProgress
                 && let Some((resumed_at, left)) = tracked.resume_remaining
             {
                 // The clock runs again from the moment work resumed.
                 let span = if timing.working { Span::Working(left) } else { Span::Calendar(left) };
-                let (due, years, fallback) = self.add(resumed_at, span, unit);
-                return set(Clock::Resolve, due, years, fallback, "resume");
+                return self.set_deadline(tracked, Clock::Resolve, self.add(resumed_at, span, unit), "resume");
             }
         }
         if case.status == Status::InProgress
             && let Some(reopened) = tracked.reopened_at
         {
             let span = self.span_of(&self.tier_limit(case, Clock::Resolve), unit);
-            let (due, years, fallback) = self.add(reopened, span, unit);
-            return set(Clock::Resolve, due, years, fallback, "reopened");
+            return self.set_deadline(tracked, Clock::Resolve, self.add(reopened, span, unit), "reopened");
         }
         if case.status == Status::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
             // The verify clock starts at the resolution and runs on the
             // command centre's (default) hours.
             let span = self.span_of(&self.tier_limit(case, Clock::Verify), None);
-            let (due, years, fallback) = self.add(tracked.resolved_at.unwrap_or(now), span, None);
-            return set(Clock::Verify, due, years, fallback, "verify");
+            return self.set_deadline(
+                tracked,
+                Clock::Verify,
+                self.add(tracked.resolved_at.unwrap_or(now), span, None),
+                "verify",
+            );
         }
         None
     }
@@ -369,7 +359,7 @@ impl<'a> Core<'a> {
             }
             let rest = target - timing.used_before;
             let span = if timing.working { Span::Working(rest) } else { Span::Calendar(rest) };
-            self.add(timing.origin, span, timing.hours_of.as_ref()).0
+            self.add(timing.origin, span, timing.hours_of.as_ref()).at
         };
         (at(t.warning_percent), at(t.yellow_card_percent), at(t.red_card_percent))
     }

@@ -22,12 +22,15 @@ use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-use crate::convert;
 use crate::service::check_uploaded;
 use crate::validate::{self, Limits};
+use gridcase_proto::convert;
 
 /// The namespace of lifecycle event ids: UUID v5 of "<case id>/<command id>".
 const COMMAND_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d4c_7a61_93b8_4f0e_a5c2_6e1d_8b3f_0a97);
+/// The case-id → subject cache is cleared when it grows past this (a case's
+/// subject never changes, so a miss only costs one lookup).
+const SUBJECT_CACHE_LIMIT: usize = 100_000;
 /// How often a command without an expected version is re-decided after a concurrent change.
 const ATTEMPTS: usize = 3;
 
@@ -128,7 +131,11 @@ impl CaseApi {
             .await
             .map_err(|e| grpc::unavailable("the event log", &e))?
             .ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))?;
-        self.subjects.lock().expect("subject cache").insert(*case_id, subject.clone());
+        let mut cache = self.subjects.lock().expect("subject cache");
+        if cache.len() >= SUBJECT_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(*case_id, subject.clone());
         Ok(subject)
     }
 

@@ -4,7 +4,6 @@
 
 mod cases;
 pub mod config;
-mod convert;
 mod service;
 pub mod validate;
 

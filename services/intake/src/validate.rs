@@ -23,7 +23,7 @@ pub struct Limits {
     pub max_report_age: SignedDuration,
 }
 
-pub use crate::convert::{tier_from_proto, timestamp_from_proto, timestamp_to_proto};
+pub use gridcase_proto::convert::{tier_from_proto, timestamp_from_proto, timestamp_to_proto};
 
 pub fn file_case(
     request: &api::FileCaseRequest,

@@ -75,14 +75,16 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
     }
     let ids: Vec<uuid::Uuid> = decoded.iter().map(|(_, s, _)| *s.case_id.as_uuid()).collect();
     let mut rows: HashMap<CaseId, CaseRow> = store::load_cases(&mut *tx, &ids).await?;
+    // The cases the batch changed, in first-touched order.
     let mut changed: Vec<CaseId> = Vec::new();
+    let mut touched: std::collections::HashSet<CaseId> = std::collections::HashSet::new();
     for (sequence, stored, event) in decoded {
         if let Some(event) = &event {
             let row = rows.remove(&stored.case_id);
             let (row, changes) = project::apply(row, &stored, event, sequence);
             if let Some(row) = row {
                 rows.insert(stored.case_id, row);
-                if !changed.contains(&stored.case_id) {
+                if touched.insert(stored.case_id) {
                     changed.push(stored.case_id);
                 }
             }

@@ -10,6 +10,7 @@ use gridcase_domain::{CaseId, Clock, ClockMark, OrgCode, Status};
 use gridcase_eventlog::{StoredEvent, verify_chain};
 use gridcase_policy::{Limit, Planner, Policy};
 use gridcase_proto::common::v1 as common;
+use gridcase_proto::convert;
 use gridcase_proto::query::v1::{self as api, query_service_server::QueryService};
 use gridcase_runtime::{Clock as TimeSource, Violations, grpc};
 use jiff::Timestamp;
@@ -30,10 +31,6 @@ pub struct QueryApi {
 
 const CLOCKS: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
 
-fn ts(at: Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.as_second(), nanos: at.subsec_nanosecond() }
-}
-
 fn db_error(error: impl std::fmt::Display) -> GrpcStatus {
     grpc::unavailable("the read-model database", &error)
 }
@@ -48,77 +45,15 @@ fn load_error(error: anyhow::Error) -> GrpcStatus {
     }
 }
 
-fn clock_proto(clock: Clock) -> common::Clock {
-    match clock {
-        Clock::Register => common::Clock::Register,
-        Clock::Acknowledge => common::Clock::Acknowledge,
-        Clock::Resolve => common::Clock::Resolve,
-        Clock::Verify => common::Clock::Verify,
-    }
-}
-
-fn state_proto(status: Status) -> common::CaseState {
-    match status {
-        Status::Reported => common::CaseState::Reported,
-        Status::Registered => common::CaseState::Registered,
-        Status::Voided => common::CaseState::Voided,
-        Status::Dispatched => common::CaseState::Dispatched,
-        Status::InProgress => common::CaseState::InProgress,
-        Status::OnHold => common::CaseState::OnHold,
-        Status::Resolved => common::CaseState::Resolved,
-        Status::Closed => common::CaseState::Closed,
-        Status::Cancelled => common::CaseState::Cancelled,
-    }
-}
-
-fn state_from_proto(value: i32) -> Option<Status> {
-    Some(match common::CaseState::try_from(value).ok()? {
-        common::CaseState::Reported => Status::Reported,
-        common::CaseState::Registered => Status::Registered,
-        common::CaseState::Voided => Status::Voided,
-        common::CaseState::Dispatched => Status::Dispatched,
-        common::CaseState::InProgress => Status::InProgress,
-        common::CaseState::OnHold => Status::OnHold,
-        common::CaseState::Resolved => Status::Resolved,
-        common::CaseState::Closed => Status::Closed,
-        common::CaseState::Cancelled => Status::Cancelled,
-        common::CaseState::Unspecified => return None,
-    })
-}
-
-fn tier_proto(tier: Option<gridcase_domain::Tier>) -> common::Tier {
-    match tier {
-        Some(gridcase_domain::Tier::Critical) => common::Tier::Critical,
-        Some(gridcase_domain::Tier::Urgent) => common::Tier::Urgent,
-        Some(gridcase_domain::Tier::Normal) => common::Tier::Normal,
-        Some(gridcase_domain::Tier::Complex) => common::Tier::Complex,
-        None => common::Tier::Unspecified,
-    }
-}
-
-fn supervision_proto(level: gridcase_domain::Supervision) -> common::Supervision {
-    match level {
-        gridcase_domain::Supervision::None => common::Supervision::None,
-        gridcase_domain::Supervision::Normal => common::Supervision::Normal,
-        gridcase_domain::Supervision::YellowCard => common::Supervision::YellowCard,
-        gridcase_domain::Supervision::RedCard => common::Supervision::RedCard,
-    }
-}
-
-/// The SQL condition "some clock that runs in the case's state is past due at $now".
-pub const OVERDUE_SQL: &str = "((state = 'REPORTED' AND register_due < ts_from_micros($NOW)) \
-    OR (state = 'DISPATCHED' AND acknowledge_due < ts_from_micros($NOW)) \
-    OR (state IN ('DISPATCHED', 'IN_PROGRESS') AND resolve_due < ts_from_micros($NOW)) \
-    OR (state = 'RESOLVED' AND verify_due < ts_from_micros($NOW)))";
-
+/// The SQL condition "some clock that runs in the case's state is past due
+/// at `now`" (an integer we computed, so it is written into the SQL as is).
 fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
-    let parts: Vec<&str> = OVERDUE_SQL.split("$NOW").collect();
-    for (index, part) in parts.iter().enumerate() {
-        builder.push(*part);
-        if index + 1 < parts.len() {
-            builder.push_bind(now);
-        }
-    }
+    builder.push(format!(
+        "((state = 'REPORTED' AND register_due < ts_from_micros({now})) \
+         OR (state = 'DISPATCHED' AND acknowledge_due < ts_from_micros({now})) \
+         OR (state IN ('DISPATCHED', 'IN_PROGRESS') AND resolve_due < ts_from_micros({now})) \
+         OR (state = 'RESOLVED' AND verify_due < ts_from_micros({now})))"
+    ));
 }
 
 fn running_overdue(row: &CaseRow, now: Timestamp) -> Vec<(Clock, Timestamp)> {
@@ -183,7 +118,7 @@ pub fn list_query(
     let states: Vec<String> = filter
         .states
         .iter()
-        .map(|s| state_from_proto(*s).map(|s| s.name().to_owned()))
+        .map(|s| convert::state_from_proto(*s).map(|s| s.name().to_owned()))
         .collect::<Option<_>>()
         .unwrap_or_else(|| {
             v.add("states", "UNKNOWN_VALUE", "every state must be a CaseState other than UNSPECIFIED");
@@ -225,7 +160,9 @@ pub fn list_query(
     if !states.is_empty() {
         builder.push(" AND state = ANY(").push_bind(states).push(")");
     }
-    if let Some(tier) = gridcase_domain::Tier::ALL.into_iter().find(|t| tier_proto(Some(*t)) as i32 == filter.tier) {
+    if let Some(tier) =
+        gridcase_domain::Tier::ALL.into_iter().find(|t| convert::tier_to_proto(Some(*t)) as i32 == filter.tier)
+    {
         builder.push(" AND tier = ").push_bind(tier.as_str());
     }
     if !filter.unit.is_empty() {
@@ -264,14 +201,16 @@ fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseSummary {
         });
     api::CaseSummary {
         case_id: row.get::<uuid::Uuid, _>(0).to_string(),
-        state: state_proto(status) as i32,
+        state: convert::state_to_proto(status) as i32,
         township: row.get(2),
         grid_code: row.get(3),
         category_code: row.get(4),
-        tier: tier_proto(row.get::<Option<&str>, _>(5).and_then(gridcase_domain::Tier::parse)) as i32,
+        tier: convert::tier_to_proto(row.get::<Option<&str>, _>(5).and_then(gridcase_domain::Tier::parse)) as i32,
         unit: row.get::<Option<String>, _>(6).unwrap_or_default(),
-        supervision: supervision_proto(gridcase_domain::Supervision::from_name(row.get(7)).unwrap_or_default()) as i32,
-        filed_at: Some(ts(from_micros(row.get(8)))),
+        supervision: convert::supervision_to_proto(
+            gridcase_domain::Supervision::from_name(row.get(7)).unwrap_or_default(),
+        ) as i32,
+        filed_at: Some(convert::timestamp_to_proto(from_micros(row.get(8)))),
         overdue,
     }
 }
@@ -480,8 +419,8 @@ impl QueryService for QueryApi {
                 let due = *case.deadlines.get(&clock)?;
                 let running = clock.runs_in(case.status);
                 Some(api::DeadlineStatus {
-                    clock: clock_proto(clock) as i32,
-                    due: Some(ts(due)),
+                    clock: convert::clock_to_proto(clock) as i32,
+                    due: Some(convert::timestamp_to_proto(due)),
                     running,
                     overdue: running && due < now,
                     warned: case.marks.contains(&(clock, ClockMark::Warning)),
@@ -492,7 +431,7 @@ impl QueryService for QueryApi {
         Ok(Response::new(api::CaseRecord {
             case_id: case.id.to_string(),
             version: case.version,
-            state: state_proto(case.status) as i32,
+            state: convert::state_to_proto(case.status) as i32,
             township: case.grid.township().to_string(),
             village: case.grid.village().to_owned(),
             grid_code: case.grid.to_string(),
@@ -500,22 +439,17 @@ impl QueryService for QueryApi {
             description: row.description.clone(),
             reported_by: row.reported_by.clone(),
             contact_phone_masked: row.contact_phone_masked.clone().unwrap_or_default(),
-            tier: tier_proto(case.tier) as i32,
+            tier: convert::tier_to_proto(case.tier) as i32,
             unit: case.unit.as_ref().map(|u| u.to_string()).unwrap_or_default(),
-            supervision: supervision_proto(case.supervision) as i32,
+            supervision: convert::supervision_to_proto(case.supervision) as i32,
             urgent: case.urgent,
-            filed_at: Some(ts(row.filed_at)),
+            filed_at: Some(convert::timestamp_to_proto(row.filed_at)),
             deadlines,
             returns: case.returns,
             reworks: case.reworks,
             reopenings: case.reopenings,
             approved_extension_days: case.approved_extension_days,
-            feedback: match case.feedback {
-                Some(gridcase_domain::Feedback::Satisfied) => common::Feedback::Satisfied,
-                Some(gridcase_domain::Feedback::BasicallySatisfied) => common::Feedback::BasicallySatisfied,
-                Some(gridcase_domain::Feedback::Unsatisfied) => common::Feedback::Unsatisfied,
-                None => common::Feedback::Unspecified,
-            } as i32,
+            feedback: convert::feedback_to_proto(case.feedback) as i32,
         }))
     }
 
@@ -559,7 +493,7 @@ impl QueryService for QueryApi {
                 stream_sequence: row.get::<i64, _>(0) as u64,
                 event_id: event.event_id.to_string(),
                 r#type: event.event_type.clone(),
-                occurred_at: Some(ts(event.occurred_at)),
+                occurred_at: Some(convert::timestamp_to_proto(event.occurred_at)),
                 actor_person: event.actor.person.clone(),
                 actor_role: event.actor.role.as_str().to_owned(),
                 actor_organisation: event.actor.organisation.clone(),
@@ -629,12 +563,12 @@ impl QueryService for QueryApi {
                 );
                 groups.entry(key).or_default().push(api::OverdueItem {
                     case_id: row.case.id.to_string(),
-                    clock: clock_proto(clock) as i32,
-                    due: Some(ts(due)),
+                    clock: convert::clock_to_proto(clock) as i32,
+                    due: Some(convert::timestamp_to_proto(due)),
                     overdue_seconds,
                     unit_of_time: unit_of_time.into(),
-                    supervision: supervision_proto(row.case.supervision) as i32,
-                    tier: tier_proto(row.case.tier) as i32,
+                    supervision: convert::supervision_to_proto(row.case.supervision) as i32,
+                    tier: convert::tier_to_proto(row.case.tier) as i32,
                     grid_code: row.case.grid.to_string(),
                 });
                 total += 1;
@@ -647,7 +581,7 @@ impl QueryService for QueryApi {
                 api::OverdueGroup { township, unit, items }
             })
             .collect();
-        Ok(Response::new(api::OverdueReportResponse { as_of: Some(ts(now)), groups, total }))
+        Ok(Response::new(api::OverdueReportResponse { as_of: Some(convert::timestamp_to_proto(now)), groups, total }))
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, GrpcStatus> {
@@ -719,7 +653,7 @@ impl QueryService for QueryApi {
                     township,
                     event_type: stored.event_type,
                     case_version: stored.case_version,
-                    occurred_at: Some(ts(stored.occurred_at)),
+                    occurred_at: Some(convert::timestamp_to_proto(stored.occurred_at)),
                     actor_role: stored.actor.role.as_str().to_owned(),
                     actor_organisation: stored.actor.organisation,
                 }))

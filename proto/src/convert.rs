@@ -1,7 +1,7 @@
 //! Conversions between the domain's values and the protobuf enums, in one place.
 
+use crate::common::v1 as pb;
 use gridcase_domain::{Clock, Feedback, Status, Supervision, Tier};
-use gridcase_proto::common::v1 as pb;
 
 pub fn tier_from_proto(value: i32) -> Option<Tier> {
     match pb::Tier::try_from(value).ok()? {
@@ -21,6 +21,21 @@ pub fn tier_to_proto(tier: Option<Tier>) -> pb::Tier {
         Some(Tier::Complex) => pb::Tier::Complex,
         None => pb::Tier::Unspecified,
     }
+}
+
+pub fn state_from_proto(value: i32) -> Option<Status> {
+    Some(match pb::CaseState::try_from(value).ok()? {
+        pb::CaseState::Reported => Status::Reported,
+        pb::CaseState::Registered => Status::Registered,
+        pb::CaseState::Voided => Status::Voided,
+        pb::CaseState::Dispatched => Status::Dispatched,
+        pb::CaseState::InProgress => Status::InProgress,
+        pb::CaseState::OnHold => Status::OnHold,
+        pb::CaseState::Resolved => Status::Resolved,
+        pb::CaseState::Closed => Status::Closed,
+        pb::CaseState::Cancelled => Status::Cancelled,
+        pb::CaseState::Unspecified => return None,
+    })
 }
 
 pub fn state_to_proto(status: Status) -> pb::CaseState {
