@@ -26,6 +26,16 @@ export GRIDCASE_DISPATCHER_METRICS_ADDR="${GRIDCASE_DISPATCHER_METRICS_ADDR:-127
 export GRIDCASE_DATABASE_URL="${GRIDCASE_DATABASE_URL:-postgres://gridcase:gridcase@127.0.0.1:5432/gridcase}"
 export GRIDCASE_QUERY_ADDR="${GRIDCASE_QUERY_ADDR:-127.0.0.1:50052}"
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
+# Bearer tokens. This is a development setup: unless GRIDCASE_AUTH_KEYS names
+# an identity provider's public keys, the services share a development secret
+# (created once, readable by this user only) and `gridctl token` mints tokens
+# with it. Production sets GRIDCASE_AUTH_KEYS=KID:EdDSA:/path/key.pem instead.
+if [ -z "${GRIDCASE_AUTH_KEYS:-}" ] && [ -z "${GRIDCASE_AUTH_DEV_SECRET_FILE:-}" ]; then
+  export GRIDCASE_AUTH_DEV_SECRET_FILE="$RUN/dev-token-secret"
+  if [ ! -s "$GRIDCASE_AUTH_DEV_SECRET_FILE" ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 -w0 >"$GRIDCASE_AUTH_DEV_SECRET_FILE")
+  fi
+fi
 
 say() { printf 'up: %s\n' "$*" >&2; }
 
@@ -86,10 +96,12 @@ cat <<EOT
 gridcase is up.
   NATS JetStream   $GRIDCASE_NATS_URL   ($("$ROOT/.tools/nats/bin/nats-server" --version), store $RUN/nats)
   PostgreSQL       ${GRIDCASE_DATABASE_URL%%://*}://…@${GRIDCASE_DATABASE_URL##*@}
-  intake (gRPC)    $GRIDCASE_INTAKE_ADDR   gridcase.intake.v1.IntakeService, grpc.health.v1.Health, reflection
+  intake (gRPC)    $GRIDCASE_INTAKE_ADDR   gridcase.intake.v1.IntakeService, gridcase.cases.v1.CaseService,
+                   gridcase.auth.v1.AuthService, grpc.health.v1.Health, reflection
   projection       $GRIDCASE_QUERY_ADDR   gridcase.query.v1.QueryService (read models in schema "read")
   dispatcher       health $GRIDCASE_DISPATCHER_ADDR (gRPC), metrics http://$GRIDCASE_DISPATCHER_METRICS_ADDR/metrics
                    policy $GRIDCASE_POLICY, calendar $GRIDCASE_CALENDAR_DIR
   gridctl          $ROOT/target/release/gridctl  (try: gridctl deadline --tier NORMAL --from 2026-02-13T17:00+08:00)
+  tokens           ${GRIDCASE_AUTH_DEV_SECRET_FILE:+development secret $GRIDCASE_AUTH_DEV_SECRET_FILE: export GRIDCTL_TOKEN=\$(gridctl token --subject cc-op-1 --role command_centre --org cc-990101001 --territory 990101001)}${GRIDCASE_AUTH_KEYS:+identity provider keys $GRIDCASE_AUTH_KEYS}
 Logs: $RUN/logs/   Stop: deploy/down.sh
 EOT

@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gridcase/intake/v1/intake.proto",
         "gridcase/cases/v1/cases.proto",
         "gridcase/query/v1/query.proto",
+        "gridcase/auth/v1/auth.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))

@@ -22,6 +22,12 @@ pub mod query {
     }
 }
 
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("gridcase.auth.v1");
+    }
+}
+
 pub mod intake {
     pub mod v1 {
         tonic::include_proto!("gridcase.intake.v1");

@@ -5,6 +5,7 @@
 //!   as `deploy/nats/nats-server.conf` configures production.
 //! * [`TestIntake`] runs the intake service in-process on `127.0.0.1:0`.
 
+pub mod identity;
 pub mod nats;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use gridcase_runtime::{Clock, Shutdown, SystemClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use identity::Identity;
 pub use nats::NatsServer;
 
 /// The workspace root (for deploy/ files).
@@ -82,6 +84,7 @@ impl TestIntake {
         config.rules.calendar_dir = workspace_root().join("deploy/calendar");
         config.common.publish_timeout = std::time::Duration::from_secs(2);
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
+        config.auth.dev_secret_file = Some(identity::dev_secret_file());
         config
     }
 
@@ -108,27 +111,22 @@ impl TestIntake {
 
 /// Requests and identities the tests file cases with.
 pub mod fixtures {
-    use gridcase_domain::{CaseId, OrgCode, Role};
+    use gridcase_domain::CaseId;
     use gridcase_proto::common::v1 as common;
     use gridcase_proto::intake::v1 as api;
     use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
-    use gridcase_runtime::Caller;
     use tonic::transport::Channel;
 
-    /// A grid worker of 城关街道 in the demo county.
-    pub fn worker() -> Caller {
-        Caller {
-            person: "gw-0042".into(),
-            role: Role::GridWorker,
-            organisation: OrgCode::parse("cc-990101001").expect("org code"),
-        }
+    use crate::Identity;
+
+    /// A grid worker of 东门社区第一网格 (城关街道) in the demo county.
+    pub fn worker() -> Identity {
+        Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001")
     }
 
-    /// Wrap a message in a request carrying the worker's identity.
+    /// Wrap a message in a request carrying the worker's token.
     pub fn as_worker<T>(message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        worker().attach(&mut request);
-        request
+        worker().request(message)
     }
 
     /// A valid filing in grid 990101001001001 (东门社区第一网格).
@@ -282,11 +280,12 @@ pub mod act {
 
 /// Driving the lifecycle API as people in different roles.
 pub mod lifecycle {
-    use gridcase_domain::{CaseId, OrgCode, Role};
+    use gridcase_domain::CaseId;
     use gridcase_proto::cases::v1 as api;
     use gridcase_proto::cases::v1::case_service_client::CaseServiceClient;
-    use gridcase_runtime::Caller;
     use tonic::transport::Channel;
+
+    use crate::Identity;
 
     pub type Client = CaseServiceClient<Channel>;
 
@@ -294,28 +293,18 @@ pub mod lifecycle {
         CaseServiceClient::connect(endpoint).await.expect("connect to the case service")
     }
 
-    pub fn caller(role: Role, organisation: &str) -> Caller {
-        Caller {
-            person: format!("{}-01", role.as_str().to_lowercase()),
-            role,
-            organisation: OrgCode::parse(organisation).expect("org code"),
-        }
+    /// The command centre of 城关街道 (township 990101001).
+    pub fn centre() -> Identity {
+        Identity::new("command_centre-01", "command_centre", "cc-990101001", "990101001")
     }
 
-    /// The command centre of 城关街道.
-    pub fn centre() -> Caller {
-        caller(Role::CommandCentre, "cc-990101001")
+    /// A handling unit: its territory is itself.
+    pub fn unit(code: &str) -> Identity {
+        Identity::new("handling_unit-01", "handling_unit", code, code)
     }
 
-    /// A handling unit.
-    pub fn unit(code: &str) -> Caller {
-        caller(Role::HandlingUnit, code)
-    }
-
-    pub fn request<T>(who: &Caller, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        who.attach(&mut request);
-        request
+    pub fn request<T>(who: &Identity, message: T) -> tonic::Request<T> {
+        who.request(message)
     }
 
     /// A context with a fresh command id.
@@ -390,6 +379,7 @@ impl TestProjection {
         config.rules.calendar_dir = workspace_root().join("deploy/calendar");
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.database_connections = 4;
+        config.auth.dev_secret_file = Some(identity::dev_secret_file());
         config
     }
 
@@ -427,6 +417,17 @@ impl TestProjection {
     pub fn kill(mut self) {
         self.running.kill();
     }
+}
+
+/// A query-service client whose every call carries `who`'s token.
+pub type QueryClient = gridcase_proto::query::v1::query_service_client::QueryServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, identity::Bearer>,
+>;
+
+pub async fn query_client(endpoint: String, who: &Identity) -> QueryClient {
+    let channel =
+        tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+    gridcase_proto::query::v1::query_service_client::QueryServiceClient::with_interceptor(channel, who.bearer())
 }
 
 /// The last sequence of the case stream.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use gridcase_domain::{CaseId, Status as State};
 use gridcase_proto::cases::v1 as api;
 use gridcase_proto::common::v1 as common;
-use gridcase_runtime::{Caller, FixedClock, SystemClock};
+use gridcase_runtime::{FixedClock, SystemClock};
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::lifecycle::{self, Client, centre, request, unit};
 use gridcase_tests::{NatsServer, TestDispatcher, TestIntake};
@@ -59,14 +59,34 @@ const ALL_OPS: [Op; 15] = [
     Op::Cancel,
 ];
 
+/// The unit that acts on the case now: the one it is dispatched to (a unit
+/// sees only those), or UNIT when it is dispatched to none.
+async fn acting_unit(client: &mut Client, case_id: CaseId) -> Result<String, tonic::Status> {
+    let current = client.get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() })).await?;
+    let unit = current.into_inner().unit;
+    Ok(if unit.is_empty() { UNIT.to_owned() } else { unit })
+}
+
 async fn send(
     client: &mut Client,
     case_id: CaseId,
     op: Op,
     context: Option<api::CommandContext>,
 ) -> Result<api::CommandResult, tonic::Status> {
+    let acting = acting_unit(client, case_id).await?;
+    send_as(client, case_id, op, context, &acting).await
+}
+
+/// Send `op`: centre commands as the centre, unit commands as `acting`.
+async fn send_as(
+    client: &mut Client,
+    case_id: CaseId,
+    op: Op,
+    context: Option<api::CommandContext>,
+    acting: &str,
+) -> Result<api::CommandResult, tonic::Status> {
     let ctx = context.or_else(|| lifecycle::context(case_id));
-    let (cc, u) = (centre(), unit(UNIT));
+    let (cc, u) = (centre(), unit(acting));
     let reason = |s: &str| s.to_owned();
     let result = match op {
         Op::Register => {
@@ -225,6 +245,11 @@ fn allowed(op: Op, state: State) -> Option<State> {
     }
 }
 
+/// The operations a handling unit sends.
+fn unit_op(op: Op) -> bool {
+    matches!(op, Op::Acknowledge | Op::Return | Op::RequestHold | Op::Resolve | Op::RequestExtension | Op::Progress)
+}
+
 async fn file_new(intake: &TestIntake) -> CaseId {
     let case_id = CaseId::new_v7();
     intake_client(intake.endpoint()).await.file_case(as_worker(filing(case_id))).await.expect("filed");
@@ -258,6 +283,14 @@ async fn every_transition_of_the_brief_works_over_grpc_and_every_other_is_refuse
                 Some(next) => {
                     let result = result.unwrap_or_else(|e| panic!("{op:?} from {state:?} refused: {e:?}"));
                     assert_eq!(state_of(&result), next, "{op:?} from {state:?}");
+                }
+                None if unit_op(op)
+                    && matches!(state, State::Reported | State::Registered | State::Voided | State::Cancelled) =>
+                {
+                    // Never dispatched: no unit may even see the case.
+                    let status = result.expect_err(&format!("{op:?} from {state:?} must be refused"));
+                    assert_eq!(status.code(), Code::NotFound, "{op:?} from {state:?}: {status:?}");
+                    assert_eq!(status.message(), format!("case {case_id} does not exist"));
                 }
                 None => {
                     let status = result.expect_err(&format!("{op:?} from {state:?} must be refused"));
@@ -299,21 +332,22 @@ async fn a_retried_command_returns_its_first_result_also_after_a_restart() {
     let mut contexts = Vec::new();
     for op in paths.concat() {
         let context = lifecycle::context(case_id);
-        let first = send(&mut client, case_id, op, context.clone()).await.unwrap();
-        let again = send(&mut client, case_id, op, context.clone()).await.unwrap();
+        let acting = acting_unit(&mut client, case_id).await.unwrap();
+        let first = send_as(&mut client, case_id, op, context.clone(), &acting).await.unwrap();
+        let again = send_as(&mut client, case_id, op, context.clone(), &acting).await.unwrap();
         assert!(!first.replayed && again.replayed, "{op:?}");
         assert_eq!(
             (again.version, again.stream_sequence, again.state),
             (first.version, first.stream_sequence, first.state),
             "{op:?}"
         );
-        contexts.push((op, context, first));
+        contexts.push((op, context, first, acting));
     }
     intake.stop().await.unwrap();
     let intake = TestIntake::spawn(&nats.url()).await;
     let mut client = lifecycle::client(intake.endpoint()).await;
-    for (op, context, first) in contexts {
-        let again = send(&mut client, case_id, op, context).await.unwrap();
+    for (op, context, first, acting) in contexts {
+        let again = send_as(&mut client, case_id, op, context, &acting).await.unwrap();
         assert!(again.replayed, "{op:?} after a restart");
         assert_eq!((again.version, again.event_type.as_str()), (first.version, first.event_type.as_str()), "{op:?}");
     }
@@ -351,13 +385,16 @@ async fn of_two_operators_acting_on_the_same_version_exactly_one_wins_the_other_
         // The unit acknowledges while the centre reassigns, both from version `version`.
         let (mut a, mut b) = (client.clone(), client.clone());
         let (ack, reassign) = tokio::join!(
-            send(&mut a, case_id, Op::Acknowledge, pinned()),
-            send(&mut b, case_id, Op::Reassign, pinned()),
+            send_as(&mut a, case_id, Op::Acknowledge, pinned(), UNIT),
+            send_as(&mut b, case_id, Op::Reassign, pinned(), UNIT),
         );
         let outcomes = [&ack, &reassign];
         let wins = outcomes.iter().filter(|r| r.is_ok()).count();
         let aborted = outcomes.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::Aborted)).count();
-        assert_eq!((wins, aborted), (1, 1), "round {round}: {ack:?} / {reassign:?}");
+        // Once the reassignment is in, the case is no longer the first
+        // unit's to see: its late acknowledgement is NOT_FOUND, not ABORTED.
+        let lost_sight = reassign.is_ok() && matches!(&ack, Err(s) if s.code() == Code::NotFound);
+        assert_eq!((wins, aborted + usize::from(lost_sight)), (1, 1), "round {round}: {ack:?} / {reassign:?}");
     }
     // A version seen before a later change is refused outright.
     let case_id = reach(&mut client, &intake, State::Registered).await;
@@ -392,7 +429,8 @@ async fn malformed_commands_are_invalid_argument_and_unknown_cases_not_found() {
     assert_eq!(field(&status).unwrap(), [("context".to_owned(), "REQUIRED".to_owned())]);
 
     let bad = api::CommandContext { case_id: "x".into(), command_id: String::new(), expected_version: None };
-    let status = client.acknowledge(request(&cc, api::AcknowledgeRequest { context: Some(bad) })).await.unwrap_err();
+    let status =
+        client.acknowledge(request(&unit(UNIT), api::AcknowledgeRequest { context: Some(bad) })).await.unwrap_err();
     assert_eq!(
         field(&status).unwrap(),
         [
@@ -412,7 +450,7 @@ async fn malformed_commands_are_invalid_argument_and_unknown_cases_not_found() {
 
     let status = client
         .request_extension(request(
-            &cc,
+            &unit(UNIT),
             api::RequestExtensionRequest { context: lifecycle::context(case_id), working_days: 0, reason: "x".into() },
         ))
         .await
@@ -469,7 +507,8 @@ async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure()
         Some(gridcase_proto::intake::v1::ResidentContact { name: "王芳".into(), phone: "13812345678".into() });
     intake_client(intake.endpoint()).await.file_case(as_worker(report)).await.unwrap();
 
-    let (cc, u) = (centre(), unit(UNIT));
+    // Returned by UNIT, then dispatched to the utilities company: from then on it acts.
+    let (cc, u) = (centre(), unit("unit.utilities.990101"));
     let ctx = || lifecycle::context(case_id);
     send(&mut client, case_id, Op::Register, None).await.unwrap();
     send(&mut client, case_id, Op::Dispatch, None).await.unwrap();
@@ -478,10 +517,7 @@ async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure()
         .dispatch(request(&cc, api::DispatchRequest { context: ctx(), unit: "unit.utilities.990101".into() }))
         .await
         .unwrap();
-    client
-        .acknowledge(request(&unit("unit.utilities.990101"), api::AcknowledgeRequest { context: ctx() }))
-        .await
-        .unwrap();
+    client.acknowledge(request(&u, api::AcknowledgeRequest { context: ctx() })).await.unwrap();
     client
         .request_extension(request(
             &u,
@@ -646,8 +682,13 @@ async fn scenario_c_a_duplicate_report_is_voided_with_its_reason() {
     assert_eq!(kinds(&history), ["filed", "voided"]);
     let voiding = &history.events[1];
     assert_eq!(voiding.reason, "重复上报: 与已立案事件相同");
-    let who: &Caller = &centre();
-    assert_eq!(voiding.actor.as_ref().unwrap().person, who.person);
+    let actor = voiding.actor.as_ref().unwrap();
+    let who = centre();
+    assert_eq!(
+        (actor.person.as_str(), actor.role.as_str(), actor.organisation.as_str()),
+        (who.subject(), "COMMAND_CENTRE", "cc-990101001"),
+        "the actor is the token's subject, role and organisation"
+    );
     // Final: nothing more is possible.
     let status = send(&mut client, case_id, Op::Register, None).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);

@@ -10,9 +10,8 @@ use gridcase_domain::{
 use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings};
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::query::v1 as api;
-use gridcase_proto::query::v1::query_service_client::QueryServiceClient;
 use gridcase_runtime::FixedClock;
-use gridcase_tests::{NatsServer, TestDatabase, TestProjection, act, stream_end};
+use gridcase_tests::{Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, query_client, stream_end};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use sqlx::Row;
@@ -179,7 +178,7 @@ async fn dump(pool: &sqlx::PgPool) -> Vec<String> {
     for (table, order) in [
         ("cases", "case_id"),
         ("case_events", "stream_sequence"),
-        ("ledger_daily", "org_kind, org, day"),
+        ("ledger_daily", "org_kind, org, township, day"),
         ("projection_position", "projection"),
     ] {
         let sql = format!("SELECT to_jsonb(t) - 'updated_at' AS row FROM {table} t ORDER BY {order}");
@@ -245,8 +244,9 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     projection.stop().await.unwrap();
 }
 
-async fn query(projection: &TestProjection) -> QueryServiceClient<tonic::transport::Channel> {
-    QueryServiceClient::connect(projection.endpoint()).await.unwrap()
+/// A query client acting as the demo county's auditor (reads everything in 990101).
+async fn query(projection: &TestProjection) -> QueryClient {
+    query_client(projection.endpoint(), &Identity::new("audit-01", "county_auditor", "county-990101", "990101")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,8 +218,9 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
     .await?;
     sqlx::query("ANALYZE cases").execute(pool).await?;
     println!("\ninserted {query_cases} synthetic cases in {:.1}s", started.elapsed().as_secs_f64());
-    let client =
-        gridcase_proto::query::v1::query_service_client::QueryServiceClient::connect(projection.endpoint()).await?;
+    // The county's auditor reads every township of the demo county.
+    let auditor = gridcase_tests::Identity::new("bench-audit", "county_auditor", "co-990101", "990101");
+    let client = gridcase_tests::query_client(projection.endpoint(), &auditor).await;
     let list = run_phase("ListCases, 100 per page, township", 200, 4, |i| {
         let mut client = client.clone();
         async move {

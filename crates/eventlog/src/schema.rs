@@ -125,6 +125,28 @@ impl StoredEvent {
         Ok(payload.into_event(self.case_id))
     }
 
+    /// A copy fit to keep or show outside the event log: residents' contact
+    /// details masked (138****5678). Its hash no longer recomputes; compare
+    /// it with the redacted copy of the logged event instead.
+    pub fn redacted(&self) -> StoredEvent {
+        let mut copy = self.clone();
+        if let Some(Value::Object(contact)) = copy.payload.get_mut("resident_contact") {
+            if let Some(Value::String(phone)) = contact.get_mut("phone") {
+                *phone = match gridcase_domain::PhoneNumber::parse(phone) {
+                    Ok(parsed) => parsed.masked(),
+                    Err(_) => "*".repeat(phone.chars().count()),
+                };
+            }
+            if let Some(Value::String(name)) = contact.get_mut("name") {
+                *name = match gridcase_domain::PersonName::parse(name) {
+                    Ok(parsed) => parsed.masked(),
+                    Err(_) => "*".repeat(name.chars().count()),
+                };
+            }
+        }
+        copy
+    }
+
     pub fn to_json_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("stored events serialise")
     }

@@ -1,15 +1,15 @@
 //! What every gridcase service shares around its pure core: the shutdown
-//! signal and draining, telemetry, the clock, the caller's identity and the
+//! signal and draining, telemetry, the clock, authentication and authorization at the gRPC edge and the
 //! mapping of failures to gRPC statuses with machine-readable details.
 
-pub mod caller;
+pub mod auth;
 pub mod clock;
 pub mod grpc;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use caller::Caller;
+pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
 pub use service::{CommonArgs, PolicyArgs, exit_code};

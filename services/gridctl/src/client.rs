@@ -14,17 +14,10 @@ pub struct Connection {
     #[arg(long, global = true, env = "GRIDCTL_QUERY_ADDR", default_value = "http://127.0.0.1:50052")]
     pub query_addr: String,
 
-    /// Who is acting (until authentication lands, stated in metadata).
-    #[arg(long, global = true, env = "GRIDCTL_PERSON", default_value = "operator-1")]
-    pub person: String,
-
-    /// The role acted in: GRID_WORKER, GRID_LEADER, HANDLING_UNIT, COMMAND_CENTRE, COUNTY_OFFICE.
-    #[arg(long, global = true, env = "GRIDCTL_ROLE", default_value = "COMMAND_CENTRE")]
-    pub role: String,
-
-    /// The organisation acted for.
-    #[arg(long, global = true, env = "GRIDCTL_ORG", default_value = "cc-990101001")]
-    pub org: String,
+    /// The bearer token to act with (from your identity provider, or
+    /// `gridctl token` against a development server).
+    #[arg(long, global = true, env = "GRIDCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl Connection {
@@ -55,13 +48,17 @@ impl Connection {
         Ok(IntakeServiceClient::new(self.channel().await?))
     }
 
-    /// A request carrying the caller's identity.
+    /// A request carrying the caller's bearer token.
     pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let token = self.token.as_deref().context(
+            "no token: pass --token or set GRIDCTL_TOKEN \
+             (on a development server: export GRIDCTL_TOKEN=$(gridctl token --subject … --role … --org … --territory …))",
+        )?;
         let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert("x-gridcase-person", self.person.parse().context("--person must be ASCII")?);
-        metadata.insert("x-gridcase-role", self.role.parse().context("--role must be ASCII")?);
-        metadata.insert("x-gridcase-organisation", self.org.parse().context("--org must be ASCII")?);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token.trim()).parse().context("the token must be printable ASCII")?,
+        );
         Ok(request)
     }
 }

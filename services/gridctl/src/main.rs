@@ -1,5 +1,5 @@
 //! `gridctl`: gridcase from a terminal. It speaks only the public gRPC APIs
-//! (IntakeService, CaseService), apart from `deadline`, which computes on the
+//! (IntakeService, CaseService, QueryService, AuthService), apart from `deadline`, which computes on the
 //! policy and calendar files directly.
 
 mod client;
@@ -7,6 +7,7 @@ mod deadline;
 mod lifecycle;
 mod output;
 mod reports;
+mod token;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Commands {
     Lifecycle(lifecycle::Command),
     #[command(flatten)]
     Reports(reports::Command),
+    #[command(flatten)]
+    Token(token::Command),
 }
 
 #[tokio::main]
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
         Commands::Deadline(args) => deadline::run(args, cli.json),
         Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
         Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
+        Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

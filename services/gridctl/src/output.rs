@@ -90,6 +90,9 @@ pub fn case_view(view: &api::CaseView, json: bool) {
             "returns": view.returns,
             "reworks": view.reworks,
             "reopenings": view.reopenings,
+            "resident_contact": view.resident_contact.as_ref().map(|c| json!({
+                "name": c.name, "phone": c.phone, "masked": c.masked,
+            })),
         }));
     }
     println!("case        {}", view.case_id);
@@ -119,6 +122,14 @@ pub fn case_view(view: &api::CaseView, json: bool) {
     );
     if view.feedback != common::Feedback::Unspecified as i32 {
         println!("feedback    {}", feedback(view.feedback));
+    }
+    if let Some(contact) = &view.resident_contact {
+        let shown = [contact.name.as_str(), contact.phone.as_str()].into_iter().filter(|s| !s.is_empty());
+        println!(
+            "resident    {}{}",
+            shown.collect::<Vec<_>>().join("  "),
+            if contact.masked { "  (masked)" } else { "" }
+        );
     }
 }
 

@@ -3,34 +3,48 @@
 
 use std::process::{Command, Output};
 
-use gridcase_tests::{NatsServer, TestIntake};
+use gridcase_tests::{Identity, NatsServer, TestIntake};
 
 struct Gridctl {
     addr: String,
 }
 
 impl Gridctl {
-    fn run(&self, role: &str, org: &str, args: &[&str]) -> Output {
+    fn run(&self, who: &Identity, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gridctl"))
-            .args(["--addr", &self.addr, "--person", "tester-1", "--role", role, "--org", org])
+            .args(["--addr", &self.addr, "--token", &who.token()])
             .args(args)
             .output()
             .expect("run gridctl")
     }
 
     /// Run and parse the JSON it prints, failing the test with stderr if it failed.
-    fn json(&self, role: &str, org: &str, args: &[&str]) -> serde_json::Value {
+    fn json(&self, who: &Identity, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let output = self.run(role, org, &all);
+        let output = self.run(who, &all);
         assert!(output.status.success(), "gridctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
     }
 }
 
-const CENTRE: (&str, &str) = ("COMMAND_CENTRE", "cc-990101001");
-const UNIT: (&str, &str) = ("HANDLING_UNIT", "unit.property.990101001");
+/// The command centre of a township.
+fn centre(township: &str) -> Identity {
+    Identity::new("tester-1", "command_centre", &format!("cc-{township}"), township)
+}
+
+fn unit() -> Identity {
+    Identity::new("wy-07", "handling_unit", "unit.property.990101001", "unit.property.990101001")
+}
+
+fn worker(grid: &str) -> Identity {
+    Identity::new("gw-0042", "grid_worker", "cc-990101001", grid)
+}
+
+fn county() -> Identity {
+    Identity::new("audit-1", "county_auditor", "co-990101", "990101")
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
@@ -46,8 +60,7 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
         let photo = photo.to_string_lossy().into_owned();
         move || {
             Gridctl { addr }.json(
-                "GRID_WORKER",
-                "cc-990101001",
+                &worker("990101001001001"),
                 &[
                     "file",
                     "--grid",
@@ -72,22 +85,24 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
     .unwrap();
     let case = filed["case_id"].as_str().unwrap().to_owned();
 
-    let steps: Vec<((&str, &str), Vec<&str>, &str)> = vec![
-        (CENTRE, vec!["register", &case, "--tier", "normal"], "REGISTERED"),
-        (CENTRE, vec!["dispatch", &case, "--unit", "unit.property.990101001"], "DISPATCHED"),
-        (UNIT, vec!["acknowledge", &case], "IN_PROGRESS"),
-        (UNIT, vec!["request-extension", &case, "--days", "2", "--reason", "等待防水材料"], "IN_PROGRESS"),
-        (CENTRE, vec!["decide-extension", &case, "--approve", "1"], "IN_PROGRESS"),
-        (UNIT, vec!["resolve", &case, "--summary", "已做防水", "--photo", photo.to_str().unwrap()], "RESOLVED"),
-        (CENTRE, vec!["verify", &case, "--pass"], "CLOSED"),
-        (CENTRE, vec!["feedback", &case, "--feedback", "satisfied"], "CLOSED"),
+    let (cc, unit) = (centre("990101001"), unit());
+    let steps: Vec<(&Identity, Vec<&str>, &str)> = vec![
+        (&cc, vec!["register", &case, "--tier", "normal"], "REGISTERED"),
+        (&cc, vec!["dispatch", &case, "--unit", "unit.property.990101001"], "DISPATCHED"),
+        (&unit, vec!["acknowledge", &case], "IN_PROGRESS"),
+        (&unit, vec!["request-extension", &case, "--days", "2", "--reason", "等待防水材料"], "IN_PROGRESS"),
+        (&cc, vec!["decide-extension", &case, "--approve", "1"], "IN_PROGRESS"),
+        (&unit, vec!["resolve", &case, "--summary", "已做防水", "--photo", photo.to_str().unwrap()], "RESOLVED"),
+        (&cc, vec!["verify", &case, "--pass"], "CLOSED"),
+        (&cc, vec!["feedback", &case, "--feedback", "satisfied"], "CLOSED"),
     ];
-    for ((role, org), args, state) in steps {
+    for (who, args, state) in steps {
         let gridctl = Gridctl { addr: gridctl.addr.clone() };
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let who = who.clone();
         let result = tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            gridctl.json(role, org, &args)
+            gridctl.json(&who, &args)
         })
         .await
         .unwrap();
@@ -99,16 +114,18 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
         let case = case.clone();
         move || {
             let g = Gridctl { addr };
-            let show = g.json("COUNTY_OFFICE", "co-990101", &["show", &case]);
-            let history = g.json("COUNTY_OFFICE", "co-990101", &["history", &case]);
-            let refused = g.run("COMMAND_CENTRE", "cc-990101001", &["reopen", &case, "--reason", "再看看"]);
-            let text = g.run("COUNTY_OFFICE", "co-990101", &["history", &case]);
+            let show = g.json(&county(), &["show", &case]);
+            let history = g.json(&county(), &["history", &case]);
+            let refused = g.run(&centre("990101001"), &["reopen", &case, "--reason", "再看看"]);
+            let text = g.run(&county(), &["history", &case]);
             (show, history, refused, text)
         }
     })
     .await
     .unwrap();
     assert_eq!(show["state"], "CLOSED");
+    assert_eq!(show["resident_contact"]["phone"], "138****5678", "the county reads masked contact details");
+    assert_eq!(show["resident_contact"]["masked"], true);
     assert_eq!(show["approved_extension_days"], 1);
     assert_eq!(show["unit"], "unit.property.990101001");
     assert_eq!(history["chain_verified"], true);
@@ -188,8 +205,7 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
         move || {
             let g = Gridctl { addr };
             let filed = g.json(
-                "GRID_WORKER",
-                "cc-990101001",
+                &worker("990101101001001"),
                 &[
                     "file",
                     "--grid",
@@ -205,8 +221,8 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
                 ],
             );
             let case = filed["case_id"].as_str().unwrap().to_owned();
-            g.json(CENTRE.0, CENTRE.1, &["register", &case, "--tier", "normal"]);
-            g.json(CENTRE.0, CENTRE.1, &["dispatch", &case, "--unit", "unit.urban.990101"]);
+            g.json(&centre("990101101"), &["register", &case, "--tier", "normal"]);
+            g.json(&centre("990101101"), &["dispatch", &case, "--unit", "unit.urban.990101"]);
             case
         }
     })
@@ -215,12 +231,11 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
     projection.caught_up_to(stream_end(&nats).await).await;
     let (overdue, ledger) = tokio::task::spawn_blocking(move || {
         let g = Gridctl { addr };
-        let overdue = g.json(CENTRE.0, CENTRE.1, &["--query-addr", &query_addr, "overdue", "--region", "990101101"]);
+        let overdue = g.json(&centre("990101101"), &["--query-addr", &query_addr, "overdue", "--region", "990101101"]);
         let today =
             jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()).date().to_string();
         let ledger = g.json(
-            CENTRE.0,
-            CENTRE.1,
+            &centre("990101101"),
             &[
                 "--query-addr",
                 &query_addr,

@@ -7,15 +7,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use gridcase_auth::policy::{CaseScope, ContactView, contact_view};
 use gridcase_calendar::Calendar;
 use gridcase_domain::{AttachmentRef, Case, CaseId, Command, DomainError, Event, OrgCode, Text, TextError};
 use gridcase_eventlog::log::Positioned;
-use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::schema::EventMeta;
 use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent, verify_chain};
 use gridcase_policy::{Planner, Policy};
 use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
-use gridcase_runtime::{Caller, Clock, Violations, grpc};
+use gridcase_runtime::auth::case_not_found;
+use gridcase_runtime::{Access, Clock, Violations, grpc};
 use jiff::Timestamp;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
@@ -56,6 +58,17 @@ struct Loaded {
     subject: CaseSubject,
     history: Vec<Positioned>,
     case: Case,
+}
+
+impl Loaded {
+    /// What access to the case depends on.
+    fn scope(&self) -> CaseScope {
+        CaseScope {
+            grid: self.case.grid.to_string(),
+            unit: self.case.unit.as_ref().map(|u| u.to_string()),
+            reporter: self.history.first().map(|p| p.event.actor.person.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 fn context(raw: Option<&api::CommandContext>, v: &mut Violations) -> Option<Context> {
@@ -130,7 +143,7 @@ impl CaseApi {
             .locate(case_id)
             .await
             .map_err(|e| grpc::unavailable("the event log", &e))?
-            .ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))?;
+            .ok_or_else(|| case_not_found(case_id))?;
         let mut cache = self.subjects.lock().expect("subject cache");
         if cache.len() >= SUBJECT_CACHE_LIMIT {
             cache.clear();
@@ -147,8 +160,16 @@ impl CaseApi {
             let event = positioned.event.decode().map_err(|e| grpc::internal(&e))?;
             state = gridcase_domain::evolve(state, &event);
         }
-        let case = state.ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))?;
+        let case = state.ok_or_else(|| case_not_found(case_id))?;
         Ok(Loaded { subject, history, case })
+    }
+
+    /// Load a case the caller may see: one outside their territory is
+    /// NOT_FOUND, as a missing one is.
+    async fn load_for(&self, access: &Access, case_id: &CaseId) -> Result<Loaded, Status> {
+        let loaded = self.load(case_id).await?;
+        access.case(case_id, &loaded.scope())?;
+        Ok(loaded)
     }
 
     fn result(loaded_up_to: &[Positioned], replayed: bool) -> Result<api::CommandResult, Status> {
@@ -173,7 +194,7 @@ impl CaseApi {
     /// current case and `now`.
     async fn execute<F>(
         &self,
-        caller: &Caller,
+        access: &Access,
         context: Context,
         allowed: &[&str],
         make: F,
@@ -184,10 +205,24 @@ impl CaseApi {
         let case_id = context.case_id;
         for _ in 0..ATTEMPTS {
             let loaded = self.load(&case_id).await?;
-            if let Some(index) =
-                loaded.history.iter().position(|p| p.event.command_id.as_deref() == Some(context.command_id.as_str()))
-            {
+            let earlier =
+                loaded.history.iter().position(|p| p.event.command_id.as_deref() == Some(context.command_id.as_str()));
+            let actor = access.actor()?;
+            // A retry by the person who sent the command gets its first
+            // result even when the command took the case out of their sight
+            // (a unit's Return); everyone else must see the case.
+            let own_retry = earlier.is_some_and(|index| loaded.history[index].event.actor == actor);
+            if !own_retry {
+                access.case(&case_id, &loaded.scope())?;
+            }
+            if let Some(index) = earlier {
                 let original = &loaded.history[index].event;
+                if !own_retry {
+                    return Err(Status::failed_precondition(format!(
+                        "command_id {} was already used by someone else; send a new command id",
+                        context.command_id
+                    )));
+                }
                 if !allowed.contains(&original.event_type.as_str()) {
                     return Err(Status::failed_precondition(format!(
                         "command_id {} was already used for a different command ({})",
@@ -223,11 +258,7 @@ impl CaseApi {
                     case_id,
                     case_version: loaded.case.version + 1,
                     occurred_at: now,
-                    actor: Actor {
-                        person: caller.person.clone(),
-                        role: caller.role,
-                        organisation: caller.organisation.to_string(),
-                    },
+                    actor,
                     command_id: Some(context.command_id.clone()),
                 },
                 Some(last.event.hash.clone()),
@@ -267,7 +298,7 @@ impl CaseApi {
     /// The commands whose only field is a required reason.
     async fn with_reason(
         &self,
-        caller: Caller,
+        access: &Access,
         context_field: Option<&api::CommandContext>,
         reason: &str,
         event_type: &'static str,
@@ -278,7 +309,7 @@ impl CaseApi {
         let reason = required_text("reason", reason, &mut v);
         v.into_result()?;
         let reason = reason.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &[event_type], |_, _| Ok(make(reason.clone()))).await
+        self.execute(access, ctx.expect("validated"), &[event_type], |_, _| Ok(make(reason.clone()))).await
     }
 }
 
@@ -288,7 +319,7 @@ type CommandResponse = Result<Response<api::CommandResult>, Status>;
 impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn register(&self, request: Request<api::RegisterRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -299,7 +330,7 @@ impl CaseService for CaseApi {
         let note = optional_text("note", &r.note, &mut v);
         v.into_result()?;
         let (ctx, tier) = (ctx.expect("validated"), tier.expect("validated"));
-        self.execute(&caller, ctx, &["registered"], |_, _| {
+        self.execute(&access, ctx, &["registered"], |_, _| {
             Ok(Command::Register { tier, note: note.clone(), policy: None })
         })
         .await
@@ -307,21 +338,21 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn void(&self, request: Request<api::VoidRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
-        self.with_reason(caller, r.context.as_ref(), &r.reason, "voided", |reason| Command::Void { reason }).await
+        self.with_reason(&access, r.context.as_ref(), &r.reason, "voided", |reason| Command::Void { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn dispatch(&self, request: Request<api::DispatchRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
         let unit = unit("unit", &r.unit, &mut v);
         v.into_result()?;
         let unit = unit.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["dispatched"], |case, now| {
+        self.execute(&access, ctx.expect("validated"), &["dispatched"], |case, now| {
             let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
             let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
             Ok(Command::Dispatch { unit: unit.clone(), deadlines })
@@ -331,24 +362,24 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn acknowledge(&self, request: Request<api::AcknowledgeRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
         v.into_result()?;
-        self.execute(&caller, ctx.expect("validated"), &["acknowledged"], |_, _| Ok(Command::Acknowledge)).await
+        self.execute(&access, ctx.expect("validated"), &["acknowledged"], |_, _| Ok(Command::Acknowledge)).await
     }
 
     #[instrument(skip_all)]
     async fn r#return(&self, request: Request<api::ReturnRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
-        self.with_reason(caller, r.context.as_ref(), &r.reason, "returned", |reason| Command::Return { reason }).await
+        self.with_reason(&access, r.context.as_ref(), &r.reason, "returned", |reason| Command::Return { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn reassign(&self, request: Request<api::ReassignRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -356,7 +387,7 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let (unit, reason) = (unit.expect("validated"), reason.expect("validated"));
-        self.execute(&caller, ctx.expect("validated"), &["reassigned"], |case, now| {
+        self.execute(&access, ctx.expect("validated"), &["reassigned"], |case, now| {
             let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
             let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
             Ok(Command::Reassign { unit: unit.clone(), deadlines, reason: reason.clone() })
@@ -366,7 +397,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn add_progress(&self, request: Request<api::AddProgressRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -374,7 +405,7 @@ impl CaseService for CaseApi {
         v.into_result()?;
         let attachments = self.uploaded("attachments", &r.attachments).await?;
         let note = note.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["progress_added"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["progress_added"], |_, _| {
             Ok(Command::AddProgress { note: note.clone(), attachments: attachments.clone() })
         })
         .await
@@ -382,7 +413,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn request_extension(&self, request: Request<api::RequestExtensionRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -393,7 +424,7 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let (days, reason) = (r.working_days, reason.expect("validated"));
-        self.execute(&caller, ctx.expect("validated"), &["extension_requested"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["extension_requested"], |_, _| {
             Ok(Command::RequestExtension { working_days: days, reason: reason.clone() })
         })
         .await
@@ -401,7 +432,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn decide_extension(&self, request: Request<api::DecideExtensionRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -415,7 +446,7 @@ impl CaseService for CaseApi {
         };
         v.into_result()?;
         let approved = r.approve.then_some(r.approved_working_days);
-        self.execute(&caller, ctx.expect("validated"), &["extension_approved", "extension_rejected"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["extension_approved", "extension_rejected"], |_, _| {
             Ok(Command::DecideExtension { approved_working_days: approved, reason: reason.clone() })
         })
         .await
@@ -423,9 +454,9 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn request_hold(&self, request: Request<api::RequestHoldRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
-        self.with_reason(caller, r.context.as_ref(), &r.reason, "hold_requested", |reason| Command::RequestHold {
+        self.with_reason(&access, r.context.as_ref(), &r.reason, "hold_requested", |reason| Command::RequestHold {
             reason,
         })
         .await
@@ -433,7 +464,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn decide_hold(&self, request: Request<api::DecideHoldRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -444,7 +475,7 @@ impl CaseService for CaseApi {
         };
         v.into_result()?;
         let approve = r.approve;
-        self.execute(&caller, ctx.expect("validated"), &["hold_approved", "hold_rejected"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["hold_approved", "hold_rejected"], |_, _| {
             Ok(Command::DecideHold { approve, reason: reason.clone() })
         })
         .await
@@ -452,17 +483,17 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn resume(&self, request: Request<api::ResumeRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
         v.into_result()?;
-        self.execute(&caller, ctx.expect("validated"), &["resumed"], |_, _| Ok(Command::Resume)).await
+        self.execute(&access, ctx.expect("validated"), &["resumed"], |_, _| Ok(Command::Resume)).await
     }
 
     #[instrument(skip_all)]
     async fn resolve(&self, request: Request<api::ResolveRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -470,7 +501,7 @@ impl CaseService for CaseApi {
         v.into_result()?;
         let evidence = self.uploaded("evidence", &r.evidence).await?;
         let summary = summary.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["resolved"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["resolved"], |_, _| {
             Ok(Command::Resolve { summary: summary.clone(), evidence: evidence.clone() })
         })
         .await
@@ -478,7 +509,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn verify(&self, request: Request<api::VerifyRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -489,7 +520,7 @@ impl CaseService for CaseApi {
         };
         v.into_result()?;
         let passed = r.passed;
-        self.execute(&caller, ctx.expect("validated"), &["verification_passed", "verification_failed"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["verification_passed", "verification_failed"], |_, _| {
             Ok(Command::Verify { passed, reason: reason.clone() })
         })
         .await
@@ -497,7 +528,7 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn record_feedback(&self, request: Request<api::RecordFeedbackRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -512,7 +543,7 @@ impl CaseService for CaseApi {
         let comment = optional_text("comment", &r.comment, &mut v);
         v.into_result()?;
         let feedback = feedback.expect("validated");
-        self.execute(&caller, ctx.expect("validated"), &["feedback_recorded"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["feedback_recorded"], |_, _| {
             Ok(Command::RecordFeedback { feedback, comment: comment.clone() })
         })
         .await
@@ -520,21 +551,21 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn reopen(&self, request: Request<api::ReopenRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
-        self.with_reason(caller, r.context.as_ref(), &r.reason, "reopened", |reason| Command::Reopen { reason }).await
+        self.with_reason(&access, r.context.as_ref(), &r.reason, "reopened", |reason| Command::Reopen { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn cancel(&self, request: Request<api::CancelRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
-        self.with_reason(caller, r.context.as_ref(), &r.reason, "cancelled", |reason| Command::Cancel { reason }).await
+        self.with_reason(&access, r.context.as_ref(), &r.reason, "cancelled", |reason| Command::Cancel { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn supervise(&self, request: Request<api::SuperviseRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
@@ -545,7 +576,7 @@ impl CaseService for CaseApi {
         let reason = required_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let (level, reason) = (level.expect("validated"), reason.expect("validated"));
-        self.execute(&caller, ctx.expect("validated"), &["supervised"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["supervised"], |_, _| {
             Ok(Command::Supervise { level, reason: reason.clone(), escalated_to: None })
         })
         .await
@@ -553,14 +584,14 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn set_urgent(&self, request: Request<api::SetUrgentRequest>) -> CommandResponse {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
         let reason = optional_text("reason", &r.reason, &mut v);
         v.into_result()?;
         let urgent = r.urgent;
-        self.execute(&caller, ctx.expect("validated"), &["urgency_set"], |_, _| {
+        self.execute(&access, ctx.expect("validated"), &["urgency_set"], |_, _| {
             Ok(Command::SetUrgent { urgent, reason: reason.clone() })
         })
         .await
@@ -568,9 +599,11 @@ impl CaseService for CaseApi {
 
     #[instrument(skip_all)]
     async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseView>, Status> {
-        Caller::of(&request)?;
+        let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
-        let case = self.load(&case_id).await?.case;
+        let loaded = self.load_for(access, &case_id).await?;
+        let resident_contact = resident_contact(&loaded, contact_view(&access.principal, &loaded.scope()))?;
+        let case = loaded.case;
         let deadlines = case
             .deadlines
             .iter()
@@ -599,14 +632,15 @@ impl CaseService for CaseApi {
             returns: case.returns,
             reworks: case.reworks,
             reopenings: case.reopenings,
+            resident_contact,
         }))
     }
 
     #[instrument(skip_all)]
     async fn get_history(&self, request: Request<api::GetHistoryRequest>) -> Result<Response<api::History>, Status> {
-        Caller::of(&request)?;
+        let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
-        let loaded = self.load(&case_id).await?;
+        let loaded = self.load_for(access, &case_id).await?;
         let stored: Vec<StoredEvent> = loaded.history.iter().map(|p| p.event.clone()).collect();
         let chain = verify_chain(&stored);
         let events = loaded.history.iter().map(history_event).collect::<Result<Vec<_>, Status>>()?;
@@ -627,23 +661,29 @@ fn parse_case_id(text: &str) -> Result<CaseId, Status> {
     })
 }
 
+/// The resident's contact details from the filing, as `view` allows.
+fn resident_contact(loaded: &Loaded, view: ContactView) -> Result<Option<api::ResidentContact>, Status> {
+    let first = loaded.history.first().ok_or_else(|| grpc::internal(&"empty history"))?;
+    let Event::Filed(filing) = first.event.decode().map_err(|e| grpc::internal(&e))? else {
+        return Err(grpc::internal(&"a history that does not start with a filing"));
+    };
+    Ok(filing.contact.map(|contact| {
+        let masked = view == ContactView::Masked;
+        let shown = |full: &str, masked_text: String| if masked { masked_text } else { full.to_owned() };
+        api::ResidentContact {
+            name: contact.name.as_ref().map(|n| shown(n.expose(), n.masked())).unwrap_or_default(),
+            phone: contact.phone.as_ref().map(|p| shown(p.expose(), p.masked())).unwrap_or_default(),
+            masked,
+        }
+    }))
+}
+
 /// One event as people read it; residents' contact details masked.
 fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
     let stored = &positioned.event;
     let event = stored.decode().map_err(|e| grpc::internal(&e))?;
     let (reason, attachments) = (event.reason(), event.attachments());
-    let mut payload = stored.payload.clone();
-    if let Event::Filed(filing) = &event
-        && let Some(contact) = &filing.contact
-        && let Some(shown) = payload.get_mut("resident_contact").and_then(|c| c.as_object_mut())
-    {
-        if let Some(name) = &contact.name {
-            shown.insert("name".into(), name.masked().into());
-        }
-        if let Some(phone) = &contact.phone {
-            shown.insert("phone".into(), phone.masked().into());
-        }
-    }
+    let payload = stored.redacted().payload;
     Ok(api::HistoryEvent {
         case_version: stored.case_version,
         event_id: stored.event_id.to_string(),

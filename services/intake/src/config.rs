@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, PolicyArgs, parse_duration};
+use gridcase_runtime::{AuthArgs, CommonArgs, PolicyArgs, parse_duration};
 
 /// gridcase intake: the gRPC services grid workers file cases through
 /// (IntakeService) and command centres and handling units move them along
@@ -20,6 +20,10 @@ pub struct Config {
     /// their deadlines the same way the dispatcher computes them.
     #[command(flatten)]
     pub rules: PolicyArgs,
+
+    /// Bearer tokens: trusted keys, issuer, audience.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRIDCASE_INTAKE_ADDR", default_value = "127.0.0.1:50051")]

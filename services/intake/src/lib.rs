@@ -15,8 +15,9 @@ use gridcase_eventlog::AttachmentStore;
 use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
+use gridcase_runtime::auth::AuthApi;
 use gridcase_runtime::shutdown::drain_with_grace;
-use gridcase_runtime::{Clock, Shutdown, SystemClock, caller};
+use gridcase_runtime::{AuthLayer, Authenticator, Clock, Shutdown, SystemClock};
 use jiff::SignedDuration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
@@ -33,12 +34,16 @@ pub struct Application {
     listener: TcpListener,
     api: IntakeApi,
     cases: CaseApi,
+    auth: Authenticator,
     client: async_nats::Client,
 }
 
 impl Application {
     /// Load the reference data, connect to NATS and open the event log.
+    /// Tokens are checked against the system clock; `clock` is the
+    /// business clock (deadlines, reported_at).
     pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let auth = config.auth.load(Arc::new(SystemClock))?;
         let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
         info!(
             regions = reference.registry.len(),
@@ -66,7 +71,7 @@ impl Application {
             subjects: Default::default(),
         };
         let api = IntakeApi { log, attachments, reference: Arc::new(reference), limits, clock };
-        Ok(Self { config, listener, api, cases, client })
+        Ok(Self { config, listener, api, cases, auth, client })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -112,10 +117,12 @@ impl Application {
         info!(%addr, nats = %self.config.common.nats_url, "intake listening");
         let server = tonic::transport::Server::builder()
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .layer(AuthLayer::new(self.auth.clone()))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(IntakeServiceServer::with_interceptor(self.api, caller::interceptor))
-            .add_service(CaseServiceServer::with_interceptor(self.cases, caller::interceptor))
+            .add_service(AuthApi::new(self.auth).into_server())
+            .add_service(IntakeServiceServer::new(self.api))
+            .add_service(CaseServiceServer::new(self.cases))
             .serve_with_incoming_shutdown(
                 gridcase_runtime::grpc::incoming(self.listener),
                 shutdown.clone().requested(),

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use gridcase_auth::policy::Target;
 use gridcase_domain::{Command, Event};
-use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_eventlog::schema::EventMeta;
 use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService, upload_attachment_request::Part};
 use gridcase_reference::Reference;
-use gridcase_runtime::{Caller, Clock, Violations, grpc};
+use gridcase_runtime::{Access, Clock, Violations, grpc};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 use uuid::Uuid;
@@ -43,10 +44,12 @@ impl IntakeService for IntakeApi {
         &self,
         request: Request<api::FileCaseRequest>,
     ) -> Result<Response<api::FileCaseResponse>, Status> {
-        let caller = Caller::of(&request)?.clone();
+        let access = Access::of(&request)?;
         let now = self.clock.now();
         let file = validate::file_case(request.get_ref(), &self.reference, &self.limits, now)
             .map_err(Violations::into_status)?;
+        access.check(Target::Filing { grid: file.grid.as_str() })?;
+        let actor = access.actor()?;
         check_uploaded(&self.attachments, "attachments", &file.attachments).await?;
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
@@ -57,18 +60,7 @@ impl IntakeService for IntakeApi {
         };
         let stored = StoredEvent::seal(
             filed,
-            EventMeta {
-                event_id: Uuid::now_v7(),
-                case_id,
-                case_version: 1,
-                occurred_at: now,
-                actor: Actor {
-                    person: caller.person.clone(),
-                    role: caller.role,
-                    organisation: caller.organisation.to_string(),
-                },
-                command_id: None,
-            },
+            EventMeta { event_id: Uuid::now_v7(), case_id, case_version: 1, occurred_at: now, actor, command_id: None },
             None,
         );
 
@@ -106,7 +98,7 @@ impl IntakeService for IntakeApi {
         &self,
         request: Request<Streaming<api::UploadAttachmentRequest>>,
     ) -> Result<Response<api::UploadAttachmentResponse>, Status> {
-        Caller::of(&request)?;
+        Access::of(&request)?;
         let mut parts = request.into_inner();
         let mut v = Violations::new();
         let metadata = match parts.next().await.transpose()? {

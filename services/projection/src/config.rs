@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use gridcase_runtime::{CommonArgs, PolicyArgs};
+use gridcase_runtime::{AuthArgs, CommonArgs, PolicyArgs};
 
 /// gridcase projection and query service: builds the read models (case
 /// ledgers, overdue reports, audited histories) in PostgreSQL from the event
@@ -35,6 +35,10 @@ pub struct Config {
     /// Policy and calendar: the overdue report measures working-time clocks in working time.
     #[command(flatten)]
     pub rules: PolicyArgs,
+
+    /// Bearer tokens: trusted keys, issuer, audience (the query service only).
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Address the QueryService listens on.
     #[arg(long, env = "GRIDCASE_QUERY_ADDR", default_value = "127.0.0.1:50052")]

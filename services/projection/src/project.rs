@@ -117,11 +117,14 @@ impl Measure {
     }
 }
 
-/// One ledger row: an organisation on a day.
+/// One ledger row: an organisation's cases of one township on a day. (A
+/// unit or a worker may serve several townships; keeping their counts apart
+/// lets a command centre's ledger count its own township's cases only.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LedgerKey {
     pub kind: OrgKind,
     pub org: String,
+    pub township: String,
     pub day: Date,
 }
 
@@ -156,17 +159,20 @@ impl CaseRow {
         match (self.case.status, self.case.deadlines.get(&Clock::Resolve)) {
             (Status::Voided | Status::Cancelled, _) | (_, None) => vec![],
             (_, Some(due)) => {
-                let day = day_of(*due);
-                self.orgs().into_iter().map(|(kind, org)| LedgerKey { kind, org, day }).collect()
+                let (day, township) = (day_of(*due), self.case.grid.township().to_string());
+                self.orgs()
+                    .into_iter()
+                    .map(|(kind, org)| LedgerKey { kind, org, township: township.clone(), day })
+                    .collect()
             }
         }
     }
 }
 
 fn count(row: &CaseRow, at: Timestamp, measure: Measure, amount: i64, changes: &mut Vec<LedgerChange>) {
-    let day = day_of(at);
+    let (day, township) = (day_of(at), row.case.grid.township().to_string());
     for (kind, org) in row.orgs() {
-        changes.push((LedgerKey { kind, org, day }, measure, amount));
+        changes.push((LedgerKey { kind, org, township: township.clone(), day }, measure, amount));
     }
 }
 

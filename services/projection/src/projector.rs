@@ -105,7 +105,8 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
             reason: event.as_ref().and_then(Event::reason).map(|r| r.to_string()),
             hash: stored.hash.clone(),
             prev_hash: stored.prev_hash.clone(),
-            envelope: String::from_utf8_lossy(&stored.to_json_bytes()).into_owned(),
+            // Residents' contact details stay in the event log only.
+            envelope: String::from_utf8_lossy(&stored.redacted().to_json_bytes()).into_owned(),
         });
     }
     batch.cases = changed.iter().filter_map(|id| rows.remove(id)).collect();

@@ -5,14 +5,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use gridcase_auth::policy::{CaseScope, ListScope, Target, list_scope};
 use gridcase_calendar::Calendar;
 use gridcase_domain::{CaseId, Clock, ClockMark, OrgCode, Status};
-use gridcase_eventlog::{StoredEvent, verify_chain};
+use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, verify_chain};
 use gridcase_policy::{Limit, Planner, Policy};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
 use gridcase_proto::query::v1::{self as api, query_service_server::QueryService};
-use gridcase_runtime::{Clock as TimeSource, Violations, grpc};
+use gridcase_runtime::auth::case_not_found;
+use gridcase_runtime::{Access, Clock as TimeSource, Violations, grpc};
 use jiff::Timestamp;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -24,6 +26,8 @@ pub struct QueryApi {
     pub pool: PgPool,
     /// NATS, for `WatchCases`.
     pub nats: async_nats::Client,
+    /// The event log, to verify a history against.
+    pub log: EventLog,
     pub policy: Arc<Policy>,
     pub calendar: Arc<Calendar>,
     pub clock: Arc<dyn TimeSource>,
@@ -73,12 +77,43 @@ fn parse_case_id(text: &str) -> Result<CaseId, GrpcStatus> {
 }
 
 impl QueryApi {
-    async fn case_row(&self, case_id: &CaseId) -> Result<CaseRow, GrpcStatus> {
-        store::load_cases(&self.pool, &[*case_id.as_uuid()])
+    /// A case row the caller may see: one outside their territory is
+    /// NOT_FOUND, word for word as a missing one.
+    async fn case_row(&self, access: &Access, case_id: &CaseId) -> Result<CaseRow, GrpcStatus> {
+        let row = store::load_cases(&self.pool, &[*case_id.as_uuid()])
             .await
             .map_err(load_error)?
             .remove(case_id)
-            .ok_or_else(|| GrpcStatus::not_found(format!("case {case_id} is not in the read models")))
+            .ok_or_else(|| case_not_found(case_id))?;
+        access.case(case_id, &row_scope(&row))?;
+        Ok(row)
+    }
+
+    /// Verify a case's history: the event log's hash chain, and every event
+    /// the read model keeps (redacted) equal to the redacted logged event.
+    /// The read model keeps no resident's contact details, so the chain is
+    /// recomputed on the log's copy.
+    async fn verify_against_log(&self, case: &CaseRow, kept: &[StoredEvent]) -> Result<(), String> {
+        let subject = CaseSubject::for_grid(&case.case.grid, &case.case.id);
+        let logged = self.log.history(&subject).await.map_err(|error| {
+            tracing::warn!(%error, "the event log is unavailable: a history goes out unverified");
+            "the event log is unavailable, so the chain could not be verified now".to_owned()
+        })?;
+        let logged: Vec<StoredEvent> = logged.into_iter().map(|p| p.event).collect();
+        verify_chain(&logged).map_err(|e| e.to_string())?;
+        for (index, kept) in kept.iter().enumerate() {
+            match logged.get(index) {
+                Some(original) if original.redacted() == *kept => {}
+                Some(_) => {
+                    return Err(format!(
+                        "event {} ({}) of the read model was altered: it differs from the event log",
+                        kept.case_version, kept.event_id
+                    ));
+                }
+                None => return Err(format!("event {} of the read model is not in the event log", kept.case_version)),
+            }
+        }
+        Ok(())
     }
 
     /// Whether a clock of this case runs in working time.
@@ -104,10 +139,47 @@ impl QueryApi {
     }
 }
 
-/// The SQL of a case list: its filters, newest first, after the page token.
+fn row_scope(row: &CaseRow) -> CaseScope {
+    CaseScope {
+        grid: row.case.grid.to_string(),
+        unit: row.case.unit.as_ref().map(|u| u.to_string()),
+        reporter: row.reported_by.clone(),
+    }
+}
+
+/// What the caller may list, report on or export: their scope, with the
+/// regions they asked for checked against their territory.
+#[allow(clippy::result_large_err)]
+fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
+    let scope = list_scope(&access.principal)
+        .ok_or_else(|| GrpcStatus::permission_denied(format!("a {} reads no cases", access.principal.role)))?;
+    if scope.region_prefix.is_some() {
+        for region in regions.iter().filter(|r| !r.is_empty()) {
+            access.check(Target::Region(region))?;
+        }
+    }
+    Ok(scope)
+}
+
+/// AND the caller's scope into a query over `cases`.
+fn push_scope(builder: &mut QueryBuilder<Postgres>, scope: &ListScope) {
+    if let Some(prefix) = &scope.region_prefix {
+        builder.push(" AND grid LIKE ").push_bind(format!("{prefix}%"));
+    }
+    if let Some(unit) = &scope.unit {
+        builder.push(" AND unit = ").push_bind(unit.clone());
+    }
+    if let Some(reporter) = &scope.reporter {
+        builder.push(" AND reported_by = ").push_bind(reporter.clone());
+    }
+}
+
+/// The SQL of a case list: its filters within the caller's scope, newest
+/// first, after the page token.
 #[allow(clippy::result_large_err)]
 pub fn list_query(
     filter: &api::ListCasesRequest,
+    scope: &ListScope,
     now: Timestamp,
     columns: &str,
 ) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
@@ -141,6 +213,7 @@ pub fn list_query(
     };
     v.into_result()?;
     let mut builder = QueryBuilder::new(format!("SELECT {columns} FROM cases WHERE TRUE"));
+    push_scope(&mut builder, scope);
     match filter.region_prefix.len() {
         0 => {}
         // A whole township or county: the indexed columns.
@@ -275,7 +348,11 @@ const LEDGER_MEASURES: [&str; 16] = [
 ];
 
 impl QueryApi {
-    pub async fn ledger_rows(&self, request: &api::LedgerRequest) -> Result<Vec<api::LedgerRow>, GrpcStatus> {
+    pub async fn ledger_rows(
+        &self,
+        scope: &ListScope,
+        request: &api::LedgerRequest,
+    ) -> Result<Vec<api::LedgerRow>, GrpcStatus> {
         let mut v = Violations::new();
         let kind = OrgKind::parse(&request.org_kind);
         if kind.is_none() {
@@ -316,9 +393,13 @@ impl QueryApi {
         if !request.org.is_empty() {
             builder.push(" AND org = ").push_bind(&request.org);
         }
+        if let Some(prefix) = &scope.region_prefix {
+            builder.push(" AND township LIKE ").push_bind(format!("{prefix}%"));
+        }
         builder.push(" GROUP BY org, period ORDER BY org, period");
         let rows = builder.build().fetch_all(&self.pool).await.map_err(db_error)?;
-        let overdue = if period == api::Period::Total { self.overdue_by_org(kind).await? } else { BTreeMap::new() };
+        let overdue =
+            if period == api::Period::Total { self.overdue_by_org(scope, kind).await? } else { BTreeMap::new() };
         Ok(rows
             .iter()
             .map(|row| {
@@ -333,7 +414,7 @@ impl QueryApi {
             .collect())
     }
 
-    async fn overdue_by_org(&self, kind: OrgKind) -> Result<BTreeMap<String, u64>, GrpcStatus> {
+    async fn overdue_by_org(&self, scope: &ListScope, kind: OrgKind) -> Result<BTreeMap<String, u64>, GrpcStatus> {
         let column = match kind {
             OrgKind::Township => "township",
             OrgKind::Village => "village",
@@ -344,6 +425,7 @@ impl QueryApi {
         let mut builder =
             QueryBuilder::new(format!("SELECT {column}, COUNT(*) FROM cases WHERE {column} IS NOT NULL AND "));
         overdue_condition(&mut builder, micros(self.clock.now()));
+        push_scope(&mut builder, scope);
         builder.push(format!(" GROUP BY {column}"));
         let rows = builder.build().fetch_all(&self.pool).await.map_err(db_error)?;
         Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect())
@@ -409,8 +491,9 @@ fn f64_text(value: f64) -> String {
 #[tonic::async_trait]
 impl QueryService for QueryApi {
     async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseRecord>, GrpcStatus> {
+        let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
-        let row = self.case_row(&case_id).await?;
+        let row = self.case_row(access, &case_id).await?;
         let now = self.clock.now();
         let case = &row.case;
         let deadlines = CLOCKS
@@ -457,7 +540,9 @@ impl QueryService for QueryApi {
         &self,
         request: Request<api::GetCaseHistoryRequest>,
     ) -> Result<Response<api::CaseHistory>, GrpcStatus> {
+        let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
+        let case = self.case_row(access, &case_id).await?;
         let rows = sqlx::query(
             "SELECT stream_sequence, envelope, reason FROM case_events WHERE case_id = $1 ORDER BY case_version",
         )
@@ -466,7 +551,7 @@ impl QueryService for QueryApi {
         .await
         .map_err(db_error)?;
         if rows.is_empty() {
-            return Err(GrpcStatus::not_found(format!("case {case_id} is not in the read models")));
+            return Err(case_not_found(&case_id));
         }
         let mut stored = Vec::with_capacity(rows.len());
         let mut events = Vec::with_capacity(rows.len());
@@ -504,12 +589,12 @@ impl QueryService for QueryApi {
             });
             stored.push(event);
         }
-        let chain = verify_chain(&stored);
+        let chain = self.verify_against_log(&case, &stored).await;
         Ok(Response::new(api::CaseHistory {
             case_id: case_id.to_string(),
             events,
             chain_verified: chain.is_ok(),
-            chain_problem: chain.err().map(|e| e.to_string()).unwrap_or_default(),
+            chain_problem: chain.err().unwrap_or_default(),
         }))
     }
 
@@ -517,10 +602,12 @@ impl QueryService for QueryApi {
         &self,
         request: Request<api::ListCasesRequest>,
     ) -> Result<Response<api::ListCasesResponse>, GrpcStatus> {
+        let scope =
+            scope_for(Access::of(&request)?, &[&request.get_ref().region_prefix, &request.get_ref().grid_code])?;
         let filter = request.into_inner();
         let now = self.clock.now();
         let page_size = if filter.page_size == 0 { 100 } else { filter.page_size.min(1000) } as i64;
-        let mut builder = list_query(&filter, now, SUMMARY_COLUMNS)?;
+        let mut builder = list_query(&filter, &scope, now, SUMMARY_COLUMNS)?;
         builder.push(" LIMIT ").push_bind(page_size + 1);
         let rows = builder.build().fetch_all(&self.pool).await.map_err(db_error)?;
         let more = rows.len() as i64 > page_size;
@@ -545,9 +632,12 @@ impl QueryService for QueryApi {
             v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
             return Err(v.into_status());
         }
+        let scope = scope_for(Access::of(&request)?, &[&prefix])?;
         let now = self.clock.now();
         let mut builder = QueryBuilder::new("SELECT case_id FROM cases WHERE grid LIKE ");
-        builder.push_bind(format!("{prefix}%")).push(" AND ");
+        builder.push_bind(format!("{prefix}%"));
+        push_scope(&mut builder, &scope);
+        builder.push(" AND ");
         overdue_condition(&mut builder, micros(now));
         let ids: Vec<uuid::Uuid> =
             builder.build().fetch_all(&self.pool).await.map_err(db_error)?.iter().map(|r| r.get(0)).collect();
@@ -585,7 +675,8 @@ impl QueryService for QueryApi {
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, GrpcStatus> {
-        Ok(Response::new(api::LedgerResponse { rows: self.ledger_rows(request.get_ref()).await? }))
+        let scope = scope_for(Access::of(&request)?, &ledger_regions(request.get_ref()))?;
+        Ok(Response::new(api::LedgerResponse { rows: self.ledger_rows(&scope, request.get_ref()).await? }))
     }
 
     type ExportCasesStream = ExportStream;
@@ -594,11 +685,13 @@ impl QueryService for QueryApi {
         &self,
         request: Request<api::ExportCasesRequest>,
     ) -> Result<Response<ExportStream>, GrpcStatus> {
+        let access = Access::of(&request)?.clone();
         let request = request.into_inner();
         let format = export_format(request.format)?;
         let filter = request.filter.unwrap_or_default();
+        let scope = scope_for(&access, &[&filter.region_prefix, &filter.grid_code])?;
         let now = self.clock.now();
-        let mut builder = list_query(&filter, now, SUMMARY_COLUMNS)?;
+        let mut builder = list_query(&filter, &scope, now, SUMMARY_COLUMNS)?;
         let pool = self.pool.clone();
         // Rows flow from the database cursor through a small channel: bounded memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, GrpcStatus>>(256);
@@ -636,12 +729,14 @@ impl QueryService for QueryApi {
     type WatchCasesStream = WatchStream;
 
     async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, GrpcStatus> {
+        let access = Access::of(&request)?.clone();
         let township = request.into_inner().township;
         if township.len() != 9 || !township.bytes().all(|b| b.is_ascii_digit()) {
             let mut v = Violations::new();
             v.add("township", "MALFORMED", "must be a 9-digit township code");
             return Err(v.into_status());
         }
+        access.check(Target::Region(&township))?;
         let filter = format!("gridcase.case.{township}.>");
         let subscriber = self.nats.subscribe(filter).await.map_err(|e| grpc::unavailable("the event log", &e))?;
         let changes = subscriber.filter_map(move |message| {
@@ -668,9 +763,12 @@ impl QueryService for QueryApi {
         &self,
         request: Request<api::ExportLedgerRequest>,
     ) -> Result<Response<ExportStream>, GrpcStatus> {
+        let access = Access::of(&request)?.clone();
         let request = request.into_inner();
         let format = export_format(request.format)?;
-        let rows = self.ledger_rows(&request.ledger.unwrap_or_default()).await?;
+        let ledger = request.ledger.unwrap_or_default();
+        let scope = scope_for(&access, &ledger_regions(&ledger))?;
+        let rows = self.ledger_rows(&scope, &ledger).await?;
         let header = [
             "org_kind",
             "org",
@@ -727,6 +825,14 @@ impl QueryService for QueryApi {
         });
         let numeric: Vec<bool> = (0..header.len()).map(|column| column >= 3).collect();
         Ok(Response::new(export(format, header, numeric, futures::stream::iter(records.collect::<Vec<_>>()))))
+    }
+}
+
+/// The regions a ledger request names: the organisation, when it is a region.
+fn ledger_regions(request: &api::LedgerRequest) -> Vec<&str> {
+    match OrgKind::parse(&request.org_kind) {
+        Some(OrgKind::Township | OrgKind::Village | OrgKind::Grid) => vec![request.org.as_str()],
+        _ => vec![],
     }
 }
 

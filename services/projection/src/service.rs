@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridcase_eventlog::EventLog;
 use gridcase_proto::query::v1::query_service_server::QueryServiceServer;
+use gridcase_runtime::auth::AuthApi;
 use gridcase_runtime::shutdown::drain_with_grace;
-use gridcase_runtime::{Clock, Shutdown, SystemClock};
+use gridcase_runtime::{AuthLayer, Authenticator, Clock, Shutdown, SystemClock};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -23,10 +24,14 @@ pub struct Application {
     log: EventLog,
     pool: PgPool,
     query: QueryApi,
+    auth: Authenticator,
 }
 
 impl Application {
+    /// Tokens are checked against the system clock; `clock` is the
+    /// business clock (what "overdue now" means).
     pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let auth = config.auth.load(Arc::new(SystemClock))?;
         let (policy, calendar) = config.rules.load()?;
         let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
         store::migrate(&pool, &config.schema).await?;
@@ -34,11 +39,12 @@ impl Application {
         let query = QueryApi {
             pool: pool.clone(),
             nats: client.clone(),
+            log: log.clone(),
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
             clock,
         };
-        Ok(Self { config, listener, client, log, pool, query })
+        Ok(Self { config, listener, client, log, pool, query, auth })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -85,8 +91,10 @@ impl Application {
         info!(%addr, schema = %self.config.schema, "query service listening");
         let server = tonic::transport::Server::builder()
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .layer(AuthLayer::new(self.auth.clone()))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(AuthApi::new(self.auth).into_server())
             .add_service(QueryServiceServer::new(self.query))
             .serve_with_incoming_shutdown(
                 gridcase_runtime::grpc::incoming(self.listener),

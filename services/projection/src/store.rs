@@ -319,12 +319,13 @@ async fn write_ledger(
     ledger: &BTreeMap<LedgerKey, [i64; Measure::ALL.len()]>,
 ) -> anyhow::Result<()> {
     let columns: Vec<&str> = Measure::ALL.iter().map(|m| m.column()).collect();
-    let params: Vec<String> = (0..columns.len()).map(|i| format!("${}::bigint[]", i + 4)).collect();
+    let params: Vec<String> = (0..columns.len()).map(|i| format!("${}::bigint[]", i + 5)).collect();
     let updates: Vec<String> = columns.iter().map(|c| format!("{c} = ledger_daily.{c} + EXCLUDED.{c}")).collect();
     let sql = format!(
-        "INSERT INTO ledger_daily (org_kind, org, day, {cols}) \
-         SELECT k, o, d::date, {cols} FROM UNNEST($1::text[], $2::text[], $3::text[], {params}) AS x(k, o, d, {cols}) \
-         ON CONFLICT (org_kind, org, day) DO UPDATE SET {updates}",
+        "INSERT INTO ledger_daily (org_kind, org, township, day, {cols}) \
+         SELECT k, o, t, d::date, {cols} \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], {params}) AS x(k, o, t, d, {cols}) \
+         ON CONFLICT (org_kind, org, township, day) DO UPDATE SET {updates}",
         cols = columns.join(", "),
         params = params.join(", "),
         updates = updates.join(", "),
@@ -332,6 +333,7 @@ async fn write_ledger(
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(ledger.keys().map(|k| k.kind.as_str().to_owned()).collect::<Vec<_>>())
         .bind(ledger.keys().map(|k| k.org.clone()).collect::<Vec<_>>())
+        .bind(ledger.keys().map(|k| k.township.clone()).collect::<Vec<_>>())
         .bind(ledger.keys().map(|k| k.day.to_string()).collect::<Vec<_>>());
     for index in 0..Measure::ALL.len() {
         query = query.bind(ledger.values().map(|v| v[index]).collect::<Vec<_>>());

@@ -1,0 +1,531 @@
+//! The authorization policy: one pure function, [`authorize`], decides
+//! whether a principal may do an operation on a target. The gRPC layer asks
+//! it once per call before the request is read ([`Target::Service`]: may
+//! this role ever do this?), and the handler asks it again once it knows the
+//! case, grid or region the call is about.
+//!
+//! A case outside the caller's territory is [`Decision::Hidden`] (NOT_FOUND,
+//! the answer a case that does not exist gets), so trying case ids tells an
+//! outsider nothing. A role that may never do an operation, or a filing or
+//! report for a region outside the territory, is [`Decision::Forbidden`]
+//! (PERMISSION_DENIED): there the caller names the region and learns nothing
+//! by being refused.
+
+use std::fmt;
+
+use crate::principal::{Principal, Role, Territory};
+
+/// Every operation the gRPC services offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    // gridcase.intake.v1.IntakeService
+    FileCase,
+    UploadAttachment,
+    // gridcase.cases.v1.CaseService: lifecycle commands
+    Register,
+    Void,
+    Dispatch,
+    Acknowledge,
+    Return,
+    Reassign,
+    AddProgress,
+    RequestExtension,
+    DecideExtension,
+    RequestHold,
+    DecideHold,
+    Resume,
+    Resolve,
+    Verify,
+    RecordFeedback,
+    Reopen,
+    Cancel,
+    Supervise,
+    SetUrgent,
+    // reading one case (CaseService and QueryService)
+    ReadCase,
+    ReadHistory,
+    // gridcase.query.v1.QueryService: many cases
+    ListCases,
+    OverdueReport,
+    Ledger,
+    ExportCases,
+    ExportLedger,
+    WatchCases,
+    // gridcase.auth.v1.AuthService
+    WhoAmI,
+}
+
+use Operation::*;
+
+/// gRPC method paths and the operation each is. A path missing here is
+/// refused by the layer (deny by default); a test checks every method of the
+/// protos is listed or deliberately public.
+const PATHS: &[(&str, Operation)] = &[
+    ("/gridcase.intake.v1.IntakeService/FileCase", FileCase),
+    ("/gridcase.intake.v1.IntakeService/UploadAttachment", UploadAttachment),
+    ("/gridcase.cases.v1.CaseService/Register", Register),
+    ("/gridcase.cases.v1.CaseService/Void", Void),
+    ("/gridcase.cases.v1.CaseService/Dispatch", Dispatch),
+    ("/gridcase.cases.v1.CaseService/Acknowledge", Acknowledge),
+    ("/gridcase.cases.v1.CaseService/Return", Return),
+    ("/gridcase.cases.v1.CaseService/Reassign", Reassign),
+    ("/gridcase.cases.v1.CaseService/AddProgress", AddProgress),
+    ("/gridcase.cases.v1.CaseService/RequestExtension", RequestExtension),
+    ("/gridcase.cases.v1.CaseService/DecideExtension", DecideExtension),
+    ("/gridcase.cases.v1.CaseService/RequestHold", RequestHold),
+    ("/gridcase.cases.v1.CaseService/DecideHold", DecideHold),
+    ("/gridcase.cases.v1.CaseService/Resume", Resume),
+    ("/gridcase.cases.v1.CaseService/Resolve", Resolve),
+    ("/gridcase.cases.v1.CaseService/Verify", Verify),
+    ("/gridcase.cases.v1.CaseService/RecordFeedback", RecordFeedback),
+    ("/gridcase.cases.v1.CaseService/Reopen", Reopen),
+    ("/gridcase.cases.v1.CaseService/Cancel", Cancel),
+    ("/gridcase.cases.v1.CaseService/Supervise", Supervise),
+    ("/gridcase.cases.v1.CaseService/SetUrgent", SetUrgent),
+    ("/gridcase.cases.v1.CaseService/GetCase", ReadCase),
+    ("/gridcase.cases.v1.CaseService/GetHistory", ReadHistory),
+    ("/gridcase.query.v1.QueryService/GetCase", ReadCase),
+    ("/gridcase.query.v1.QueryService/GetCaseHistory", ReadHistory),
+    ("/gridcase.query.v1.QueryService/ListCases", ListCases),
+    ("/gridcase.query.v1.QueryService/OverdueReport", OverdueReport),
+    ("/gridcase.query.v1.QueryService/Ledger", Ledger),
+    ("/gridcase.query.v1.QueryService/ExportCases", ExportCases),
+    ("/gridcase.query.v1.QueryService/ExportLedger", ExportLedger),
+    ("/gridcase.query.v1.QueryService/WatchCases", WatchCases),
+    ("/gridcase.auth.v1.AuthService/WhoAmI", WhoAmI),
+];
+
+/// Paths any caller may use without a token: health checks, reflection (the
+/// schema only), and the development token minter (which refuses unless the
+/// server has a development key).
+const PUBLIC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/gridcase.auth.v1.AuthService/IssueDevToken",
+];
+
+impl Operation {
+    pub const ALL: [Operation; 30] = [
+        FileCase,
+        UploadAttachment,
+        Register,
+        Void,
+        Dispatch,
+        Acknowledge,
+        Return,
+        Reassign,
+        AddProgress,
+        RequestExtension,
+        DecideExtension,
+        RequestHold,
+        DecideHold,
+        Resume,
+        Resolve,
+        Verify,
+        RecordFeedback,
+        Reopen,
+        Cancel,
+        Supervise,
+        SetUrgent,
+        ReadCase,
+        ReadHistory,
+        ListCases,
+        OverdueReport,
+        Ledger,
+        ExportCases,
+        ExportLedger,
+        WatchCases,
+        WhoAmI,
+    ];
+
+    /// The operation a gRPC method path is, if it is one.
+    pub fn from_grpc_path(path: &str) -> Option<Operation> {
+        PATHS.iter().find(|(p, _)| *p == path).map(|(_, op)| *op)
+    }
+
+    /// Whether a path needs no token at all.
+    pub fn is_public_path(path: &str) -> bool {
+        PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
+    }
+
+    /// Whether the operation changes a case (records an event).
+    pub fn changes_cases(self) -> bool {
+        !matches!(
+            self,
+            UploadAttachment
+                | ReadCase
+                | ReadHistory
+                | ListCases
+                | OverdueReport
+                | Ledger
+                | ExportCases
+                | ExportLedger
+                | WatchCases
+                | WhoAmI
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Which operations each role may do at all, wherever.
+fn role_may(role: Role, operation: Operation) -> bool {
+    match role {
+        Role::GridWorker | Role::GridLeader => {
+            matches!(operation, FileCase | UploadAttachment | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI)
+        }
+        Role::HandlingUnit => matches!(
+            operation,
+            UploadAttachment
+                | Acknowledge
+                | Return
+                | AddProgress
+                | RequestExtension
+                | RequestHold
+                | Resume
+                | Resolve
+                | ReadCase
+                | ReadHistory
+                | ListCases
+                | WhoAmI
+        ),
+        Role::CommandCentre => {
+            !matches!(operation, FileCase | Acknowledge | Return | RequestExtension | RequestHold | Resolve)
+        }
+        Role::CountyAuditor => matches!(
+            operation,
+            ReadCase
+                | ReadHistory
+                | ListCases
+                | OverdueReport
+                | Ledger
+                | ExportCases
+                | ExportLedger
+                | WatchCases
+                | WhoAmI
+        ),
+        Role::Admin => matches!(operation, WhoAmI),
+    }
+}
+
+/// What an existing case is, as far as access goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseScope {
+    /// The grid (or micro-grid) code.
+    pub grid: String,
+    /// The handling unit it is dispatched to now, if any.
+    pub unit: Option<String>,
+    /// The person who filed it.
+    pub reporter: String,
+}
+
+/// What an operation is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Nothing known yet (the layer, before the request is read).
+    Service,
+    /// A new case in this grid.
+    Filing { grid: &'a str },
+    /// An existing case.
+    Case(&'a CaseScope),
+    /// A region-code prefix (a report, an export, a watch).
+    Region(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// PERMISSION_DENIED, with why.
+    Forbidden(String),
+    /// NOT_FOUND, exactly as for a case that does not exist.
+    Hidden,
+}
+
+/// Whether `principal` sees the case at all.
+fn sees(principal: &Principal, case: &CaseScope) -> bool {
+    match (principal.role, &principal.territory) {
+        (Role::GridWorker, _) => case.reporter == principal.subject,
+        (Role::GridLeader | Role::CommandCentre | Role::CountyAuditor, territory) => {
+            territory.contains_grid(&case.grid)
+        }
+        (Role::HandlingUnit, Territory::Unit(unit)) => case.unit.as_deref() == Some(unit.as_str()),
+        (Role::HandlingUnit, Territory::Region(_)) | (Role::Admin, _) => false,
+    }
+}
+
+/// May `principal` do `operation` on `target`?
+pub fn authorize(principal: &Principal, operation: Operation, target: Target<'_>) -> Decision {
+    if !role_may(principal.role, operation) {
+        return Decision::Forbidden(format!("a {} may not {operation}", principal.role));
+    }
+    let outside = |what: &str| Decision::Forbidden(format!("{what} is outside your territory {}", principal.territory));
+    match target {
+        Target::Service => Decision::Allow,
+        Target::Filing { grid } if principal.territory.contains_grid(grid) => Decision::Allow,
+        Target::Filing { grid } => outside(&format!("grid {grid}")),
+        Target::Case(case) if sees(principal, case) => Decision::Allow,
+        Target::Case(_) => Decision::Hidden,
+        Target::Region(region) if principal.territory.contains_region(region) => Decision::Allow,
+        Target::Region(region) => outside(&format!("region {region}")),
+    }
+}
+
+/// The restriction every list, report and export of a principal is ANDed
+/// with; `None`: they see no case at all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListScope {
+    pub region_prefix: Option<String>,
+    pub unit: Option<String>,
+    pub reporter: Option<String>,
+}
+
+pub fn list_scope(principal: &Principal) -> Option<ListScope> {
+    match (principal.role, &principal.territory) {
+        (Role::GridWorker, _) => Some(ListScope { reporter: Some(principal.subject.clone()), ..ListScope::default() }),
+        (Role::GridLeader | Role::CommandCentre | Role::CountyAuditor, Territory::Region(prefix)) => {
+            Some(ListScope { region_prefix: Some(prefix.clone()), ..ListScope::default() })
+        }
+        (Role::HandlingUnit, Territory::Unit(unit)) => {
+            Some(ListScope { unit: Some(unit.to_string()), ..ListScope::default() })
+        }
+        _ => None,
+    }
+}
+
+/// How a resident's contact details are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactView {
+    /// In full: the roles that call the resident back (the reporting worker
+    /// and their grid leader, the unit handling it, the command centre).
+    Full,
+    /// 138****5678: everyone else (county audit), and every list, ledger,
+    /// export and stream.
+    Masked,
+}
+
+/// How `principal` sees the contact details of a case it may read.
+pub fn contact_view(principal: &Principal, case: &CaseScope) -> ContactView {
+    let calls_back =
+        matches!(principal.role, Role::GridWorker | Role::GridLeader | Role::HandlingUnit | Role::CommandCentre);
+    if calls_back && sees(principal, case) { ContactView::Full } else { ContactView::Masked }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::{Allow, Hidden};
+
+    fn principal(role: &str, territory: &str) -> Principal {
+        Principal::new(&format!("{role}-1"), role, "org-1", territory).unwrap()
+    }
+
+    fn case(grid: &str, unit: Option<&str>, reporter: &str) -> CaseScope {
+        CaseScope { grid: grid.into(), unit: unit.map(Into::into), reporter: reporter.into() }
+    }
+
+    fn forbidden(decision: &Decision) -> bool {
+        matches!(decision, Decision::Forbidden(_))
+    }
+
+    #[test]
+    fn every_grpc_path_maps_to_one_operation_and_every_operation_has_a_path() {
+        for op in Operation::ALL {
+            assert!(PATHS.iter().any(|(_, o)| *o == op), "{op} has no path");
+        }
+        for (path, op) in PATHS {
+            assert_eq!(Operation::from_grpc_path(path), Some(*op));
+            assert!(!Operation::is_public_path(path), "{path} is both public and an operation");
+        }
+        assert_eq!(Operation::from_grpc_path("/gridcase.cases.v1.CaseService/Unknown"), None);
+        assert!(Operation::is_public_path("/grpc.health.v1.Health/Check"));
+    }
+
+    #[test]
+    fn the_role_table() {
+        // (role, operations allowed on a case in territory); every other operation is forbidden.
+        let table: &[(&str, &str, &[Operation])] = &[
+            (
+                "grid_worker",
+                "990101001001001",
+                &[FileCase, UploadAttachment, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
+            ),
+            (
+                "grid_leader",
+                "990101001001001",
+                &[FileCase, UploadAttachment, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
+            ),
+            (
+                "handling_unit",
+                "unit-a",
+                &[
+                    UploadAttachment,
+                    Acknowledge,
+                    Return,
+                    AddProgress,
+                    RequestExtension,
+                    RequestHold,
+                    Resume,
+                    Resolve,
+                    ReadCase,
+                    ReadHistory,
+                    ListCases,
+                    WhoAmI,
+                ],
+            ),
+            (
+                "command_centre",
+                "990101001",
+                &[
+                    UploadAttachment,
+                    Register,
+                    Void,
+                    Dispatch,
+                    Reassign,
+                    AddProgress,
+                    DecideExtension,
+                    DecideHold,
+                    Resume,
+                    Verify,
+                    RecordFeedback,
+                    Reopen,
+                    Cancel,
+                    Supervise,
+                    SetUrgent,
+                    ReadCase,
+                    ReadHistory,
+                    ListCases,
+                    OverdueReport,
+                    Ledger,
+                    ExportCases,
+                    ExportLedger,
+                    WatchCases,
+                    WhoAmI,
+                ],
+            ),
+            (
+                "county_auditor",
+                "990101",
+                &[
+                    ReadCase,
+                    ReadHistory,
+                    ListCases,
+                    OverdueReport,
+                    Ledger,
+                    ExportCases,
+                    ExportLedger,
+                    WatchCases,
+                    WhoAmI,
+                ],
+            ),
+            ("admin", "990101", &[WhoAmI]),
+        ];
+        for (role, territory, allowed) in table {
+            let who = principal(role, territory);
+            for op in Operation::ALL {
+                let decision = authorize(&who, op, Target::Service);
+                assert_eq!(decision == Allow, allowed.contains(&op), "{role} {op}: {decision:?}");
+                assert!(decision == Allow || forbidden(&decision), "{role} {op}: the layer never hides");
+            }
+        }
+    }
+
+    #[test]
+    fn the_county_and_admins_change_nothing() {
+        let county = principal("county_auditor", "990101");
+        let admin = principal("admin", "990101");
+        for op in Operation::ALL.into_iter().filter(|op| op.changes_cases()) {
+            assert!(forbidden(&authorize(&county, op, Target::Service)), "county {op}");
+            assert!(forbidden(&authorize(&admin, op, Target::Service)), "admin {op}");
+        }
+    }
+
+    #[test]
+    fn cases_outside_the_territory_are_hidden_not_forbidden() {
+        let mine = case("990101001001001", Some("unit-a"), "grid_worker-1");
+        let other_grid = case("990101001001002", Some("unit-a"), "someone-else");
+        let other_township = case("990101002001001", Some("unit-b"), "someone-else");
+        let other_county = case("990102001001001", None, "someone-else");
+        let rows: &[(&str, &str, Operation, &CaseScope, Decision)] = &[
+            ("grid_worker", "990101001001001", ReadCase, &mine, Allow),
+            ("grid_worker", "990101001001001", ReadCase, &other_grid, Hidden),
+            ("grid_worker", "990101001001001", AddProgress, &other_township, Hidden),
+            ("grid_leader", "990101001001001", ReadCase, &mine, Allow),
+            ("grid_leader", "990101001001002", ReadHistory, &other_grid, Allow),
+            ("grid_leader", "990101001001001", ReadCase, &other_grid, Hidden),
+            ("handling_unit", "unit-a", Acknowledge, &mine, Allow),
+            ("handling_unit", "unit-a", Resolve, &other_grid, Allow),
+            ("handling_unit", "unit-a", ReadCase, &other_township, Hidden),
+            ("handling_unit", "unit-a", ReadCase, &other_county, Hidden),
+            ("command_centre", "990101001", Dispatch, &other_grid, Allow),
+            ("command_centre", "990101001", Dispatch, &other_township, Hidden),
+            ("command_centre", "990101002", ReadHistory, &other_township, Allow),
+            ("county_auditor", "990101", ReadCase, &other_township, Allow),
+            ("county_auditor", "990101", ReadHistory, &other_county, Hidden),
+            ("admin", "990101", WhoAmI, &mine, Hidden),
+        ];
+        for (role, territory, op, target, expected) in rows {
+            assert_eq!(&authorize(&principal(role, territory), *op, Target::Case(target)), expected, "{role} {op}");
+        }
+        // A forbidden operation stays forbidden on a hidden case: the answer does not depend on the case.
+        let decision = authorize(&principal("county_auditor", "990101"), Cancel, Target::Case(&other_county));
+        assert!(forbidden(&decision), "{decision:?}");
+    }
+
+    #[test]
+    fn filings_and_regions_outside_the_territory_are_forbidden() {
+        let worker = principal("grid_worker", "990101001001001");
+        assert_eq!(authorize(&worker, FileCase, Target::Filing { grid: "990101001001001" }), Allow);
+        assert_eq!(authorize(&worker, FileCase, Target::Filing { grid: "99010100100100101" }), Allow);
+        assert!(forbidden(&authorize(&worker, FileCase, Target::Filing { grid: "990101001001002" })));
+        let centre = principal("command_centre", "990101001");
+        assert_eq!(authorize(&centre, OverdueReport, Target::Region("990101001")), Allow);
+        assert_eq!(authorize(&centre, WatchCases, Target::Region("990101001")), Allow);
+        assert_eq!(authorize(&centre, Ledger, Target::Region("990101001002")), Allow);
+        assert!(forbidden(&authorize(&centre, OverdueReport, Target::Region("990101"))));
+        assert!(forbidden(&authorize(&centre, WatchCases, Target::Region("990101002"))));
+        let county = principal("county_auditor", "990101");
+        assert_eq!(authorize(&county, ExportCases, Target::Region("990101002")), Allow);
+        assert!(forbidden(&authorize(&county, ExportCases, Target::Region("990102"))));
+    }
+
+    #[test]
+    fn list_scopes_follow_the_role() {
+        assert_eq!(
+            list_scope(&principal("grid_worker", "990101001001001")),
+            Some(ListScope { reporter: Some("grid_worker-1".into()), ..ListScope::default() })
+        );
+        assert_eq!(
+            list_scope(&principal("command_centre", "990101001")),
+            Some(ListScope { region_prefix: Some("990101001".into()), ..ListScope::default() })
+        );
+        assert_eq!(
+            list_scope(&principal("handling_unit", "unit-a")),
+            Some(ListScope { unit: Some("unit-a".into()), ..ListScope::default() })
+        );
+        assert_eq!(list_scope(&principal("admin", "990101")), None);
+    }
+
+    #[test]
+    fn contact_details_in_full_only_for_those_who_call_back() {
+        let mine = case("990101001001001", Some("unit-a"), "grid_worker-1");
+        let cases: &[(&str, &str, ContactView)] = &[
+            ("grid_worker", "990101001001001", ContactView::Full),
+            ("grid_worker", "990101001001002", ContactView::Full),
+            ("grid_leader", "990101001001001", ContactView::Full),
+            ("handling_unit", "unit-a", ContactView::Full),
+            ("handling_unit", "unit-b", ContactView::Masked),
+            ("command_centre", "990101001", ContactView::Full),
+            ("command_centre", "990101002", ContactView::Masked),
+            ("county_auditor", "990101", ContactView::Masked),
+            ("admin", "990101", ContactView::Masked),
+        ];
+        for (role, territory, expected) in cases {
+            assert_eq!(contact_view(&principal(role, territory), &mine), *expected, "{role} {territory}");
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Authentication and authorization at the gRPC edge: one tower layer in
+//! front of every service of a server.
+//!
+//! For each call the layer reads `authorization: Bearer <JWT>`, verifies it
+//! ([`gridcase_auth::KeySet::verify`]) and asks the one policy function
+//! ([`gridcase_auth::authorize`]) whether the caller's role may do the
+//! method's operation at all. A missing or bad token is UNAUTHENTICATED, a
+//! role that may not is PERMISSION_DENIED, and a method the policy does not
+//! know is refused (deny by default). Health checks, reflection and the
+//! development token minter need no token.
+//!
+//! What passes carries an [`Access`] in the request's extensions: the
+//! verified principal and the operation. Handlers ask it again once they know
+//! the case or region ([`Access::case`], [`Access::check`]), and take the
+//! actor of every event from it ([`Access::actor`]), never from the body.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gridcase_auth::policy::{CaseScope, Decision, Target};
+use gridcase_auth::token::{DevIssuer, KeySet, TokenAlgorithm, VerifierSettings};
+use gridcase_auth::{Operation, Principal, authorize};
+use gridcase_eventlog::schema::Actor;
+use tonic::Status;
+
+use crate::{Clock, parse_duration};
+
+/// Where tokens come from and how strictly they are checked.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// A trusted signing key of the identity provider, as KID:ALG:PEM_FILE
+    /// (ALG: EdDSA, ES256 or RS256; the PEM holds the public key). Repeat
+    /// the flag, or separate entries with commas in the variable, to accept
+    /// several keys while rotating.
+    #[arg(long = "auth-key", env = "GRIDCASE_AUTH_KEYS", value_delimiter = ',', value_name = "KID:ALG:PEM_FILE")]
+    pub keys: Vec<String>,
+
+    /// DEVELOPMENT ONLY: a file holding a shared secret (at least 32 bytes)
+    /// that signs and verifies tokens with key id "dev", and enables
+    /// `gridctl token`. Never set this in production: whoever reads the file
+    /// can act as anyone.
+    #[arg(long = "auth-dev-secret-file", env = "GRIDCASE_AUTH_DEV_SECRET_FILE", value_name = "FILE")]
+    pub dev_secret_file: Option<PathBuf>,
+
+    /// The issuer (`iss`) tokens must name.
+    #[arg(long = "auth-issuer", env = "GRIDCASE_AUTH_ISSUER", default_value = "gridcase")]
+    pub issuer: String,
+
+    /// The audience (`aud`) tokens must include.
+    #[arg(long = "auth-audience", env = "GRIDCASE_AUTH_AUDIENCE", default_value = "gridcase")]
+    pub audience: String,
+
+    /// Tolerated clock difference with the issuer.
+    #[arg(long = "auth-clock-skew", env = "GRIDCASE_AUTH_CLOCK_SKEW", default_value = "60s", value_parser = parse_duration)]
+    pub clock_skew: Duration,
+
+    /// The longest token lifetime (exp - iat) accepted; longer-lived tokens are refused.
+    #[arg(long = "auth-max-token-lifetime", env = "GRIDCASE_AUTH_MAX_TOKEN_LIFETIME", default_value = "12h", value_parser = parse_duration)]
+    pub max_token_lifetime: Duration,
+}
+
+impl AuthArgs {
+    pub fn defaults() -> Self {
+        Self {
+            keys: Vec::new(),
+            dev_secret_file: None,
+            issuer: "gridcase".into(),
+            audience: "gridcase".into(),
+            clock_skew: Duration::from_secs(60),
+            max_token_lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
+
+    /// Load the keys; refuses to start without any.
+    pub fn load(&self, clock: Arc<dyn Clock>) -> anyhow::Result<Authenticator> {
+        let mut keys = KeySet::new(VerifierSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            clock_skew_seconds: self.clock_skew.as_secs() as i64,
+            max_lifetime_seconds: self.max_token_lifetime.as_secs() as i64,
+        });
+        for entry in &self.keys {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(kid), Some(algorithm), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+                anyhow::bail!("--auth-key {entry:?} must be KID:ALG:PEM_FILE");
+            };
+            let algorithm = TokenAlgorithm::parse(algorithm)
+                .with_context(|| format!("--auth-key {entry:?}: ALG must be EdDSA, ES256 or RS256"))?;
+            let pem = std::fs::read(path).with_context(|| format!("--auth-key {entry:?}: reading {path}"))?;
+            keys.add_public_key(kid, algorithm, &pem).with_context(|| format!("--auth-key {entry:?}"))?;
+        }
+        let dev = match &self.dev_secret_file {
+            Some(path) => {
+                let secret = std::fs::read_to_string(path)
+                    .with_context(|| format!("--auth-dev-secret-file: reading {}", path.display()))?;
+                let issuer = keys
+                    .add_dev_secret(secret.trim().as_bytes())
+                    .with_context(|| format!("--auth-dev-secret-file {}", path.display()))?;
+                tracing::warn!(
+                    file = %path.display(),
+                    "a development token secret is configured: anyone who can read it can act as anyone; never in production"
+                );
+                Some(issuer)
+            }
+            None => None,
+        };
+        if keys.is_empty() {
+            anyhow::bail!(
+                "no token keys are configured: pass --auth-key KID:ALG:PEM_FILE (the identity provider's public key) \
+                 or, for development, --auth-dev-secret-file FILE"
+            );
+        }
+        tracing::info!(keys = ?keys.key_ids(), issuer = %self.issuer, audience = %self.audience, "token keys loaded");
+        Ok(Authenticator { keys: Arc::new(keys), dev, clock })
+    }
+}
+
+/// Verifies tokens for a server; shared by its layer and its AuthService.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: Arc<KeySet>,
+    dev: Option<DevIssuer>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator").field("keys", &self.keys.key_ids()).finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// The development token issuer, when the server has a development secret.
+    pub fn dev_issuer(&self) -> Option<&DevIssuer> {
+        self.dev.as_ref()
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    /// Decide on a call before its body is read: `Ok(None)` for a public
+    /// method, `Ok(Some(access))` for an admitted one.
+    #[allow(clippy::result_large_err)]
+    pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Access>, Status> {
+        if Operation::is_public_path(path) {
+            return Ok(None);
+        }
+        let principal = self.principal(headers)?;
+        let Some(operation) = Operation::from_grpc_path(path) else {
+            tracing::warn!(path, subject = %principal.subject, "refused a method the authorization policy does not list");
+            return Err(Status::permission_denied(format!("{path} is not open to any role")));
+        };
+        let access = Access { principal, operation };
+        access.check(Target::Service)?;
+        Ok(Some(access))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn principal(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+        let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+            Status::unauthenticated("no bearer token: send the metadata `authorization: Bearer <token>`")
+        })?;
+        let value = value.to_str().map_err(|_| Status::unauthenticated("the authorization metadata must be ASCII"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(Status::unauthenticated("the authorization metadata must be `Bearer <token>`")),
+        };
+        self.keys.verify(token, self.clock.now()).map_err(|error| {
+            tracing::info!(%error, "refused a token");
+            Status::unauthenticated(error.to_string())
+        })
+    }
+}
+
+/// The tower layer that puts an [`Authenticator`] in front of every service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Authenticator,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Authenticator) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated { inner, auth: self.auth.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.auth.admit(request.uri().path(), request.headers()) {
+            Ok(Some(access)) => {
+                request.extensions_mut().insert(access);
+            }
+            Ok(None) => {}
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        }
+        // The service that was made ready is the one that must be called.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(inner.call(request))
+    }
+}
+
+/// An admitted call: who, doing what.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub principal: Principal,
+    pub operation: Operation,
+}
+
+/// NOT_FOUND for a case: the same answer whether it does not exist or the
+/// caller may not see it.
+pub fn case_not_found(case_id: &dyn fmt::Display) -> Status {
+    Status::not_found(format!("case {case_id} does not exist"))
+}
+
+impl Access {
+    /// The access the layer admitted this request with.
+    #[allow(clippy::result_large_err)]
+    pub fn of<T>(request: &tonic::Request<T>) -> Result<&Access, Status> {
+        request.extensions().get::<Access>().ok_or_else(|| {
+            tracing::error!("a handler ran without the authentication layer in front of it");
+            Status::unauthenticated("no verified caller")
+        })
+    }
+
+    /// Ask the policy about a grid, region or the service itself.
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self, target: Target<'_>) -> Result<(), Status> {
+        match authorize(&self.principal, self.operation, target) {
+            Decision::Allow => Ok(()),
+            Decision::Forbidden(why) => {
+                tracing::info!(subject = %self.principal.subject, role = %self.principal.role, operation = %self.operation, %why, "permission denied");
+                Err(Status::permission_denied(why))
+            }
+            Decision::Hidden => Err(Status::not_found("not found")),
+        }
+    }
+
+    /// Ask the policy about an existing case; one outside the caller's
+    /// territory is NOT_FOUND, word for word as a missing one.
+    #[allow(clippy::result_large_err)]
+    pub fn case(&self, case_id: &dyn fmt::Display, scope: &CaseScope) -> Result<(), Status> {
+        match authorize(&self.principal, self.operation, Target::Case(scope)) {
+            Decision::Allow => Ok(()),
+            Decision::Forbidden(why) => Err(Status::permission_denied(why)),
+            Decision::Hidden => {
+                tracing::info!(subject = %self.principal.subject, role = %self.principal.role, operation = %self.operation, %case_id, "case outside the caller's territory");
+                Err(case_not_found(case_id))
+            }
+        }
+    }
+
+    /// The actor recorded on the events this call causes.
+    #[allow(clippy::result_large_err)]
+    pub fn actor(&self) -> Result<Actor, Status> {
+        let role =
+            self.principal.role.actor_role().ok_or_else(|| {
+                Status::permission_denied(format!("a {} records no case events", self.principal.role))
+            })?;
+        Ok(Actor {
+            person: self.principal.subject.clone(),
+            role,
+            organisation: self.principal.organisation.to_string(),
+        })
+    }
+}
+
+/// `gridcase.auth.v1.AuthService`, served by every gRPC server next to its
+/// own services.
+pub struct AuthApi {
+    auth: Authenticator,
+}
+
+impl AuthApi {
+    pub fn new(auth: Authenticator) -> Self {
+        Self { auth }
+    }
+
+    pub fn into_server(self) -> auth_api::auth_service_server::AuthServiceServer<Self> {
+        auth_api::auth_service_server::AuthServiceServer::new(self)
+    }
+}
+
+use gridcase_proto::auth::v1 as auth_api;
+
+/// The default lifetime of a development token.
+const DEV_TOKEN_LIFETIME_SECONDS: i64 = 8 * 3600;
+
+#[tonic::async_trait]
+impl auth_api::auth_service_server::AuthService for AuthApi {
+    async fn who_am_i(
+        &self,
+        request: tonic::Request<auth_api::WhoAmIRequest>,
+    ) -> Result<tonic::Response<auth_api::Caller>, Status> {
+        let principal = &Access::of(&request)?.principal;
+        Ok(tonic::Response::new(auth_api::Caller {
+            subject: principal.subject.clone(),
+            role: principal.role.as_str().into(),
+            organisation: principal.organisation.to_string(),
+            territory: principal.territory.to_string(),
+        }))
+    }
+
+    async fn issue_dev_token(
+        &self,
+        request: tonic::Request<auth_api::IssueDevTokenRequest>,
+    ) -> Result<tonic::Response<auth_api::IssueDevTokenResponse>, Status> {
+        let Some(issuer) = self.auth.dev_issuer() else {
+            return Err(Status::failed_precondition(
+                "this server has no development secret (--auth-dev-secret-file), so it issues no tokens; \
+                 get a token from your identity provider",
+            ));
+        };
+        let r = request.into_inner();
+        let principal = Principal::new(&r.subject, &r.role, &r.organisation, &r.territory).map_err(|e| {
+            let mut v = crate::Violations::new();
+            let field = match e {
+                gridcase_auth::PrincipalError::BadSubject => "subject",
+                gridcase_auth::PrincipalError::UnknownRole => "role",
+                gridcase_auth::PrincipalError::BadOrganisation => "organisation",
+                gridcase_auth::PrincipalError::BadTerritory { .. } => "territory",
+            };
+            v.add(field, "INVALID", e.to_string());
+            v.into_status()
+        })?;
+        let lifetime = match r.lifetime_seconds {
+            0 => DEV_TOKEN_LIFETIME_SECONDS.min(issuer.max_lifetime_seconds()),
+            asked => i64::from(asked).min(issuer.max_lifetime_seconds()),
+        };
+        let now = self.auth.now();
+        let claims = issuer.claims(&principal, now, lifetime);
+        tracing::info!(subject = %principal.subject, role = %principal.role, territory = %principal.territory, "development token issued");
+        Ok(tonic::Response::new(auth_api::IssueDevTokenResponse {
+            token: issuer.sign(&claims),
+            expires_at: Some(prost_types::Timestamp { seconds: claims.exp, nanos: 0 }),
+        }))
+    }
+}

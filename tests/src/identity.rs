@@ -1,0 +1,89 @@
+//! Callers for tests: identities with real tokens, signed with the test
+//! development secret that every service a test starts is configured with.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use gridcase_auth::{DevIssuer, Principal, VerifierSettings};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+
+/// The development secret of the services tests start.
+pub const TEST_DEV_SECRET: &str = "gridcase-tests-development-secret-do-not-use-elsewhere";
+
+/// A file holding [`TEST_DEV_SECRET`], written once per test process.
+pub fn dev_secret_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("gridcase-test-dev-secret-{}", std::process::id()));
+        std::fs::write(&path, TEST_DEV_SECRET).expect("write the test development secret");
+        path
+    })
+    .clone()
+}
+
+/// The issuer of test tokens (the services' default issuer and audience).
+pub fn issuer() -> DevIssuer {
+    DevIssuer::new(TEST_DEV_SECRET.as_bytes(), &VerifierSettings::default())
+}
+
+/// Someone calling gridcase in a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: Principal,
+}
+
+impl Identity {
+    /// `role` as tokens name it (grid_worker, command_centre, …).
+    pub fn new(subject: &str, role: &str, organisation: &str, territory: &str) -> Self {
+        let principal = Principal::new(subject, role, organisation, territory).expect("a valid test identity");
+        Self { principal }
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.principal.subject
+    }
+
+    /// A fresh token, valid for an hour from now.
+    pub fn token(&self) -> String {
+        issuer().mint(&self.principal, jiff::Timestamp::now(), 3600)
+    }
+
+    /// The `authorization` metadata value for [`Self::token`].
+    pub fn bearer(&self) -> Bearer {
+        Bearer::new(&self.token())
+    }
+
+    /// Add a token to an outgoing request.
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        self.bearer().attach(request);
+    }
+
+    /// Wrap a message in a request carrying a token.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.attach(&mut request);
+        request
+    }
+}
+
+/// An interceptor adding one bearer token to every call of a client.
+#[derive(Debug, Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Self(format!("Bearer {token}").parse().expect("ASCII token"))
+    }
+
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        request.metadata_mut().insert("authorization", self.0.clone());
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.attach(&mut request);
+        Ok(request)
+    }
+}

@@ -1,0 +1,289 @@
+//! A resident's phone number and name, followed through every output
+//! channel of a full scenario (intake, dispatcher, projection, real NATS and
+//! PostgreSQL): in full only where a role that calls back reads the case,
+//! masked everywhere else, and never in the logs.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use gridcase_domain::CaseId;
+use gridcase_proto::cases::v1 as cases_api;
+use gridcase_proto::common::v1 as common;
+use gridcase_proto::intake::v1 as intake_api;
+use gridcase_proto::query::v1 as query_api;
+use gridcase_runtime::SystemClock;
+use gridcase_tests::fixtures::{filing, intake_client};
+use gridcase_tests::lifecycle::{self, context};
+use gridcase_tests::{
+    Identity, NatsServer, TestDatabase, TestDispatcher, TestIntake, TestProjection, query_client, stream_end,
+};
+use sqlx::Row;
+
+const PHONE: &str = "13812345678";
+const MASKED: &str = "138****5678";
+const NAME: &str = "王秀英";
+
+/// Every log line of this test process, as the services wrote them.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// No full phone number nor name in `text`, whatever channel it came from.
+fn assert_no_personal_data(channel: &str, text: &str) {
+    assert!(!text.contains(PHONE), "{channel} shows the full phone number: {text}");
+    assert!(!text.contains(NAME), "{channel} shows the resident's name: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("debug,gridcase=trace")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("the only subscriber of this test process");
+
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemClock)).await;
+    let projection =
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemClock)).await;
+
+    let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
+    let centre = Identity::new("cc-op-1", "command_centre", "cc-990101001", "990101001");
+    let unit = Identity::new("wy-07", "handling_unit", "unit.property.990101001", "unit.property.990101001");
+    let county = Identity::new("audit-1", "county_auditor", "co-990101", "990101");
+    let mut query = query_client(projection.endpoint(), &centre).await;
+    let mut county_query = query_client(projection.endpoint(), &county).await;
+
+    // The centre's wall screen is on before anything happens.
+    let mut watch =
+        query.watch_cases(query_api::WatchCasesRequest { township: "990101001".into() }).await.unwrap().into_inner();
+
+    // A report with the resident's details; and one whose phone is malformed
+    // around the real number (the refusal must not echo it into the logs).
+    let mut intake_client = intake_client(intake.endpoint()).await;
+    let contact = |phone: &str| Some(intake_api::ResidentContact { name: NAME.into(), phone: phone.into() });
+    let bad =
+        intake_api::FileCaseRequest { resident_contact: contact(&format!("{PHONE}999")), ..filing(CaseId::new_v7()) };
+    let refused = intake_client.file_case(worker.request(bad)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let case_id = CaseId::new_v7();
+    let report = intake_api::FileCaseRequest {
+        category_code: "0204".into(),
+        resident_contact: contact(PHONE),
+        ..filing(case_id)
+    };
+    intake_client.file_case(worker.request(report)).await.unwrap();
+
+    // The dispatcher registers and dispatches it by policy; the unit works it, the centre closes it.
+    let mut cases = lifecycle::client(intake.endpoint()).await;
+    let get = |who: &Identity| cases_api::GetCaseRequest { case_id: case_id.to_string() }.with(who);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = cases.get_case(get(&centre)).await.unwrap().into_inner();
+        if view.state == common::CaseState::Dispatched as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not dispatched by policy: {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cases.acknowledge(unit.request(cases_api::AcknowledgeRequest { context: context(case_id) })).await.unwrap();
+    cases
+        .resolve(unit.request(cases_api::ResolveRequest {
+            context: context(case_id),
+            summary: "已联系居民, 已修复".into(),
+            evidence: vec![],
+        }))
+        .await
+        .unwrap();
+    cases
+        .verify(centre.request(cases_api::VerifyRequest {
+            context: context(case_id),
+            passed: true,
+            reason: String::new(),
+        }))
+        .await
+        .unwrap();
+    projection.caught_up_to(stream_end(&nats).await).await;
+
+    // In full for those who call the resident back, masked for the county.
+    for who in [&worker, &unit, &centre] {
+        let contact = cases.get_case(get(who)).await.unwrap().into_inner().resident_contact.unwrap();
+        assert_eq!((contact.phone.as_str(), contact.name.as_str(), contact.masked), (PHONE, NAME, false), "{who:?}");
+    }
+    let audit_view = cases.get_case(get(&county)).await.unwrap().into_inner();
+    let contact = audit_view.resident_contact.clone().unwrap();
+    assert_eq!((contact.phone.as_str(), contact.masked), (MASKED, true));
+    assert_no_personal_data("the county's GetCase", &format!("{audit_view:?}"));
+
+    // A history is an audit view: masked for everyone, the centre included.
+    let history = cases
+        .get_history(cases_api::GetHistoryRequest { case_id: case_id.to_string() }.with(&centre))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.events[0].payload_json.contains(MASKED), "{}", history.events[0].payload_json);
+    assert_no_personal_data("GetHistory", &format!("{history:?}"));
+
+    // The read models: the masked number, nothing more.
+    let record = query.get_case(query_api::GetCaseRequest { case_id: case_id.to_string() }).await.unwrap().into_inner();
+    assert_eq!(record.contact_phone_masked, MASKED);
+    assert_no_personal_data("Query.GetCase", &format!("{record:?}"));
+    let record = county_query.get_case(query_api::GetCaseRequest { case_id: case_id.to_string() }).await.unwrap();
+    assert_no_personal_data("the county's Query.GetCase", &format!("{record:?}"));
+    let audit = county_query
+        .get_case_history(query_api::GetCaseHistoryRequest { case_id: case_id.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(audit.chain_verified);
+    assert_no_personal_data("Query.GetCaseHistory", &format!("{audit:?}"));
+    let listed = query.list_cases(query_api::ListCasesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.cases.len(), 1);
+    assert_no_personal_data("ListCases", &format!("{listed:?}"));
+    let overdue = county_query.overdue_report(query_api::OverdueReportRequest::default()).await.unwrap();
+    assert_no_personal_data("OverdueReport", &format!("{overdue:?}"));
+
+    // Exports and ledgers, in both formats.
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap()).date().to_string();
+    for format in [query_api::ExportFormat::Csv, query_api::ExportFormat::Xlsx] {
+        let filter = query_api::ListCasesRequest::default();
+        let cases_export = collect(
+            county_query
+                .export_cases(query_api::ExportCasesRequest { filter: Some(filter), format: format as i32 })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        let ledger = query_api::LedgerRequest {
+            org_kind: "worker".into(),
+            org: String::new(),
+            from_day: today.clone(),
+            to_day: today.clone(),
+            period: query_api::Period::Day as i32,
+        };
+        let ledger_rows = query.ledger(ledger.clone()).await.unwrap().into_inner();
+        assert_no_personal_data("Ledger", &format!("{ledger_rows:?}"));
+        let ledger_export = collect(
+            query
+                .export_ledger(query_api::ExportLedgerRequest { ledger: Some(ledger), format: format as i32 })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        for (name, bytes) in [("ExportCases", cases_export), ("ExportLedger", ledger_export)] {
+            let text = match format {
+                query_api::ExportFormat::Xlsx => xlsx_text(bytes),
+                _ => String::from_utf8(bytes).unwrap(),
+            };
+            assert!(text.contains(&case_id.to_string()) || name == "ExportLedger", "{name} holds the case: {text}");
+            assert_no_personal_data(&format!("{name} {format:?}"), &text);
+        }
+    }
+
+    // The wall screen saw every event of the case, and no contact details.
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let change = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+        seen.push(format!("{change:?}"));
+    }
+    assert!(seen.iter().all(|c| c.contains(&case_id.to_string())), "{seen:?}");
+    assert_no_personal_data("WatchCases", &seen.join("\n"));
+
+    // Nowhere in the read-model database.
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'read' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&projection.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(tables.len() >= 4, "{tables:?}");
+    for table in &tables {
+        let rows: Vec<String> =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT to_jsonb(t)::text FROM read.{table} t")))
+                .fetch_all(&projection.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        assert_no_personal_data(&format!("table read.{table}"), &rows.join("\n"));
+    }
+    let masked_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM read.cases WHERE contact_phone_masked = $1")
+        .bind(MASKED)
+        .fetch_one(&projection.pool)
+        .await
+        .unwrap();
+    assert_eq!(masked_rows, 1);
+
+    projection.stop().await.unwrap();
+    dispatcher.stop().await.unwrap();
+    intake.stop().await.unwrap();
+
+    // Never in the logs, nor the tokens that carried the callers.
+    let logged = logs.text();
+    assert!(logged.contains(&case_id.to_string()), "the logs did capture the scenario");
+    assert!(logged.lines().count() > 50, "{} lines", logged.lines().count());
+    assert_no_personal_data("the logs", &logged);
+    assert!(!logged.contains(&worker.token()[..40]), "a token header appears in the logs");
+    assert!(!logged.to_lowercase().contains("bearer ey"), "a bearer token appears in the logs");
+}
+
+trait With: Sized {
+    fn with(self, who: &Identity) -> tonic::Request<Self>;
+}
+
+impl<T> With for T {
+    fn with(self, who: &Identity) -> tonic::Request<Self> {
+        who.request(self)
+    }
+}
+
+async fn collect(mut chunks: tonic::Streaming<query_api::ExportChunk>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        bytes.extend(chunk.unwrap().data);
+    }
+    bytes
+}
+
+/// Every cell of the first sheet, one row a line.
+fn xlsx_text(bytes: Vec<u8>) -> String {
+    use calamine::Reader;
+    let mut workbook: calamine::Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    let sheet = workbook.worksheet_range_at(0).unwrap().unwrap();
+    sheet
+        .rows()
+        .map(|row| row.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
