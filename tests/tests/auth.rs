@@ -657,10 +657,37 @@ async fn development_tokens_only_from_a_server_with_a_development_secret() {
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     assert_eq!(auth.who_am_i(request).await.unwrap().into_inner().subject, "audit-1");
 
+    // A server that trusts an identity provider refuses to also hold a development secret.
+    let mut config = TestIntake::config(&nats.url());
+    config.auth.keys = vec![format!("idp-2026:EdDSA:{}", keys.display())];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemClock)).await.err().unwrap();
+    assert!(format!("{error:#}").contains("exclusive"), "{error:#}");
+
     // A server without any key refuses to start.
     let mut config = TestIntake::config(&nats.url());
     config.auth.dev_secret_file = None;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemClock)).await.err().unwrap();
     assert!(format!("{error:#}").contains("no token keys are configured"), "{error:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_when_its_token_expires() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let mut config = TestProjection::config(&nats.url(), &db.url);
+    config.auth.clock_skew = std::time::Duration::from_secs(1);
+    let projection = TestProjection::spawn_with(config, Arc::new(SystemClock)).await;
+    let centre = &people()["centre_a"];
+    let token = issuer().mint(&centre.principal, jiff::Timestamp::now(), 2);
+    let mut request = tonic::Request::new(query_api::WatchCasesRequest { township: "990101001".into() });
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut client = QueryServiceClient::connect(projection.endpoint()).await.unwrap();
+    let mut watch = client.watch_cases(request).await.unwrap().into_inner();
+    let ended =
+        tokio::time::timeout(std::time::Duration::from_secs(20), watch.message()).await.expect("the watch ended");
+    let status = ended.expect_err("ends with a status, not a change");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
 }

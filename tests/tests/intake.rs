@@ -12,7 +12,7 @@ use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
 use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client, worker};
-use gridcase_tests::{NatsServer, TestIntake};
+use gridcase_tests::{Identity, NatsServer, TestIntake};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -493,4 +493,26 @@ async fn shutdown_drains_a_call_in_flight_and_then_stops_accepting() {
 
 async fn intake_client_fails(endpoint: String) -> bool {
     gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient::connect(endpoint).await.is_err()
+}
+
+#[tokio::test]
+async fn a_case_id_is_taken_in_every_township_and_only_its_filer_gets_the_receipt_again() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let request = filing(CaseId::new_v7());
+    client.file_case(as_worker(request.clone())).await.unwrap();
+    // A colleague of the same grid sends the very same report: refused, not handed the receipt.
+    let colleague = Identity::new("gw-0043", "grid_worker", "cc-990101001", "990101001001001");
+    let same = client.file_case(colleague.request(request.clone())).await.unwrap_err();
+    assert_eq!(same.code(), Code::AlreadyExists, "{same:?}");
+    // A worker of another township files under the same id: refused alike.
+    let elsewhere = Identity::new("gw-0101", "grid_worker", "cc-990101101", "990101101001001");
+    let moved = api::FileCaseRequest { grid_code: "990101101001001".into(), ..request.clone() };
+    let other = client.file_case(elsewhere.request(moved)).await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+    assert_eq!(same.message(), other.message(), "the refusal says nothing of the case");
+    assert_eq!(open_log(&nats).await.case_count().await.unwrap(), 1);
+    // The filer's own retry still gets the receipt.
+    assert!(client.file_case(as_worker(request)).await.unwrap().into_inner().replayed);
 }

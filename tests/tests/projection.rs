@@ -694,3 +694,46 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
     assert!(history.chain_verified, "the unknown event still chains: {}", history.chain_problem);
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_stalls_nothing() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let at = bj("2026-03-09 09:00");
+    let case_id = CaseId::new_v7();
+    let original = act::subject(GRIDS[0], case_id);
+    act::command(&log, &original, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, "cc-990101001", at)
+        .await
+        .unwrap();
+    // Written past intake (which refuses it): the same id in another township, and a step on that copy.
+    let copy = act::subject(GRIDS[2], case_id);
+    act::command(&log, &copy, filing(case_id, GRIDS[2], "0204", at), Role::GridWorker, "cc-990101101", at)
+        .await
+        .unwrap();
+    let register = Command::Register { tier: Tier::Normal, note: None, policy: None };
+    act::command(&log, &copy, register, Role::CommandCentre, "cc-990101101", at).await.unwrap();
+    act::command(&log, &original, Command::Void { reason: text("重复") }, Role::CommandCentre, "cc-990101001", at)
+        .await
+        .unwrap();
+
+    let projection =
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(FixedClock::new(at))).await;
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let (_, skipped) = store::position(&projection.pool).await.unwrap();
+    assert_eq!(skipped, 2, "the copy's filing and its registration");
+    let rows = store::load_cases(&projection.pool, &[*case_id.as_uuid()]).await.unwrap();
+    let row = &rows[&case_id];
+    assert_eq!(
+        (row.case.grid.as_str(), row.case.category.as_str(), row.case.status, row.case.version),
+        (GRIDS[0], "0101", gridcase_domain::Status::Voided, 2),
+        "the original case, untouched by the copy"
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM case_events WHERE case_id = $1")
+        .bind(case_id.as_uuid())
+        .fetch_one(&projection.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 2);
+    projection.stop().await.unwrap();
+}

@@ -17,4 +17,4 @@ pub mod token;
 
 pub use policy::{CaseScope, ContactView, Decision, ListScope, Operation, Target, authorize, contact_view, list_scope};
 pub use principal::{Principal, PrincipalError, Role, Territory};
-pub use token::{Claims, DevIssuer, KeyError, KeySet, TokenAlgorithm, TokenError, VerifierSettings};
+pub use token::{Claims, DevIssuer, KeyError, KeySet, TokenAlgorithm, TokenError, Verified, VerifierSettings};

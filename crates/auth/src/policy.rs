@@ -194,9 +194,33 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | ListCases
                 | WhoAmI
         ),
-        Role::CommandCentre => {
-            !matches!(operation, FileCase | Acknowledge | Return | RequestExtension | RequestHold | Resolve)
-        }
+        Role::CommandCentre => matches!(
+            operation,
+            UploadAttachment
+                | Register
+                | Void
+                | Dispatch
+                | Reassign
+                | AddProgress
+                | DecideExtension
+                | DecideHold
+                | Resume
+                | Verify
+                | RecordFeedback
+                | Reopen
+                | Cancel
+                | Supervise
+                | SetUrgent
+                | ReadCase
+                | ReadHistory
+                | ListCases
+                | OverdueReport
+                | Ledger
+                | ExportCases
+                | ExportLedger
+                | WatchCases
+                | WhoAmI
+        ),
         Role::CountyAuditor => matches!(
             operation,
             ReadCase

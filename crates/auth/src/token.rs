@@ -213,8 +213,8 @@ impl KeySet {
         ids
     }
 
-    /// Verify `token` at `now` and return who it names.
-    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Principal, TokenError> {
+    /// Verify `token` at `now` and return who it names, and until when.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
@@ -245,7 +245,10 @@ impl KeySet {
             })?
             .claims;
         self.check_times(&claims, now)?;
-        Ok(Principal::new(&claims.sub, &claims.role, &claims.org, &claims.territory)?)
+        let principal = Principal::new(&claims.sub, &claims.role, &claims.org, &claims.territory)?;
+        let valid_until = Timestamp::from_second(claims.exp.saturating_add(self.settings.clock_skew_seconds))
+            .map_err(|_| TokenError::Malformed("exp is out of range".into()))?;
+        Ok(Verified { principal, valid_until })
     }
 
     fn check_times(&self, claims: &Claims, now: Timestamp) -> Result<(), TokenError> {
@@ -264,6 +267,14 @@ impl KeySet {
         }
         Ok(())
     }
+}
+
+/// A token that verified: who it names, and the instant from which it no
+/// longer verifies (its `exp` plus the clock skew).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: Principal,
+    pub valid_until: Timestamp,
 }
 
 /// Signs development tokens with the development secret. Exists only where
@@ -353,7 +364,7 @@ mod tests {
     fn a_minted_token_verifies_into_its_principal() {
         let (keys, issuer) = setup();
         let token = issuer.mint(&centre(), now(), 3600);
-        assert_eq!(keys.verify(&token, now()), Ok(centre()));
+        assert_eq!(keys.verify(&token, now()).map(|v| v.principal), Ok(centre()));
     }
 
     #[test]
@@ -362,6 +373,7 @@ mod tests {
         let token = issuer.mint(&centre(), now(), 600);
         let at = |s: i64| Timestamp::from_second(NOW + s).unwrap();
         assert!(keys.verify(&token, at(659)).is_ok(), "within the 60 s skew");
+        assert_eq!(keys.verify(&token, at(0)).unwrap().valid_until, at(660));
         assert_eq!(keys.verify(&token, at(660)), Err(TokenError::Expired));
         assert_eq!(keys.verify(&token, at(-61)), Err(TokenError::IssuedInFuture));
         let mut claims = issuer.claims(&centre(), now(), 600);
@@ -436,7 +448,7 @@ mod tests {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some("idp-2026".into());
         let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(private).unwrap()).unwrap();
-        assert_eq!(keys.verify(&token, now()), Ok(centre()));
+        assert_eq!(keys.verify(&token, now()).map(|v| v.principal), Ok(centre()));
         // The classic confusion: HS256 "signed" with the public key as the secret.
         header.alg = Algorithm::HS256;
         let forged = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(public)).unwrap();

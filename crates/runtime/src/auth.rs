@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_auth::policy::{CaseScope, Decision, Target};
-use gridcase_auth::token::{DevIssuer, KeySet, TokenAlgorithm, VerifierSettings};
+use gridcase_auth::token::{DevIssuer, KeySet, TokenAlgorithm, Verified, VerifierSettings};
 use gridcase_auth::{Operation, Principal, authorize};
 use gridcase_eventlog::schema::Actor;
 use tonic::Status;
@@ -77,8 +77,16 @@ impl AuthArgs {
         }
     }
 
-    /// Load the keys; refuses to start without any.
+    /// Load the keys; refuses to start without any, and with both an
+    /// identity provider's keys and a development secret (a production
+    /// server that also mints tokens for anyone who asks).
     pub fn load(&self, clock: Arc<dyn Clock>) -> anyhow::Result<Authenticator> {
+        if !self.keys.is_empty() && self.dev_secret_file.is_some() {
+            anyhow::bail!(
+                "--auth-key and --auth-dev-secret-file are exclusive: a server that trusts an identity provider \
+                 must not also issue development tokens"
+            );
+        }
         let mut keys = KeySet::new(VerifierSettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
@@ -152,18 +160,18 @@ impl Authenticator {
         if Operation::is_public_path(path) {
             return Ok(None);
         }
-        let principal = self.principal(headers)?;
+        let Verified { principal, valid_until } = self.verify(headers)?;
         let Some(operation) = Operation::from_grpc_path(path) else {
             tracing::warn!(path, subject = %principal.subject, "refused a method the authorization policy does not list");
             return Err(Status::permission_denied(format!("{path} is not open to any role")));
         };
-        let access = Access { principal, operation };
+        let access = Access { principal, operation, valid_until };
         access.check(Target::Service)?;
         Ok(Some(access))
     }
 
     #[allow(clippy::result_large_err)]
-    fn principal(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+    fn verify(&self, headers: &http::HeaderMap) -> Result<Verified, Status> {
         let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
             Status::unauthenticated("no bearer token: send the metadata `authorization: Bearer <token>`")
         })?;
@@ -239,6 +247,9 @@ where
 pub struct Access {
     pub principal: Principal,
     pub operation: Operation,
+    /// From this instant the token no longer verifies: long-lived calls
+    /// (a watch stream) end there.
+    pub valid_until: jiff::Timestamp,
 }
 
 /// NOT_FOUND for a case: the same answer whether it does not exist or the

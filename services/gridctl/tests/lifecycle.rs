@@ -262,3 +262,42 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
     assert_eq!(ledger[0]["overdue_open"], 1);
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gridctl_token_mints_only_from_a_server_with_a_development_secret() {
+    let nats = NatsServer::start();
+    let dev = TestIntake::spawn(&nats.url()).await;
+    let mut config = TestIntake::config(&nats.url());
+    config.auth.dev_secret_file = None;
+    let public_key = gridcase_tests::workspace_root().join("crates/auth/testdata/idp-ed25519.pub.pem");
+    config.auth.keys = vec![format!("idp-2026:EdDSA:{}", public_key.display())];
+    let production = TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_runtime::SystemClock)).await;
+    let (dev_addr, production_addr) = (dev.endpoint(), production.endpoint());
+    tokio::task::spawn_blocking(move || {
+        let gridctl = |addr: &str, args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_gridctl")).args(["--addr", addr]).args(args).output().unwrap()
+        };
+        let mint = ["token", "--subject", "cc-op-1", "--role", "command_centre", "--org", "cc-990101001"];
+        let minted = gridctl(&dev_addr, &[&mint[..], &["--territory", "990101001"]].concat());
+        assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+        let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+        let whoami = gridctl(&dev_addr, &["--token", &token, "--json", "whoami"]);
+        let who: serde_json::Value = serde_json::from_slice(&whoami.stdout).unwrap();
+        assert_eq!((who["subject"].as_str(), who["territory"].as_str()), (Some("cc-op-1"), Some("990101001")));
+
+        let bad_territory = gridctl(&dev_addr, &[&mint[..], &["--territory", "990101"]].concat());
+        assert!(!bad_territory.status.success());
+        assert!(String::from_utf8_lossy(&bad_territory.stderr).contains("territory"));
+
+        let refused = gridctl(&production_addr, &[&mint[..], &["--territory", "990101001"]].concat());
+        assert!(!refused.status.success());
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("FailedPrecondition") && message.contains("no development secret"), "{message}");
+        let rejected = gridctl(&production_addr, &["--token", &token, "whoami"]);
+        assert!(String::from_utf8_lossy(&rejected.stderr).contains("Unauthenticated"));
+        let no_token = gridctl(&dev_addr, &["whoami"]);
+        assert!(String::from_utf8_lossy(&no_token.stderr).contains("GRIDCTL_TOKEN"));
+    })
+    .await
+    .unwrap();
+}

@@ -54,13 +54,28 @@ impl IntakeService for IntakeApi {
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
+        // A case id names one case in the whole log: one filed in another
+        // township is taken (its subject differs, so the append alone would
+        // not notice).
+        match self.log.locate(&case_id).await {
+            Ok(Some(existing)) if existing != subject => return Err(taken(&case_id)),
+            Ok(_) => {}
+            Err(error) => return Err(grpc::unavailable("the event log", &error)),
+        }
         let events = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
         let [filed] = events.as_slice() else {
             return Err(grpc::internal(&"filing must produce exactly one event"));
         };
         let stored = StoredEvent::seal(
             filed,
-            EventMeta { event_id: Uuid::now_v7(), case_id, case_version: 1, occurred_at: now, actor, command_id: None },
+            EventMeta {
+                event_id: Uuid::now_v7(),
+                case_id,
+                case_version: 1,
+                occurred_at: now,
+                actor: actor.clone(),
+                command_id: None,
+            },
             None,
         );
 
@@ -70,8 +85,9 @@ impl IntakeService for IntakeApi {
                 Ok(Response::new(Self::receipt(&stored, outcome.stream_sequence, outcome.already_stored)))
             }
             Err(AppendError::Conflict { .. }) => {
-                // The case exists: a retry of the same filing gets the
-                // original receipt, different content is refused.
+                // The case exists: the filer's retry of the same filing gets
+                // the original receipt; anything else is refused alike, so
+                // nobody learns what someone else filed.
                 let original = self
                     .log
                     .first(&subject)
@@ -79,13 +95,11 @@ impl IntakeService for IntakeApi {
                     .map_err(|e| grpc::unavailable("the event log", &e))?
                     .ok_or_else(|| grpc::internal(&"conflict reported on an empty case subject"))?;
                 let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
-                if same_filing(&original_event, filed) {
+                if same_filing(&original_event, filed) && original.event.actor == actor {
                     info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");
                     Ok(Response::new(Self::receipt(&original.event, original.stream_sequence, true)))
                 } else {
-                    Err(Status::already_exists(format!(
-                        "case {case_id} was already filed with different content; a new case needs a new case_id"
-                    )))
+                    Err(taken(&case_id))
                 }
             }
             Err(AppendError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
@@ -163,12 +177,17 @@ pub(crate) async fn check_uploaded(
             Some(stored) if stored.size != attachment.size => v.add(
                 format!("{field}[{index}].size"),
                 "SIZE_MISMATCH",
-                format!("does not match the uploaded size {}", stored.size),
+                "does not match the size of the uploaded attachment",
             ),
             Some(_) => {}
         }
     }
     v.into_result()
+}
+
+/// ALREADY_EXISTS for a case id in use, whoever filed it and whatever it says.
+fn taken(case_id: &gridcase_domain::CaseId) -> Status {
+    Status::already_exists(format!("case_id {case_id} is already taken; a new case needs a new case_id"))
 }
 
 /// Whether two filings say the same thing (the server-side envelope, time of

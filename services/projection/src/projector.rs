@@ -7,6 +7,11 @@
 //! nothing (the batch is read again); after it, nothing is applied twice (the
 //! position says so). JetStream keeps every event, so nothing needs
 //! acknowledging there: the committed position is the acknowledgement.
+//!
+//! Only events that chain to their case's last kept event are kept: an event
+//! whose `prev_hash` is not that hash (a case id filed a second time in
+//! another township, or a forged append) is skipped and counted, never
+//! folded into the case or allowed to stall the projection.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,10 +80,23 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
     }
     let ids: Vec<uuid::Uuid> = decoded.iter().map(|(_, s, _)| *s.case_id.as_uuid()).collect();
     let mut rows: HashMap<CaseId, CaseRow> = store::load_cases(&mut *tx, &ids).await?;
+    let mut last_hashes: HashMap<uuid::Uuid, String> = store::last_hashes(&mut *tx, &ids).await?;
     // The cases the batch changed, in first-touched order.
     let mut changed: Vec<CaseId> = Vec::new();
     let mut touched: std::collections::HashSet<CaseId> = std::collections::HashSet::new();
     for (sequence, stored, event) in decoded {
+        let case_key = *stored.case_id.as_uuid();
+        if stored.prev_hash.as_ref() != last_hashes.get(&case_key) {
+            warn!(
+                sequence,
+                case_id = %stored.case_id,
+                case_version = stored.case_version,
+                "event does not chain to its case's last event (a case id reused, or a forged append): skipped"
+            );
+            batch.skipped += 1;
+            continue;
+        }
+        last_hashes.insert(case_key, stored.hash.clone());
         if let Some(event) = &event {
             let row = rows.remove(&stored.case_id);
             let (row, changes) = project::apply(row, &stored, event, sequence);

@@ -161,6 +161,17 @@ fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus>
     Ok(scope)
 }
 
+/// The scope of a report (overdue, ledger): always a region, so unit and
+/// worker rows are cut to the caller's townships.
+#[allow(clippy::result_large_err)]
+fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
+    let scope = scope_for(access, regions)?;
+    if scope.region_prefix.is_none() {
+        return Err(GrpcStatus::permission_denied(format!("a {} reads no reports", access.principal.role)));
+    }
+    Ok(scope)
+}
+
 /// AND the caller's scope into a query over `cases`.
 fn push_scope(builder: &mut QueryBuilder<Postgres>, scope: &ListScope) {
     if let Some(prefix) = &scope.region_prefix {
@@ -632,7 +643,7 @@ impl QueryService for QueryApi {
             v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
             return Err(v.into_status());
         }
-        let scope = scope_for(Access::of(&request)?, &[&prefix])?;
+        let scope = report_scope(Access::of(&request)?, &[&prefix])?;
         let now = self.clock.now();
         let mut builder = QueryBuilder::new("SELECT case_id FROM cases WHERE grid LIKE ");
         builder.push_bind(format!("{prefix}%"));
@@ -675,7 +686,7 @@ impl QueryService for QueryApi {
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, GrpcStatus> {
-        let scope = scope_for(Access::of(&request)?, &ledger_regions(request.get_ref()))?;
+        let scope = report_scope(Access::of(&request)?, &ledger_regions(request.get_ref()))?;
         Ok(Response::new(api::LedgerResponse { rows: self.ledger_rows(&scope, request.get_ref()).await? }))
     }
 
@@ -754,7 +765,16 @@ impl QueryService for QueryApi {
                 }))
             }
         });
-        Ok(Response::new(Box::pin(changes)))
+        // The stream lasts as long as the token: then it ends with
+        // UNAUTHENTICATED and the screen reconnects with a fresh one.
+        let valid_until = access.valid_until;
+        let remaining = std::time::Duration::try_from(valid_until.duration_since(Timestamp::now())).unwrap_or_default();
+        let expired = futures::stream::once(async move {
+            (Timestamp::now() >= valid_until)
+                .then(|| Err(GrpcStatus::unauthenticated("the token has expired: watch again with a fresh one")))
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(changes.take_until(tokio::time::sleep(remaining)).chain(expired))))
     }
 
     type ExportLedgerStream = ExportStream;
@@ -767,7 +787,7 @@ impl QueryService for QueryApi {
         let request = request.into_inner();
         let format = export_format(request.format)?;
         let ledger = request.ledger.unwrap_or_default();
-        let scope = scope_for(&access, &ledger_regions(&ledger))?;
+        let scope = report_scope(&access, &ledger_regions(&ledger))?;
         let rows = self.ledger_rows(&scope, &ledger).await?;
         let header = [
             "org_kind",

@@ -146,6 +146,19 @@ pub fn case_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
     })
 }
 
+/// The hash of the last kept event of each of these cases that has one.
+pub async fn last_hashes(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, String>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (case_id) case_id, hash FROM case_events WHERE case_id = ANY($1) \
+         ORDER BY case_id, case_version DESC",
+    )
+    .bind(ids)
+    .fetch_all(executor)
+    .await
+    .context("reading the last hash of each case")?;
+    Ok(rows.iter().map(|r| (r.get::<Uuid, _>(0), r.get::<String, _>(1))).collect())
+}
+
 /// The rows of these cases, if they exist.
 pub async fn load_cases(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> anyhow::Result<HashMap<CaseId, CaseRow>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ANY($1)")))
