@@ -175,7 +175,7 @@ fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStat
 /// AND the caller's scope into a query over `cases`.
 fn push_scope(builder: &mut QueryBuilder<Postgres>, scope: &ListScope) {
     if let Some(prefix) = &scope.region_prefix {
-        builder.push(" AND grid LIKE ").push_bind(format!("{prefix}%"));
+        push_region(builder, prefix);
     }
     if let Some(unit) = &scope.unit {
         builder.push(" AND unit = ").push_bind(unit.clone());
@@ -183,6 +183,16 @@ fn push_scope(builder: &mut QueryBuilder<Postgres>, scope: &ListScope) {
     if let Some(reporter) = &scope.reporter {
         builder.push(" AND reported_by = ").push_bind(reporter.clone());
     }
+}
+
+/// AND "the case lies in this region" (a digits-only prefix): a whole
+/// township or county by its indexed column, anything else by grid prefix.
+fn push_region(builder: &mut QueryBuilder<Postgres>, prefix: &str) {
+    match prefix.len() {
+        9 => builder.push(" AND township = ").push_bind(prefix.to_owned()),
+        6 => builder.push(" AND county = ").push_bind(prefix.to_owned()),
+        _ => builder.push(" AND grid LIKE ").push_bind(format!("{prefix}%")),
+    };
 }
 
 /// The SQL of a case list: its filters within the caller's scope, newest
@@ -225,18 +235,8 @@ pub fn list_query(
     v.into_result()?;
     let mut builder = QueryBuilder::new(format!("SELECT {columns} FROM cases WHERE TRUE"));
     push_scope(&mut builder, scope);
-    match filter.region_prefix.len() {
-        0 => {}
-        // A whole township or county: the indexed columns.
-        9 => {
-            builder.push(" AND township = ").push_bind(filter.region_prefix.clone());
-        }
-        6 => {
-            builder.push(" AND county = ").push_bind(filter.region_prefix.clone());
-        }
-        _ => {
-            builder.push(" AND grid LIKE ").push_bind(format!("{}%", filter.region_prefix));
-        }
+    if !filter.region_prefix.is_empty() {
+        push_region(&mut builder, &filter.region_prefix);
     }
     if !filter.grid_code.is_empty() {
         builder.push(" AND grid = ").push_bind(filter.grid_code.clone());
