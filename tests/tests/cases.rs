@@ -693,3 +693,36 @@ async fn scenario_c_a_duplicate_report_is_voided_with_its_reason() {
     let status = send(&mut client, case_id, Op::Register, None).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn two_operators_sending_the_same_command_id_never_both_succeed() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let colleague = gridcase_tests::Identity::new("command_centre-02", "command_centre", "cc-990101001", "990101001");
+    for round in 0..5 {
+        let case_id = reach(&mut client, &intake, State::Registered).await;
+        let shared = lifecycle::context(case_id);
+        let supervise = |context| api::SuperviseRequest {
+            context,
+            level: common::Supervision::Normal as i32,
+            reason: "督办".into(),
+        };
+        let (mut a, mut b) = (client.clone(), client.clone());
+        let (first, second) = tokio::join!(
+            a.supervise(request(&centre(), supervise(shared.clone()))),
+            b.supervise(request(&colleague, supervise(shared.clone()))),
+        );
+        let wins = [&first, &second].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {first:?} / {second:?}");
+        let loser = if first.is_ok() { &second } else { &first };
+        let status = loser.as_ref().unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "round {round}: {status:?}");
+        let history = client
+            .get_history(request(&centre(), api::GetHistoryRequest { case_id: case_id.to_string() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(history.events.len(), 3, "filed, registered, supervised once");
+    }
+}

@@ -203,6 +203,10 @@ impl CaseApi {
         F: Fn(&Case, Timestamp) -> Result<Command, Status>,
     {
         let case_id = context.case_id;
+        // Set when the log says an event with this command's id is already
+        // stored: the answer then comes from what is stored, which may be
+        // another person's command with the same id.
+        let mut found_stored = false;
         for _ in 0..ATTEMPTS {
             let loaded = self.load(&case_id).await?;
             let earlier =
@@ -230,7 +234,7 @@ impl CaseApi {
                     )));
                 }
                 info!(%case_id, command_id = %context.command_id, "retried command answered with its first result");
-                return Ok(Response::new(Self::result(&loaded.history[..=index], true)?));
+                return Ok(Response::new(Self::result(&loaded.history[..=index], !found_stored)?));
             }
             if let Some(expected) = context.expected_version
                 && expected != loaded.case.version
@@ -264,6 +268,10 @@ impl CaseApi {
                 Some(last.event.hash.clone()),
             );
             match self.log.append(&loaded.subject, last.stream_sequence, &stored).await {
+                Ok(outcome) if outcome.already_stored && !found_stored => {
+                    found_stored = true;
+                    continue;
+                }
                 Ok(outcome) => {
                     info!(%case_id, event = %stored.event_type, version = stored.case_version, "lifecycle command recorded");
                     let mut history = loaded.history;
