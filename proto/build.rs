@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gridcase/cases/v1/cases.proto",
         "gridcase/query/v1/query.proto",
         "gridcase/auth/v1/auth.proto",
+        "gridcase/admin/v1/admin.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))

@@ -22,6 +22,12 @@ pub mod query {
     }
 }
 
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("gridcase.admin.v1");
+    }
+}
+
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("gridcase.auth.v1");

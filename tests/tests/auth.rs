@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gridcase_domain::CaseId;
+use gridcase_proto::admin::v1 as admin_api;
+use gridcase_proto::admin::v1::reference_service_client::ReferenceServiceClient;
 use gridcase_proto::auth::v1 as auth_api;
 use gridcase_proto::auth::v1::auth_service_client::AuthServiceClient;
 use gridcase_proto::cases::v1 as cases_api;
@@ -72,6 +74,8 @@ enum Try {
     Watch { township: &'static str },
     Export { region: &'static str },
     WhoAmI,
+    GetReference,
+    ValidateReference,
 }
 
 struct World {
@@ -183,6 +187,27 @@ impl World {
                 }))
                 .await
                 .map(drop),
+            Try::GetReference => ReferenceServiceClient::connect(self.intake.clone())
+                .await
+                .unwrap()
+                .get_reference(who.request(admin_api::GetReferenceRequest {}))
+                .await
+                .map(drop),
+            Try::ValidateReference => {
+                let regions =
+                    std::fs::read(gridcase_tests::workspace_root().join("deploy/reference/regions.csv")).unwrap();
+                ReferenceServiceClient::connect(self.intake.clone())
+                    .await
+                    .unwrap()
+                    .validate_reference(
+                        who.request(admin_api::ValidateReferenceRequest {
+                            regions_csv: regions,
+                            categories_csv: vec![],
+                        }),
+                    )
+                    .await
+                    .map(drop)
+            }
             Try::WhoAmI => AuthServiceClient::connect(self.intake.clone())
                 .await
                 .unwrap()
@@ -344,6 +369,12 @@ async fn every_role_tries_every_operation_inside_and_outside_its_territory() {
         ("county_other", Try::Export { region: "990101" }, Denied),
         ("unit_a", Try::Export { region: "" }, Denied),
         ("admin", Try::WhoAmI, Ok),
+        // Reference data: admins only.
+        ("admin", Try::GetReference, Ok),
+        ("admin", Try::ValidateReference, Ok),
+        ("centre_a", Try::GetReference, Denied),
+        ("county", Try::ValidateReference, Denied),
+        ("worker_a", Try::ValidateReference, Denied),
         ("worker_b", Try::WhoAmI, Ok),
     ];
     assert!(table.len() >= 40);

@@ -516,3 +516,51 @@ async fn a_case_id_is_taken_in_every_township_and_only_its_filer_gets_the_receip
     // The filer's own retry still gets the receipt.
     assert!(client.file_case(as_worker(request)).await.unwrap().into_inner().replayed);
 }
+
+#[tokio::test]
+async fn an_admin_sees_which_reference_data_runs_and_validates_new_files_without_changing_them() {
+    use gridcase_proto::admin::v1 as admin;
+    use gridcase_proto::admin::v1::reference_service_client::ReferenceServiceClient;
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let who = Identity::new("admin-1", "admin", "co-990101", "990101");
+    let mut client = ReferenceServiceClient::connect(intake.endpoint()).await.unwrap();
+    let running = client.get_reference(who.request(admin::GetReferenceRequest {})).await.unwrap().into_inner();
+    let shipped = std::fs::read(gridcase_tests::workspace_root().join("deploy/reference/regions.csv")).unwrap();
+    assert_eq!(running.regions_sha256, gridcase_reference::sha256_hex(&shipped));
+    assert!(running.grids > 0 && running.categories > 0, "{running:?}");
+
+    // One grid more: valid, and the change is named.
+    let mut more = String::from_utf8(shipped.clone()).unwrap();
+    more.push_str("990101001001009,grid,东门九网格,990101001001,\n");
+    let changes = client
+        .validate_reference(
+            who.request(admin::ValidateReferenceRequest { regions_csv: more.into_bytes(), categories_csv: vec![] }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changes.regions_added, ["990101001001009"]);
+    assert!(changes.regions_removed.is_empty() && changes.categories_added.is_empty());
+    assert_eq!(changes.after.unwrap().grids, running.grids + 1);
+
+    // A grid whose parent does not exist: refused with the line.
+    let mut broken = String::from_utf8(shipped).unwrap();
+    broken.push_str("990101001099001,grid,孤儿网格,990101001099,\n");
+    let lines = broken.lines().count();
+    let status = client
+        .validate_reference(
+            who.request(admin::ValidateReferenceRequest { regions_csv: broken.into_bytes(), categories_csv: vec![] }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let violation = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(violation.field, "regions_csv");
+    assert!(violation.description.contains(&format!("line {lines}")), "{violation:?}");
+
+    // Nothing changed on the server.
+    let after = client.get_reference(who.request(admin::GetReferenceRequest {})).await.unwrap().into_inner();
+    assert_eq!(after, running);
+}

@@ -53,6 +53,9 @@ pub enum Operation {
     WatchCases,
     // gridcase.auth.v1.AuthService
     WhoAmI,
+    // gridcase.admin.v1.ReferenceService
+    ReadReference,
+    ValidateReference,
 }
 
 use Operation::*;
@@ -93,6 +96,8 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.query.v1.QueryService/ExportLedger", ExportLedger),
     ("/gridcase.query.v1.QueryService/WatchCases", WatchCases),
     ("/gridcase.auth.v1.AuthService/WhoAmI", WhoAmI),
+    ("/gridcase.admin.v1.ReferenceService/GetReference", ReadReference),
+    ("/gridcase.admin.v1.ReferenceService/ValidateReference", ValidateReference),
 ];
 
 /// Paths any caller may use without a token: health checks, reflection (the
@@ -106,7 +111,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 30] = [
+    pub const ALL: [Operation; 32] = [
         FileCase,
         UploadAttachment,
         Register,
@@ -137,6 +142,8 @@ impl Operation {
         ExportLedger,
         WatchCases,
         WhoAmI,
+        ReadReference,
+        ValidateReference,
     ];
 
     /// The operation a gRPC method path is, if it is one.
@@ -163,6 +170,8 @@ impl Operation {
                 | ExportLedger
                 | WatchCases
                 | WhoAmI
+                | ReadReference
+                | ValidateReference
         )
     }
 }
@@ -233,7 +242,7 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | WatchCases
                 | WhoAmI
         ),
-        Role::Admin => matches!(operation, WhoAmI),
+        Role::Admin => matches!(operation, WhoAmI | ReadReference | ValidateReference),
     }
 }
 
@@ -446,7 +455,7 @@ mod tests {
                     WhoAmI,
                 ],
             ),
-            ("admin", "990101", &[WhoAmI]),
+            ("admin", "990101", &[WhoAmI, ReadReference, ValidateReference]),
         ];
         for (role, territory, allowed) in table {
             let who = principal(role, territory);

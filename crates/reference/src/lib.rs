@@ -172,6 +172,11 @@ impl Registry {
         self.regions.is_empty()
     }
 
+    /// Every region, in code order.
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.regions.values()
+    }
+
     pub fn grids(&self) -> impl Iterator<Item = &Region> {
         self.regions.values().filter(|r| matches!(r.level, Level::Grid | Level::MicroGrid))
     }
@@ -250,6 +255,10 @@ impl Taxonomy {
 pub struct Reference {
     pub registry: Registry,
     pub taxonomy: Taxonomy,
+    /// SHA-256 (hex) of `regions.csv` and of `categories.csv` as loaded, so
+    /// operators can tell which version a service runs with.
+    pub regions_sha256: String,
+    pub categories_sha256: String,
 }
 
 impl Reference {
@@ -269,8 +278,16 @@ impl Reference {
         Ok(Self {
             registry: Registry::parse(&regions_path, &regions)?,
             taxonomy: Taxonomy::parse(&categories_path, &categories)?,
+            regions_sha256: sha256_hex(regions.as_bytes()),
+            categories_sha256: sha256_hex(categories.as_bytes()),
         })
     }
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

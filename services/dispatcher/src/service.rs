@@ -61,6 +61,11 @@ impl Application {
     pub async fn build(config: Config, health_listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let (policy, calendar) = config.rules.load()?;
         let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
+        info!(
+            regions_sha256 = %reference.regions_sha256,
+            categories_sha256 = %reference.categories_sha256,
+            "reference data loaded (intake must run the same: gridctl reference show)"
+        );
         for route in &policy.routes {
             if reference.taxonomy.iter().all(|c| !route.category.matches(&c.code)) {
                 warn!(line = route.line, "a policy route matches no category of the taxonomy");

@@ -1,11 +1,12 @@
 //! `gridctl`: gridcase from a terminal. It speaks only the public gRPC APIs
-//! (IntakeService, CaseService, QueryService, AuthService), apart from `deadline`, which computes on the
+//! (IntakeService, CaseService, QueryService, AuthService, ReferenceService), apart from `deadline`, which computes on the
 //! policy and calendar files directly.
 
 mod client;
 mod deadline;
 mod lifecycle;
 mod output;
+mod reference;
 mod reports;
 mod token;
 
@@ -43,6 +44,8 @@ enum Commands {
     Reports(reports::Command),
     #[command(flatten)]
     Token(token::Command),
+    #[command(flatten)]
+    Reference(reference::Command),
 }
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() -> ExitCode {
         Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
         Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
+        Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

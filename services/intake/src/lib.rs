@@ -4,6 +4,7 @@
 
 mod cases;
 pub mod config;
+mod reference;
 mod service;
 pub mod validate;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_eventlog::AttachmentStore;
+use gridcase_proto::admin::v1::reference_service_server::ReferenceServiceServer;
 use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
@@ -34,6 +36,7 @@ pub struct Application {
     listener: TcpListener,
     api: IntakeApi,
     cases: CaseApi,
+    admin: reference::ReferenceApi,
     auth: Authenticator,
     client: async_nats::Client,
 }
@@ -48,6 +51,8 @@ impl Application {
         info!(
             regions = reference.registry.len(),
             categories = reference.taxonomy.len(),
+            regions_sha256 = %reference.regions_sha256,
+            categories_sha256 = %reference.categories_sha256,
             dir = %config.reference_dir.display(),
             "reference data loaded"
         );
@@ -70,8 +75,10 @@ impl Application {
             clock: clock.clone(),
             subjects: Default::default(),
         };
-        let api = IntakeApi { log, attachments, reference: Arc::new(reference), limits, clock };
-        Ok(Self { config, listener, api, cases, auth, client })
+        let reference = Arc::new(reference);
+        let admin = reference::ReferenceApi { reference: reference.clone() };
+        let api = IntakeApi { log, attachments, reference, limits, clock };
+        Ok(Self { config, listener, api, cases, admin, auth, client })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -123,6 +130,7 @@ impl Application {
             .add_service(AuthApi::new(self.auth).into_server())
             .add_service(IntakeServiceServer::new(self.api))
             .add_service(CaseServiceServer::new(self.cases))
+            .add_service(ReferenceServiceServer::new(self.admin))
             .serve_with_incoming_shutdown(
                 gridcase_runtime::grpc::incoming(self.listener),
                 shutdown.clone().requested(),
