@@ -514,81 +514,69 @@ async fn forged_expired_foreign_and_unsigned_tokens_are_unauthenticated_everywhe
     );
     let mut type_confused = valid_claims.clone();
     type_confused["exp"] = serde_json::json!(format!("{}", now + 600));
-    let mut none_claims = valid_claims.clone();
-    none_claims["territory"] = serde_json::json!("990101");
-    let attempts: Vec<(&str, Option<String>)> = vec![
-        ("no token", None),
-        ("not a JWT", Some("Bearer abc.def".into())),
-        ("basic auth", Some("Basic Z3c6cGFzcw==".into())),
-        ("empty bearer", Some("Bearer ".into())),
+    let bearer = |token: String| Some(format!("Bearer {token}"));
+    let unknown_kid = {
+        let token = p["centre_a"].token();
+        let (_, rest) = token.split_once('.').unwrap();
+        use base64::Engine as _;
+        let header =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"old"}"#);
+        format!("{header}.{rest}")
+    };
+    let string_exp = {
+        let header = jsonwebtoken::Header {
+            kid: Some("dev".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(gridcase_tests::identity::TEST_DEV_SECRET.as_bytes());
+        jsonwebtoken::encode(&header, &type_confused, &key).unwrap()
+    };
+    // (what, the authorization metadata, what the refusal must say: any of these)
+    let attempts: Vec<(&str, Option<String>, &[&str])> = vec![
+        ("no token", None, &["no bearer token"]),
+        ("not a JWT", Some("Bearer abc.def".into()), &["malformed"]),
+        ("basic auth", Some("Basic Z3c6cGFzcw==".into()), &["Bearer <token>"]),
+        // HTTP may trim the trailing space, leaving no token at all.
+        ("empty bearer", Some("Bearer ".into()), &["Bearer <token>", "malformed"]),
         (
             "expired",
-            Some(format!(
-                "Bearer {}",
-                token_with(|c| {
-                    c.iat = now - 3600;
-                    c.exp = now - 120;
-                })
-            )),
+            bearer(token_with(|c| {
+                c.iat = now - 3600;
+                c.exp = now - 120;
+            })),
+            &["expired"],
         ),
-        ("not yet valid", Some(format!("Bearer {}", token_with(|c| c.nbf = Some(now + 3600))))),
+        ("not yet valid", bearer(token_with(|c| c.nbf = Some(now + 3600))), &["not valid yet"]),
         (
             "issued in the future",
-            Some(format!(
-                "Bearer {}",
-                token_with(|c| {
-                    c.iat = now + 3600;
-                    c.exp = now + 4000;
-                })
-            )),
+            bearer(token_with(|c| {
+                c.iat = now + 3600;
+                c.exp = now + 4000;
+            })),
+            &["issued in the future"],
         ),
-        ("lives too long", Some(format!("Bearer {}", token_with(|c| c.exp = now + 30 * 24 * 3600)))),
+        ("lives too long", bearer(token_with(|c| c.exp = now + 30 * 24 * 3600)), &["lives longer"]),
         (
             "wrong audience",
-            Some(format!(
-                "Bearer {}",
-                token_with(|c| c.aud = gridcase_auth::token::Audience::One("wechat-miniapp".into()))
-            )),
+            bearer(token_with(|c| c.aud = gridcase_auth::token::Audience::One("wechat-miniapp".into()))),
+            &["another audience"],
         ),
-        ("wrong issuer", Some(format!("Bearer {}", token_with(|c| c.iss = "evil".into())))),
-        ("unknown role", Some(format!("Bearer {}", token_with(|c| c.role = "superuser".into())))),
-        ("territory of the wrong shape", Some(format!("Bearer {}", token_with(|c| c.territory = "99".into())))),
+        ("wrong issuer", bearer(token_with(|c| c.iss = "evil".into())), &["does not trust"]),
+        ("unknown role", bearer(token_with(|c| c.role = "superuser".into())), &["claim role"]),
+        ("territory of the wrong shape", bearer(token_with(|c| c.territory = "99".into())), &["claim territory"]),
         (
             "wrongly signed",
-            Some(format!("Bearer {}", forger.mint(&p["centre_a"].principal, jiff::Timestamp::now(), 600))),
+            bearer(forger.mint(&p["centre_a"].principal, jiff::Timestamp::now(), 600)),
+            &["signature does not verify"],
         ),
-        ("alg none", Some(format!("Bearer {}", unsigned(r#"{"alg":"none","typ":"JWT","kid":"dev"}"#, &none_claims)))),
-        ("alg none, no kid", Some(format!("Bearer {}", unsigned(r#"{"alg":"none","typ":"JWT"}"#, &valid_claims)))),
-        (
-            "unknown key id",
-            Some(format!("Bearer {}", {
-                let token = p["centre_a"].token();
-                let (_, rest) = token.split_once('.').unwrap();
-                use base64::Engine as _;
-                let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(br#"{"alg":"HS256","typ":"JWT","kid":"old"}"#);
-                format!("{header}.{rest}")
-            })),
-        ),
-        (
-            "exp as a string",
-            Some(format!("Bearer {}", {
-                let header = jsonwebtoken::Header {
-                    kid: Some("dev".into()),
-                    ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
-                };
-                jsonwebtoken::encode(
-                    &header,
-                    &type_confused,
-                    &jsonwebtoken::EncodingKey::from_secret(gridcase_tests::identity::TEST_DEV_SECRET.as_bytes()),
-                )
-                .unwrap()
-            })),
-        ),
+        // Valid claims and the development key id: only the missing signature is wrong.
+        ("alg none", bearer(unsigned(r#"{"alg":"none","typ":"JWT","kid":"dev"}"#, &valid_claims)), &["malformed"]),
+        ("unknown key id", bearer(unknown_kid), &["does not know (old)"]),
+        ("exp as a string", bearer(string_exp), &["malformed"]),
     ];
     let mut cases = lifecycle::client(running.intake.endpoint()).await;
     let mut query = QueryServiceClient::connect(running.projection.endpoint()).await.unwrap();
-    for (name, authorization) in &attempts {
+    for (name, authorization, reasons) in &attempts {
         fn with<T>(authorization: &Option<String>, message: T) -> tonic::Request<T> {
             let mut request = tonic::Request::new(message);
             if let Some(value) = authorization {
@@ -601,9 +589,11 @@ async fn forged_expired_foreign_and_unsigned_tokens_are_unauthenticated_everywhe
             .await
             .expect_err(name);
         assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert!(reasons.iter().any(|r| status.message().contains(r)), "{name}: {status:?}");
         let status =
             query.list_cases(with(authorization, query_api::ListCasesRequest::default())).await.expect_err(name);
         assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert!(reasons.iter().any(|r| status.message().contains(r)), "{name}: {status:?}");
     }
     // Nothing got through: the case is still dispatched, with its three events.
     let view = cases

@@ -393,7 +393,9 @@ async fn of_two_operators_acting_on_the_same_version_exactly_one_wins_the_other_
         let aborted = outcomes.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::Aborted)).count();
         // Once the reassignment is in, the case is no longer the first
         // unit's to see: its late acknowledgement is NOT_FOUND, not ABORTED.
-        let lost_sight = reassign.is_ok() && matches!(&ack, Err(s) if s.code() == Code::NotFound);
+        let lost_sight = reassign.is_ok()
+            && matches!(&ack, Err(s) if s.code() == Code::NotFound
+                && s.message() == format!("case {case_id} does not exist"));
         assert_eq!((wins, aborted + usize::from(lost_sight)), (1, 1), "round {round}: {ack:?} / {reassign:?}");
     }
     // A version seen before a later change is refused outright.
@@ -474,8 +476,10 @@ async fn malformed_commands_are_invalid_argument_and_unknown_cases_not_found() {
         .unwrap_err();
     assert_eq!(field(&status).unwrap(), [("attachments[0].sha256".to_owned(), "NOT_UPLOADED".to_owned())]);
 
-    let status = send(&mut client, CaseId::new_v7(), Op::Register, None).await.unwrap_err();
+    let unknown = CaseId::new_v7();
+    let status = send_as(&mut client, unknown, Op::Register, None, UNIT).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), format!("case {unknown} does not exist"));
 
     let status = client
         .acknowledge(tonic::Request::new(api::AcknowledgeRequest { context: lifecycle::context(case_id) }))
@@ -718,6 +722,7 @@ async fn two_operators_sending_the_same_command_id_never_both_succeed() {
         let loser = if first.is_ok() { &second } else { &first };
         let status = loser.as_ref().unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition, "round {round}: {status:?}");
+        assert!(status.message().contains("already used by someone else"), "round {round}: {status:?}");
         let history = client
             .get_history(request(&centre(), api::GetHistoryRequest { case_id: case_id.to_string() }))
             .await

@@ -76,6 +76,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     let centre = Identity::new("cc-op-1", "command_centre", "cc-990101001", "990101001");
     let unit = Identity::new("wy-07", "handling_unit", "unit.property.990101001", "unit.property.990101001");
     let county = Identity::new("audit-1", "county_auditor", "co-990101", "990101");
+    let leader = Identity::new("gl-0001", "grid_leader", "cc-990101001", "990101001001001");
     let mut query = query_client(projection.endpoint(), &centre).await;
     let mut county_query = query_client(projection.endpoint(), &county).await;
 
@@ -91,6 +92,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
         intake_api::FileCaseRequest { resident_contact: contact(&format!("{PHONE}999")), ..filing(CaseId::new_v7()) };
     let refused = intake_client.file_case(worker.request(bad)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_no_personal_data("the refusal of a malformed phone", &format!("{refused:?}"));
     let case_id = CaseId::new_v7();
     let report = intake_api::FileCaseRequest {
         category_code: "0204".into(),
@@ -131,7 +133,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     projection.caught_up_to(stream_end(&nats).await).await;
 
     // In full for those who call the resident back, masked for the county.
-    for who in [&worker, &unit, &centre] {
+    for who in [&worker, &leader, &unit, &centre] {
         let contact = cases.get_case(get(who)).await.unwrap().into_inner().resident_contact.unwrap();
         assert_eq!((contact.phone.as_str(), contact.name.as_str(), contact.masked), (PHONE, NAME, false), "{who:?}");
     }

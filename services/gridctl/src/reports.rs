@@ -18,7 +18,7 @@ pub enum Period {
 pub enum Command {
     /// List the open cases past a deadline now, by township and handling unit.
     Overdue {
-        /// Region-code prefix: a county (990101) or a township (990101001). Default: all.
+        /// Region-code prefix: a county (990101) or a township (990101001) inside your territory. Default: your whole territory.
         #[arg(long, default_value = "")]
         region: String,
     },
