@@ -11,12 +11,17 @@ use tonic::service::Interceptor;
 /// The development secret of the services tests start.
 pub const TEST_DEV_SECRET: &str = "gridcase-tests-development-secret-do-not-use-elsewhere";
 
-/// A file holding [`TEST_DEV_SECRET`], written once per test process.
+/// A file holding [`TEST_DEV_SECRET`]: one file shared by every test
+/// process, written (atomically, by rename) when missing or different.
 pub fn dev_secret_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("gridcase-test-dev-secret-{}", std::process::id()));
-        std::fs::write(&path, TEST_DEV_SECRET).expect("write the test development secret");
+        let path = std::env::temp_dir().join("gridcase-test-dev-secret");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(TEST_DEV_SECRET) {
+            let staged = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&staged, TEST_DEV_SECRET).expect("write the test development secret");
+            std::fs::rename(&staged, &path).expect("put the test development secret in place");
+        }
         path
     })
     .clone()

@@ -66,17 +66,6 @@ pub struct AuthArgs {
 }
 
 impl AuthArgs {
-    pub fn defaults() -> Self {
-        Self {
-            keys: Vec::new(),
-            dev_secret_file: None,
-            issuer: "gridcase".into(),
-            audience: "gridcase".into(),
-            clock_skew: Duration::from_secs(60),
-            max_token_lifetime: Duration::from_secs(12 * 3600),
-        }
-    }
-
     /// Load the keys; refuses to start without any, and with both an
     /// identity provider's keys and a development secret (a production
     /// server that also mints tokens for anyone who asks).
