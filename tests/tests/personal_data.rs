@@ -81,8 +81,11 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     let mut county_query = query_client(projection.endpoint(), &county).await;
 
     // The centre's wall screen is on before anything happens.
-    let mut watch =
-        query.watch_cases(query_api::WatchCasesRequest { township: "990101001".into() }).await.unwrap().into_inner();
+    let mut watch = query
+        .watch_cases(query_api::WatchCasesRequest { township: "990101001".into(), after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
 
     // A report with the resident's details; and one whose phone is malformed
     // around the real number (the refusal must not echo it into the logs).

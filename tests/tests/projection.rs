@@ -605,8 +605,11 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
     assert_eq!(sheet.get((1, 3)).unwrap().to_string().len(), 15, "grid codes stay text, not numbers");
 
     // WatchCases: a command centre's wall screen follows its township only.
-    let mut watch =
-        client.watch_cases(api::WatchCasesRequest { township: "990101001".into() }).await.unwrap().into_inner();
+    let mut watch = client
+        .watch_cases(api::WatchCasesRequest { township: "990101001".into(), after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     let mine = CaseId::new_v7();
     let other = CaseId::new_v7();
     act::command(
@@ -635,7 +638,8 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
         (change.case_id, change.event_type.as_str(), change.township.as_str()),
         (mine.to_string(), "filed", "990101001")
     );
-    let status = client.watch_cases(api::WatchCasesRequest { township: "9901".into() }).await.unwrap_err();
+    let status =
+        client.watch_cases(api::WatchCasesRequest { township: "9901".into(), after_sequence: 0 }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     projection.stop().await.unwrap();
 }

@@ -294,7 +294,7 @@ fn sees(principal: &Principal, case: &CaseScope) -> bool {
 /// May `principal` do `operation` on `target`?
 pub fn authorize(principal: &Principal, operation: Operation, target: Target<'_>) -> Decision {
     if !role_may(principal.role, operation) {
-        return Decision::Forbidden(format!("a {} may not {operation}", principal.role));
+        return Decision::Forbidden(format!("{} may not {operation}", principal.role.with_article()));
     }
     let outside = |what: &str| Decision::Forbidden(format!("{what} is outside your territory {}", principal.territory));
     match target {

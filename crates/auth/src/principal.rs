@@ -56,6 +56,13 @@ impl Role {
         }
     }
 
+    /// The role with its indefinite article, for messages: "an admin",
+    /// "a command_centre".
+    pub fn with_article(self) -> String {
+        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {}", self.as_str())
+    }
+
     /// What a territory of this role looks like, for error messages.
     pub fn territory_shape(self) -> &'static str {
         match self {
@@ -196,6 +203,13 @@ mod tests {
         assert_eq!(Principal::new("p-1", "root", "org-1", "990101"), Err(PrincipalError::UnknownRole));
         assert_eq!(Principal::new("", "admin", "org-1", "990101"), Err(PrincipalError::BadSubject));
         assert_eq!(Principal::new("p 1", "admin", "org-1", "990101"), Err(PrincipalError::BadSubject));
+    }
+
+    #[test]
+    fn roles_take_the_right_article_in_messages() {
+        assert_eq!(Role::Admin.with_article(), "an admin");
+        assert_eq!(Role::CountyAuditor.with_article(), "a county_auditor");
+        assert_eq!(Role::GridWorker.with_article(), "a grid_worker");
     }
 
     #[test]

@@ -178,9 +178,9 @@ pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
         contact: None,
         attachments: vec![],
     });
-    let events: Vec<Event> = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
+    let event: Event = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
     let stored = StoredEvent::seal(
-        &events[0],
+        &event,
         EventMeta {
             event_id: uuid::Uuid::now_v7(),
             case_id,

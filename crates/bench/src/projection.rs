@@ -71,8 +71,8 @@ fn case_events(index: usize, at: Timestamp) -> (CaseSubject, Vec<StoredEvent>) {
     let mut state = None;
     let mut stored: Vec<StoredEvent> = Vec::new();
     for command in commands {
-        let events = gridcase_domain::decide(state.as_ref(), &command, at).expect("valid step");
-        for event in events {
+        let event = gridcase_domain::decide(state.as_ref(), &command, at).expect("valid step");
+        {
             let meta = EventMeta {
                 event_id: uuid::Uuid::now_v7(),
                 case_id,

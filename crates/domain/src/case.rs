@@ -62,9 +62,9 @@ pub struct Case {
 pub type CaseState = Option<Case>;
 
 /// Decide what a command means for a case at `now`.
-pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result<Vec<Event>, DomainError> {
+pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result<Event, DomainError> {
     let case = match (state, command) {
-        (None, Command::File(filing)) => return Ok(vec![Event::Filed(filing.clone())]),
+        (None, Command::File(filing)) => return Ok(Event::Filed(filing.clone())),
         (Some(_), Command::File(_)) => return Err(DomainError::AlreadyFiled),
         (None, _) => return Err(DomainError::NotFiled),
         (Some(case), _) => case,
@@ -268,7 +268,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             Event::ClockMarked { clock: *clock, mark: *mark, due: *due }
         }
     };
-    Ok(vec![event])
+    Ok(event)
 }
 
 fn assigned_unit(case: &Case) -> OrgCode {

@@ -113,6 +113,22 @@ impl From<GridCode> for String {
 pub struct TownshipCode(String);
 
 impl TownshipCode {
+    /// Nine digits: a county (not all zeros) and a township (001-399).
+    pub fn parse(text: &str) -> Result<Self, CodeError> {
+        if !all_digits(text) {
+            return Err(CodeError::NotDigits);
+        }
+        if text.len() != 9 {
+            return Err(CodeError::WrongLength { expected: "9", actual: text.len() });
+        }
+        non_zero("county", &text[0..6])?;
+        let township: u32 = text[6..9].parse().map_err(|_| CodeError::NotDigits)?;
+        if !(1..=399).contains(&township) {
+            return Err(CodeError::TownshipOutOfRange(text[6..9].to_owned()));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -223,6 +239,15 @@ impl From<OrgCode> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn township_codes() {
+        assert_eq!(TownshipCode::parse("990101001").unwrap(), GridCode::parse("990101001001001").unwrap().township());
+        assert_eq!(TownshipCode::parse("9901"), Err(CodeError::WrongLength { expected: "9", actual: 4 }));
+        assert_eq!(TownshipCode::parse("990101400"), Err(CodeError::TownshipOutOfRange("400".into())));
+        assert_eq!(TownshipCode::parse("000000001"), Err(CodeError::ZeroPart { part: "county" }));
+        assert_eq!(TownshipCode::parse("99010100a"), Err(CodeError::NotDigits));
+    }
 
     #[test]
     fn grid_codes() {

@@ -188,6 +188,21 @@ impl Event {
 }
 
 impl Event {
+    /// Whether two events record the same request: equal in everything but
+    /// what the server computes when it records one (the deadlines of a
+    /// dispatch or reassignment, and their basis). A retried command is
+    /// recognised by this, so a command id reused for other content is not.
+    pub fn same_request(&self, other: &Event) -> bool {
+        match (self, other) {
+            (Event::Dispatched { unit: a, .. }, Event::Dispatched { unit: b, .. }) => a == b,
+            (
+                Event::Reassigned { from: from_a, to: to_a, reason: reason_a, .. },
+                Event::Reassigned { from: from_b, to: to_b, reason: reason_b, .. },
+            ) => from_a == from_b && to_a == to_b && reason_a == reason_b,
+            _ => self == other,
+        }
+    }
+
     /// The reason, note, summary or description the event records, if any.
     pub fn reason(&self) -> Option<&Text> {
         match self {
@@ -227,5 +242,34 @@ impl Event {
             Event::Resolved { evidence, .. } => evidence,
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_same_request_ignores_only_what_the_server_computed() {
+        let unit = OrgCode::parse("unit.property.990101001").unwrap();
+        let other = OrgCode::parse("unit.urban.990101").unwrap();
+        let dispatched = |unit: &OrgCode, due: &str| Event::Dispatched {
+            unit: unit.clone(),
+            acknowledge_due: at(due),
+            resolve_due: at(due),
+            basis: None,
+        };
+        assert!(dispatched(&unit, "2026-12-02T10:00:00Z").same_request(&dispatched(&unit, "2026-12-03T10:00:00Z")));
+        assert!(!dispatched(&unit, "2026-12-02T10:00:00Z").same_request(&dispatched(&other, "2026-12-02T10:00:00Z")));
+
+        let asked =
+            |days: u32| Event::ExtensionRequested { working_days: days, reason: Text::reason("材料").unwrap() };
+        assert!(asked(2).same_request(&asked(2)));
+        assert!(!asked(2).same_request(&asked(3)), "two days and three days are different requests");
+        assert!(!asked(2).same_request(&Event::Resumed), "different kinds are never the same request");
     }
 }

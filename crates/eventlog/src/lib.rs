@@ -8,15 +8,19 @@
 //! * [`subject`]: one subject per case, under its township.
 //! * [`log`]: appends with per-case optimistic concurrency and reads histories
 //!   back, on NATS JetStream.
+//! * [`reader`]: the stream read in order from a sequence, with a caught-up
+//!   signal (dispatcher, projector, live watch).
 //! * [`attachments`]: the object-store bucket for photos.
 
 pub mod attachments;
 pub mod cloudevents;
 pub mod log;
+pub mod reader;
 pub mod schema;
 pub mod subject;
 
 pub use attachments::{AttachmentError, AttachmentStore};
-pub use log::{AppendError, AppendOutcome, EventLog, LogError, StreamSettings};
-pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, verify_chain};
+pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamSettings, verify_history};
+pub use reader::{CaseStreamReader, ReadFrom, Record};
+pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, hash_as_stored, verify_chain, verify_chain_as_stored};
 pub use subject::CaseSubject;

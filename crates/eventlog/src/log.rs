@@ -91,11 +91,27 @@ pub struct AppendOutcome {
     pub already_stored: bool,
 }
 
-/// A stored event and where it sits in the stream.
+/// A stored event, where it sits in the stream, and the bytes it is stored
+/// as (its hash is verified over those: [`verify_history`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Positioned {
     pub stream_sequence: u64,
     pub event: StoredEvent,
+    pub stored: Bytes,
+}
+
+impl Positioned {
+    /// An event this process has just appended: stored as it serialises.
+    pub fn appended(stream_sequence: u64, event: StoredEvent) -> Self {
+        let stored = Bytes::from(event.to_json_bytes());
+        Self { stream_sequence, event, stored }
+    }
+}
+
+/// Verify a case's history as read from the log: the hash of every event
+/// over its values as stored, the versions and the chain.
+pub fn verify_history(history: &[Positioned]) -> Result<(), crate::ChainBreak> {
+    crate::schema::verify_chain_as_stored(history.iter().map(|p| (&p.event, p.stored.as_ref())))
 }
 
 #[derive(Clone)]
@@ -180,6 +196,10 @@ impl EventLog {
 
     pub fn context(&self) -> &jetstream::Context {
         &self.context
+    }
+
+    pub(crate) fn stream(&self) -> &stream::Stream {
+        &self.stream
     }
 
     /// Append `event` to `subject`, expecting the subject's last stream
@@ -287,7 +307,7 @@ impl EventLog {
     /// The last event of a case, if it exists.
     pub async fn last(&self, subject: &CaseSubject) -> Result<Option<Positioned>, LogError> {
         match self.stream.get_last_raw_message_by_subject(subject.as_str()).await {
-            Ok(message) => Ok(Some(decode(message.sequence, &message.payload)?)),
+            Ok(message) => Ok(Some(decode(message.sequence, message.payload)?)),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(LogError::Unavailable(error.to_string())),
         }
@@ -295,7 +315,7 @@ impl EventLog {
 
     async fn read_from(&self, subject: &CaseSubject, from: u64) -> Result<Option<Positioned>, LogError> {
         match self.stream.get_first_raw_message_by_subject(subject.as_str(), from).await {
-            Ok(message) => Ok(Some(decode(message.sequence, &message.payload)?)),
+            Ok(message) => Ok(Some(decode(message.sequence, message.payload)?)),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(LogError::Unavailable(error.to_string())),
         }
@@ -330,9 +350,9 @@ impl EventLog {
     }
 }
 
-fn decode(sequence: u64, payload: &[u8]) -> Result<Positioned, LogError> {
-    let event = StoredEvent::from_json_bytes(payload).map_err(|source| LogError::Corrupt { sequence, source })?;
-    Ok(Positioned { stream_sequence: sequence, event })
+fn decode(sequence: u64, payload: Bytes) -> Result<Positioned, LogError> {
+    let event = StoredEvent::from_json_bytes(&payload).map_err(|source| LogError::Corrupt { sequence, source })?;
+    Ok(Positioned { stream_sequence: sequence, event, stored: payload })
 }
 
 /// The JetStream API error code behind a publish error, if any.

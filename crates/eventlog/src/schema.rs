@@ -155,16 +155,31 @@ impl StoredEvent {
         serde_json::from_slice(bytes).map_err(DecodeError::Envelope)
     }
 
-    /// SHA-256 (lowercase hex) of the canonical bytes of every field but `hash`.
+    /// SHA-256 (lowercase hex) of the canonical bytes of every field but
+    /// `hash`, as this build renders the envelope (what [`StoredEvent::seal`]
+    /// stores). To verify an event someone else wrote, use [`hash_as_stored`]
+    /// on the bytes read from the log.
     pub fn compute_hash(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("stored events serialise");
-        if let Value::Object(map) = &mut value {
-            map.remove("hash");
-        }
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        canonical_hash(serde_json::to_value(self).expect("stored events serialise"))
     }
+}
+
+/// The hash of a stored envelope over its values exactly as stored: the JSON
+/// read back as values (strings as written, so `…:22.910Z` stays
+/// `…:22.910Z`), every field but `hash`, keys sorted by their UTF-8 bytes,
+/// no whitespace. Never a re-rendering of parsed types.
+pub fn hash_as_stored(bytes: &[u8]) -> Result<String, DecodeError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+    Ok(canonical_hash(value))
+}
+
+fn canonical_hash(mut value: Value) -> String {
+    if let Value::Object(map) = &mut value {
+        map.remove("hash");
+    }
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// JSON with object keys sorted by their UTF-8 bytes and no whitespace,
@@ -213,21 +228,38 @@ pub enum ChainBreak {
 }
 
 /// Verify one case's whole history, in order: every hash recomputes, versions
-/// run 1, 2, 3… and each event names the hash of the one before it.
+/// run 1, 2, 3… and each event names the hash of the one before it. The
+/// hashes are recomputed from the values as this build renders them: for
+/// events read from the log use [`verify_chain_as_stored`].
 pub fn verify_chain(history: &[StoredEvent]) -> Result<(), ChainBreak> {
+    verify_chain_with(history.iter().map(|event| (event, event.compute_hash())))
+}
+
+/// Verify a history read from the log, each event with the bytes it was
+/// stored as: hashes are recomputed over the stored values ([`hash_as_stored`]).
+pub fn verify_chain_as_stored<'a>(
+    history: impl IntoIterator<Item = (&'a StoredEvent, &'a [u8])>,
+) -> Result<(), ChainBreak> {
+    verify_chain_with(history.into_iter().map(|(event, bytes)| {
+        // Bytes that decoded into `event` parse as JSON again.
+        (event, hash_as_stored(bytes).unwrap_or_default())
+    }))
+}
+
+fn verify_chain_with<'a>(history: impl Iterator<Item = (&'a StoredEvent, String)>) -> Result<(), ChainBreak> {
     let mut previous: Option<&StoredEvent> = None;
-    for (index, event) in history.iter().enumerate() {
+    let mut first_case = None;
+    for (index, (event, recomputed)) in history.enumerate() {
         let expected = index as u64 + 1;
-        if let Some(first) = history.first()
-            && event.case_id != first.case_id
-        {
+        let case_id = *first_case.get_or_insert(event.case_id);
+        if event.case_id != case_id {
             return Err(ChainBreak::ForeignEvent {
                 case_version: event.case_version,
                 event_id: event.event_id,
                 other: event.case_id,
             });
         }
-        if event.compute_hash() != event.hash {
+        if recomputed != event.hash {
             return Err(ChainBreak::Altered { case_version: event.case_version, event_id: event.event_id });
         }
         if event.case_version != expected {

@@ -287,10 +287,9 @@ impl Access {
     /// The actor recorded on the events this call causes.
     #[allow(clippy::result_large_err)]
     pub fn actor(&self) -> Result<Actor, Status> {
-        let role =
-            self.principal.role.actor_role().ok_or_else(|| {
-                Status::permission_denied(format!("a {} records no case events", self.principal.role))
-            })?;
+        let role = self.principal.role.actor_role().ok_or_else(|| {
+            Status::permission_denied(format!("{} records no case events", self.principal.role.with_article()))
+        })?;
         Ok(Actor {
             person: self.principal.subject.clone(),
             role,

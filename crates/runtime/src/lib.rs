@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod clock;
 pub mod grpc;
+pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
@@ -12,6 +13,7 @@ pub mod telemetry;
 pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
+pub use server::GrpcServer;
 pub use service::{CommonArgs, PolicyArgs, exit_code};
 pub use shutdown::Shutdown;
 pub use telemetry::LogFormat;

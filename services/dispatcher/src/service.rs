@@ -309,13 +309,9 @@ impl Worker {
             let core = self.core();
             match core.next_action(tracked, now) {
                 Some(action) => match gridcase_domain::decide(Some(&tracked.case), &action.command, now) {
-                    Ok(events) => {
-                        let [event] = events.as_slice() else {
-                            error!(%case_id, "a dispatcher step must produce one event");
-                            continue;
-                        };
+                    Ok(event) => {
                         let stored = StoredEvent::seal(
-                            event,
+                            &event,
                             EventMeta {
                                 event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
                                 case_id,

@@ -90,7 +90,9 @@ pub fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let calendar = Calendar::new(Arc::new(years), hours);
     let limits = policy.limits(args.tier, route);
     let tz = jiff::tz::TimeZone::get(TIME_ZONE)?;
-    let show = |at: Timestamp| at.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M %a").to_string();
+    // JSON carries RFC 3339 with the offset; the table is Beijing time, named in its heading.
+    let format = if json { "%Y-%m-%dT%H:%M:%S%:z" } else { "%Y-%m-%d %H:%M %a" };
+    let show = |at: Timestamp| at.to_zoned(tz.clone()).strftime(format).to_string();
     let extra = calendar.working_day() * args.extension_days as i32;
 
     let mut used = std::collections::BTreeSet::new();

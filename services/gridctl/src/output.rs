@@ -29,13 +29,21 @@ fn clock(value: i32) -> String {
     enum_name(value, |c: common::Clock| c.as_str_name()).trim_start_matches("CLOCK_").to_owned()
 }
 
-fn time(ts: &Option<prost_types::Timestamp>) -> String {
-    ts.as_ref()
-        .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
-        .map(|t| {
-            t.to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz")).strftime("%Y-%m-%d %H:%M:%S").to_string()
-        })
-        .unwrap_or_default()
+fn zoned(ts: &Option<prost_types::Timestamp>) -> Option<jiff::Zoned> {
+    let ts = ts.as_ref()?;
+    let instant = jiff::Timestamp::new(ts.seconds, ts.nanos).ok()?;
+    Some(instant.to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("bundled time zone")))
+}
+
+/// For people: Beijing time with its offset, e.g. `2026-12-08 18:00:00 +08:00`.
+pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
+    zoned(ts).map(|z| z.strftime("%Y-%m-%d %H:%M:%S %:z").to_string()).unwrap_or_default()
+}
+
+/// For scripts: RFC 3339 with the offset, e.g. `2026-12-08T18:00:00+08:00`
+/// (fractions of a second kept when there are any); `null` when absent.
+pub fn time_json(ts: &Option<prost_types::Timestamp>) -> Value {
+    zoned(ts).map(|z| Value::String(z.strftime("%Y-%m-%dT%H:%M:%S%.f%:z").to_string())).unwrap_or(Value::Null)
 }
 
 fn print_json(value: &Value) {
@@ -51,7 +59,7 @@ pub fn command_result(result: &api::CommandResult, json: bool) {
             "state": state(result.state),
             "event_type": result.event_type,
             "replayed": result.replayed,
-            "recorded_at": time(&result.recorded_at),
+            "recorded_at": time_json(&result.recorded_at),
         }));
     }
     let replayed = if result.replayed { " (retry: the first result)" } else { "" };
@@ -69,7 +77,7 @@ pub fn case_view(view: &api::CaseView, json: bool) {
     let deadlines: Vec<Value> = view
         .deadlines
         .iter()
-        .map(|d| json!({ "clock": clock(d.clock), "due": time(&d.due), "warned": d.warned, "overdue": d.overdue }))
+        .map(|d| json!({ "clock": clock(d.clock), "due": time_json(&d.due), "warned": d.warned, "overdue": d.overdue }))
         .collect();
     if json {
         return print_json(&json!({
@@ -143,7 +151,7 @@ pub fn history(history: &api::History, json: bool) {
                 json!({
                     "case_version": e.case_version,
                     "type": e.r#type,
-                    "occurred_at": time(&e.occurred_at),
+                    "occurred_at": time_json(&e.occurred_at),
                     "actor": { "person": actor.person, "role": actor.role, "organisation": actor.organisation },
                     "reason": e.reason,
                     "attachments": e.attachments.iter().map(|a| json!({"sha256": a.sha256, "size": a.size, "content_type": a.content_type})).collect::<Vec<_>>(),

@@ -13,8 +13,8 @@ fn answers_when_a_case_is_due_and_which_calendar_files_were_used() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["clocks"][0]["clock"], "acknowledge");
-    assert_eq!(report["clocks"][0]["due"], "2026-02-14 17:00 Sat", "Saturday 02-14 is a working day");
-    assert_eq!(report["clocks"][1]["due"], "2026-02-27 17:00 Fri");
+    assert_eq!(report["clocks"][0]["due"], "2026-02-14T17:00:00+08:00", "Saturday 02-14 is a working day");
+    assert_eq!(report["clocks"][1]["due"], "2026-02-27T17:00:00+08:00");
     assert!(report["calendar_files"][0].as_str().unwrap().starts_with("2026 ("));
     assert_eq!(report["missing_years"], serde_json::json!([]));
 }
@@ -44,7 +44,7 @@ fn routes_and_extensions_apply() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["unit"], "unit.police.990101");
     assert_eq!(report["clocks"][0]["limit"], "15 minutes", "the missing-person route overrides acknowledge");
-    assert_eq!(report["clocks"][0]["due"], "2026-02-15 03:15 Sun");
+    assert_eq!(report["clocks"][0]["due"], "2026-02-15T03:15:00+08:00");
 
     let output = gridctl(&[
         "deadline",
@@ -58,7 +58,7 @@ fn routes_and_extensions_apply() {
     ]);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     // 7 working days from Friday 17:00, with the working Saturdays 02-14 and 02-28.
-    assert_eq!(report["clocks"][1]["due"], "2026-03-02 17:00 Mon");
+    assert_eq!(report["clocks"][1]["due"], "2026-03-02T17:00:00+08:00");
 }
 
 #[test]

@@ -129,7 +129,16 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
     assert_eq!(show["approved_extension_days"], 1);
     assert_eq!(show["unit"], "unit.property.990101001");
     assert_eq!(history["chain_verified"], true);
+    // JSON times are RFC 3339 with their offset, for scripts in any zone.
+    for due in show["deadlines"].as_array().unwrap() {
+        let text = due["due"].as_str().unwrap();
+        assert!(text.parse::<jiff::Timestamp>().is_ok() && text.ends_with("+08:00"), "{text}");
+    }
     let events = history["events"].as_array().unwrap();
+    for event in events {
+        let text = event["occurred_at"].as_str().unwrap();
+        assert!(text.parse::<jiff::Timestamp>().is_ok() && text.ends_with("+08:00"), "{text}");
+    }
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,

@@ -12,7 +12,9 @@ use gridcase_calendar::Calendar;
 use gridcase_domain::{AttachmentRef, Case, CaseId, Command, DomainError, Event, OrgCode, Text, TextError};
 use gridcase_eventlog::log::Positioned;
 use gridcase_eventlog::schema::EventMeta;
-use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent, verify_chain};
+use gridcase_eventlog::{
+    AppendError, AttachmentStore, CaseSubject, DecodeError, EventLog, StoredEvent, verify_history,
+};
 use gridcase_policy::{Planner, Policy};
 use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
@@ -120,6 +122,21 @@ fn unit(field: &str, value: &str, v: &mut Violations) -> Option<OrgCode> {
     OrgCode::parse(value.trim()).map_err(|e| v.add(field, "MALFORMED", e.to_string())).ok()
 }
 
+/// FAILED_PRECONDITION for a command id that names another request: only
+/// the identical request sent again is a retry.
+fn command_id_reused(case_id: &CaseId, command_id: &str, what: &str) -> Status {
+    let description = format!("command_id {command_id} {what}; a new request needs a new command id");
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        format!("{description} (COMMAND_ID_REUSED)"),
+        ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+            "COMMAND_ID_REUSED",
+            format!("case/{case_id}/command/{command_id}"),
+            description,
+        )]),
+    )
+}
+
 /// FAILED_PRECONDITION naming the rule, with a google.rpc.PreconditionFailure.
 fn refused(case_id: &CaseId, error: &DomainError) -> Status {
     Status::with_error_details(
@@ -155,12 +172,7 @@ impl CaseApi {
     async fn load(&self, case_id: &CaseId) -> Result<Loaded, Status> {
         let subject = self.subject(case_id).await?;
         let history = self.log.history(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
-        let mut state = None;
-        for positioned in &history {
-            let event = positioned.event.decode().map_err(|e| grpc::internal(&e))?;
-            state = gridcase_domain::evolve(state, &event);
-        }
-        let case = state.ok_or_else(|| case_not_found(case_id))?;
+        let case = fold(&history)?.ok_or_else(|| case_not_found(case_id))?;
         Ok(Loaded { subject, history, case })
     }
 
@@ -174,9 +186,7 @@ impl CaseApi {
 
     fn result(loaded_up_to: &[Positioned], replayed: bool) -> Result<api::CommandResult, Status> {
         let last = loaded_up_to.last().ok_or_else(|| grpc::internal(&"empty history"))?;
-        let events: Vec<Event> =
-            loaded_up_to.iter().map(|p| p.event.decode()).collect::<Result<_, _>>().map_err(|e| grpc::internal(&e))?;
-        let case = gridcase_domain::replay(&events).ok_or_else(|| grpc::internal(&"history without a filing"))?;
+        let case = fold(loaded_up_to)?.ok_or_else(|| grpc::internal(&"history without a filing"))?;
         Ok(api::CommandResult {
             case_id: case.id.to_string(),
             version: last.event.case_version,
@@ -222,16 +232,21 @@ impl CaseApi {
             if let Some(index) = earlier {
                 let original = &loaded.history[index].event;
                 if !own_retry {
-                    return Err(Status::failed_precondition(format!(
-                        "command_id {} was already used by someone else; send a new command id",
-                        context.command_id
-                    )));
+                    return Err(command_id_reused(&case_id, &context.command_id, "was already used by someone else"));
                 }
                 if !allowed.contains(&original.event_type.as_str()) {
-                    return Err(Status::failed_precondition(format!(
-                        "command_id {} was already used for a different command ({})",
-                        context.command_id, original.event_type
-                    )));
+                    return Err(command_id_reused(
+                        &case_id,
+                        &context.command_id,
+                        &format!("was already used for a different command ({})", original.event_type),
+                    ));
+                }
+                if !Self::same_request(&loaded.history[..index], original, &make)? {
+                    return Err(command_id_reused(
+                        &case_id,
+                        &context.command_id,
+                        &format!("was already used for a {} with different content", original.event_type),
+                    ));
                 }
                 info!(%case_id, command_id = %context.command_id, "retried command answered with its first result");
                 return Ok(Response::new(Self::result(&loaded.history[..=index], !found_stored)?));
@@ -246,11 +261,8 @@ impl CaseApi {
             }
             let now = self.clock.now();
             let command = make(&loaded.case, now)?;
-            let events =
-                gridcase_domain::decide(Some(&loaded.case), &command, now).map_err(|e| refused(&case_id, &e))?;
-            let [event] = events.as_slice() else {
-                return Err(grpc::internal(&"a lifecycle command must produce one event"));
-            };
+            let event =
+                &gridcase_domain::decide(Some(&loaded.case), &command, now).map_err(|e| refused(&case_id, &e))?;
             let last = loaded.history.last().ok_or_else(|| grpc::internal(&"empty history"))?;
             let stored = StoredEvent::seal(
                 event,
@@ -275,7 +287,7 @@ impl CaseApi {
                 Ok(outcome) => {
                     info!(%case_id, event = %stored.event_type, version = stored.case_version, "lifecycle command recorded");
                     let mut history = loaded.history;
-                    history.push(Positioned { stream_sequence: outcome.stream_sequence, event: stored });
+                    history.push(Positioned::appended(outcome.stream_sequence, stored));
                     return Ok(Response::new(Self::result(&history, false)?));
                 }
                 Err(AppendError::Conflict { .. }) if context.expected_version.is_some() => {
@@ -289,6 +301,20 @@ impl CaseApi {
             }
         }
         Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))
+    }
+
+    /// Whether `make` asks for what `original` recorded: the command is
+    /// decided again on the case as it stood before `original`, at its time,
+    /// and the two events compared (deadlines the server computed aside).
+    fn same_request<F>(before: &[Positioned], original: &StoredEvent, make: &F) -> Result<bool, Status>
+    where
+        F: Fn(&Case, Timestamp) -> Result<Command, Status>,
+    {
+        let Some(case) = fold(before)? else { return Ok(false) };
+        let Ok(recorded) = original.decode() else { return Ok(false) };
+        let at = original.occurred_at;
+        let Ok(command) = make(&case, at) else { return Ok(false) };
+        Ok(gridcase_domain::decide(Some(&case), &command, at).is_ok_and(|again| again.same_request(&recorded)))
     }
 
     async fn uploaded(&self, field: &str, refs: &[common::AttachmentRef]) -> Result<Vec<AttachmentRef>, Status> {
@@ -649,8 +675,7 @@ impl CaseService for CaseApi {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let loaded = self.load_for(access, &case_id).await?;
-        let stored: Vec<StoredEvent> = loaded.history.iter().map(|p| p.event.clone()).collect();
-        let chain = verify_chain(&stored);
+        let chain = verify_history(&loaded.history);
         let events = loaded.history.iter().map(history_event).collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(api::History {
             case_id: case_id.to_string(),
@@ -686,11 +711,34 @@ fn resident_contact(loaded: &Loaded, view: ContactView) -> Result<Option<api::Re
     }))
 }
 
-/// One event as people read it; residents' contact details masked.
+/// Fold a case's history into its state. Events of a type this version
+/// does not know (written by a newer one) are passed over, as the projection
+/// and the dispatcher pass them over; a known type that does not decode is a
+/// broken invariant.
+fn fold(history: &[Positioned]) -> Result<Option<Case>, Status> {
+    let mut state = None;
+    for positioned in history {
+        match positioned.event.decode() {
+            Ok(event) => state = gridcase_domain::evolve(state, &event),
+            Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => {}
+            Err(error) => return Err(grpc::internal(&error)),
+        }
+    }
+    Ok(state)
+}
+
+/// One event as people read it; residents' contact details masked. An event
+/// of a type this version does not know is shown with its stored type and
+/// payload, and no reason or attachments.
 fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
     let stored = &positioned.event;
-    let event = stored.decode().map_err(|e| grpc::internal(&e))?;
-    let (reason, attachments) = (event.reason(), event.attachments());
+    let event = match stored.decode() {
+        Ok(event) => Some(event),
+        Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => None,
+        Err(error) => return Err(grpc::internal(&error)),
+    };
+    let reason = event.as_ref().and_then(Event::reason);
+    let attachments = event.as_ref().map(Event::attachments).unwrap_or_default();
     let payload = stored.redacted().payload;
     Ok(api::HistoryEvent {
         case_version: stored.case_version,

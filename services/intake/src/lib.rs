@@ -17,9 +17,7 @@ use gridcase_proto::admin::v1::reference_service_server::ReferenceServiceServer;
 use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
-use gridcase_runtime::auth::AuthApi;
-use gridcase_runtime::shutdown::drain_with_grace;
-use gridcase_runtime::{AuthLayer, Authenticator, Clock, Shutdown, SystemClock};
+use gridcase_runtime::{Authenticator, Clock, GrpcServer, Shutdown, SystemClock};
 use jiff::SignedDuration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
@@ -88,13 +86,9 @@ impl Application {
     /// Serve until `shutdown` trips, then drain in-flight calls for at most
     /// the configured grace period.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let server = GrpcServer::new(self.auth)?;
+        let health = server.health();
         health.set_serving::<IntakeServiceServer<IntakeApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gridcase_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
 
         // Health follows the NATS connection: NOT_SERVING while it is down.
         let watch_client = self.client.clone();
@@ -122,30 +116,21 @@ impl Application {
 
         let addr = self.listener.local_addr()?;
         info!(%addr, nats = %self.config.common.nats_url, "intake listening");
-        let server = tonic::transport::Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-            .layer(AuthLayer::new(self.auth.clone()))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(AuthApi::new(self.auth).into_server())
-            .add_service(IntakeServiceServer::new(self.api))
-            .add_service(CaseServiceServer::new(self.cases))
-            .add_service(ReferenceServiceServer::new(self.admin))
-            .serve_with_incoming_shutdown(
-                gridcase_runtime::grpc::incoming(self.listener),
-                shutdown.clone().requested(),
-            );
-        let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
+        let result = server
+            .with(|router| {
+                router
+                    .add_service(IntakeServiceServer::new(self.api))
+                    .add_service(CaseServiceServer::new(self.cases))
+                    .add_service(ReferenceServiceServer::new(self.admin))
+            })
+            .serve(self.listener, shutdown, self.config.common.shutdown_grace)
+            .await;
         watcher.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
         }
-        match result {
-            Some(served) => served.context("serving gRPC")?,
-            None => warn!("stopped before every call finished"),
-        }
         info!("intake stopped");
-        Ok(())
+        result
     }
 }
 

@@ -62,10 +62,7 @@ impl IntakeService for IntakeApi {
             Ok(_) => {}
             Err(error) => return Err(grpc::unavailable("the event log", &error)),
         }
-        let events = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
-        let [filed] = events.as_slice() else {
-            return Err(grpc::internal(&"filing must produce exactly one event"));
-        };
+        let filed = &gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
         let stored = StoredEvent::seal(
             filed,
             EventMeta {

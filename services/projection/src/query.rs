@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use gridcase_auth::policy::{CaseScope, ListScope, Target, list_scope};
+use gridcase_auth::principal::Territory;
 use gridcase_calendar::Calendar;
-use gridcase_domain::{CaseId, Clock, ClockMark, OrgCode, Status};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, verify_chain};
+use gridcase_domain::{CaseId, Clock, ClockMark, OrgCode, Status, TownshipCode};
+use gridcase_eventlog::{CaseSubject, EventLog, Positioned, ReadFrom, StoredEvent, verify_history};
 use gridcase_policy::{Limit, Planner, Policy};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
@@ -24,9 +25,8 @@ use crate::store::{self, from_micros, micros};
 
 pub struct QueryApi {
     pub pool: PgPool,
-    /// NATS, for `WatchCases`.
-    pub nats: async_nats::Client,
-    /// The event log, to verify a history against.
+    /// The event log: histories are verified against it, and `WatchCases`
+    /// reads it.
     pub log: EventLog,
     pub policy: Arc<Policy>,
     pub calendar: Arc<Calendar>,
@@ -99,21 +99,8 @@ impl QueryApi {
             tracing::warn!(%error, "the event log is unavailable: a history goes out unverified");
             "the event log is unavailable, so the chain could not be verified now".to_owned()
         })?;
-        let logged: Vec<StoredEvent> = logged.into_iter().map(|p| p.event).collect();
-        verify_chain(&logged).map_err(|e| e.to_string())?;
-        for (index, kept) in kept.iter().enumerate() {
-            match logged.get(index) {
-                Some(original) if original.redacted() == *kept => {}
-                Some(_) => {
-                    return Err(format!(
-                        "event {} ({}) of the read model was altered: it differs from the event log",
-                        kept.case_version, kept.event_id
-                    ));
-                }
-                None => return Err(format!("event {} of the read model is not in the event log", kept.case_version)),
-            }
-        }
-        Ok(())
+        verify_history(&logged).map_err(|e| e.to_string())?;
+        compare_kept(kept, &logged)
     }
 
     /// Whether a clock of this case runs in working time.
@@ -139,6 +126,39 @@ impl QueryApi {
     }
 }
 
+/// Every event the read model keeps (redacted) must equal the redacted
+/// logged event of the same version; a version the log has and the read
+/// model skipped, below the last one it keeps, is missing from it.
+fn compare_kept(kept: &[StoredEvent], logged: &[Positioned]) -> Result<(), String> {
+    let kept_last = kept.last().map_or(0, |k| k.case_version);
+    let mut kept_events = kept.iter().peekable();
+    for original in logged.iter().map(|p| &p.event).take_while(|e| e.case_version <= kept_last) {
+        match kept_events.peek() {
+            Some(kept) if kept.case_version == original.case_version => {
+                if original.redacted() != **kept {
+                    return Err(format!(
+                        "event {} ({}) of the read model was altered: it differs from the event log",
+                        kept.case_version, kept.event_id
+                    ));
+                }
+                kept_events.next();
+            }
+            _ => {
+                return Err(format!(
+                    "event {} ({}) is missing from the read model: the event log has it",
+                    original.case_version, original.event_id
+                ));
+            }
+        }
+    }
+    match kept_events.next() {
+        Some(extra) => {
+            Err(format!("event {} ({}) of the read model is not in the event log", extra.case_version, extra.event_id))
+        }
+        None => Ok(()),
+    }
+}
+
 fn row_scope(row: &CaseRow) -> CaseScope {
     CaseScope {
         grid: row.case.grid.to_string(),
@@ -151,9 +171,12 @@ fn row_scope(row: &CaseRow) -> CaseScope {
 /// regions they asked for checked against their territory.
 #[allow(clippy::result_large_err)]
 fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
-    let scope = list_scope(&access.principal)
-        .ok_or_else(|| GrpcStatus::permission_denied(format!("a {} reads no cases", access.principal.role)))?;
-    if scope.region_prefix.is_some() {
+    let scope = list_scope(&access.principal).ok_or_else(|| {
+        GrpcStatus::permission_denied(format!("{} reads no cases", access.principal.role.with_article()))
+    })?;
+    // Everyone with a region territory (a grid worker's is their grid) may
+    // name only regions inside it; a unit's lists are cut by the unit.
+    if matches!(access.principal.territory, Territory::Region(_)) {
         for region in regions.iter().filter(|r| !r.is_empty()) {
             access.check(Target::Region(region))?;
         }
@@ -167,7 +190,10 @@ fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus>
 fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
     let scope = scope_for(access, regions)?;
     if scope.region_prefix.is_none() {
-        return Err(GrpcStatus::permission_denied(format!("a {} reads no reports", access.principal.role)));
+        return Err(GrpcStatus::permission_denied(format!(
+            "{} reads no reports",
+            access.principal.role.with_article()
+        )));
     }
     Ok(scope)
 }
@@ -741,19 +767,40 @@ impl QueryService for QueryApi {
 
     async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, GrpcStatus> {
         let access = Access::of(&request)?.clone();
-        let township = request.into_inner().township;
-        if township.len() != 9 || !township.bytes().all(|b| b.is_ascii_digit()) {
+        let api::WatchCasesRequest { township, after_sequence: request_after } = request.into_inner();
+        let Ok(township_code) = TownshipCode::parse(&township) else {
             let mut v = Violations::new();
             v.add("township", "MALFORMED", "must be a 9-digit township code");
             return Err(v.into_status());
-        }
+        };
         access.check(Target::Region(&township))?;
-        let filter = format!("gridcase.case.{township}.>");
-        let subscriber = self.nats.subscribe(filter).await.map_err(|e| grpc::unavailable("the event log", &e))?;
-        let changes = subscriber.filter_map(move |message| {
+        let from = match request_after {
+            0 => ReadFrom::New,
+            after => ReadFrom::after(after),
+        };
+        let reader = self
+            .log
+            .read(CaseSubject::township_filter(&township_code), from)
+            .await
+            .map_err(|e| grpc::unavailable("the event log", &e))?;
+        let changes = reader.filter_map(move |record| {
             let township = township.clone();
             async move {
-                let stored = StoredEvent::from_json_bytes(&message.payload).ok()?;
+                let record = match record {
+                    Ok(record) => record,
+                    Err(error) => {
+                        // The ordered consumer resumes after the last event it delivered.
+                        tracing::warn!(%error, "reading the case stream for a watch; resuming");
+                        return None;
+                    }
+                };
+                let stored = match StoredEvent::from_json_bytes(&record.payload) {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::warn!(sequence = record.sequence, %error, "unreadable message not sent to a watch");
+                        return None;
+                    }
+                };
                 Some(Ok(api::CaseChange {
                     case_id: stored.case_id.to_string(),
                     township,
@@ -762,6 +809,7 @@ impl QueryService for QueryApi {
                     occurred_at: Some(convert::timestamp_to_proto(stored.occurred_at)),
                     actor_role: stored.actor.role.as_str().to_owned(),
                     actor_organisation: stored.actor.organisation,
+                    stream_sequence: record.sequence,
                 }))
             }
         });

@@ -6,9 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridcase_eventlog::EventLog;
 use gridcase_proto::query::v1::query_service_server::QueryServiceServer;
-use gridcase_runtime::auth::AuthApi;
-use gridcase_runtime::shutdown::drain_with_grace;
-use gridcase_runtime::{AuthLayer, Authenticator, Clock, Shutdown, SystemClock};
+use gridcase_runtime::{Authenticator, Clock, GrpcServer, Shutdown, SystemClock};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -38,7 +36,6 @@ impl Application {
         let (client, log) = config.common.open_log("gridcase-projection").await?;
         let query = QueryApi {
             pool: pool.clone(),
-            nats: client.clone(),
             log: log.clone(),
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
@@ -56,13 +53,8 @@ impl Application {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<QueryServiceServer<QueryApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gridcase_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
+        let server = GrpcServer::new(self.auth)?;
+        server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
 
         // The projector runs until shutdown; a failure (database or NATS
         // away) is logged and retried from the stored position.
@@ -89,27 +81,16 @@ impl Application {
 
         let addr = self.listener.local_addr()?;
         info!(%addr, schema = %self.config.schema, "query service listening");
-        let server = tonic::transport::Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-            .layer(AuthLayer::new(self.auth.clone()))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(AuthApi::new(self.auth).into_server())
-            .add_service(QueryServiceServer::new(self.query))
-            .serve_with_incoming_shutdown(
-                gridcase_runtime::grpc::incoming(self.listener),
-                shutdown.clone().requested(),
-            );
-        let result = drain_with_grace(server, shutdown, self.config.common.shutdown_grace).await;
+        let result = server
+            .with(|router| router.add_service(QueryServiceServer::new(self.query)))
+            .serve(self.listener, shutdown, self.config.common.shutdown_grace)
+            .await;
         let _ = projector.await;
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
         }
         self.pool.close().await;
-        if let Some(served) = result {
-            served.context("serving gRPC")?;
-        }
-        Ok(())
+        result
     }
 }
 

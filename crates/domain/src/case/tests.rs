@@ -47,9 +47,9 @@ fn file_command(hint: Option<Tier>) -> Command {
 /// Apply commands in order, panicking on a refusal: the "given" part of a test.
 fn given(commands: &[Command]) -> CaseState {
     commands.iter().fold(None, |state, command| {
-        let events = decide(state.as_ref(), command, now())
+        let event = decide(state.as_ref(), command, now())
             .unwrap_or_else(|e| panic!("setup command {} refused: {e}", command.name()));
-        events.iter().fold(state, evolve)
+        evolve(state, &event)
     })
 }
 
@@ -123,8 +123,8 @@ fn every_transition_of_the_brief_is_allowed_and_no_other() {
             assert_eq!(state.as_ref().unwrap().status, status, "path_to({status})");
             let result = decide(state.as_ref(), &command, now());
             if allowed_from.contains(&status) {
-                let events = result.unwrap_or_else(|e| panic!("{} from {status} refused: {e}", command.name()));
-                let after = events.iter().fold(state, evolve).unwrap();
+                let event = result.unwrap_or_else(|e| panic!("{} from {status} refused: {e}", command.name()));
+                let after = evolve(state, &event).unwrap();
                 assert_eq!(after.status, leads_to, "{} from {status}", command.name());
             } else {
                 assert_eq!(
@@ -159,9 +159,9 @@ fn hold_request_and_approval_move_in_progress_to_on_hold() {
 
 fn given_more(state: CaseState, commands: &[Command]) -> CaseState {
     commands.iter().fold(state, |state, command| {
-        let events =
+        let event =
             decide(state.as_ref(), command, now()).unwrap_or_else(|e| panic!("{} refused: {e}", command.name()));
-        events.iter().fold(state, evolve)
+        evolve(state, &event)
     })
 }
 
@@ -334,8 +334,8 @@ fn deadline_watch_marks_once_per_deadline_and_rearms_on_a_new_deadline() {
     let due = deadlines().acknowledge_due;
     let late = due + SignedDuration::from_mins(1);
     let overdue = Command::MarkClock { clock: Clock::Acknowledge, mark: ClockMark::Overdue, due };
-    let events = decide(dispatched.as_ref(), &overdue, late).unwrap();
-    let marked = events.iter().fold(dispatched, evolve);
+    let event = decide(dispatched.as_ref(), &overdue, late).unwrap();
+    let marked = evolve(dispatched, &event);
     assert_eq!(
         decide(marked.as_ref(), &overdue, late),
         Err(DomainError::ClockAlreadyMarked { clock: Clock::Acknowledge, mark: ClockMark::Overdue })
@@ -436,16 +436,13 @@ proptest! {
         for (command, minute) in commands.iter().zip(&minutes) {
             let at = now() + SignedDuration::from_mins(*minute);
             match decide(state.as_ref(), command, at) {
-                Ok(events) => {
-                    prop_assert!(!events.is_empty());
+                Ok(event) => {
                     let before = state.as_ref().map_or(0, |c| c.version);
-                    for event in &events {
-                        state = evolve(state, event);
-                    }
+                    state = evolve(state, &event);
                     let case = state.as_ref().expect("a decided event leaves a filed case");
-                    prop_assert_eq!(case.version, before + events.len() as u64);
+                    prop_assert_eq!(case.version, before + 1);
                     assert_valid(case);
-                    history.extend(events);
+                    history.push(event);
                 }
                 Err(error) => {
                     // A refusal names a rule and changes nothing.

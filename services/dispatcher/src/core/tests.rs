@@ -60,8 +60,8 @@ impl<'w> Scenario<'w> {
     /// A person (or the dispatcher) does `command` at `at`.
     fn apply(&mut self, command: Command, at: Timestamp, role: Role) {
         let state = self.tracked.as_ref().map(|t| &t.case);
-        let events = gridcase_domain::decide(state, &command, at).unwrap_or_else(|e| panic!("{}: {e}", command.name()));
-        for event in events {
+        let event = gridcase_domain::decide(state, &command, at).unwrap_or_else(|e| panic!("{}: {e}", command.name()));
+        {
             let case_id = match &event {
                 Event::Filed(f) => f.case_id,
                 _ => self.tracked().case.id,

@@ -25,8 +25,8 @@ impl Walk {
 
     fn act(&mut self, command: Command, at: Timestamp, person: &str) {
         let state = self.row.as_ref().map(|r| &r.case);
-        let events = gridcase_domain::decide(state, &command, at).unwrap();
-        for event in events {
+        let event = gridcase_domain::decide(state, &command, at).unwrap();
+        {
             self.sequence += 1;
             let case_id = match &event {
                 Event::Filed(f) => f.case_id,
