@@ -444,11 +444,11 @@ async fn malformed_commands_are_invalid_argument_and_unknown_cases_not_found() {
     let status = client
         .register(request(
             &cc,
-            api::RegisterRequest { context: lifecycle::context(case_id), tier: 0, note: String::new() },
+            api::RegisterRequest { context: lifecycle::context(case_id), tier: 42, note: String::new() },
         ))
         .await
         .unwrap_err();
-    assert_eq!(field(&status).unwrap(), [("tier".to_owned(), "REQUIRED".to_owned())]);
+    assert_eq!(field(&status).unwrap(), [("tier".to_owned(), "UNKNOWN_VALUE".to_owned())], "not a tier of the proto");
 
     let status = client
         .request_extension(request(
@@ -730,4 +730,83 @@ async fn two_operators_sending_the_same_command_id_never_both_succeed() {
             .into_inner();
         assert_eq!(history.events.len(), 3, "filed, registered, supervised once");
     }
+}
+
+#[tokio::test]
+async fn a_command_id_reused_with_other_content_is_refused_and_only_an_identical_request_is_a_retry() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let case_id = reach(&mut client, &intake, State::InProgress).await;
+    let acting = acting_unit(&mut client, case_id).await.unwrap();
+    let context = lifecycle::context(case_id);
+    let ask = |days: u32, reason: &str| api::RequestExtensionRequest {
+        context: context.clone(),
+        working_days: days,
+        reason: reason.into(),
+    };
+    let first = client.request_extension(request(&unit(&acting), ask(2, "等待防水材料"))).await.unwrap().into_inner();
+    assert!(!first.replayed);
+
+    // The same id for 3 days, or for 2 days with another reason: refused, naming the rule.
+    for other in [ask(3, "等待防水材料"), ask(2, "另一个理由")] {
+        let status = client.request_extension(request(&unit(&acting), other)).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        let details = status.get_error_details();
+        let violation = &details.precondition_failure().expect("PreconditionFailure detail").violations[0];
+        assert_eq!(violation.r#type, "COMMAND_ID_REUSED");
+        assert_eq!(violation.subject, format!("case/{case_id}/command/{}", context.as_ref().unwrap().command_id));
+        assert!(status.message().contains("different content"), "{status:?}");
+    }
+    // The identical request is a retry: the first result again.
+    let again = client.request_extension(request(&unit(&acting), ask(2, "等待防水材料"))).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!((again.version, again.stream_sequence), (first.version, first.stream_sequence));
+
+    let history = history(&mut client, case_id).await;
+    let asked: Vec<_> = history.events.iter().filter(|e| e.r#type == "extension_requested").collect();
+    assert_eq!(asked.len(), 1, "one request recorded");
+    assert!(asked[0].payload_json.contains("\"working_days\":2"), "{}", asked[0].payload_json);
+
+    // A dispatch retried with the same unit is a retry although the server
+    // computes its deadlines anew; with another unit it is not.
+    let registered = reach(&mut client, &intake, State::Registered).await;
+    let context = lifecycle::context(registered);
+    let dispatch = |unit: &str| api::DispatchRequest { context: context.clone(), unit: unit.into() };
+    client.dispatch(request(&centre(), dispatch(UNIT))).await.unwrap();
+    assert!(client.dispatch(request(&centre(), dispatch(UNIT))).await.unwrap().into_inner().replayed);
+    let status = client.dispatch(request(&centre(), dispatch("unit.property.990101001"))).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+}
+
+#[tokio::test]
+async fn register_without_a_tier_takes_the_tier_the_policy_gives() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    let mut intake_api = intake_client(intake.endpoint()).await;
+    // 0202 (missing manhole cover) is routed as CRITICAL; 0201 (street light) defaults to NORMAL.
+    for (category, tier) in [("0202", common::Tier::Critical), ("0201", common::Tier::Normal)] {
+        let case_id = CaseId::new_v7();
+        intake_api.file_case(as_worker(api_filing(case_id, category))).await.unwrap();
+        let registered = client
+            .register(request(
+                &centre(),
+                api::RegisterRequest { context: lifecycle::context(case_id), tier: 0, note: String::new() },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(state_of(&registered), State::Registered);
+        let view = client
+            .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(view.tier, tier as i32, "category {category}");
+    }
+}
+
+fn api_filing(case_id: CaseId, category: &str) -> gridcase_proto::intake::v1::FileCaseRequest {
+    gridcase_proto::intake::v1::FileCaseRequest { category_code: category.into(), ..filing(case_id) }
 }

@@ -60,7 +60,11 @@ async fn appends_state_the_sequence_they_expect_and_retries_are_recognised() {
     let retried = log.append(&subject, 0, &first).await.unwrap();
     assert_eq!(
         retried,
-        gridcase_eventlog::AppendOutcome { stream_sequence: one.stream_sequence, already_stored: true }
+        gridcase_eventlog::AppendOutcome {
+            stream_sequence: one.stream_sequence,
+            already_stored: true,
+            stored_before_this_call: true
+        }
     );
 
     let second = event(case_id, 2, Some(first.hash.clone()), "two");

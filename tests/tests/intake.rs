@@ -284,7 +284,7 @@ async fn photos_upload_in_chunks_are_referenced_by_digest_and_oversize_ones_are_
     let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
     let mut client = intake_client(intake.endpoint()).await;
 
-    let photo: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let photo = gridcase_tests::fixtures::jpeg(40_000);
     let uploaded = client
         .upload_attachment(as_worker(tokio_stream::iter(upload_parts("image/jpeg", &photo, 16 * 1024))))
         .await
@@ -336,6 +336,27 @@ async fn photos_upload_in_chunks_are_referenced_by_digest_and_oversize_ones_are_
     let bad_type = upload_parts("text/html", b"<html>", 10);
     let status = client.upload_attachment(as_worker(tokio_stream::iter(bad_type))).await.unwrap_err();
     assert_eq!(status.get_error_details().bad_request().unwrap().field_violations[0].field, "metadata.content_type");
+
+    // The declared type must be what the bytes are: a JPEG declared PNG,
+    // and bytes that are no image at all, are refused and nothing is stored.
+    for (declared, content, found) in [
+        ("image/png", photo.clone(), "image/jpeg"),
+        ("image/png", vec![7u8; 5000], "an unknown type"),
+        ("image/jpeg", b"\x89PNG\r\n\x1a\n0000IHDR".repeat(10), "image/png"),
+    ] {
+        let status = client
+            .upload_attachment(as_worker(tokio_stream::iter(upload_parts(declared, &content, 1000))))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{declared}");
+        let details = status.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(
+            (violation.field.as_str(), violation.reason.as_str()),
+            ("metadata.content_type", "CONTENT_MISMATCH")
+        );
+        assert!(violation.description.contains(found), "{}", violation.description);
+    }
 }
 
 /// SHA-256 for the test's own expectation, computed independently of the
@@ -445,7 +466,7 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
         .into_inner();
     assert_eq!(serving.status(), ServingStatus::Serving);
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -458,6 +479,23 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"gridcase.intake.v1.IntakeService".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+
+    // Older tools speak only v1alpha: it answers too, without a token.
+    use tonic_reflection::pb::v1alpha;
+    let mut old_reflection = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        old_reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list over v1alpha")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"gridcase.cases.v1.CaseService".to_owned()), "{names:?}");
 }
 
 #[tokio::test]
@@ -469,7 +507,7 @@ async fn shutdown_drains_a_call_in_flight_and_then_stops_accepting() {
 
     // An upload is in flight: metadata and a first chunk sent, more to come.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    let parts = upload_parts("image/jpeg", &[1u8; 3000], 1000);
+    let parts = upload_parts("image/jpeg", &gridcase_tests::fixtures::jpeg(3000), 1000);
     let mut parts = parts.into_iter();
     sender.send(parts.next().unwrap()).await.unwrap();
     sender.send(parts.next().unwrap()).await.unwrap();

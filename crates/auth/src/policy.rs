@@ -366,6 +366,18 @@ mod tests {
     }
 
     #[test]
+    fn refusals_read_as_sentences() {
+        assert_eq!(
+            authorize(&principal("admin", "990101"), Cancel, Target::Service),
+            Decision::Forbidden("an admin may not Cancel".into())
+        );
+        assert_eq!(
+            authorize(&principal("county_auditor", "990101"), Cancel, Target::Service),
+            Decision::Forbidden("a county_auditor may not Cancel".into())
+        );
+    }
+
+    #[test]
     fn every_grpc_path_maps_to_one_operation_and_every_operation_has_a_path() {
         for op in Operation::ALL {
             assert!(PATHS.iter().any(|(_, o)| *o == op), "{op} has no path");

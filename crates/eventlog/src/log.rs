@@ -89,6 +89,12 @@ pub struct AppendOutcome {
     /// True when this very event (same id) had already been stored by an
     /// earlier attempt; nothing new was written.
     pub already_stored: bool,
+    /// True when the event was in the log before this call first sent it
+    /// (another writer with the same event id got there first, e.g. a second
+    /// dispatcher taking the same step): this call stored nothing at all.
+    /// False when this call stored it, even if only a retried send of it
+    /// got the answer.
+    pub stored_before_this_call: bool,
 }
 
 /// A stored event, where it sits in the stream, and the bytes it is stored
@@ -230,12 +236,16 @@ impl EventLog {
             match result {
                 Ok(ack) => {
                     debug!(%subject, sequence = ack.sequence, duplicate = ack.duplicate, "appended");
-                    return Ok(AppendOutcome { stream_sequence: ack.sequence, already_stored: ack.duplicate });
+                    return Ok(AppendOutcome {
+                        stream_sequence: ack.sequence,
+                        already_stored: ack.duplicate,
+                        stored_before_this_call: ack.duplicate && attempt == 1,
+                    });
                 }
                 Err(error) => {
                     let code = jetstream_error_code(&error);
                     if error.kind() == PublishErrorKind::WrongLastSequence || code == Some(ERR_WRONG_LAST_SEQUENCE) {
-                        return self.resolve_stale_expectation(subject, expected_last, &event_id).await;
+                        return self.resolve_stale_expectation(subject, expected_last, &event_id, attempt == 1).await;
                     }
                     if code == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
                         // Another append to this subject is in flight: let it
@@ -268,12 +278,15 @@ impl EventLog {
         subject: &CaseSubject,
         expected_last: u64,
         event_id: &str,
+        first_attempt: bool,
     ) -> Result<AppendOutcome, AppendError> {
         let next = self.next_after(subject, expected_last).await?;
         match next {
-            Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id) => {
-                Ok(AppendOutcome { stream_sequence: sequence, already_stored: true })
-            }
+            Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id) => Ok(AppendOutcome {
+                stream_sequence: sequence,
+                already_stored: true,
+                stored_before_this_call: first_attempt,
+            }),
             Some((sequence, _)) => Err(AppendError::Conflict { expected: expected_last, found: Some(sequence) }),
             None => Err(AppendError::Conflict { expected: expected_last, found: None }),
         }

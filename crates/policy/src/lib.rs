@@ -136,6 +136,14 @@ impl Policy {
             .max_by_key(|route| (route.region.len(), route.category.specificity()))
     }
 
+    /// The tier a case is registered at when nobody chose one: its route's
+    /// tier, else its category's default tier (from the taxonomy), else
+    /// NORMAL. The dispatcher registers with it, and so does a command
+    /// centre's `Register` that names no tier.
+    pub fn tier_for(&self, category: &CategoryCode, grid: &GridCode, category_default: Option<Tier>) -> Tier {
+        self.route(category, grid).and_then(|route| route.tier).or(category_default).unwrap_or(Tier::Normal)
+    }
+
     /// Whether cases of this category wait for a command centre to register them.
     pub fn registers_by_hand(&self, category: &CategoryCode) -> bool {
         self.manual_registration.contains(category)

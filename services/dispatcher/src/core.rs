@@ -67,6 +67,10 @@ pub struct Tracked {
 }
 
 /// One step for the dispatcher to take on one case.
+/// The event types of the steps the dispatcher takes.
+pub const STEP_KINDS: [&str; 6] =
+    ["registered", "progress_added", "dispatched", "deadline_set", "clock_marked", "supervised"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub command: Command,
@@ -261,10 +265,8 @@ impl<'a> Core<'a> {
             Status::Reported => {
                 let manual = self.policy.registers_by_hand(&case.category) || route.is_none();
                 if !manual {
-                    let tier = route
-                        .and_then(|r| r.tier)
-                        .or_else(|| self.reference.taxonomy.category(&case.category).map(|c| c.default_tier))
-                        .unwrap_or(Tier::Normal);
+                    let default = self.reference.taxonomy.category(&case.category).map(|c| c.default_tier);
+                    let tier = self.policy.tier_for(&case.category, &case.grid, default);
                     let command = Command::Register { tier, note: None, policy: Some(self.policy.stamp()) };
                     return self.action(tracked, command, "", vec![]);
                 }

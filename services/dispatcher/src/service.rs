@@ -36,6 +36,39 @@ const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b9c_2f1e_4a3d_5c7b_8e9f_0a1b
 /// Health service names.
 pub const HEALTH_DISPATCHER: &str = "gridcase.dispatcher.v1.Dispatcher";
 pub const HEALTH_CALENDAR: &str = "gridcase.dispatcher.v1.Calendar";
+/// The metrics, each exported from start-up (at zero) by [`register_metrics`].
+const METRIC_STEPS: &str = "gridcase_dispatcher_steps_total";
+const METRIC_CONFLICTS: &str = "gridcase_dispatcher_conflicts_total";
+const METRIC_PENDING: &str = "gridcase_dispatcher_pending_messages";
+const METRIC_SKIPPED: &str = "gridcase_dispatcher_skipped_events_total";
+const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
+const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
+
+/// Describe every metric and give it its zero value, so a scrape right after
+/// start-up shows them all (a counter that has not moved yet is 0, not absent).
+fn register_metrics() {
+    metrics::describe_counter!(METRIC_STEPS, "Steps this instance stored, by the event type of the step.");
+    for step in crate::core::STEP_KINDS {
+        metrics::counter!(METRIC_STEPS, "step" => step).absolute(0);
+    }
+    metrics::describe_counter!(
+        METRIC_CONFLICTS,
+        "Steps not stored because another writer changed the case first or another instance took the same step."
+    );
+    metrics::counter!(METRIC_CONFLICTS).absolute(0);
+    metrics::describe_gauge!(METRIC_PENDING, "Events in the case stream not yet read by this instance.");
+    metrics::gauge!(METRIC_PENDING).set(0.0);
+    metrics::describe_counter!(METRIC_SKIPPED, "Events this version cannot read, left alone.");
+    metrics::counter!(METRIC_SKIPPED).absolute(0);
+    metrics::describe_counter!(
+        METRIC_FALLBACK,
+        "Deadlines computed for a year without a calendar file (Monday-Friday)."
+    );
+    metrics::counter!(METRIC_FALLBACK).absolute(0);
+    metrics::describe_gauge!(METRIC_CALENDAR_MISSING, "1 when this year's or next year's calendar file is missing.");
+    metrics::gauge!(METRIC_CALENDAR_MISSING).set(0.0);
+}
+
 /// How many steps are appended at once.
 const APPEND_CONCURRENCY: usize = 64;
 /// Under continuous load, act at least this often.
@@ -105,6 +138,7 @@ impl Application {
                 .with_http_listener(self.config.metrics_addr)
                 .install()
                 .context("starting the metrics endpoint")?;
+            register_metrics();
             info!(metrics = %self.config.metrics_addr, "metrics endpoint listening");
         }
 
@@ -197,7 +231,7 @@ impl Worker {
                     let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
                     let (sequence, pending) = (info.stream_sequence, info.pending);
                     self.observe(&message.payload, sequence);
-                    metrics::gauge!("gridcase_dispatcher_pending_messages").set(pending as f64);
+                    metrics::gauge!(METRIC_PENDING).set(pending as f64);
                     if pending == 0 && !caught_up {
                         caught_up = true;
                         self.mark_caught_up().await;
@@ -232,7 +266,7 @@ impl Worker {
         let now = self.clock.now();
         let year = now.to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("tz")).year();
         let ready = self.calendar.years().has(year) && self.calendar.years().has(year + 1);
-        metrics::gauge!("gridcase_calendar_missing").set(if ready { 0.0 } else { 1.0 });
+        metrics::gauge!(METRIC_CALENDAR_MISSING).set(if ready { 0.0 } else { 1.0 });
         if self.calendar_reported != Some(ready) {
             self.calendar_reported = Some(ready);
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -252,7 +286,7 @@ impl Worker {
             Ok(stored) => stored,
             Err(error) => {
                 error!(sequence, %error, "unreadable message in the case stream; skipped");
-                metrics::counter!("gridcase_dispatcher_skipped_events_total").increment(1);
+                metrics::counter!(METRIC_SKIPPED).increment(1);
                 return;
             }
         };
@@ -261,7 +295,7 @@ impl Worker {
             Ok(event) => event,
             Err(error) => {
                 warn!(%case_id, sequence, %error, "event this version cannot read; leaving the case alone");
-                metrics::counter!("gridcase_dispatcher_skipped_events_total").increment(1);
+                metrics::counter!(METRIC_SKIPPED).increment(1);
                 self.unreadable.insert(case_id);
                 return;
             }
@@ -348,18 +382,24 @@ impl Worker {
         for (case_id, stored, action, result) in results {
             let kind = stored.event_type.clone();
             match result {
+                Ok(outcome) if outcome.stored_before_this_call => {
+                    // Another dispatcher took the very same step first.
+                    debug!(%case_id, step = %kind, "another instance took this step first");
+                    metrics::counter!(METRIC_CONFLICTS).increment(1);
+                    self.in_flight.insert(case_id);
+                }
                 Ok(outcome) => {
                     info!(%case_id, step = %kind, sequence = outcome.stream_sequence, "dispatcher step appended");
-                    metrics::counter!("gridcase_dispatcher_steps_total", "step" => kind).increment(1);
+                    metrics::counter!(METRIC_STEPS, "step" => kind).increment(1);
                     if !action.fallback_years.is_empty() {
                         warn!(%case_id, years = ?action.fallback_years, "deadline computed without a calendar file (Monday-Friday)");
-                        metrics::counter!("gridcase_deadlines_fallback_total").increment(1);
+                        metrics::counter!(METRIC_FALLBACK).increment(1);
                     }
                     self.in_flight.insert(case_id);
                 }
                 Err(AppendError::Conflict { .. }) => {
                     debug!(%case_id, step = %kind, "another writer moved the case first");
-                    metrics::counter!("gridcase_dispatcher_conflicts_total").increment(1);
+                    metrics::counter!(METRIC_CONFLICTS).increment(1);
                     self.in_flight.insert(case_id);
                 }
                 Err(error) => {

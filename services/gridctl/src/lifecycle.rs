@@ -110,8 +110,9 @@ pub enum Command {
     Register {
         #[command(flatten)]
         target: Target,
+        /// The tier; default: the one the dispatch policy gives the case.
         #[arg(long, value_enum)]
-        tier: Tier,
+        tier: Option<Tier>,
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -393,7 +394,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             cases
                 .register(c.request(api::RegisterRequest {
                     context: target.context(),
-                    tier: tier.proto() as i32,
+                    tier: tier.map_or(0, |tier| tier.proto() as i32),
                     note,
                 })?)
                 .await

@@ -53,7 +53,7 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
     let gridctl = Gridctl { addr: intake.endpoint() };
     let photo_dir = tempfile::tempdir().unwrap();
     let photo = photo_dir.path().join("roof.jpg");
-    std::fs::write(&photo, vec![0xFFu8; 150_000]).unwrap();
+    std::fs::write(&photo, gridcase_tests::fixtures::jpeg(150_000)).unwrap();
 
     let filed = tokio::task::spawn_blocking({
         let addr = gridctl.addr.clone();

@@ -42,6 +42,7 @@ pub struct CaseApi {
     pub(crate) log: EventLog,
     pub(crate) attachments: AttachmentStore,
     pub(crate) policy: Arc<Policy>,
+    pub(crate) reference: Arc<gridcase_reference::Reference>,
     pub(crate) calendar: Arc<Calendar>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
@@ -357,14 +358,27 @@ impl CaseService for CaseApi {
         let r = request.into_inner();
         let mut v = Violations::new();
         let ctx = context(r.context.as_ref(), &mut v);
-        let tier = convert::tier_from_proto(r.tier);
-        if tier.is_none() {
-            v.add("tier", "REQUIRED", "must be TIER_CRITICAL, TIER_URGENT, TIER_NORMAL or TIER_COMPLEX");
-        }
+        // No tier: the one the policy gives (route, then the category's default).
+        let chosen = match common::Tier::try_from(r.tier) {
+            Ok(common::Tier::Unspecified) => None,
+            Ok(_) => convert::tier_from_proto(r.tier),
+            Err(_) => {
+                v.add(
+                    "tier",
+                    "UNKNOWN_VALUE",
+                    "must be TIER_CRITICAL, TIER_URGENT, TIER_NORMAL, TIER_COMPLEX or unset",
+                );
+                None
+            }
+        };
         let note = optional_text("note", &r.note, &mut v);
         v.into_result()?;
-        let (ctx, tier) = (ctx.expect("validated"), tier.expect("validated"));
-        self.execute(&access, ctx, &["registered"], |_, _| {
+        let ctx = ctx.expect("validated");
+        self.execute(&access, ctx, &["registered"], |case, _| {
+            let tier = chosen.unwrap_or_else(|| {
+                let default = self.reference.taxonomy.category(&case.category).map(|c| c.default_tier);
+                self.policy.tier_for(&case.category, &case.grid, default)
+            });
             Ok(Command::Register { tier, note: note.clone(), policy: None })
         })
         .await

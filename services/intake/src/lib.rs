@@ -64,16 +64,17 @@ impl Application {
             max_report_age: SignedDuration::try_from(config.max_report_age).context("max report age")?,
         };
         let (policy, calendar) = config.rules.load()?;
+        let reference = Arc::new(reference);
         let cases = CaseApi {
             log: log.clone(),
             attachments: attachments.clone(),
             policy: Arc::new(policy),
+            reference: reference.clone(),
             calendar: Arc::new(calendar),
             limits: limits.clone(),
             clock: clock.clone(),
             subjects: Default::default(),
         };
-        let reference = Arc::new(reference);
         let admin = reference::ReferenceApi { reference: reference.clone() };
         let api = IntakeApi { log, attachments, reference, limits, clock };
         Ok(Self { config, listener, api, cases, admin, auth, client })

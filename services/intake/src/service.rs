@@ -144,6 +144,14 @@ impl IntakeService for IntakeApi {
             v.add("chunk", "REQUIRED", "the attachment is empty");
             return Err(v.into_status());
         }
+        if let Err(found) = validate::content_matches(&metadata.content_type, &content) {
+            v.add(
+                "metadata.content_type",
+                "CONTENT_MISMATCH",
+                format!("the content is not {}: its leading bytes say {found}", metadata.content_type),
+            );
+            return Err(v.into_status());
+        }
         let stored = self.attachments.put(&content).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
         info!(sha256 = %stored.sha256, size = stored.size, "attachment stored");
         Ok(Response::new(api::UploadAttachmentResponse {

@@ -13,6 +13,19 @@ use jiff::{SignedDuration, Timestamp};
 
 /// Content types an attachment may have.
 pub const CONTENT_TYPES: [&str; 5] = ["image/jpeg", "image/png", "image/webp", "image/heic", "video/mp4"];
+
+/// Whether `content` is what `declared` says, judged from its leading bytes
+/// (`infer`); `Err` names what the bytes look like instead. HEIC is the HEIF
+/// container, which `infer` names `image/heif`.
+pub fn content_matches(declared: &str, content: &[u8]) -> Result<(), String> {
+    let found = infer::get(content).map(|kind| kind.mime_type());
+    let matches = match (declared, found) {
+        ("image/heic", Some("image/heif")) => true,
+        (declared, Some(found)) => declared == found,
+        (_, None) => false,
+    };
+    if matches { Ok(()) } else { Err(found.map_or_else(|| "an unknown type".to_owned(), str::to_owned)) }
+}
 /// How many attachments one filing may reference.
 pub const MAX_ATTACHMENTS: usize = 9;
 

@@ -32,7 +32,8 @@ pub async fn build(
     Ok((pool, position))
 }
 
-/// Make `rebuilt` the live schema `live` (the old one is dropped).
+/// Make `rebuilt` the live schema `live` (the old one, if there is one, is
+/// dropped: a rebuild on an empty database simply puts the schema in place).
 pub async fn swap(database_url: &str, rebuilt: &str, live: &str) -> anyhow::Result<()> {
     let admin = store::connect(database_url, "public", 1).await?;
     let old = format!("{live}_replaced");
@@ -40,14 +41,23 @@ pub async fn swap(database_url: &str, rebuilt: &str, live: &str) -> anyhow::Resu
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&old))))
         .execute(&mut *tx)
         .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {} RENAME TO {}", quote(live), quote(&old))))
-        .execute(&mut *tx)
-        .await
-        .context("renaming the live schema")?;
+    let live_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(live)
+        .fetch_one(&mut *tx)
+        .await?;
+    if live_exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {} RENAME TO {}", quote(live), quote(&old))))
+            .execute(&mut *tx)
+            .await
+            .context("renaming the live schema")?;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SCHEMA {} RENAME TO {}", quote(rebuilt), quote(live))))
         .execute(&mut *tx)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", quote(&old)))).execute(&mut *tx).await?;
+        .await
+        .context("renaming the rebuilt schema")?;
+    if live_exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", quote(&old)))).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     info!(live, "rebuilt read models swapped in");
     Ok(())

@@ -1,0 +1,127 @@
+//! The dispatcher's metrics endpoint. Its own test binary: the metrics
+//! recorder is process-wide, so no other test may share the process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridcase_domain::CaseId;
+use gridcase_eventlog::{EventLog, StreamSettings};
+use gridcase_runtime::FixedClock;
+use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
+use gridcase_tests::{NatsServer, TestDispatcher, TestIntake, act};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GRID: &str = "990101001001001";
+
+/// The metrics page as `name{labels}` → value.
+async fn scrape(addr: std::net::SocketAddr) -> Option<BTreeMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.ok()?;
+    let body = page.split_once("\r\n\r\n")?.1;
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| line.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN))))
+            .collect(),
+    )
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_steps_they_stored() {
+    let nats = NatsServer::start();
+    let clock = FixedClock::new("2026-03-09T01:00:00Z".parse().unwrap());
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+
+    // Cases waiting before any dispatcher runs: both instances start on the
+    // same backlog and race for every step.
+    let mut subjects = Vec::new();
+    let mut client = intake_client(intake.endpoint()).await;
+    for i in 0..40 {
+        let case_id = CaseId::new_v7();
+        let category = if i % 2 == 0 { "0101" } else { "0202" };
+        let reported = gridcase_runtime::Clock::now(&clock);
+        client.file_case(as_worker(filing_at(case_id, category, reported))).await.unwrap();
+        subjects.push(act::subject(GRID, case_id));
+    }
+
+    let metrics_addr = free_port();
+    let mut with_metrics = TestDispatcher::config(&nats.url());
+    with_metrics.no_metrics = false;
+    with_metrics.metrics_addr = metrics_addr;
+    // The second instance serves no endpoint, but counts into the same
+    // (process-wide) recorder: the figures are the two instances' sums.
+    let (a, b) = tokio::join!(
+        TestDispatcher::spawn_with(with_metrics, Arc::new(clock.clone())),
+        TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(page) = scrape(metrics_addr).await {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "the metrics endpoint never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Every documented metric is there from the start, before it ever moved.
+    for name in [
+        "gridcase_dispatcher_conflicts_total",
+        "gridcase_dispatcher_pending_messages",
+        "gridcase_dispatcher_skipped_events_total",
+        "gridcase_deadlines_fallback_total",
+        "gridcase_calendar_missing",
+    ] {
+        assert!(first.keys().any(|k| k == name), "{name} missing from {first:?}");
+    }
+    for step in ["registered", "dispatched", "deadline_set", "clock_marked", "supervised", "progress_added"] {
+        let key = format!("gridcase_dispatcher_steps_total{{step=\"{step}\"}}");
+        assert!(first.contains_key(&key), "{key} missing from {first:?}");
+    }
+
+    // Wait until every case is dispatched, then let both instances stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for subject in &subjects {
+        loop {
+            let events = act::events(&log, subject).await;
+            if events.iter().any(|(_, e)| e.kind() == "dispatched") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a case was never dispatched");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+
+    // What the dispatchers stored, counted in the log…
+    let mut stored = 0;
+    for subject in &subjects {
+        stored += act::events(&log, subject)
+            .await
+            .iter()
+            .filter(|(event, _)| event.actor.person == "gridcase-dispatcher")
+            .count();
+    }
+    // …equals the steps the two instances counted as their own: a step the
+    // other instance stored first is a lost race, not a step.
+    let page = scrape_after_stop(&first, metrics_addr).await;
+    let counted: f64 =
+        page.iter().filter(|(k, _)| k.starts_with("gridcase_dispatcher_steps_total{")).map(|(_, v)| v).sum();
+    let conflicts = page["gridcase_dispatcher_conflicts_total"];
+    eprintln!("dispatcher steps stored {stored}, counted {counted}, races lost {conflicts}");
+    assert_eq!(counted as usize, stored, "steps counted vs stored; conflicts {conflicts}; {page:?}");
+    assert!(conflicts > 0.0, "two instances on one backlog race at least once; {page:?}");
+}
+
+/// The endpoint outlives the dispatcher (the exporter is process-wide): scrape it again.
+async fn scrape_after_stop(first: &BTreeMap<String, f64>, addr: std::net::SocketAddr) -> BTreeMap<String, f64> {
+    scrape(addr).await.unwrap_or_else(|| panic!("the metrics endpoint went away; first page {first:?}"))
+}
