@@ -16,13 +16,14 @@ export GRIDCTL_TOKEN=$(token cc-op-1 command_centre cc-990101001 990101001)   # 
 gridctl whoami                           # cc-op-1 (command_centre) of cc-990101001, territory 990101001
 
 # Two photos (any JPEG will do; these are the smallest a JPEG header allows)
-printf '\xff\xd8\xff\xe0\x00\x10JFIF\x00roof' >roof.jpg
-printf '\xff\xd8\xff\xe0\x00\x10JFIF\x00after' >after.jpg
+photos=$(mktemp -d)
+printf '\xff\xd8\xff\xe0\x00\x10JFIF\x00roof' >$photos/roof.jpg
+printf '\xff\xd8\xff\xe0\x00\x10JFIF\x00after' >$photos/after.jpg
 
 # A grid worker files a leaking roof with a photo
 CASE=$(gridctl $worker file --grid 990101001001001 --category 0204 --description "3号楼顶层漏水" \
     --latitude 30.2741 --longitude 120.1551 --address "东门社区3号楼" --contact-phone 13812345678 \
-    --photo roof.jpg | awk '{print $3}')
+    --photo $photos/roof.jpg | awk '{print $3}')
 echo "filed case $CASE"
 # The dispatcher registers it and dispatches it by policy within a second
 for _ in $(seq 1 50); do gridctl show $CASE | grep -q DISPATCHED && break; sleep 0.2; done
@@ -34,7 +35,7 @@ gridctl $worker file --grid 990101101001001 --category 0201 --description x --la
 gridctl $unit acknowledge $CASE
 gridctl $unit request-extension $CASE --days 2 --reason "等待防水材料"
 gridctl decide-extension $CASE --approve 2
-gridctl $unit resolve $CASE --summary "已做防水" --photo after.jpg
+gridctl $unit resolve $CASE --summary "已做防水" --photo $photos/after.jpg
 gridctl verify $CASE --rework --reason "顶层仍渗水"
 gridctl $unit resolve $CASE --summary "重新做防水"
 gridctl verify $CASE --pass
