@@ -7,6 +7,7 @@
 
 pub mod identity;
 pub mod nats;
+pub mod scenario;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,25 @@ use tokio::task::JoinHandle;
 
 pub use identity::Identity;
 pub use nats::NatsServer;
+pub use scenario::{given, given_case};
+
+/// What most integration tests start from: their own nats-server, their
+/// own database, the event log opened on that server.
+pub struct Backends {
+    pub nats: NatsServer,
+    pub db: TestDatabase,
+    pub log: gridcase_eventlog::EventLog,
+}
+
+impl Backends {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start();
+        let db = TestDatabase::create().await;
+        let settings = gridcase_eventlog::StreamSettings::default();
+        let log = gridcase_eventlog::EventLog::open(nats.client().await, settings).await.expect("the event log opens");
+        Self { nats, db, log }
+    }
+}
 
 /// The workspace root (for deploy/ files).
 pub fn workspace_root() -> PathBuf {
@@ -175,6 +195,7 @@ pub mod fixtures {
 /// A dispatcher running in this process.
 pub struct TestDispatcher {
     pub health_addr: SocketAddr,
+    idle: tokio::sync::watch::Receiver<gridcase_dispatcher::service::Idle>,
     running: Running,
 }
 
@@ -201,7 +222,31 @@ impl TestDispatcher {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let app = gridcase_dispatcher::Application::build(config, listener, clock).await?;
         let health_addr = app.health_addr()?;
-        Ok(Self { health_addr, running: Running::start(|shutdown| app.run(shutdown)) })
+        let idle = app.idle();
+        Ok(Self { health_addr, idle, running: Running::start(|shutdown| app.run(shutdown)) })
+    }
+
+    /// Wait until the dispatcher, its clock at `at` or later, has taken
+    /// every step due for every event in the stream and has nothing in
+    /// flight. A test that then finds no new event knows none was due: it
+    /// asserts that nothing happened without guessing how long to wait.
+    pub async fn settled_at(&mut self, at: jiff::Timestamp, nats: &NatsServer) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let end = stream_end(nats).await;
+            tokio::time::timeout_at(
+                deadline,
+                self.idle.wait_for(|idle| idle.at.is_some_and(|seen| seen >= at) && idle.sequence >= end),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the dispatcher did not settle at {at} (stream end {end}) within 20 s"))
+            .expect("the dispatcher is running");
+            // Settled at the end as it was; if that end has not moved since
+            // (no step of its own landed meanwhile), it is final.
+            if stream_end(nats).await == end {
+                return;
+            }
+        }
     }
 
     /// Stop as SIGTERM would and wait until it has.
@@ -215,11 +260,12 @@ impl TestDispatcher {
     }
 }
 
-/// Acting on cases straight through the log, as the lifecycle API will: read
-/// the history, fold it, decide, append with the expected sequence.
+/// Acting on cases straight through the case store, as the services do:
+/// load the case, decide, commit after its head.
 pub mod act {
     use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
-    use gridcase_eventlog::schema::{Actor, EventMeta};
+    use gridcase_eventlog::schema::Actor;
+    use gridcase_eventlog::store::{CaseStore, Committed, Head, Provenance};
     use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent};
     use jiff::Timestamp;
 
@@ -249,36 +295,23 @@ pub mod act {
         organisation: &str,
         now: Timestamp,
     ) -> anyhow::Result<u64> {
-        let history = log.history(subject).await?;
-        // Events of types this version does not know are passed over, as the services do.
-        let events: Vec<Event> = history
-            .iter()
-            .filter_map(|p| match p.event.decode() {
-                Err(gridcase_eventlog::DecodeError::UnknownType(_)) => None,
-                decoded => Some(decoded),
-            })
-            .collect::<Result<_, _>>()?;
-        let state = gridcase_domain::replay(&events);
-        let case_id = match (&state, &command) {
-            (Some(case), _) => case.id,
-            (None, Command::File(filing)) => filing.case_id,
-            (None, _) => anyhow::bail!("no such case"),
+        let store = CaseStore::new(log.clone());
+        let case_id = subject.case_id();
+        let (head, state) = match store.load_subject(case_id, subject.clone()).await? {
+            Some(loaded) => (loaded.head, Some(loaded.case)),
+            None => (Head::new_case(case_id, subject.clone()), None),
         };
         let event = gridcase_domain::decide(state.as_ref(), &command, now)?;
-        let last = history.last();
-        let stored = StoredEvent::seal(
-            &event,
-            EventMeta {
-                event_id: uuid::Uuid::now_v7(),
-                case_id,
-                case_version: history.len() as u64 + 1,
-                occurred_at: now,
-                actor: Actor { person: format!("{role}-1").to_lowercase(), role, organisation: organisation.into() },
-                command_id: None,
-            },
-            last.map(|p| p.event.hash.clone()),
-        );
-        Ok(log.append(subject, last.map_or(0, |p| p.stream_sequence), &stored).await?.stream_sequence)
+        let provenance = Provenance {
+            event_id: uuid::Uuid::now_v7(),
+            occurred_at: now,
+            actor: Actor { person: format!("{role}-1").to_lowercase(), role, organisation: organisation.into() },
+            command_id: None,
+        };
+        match store.commit(&head, &event, provenance).await? {
+            Committed::Stored(positioned) => Ok(positioned.stream_sequence),
+            Committed::AlreadyStored(sequence) => Ok(sequence),
+        }
     }
 }
 

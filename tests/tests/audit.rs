@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
-use gridcase_domain::{CaseId, Command, Role, Tier};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_domain::CaseId;
+use gridcase_eventlog::{CaseSubject, StoredEvent};
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::cases::v1 as cases_api;
 use gridcase_proto::query::v1 as api;
@@ -17,7 +17,8 @@ use gridcase_runtime::FixedClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::lifecycle::{self, centre, request};
 use gridcase_tests::{
-    Identity, NatsServer, QueryClient, TestDatabase, TestIntake, TestProjection, act, query_client, stream_end,
+    Backends, Identity, NatsServer, QueryClient, TestIntake, TestProjection, act, given, given_case, query_client,
+    stream_end,
 };
 use jiff::Timestamp;
 use serde_json::json;
@@ -58,10 +59,8 @@ async fn append_foreign(nats: &NatsServer, subject: &CaseSubject, envelope: serd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_from_an_altered_one() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
+    let Backends { nats, db, log } = Backends::start().await;
     let intake = TestIntake::spawn(&nats.url()).await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
     let case_id = CaseId::new_v7();
     intake_client(intake.endpoint()).await.file_case(as_worker(filing(case_id))).await.unwrap();
     let subject = act::subject(GRID, case_id);
@@ -97,16 +96,7 @@ async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_fr
     future["hash"] = json!(recipe_hash(&future));
     append_foreign(&nats, &subject, future, note_sequence).await;
     // A third, gridcase's own, on top.
-    act::command(
-        &log,
-        &subject,
-        Command::Register { tier: Tier::Normal, note: None, policy: None },
-        Role::CommandCentre,
-        "cc-990101001",
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    given_case(&log, &subject).registered().await;
 
     // The intake's history: verified, the unknown event shown as it is.
     let mut cases = lifecycle::client(intake.endpoint()).await;
@@ -175,21 +165,15 @@ async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_fr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_works_on_a_database_without_read_models() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
-    let case_id = CaseId::new_v7();
-    let at = Timestamp::now();
-    act::command(&log, &act::subject(GRID, case_id), act_filing(case_id, at), Role::GridWorker, "cc-990101001", at)
-        .await
-        .unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
+    let case_id = given(&log, GRID).filed("0201").await.id;
     // No projection ever ran: there is no "read" schema at all.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let schemas: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'read'").fetch_one(&pool).await.unwrap();
     assert_eq!(schemas, 0);
 
-    let (rebuilt, position) = rebuild::build(&db.url, "read_rebuild", &log, "GRIDCASE_CASES", 500).await.unwrap();
+    let (rebuilt, position) = rebuild::build(&db.url, "read_rebuild", &log, 500).await.unwrap();
     rebuilt.close().await;
     rebuild::swap(&db.url, "read_rebuild", "read").await.expect("a rebuild swaps in with no live schema");
     assert_eq!(position, stream_end(&nats).await);
@@ -197,21 +181,6 @@ async fn a_rebuild_works_on_a_database_without_read_models() {
     let rows = store::load_cases(&live, &[*case_id.as_uuid()]).await.unwrap();
     assert!(rows.contains_key(&case_id));
     assert_eq!(store::position(&live).await.unwrap().0, position);
-}
-
-fn act_filing(case_id: CaseId, at: Timestamp) -> Command {
-    use gridcase_domain::{CategoryCode, Filing, GridCode, Location, Text};
-    Command::File(Filing {
-        case_id,
-        grid: GridCode::parse(GRID).unwrap(),
-        category: CategoryCode::parse("0201").unwrap(),
-        description: Text::reason("路灯不亮").unwrap(),
-        location: Location::from_degrees(30.27, 120.15, None).unwrap(),
-        reported_at: at,
-        severity_hint: None,
-        contact: None,
-        attachments: vec![],
-    })
 }
 
 async fn next_change(watch: &mut tonic::Streaming<api::CaseChange>) -> api::CaseChange {
@@ -224,10 +193,8 @@ async fn next_change(watch: &mut tonic::Streaming<api::CaseChange>) -> api::Case
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_shows_exactly_what_the_log_stores_once_each_and_resumes_after_a_sequence() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
+    let Backends { nats, db, log } = Backends::start().await;
     let intake = TestIntake::spawn(&nats.url()).await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
     let projection = TestProjection::spawn_with(
         TestProjection::config(&nats.url(), &db.url),
         Arc::new(FixedClock::new(Timestamp::now())),
@@ -299,16 +266,7 @@ async fn the_watch_shows_exactly_what_the_log_stores_once_each_and_resumes_after
 
     // The screen disconnects; meanwhile the case is registered and a note added.
     drop(watch);
-    act::command(
-        &log,
-        &subject,
-        Command::Register { tier: Tier::Normal, note: None, policy: None },
-        Role::CommandCentre,
-        "cc-990101001",
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    given_case(&log, &subject).registered().await;
     let missed = log.last(&subject).await.unwrap().unwrap();
     // It reconnects after the last sequence it saw and misses nothing.
     let mut watch = query.watch_cases(watch_from(last_seen)).await.unwrap().into_inner();

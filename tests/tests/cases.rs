@@ -600,7 +600,7 @@ async fn scenario_b_a_hold_pauses_the_resolve_clock_and_resuming_rearms_it() {
     let nats = NatsServer::start();
     let clock = FixedClock::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
-    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
+    let mut dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
     let mut client = lifecycle::client(intake.endpoint()).await;
     let case_id = CaseId::new_v7();
     let report = gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_runtime::Clock::now(&clock));
@@ -617,8 +617,11 @@ async fn scenario_b_a_hold_pauses_the_resolve_clock_and_resuming_rearms_it() {
     clock.set("2026-03-03T01:00:00Z".parse().unwrap());
     send(&mut client, case_id, Op::RequestHold, None).await.unwrap();
     send(&mut client, case_id, Op::ApproveHold, None).await.unwrap();
-    clock.set("2026-03-23T01:00:00Z".parse().unwrap()); // long past the old deadline, still on hold
-    tokio::time::sleep(Duration::from_millis(200)).await; // the watch ticks meanwhile
+    let on_hold_until = "2026-03-23T01:00:00Z".parse().unwrap();
+    clock.set(on_hold_until); // long past the old deadline, still on hold
+    dispatcher.settled_at(on_hold_until, &nats).await; // the watch has looked at that moment
+    let history = history(&mut client, case_id).await;
+    assert!(!kinds(&history).contains(&"clock_marked"), "no mark while on hold: {:?}", kinds(&history));
     let view = client
         .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
         .await

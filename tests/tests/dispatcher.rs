@@ -164,7 +164,7 @@ async fn a_one_minute_tier_makes_a_case_overdue_and_escalated_a_minute_later_unt
 #[tokio::test]
 async fn two_dispatchers_racing_take_every_step_once() {
     let system = system("2026-03-09 09:00").await;
-    let (a, b) = (system.dispatcher().await, system.dispatcher().await);
+    let (mut a, mut b) = (system.dispatcher().await, system.dispatcher().await);
     let mut subjects = Vec::new();
     for i in 0..24 {
         subjects.push(system.file(if i % 2 == 0 { "0101" } else { "0202" }, None).await);
@@ -178,7 +178,9 @@ async fn two_dispatchers_racing_take_every_step_once() {
         system.until_kind(subject, "supervised").await;
     }
     system.clock.advance(SignedDuration::from_secs(1));
-    tokio::time::sleep(Duration::from_millis(300)).await; // both instances tick several times
+    let now = gridcase_runtime::Clock::now(&system.clock);
+    a.settled_at(now, &system.nats).await;
+    b.settled_at(now, &system.nats).await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     for subject in &subjects {
@@ -217,10 +219,11 @@ async fn a_restart_in_the_middle_of_a_breach_loses_and_doubles_no_timer() {
     let second = system.dispatcher().await;
     let events = system.until_kind(&subject, "supervised").await;
     system.clock.set(bj("2026-03-10 10:00"));
-    tokio::time::sleep(Duration::from_millis(200)).await; // several ticks
+    let mut second = second;
+    second.settled_at(bj("2026-03-10 10:00"), &system.nats).await;
     second.stop().await.unwrap();
-    let third = system.dispatcher().await; // and once more, cleanly
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = system.dispatcher().await; // and once more, cleanly
+    third.settled_at(bj("2026-03-10 10:00"), &system.nats).await;
     third.stop().await.unwrap();
 
     let after = act::events(&system.log, &subject).await;
@@ -380,7 +383,7 @@ async fn health_says_when_next_years_calendar_is_missing() {
 #[tokio::test]
 async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clocks() {
     let system = system("2026-03-09 09:00").await;
-    let _dispatcher = system.dispatcher().await;
+    let mut dispatcher = system.dispatcher().await;
     let marks = |events: &[(StoredEvent, Event)]| -> Vec<(Clock, ClockMark)> {
         events
             .iter()
@@ -429,7 +432,7 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     .await
     .unwrap();
     system.clock.set(bj("2026-03-12 09:30")); // past the first acknowledge deadline: it no longer runs
-    tokio::time::sleep(Duration::from_millis(200)).await; // several ticks
+    dispatcher.settled_at(bj("2026-03-12 09:30"), &system.nats).await;
     assert_eq!(marks(&act::events(&system.log, &rubbish).await), []);
     let deadlines = gridcase_domain::Deadlines {
         acknowledge_due: bj("2026-03-13 09:30"),

@@ -40,29 +40,14 @@ async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_st
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
 
-    // Cases waiting before any dispatcher runs: both instances start on the
-    // same backlog and race for every step.
-    let mut subjects = Vec::new();
-    let mut client = intake_client(intake.endpoint()).await;
-    for i in 0..40 {
-        let case_id = CaseId::new_v7();
-        let category = if i % 2 == 0 { "0101" } else { "0202" };
-        let reported = gridcase_runtime::Clock::now(&clock);
-        client.file_case(as_worker(filing_at(case_id, category, reported))).await.unwrap();
-        subjects.push(act::subject(GRID, case_id));
-    }
-
+    // The instance with the endpoint installs the process-wide recorder
+    // first; the second serves no endpoint but counts into the same
+    // recorder: the figures are the two instances' sums.
     let metrics_addr = free_port();
     let mut with_metrics = TestDispatcher::config(&nats.url());
     with_metrics.no_metrics = false;
     with_metrics.metrics_addr = metrics_addr;
-    // The second instance serves no endpoint, but counts into the same
-    // (process-wide) recorder: the figures are the two instances' sums.
-    let (a, b) = tokio::join!(
-        TestDispatcher::spawn_with(with_metrics, Arc::new(clock.clone())),
-        TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())),
-    );
-
+    let mut a = TestDispatcher::spawn_with(with_metrics, Arc::new(clock.clone())).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
         if let Some(page) = scrape(metrics_addr).await {
@@ -83,32 +68,35 @@ async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_st
     }
     for step in ["registered", "dispatched", "deadline_set", "clock_marked", "supervised", "progress_added"] {
         let key = format!("gridcase_dispatcher_steps_total{{step=\"{step}\"}}");
-        assert!(first.contains_key(&key), "{key} missing from {first:?}");
+        assert_eq!(first.get(&key), Some(&0.0), "{key} at zero from the start: {first:?}");
     }
+    let now = gridcase_runtime::Clock::now(&clock);
+    let mut b = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
+    b.settled_at(now, &nats).await;
 
-    // Wait until every case is dispatched, then let both instances stop.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for subject in &subjects {
-        loop {
-            let events = act::events(&log, subject).await;
-            if events.iter().any(|(_, e)| e.kind() == "dispatched") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "a case was never dispatched");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // Forty cases filed at once: both instances see each and race for its steps.
+    let filings = (0..40).map(|i| {
+        let endpoint = intake.endpoint();
+        async move {
+            let case_id = CaseId::new_v7();
+            let category = if i % 2 == 0 { "0101" } else { "0202" };
+            let mut client = intake_client(endpoint).await;
+            client.file_case(as_worker(filing_at(case_id, category, now))).await.unwrap();
+            act::subject(GRID, case_id)
         }
-    }
+    });
+    let subjects = futures::future::join_all(filings).await;
+    a.settled_at(now, &nats).await;
+    b.settled_at(now, &nats).await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 
     // What the dispatchers stored, counted in the log…
     let mut stored = 0;
     for subject in &subjects {
-        stored += act::events(&log, subject)
-            .await
-            .iter()
-            .filter(|(event, _)| event.actor.person == "gridcase-dispatcher")
-            .count();
+        let events = act::events(&log, subject).await;
+        assert!(events.iter().any(|(_, e)| e.kind() == "dispatched"), "every case was dispatched");
+        stored += events.iter().filter(|(event, _)| event.actor.person == "gridcase-dispatcher").count();
     }
     // …equals the steps the two instances counted as their own: a step the
     // other instance stored first is a lost race, not a step.
@@ -118,7 +106,7 @@ async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_st
     let conflicts = page["gridcase_dispatcher_conflicts_total"];
     eprintln!("dispatcher steps stored {stored}, counted {counted}, races lost {conflicts}");
     assert_eq!(counted as usize, stored, "steps counted vs stored; conflicts {conflicts}; {page:?}");
-    assert!(conflicts > 0.0, "two instances on one backlog race at least once; {page:?}");
+    assert!(conflicts > 0.0, "two instances on the same cases race at least once; {page:?}");
 }
 
 /// The endpoint outlives the dispatcher (the exporter is process-wide): scrape it again.

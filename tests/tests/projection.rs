@@ -3,15 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gridcase_domain::{
-    CaseId, CategoryCode, Command, Deadlines, Event, Feedback, Filing, GridCode, Location, OrgCode, Role, Supervision,
-    Text, Tier,
-};
+use gridcase_domain::{CaseId, Command, Deadlines, Event, Feedback, OrgCode, Role, Supervision, Text, Tier};
 use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings};
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::query::v1 as api;
 use gridcase_runtime::FixedClock;
-use gridcase_tests::{Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, query_client, stream_end};
+use gridcase_tests::scenario::filing;
+use gridcase_tests::{
+    Backends, Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, given, query_client, stream_end,
+};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use sqlx::Row;
@@ -25,20 +25,6 @@ fn bj(text: &str) -> Timestamp {
 
 fn text(s: &str) -> Text {
     Text::reason(s).unwrap()
-}
-
-fn filing(case_id: CaseId, grid: &str, category: &str, at: Timestamp) -> Command {
-    Command::File(Filing {
-        case_id,
-        grid: GridCode::parse(grid).unwrap(),
-        category: CategoryCode::parse(category).unwrap(),
-        description: text("测试事件"),
-        location: Location::from_degrees(30.27, 120.15, None).unwrap(),
-        reported_at: at,
-        severity_hint: None,
-        contact: None,
-        attachments: vec![],
-    })
 }
 
 /// The commands a random walk picks from, given the moment.
@@ -190,9 +176,7 @@ async fn dump(pool: &sqlx::PgPool) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redelivery_counts_nothing_twice() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     let now = bj("2026-04-30 09:00");
     let walks: Vec<Vec<u8>> =
         (0..16u8).map(|i| (0..14u8).map(|j| i.wrapping_mul(31).wrapping_add(j.wrapping_mul(17))).collect()).collect();
@@ -226,18 +210,14 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     assert_eq!(dump(&projection.pool).await, before, "redelivered events were not counted twice");
 
     // A rebuild from the first event produces the same tables.
-    let (rebuilt, position) = rebuild::build(&db.url, "read_rebuild", &log, "GRIDCASE_CASES", 500).await.unwrap();
+    let (rebuilt, position) = rebuild::build(&db.url, "read_rebuild", &log, 500).await.unwrap();
     assert_eq!(position, end);
     assert_eq!(dump(&rebuilt).await, before, "rebuilt tables equal the live ones");
     rebuilt.close().await;
 
     // Swapping the rebuild in keeps the live projector going.
     rebuild::swap(&db.url, "read_rebuild", "read").await.unwrap();
-    let case_id = CaseId::new_v7();
-    let subject = act::subject(GRIDS[0], case_id);
-    act::command(&log, &subject, filing(case_id, GRIDS[0], "0101", now), Role::GridWorker, "cc-990101001", now)
-        .await
-        .unwrap();
+    let case_id = given(&log, GRIDS[0]).at(now).filed("0101").await.id;
     projection.caught_up_to(end + 1).await;
     let rows = store::load_cases(&projection.pool, &[*case_id.as_uuid()]).await.unwrap();
     assert!(rows.contains_key(&case_id), "the live projector continued in the swapped-in schema");
@@ -251,24 +231,11 @@ async fn query(projection: &TestProjection) -> QueryClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyset_pagination_is_stable_while_new_cases_arrive() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     let start = bj("2026-03-02 09:00");
     let mut filed = Vec::new();
     for i in 0..45 {
-        let case_id = CaseId::new_v7();
-        let at = start + SignedDuration::from_mins(i);
-        act::command(
-            &log,
-            &act::subject(GRIDS[0], case_id),
-            filing(case_id, GRIDS[0], "0101", at),
-            Role::GridWorker,
-            "cc-990101001",
-            at,
-        )
-        .await
-        .unwrap();
+        let case_id = given(&log, GRIDS[0]).at(start + SignedDuration::from_mins(i)).filed("0101").await.id;
         filed.push(case_id.to_string());
     }
     let projection = projected(&nats, &db, bj("2026-03-03 09:00")).await;
@@ -291,18 +258,7 @@ async fn keyset_pagination_is_stable_while_new_cases_arrive() {
         pages += 1;
         // New cases arrive (filed later, so they sort before every page already read).
         for _ in 0..3 {
-            let case_id = CaseId::new_v7();
-            let at = bj("2026-03-02 20:00") + SignedDuration::from_mins(pages);
-            act::command(
-                &log,
-                &act::subject(GRIDS[1], case_id),
-                filing(case_id, GRIDS[1], "0101", at),
-                Role::GridWorker,
-                "cc-990101001",
-                at,
-            )
-            .await
-            .unwrap();
+            given(&log, GRIDS[1]).at(bj("2026-03-02 20:00") + SignedDuration::from_mins(pages)).filed("0101").await;
         }
         if page.next_page_token.is_empty() {
             break;
@@ -323,40 +279,20 @@ async fn keyset_pagination_is_stable_while_new_cases_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overdue_report_measures_working_time_across_the_spring_festival() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     // Dispatched Friday 02-13 17:00 with a resolve deadline of Tuesday 02-24 17:00 (4 working days).
-    let at = bj("2026-02-13 17:00");
-    let case_id = CaseId::new_v7();
-    let subject = act::subject(GRIDS[0], case_id);
-    let centre = "cc-990101001";
-    act::command(&log, &subject, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, centre, at).await.unwrap();
-    act::command(
-        &log,
-        &subject,
-        Command::Register { tier: Tier::Normal, note: None, policy: None },
-        Role::CommandCentre,
-        centre,
-        at,
-    )
-    .await
-    .unwrap();
-    let deadlines =
-        Deadlines { acknowledge_due: bj("2026-02-14 17:00"), resolve_due: bj("2026-02-24 17:00"), basis: None };
-    act::command(
-        &log,
-        &subject,
-        Command::Dispatch { unit: OrgCode::parse(UNITS[0]).unwrap(), deadlines },
-        Role::CommandCentre,
-        centre,
-        at,
-    )
-    .await
-    .unwrap();
-    act::command(&log, &subject, Command::Acknowledge, Role::HandlingUnit, UNITS[0], bj("2026-02-14 09:00"))
+    let case_id = given(&log, GRIDS[0])
+        .at(bj("2026-02-13 17:00"))
+        .filed("0101")
         .await
-        .unwrap();
+        .registered()
+        .await
+        .dispatched_to(UNITS[0], bj("2026-02-14 17:00"), bj("2026-02-24 17:00"))
+        .await
+        .at(bj("2026-02-14 09:00"))
+        .acknowledged()
+        .await
+        .id;
     // Asked on Thursday 02-26 10:00: overdue by Tue 17-18 (1 h) + Wed (8 h) + Thu 08-10 (2 h) = 11 working hours.
     let projection = projected(&nats, &db, bj("2026-02-26 10:00")).await;
     let report = query(&projection)
@@ -385,67 +321,20 @@ async fn the_overdue_report_measures_working_time_across_the_spring_festival() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_numbers_match_the_events_and_the_csv_export_reads_back_the_same() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
-    let centre = "cc-990101001";
+    let Backends { nats, db, log } = Backends::start().await;
     let day = bj("2026-03-09 09:00");
-    // Three cases in 城关街道 on 03-09: one closed on time, one returned, one still open and overdue.
-    let mut ids = Vec::new();
-    for (i, grid) in [GRIDS[0], GRIDS[1], GRIDS[0]].iter().enumerate() {
-        let case_id = CaseId::new_v7();
-        let subject = act::subject(grid, case_id);
-        let at = day + SignedDuration::from_mins(i as i64);
-        act::command(&log, &subject, filing(case_id, grid, "0101", at), Role::GridWorker, centre, at).await.unwrap();
-        act::command(
-            &log,
-            &subject,
-            Command::Register { tier: Tier::Normal, note: None, policy: None },
-            Role::CommandCentre,
-            centre,
-            at,
-        )
-        .await
-        .unwrap();
-        let deadlines =
-            Deadlines { acknowledge_due: bj("2026-03-10 09:00"), resolve_due: bj("2026-03-09 17:00"), basis: None };
-        act::command(
-            &log,
-            &subject,
-            Command::Dispatch { unit: OrgCode::parse(UNITS[0]).unwrap(), deadlines },
-            Role::CommandCentre,
-            centre,
-            at,
-        )
-        .await
-        .unwrap();
-        ids.push((subject, at));
-    }
     let later = |h: i64| day + SignedDuration::from_hours(h);
-    act::command(&log, &ids[0].0, Command::Acknowledge, Role::HandlingUnit, UNITS[0], later(1)).await.unwrap();
-    act::command(
-        &log,
-        &ids[0].0,
-        Command::Resolve { summary: text("好了"), evidence: vec![] },
-        Role::HandlingUnit,
-        UNITS[0],
-        later(3),
-    )
-    .await
-    .unwrap();
-    act::command(
-        &log,
-        &ids[0].0,
-        Command::Verify { passed: true, reason: None },
-        Role::CommandCentre,
-        centre,
-        later(4),
-    )
-    .await
-    .unwrap();
-    act::command(&log, &ids[1].0, Command::Return { reason: text("派错") }, Role::HandlingUnit, UNITS[0], later(2))
-        .await
-        .unwrap();
+    // Three cases in 城关街道 on 03-09: one closed on time, one returned, one still open and overdue.
+    let mut cases = Vec::new();
+    for (i, grid) in [GRIDS[0], GRIDS[1], GRIDS[0]].iter().enumerate() {
+        let at = day + SignedDuration::from_mins(i as i64);
+        let case = given(&log, grid).at(at).filed("0101").await.registered().await;
+        cases.push(case.dispatched_to(UNITS[0], bj("2026-03-10 09:00"), bj("2026-03-09 17:00")).await);
+    }
+    let mut cases = cases.into_iter();
+    let closed = cases.next().unwrap();
+    closed.at(later(1)).acknowledged().await.at(later(3)).resolved("好了").await.at(later(4)).verified().await;
+    cases.next().unwrap().at(later(2)).returned("派错").await;
 
     let projection = projected(&nats, &db, bj("2026-03-10 12:00")).await;
     let mut client = query(&projection).await;
@@ -533,23 +422,10 @@ async fn ledger_numbers_match_the_events_and_the_csv_export_reads_back_the_same(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_township() {
     use calamine::{DataType, Reader};
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     let at = bj("2026-03-09 09:00");
     for (i, grid) in [GRIDS[0], GRIDS[0], GRIDS[2]].iter().enumerate() {
-        let case_id = CaseId::new_v7();
-        let at = at + SignedDuration::from_mins(i as i64);
-        act::command(
-            &log,
-            &act::subject(grid, case_id),
-            filing(case_id, grid, "0101", at),
-            Role::GridWorker,
-            "cc-990101001",
-            at,
-        )
-        .await
-        .unwrap();
+        given(&log, grid).at(at + SignedDuration::from_mins(i as i64)).filed("0101").await;
     }
     let projection = projected(&nats, &db, bj("2026-03-10 09:00")).await;
     let mut client = query(&projection).await;
@@ -646,15 +522,10 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_skipped_and_counted() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     let at = bj("2026-03-09 09:00");
-    let case_id = CaseId::new_v7();
-    let subject = act::subject(GRIDS[0], case_id);
-    act::command(&log, &subject, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, "cc-990101001", at)
-        .await
-        .unwrap();
+    let case = given(&log, GRIDS[0]).at(at).filed("0101").await;
+    let (case_id, subject) = (case.id, case.subject);
     // A newer writer appends an event of a type this version does not know.
     let first = log.first(&subject).await.unwrap().unwrap();
     let mut future = gridcase_eventlog::StoredEvent::seal(
@@ -701,9 +572,7 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_stalls_nothing() {
-    let nats = NatsServer::start();
-    let db = TestDatabase::create().await;
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let Backends { nats, db, log } = Backends::start().await;
     let at = bj("2026-03-09 09:00");
     let case_id = CaseId::new_v7();
     let original = act::subject(GRIDS[0], case_id);

@@ -10,6 +10,7 @@
 //!   back, on NATS JetStream.
 //! * [`reader`]: the stream read in order from a sequence, with a caught-up
 //!   signal (dispatcher, projector, live watch).
+//! * [`store`]: the one write path: load a case, commit one event.
 //! * [`attachments`]: the object-store bucket for photos.
 
 pub mod attachments;
@@ -17,6 +18,7 @@ pub mod cloudevents;
 pub mod log;
 pub mod reader;
 pub mod schema;
+pub mod store;
 pub mod subject;
 
 pub use attachments::{AttachmentError, AttachmentStore};

@@ -346,6 +346,13 @@ impl EventLog {
         Ok(history)
     }
 
+    /// The stream sequence of the newest message in the stream (0: empty).
+    pub async fn last_sequence(&self) -> Result<u64, LogError> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// How many distinct case subjects the stream holds (for tests and ops).
     pub async fn case_count(&self) -> Result<usize, LogError> {
         let mut stream = self.stream.clone();

@@ -53,6 +53,11 @@ impl CaseSubject {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of the case this subject holds.
+    pub fn case_id(&self) -> CaseId {
+        Self::parse(&self.0).map(|(_, case_id)| case_id).expect("a case subject is built from a case id")
+    }
 }
 
 impl std::fmt::Display for CaseSubject {

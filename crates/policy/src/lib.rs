@@ -11,7 +11,6 @@
 //! unit, optional tier and limit overrides. The most specific route wins:
 //! the longest region prefix, then an exact category over a major.
 
-mod deadlines;
 mod limit;
 mod parse;
 mod planner;
@@ -21,10 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use gridcase_calendar::WorkingHours;
 use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
 
-pub use deadlines::{ClockPlan, Due, plan_clock};
 pub use limit::{Limit, LimitError, Span};
 pub use parse::PolicyError;
-pub use planner::{Computed, Planner};
+pub use planner::{ClockTiming, Computed, Marks, Planner};
 
 /// The limits of one tier (or a route's overrides of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +145,36 @@ impl Policy {
     /// Whether cases of this category wait for a command centre to register them.
     pub fn registers_by_hand(&self, category: &CategoryCode) -> bool {
         self.manual_registration.contains(category)
+    }
+
+    /// The limit of one clock of a case: the register limit, or the limit of
+    /// its tier with the overrides of the route that sends its category and
+    /// region to the unit handling it (`unit`: none before a dispatch). A
+    /// case dispatched by hand to another unit gets the tier's limits.
+    pub fn clock_limit(
+        &self,
+        clock: Clock,
+        tier: Option<Tier>,
+        category: &CategoryCode,
+        grid: &GridCode,
+        unit: Option<&OrgCode>,
+    ) -> Limit {
+        self.limit_of(clock, tier, self.route_for(category, grid, unit))
+    }
+
+    /// The route whose overrides apply to a case handled by `unit` (none
+    /// yet: the route that would dispatch it).
+    pub fn route_for(&self, category: &CategoryCode, grid: &GridCode, unit: Option<&OrgCode>) -> Option<&Route> {
+        self.route(category, grid).filter(|route| unit.is_none_or(|unit| &route.unit == unit))
+    }
+
+    /// The limit of `clock` for a case of `tier` under `route`'s overrides.
+    pub fn limit_of(&self, clock: Clock, tier: Option<Tier>, route: Option<&Route>) -> Limit {
+        if clock == Clock::Register {
+            return self.register.clone();
+        }
+        let limits = self.limits(tier.unwrap_or(Tier::Normal), route);
+        limits.for_clock(clock).cloned().expect("every clock but register has a tier limit")
     }
 
     /// The limits that apply to a case of `tier` routed by `route`.

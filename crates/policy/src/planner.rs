@@ -1,12 +1,23 @@
-//! Deadlines as the policy sets them, on the calendar of the organisation
-//! whose clock it is: used by the dispatcher for automatic steps and by the
-//! lifecycle API for manual dispatch, reassignment and extensions, so both
-//! compute the same deadline the same way and record the same basis.
+//! The deadline rulebook: deadlines as the policy sets them, on the calendar
+//! of the organisation whose clock it is, and the instants a running clock
+//! warns and earns its cards at. The dispatcher (automatic steps and the
+//! deadline watch), the lifecycle API (manual dispatch and reassignment),
+//! the query service (how long a clock is overdue) and `gridctl deadline`
+//! all compute with these functions, so they agree to the second.
+//!
+//! * Which limit applies to a clock: [`Policy::clock_limit`].
+//! * When a clock falls due: [`Planner::add`] of the limit's [`Span`] on the
+//!   calendar of [`Planner::calendar_for`] the unit (the register and verify
+//!   clocks run on the default hours).
+//! * How time on hold counts: a paused clock restarts at a new origin with
+//!   the running time it had used ([`ClockTiming::used_before`]).
+//! * When it warns, and earns a yellow or red card: [`Planner::marks`], each
+//!   the moment a percentage of the allowed running time is used.
 
 use std::collections::BTreeSet;
 
 use gridcase_calendar::Calendar;
-use gridcase_domain::{CategoryCode, DeadlineBasis, Deadlines, GridCode, OrgCode, Tier};
+use gridcase_domain::{CategoryCode, Clock, DeadlineBasis, Deadlines, GridCode, OrgCode, Tier};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::{Limit, Policy, Span};
@@ -17,6 +28,33 @@ pub struct Computed {
     pub at: Timestamp,
     pub years: BTreeSet<i16>,
     pub fallback_years: BTreeSet<i16>,
+}
+
+/// The timing of one running clock. A clock that was paused (hold)
+/// restarts at a new `origin` with part of its allowance already used, so
+/// its thresholds stay percentages of running time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockTiming {
+    /// Since when the clock has been running without a pause.
+    pub origin: Timestamp,
+    /// Running time used before `origin`.
+    pub used_before: SignedDuration,
+    /// Running time allowed in all (limit plus extensions).
+    pub allowed: SignedDuration,
+    pub due: Timestamp,
+    /// Working time (on `hours_of`'s calendar) or calendar time.
+    pub working: bool,
+    /// Whose working hours the clock runs on.
+    pub hours_of: Option<OrgCode>,
+}
+
+/// The instants the deadline watch acts at, besides the deadline itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    /// The yellow light: the warning share of the allowed time is used.
+    pub warning: Timestamp,
+    pub yellow_card: Timestamp,
+    pub red_card: Timestamp,
 }
 
 pub struct Planner<'a> {
@@ -69,6 +107,32 @@ impl<'a> Planner<'a> {
         elapsed.max(SignedDuration::ZERO)
     }
 
+    /// A clock started at `origin` and due at `due`, with nothing used before.
+    pub fn timing(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
+        let allowed = self.running(working, hours_of.as_ref(), origin, due);
+        ClockTiming { origin, used_before: SignedDuration::ZERO, allowed, due, working, hours_of }
+    }
+
+    /// When a running clock warns and earns its yellow and red cards: the
+    /// moments the policy's percentages of its allowed running time are used.
+    pub fn marks(&self, timing: &ClockTiming) -> Marks {
+        let thresholds = &self.policy.thresholds;
+        let at = |percent: u32| {
+            let target = Span::Calendar(timing.allowed).scaled(percent).amount();
+            if target <= timing.used_before {
+                return timing.origin;
+            }
+            let rest = target - timing.used_before;
+            let span = if timing.working { Span::Working(rest) } else { Span::Calendar(rest) };
+            self.add(timing.origin, span, timing.hours_of.as_ref()).at
+        };
+        Marks {
+            warning: at(thresholds.warning_percent),
+            yellow_card: at(thresholds.yellow_card_percent),
+            red_card: at(thresholds.red_card_percent),
+        }
+    }
+
     /// What deadlines computed from these instants rest on.
     pub fn basis<'c>(&self, computed: impl IntoIterator<Item = &'c Computed>) -> DeadlineBasis {
         let (mut years, mut fallback) = (BTreeSet::new(), BTreeSet::new());
@@ -93,10 +157,9 @@ impl<'a> Planner<'a> {
         unit: &OrgCode,
         now: Timestamp,
     ) -> (Deadlines, Vec<i16>) {
-        let route = self.policy.route(category, grid).filter(|route| &route.unit == unit);
-        let limits = self.policy.limits(tier, route);
-        let acknowledge = self.add(now, self.span_of(&limits.acknowledge, Some(unit)), Some(unit));
-        let resolve = self.add(now, self.span_of(&limits.resolve, Some(unit)), Some(unit));
+        let limit = |clock| self.policy.clock_limit(clock, Some(tier), category, grid, Some(unit));
+        let acknowledge = self.add(now, self.span_of(&limit(Clock::Acknowledge), Some(unit)), Some(unit));
+        let resolve = self.add(now, self.span_of(&limit(Clock::Resolve), Some(unit)), Some(unit));
         let basis = self.basis([&acknowledge, &resolve]);
         let fallback = acknowledge.fallback_years.union(&resolve.fallback_years).copied().collect();
         (Deadlines { acknowledge_due: acknowledge.at, resolve_due: resolve.at, basis: Some(basis) }, fallback)

@@ -77,50 +77,82 @@ fn route_overrides_replace_only_what_they_name() {
     assert_eq!(policy.hours_of(&missing_person.unit), &gridcase_calendar::WorkingHours::around_the_clock());
 }
 
+/// A clock started at `from` with `limit` (and `extra` running time on
+/// top), on the default hours: its deadline and marks, as the dispatcher
+/// computes them.
+fn plan(policy: &Policy, from: Timestamp, limit: &Limit, extra: SignedDuration) -> (Computed, Marks) {
+    let calendar = calendar();
+    let planner = Planner::new(policy, &calendar);
+    let span = match planner.span_of(limit, None) {
+        Span::Calendar(d) => Span::Calendar(d + extra),
+        Span::Working(d) => Span::Working(d + extra),
+    };
+    let due = planner.add(from, span, None);
+    let marks = planner.marks(&planner.timing(from, due.at, matches!(span, Span::Working(_)), None));
+    (due, marks)
+}
+
 #[test]
 fn a_normal_case_dispatched_before_the_spring_festival() {
     // Expected instants computed by hand from the 2026 schedule (see the calendar crate's table).
     let policy = shipped();
-    let plan = plan_clock(
-        &calendar(),
-        bj("2026-02-13 17:00"),
-        &Limit::WorkingDays(5),
-        SignedDuration::ZERO,
-        &policy.thresholds,
-    );
-    assert_eq!(plan.warning, bj("2026-02-26 11:00"), "70% of 40 working hours");
-    assert_eq!(plan.due.at, bj("2026-02-27 17:00"));
-    assert_eq!(plan.yellow_card, plan.due.at);
-    assert_eq!(plan.red_card, bj("2026-03-05 17:00"), "twice the limit, across the working Saturday 02-28");
-    assert!(!plan.used_fallback());
-    assert!(plan.due.years.contains(&2026));
+    let (due, marks) = plan(&policy, bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::ZERO);
+    assert_eq!(marks.warning, bj("2026-02-26 11:00"), "70% of 40 working hours");
+    assert_eq!(due.at, bj("2026-02-27 17:00"));
+    assert_eq!(marks.yellow_card, due.at);
+    assert_eq!(marks.red_card, bj("2026-03-05 17:00"), "twice the limit, across the working Saturday 02-28");
+    assert!(due.fallback_years.is_empty());
+    assert!(due.years.contains(&2026));
 
-    let extended = plan_clock(
-        &calendar(),
-        bj("2026-02-13 17:00"),
-        &Limit::WorkingDays(5),
-        SignedDuration::from_hours(16),
-        &policy.thresholds,
-    );
+    let (extended, _) = plan(&policy, bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::from_hours(16));
     // 16 more working hours after Fri 02-27 17:00: 1 h that Friday, 8 h on the
     // working Saturday 02-28, 7 h on Monday 03-02.
-    assert_eq!(extended.due.at, bj("2026-03-02 17:00"), "2 approved working days on top");
+    assert_eq!(extended.at, bj("2026-03-02 17:00"), "2 approved working days on top");
 }
 
 #[test]
 fn a_critical_clock_runs_through_the_holiday_night() {
     let policy = shipped();
-    let plan = plan_clock(
-        &calendar(),
-        bj("2026-02-15 03:00"),
-        &Limit::Calendar(SignedDuration::from_mins(30)),
-        SignedDuration::ZERO,
-        &policy.thresholds,
-    );
-    assert_eq!(plan.warning, bj("2026-02-15 03:21"));
-    assert_eq!(plan.due.at, bj("2026-02-15 03:30"));
-    assert_eq!(plan.red_card, bj("2026-02-15 04:00"));
-    assert!(plan.due.years.is_empty(), "calendar time consults no calendar file");
+    let thirty_minutes = Limit::Calendar(SignedDuration::from_mins(30));
+    let (due, marks) = plan(&policy, bj("2026-02-15 03:00"), &thirty_minutes, SignedDuration::ZERO);
+    assert_eq!(marks.warning, bj("2026-02-15 03:21"));
+    assert_eq!(due.at, bj("2026-02-15 03:30"));
+    assert_eq!(marks.red_card, bj("2026-02-15 04:00"));
+    assert!(due.years.is_empty(), "calendar time consults no calendar file");
+}
+
+#[test]
+fn a_paused_clock_warns_at_its_share_of_running_time() {
+    // 5 working days from Mon 03-02 08:00; on hold after 2 working days
+    // (Tue 03-03 18:00) until Mon 03-09 08:00, so 3 working days remain.
+    let policy = shipped();
+    let calendar = calendar();
+    let planner = Planner::new(&policy, &calendar);
+    let first = planner.timing(bj("2026-03-02 08:00"), bj("2026-03-06 18:00"), true, None);
+    assert_eq!(first.allowed, SignedDuration::from_hours(40));
+    let resumed = ClockTiming {
+        origin: bj("2026-03-09 08:00"),
+        used_before: SignedDuration::from_hours(16),
+        due: bj("2026-03-11 18:00"),
+        ..first
+    };
+    let marks = planner.marks(&resumed);
+    // 70% of 40 h = 28 h; 16 h were used before the hold: 12 more working hours.
+    assert_eq!(marks.warning, bj("2026-03-10 12:00"));
+    assert_eq!(marks.yellow_card, bj("2026-03-11 18:00"), "at the deadline");
+}
+
+#[test]
+fn a_route_overrides_limits_only_for_its_own_unit() {
+    let policy = shipped();
+    let (missing, grid) = (category("0802"), grid("990101001001001"));
+    let police = policy.route(&missing, &grid).unwrap().unit.clone();
+    let other = OrgCode::parse("unit.urban.990101").unwrap();
+    let acknowledge = |unit| policy.clock_limit(Clock::Acknowledge, Some(Tier::Critical), &missing, &grid, unit);
+    assert_eq!(acknowledge(Some(&police)), Limit::Calendar(SignedDuration::from_mins(15)));
+    assert_eq!(acknowledge(None), Limit::Calendar(SignedDuration::from_mins(15)), "before dispatch: the route's");
+    assert_eq!(acknowledge(Some(&other)), policy.limits(Tier::Critical, None).acknowledge, "another unit: the tier's");
+    assert_eq!(policy.clock_limit(Clock::Register, None, &missing, &grid, None), policy.register);
 }
 
 #[test]

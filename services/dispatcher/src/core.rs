@@ -14,31 +14,14 @@ use std::collections::BTreeMap;
 
 use gridcase_calendar::Calendar;
 use gridcase_domain::{Case, Clock, ClockMark, Command, Event, OrgCode, Role, Status, Supervision, Text, Tier};
+use gridcase_eventlog::store::Head;
 use gridcase_eventlog::{CaseSubject, StoredEvent};
-use gridcase_policy::{Computed, Limit, Planner, Policy, Span, Thresholds};
+use gridcase_policy::{ClockTiming, Computed, Limit, Marks, Planner, Policy, Span};
 use gridcase_reference::Reference;
 use jiff::{SignedDuration, Timestamp};
 
 /// Marks the system notes the dispatcher leaves on a case.
 pub const WAITING_NOTE_PREFIX: &str = "等待人工立案";
-
-/// The timing of one running clock, as the deadline watch needs it. A clock
-/// that was paused (hold) restarts at a new `origin` with part of its
-/// allowance already used, so thresholds stay percentages of running time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClockTiming {
-    /// Since when the clock has been running without a pause.
-    pub origin: Timestamp,
-    /// Running time used before `origin`.
-    pub used_before: SignedDuration,
-    /// Running time allowed in all (limit plus extensions).
-    pub allowed: SignedDuration,
-    pub due: Timestamp,
-    /// Working time (on `hours_of`'s calendar) or calendar time.
-    pub working: bool,
-    /// Whose working hours the clock runs on.
-    pub hours_of: Option<OrgCode>,
-}
 
 /// What the dispatcher knows of one case.
 #[derive(Debug, Clone)]
@@ -88,6 +71,19 @@ pub struct Core<'a> {
     pub reference: &'a Reference,
 }
 
+impl Tracked {
+    /// Where the case stands in the log: what its next step chains to.
+    pub fn head(&self) -> Head {
+        Head {
+            case_id: self.case.id,
+            subject: self.subject.clone(),
+            last_sequence: self.last_sequence,
+            last_hash: Some(self.last_hash.clone()),
+            version: self.case.version,
+        }
+    }
+}
+
 impl<'a> Core<'a> {
     fn planner(&self) -> Planner<'_> {
         Planner::new(self.policy, self.calendar)
@@ -109,8 +105,7 @@ impl<'a> Core<'a> {
 
     /// A clock started at `origin`, due at `due`, with nothing used before.
     fn fresh(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
-        let allowed = self.running(working, hours_of.as_ref(), origin, due);
-        ClockTiming { origin, used_before: SignedDuration::ZERO, allowed, due, working, hours_of }
+        self.planner().timing(origin, due, working, hours_of)
     }
 
     /// A step setting one deadline, with what it was computed from.
@@ -121,12 +116,7 @@ impl<'a> Core<'a> {
     }
 
     fn tier_limit(&self, case: &Case, clock: Clock) -> Limit {
-        if clock == Clock::Register {
-            return self.policy.register.clone();
-        }
-        let tier = case.tier.unwrap_or(Tier::Normal);
-        let route = self.policy.route(&case.category, &case.grid);
-        self.policy.limits(tier, route).for_clock(clock).cloned().expect("non-register clocks have limits")
+        self.policy.clock_limit(clock, case.tier, &case.category, &case.grid, case.unit.as_ref())
     }
 
     /// Fold one stored event (already decoded) into what we know of its case.
@@ -348,24 +338,6 @@ impl<'a> Core<'a> {
         None
     }
 
-    /// Thresholds of a running clock: warning, yellow and red card instants,
-    /// each the moment a percentage of the allowed running time is used.
-    pub fn thresholds(&self, timing: &ClockTiming) -> (Timestamp, Timestamp, Timestamp) {
-        let t: &Thresholds = &self.policy.thresholds;
-        let at = |percent: u32| {
-            let target = if timing.working { Span::Working(timing.allowed) } else { Span::Calendar(timing.allowed) }
-                .scaled(percent)
-                .amount();
-            if target <= timing.used_before {
-                return timing.origin;
-            }
-            let rest = target - timing.used_before;
-            let span = if timing.working { Span::Working(rest) } else { Span::Calendar(rest) };
-            self.add(timing.origin, span, timing.hours_of.as_ref()).at
-        };
-        (at(t.warning_percent), at(t.yellow_card_percent), at(t.red_card_percent))
-    }
-
     /// The organisation a card raises the case to: the township's command
     /// centre or the county office, as the registry names them.
     fn escalation_target(&self, case: &Case, level: Supervision) -> Option<OrgCode> {
@@ -386,7 +358,7 @@ impl<'a> Core<'a> {
             if !clock.runs_in(case.status) || case.deadlines.get(clock) != Some(&timing.due) {
                 continue;
             }
-            let (warning, yellow, red) = self.thresholds(timing);
+            let Marks { warning, yellow_card: yellow, red_card: red } = self.planner().marks(timing);
             let marked = |mark| case.marks.contains(&(*clock, mark));
             let mark = |mark: ClockMark| {
                 let command = Command::MarkClock { clock: *clock, mark, due: timing.due };
@@ -428,8 +400,8 @@ impl<'a> Core<'a> {
             .iter()
             .filter(|(clock, timing)| clock.runs_in(case.status) && case.deadlines.get(clock) == Some(&timing.due))
             .flat_map(|(_, timing)| {
-                let (warning, yellow, red) = self.thresholds(timing);
-                [warning, timing.due, yellow, red]
+                let marks = self.planner().marks(timing);
+                [marks.warning, timing.due, marks.yellow_card, marks.red_card]
             })
             .filter(|at| *at > now)
             .min()

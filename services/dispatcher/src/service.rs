@@ -16,9 +16,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use gridcase_calendar::Calendar;
+use gridcase_domain::Event;
 use gridcase_domain::{CaseId, Role};
-use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent};
+use gridcase_eventlog::schema::Actor;
+use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
+use gridcase_eventlog::{CaseSubject, ReadFrom, StoredEvent};
 use gridcase_policy::Policy;
 use gridcase_reference::Reference;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
@@ -74,11 +76,21 @@ const APPEND_CONCURRENCY: usize = 64;
 /// Under continuous load, act at least this often.
 const ACT_INTERVAL: Duration = Duration::from_millis(20);
 
+/// What the dispatcher has done, for anyone waiting on it (tests, probes):
+/// at clock time `at` it had taken every step due by then for every event
+/// up to stream sequence `sequence`, and no step of its own was in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Idle {
+    pub at: Option<Timestamp>,
+    pub sequence: u64,
+}
+
 pub struct Application {
+    idle: tokio::sync::watch::Sender<Idle>,
     config: Config,
     health_listener: TcpListener,
     client: async_nats::Client,
-    log: EventLog,
+    store: Arc<CaseStore>,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
@@ -106,15 +118,21 @@ impl Application {
         }
         let (client, log) = config.common.open_log("gridcase-dispatcher").await?;
         Ok(Self {
+            idle: tokio::sync::watch::Sender::new(Idle::default()),
             config,
             health_listener,
             client,
-            log,
+            store: Arc::new(CaseStore::new(log)),
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
             reference: Arc::new(reference),
             clock,
         })
+    }
+
+    /// Follows what the dispatcher has caught up with ([`Idle`]).
+    pub fn idle(&self) -> tokio::sync::watch::Receiver<Idle> {
+        self.idle.subscribe()
     }
 
     pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
@@ -143,7 +161,7 @@ impl Application {
         }
 
         let mut worker = Worker {
-            log: self.log.clone(),
+            store: self.store.clone(),
             policy: self.policy.clone(),
             calendar: self.calendar.clone(),
             reference: self.reference.clone(),
@@ -155,8 +173,18 @@ impl Application {
             unreadable: HashSet::new(),
             health: health.clone(),
             calendar_reported: None,
+            idle: self.idle.clone(),
+            position: 0,
+            woken_at: None,
         };
-        let result = worker.run(&self.config, shutdown).await;
+        // On shutdown the worker finishes the steps it is committing, for at
+        // most the grace period (a step cut short is taken again by the next
+        // start: its event id is deterministic).
+        let grace = self.config.common.shutdown_grace;
+        let result =
+            gridcase_runtime::shutdown::drain_with_grace(worker.run(&self.config, shutdown.clone()), shutdown, grace)
+                .await
+                .unwrap_or(Ok(()));
         let _ = health_task.await;
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
@@ -167,7 +195,7 @@ impl Application {
 }
 
 struct Worker {
-    log: EventLog,
+    store: Arc<CaseStore>,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
@@ -183,6 +211,11 @@ struct Worker {
     unreadable: HashSet<CaseId>,
     health: tonic_health::server::HealthReporter,
     calendar_reported: Option<bool>,
+    idle: tokio::sync::watch::Sender<Idle>,
+    /// The stream sequence of the last event observed.
+    position: u64,
+    /// The clock time of the last look at the wake-up index.
+    woken_at: Option<Timestamp>,
 }
 
 impl Worker {
@@ -191,24 +224,17 @@ impl Worker {
     }
 
     async fn run(&mut self, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
-        let stream = self
-            .log
-            .context()
-            .get_stream(&config.common.stream)
+        let mut records = self
+            .store
+            .log()
+            .read(CaseSubject::all_filter(), ReadFrom::Sequence(1))
             .await
-            .with_context(|| format!("opening stream {}", config.common.stream))?;
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                filter_subject: CaseSubject::all_filter(),
-                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .context("creating the ordered consumer")?;
-        let mut caught_up = consumer.cached_info().num_pending == 0;
-        let mut messages = consumer.messages().await.context("consuming the case stream")?;
+            .context("reading the case stream")?;
+        let mut caught_up = records.caught_up_at_start();
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A clock moved by hand (tests) is looked at at once, not at the next tick.
+        let mut clock_changes = self.clock.changes();
         if caught_up {
             self.mark_caught_up().await;
         }
@@ -219,39 +245,56 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = shutdown.clone().requested() => break,
-                message = messages.next() => {
-                    let Some(message) = message else { anyhow::bail!("the case stream ended") };
-                    let message = match message {
-                        Ok(message) => message,
+                record = records.next() => {
+                    let Some(record) = record else { anyhow::bail!("the case stream ended") };
+                    let record = match record {
+                        Ok(record) => record,
                         Err(error) => {
                             warn!(%error, "reading the case stream failed; the ordered consumer resumes");
                             continue;
                         }
                     };
-                    let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
-                    let (sequence, pending) = (info.stream_sequence, info.pending);
-                    self.observe(&message.payload, sequence);
-                    metrics::gauge!(METRIC_PENDING).set(pending as f64);
-                    if pending == 0 && !caught_up {
+                    self.observe(&record.payload, record.sequence);
+                    metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
+                    if record.caught_up() && !caught_up {
                         caught_up = true;
                         self.mark_caught_up().await;
                     }
                     let batch_ready = self.dirty.len() >= APPEND_CONCURRENCY || last_act.elapsed() >= ACT_INTERVAL;
-                    if caught_up && (pending == 0 || batch_ready) {
+                    if caught_up && (record.caught_up() || batch_ready) {
                         self.act().await;
                         last_act = std::time::Instant::now();
+                        self.report_idle(record.caught_up());
                     }
                 }
-                _ = tick.tick() => {
-                    self.check_calendar().await;
-                    if caught_up {
-                        self.wake_due();
-                        self.act().await;
-                    }
-                }
+                _ = tick.tick() => self.on_tick(caught_up).await,
+                Some(()) = clock_moved(&mut clock_changes) => self.on_tick(caught_up).await,
             }
         }
         Ok(())
+    }
+
+    /// The deadline watch's turn: the calendar check, then every case due.
+    async fn on_tick(&mut self, caught_up: bool) {
+        self.check_calendar().await;
+        if caught_up {
+            self.wake_due();
+            self.act().await;
+            self.report_idle(true);
+        }
+    }
+
+    /// Tell waiters when nothing is left to do: read to the end of the
+    /// stream, every due case looked at, no step of ours still in flight.
+    fn report_idle(&self, at_stream_end: bool) {
+        if at_stream_end && self.dirty.is_empty() && self.in_flight.is_empty() {
+            let idle = Idle { at: self.woken_at, sequence: self.position };
+            self.idle.send_if_modified(|current| {
+                let changed = *current != idle;
+                *current = idle;
+                changed
+            });
+        }
     }
 
     async fn mark_caught_up(&mut self) {
@@ -282,6 +325,7 @@ impl Worker {
     }
 
     fn observe(&mut self, payload: &[u8], sequence: u64) {
+        self.position = sequence;
         let stored = match StoredEvent::from_json_bytes(payload) {
             Ok(stored) => stored,
             Err(error) => {
@@ -318,6 +362,7 @@ impl Worker {
 
     fn wake_due(&mut self) {
         let now = self.clock.now();
+        self.woken_at = Some(now);
         while let Some(first) = self.wakeups.first().copied() {
             if first.0 > now {
                 break;
@@ -333,7 +378,7 @@ impl Worker {
             return;
         }
         let now = self.clock.now();
-        let mut steps: Vec<(CaseId, CaseSubject, u64, StoredEvent, Action)> = Vec::new();
+        let mut steps: Vec<(Head, Event, Action)> = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         for case_id in dirty {
             if self.in_flight.contains(&case_id) || self.unreadable.contains(&case_id) {
@@ -343,21 +388,7 @@ impl Worker {
             let core = self.core();
             match core.next_action(tracked, now) {
                 Some(action) => match gridcase_domain::decide(Some(&tracked.case), &action.command, now) {
-                    Ok(event) => {
-                        let stored = StoredEvent::seal(
-                            &event,
-                            EventMeta {
-                                event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
-                                case_id,
-                                case_version: tracked.case.version + 1,
-                                occurred_at: now,
-                                actor: actor(),
-                                command_id: None,
-                            },
-                            Some(tracked.last_hash.clone()),
-                        );
-                        steps.push((case_id, tracked.subject.clone(), tracked.last_sequence, stored, action));
-                    }
+                    Ok(event) => steps.push((tracked.head(), event, action)),
                     Err(error) => error!(%case_id, %error, "the dispatcher decided a step the rules refuse"),
                 },
                 None => {
@@ -367,29 +398,28 @@ impl Worker {
                 }
             }
         }
-        let log = self.log.clone();
+        let store = self.store.clone();
         let results: Vec<_> = futures::stream::iter(steps)
-            .map(|(case_id, subject, expected, stored, action)| {
-                let log = log.clone();
+            .map(|(head, event, action)| {
+                let store = store.clone();
                 async move {
-                    let result = log.append(&subject, expected, &stored).await;
-                    (case_id, stored, action, result)
+                    let provenance = Provenance {
+                        event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
+                        occurred_at: now,
+                        actor: actor(),
+                        command_id: None,
+                    };
+                    let result = store.commit(&head, &event, provenance).await;
+                    (head.case_id, event.kind(), action, result)
                 }
             })
             .buffer_unordered(APPEND_CONCURRENCY)
             .collect()
             .await;
-        for (case_id, stored, action, result) in results {
-            let kind = stored.event_type.clone();
+        for (case_id, kind, action, result) in results {
             match result {
-                Ok(outcome) if outcome.stored_before_this_call => {
-                    // Another dispatcher took the very same step first.
-                    debug!(%case_id, step = %kind, "another instance took this step first");
-                    metrics::counter!(METRIC_CONFLICTS).increment(1);
-                    self.in_flight.insert(case_id);
-                }
-                Ok(outcome) => {
-                    info!(%case_id, step = %kind, sequence = outcome.stream_sequence, "dispatcher step appended");
+                Ok(Committed::Stored(positioned)) => {
+                    info!(%case_id, step = kind, sequence = positioned.stream_sequence, "dispatcher step appended");
                     metrics::counter!(METRIC_STEPS, "step" => kind).increment(1);
                     if !action.fallback_years.is_empty() {
                         warn!(%case_id, years = ?action.fallback_years, "deadline computed without a calendar file (Monday-Friday)");
@@ -397,19 +427,40 @@ impl Worker {
                     }
                     self.in_flight.insert(case_id);
                 }
-                Err(AppendError::Conflict { .. }) => {
-                    debug!(%case_id, step = %kind, "another writer moved the case first");
+                Ok(Committed::AlreadyStored(_)) => {
+                    // Another dispatcher took the very same step first.
+                    debug!(%case_id, step = kind, "another instance took this step first");
+                    metrics::counter!(METRIC_CONFLICTS).increment(1);
+                    self.in_flight.insert(case_id);
+                }
+                Err(CommitError::Conflict) => {
+                    debug!(%case_id, step = kind, "another writer moved the case first");
                     metrics::counter!(METRIC_CONFLICTS).increment(1);
                     self.in_flight.insert(case_id);
                 }
                 Err(error) => {
-                    warn!(%case_id, step = %kind, %error, "appending a step failed; will retry");
+                    warn!(%case_id, step = kind, %error, "appending a step failed; will retry");
                     self.dirty.insert(case_id);
                 }
             }
         }
         // Events appended by us come back through the consumer, which marks
         // their cases dirty again for the following step.
+    }
+}
+
+/// Resolves when a hand-moved clock moves; never for a clock that moves by
+/// itself (or once its sender is gone).
+async fn clock_moved(changes: &mut Option<tokio::sync::watch::Receiver<Timestamp>>) -> Option<()> {
+    match changes {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => {
+                *changes = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gridcase_calendar::{Calendar, TIME_ZONE, YearTable};
 use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
-use gridcase_policy::{Policy, plan_clock};
-use jiff::{SignedDuration, Timestamp};
+use gridcase_policy::{Computed, Limit, Planner, Policy};
+use jiff::Timestamp;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,47 +73,61 @@ struct Report {
 pub fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let policy = Policy::load(&args.policy)?;
     let years = YearTable::load_dir(&args.calendar_dir)?;
-    let route = match (&args.category, &args.grid) {
-        (Some(category), Some(grid)) => {
-            let category = CategoryCode::parse(category).with_context(|| format!("--category {category}"))?;
-            let grid = GridCode::parse(grid).with_context(|| format!("--grid {grid}"))?;
-            policy.route(&category, &grid)
-        }
+    let case = match (&args.category, &args.grid) {
+        (Some(category), Some(grid)) => Some((
+            CategoryCode::parse(category).with_context(|| format!("--category {category}"))?,
+            GridCode::parse(grid).with_context(|| format!("--grid {grid}"))?,
+        )),
         _ => None,
     };
-    let unit = match (&args.unit, route) {
-        (Some(unit), _) => Some(OrgCode::parse(unit).with_context(|| format!("--unit {unit}"))?),
-        (None, Some(route)) => Some(route.unit.clone()),
-        (None, None) => None,
+    let unit = match &args.unit {
+        Some(unit) => Some(OrgCode::parse(unit).with_context(|| format!("--unit {unit}"))?),
+        None => case.as_ref().and_then(|(category, grid)| policy.route(category, grid)).map(|r| r.unit.clone()),
     };
-    let hours = unit.as_ref().map_or(&policy.default_hours, |u| policy.hours_of(u)).clone();
-    let calendar = Calendar::new(Arc::new(years), hours);
-    let limits = policy.limits(args.tier, route);
+    // The route whose overrides apply: the case's, if it sends the case to this unit.
+    let route = case.as_ref().and_then(|(category, grid)| policy.route_for(category, grid, unit.as_ref()));
+    // Exactly what the dispatcher does: the rulebook's limit for each clock
+    // (route overrides for the route's own unit), on the unit's hours (the
+    // verify clock on the default hours), marks at the policy's percentages.
+    let calendar = Calendar::new(Arc::new(years), policy.default_hours.clone());
+    let planner = Planner::new(&policy, &calendar);
     let tz = jiff::tz::TimeZone::get(TIME_ZONE)?;
     // JSON carries RFC 3339 with the offset; the table is Beijing time, named in its heading.
     let format = if json { "%Y-%m-%dT%H:%M:%S%:z" } else { "%Y-%m-%d %H:%M %a" };
     let show = |at: Timestamp| at.to_zoned(tz.clone()).strftime(format).to_string();
-    let extra = calendar.working_day() * args.extension_days as i32;
+    let extra_days = args.extension_days;
 
     let mut used = std::collections::BTreeSet::new();
     let mut missing = std::collections::BTreeSet::new();
     let mut clocks = Vec::new();
     for (clock, name) in [(Clock::Acknowledge, "acknowledge"), (Clock::Resolve, "resolve"), (Clock::Verify, "verify")] {
-        let limit = limits.for_clock(clock).expect("limit");
-        let extra = if clock == Clock::Resolve { extra } else { SignedDuration::ZERO };
-        let plan = plan_clock(&calendar, args.from, limit, extra, &policy.thresholds);
-        used.extend(plan.due.years.iter().copied());
-        missing.extend(plan.due.fallback_years.iter().copied());
+        let limit = policy.limit_of(clock, Some(args.tier), route);
+        let hours_of = if clock == Clock::Verify { None } else { unit.as_ref() };
+        let mut due = planner.add(args.from, planner.span_of(&limit, hours_of), hours_of);
+        if clock == Clock::Resolve && extra_days > 0 {
+            // Approved extensions move the deadline by working days, as the dispatcher re-arms it.
+            let extension = planner.span_of(&Limit::WorkingDays(extra_days), hours_of);
+            let moved = planner.add(due.at, extension, hours_of);
+            due = Computed {
+                at: moved.at,
+                years: due.years.union(&moved.years).copied().collect(),
+                fallback_years: due.fallback_years.union(&moved.fallback_years).copied().collect(),
+            };
+        }
+        let working = !matches!(limit, Limit::Calendar(_));
+        let marks = planner.marks(&planner.timing(args.from, due.at, working, hours_of.cloned()));
+        used.extend(due.years.iter().copied());
+        missing.extend(due.fallback_years.iter().copied());
         clocks.push(ClockReport {
             clock: name,
-            limit: if extra.is_zero() {
-                limit.to_string()
+            limit: if clock == Clock::Resolve && extra_days > 0 {
+                format!("{limit} + {extra_days} working days")
             } else {
-                format!("{limit} + {} working days", args.extension_days)
+                limit.to_string()
             },
-            warning: show(plan.warning),
-            due: show(plan.due.at),
-            red_card: show(plan.red_card),
+            warning: show(marks.warning),
+            due: show(due.at),
+            red_card: show(marks.red_card),
         });
     }
     let calendar_files: Vec<String> = used

@@ -4,20 +4,17 @@
 //! expected sequence. Retries are recognised by the client's command id,
 //! stored on the event; a stale `expected_version` is ABORTED.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gridcase_auth::policy::{CaseScope, ContactView, contact_view};
 use gridcase_calendar::Calendar;
 use gridcase_domain::{AttachmentRef, Case, CaseId, Command, DomainError, Event, OrgCode, Text, TextError};
-use gridcase_eventlog::log::Positioned;
-use gridcase_eventlog::schema::EventMeta;
-use gridcase_eventlog::{
-    AppendError, AttachmentStore, CaseSubject, DecodeError, EventLog, StoredEvent, verify_history,
-};
+use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance, fold};
+use gridcase_eventlog::{AttachmentStore, DecodeError, Positioned, StoredEvent, verify_history};
 use gridcase_policy::{Planner, Policy};
 use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
+use gridcase_proto::convert;
 use gridcase_runtime::auth::case_not_found;
 use gridcase_runtime::{Access, Clock, Violations, grpc};
 use jiff::Timestamp;
@@ -28,25 +25,20 @@ use uuid::Uuid;
 
 use crate::service::check_uploaded;
 use crate::validate::{self, Limits};
-use gridcase_proto::convert;
 
 /// The namespace of lifecycle event ids: UUID v5 of "<case id>/<command id>".
 const COMMAND_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d4c_7a61_93b8_4f0e_a5c2_6e1d_8b3f_0a97);
-/// The case-id → subject cache is cleared when it grows past this (a case's
-/// subject never changes, so a miss only costs one lookup).
-const SUBJECT_CACHE_LIMIT: usize = 100_000;
 /// How often a command without an expected version is re-decided after a concurrent change.
 const ATTEMPTS: usize = 3;
 
 pub struct CaseApi {
-    pub(crate) log: EventLog,
+    pub(crate) store: Arc<CaseStore>,
     pub(crate) attachments: AttachmentStore,
     pub(crate) policy: Arc<Policy>,
     pub(crate) reference: Arc<gridcase_reference::Reference>,
     pub(crate) calendar: Arc<Calendar>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) subjects: Mutex<HashMap<CaseId, CaseSubject>>,
 }
 
 /// A command's context, validated.
@@ -56,21 +48,12 @@ struct Context {
     expected_version: Option<u64>,
 }
 
-/// The case as its history folds, with where it sits in the stream.
-struct Loaded {
-    subject: CaseSubject,
-    history: Vec<Positioned>,
-    case: Case,
-}
-
-impl Loaded {
-    /// What access to the case depends on.
-    fn scope(&self) -> CaseScope {
-        CaseScope {
-            grid: self.case.grid.to_string(),
-            unit: self.case.unit.as_ref().map(|u| u.to_string()),
-            reporter: self.history.first().map(|p| p.event.actor.person.clone()).unwrap_or_default(),
-        }
+/// What access to a loaded case depends on.
+fn scope(loaded: &Loaded) -> CaseScope {
+    CaseScope {
+        grid: loaded.case.grid.to_string(),
+        unit: loaded.case.unit.as_ref().map(|u| u.to_string()),
+        reporter: loaded.history.first().map(|p| p.event.actor.person.clone()).unwrap_or_default(),
     }
 }
 
@@ -152,42 +135,28 @@ fn refused(case_id: &CaseId, error: &DomainError) -> Status {
 }
 
 impl CaseApi {
-    async fn subject(&self, case_id: &CaseId) -> Result<CaseSubject, Status> {
-        if let Some(subject) = self.subjects.lock().expect("subject cache").get(case_id) {
-            return Ok(subject.clone());
-        }
-        let subject = self
-            .log
-            .locate(case_id)
-            .await
-            .map_err(|e| grpc::unavailable("the event log", &e))?
-            .ok_or_else(|| case_not_found(case_id))?;
-        let mut cache = self.subjects.lock().expect("subject cache");
-        if cache.len() >= SUBJECT_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(*case_id, subject.clone());
-        Ok(subject)
-    }
-
     async fn load(&self, case_id: &CaseId) -> Result<Loaded, Status> {
-        let subject = self.subject(case_id).await?;
-        let history = self.log.history(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
-        let case = fold(&history)?.ok_or_else(|| case_not_found(case_id))?;
-        Ok(Loaded { subject, history, case })
+        match self.store.load(case_id).await {
+            Ok(Some(loaded)) => Ok(loaded),
+            Ok(None) => Err(case_not_found(case_id)),
+            Err(LoadError::Log(error)) => Err(grpc::unavailable("the event log", &error)),
+            Err(error) => Err(grpc::internal(&error)),
+        }
     }
 
     /// Load a case the caller may see: one outside their territory is
     /// NOT_FOUND, as a missing one is.
     async fn load_for(&self, access: &Access, case_id: &CaseId) -> Result<Loaded, Status> {
         let loaded = self.load(case_id).await?;
-        access.case(case_id, &loaded.scope())?;
+        access.case(case_id, &scope(&loaded))?;
         Ok(loaded)
     }
 
     fn result(loaded_up_to: &[Positioned], replayed: bool) -> Result<api::CommandResult, Status> {
         let last = loaded_up_to.last().ok_or_else(|| grpc::internal(&"empty history"))?;
-        let case = fold(loaded_up_to)?.ok_or_else(|| grpc::internal(&"history without a filing"))?;
+        let case = fold(loaded_up_to)
+            .map_err(|e| grpc::internal(&e))?
+            .ok_or_else(|| grpc::internal(&"history without a filing"))?;
         Ok(api::CommandResult {
             case_id: case.id.to_string(),
             version: last.event.case_version,
@@ -220,15 +189,14 @@ impl CaseApi {
         let mut found_stored = false;
         for _ in 0..ATTEMPTS {
             let loaded = self.load(&case_id).await?;
-            let earlier =
-                loaded.history.iter().position(|p| p.event.command_id.as_deref() == Some(context.command_id.as_str()));
+            let earlier = loaded.command(&context.command_id);
             let actor = access.actor()?;
             // A retry by the person who sent the command gets its first
             // result even when the command took the case out of their sight
             // (a unit's Return); everyone else must see the case.
             let own_retry = earlier.is_some_and(|index| loaded.history[index].event.actor == actor);
             if !own_retry {
-                access.case(&case_id, &loaded.scope())?;
+                access.case(&case_id, &scope(&loaded))?;
             }
             if let Some(index) = earlier {
                 let original = &loaded.history[index].event;
@@ -264,41 +232,36 @@ impl CaseApi {
             let command = make(&loaded.case, now)?;
             let event =
                 &gridcase_domain::decide(Some(&loaded.case), &command, now).map_err(|e| refused(&case_id, &e))?;
-            let last = loaded.history.last().ok_or_else(|| grpc::internal(&"empty history"))?;
-            let stored = StoredEvent::seal(
-                event,
-                EventMeta {
-                    event_id: Uuid::new_v5(
-                        &COMMAND_EVENT_NAMESPACE,
-                        format!("{case_id}/{}", context.command_id).as_bytes(),
-                    ),
-                    case_id,
-                    case_version: loaded.case.version + 1,
-                    occurred_at: now,
-                    actor,
-                    command_id: Some(context.command_id.clone()),
-                },
-                Some(last.event.hash.clone()),
-            );
-            match self.log.append(&loaded.subject, last.stream_sequence, &stored).await {
-                Ok(outcome) if outcome.already_stored && !found_stored => {
+            let provenance = Provenance {
+                event_id: Uuid::new_v5(
+                    &COMMAND_EVENT_NAMESPACE,
+                    format!("{case_id}/{}", context.command_id).as_bytes(),
+                ),
+                occurred_at: now,
+                actor,
+                command_id: Some(context.command_id.clone()),
+            };
+            match self.store.commit(&loaded.head, event, provenance).await {
+                Ok(Committed::AlreadyStored(_)) if !found_stored => {
                     found_stored = true;
                     continue;
                 }
-                Ok(outcome) => {
-                    info!(%case_id, event = %stored.event_type, version = stored.case_version, "lifecycle command recorded");
+                Ok(Committed::AlreadyStored(_)) => {
+                    return Err(grpc::internal(&"an event reported stored is not in the case's history"));
+                }
+                Ok(Committed::Stored(positioned)) => {
+                    info!(%case_id, event = %positioned.event.event_type, version = positioned.event.case_version, "lifecycle command recorded");
                     let mut history = loaded.history;
-                    history.push(Positioned::appended(outcome.stream_sequence, stored));
+                    history.push(positioned);
                     return Ok(Response::new(Self::result(&history, false)?));
                 }
-                Err(AppendError::Conflict { .. }) if context.expected_version.is_some() => {
+                Err(CommitError::Conflict) if context.expected_version.is_some() => {
                     return Err(Status::aborted(format!(
                         "case {case_id} changed while this command was being recorded: reload it and decide again"
                     )));
                 }
-                Err(AppendError::Conflict { .. }) => continue,
-                Err(AppendError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
-                Err(AppendError::Log(error)) => return Err(grpc::unavailable("the event log", &error)),
+                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
             }
         }
         Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))
@@ -311,7 +274,7 @@ impl CaseApi {
     where
         F: Fn(&Case, Timestamp) -> Result<Command, Status>,
     {
-        let Some(case) = fold(before)? else { return Ok(false) };
+        let Some(case) = fold(before).map_err(|e| grpc::internal(&e))? else { return Ok(false) };
         let Ok(recorded) = original.decode() else { return Ok(false) };
         let at = original.occurred_at;
         let Ok(command) = make(&case, at) else { return Ok(false) };
@@ -650,7 +613,7 @@ impl CaseService for CaseApi {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let loaded = self.load_for(access, &case_id).await?;
-        let resident_contact = resident_contact(&loaded, contact_view(&access.principal, &loaded.scope()))?;
+        let resident_contact = resident_contact(&loaded, contact_view(&access.principal, &scope(&loaded)))?;
         let case = loaded.case;
         let deadlines = case
             .deadlines
@@ -723,22 +686,6 @@ fn resident_contact(loaded: &Loaded, view: ContactView) -> Result<Option<api::Re
             masked,
         }
     }))
-}
-
-/// Fold a case's history into its state. Events of a type this version
-/// does not know (written by a newer one) are passed over, as the projection
-/// and the dispatcher pass them over; a known type that does not decode is a
-/// broken invariant.
-fn fold(history: &[Positioned]) -> Result<Option<Case>, Status> {
-    let mut state = None;
-    for positioned in history {
-        match positioned.event.decode() {
-            Ok(event) => state = gridcase_domain::evolve(state, &event),
-            Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => {}
-            Err(error) => return Err(grpc::internal(&error)),
-        }
-    }
-    Ok(state)
 }
 
 /// One event as people read it; residents' contact details masked. An event

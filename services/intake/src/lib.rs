@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_eventlog::AttachmentStore;
+use gridcase_eventlog::store::CaseStore;
 use gridcase_proto::admin::v1::reference_service_server::ReferenceServiceServer;
 use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
@@ -64,19 +65,19 @@ impl Application {
             max_report_age: SignedDuration::try_from(config.max_report_age).context("max report age")?,
         };
         let (policy, calendar) = config.rules.load()?;
+        let store = Arc::new(CaseStore::new(log));
         let reference = Arc::new(reference);
         let cases = CaseApi {
-            log: log.clone(),
+            store: store.clone(),
             attachments: attachments.clone(),
             policy: Arc::new(policy),
             reference: reference.clone(),
             calendar: Arc::new(calendar),
             limits: limits.clone(),
             clock: clock.clone(),
-            subjects: Default::default(),
         };
         let admin = reference::ReferenceApi { reference: reference.clone() };
-        let api = IntakeApi { log, attachments, reference, limits, clock };
+        let api = IntakeApi { store, attachments, reference, limits, clock };
         Ok(Self { config, listener, api, cases, admin, auth, client })
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gridcase_auth::policy::Target;
 use gridcase_domain::{Command, Event};
-use gridcase_eventlog::schema::EventMeta;
-use gridcase_eventlog::{AppendError, AttachmentStore, CaseSubject, EventLog, StoredEvent};
+use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
+use gridcase_eventlog::{AttachmentStore, CaseSubject, StoredEvent};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService, upload_attachment_request::Part};
 use gridcase_reference::Reference;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::validate::{self, CONTENT_TYPES, Limits};
 
 pub struct IntakeApi {
-    pub(crate) log: EventLog,
+    pub(crate) store: Arc<CaseStore>,
     pub(crate) attachments: AttachmentStore,
     pub(crate) reference: Arc<Reference>,
     pub(crate) limits: Limits,
@@ -57,50 +57,41 @@ impl IntakeService for IntakeApi {
         // A case id names one case in the whole log: one filed in another
         // township is taken (its subject differs, so the append alone would
         // not notice).
-        match self.log.locate(&case_id).await {
+        match self.store.locate(&case_id).await {
             Ok(Some(existing)) if existing != subject => return Err(taken(&case_id)),
             Ok(_) => {}
             Err(error) => return Err(grpc::unavailable("the event log", &error)),
         }
-        let filed = &gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
-        let stored = StoredEvent::seal(
-            filed,
-            EventMeta {
-                event_id: Uuid::now_v7(),
-                case_id,
-                case_version: 1,
-                occurred_at: now,
-                actor: actor.clone(),
-                command_id: None,
-            },
-            None,
-        );
-
-        match self.log.append(&subject, 0, &stored).await {
-            Ok(outcome) => {
-                info!(sequence = outcome.stream_sequence, "case filed");
-                Ok(Response::new(Self::receipt(&stored, outcome.stream_sequence, outcome.already_stored)))
+        let filed = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
+        let provenance =
+            Provenance { event_id: Uuid::now_v7(), occurred_at: now, actor: actor.clone(), command_id: None };
+        match self.store.commit(&Head::new_case(case_id, subject.clone()), &filed, provenance).await {
+            Ok(Committed::Stored(positioned)) => {
+                info!(sequence = positioned.stream_sequence, "case filed");
+                Ok(Response::new(Self::receipt(&positioned.event, positioned.stream_sequence, false)))
             }
-            Err(AppendError::Conflict { .. }) => {
+            // The filing's event id is new on every attempt: the log cannot
+            // already hold it, and a conflict says the case exists.
+            Ok(Committed::AlreadyStored(_)) | Err(CommitError::Conflict) => {
                 // The case exists: the filer's retry of the same filing gets
                 // the original receipt; anything else is refused alike, so
                 // nobody learns what someone else filed.
                 let original = self
-                    .log
+                    .store
+                    .log()
                     .first(&subject)
                     .await
                     .map_err(|e| grpc::unavailable("the event log", &e))?
                     .ok_or_else(|| grpc::internal(&"conflict reported on an empty case subject"))?;
                 let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
-                if same_filing(&original_event, filed) && original.event.actor == actor {
+                if same_filing(&original_event, &filed) && original.event.actor == actor {
                     info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");
                     Ok(Response::new(Self::receipt(&original.event, original.stream_sequence, true)))
                 } else {
                     Err(taken(&case_id))
                 }
             }
-            Err(AppendError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
-            Err(AppendError::Log(error)) => Err(grpc::unavailable("the event log", &error)),
+            Err(CommitError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use gridcase_domain::{CaseId, Event};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent};
+use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StoredEvent};
 use gridcase_runtime::Shutdown;
 use sqlx::PgPool;
 use tracing::{debug, info, warn};
@@ -139,38 +139,26 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
 pub async fn run(
     pool: &PgPool,
     log: &EventLog,
-    stream_name: &str,
     batch_size: usize,
     shutdown: Shutdown,
     until_caught_up: bool,
 ) -> anyhow::Result<u64> {
-    let stream = log.context().get_stream(stream_name).await.context("opening the case stream")?;
     loop {
         let (position, _) = store::position(pool).await?;
-        let mut consumer_stream = stream.clone();
-        let last = consumer_stream.info().await.context("stream info")?.state.last_sequence;
+        let last = log.last_sequence().await.context("reading the stream's end")?;
         if until_caught_up && position >= last {
             return Ok(position);
         }
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                filter_subject: CaseSubject::all_filter(),
-                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: position + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .context("creating the projection consumer")?;
-        let mut messages = consumer.messages().await.context("consuming the case stream")?;
+        let mut records =
+            log.read(CaseSubject::all_filter(), ReadFrom::after(position)).await.context("reading the case stream")?;
         info!(from = position + 1, "projecting the case stream");
         'batches: loop {
             let mut batch: Vec<Message> = Vec::new();
             let mut caught_up;
-            // Wait for the first message (or shutdown), then take what is ready.
+            // Wait for the first record (or shutdown), then take what is ready.
             let first = tokio::select! {
                 _ = shutdown.clone().requested() => return store::position(pool).await.map(|(p, _)| p),
-                message = messages.next() => message,
+                record = records.next() => record,
             };
             let mut next = first;
             loop {
@@ -180,19 +168,17 @@ pub async fn run(
                         warn!(%error, "reading the case stream failed; resuming from the stored position");
                         break 'batches;
                     }
-                    Some(Ok(message)) => {
-                        let info = message.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
-                        let sequence = info.stream_sequence;
-                        caught_up = info.pending == 0;
-                        metrics_lag(info.pending);
-                        batch.push(Message { sequence, payload: message.payload.to_vec() });
+                    Some(Ok(record)) => {
+                        caught_up = record.caught_up();
+                        metrics_lag(record.pending);
+                        batch.push(Message { sequence: record.sequence, payload: record.payload.to_vec() });
                     }
                 }
                 if caught_up || batch.len() >= batch_size {
                     break;
                 }
-                next = match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
-                    Ok(message) => message,
+                next = match tokio::time::timeout(Duration::from_millis(20), records.next()).await {
+                    Ok(record) => record,
                     Err(_) => break,
                 };
             }

@@ -16,7 +16,6 @@ pub async fn build(
     database_url: &str,
     schema: &str,
     log: &EventLog,
-    stream: &str,
     batch_size: usize,
 ) -> anyhow::Result<(PgPool, u64)> {
     let admin = store::connect(database_url, "public", 1).await?;
@@ -27,7 +26,7 @@ pub async fn build(
     let pool = store::connect(database_url, schema, 4).await?;
     store::migrate(&pool, schema).await?;
     let (_, shutdown) = Shutdown::new();
-    let position = projector::run(&pool, log, stream, batch_size, shutdown, true).await?;
+    let position = projector::run(&pool, log, batch_size, shutdown, true).await?;
     info!(schema, position, "rebuilt the read models from the stream");
     Ok((pool, position))
 }

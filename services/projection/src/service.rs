@@ -59,11 +59,11 @@ impl Application {
         // The projector runs until shutdown; a failure (database or NATS
         // away) is logged and retried from the stored position.
         let (pool, log) = (self.pool.clone(), self.log.clone());
-        let (stream, batch) = (self.config.common.stream.clone(), self.config.batch_size);
+        let batch = self.config.batch_size;
         let projector_shutdown = shutdown.clone();
         let projector = tokio::spawn(async move {
             loop {
-                match projector::run(&pool, &log, &stream, batch, projector_shutdown.clone(), false).await {
+                match projector::run(&pool, &log, batch, projector_shutdown.clone(), false).await {
                     Ok(position) => {
                         info!(position, "projector stopped");
                         return;
@@ -112,8 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Mode::Rebuild => {
             let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
             let target = format!("{}_rebuild", config.schema);
-            let (pool, position) =
-                rebuild::build(&config.database_url, &target, &log, &config.common.stream, config.batch_size).await?;
+            let (pool, position) = rebuild::build(&config.database_url, &target, &log, config.batch_size).await?;
             pool.close().await;
             rebuild::swap(&config.database_url, &target, &config.schema).await?;
             println!("rebuilt the read models up to stream sequence {position} and swapped them in");

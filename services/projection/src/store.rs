@@ -29,6 +29,16 @@ pub fn from_micros(micros: i64) -> Timestamp {
     Timestamp::from_microsecond(micros).expect("instants in the database are in range")
 }
 
+/// The column of `cases` holding a clock's current deadline.
+pub fn due_column(clock: gridcase_domain::Clock) -> &'static str {
+    match clock {
+        gridcase_domain::Clock::Register => "register_due",
+        gridcase_domain::Clock::Acknowledge => "acknowledge_due",
+        gridcase_domain::Clock::Resolve => "resolve_due",
+        gridcase_domain::Clock::Verify => "verify_due",
+    }
+}
+
 /// A pool whose connections work in `schema`.
 pub async fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gridcase_domain::{
-    CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
+    CaseId, CategoryCode, Command, Deadlines, Event, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
 };
-use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_eventlog::schema::Actor;
+use gridcase_eventlog::store::{CaseStore, Committed, Head, Provenance};
+use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings};
 use gridcase_proto::query::v1 as api;
 use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDatabase, TestProjection, stream_end};
@@ -42,8 +43,8 @@ type AuditRow = (
 
 const GRIDS: [&str; 4] = ["990101001001001", "990101001002001", "990101101001001", "990101201001002"];
 
-/// The three events of one case, sealed and chained.
-fn case_events(index: usize, at: Timestamp) -> (CaseSubject, Vec<StoredEvent>) {
+/// The three events of one case, decided in order.
+fn case_events(index: usize, at: Timestamp) -> (Head, Vec<Event>) {
     let case_id = CaseId::new_v7();
     let grid = GridCode::parse(GRIDS[index % GRIDS.len()]).unwrap();
     let commands = [
@@ -69,36 +70,39 @@ fn case_events(index: usize, at: Timestamp) -> (CaseSubject, Vec<StoredEvent>) {
         },
     ];
     let mut state = None;
-    let mut stored: Vec<StoredEvent> = Vec::new();
+    let mut events = Vec::new();
     for command in commands {
         let event = gridcase_domain::decide(state.as_ref(), &command, at).expect("valid step");
-        {
-            let meta = EventMeta {
-                event_id: uuid::Uuid::now_v7(),
-                case_id,
-                case_version: stored.len() as u64 + 1,
-                occurred_at: at,
-                actor: Actor { person: "bench".into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
-                command_id: None,
-            };
-            stored.push(StoredEvent::seal(&event, meta, stored.last().map(|e| e.hash.clone())));
-            state = gridcase_domain::evolve(state, &event);
-        }
+        state = gridcase_domain::evolve(state, &event);
+        events.push(event);
     }
-    (CaseSubject::for_grid(&grid, &case_id), stored)
+    (Head::new_case(case_id, CaseSubject::for_grid(&grid, &case_id)), events)
 }
 
-async fn append_all(log: &EventLog, cases: usize, concurrency: usize) -> anyhow::Result<Duration> {
+/// Every case's events, committed one after the other through the case store.
+async fn append_all(store: &Arc<CaseStore>, cases: usize, concurrency: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let at = Timestamp::now();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..cases)
         .map(|index| {
-            let log = log.clone();
+            let store = store.clone();
             async move {
-                let (subject, events) = case_events(index, at);
-                let mut expected = 0;
+                let (mut head, events) = case_events(index, at);
                 for event in events {
-                    expected = log.append(&subject, expected, &event).await?.stream_sequence;
+                    let provenance = Provenance {
+                        event_id: uuid::Uuid::now_v7(),
+                        occurred_at: at,
+                        actor: Actor {
+                            person: "bench".into(),
+                            role: Role::GridWorker,
+                            organisation: "cc-990101001".into(),
+                        },
+                        command_id: None,
+                    };
+                    match store.commit(&head, &event, provenance).await? {
+                        Committed::Stored(positioned) => head = head.after(&positioned),
+                        Committed::AlreadyStored(_) => anyhow::bail!("a fresh event id was already stored"),
+                    }
                 }
                 Ok(())
             }
@@ -130,7 +134,8 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
     let projection =
         TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemClock)).await;
     let started = Instant::now();
-    let append = append_all(&log, cases, 64).await?;
+    let store = Arc::new(CaseStore::new(log.clone()));
+    let append = append_all(&store, cases, 64).await?;
     let end = stream_end(&nats).await;
     projection.caught_up_to(end).await;
     let live = started.elapsed();
@@ -144,8 +149,7 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
 
     // Rebuild from the first event.
     let started = Instant::now();
-    let (rebuilt, position) =
-        gridcase_projection::rebuild::build(&db.url, "read_rebuild", &log, "GRIDCASE_CASES", 500).await?;
+    let (rebuilt, position) = gridcase_projection::rebuild::build(&db.url, "read_rebuild", &log, 500).await?;
     let rebuild = started.elapsed();
     rebuilt.close().await;
     println!(

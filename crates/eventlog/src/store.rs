@@ -1,0 +1,202 @@
+//! The case store: the one write path of gridcase. Intake (filing), the
+//! lifecycle API, the dispatcher and the test helpers all go through it;
+//! nothing else appends to the event log.
+//!
+//! * [`CaseStore::load`] reads a case's history and folds it: the case, its
+//!   subject, where it stands in the stream ([`Head`]).
+//! * [`CaseStore::commit`] seals one decided event after the head (version,
+//!   hash chain), appends it with the expected per-subject sequence, and
+//!   interprets the log's answer once: [`Committed::Stored`] (by this call),
+//!   [`Committed::AlreadyStored`] (this very event, same id, was in the log
+//!   before this call: a retry of something that had landed, or another
+//!   instance taking the same step), [`CommitError::Conflict`] (the case
+//!   moved on) or [`CommitError::Unavailable`] (nothing is known to be
+//!   stored; the same commit may be tried again).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use gridcase_domain::{Case, CaseId, Event};
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use crate::log::{AppendError, EventLog, LogError, Positioned};
+use crate::schema::{Actor, DecodeError, EventMeta, StoredEvent};
+use crate::subject::CaseSubject;
+
+/// The case-id → subject cache is cleared when it grows past this (a
+/// case's subject never changes, so a miss only costs one lookup).
+const SUBJECT_CACHE_LIMIT: usize = 100_000;
+
+/// Where a case stands in the log: what the next event chains to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub case_id: CaseId,
+    pub subject: CaseSubject,
+    /// The stream sequence of the case's last event (0: no event yet).
+    pub last_sequence: u64,
+    /// The hash of the case's last event (none: no event yet).
+    pub last_hash: Option<String>,
+    /// The case version of its last event (0: no event yet).
+    pub version: u64,
+}
+
+impl Head {
+    /// A case not filed yet: its filing must find the subject empty.
+    pub fn new_case(case_id: CaseId, subject: CaseSubject) -> Self {
+        Self { case_id, subject, last_sequence: 0, last_hash: None, version: 0 }
+    }
+
+    /// The head after `positioned`, the case's newest event.
+    pub fn after(&self, positioned: &Positioned) -> Self {
+        Self {
+            case_id: self.case_id,
+            subject: self.subject.clone(),
+            last_sequence: positioned.stream_sequence,
+            last_hash: Some(positioned.event.hash.clone()),
+            version: positioned.event.case_version,
+        }
+    }
+}
+
+/// A case as its history folds.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub head: Head,
+    pub history: Vec<Positioned>,
+    pub case: Case,
+}
+
+impl Loaded {
+    /// The position in the history of the event a client command id
+    /// produced, if any.
+    pub fn command(&self, command_id: &str) -> Option<usize> {
+        self.history.iter().position(|p| p.event.command_id.as_deref() == Some(command_id))
+    }
+}
+
+/// Who, when and under which id: what the envelope records beside the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    pub event_id: Uuid,
+    pub occurred_at: Timestamp,
+    pub actor: Actor,
+    pub command_id: Option<String>,
+}
+
+/// A successful commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// This call stored the event.
+    Stored(Positioned),
+    /// The event (same id) was in the log before this call: nothing new was
+    /// written. Its stream sequence.
+    AlreadyStored(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The case is no longer where the head says: someone else appended first.
+    #[error("the case changed concurrently")]
+    Conflict,
+    /// No definite answer: the event may or may not be stored; committing the
+    /// same event (same id) again is safe.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A stored event of a known type that does not decode: a broken invariant.
+    #[error("case {case_id}: {source}")]
+    Undecodable { case_id: CaseId, source: DecodeError },
+}
+
+/// Fold a history into the case. Events of a type this version does not
+/// know (written by a newer one) are passed over, as every consumer of the
+/// log passes them over.
+pub fn fold(history: &[Positioned]) -> Result<Option<Case>, DecodeError> {
+    let mut state = None;
+    for positioned in history {
+        match positioned.event.decode() {
+            Ok(event) => state = gridcase_domain::evolve(state, &event),
+            Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(state)
+}
+
+pub struct CaseStore {
+    log: EventLog,
+    subjects: Mutex<HashMap<CaseId, CaseSubject>>,
+}
+
+impl CaseStore {
+    pub fn new(log: EventLog) -> Self {
+        Self { log, subjects: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// A case's subject from its id alone (cached: it never changes).
+    pub async fn locate(&self, case_id: &CaseId) -> Result<Option<CaseSubject>, LogError> {
+        if let Some(subject) = self.subjects.lock().expect("subject cache").get(case_id) {
+            return Ok(Some(subject.clone()));
+        }
+        let Some(subject) = self.log.locate(case_id).await? else { return Ok(None) };
+        let mut cache = self.subjects.lock().expect("subject cache");
+        if cache.len() >= SUBJECT_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(*case_id, subject.clone());
+        Ok(Some(subject))
+    }
+
+    /// The case with this id, folded from its history; `None` if it was
+    /// never filed.
+    pub async fn load(&self, case_id: &CaseId) -> Result<Option<Loaded>, LoadError> {
+        let Some(subject) = self.locate(case_id).await? else { return Ok(None) };
+        self.load_subject(*case_id, subject).await
+    }
+
+    /// The case on `subject`, folded from its history.
+    pub async fn load_subject(&self, case_id: CaseId, subject: CaseSubject) -> Result<Option<Loaded>, LoadError> {
+        let history = self.log.history(&subject).await?;
+        let Some(case) = fold(&history).map_err(|source| LoadError::Undecodable { case_id, source })? else {
+            return Ok(None);
+        };
+        let head = match history.last() {
+            Some(last) => Head::new_case(case_id, subject).after(last),
+            None => Head::new_case(case_id, subject),
+        };
+        Ok(Some(Loaded { head, history, case }))
+    }
+
+    /// Seal `event` as the case's next event after `head` and append it.
+    pub async fn commit(&self, head: &Head, event: &Event, provenance: Provenance) -> Result<Committed, CommitError> {
+        let stored = StoredEvent::seal(
+            event,
+            EventMeta {
+                event_id: provenance.event_id,
+                case_id: head.case_id,
+                case_version: head.version + 1,
+                occurred_at: provenance.occurred_at,
+                actor: provenance.actor,
+                command_id: provenance.command_id,
+            },
+            head.last_hash.clone(),
+        );
+        match self.log.append(&head.subject, head.last_sequence, &stored).await {
+            Ok(outcome) if outcome.stored_before_this_call => Ok(Committed::AlreadyStored(outcome.stream_sequence)),
+            Ok(outcome) => Ok(Committed::Stored(Positioned::appended(outcome.stream_sequence, stored))),
+            Err(AppendError::Conflict { .. }) => Err(CommitError::Conflict),
+            Err(AppendError::Unavailable(error)) => Err(CommitError::Unavailable(error)),
+            Err(AppendError::Log(error)) => Err(CommitError::Unavailable(error.to_string())),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The SQL of the queries: the caller's scope ANDed into every query, case
+//! lists with their filters and keyset pages, the overdue condition.
+
+use gridcase_auth::Territory;
+use gridcase_auth::policy::{ListScope, Target, list_scope};
+use gridcase_domain::{Clock, Status};
+use gridcase_proto::convert;
+use gridcase_proto::query::v1 as api;
+use gridcase_runtime::{Access, Violations};
+use jiff::Timestamp;
+use sqlx::{Postgres, QueryBuilder, Row};
+use tonic::Status as GrpcStatus;
+
+use super::CLOCKS;
+use crate::store::{self, from_micros, micros};
+
+/// The SQL condition "some clock that runs in the case's state is past due
+/// at `now`", from the domain's own definition of which clock runs in which
+/// state (`Clock::runs_in`) and the store's due columns. `now` is an integer
+/// we computed, so it is written into the SQL as is.
+pub(super) fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
+    let clocks: Vec<String> = CLOCKS
+        .into_iter()
+        .map(|clock| {
+            let states: Vec<String> =
+                Status::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
+            format!("(state IN ({}) AND {} < ts_from_micros({now}))", states.join(", "), store::due_column(clock))
+        })
+        .collect();
+    builder.push(format!("({})", clocks.join(" OR ")));
+}
+
+/// What the caller may list, report on or export: their scope, with the
+/// regions they asked for checked against their territory.
+#[allow(clippy::result_large_err)]
+pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
+    let scope = list_scope(&access.principal).ok_or_else(|| {
+        GrpcStatus::permission_denied(format!("{} reads no cases", access.principal.role.with_article()))
+    })?;
+    // Everyone with a region territory (a grid worker's is their grid) may
+    // name only regions inside it; a unit's lists are cut by the unit.
+    if matches!(access.principal.territory, Territory::Region(_)) {
+        for region in regions.iter().filter(|r| !r.is_empty()) {
+            access.check(Target::Region(region))?;
+        }
+    }
+    Ok(scope)
+}
+
+/// The scope of a report (overdue, ledger): always a region, so unit and
+/// worker rows are cut to the caller's townships.
+#[allow(clippy::result_large_err)]
+pub(super) fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
+    let scope = scope_for(access, regions)?;
+    if scope.region_prefix.is_none() {
+        return Err(GrpcStatus::permission_denied(format!(
+            "{} reads no reports",
+            access.principal.role.with_article()
+        )));
+    }
+    Ok(scope)
+}
+
+/// AND the caller's scope into a query over `cases`.
+pub(super) fn push_scope(builder: &mut QueryBuilder<Postgres>, scope: &ListScope) {
+    if let Some(prefix) = &scope.region_prefix {
+        push_region(builder, prefix);
+    }
+    if let Some(unit) = &scope.unit {
+        builder.push(" AND unit = ").push_bind(unit.clone());
+    }
+    if let Some(reporter) = &scope.reporter {
+        builder.push(" AND reported_by = ").push_bind(reporter.clone());
+    }
+}
+
+/// AND "the case lies in this region" (a digits-only prefix): a whole
+/// township or county by its indexed column, anything else by grid prefix.
+pub(super) fn push_region(builder: &mut QueryBuilder<Postgres>, prefix: &str) {
+    match prefix.len() {
+        9 => builder.push(" AND township = ").push_bind(prefix.to_owned()),
+        6 => builder.push(" AND county = ").push_bind(prefix.to_owned()),
+        _ => builder.push(" AND grid LIKE ").push_bind(format!("{prefix}%")),
+    };
+}
+
+/// The SQL of a case list: its filters within the caller's scope, newest
+/// first, after the page token.
+#[allow(clippy::result_large_err)]
+pub fn list_query(
+    filter: &api::ListCasesRequest,
+    scope: &ListScope,
+    now: Timestamp,
+    columns: &str,
+) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
+    let mut v = Violations::new();
+    if !filter.region_prefix.bytes().all(|b| b.is_ascii_digit()) || filter.region_prefix.len() > 17 {
+        v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
+    }
+    let states: Vec<String> = filter
+        .states
+        .iter()
+        .map(|s| convert::state_from_proto(*s).map(|s| s.name().to_owned()))
+        .collect::<Option<_>>()
+        .unwrap_or_else(|| {
+            v.add("states", "UNKNOWN_VALUE", "every state must be a CaseState other than UNSPECIFIED");
+            vec![]
+        });
+    let after = if filter.page_token.is_empty() {
+        None
+    } else {
+        match filter
+            .page_token
+            .split_once(':')
+            .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, uuid::Uuid::parse_str(id).ok()?)))
+        {
+            Some(key) => Some(key),
+            None => {
+                v.add("page_token", "MALFORMED", "is not a token this service returned");
+                None
+            }
+        }
+    };
+    v.into_result()?;
+    let mut builder = QueryBuilder::new(format!("SELECT {columns} FROM cases WHERE TRUE"));
+    push_scope(&mut builder, scope);
+    if !filter.region_prefix.is_empty() {
+        push_region(&mut builder, &filter.region_prefix);
+    }
+    if !filter.grid_code.is_empty() {
+        builder.push(" AND grid = ").push_bind(filter.grid_code.clone());
+    }
+    if !states.is_empty() {
+        builder.push(" AND state = ANY(").push_bind(states).push(")");
+    }
+    if let Some(tier) =
+        gridcase_domain::Tier::ALL.into_iter().find(|t| convert::tier_to_proto(Some(*t)) as i32 == filter.tier)
+    {
+        builder.push(" AND tier = ").push_bind(tier.as_str());
+    }
+    if !filter.unit.is_empty() {
+        builder.push(" AND unit = ").push_bind(filter.unit.clone());
+    }
+    if filter.overdue_only {
+        builder.push(" AND ");
+        overdue_condition(&mut builder, micros(now));
+    }
+    if let Some(from) = &filter.filed_from {
+        builder.push(" AND filed_at >= ts_from_micros(").push_bind(filter_micros(from)).push(")");
+    }
+    if let Some(to) = &filter.filed_to {
+        builder.push(" AND filed_at < ts_from_micros(").push_bind(filter_micros(to)).push(")");
+    }
+    if let Some((at, id)) = after {
+        builder.push(" AND (filed_at, case_id) < (ts_from_micros(").push_bind(at).push("), ").push_bind(id).push(")");
+    }
+    builder.push(" ORDER BY filed_at DESC, case_id DESC");
+    Ok(builder)
+}
+
+pub(super) fn filter_micros(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000
+}
+
+pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \
+    micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due)";
+
+pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseSummary {
+    let status = Status::from_name(row.get::<&str, _>(1)).unwrap_or(Status::Reported);
+    let overdue = [(9, Clock::Register), (10, Clock::Acknowledge), (11, Clock::Resolve), (12, Clock::Verify)]
+        .into_iter()
+        .any(|(i, clock)| {
+            clock.runs_in(status) && row.get::<Option<i64>, _>(i).is_some_and(|due| from_micros(due) < now)
+        });
+    api::CaseSummary {
+        case_id: row.get::<uuid::Uuid, _>(0).to_string(),
+        state: convert::state_to_proto(status) as i32,
+        township: row.get(2),
+        grid_code: row.get(3),
+        category_code: row.get(4),
+        tier: convert::tier_to_proto(row.get::<Option<&str>, _>(5).and_then(gridcase_domain::Tier::parse)) as i32,
+        unit: row.get::<Option<String>, _>(6).unwrap_or_default(),
+        supervision: convert::supervision_to_proto(
+            gridcase_domain::Supervision::from_name(row.get(7)).unwrap_or_default(),
+        ) as i32,
+        filed_at: Some(convert::timestamp_to_proto(from_micros(row.get(8)))),
+        overdue,
+    }
+}

@@ -1,0 +1,79 @@
+//! `WatchCases`: one township's stored events as they come, read from the
+//! event log with the ordered reader (so a write the log refused never
+//! shows), resumable after a stream sequence, until the caller's token ends.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use gridcase_auth::policy::Target;
+use gridcase_domain::TownshipCode;
+use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StoredEvent};
+use gridcase_proto::convert;
+use gridcase_proto::query::v1 as api;
+use gridcase_runtime::{Access, Violations, grpc};
+use jiff::Timestamp;
+use tonic::Status as GrpcStatus;
+
+pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, GrpcStatus>> + Send>>;
+
+pub(super) async fn watch(
+    log: &EventLog,
+    access: Access,
+    request: api::WatchCasesRequest,
+) -> Result<WatchStream, GrpcStatus> {
+    let api::WatchCasesRequest { township, after_sequence: request_after } = request;
+    let Ok(township_code) = TownshipCode::parse(&township) else {
+        let mut v = Violations::new();
+        v.add("township", "MALFORMED", "must be a 9-digit township code");
+        return Err(v.into_status());
+    };
+    access.check(Target::Region(&township))?;
+    let from = match request_after {
+        0 => ReadFrom::New,
+        after => ReadFrom::after(after),
+    };
+    let reader = log
+        .read(CaseSubject::township_filter(&township_code), from)
+        .await
+        .map_err(|e| grpc::unavailable("the event log", &e))?;
+    let changes = reader.filter_map(move |record| {
+        let township = township.clone();
+        async move {
+            let record = match record {
+                Ok(record) => record,
+                Err(error) => {
+                    // The ordered consumer resumes after the last event it delivered.
+                    tracing::warn!(%error, "reading the case stream for a watch; resuming");
+                    return None;
+                }
+            };
+            let stored = match StoredEvent::from_json_bytes(&record.payload) {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(sequence = record.sequence, %error, "unreadable message not sent to a watch");
+                    return None;
+                }
+            };
+            Some(Ok(api::CaseChange {
+                case_id: stored.case_id.to_string(),
+                township,
+                event_type: stored.event_type,
+                case_version: stored.case_version,
+                occurred_at: Some(convert::timestamp_to_proto(stored.occurred_at)),
+                actor_role: stored.actor.role.as_str().to_owned(),
+                actor_organisation: stored.actor.organisation,
+                stream_sequence: record.sequence,
+            }))
+        }
+    });
+    // The stream lasts as long as the token: then it ends with
+    // UNAUTHENTICATED and the screen reconnects with a fresh one.
+    let valid_until = access.valid_until;
+    let remaining = std::time::Duration::try_from(valid_until.duration_since(Timestamp::now())).unwrap_or_default();
+    let expired = futures::stream::once(async move {
+        (Timestamp::now() >= valid_until)
+            .then(|| Err(GrpcStatus::unauthenticated("the token has expired: watch again with a fresh one")))
+    })
+    .filter_map(std::future::ready);
+    Ok(Box::pin(changes.take_until(tokio::time::sleep(remaining)).chain(expired)))
+}
