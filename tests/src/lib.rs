@@ -41,6 +41,22 @@ impl Backends {
     }
 }
 
+/// Append `body` to `subject` past gridcase, as another writer would (a
+/// newer version, a script): a plain JetStream publish expecting the
+/// subject's last sequence to be `expected`. Its stream sequence.
+pub async fn append_foreign(
+    nats: &NatsServer,
+    subject: &gridcase_eventlog::CaseSubject,
+    body: &[u8],
+    expected: u64,
+) -> u64 {
+    use async_nats::jetstream::message::PublishMessage;
+    let js = async_nats::jetstream::new(nats.client().await);
+    let message = PublishMessage::build().payload(body.to_vec().into()).expected_last_subject_sequence(expected);
+    let ack = js.send_publish(subject.to_string(), message).await.expect("publish").await.expect("stored");
+    ack.sequence
+}
+
 /// The workspace root (for deploy/ files).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()

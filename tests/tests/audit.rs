@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use gridcase_domain::CaseId;
-use gridcase_eventlog::{CaseSubject, StoredEvent};
+use gridcase_eventlog::StoredEvent;
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::cases::v1 as cases_api;
 use gridcase_proto::query::v1 as api;
@@ -17,7 +17,7 @@ use gridcase_runtime::FixedClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::lifecycle::{self, centre, request};
 use gridcase_tests::{
-    Backends, Identity, NatsServer, QueryClient, TestIntake, TestProjection, act, given, given_case, query_client,
+    Backends, Identity, QueryClient, TestIntake, TestProjection, act, append_foreign, given, given_case, query_client,
     stream_end,
 };
 use jiff::Timestamp;
@@ -37,24 +37,6 @@ fn recipe_hash(envelope: &serde_json::Value) -> String {
     let mut without = envelope.clone();
     without.as_object_mut().unwrap().remove("hash");
     hex::encode(Sha256::digest(serde_json::to_string(&without).unwrap().as_bytes()))
-}
-
-/// Append, past gridcase, an event written by hand the way another writer
-/// would: its own JSON, a time with a fraction ending in zero, the hash by
-/// the documented recipe, the expected per-subject sequence.
-async fn append_foreign(nats: &NatsServer, subject: &CaseSubject, envelope: serde_json::Value, expected: u64) -> u64 {
-    let js = async_nats::jetstream::new(nats.client().await);
-    let body = serde_json::to_vec(&envelope).unwrap();
-    let ack = js
-        .send_publish(
-            subject.to_string(),
-            Publish::build().payload(body.into()).expected_last_subject_sequence(expected),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    ack.sequence
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +62,8 @@ async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_fr
         "prev_hash": filed.event.hash,
     });
     note["hash"] = json!(recipe_hash(&note));
-    let note_sequence = append_foreign(&nats, &subject, note.clone(), filed.stream_sequence).await;
+    let note_sequence =
+        append_foreign(&nats, &subject, &serde_json::to_vec(&note).unwrap(), filed.stream_sequence).await;
     // Gridcase's own re-rendering of that time differs ("22.91Z"): a hash
     // over it would not match.
     let parsed = StoredEvent::from_json_bytes(&serde_json::to_vec(&note).unwrap()).unwrap();
@@ -94,7 +77,7 @@ async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_fr
     future["payload"] = json!({ "city": "330100" });
     future["prev_hash"] = note["hash"].clone();
     future["hash"] = json!(recipe_hash(&future));
-    append_foreign(&nats, &subject, future, note_sequence).await;
+    append_foreign(&nats, &subject, &serde_json::to_vec(&future).unwrap(), note_sequence).await;
     // A third, gridcase's own, on top.
     given_case(&log, &subject).registered().await;
 

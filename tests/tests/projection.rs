@@ -10,7 +10,8 @@ use gridcase_proto::query::v1 as api;
 use gridcase_runtime::FixedClock;
 use gridcase_tests::scenario::filing;
 use gridcase_tests::{
-    Backends, Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, given, query_client, stream_end,
+    Backends, Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, append_foreign, given,
+    query_client, stream_end,
 };
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
@@ -546,7 +547,7 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
     );
     future.event_type = "escalated_to_city".into();
     future.hash = future.compute_hash();
-    log.append(&subject, first.stream_sequence, &future).await.unwrap();
+    append_foreign(&nats, &subject, &future.to_json_bytes(), first.stream_sequence).await;
 
     let projection = projected(&nats, &db, at).await;
     let (position, skipped) = store::position(&projection.pool).await.unwrap();
