@@ -258,6 +258,13 @@ async fn the_watch_shows_exactly_what_the_log_stores_once_each_and_resumes_after
         (change.event_type.as_str(), change.case_version, change.stream_sequence),
         ("registered", missed.event.case_version, missed.stream_sequence)
     );
-    projection.stop().await.unwrap();
+    // A stopping service ends the open watch at once, telling the screen
+    // to come back, rather than holding its stop for the grace period.
+    let stopping = tokio::spawn(projection.stop());
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("the watch ends");
+    let status = ended.expect_err("the watch ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("watch again after the last stream_sequence"), "{status:?}");
+    stopping.await.unwrap().unwrap();
     intake.stop().await.unwrap();
 }

@@ -40,6 +40,7 @@ impl Application {
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
             clock,
+            shutdown: None,
         };
         Ok(Self { config, listener, client, log, pool, query, auth })
     }
@@ -82,7 +83,10 @@ impl Application {
         let addr = self.listener.local_addr()?;
         info!(%addr, schema = %self.config.schema, "query service listening");
         let result = server
-            .with(|router| router.add_service(QueryServiceServer::new(self.query)))
+            .with(|router| {
+                let query = QueryApi { shutdown: Some(shutdown.clone()), ..self.query };
+                router.add_service(QueryServiceServer::new(query))
+            })
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;
         let _ = projector.await;

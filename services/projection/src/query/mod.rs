@@ -41,6 +41,9 @@ pub struct QueryApi {
     pub policy: Arc<Policy>,
     pub calendar: Arc<Calendar>,
     pub clock: Arc<dyn TimeSource>,
+    /// The service's shutdown: open watches end with it, so they never
+    /// hold a graceful stop for the whole grace period.
+    pub shutdown: Option<gridcase_runtime::Shutdown>,
 }
 
 pub(super) const CLOCKS: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
@@ -403,7 +406,8 @@ impl QueryService for QueryApi {
 
     async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, GrpcStatus> {
         let access = Access::of(&request)?.clone();
-        Ok(Response::new(watch::watch(&self.log, access, request.into_inner()).await?))
+        let stopping = self.shutdown.clone();
+        Ok(Response::new(watch::watch(&self.log, access, request.into_inner(), stopping).await?))
     }
 
     type ExportLedgerStream = ExportStream;

@@ -10,7 +10,7 @@ use gridcase_domain::TownshipCode;
 use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StoredEvent};
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::{Access, Violations, grpc};
+use gridcase_runtime::{Access, Shutdown, Violations, grpc};
 use jiff::Timestamp;
 use tonic::Status as GrpcStatus;
 
@@ -20,6 +20,7 @@ pub(super) async fn watch(
     log: &EventLog,
     access: Access,
     request: api::WatchCasesRequest,
+    stopping: Option<Shutdown>,
 ) -> Result<WatchStream, GrpcStatus> {
     let api::WatchCasesRequest { township, after_sequence: request_after } = request;
     let Ok(township_code) = TownshipCode::parse(&township) else {
@@ -66,14 +67,31 @@ pub(super) async fn watch(
             }))
         }
     });
-    // The stream lasts as long as the token: then it ends with
-    // UNAUTHENTICATED and the screen reconnects with a fresh one.
+    // The stream lasts as long as the token (then it ends with
+    // UNAUTHENTICATED and the screen reconnects with a fresh one) and as
+    // long as the service runs (a stopping server ends it with UNAVAILABLE
+    // at once, instead of holding the graceful stop for its whole grace
+    // period; the screen reconnects after the last sequence it saw).
     let valid_until = access.valid_until;
     let remaining = std::time::Duration::try_from(valid_until.duration_since(Timestamp::now())).unwrap_or_default();
-    let expired = futures::stream::once(async move {
-        (Timestamp::now() >= valid_until)
-            .then(|| Err(GrpcStatus::unauthenticated("the token has expired: watch again with a fresh one")))
-    })
-    .filter_map(std::future::ready);
-    Ok(Box::pin(changes.take_until(tokio::time::sleep(remaining)).chain(expired)))
+    let ends = async move {
+        let stopped = async move {
+            match stopping {
+                Some(stopping) => stopping.requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(remaining) => {}
+            _ = stopped => {}
+        }
+    };
+    let closing = futures::stream::once(async move {
+        Err(if Timestamp::now() >= valid_until {
+            GrpcStatus::unauthenticated("the token has expired: watch again with a fresh one")
+        } else {
+            GrpcStatus::unavailable("the query service is stopping: watch again after the last stream_sequence you saw")
+        })
+    });
+    Ok(Box::pin(changes.take_until(ends).chain(closing)))
 }
