@@ -9,8 +9,10 @@
 //! * When a clock falls due: [`Planner::add`] of the limit's [`Span`] on the
 //!   calendar of [`Planner::calendar_for`] the unit (the register and verify
 //!   clocks run on the default hours).
-//! * How time on hold counts: a paused clock restarts at a new origin with
-//!   the running time it had used ([`ClockTiming::used_before`]).
+//! * How time on hold counts: [`Planner::left_at`] keeps what was left when
+//!   the hold began; [`Planner::moved`] restarts the clock at the
+//!   resumption with the running time it had used
+//!   ([`ClockTiming::used_before`]).
 //! * When it warns, and earns a yellow or red card: [`Planner::marks`], each
 //!   the moment a percentage of the allowed running time is used.
 
@@ -111,6 +113,30 @@ impl<'a> Planner<'a> {
     pub fn timing(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
         let allowed = self.running(working, hours_of.as_ref(), origin, due);
         ClockTiming { origin, used_before: SignedDuration::ZERO, allowed, due, working, hours_of }
+    }
+
+    /// Running time left on a clock at `at` (what a hold approved then keeps).
+    pub fn left_at(&self, timing: &ClockTiming, at: Timestamp) -> SignedDuration {
+        self.running(timing.working, timing.hours_of.as_ref(), at, timing.due)
+    }
+
+    /// The same clock with its deadline moved to `due`. An extension keeps
+    /// its origin; after a hold (`resumed`: when work resumed and the
+    /// running time that was left when the hold began) the clock runs again
+    /// from the resumption with what it had used before, so time on hold
+    /// counts for nothing and its marks stay shares of running time.
+    pub fn moved(
+        &self,
+        timing: &ClockTiming,
+        due: Timestamp,
+        resumed: Option<(Timestamp, SignedDuration)>,
+    ) -> ClockTiming {
+        let (origin, used_before) = match resumed {
+            Some((at, left)) => (at, (timing.allowed - left).max(SignedDuration::ZERO)),
+            None => (timing.origin, timing.used_before),
+        };
+        let allowed = used_before + self.running(timing.working, timing.hours_of.as_ref(), origin, due);
+        ClockTiming { origin, used_before, allowed, due, ..timing.clone() }
     }
 
     /// When a running clock warns and earns its yellow and red cards: the

@@ -130,12 +130,15 @@ fn a_paused_clock_warns_at_its_share_of_running_time() {
     let planner = Planner::new(&policy, &calendar);
     let first = planner.timing(bj("2026-03-02 08:00"), bj("2026-03-06 18:00"), true, None);
     assert_eq!(first.allowed, SignedDuration::from_hours(40));
-    let resumed = ClockTiming {
-        origin: bj("2026-03-09 08:00"),
-        used_before: SignedDuration::from_hours(16),
-        due: bj("2026-03-11 18:00"),
-        ..first
-    };
+    let left = planner.left_at(&first, bj("2026-03-03 18:00"));
+    assert_eq!(left, SignedDuration::from_hours(24), "the hold keeps what was left");
+    let due = planner.add(bj("2026-03-09 08:00"), Span::Working(left), None).at;
+    assert_eq!(due, bj("2026-03-11 18:00"));
+    let resumed = planner.moved(&first, due, Some((bj("2026-03-09 08:00"), left)));
+    assert_eq!(
+        (resumed.used_before, resumed.allowed),
+        (SignedDuration::from_hours(16), SignedDuration::from_hours(40))
+    );
     let marks = planner.marks(&resumed);
     // 70% of 40 h = 28 h; 16 h were used before the hold: 12 more working hours.
     assert_eq!(marks.warning, bj("2026-03-10 12:00"));

@@ -99,10 +99,6 @@ impl<'a> Core<'a> {
         self.planner().add(start, span, organisation)
     }
 
-    fn running(&self, working: bool, hours_of: Option<&OrgCode>, from: Timestamp, to: Timestamp) -> SignedDuration {
-        self.planner().running(working, hours_of, from, to)
-    }
-
     /// A clock started at `origin`, due at `due`, with nothing used before.
     fn fresh(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
         self.planner().timing(origin, due, working, hours_of)
@@ -191,8 +187,7 @@ impl<'a> Core<'a> {
             }
             Event::HoldApproved { .. } => {
                 if let Some(timing) = tracked.clocks.get(&Clock::Resolve) {
-                    let left = self.running(timing.working, timing.hours_of.as_ref(), at, timing.due);
-                    tracked.hold = Some((at, left));
+                    tracked.hold = Some((at, self.planner().left_at(timing, at)));
                 }
             }
             Event::Resumed => {
@@ -219,13 +214,7 @@ impl<'a> Core<'a> {
                     // The same resolve clock moved: after a hold it runs again
                     // from now with what it had used; an extension keeps its origin.
                     Some(timing) if *clock == Clock::Resolve && tracked.reopened_at.is_none() => {
-                        let (origin, used_before) = match resumed_with {
-                            Some(left) => (at, (timing.allowed - left).max(SignedDuration::ZERO)),
-                            None => (timing.origin, timing.used_before),
-                        };
-                        let allowed =
-                            used_before + self.running(timing.working, timing.hours_of.as_ref(), origin, *due);
-                        Some(ClockTiming { origin, used_before, allowed, due: *due, ..timing.clone() })
+                        Some(self.planner().moved(timing, *due, resumed_with.map(|left| (at, left))))
                     }
                     _ => None,
                 };
