@@ -813,3 +813,30 @@ async fn register_without_a_tier_takes_the_tier_the_policy_gives() {
 fn api_filing(case_id: CaseId, category: &str) -> gridcase_proto::intake::v1::FileCaseRequest {
     gridcase_proto::intake::v1::FileCaseRequest { category_code: category.into(), ..filing(case_id) }
 }
+
+#[tokio::test]
+async fn the_same_command_sent_twice_at_once_is_recorded_once_and_the_second_answer_says_replayed() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = lifecycle::client(intake.endpoint()).await;
+    for round in 0..5 {
+        let case_id = reach(&mut client, &intake, State::Registered).await;
+        let shared = lifecycle::context(case_id);
+        let supervise = || api::SuperviseRequest {
+            context: shared.clone(),
+            level: common::Supervision::Normal as i32,
+            reason: "督办".into(),
+        };
+        let (mut a, mut b) = (client.clone(), client.clone());
+        let (first, second) =
+            tokio::join!(a.supervise(request(&centre(), supervise())), b.supervise(request(&centre(), supervise())));
+        let (first, second) = (first.unwrap().into_inner(), second.unwrap().into_inner());
+        assert_eq!(
+            [first.replayed, second.replayed].iter().filter(|r| !**r).count(),
+            1,
+            "round {round}: exactly one answer is the recording, the other a replay: {first:?} / {second:?}"
+        );
+        assert_eq!((first.version, first.stream_sequence), (second.version, second.stream_sequence));
+        assert_eq!(kinds(&history(&mut client, case_id).await), ["filed", "registered", "supervised"]);
+    }
+}

@@ -236,16 +236,21 @@ impl EventLog {
             match result {
                 Ok(ack) => {
                     debug!(%subject, sequence = ack.sequence, duplicate = ack.duplicate, "appended");
+                    // A duplicate answering a re-sent message is ours only if
+                    // the stored message is this very event: another writer
+                    // may have stored the same id while our first send was lost.
+                    let stored_before_this_call =
+                        ack.duplicate && (attempt == 1 || !self.holds_event(ack.sequence, &event.hash).await?);
                     return Ok(AppendOutcome {
                         stream_sequence: ack.sequence,
                         already_stored: ack.duplicate,
-                        stored_before_this_call: ack.duplicate && attempt == 1,
+                        stored_before_this_call,
                     });
                 }
                 Err(error) => {
                     let code = jetstream_error_code(&error);
                     if error.kind() == PublishErrorKind::WrongLastSequence || code == Some(ERR_WRONG_LAST_SEQUENCE) {
-                        return self.resolve_stale_expectation(subject, expected_last, &event_id, attempt == 1).await;
+                        return self.resolve_stale_expectation(subject, expected_last, event, attempt == 1).await;
                     }
                     if code == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
                         // Another append to this subject is in flight: let it
@@ -277,19 +282,27 @@ impl EventLog {
         &self,
         subject: &CaseSubject,
         expected_last: u64,
-        event_id: &str,
+        event: &StoredEvent,
         first_attempt: bool,
     ) -> Result<AppendOutcome, AppendError> {
         let next = self.next_after(subject, expected_last).await?;
+        let event_id = event.event_id.to_string();
         match next {
-            Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id) => Ok(AppendOutcome {
+            Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id.as_str()) => Ok(AppendOutcome {
                 stream_sequence: sequence,
                 already_stored: true,
-                stored_before_this_call: first_attempt,
+                // Ours only if an earlier send of this call stored this very event.
+                stored_before_this_call: first_attempt || !self.holds_event(sequence, &event.hash).await?,
             }),
             Some((sequence, _)) => Err(AppendError::Conflict { expected: expected_last, found: Some(sequence) }),
             None => Err(AppendError::Conflict { expected: expected_last, found: None }),
         }
+    }
+
+    /// Whether the message at `sequence` is the event with this hash.
+    async fn holds_event(&self, sequence: u64, hash: &str) -> Result<bool, LogError> {
+        let message = self.stream.direct_get(sequence).await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Ok(StoredEvent::from_json_bytes(&message.payload).is_ok_and(|stored| stored.hash == hash))
     }
 
     /// The first message on `subject` after stream sequence `after`: its

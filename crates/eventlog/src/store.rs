@@ -103,6 +103,10 @@ pub enum CommitError {
     /// same event (same id) again is safe.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// The log refused the event for good (the stream misconfigured, the
+    /// message too large, …): sending it again changes nothing.
+    #[error("the event log refused the event: {0}")]
+    Refused(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +200,8 @@ impl CaseStore {
             Ok(outcome) => Ok(Committed::Stored(Positioned::appended(outcome.stream_sequence, stored))),
             Err(AppendError::Conflict { .. }) => Err(CommitError::Conflict),
             Err(AppendError::Unavailable(error)) => Err(CommitError::Unavailable(error)),
-            Err(AppendError::Log(error)) => Err(CommitError::Unavailable(error.to_string())),
+            Err(AppendError::Log(error @ LogError::Unavailable(_))) => Err(CommitError::Unavailable(error.to_string())),
+            Err(AppendError::Log(error)) => Err(CommitError::Refused(error.to_string())),
         }
     }
 }

@@ -162,6 +162,16 @@ impl Policy {
         self.limit_of(clock, tier, self.route_for(category, grid, unit))
     }
 
+    /// Whose working hours a clock runs on: the handling unit's for the
+    /// acknowledge and resolve clocks, the default (command centre's) hours
+    /// for the register and verify clocks.
+    pub fn clock_hours(clock: Clock, unit: Option<&OrgCode>) -> Option<&OrgCode> {
+        match clock {
+            Clock::Acknowledge | Clock::Resolve => unit,
+            Clock::Register | Clock::Verify => None,
+        }
+    }
+
     /// The route whose overrides apply to a case handled by `unit` (none
     /// yet: the route that would dispatch it).
     pub fn route_for(&self, category: &CategoryCode, grid: &GridCode, unit: Option<&OrgCode>) -> Option<&Route> {

@@ -208,7 +208,7 @@ impl<'a> Core<'a> {
             Event::Reopened { .. } => tracked.reopened_at = Some(at),
             Event::DeadlineSet { clock, due, .. } => {
                 let working = limit_is_working(self, &tracked.case, *clock);
-                let hours_of = if *clock == Clock::Register { None } else { unit.clone() };
+                let hours_of = Policy::clock_hours(*clock, unit.as_ref()).cloned();
                 let resumed_with = tracked.resume_remaining.map(|(_, left)| left);
                 let moved = match tracked.clocks.get(clock) {
                     // The same resolve clock moved: after a hold it runs again

@@ -254,7 +254,7 @@ impl Worker {
                             continue;
                         }
                     };
-                    self.observe(&record.payload, record.sequence);
+                    self.observe(&record.subject, &record.payload, record.sequence);
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
                     if record.caught_up() && !caught_up {
                         caught_up = true;
@@ -324,8 +324,14 @@ impl Worker {
         }
     }
 
-    fn observe(&mut self, payload: &[u8], sequence: u64) {
+    fn observe(&mut self, subject: &str, payload: &[u8], sequence: u64) {
         self.position = sequence;
+        // Whatever the event is (even one this version cannot read), the
+        // case on this subject moved: a step of ours in flight on it has its
+        // answer.
+        if let Some((_, subject_case)) = CaseSubject::parse(subject) {
+            self.in_flight.remove(&subject_case);
+        }
         let stored = match StoredEvent::from_json_bytes(payload) {
             Ok(stored) => stored,
             Err(error) => {
@@ -437,6 +443,11 @@ impl Worker {
                     debug!(%case_id, step = kind, "another writer moved the case first");
                     metrics::counter!(METRIC_CONFLICTS).increment(1);
                     self.in_flight.insert(case_id);
+                }
+                Err(CommitError::Refused(error)) => {
+                    // Sending it again would change nothing: the case waits
+                    // for its next event or wake-up, and an operator.
+                    error!(%case_id, step = kind, %error, "the event log refused a step");
                 }
                 Err(error) => {
                     warn!(%case_id, step = kind, %error, "appending a step failed; will retry");

@@ -102,7 +102,7 @@ pub fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let mut clocks = Vec::new();
     for (clock, name) in [(Clock::Acknowledge, "acknowledge"), (Clock::Resolve, "resolve"), (Clock::Verify, "verify")] {
         let limit = policy.limit_of(clock, Some(args.tier), route);
-        let hours_of = if clock == Clock::Verify { None } else { unit.as_ref() };
+        let hours_of = Policy::clock_hours(clock, unit.as_ref());
         let mut due = planner.add(args.from, planner.span_of(&limit, hours_of), hours_of);
         if clock == Clock::Resolve && extra_days > 0 {
             // Approved extensions move the deadline by working days, as the dispatcher re-arms it.

@@ -183,9 +183,9 @@ impl CaseApi {
         F: Fn(&Case, Timestamp) -> Result<Command, Status>,
     {
         let case_id = context.case_id;
-        // Set when the log says an event with this command's id is already
-        // stored: the answer then comes from what is stored, which may be
-        // another person's command with the same id.
+        // Set when the log says an event with this command's id was stored
+        // before this call (a concurrent retry, or another person's command
+        // with the same id): the answer then comes from what is stored.
         let mut found_stored = false;
         for _ in 0..ATTEMPTS {
             let loaded = self.load(&case_id).await?;
@@ -218,14 +218,16 @@ impl CaseApi {
                     ));
                 }
                 info!(%case_id, command_id = %context.command_id, "retried command answered with its first result");
-                return Ok(Response::new(Self::result(&loaded.history[..=index], !found_stored)?));
+                return Ok(Response::new(Self::result(&loaded.history[..=index], true)?));
             }
+            // Versions count every stored event (also types a newer version
+            // wrote, which the fold passes over).
             if let Some(expected) = context.expected_version
-                && expected != loaded.case.version
+                && expected != loaded.head.version
             {
                 return Err(Status::aborted(format!(
                     "case {case_id} is at version {}, not {expected}: reload it and decide again",
-                    loaded.case.version
+                    loaded.head.version
                 )));
             }
             let now = self.clock.now();
@@ -262,6 +264,7 @@ impl CaseApi {
                 }
                 Err(CommitError::Conflict) => continue,
                 Err(CommitError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
+                Err(CommitError::Refused(error)) => return Err(grpc::internal(&error)),
             }
         }
         Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))
@@ -614,6 +617,7 @@ impl CaseService for CaseApi {
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let loaded = self.load_for(access, &case_id).await?;
         let resident_contact = resident_contact(&loaded, contact_view(&access.principal, &scope(&loaded)))?;
+        let version = loaded.head.version;
         let case = loaded.case;
         let deadlines = case
             .deadlines
@@ -627,7 +631,7 @@ impl CaseService for CaseApi {
             .collect();
         Ok(Response::new(api::CaseView {
             case_id: case.id.to_string(),
-            version: case.version,
+            version,
             state: convert::state_to_proto(case.status) as i32,
             grid_code: case.grid.to_string(),
             category_code: case.category.to_string(),

@@ -92,6 +92,7 @@ impl IntakeService for IntakeApi {
                 }
             }
             Err(CommitError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
+            Err(CommitError::Refused(error)) => Err(grpc::internal(&error)),
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gridcase_auth::policy::CaseScope;
 use gridcase_calendar::Calendar;
-use gridcase_domain::{CaseId, Clock, ClockMark, OrgCode};
+use gridcase_domain::{CaseId, Clock, ClockMark};
 use gridcase_eventlog::{CaseSubject, EventLog, Positioned, StoredEvent, verify_history};
 use gridcase_policy::{Limit, Planner, Policy};
 use gridcase_proto::common::v1 as common;
@@ -116,9 +116,8 @@ impl QueryApi {
     /// How long a clock has been overdue, in its own kind of time.
     fn overdue_by(&self, row: &CaseRow, clock: Clock, due: Timestamp, now: Timestamp) -> (i64, &'static str) {
         let working = self.working(row, clock);
-        let unit: Option<&OrgCode> =
-            if matches!(clock, Clock::Acknowledge | Clock::Resolve) { row.case.unit.as_ref() } else { None };
-        let elapsed = Planner::new(&self.policy, &self.calendar).running(working, unit, due, now);
+        let hours_of = Policy::clock_hours(clock, row.case.unit.as_ref());
+        let elapsed = Planner::new(&self.policy, &self.calendar).running(working, hours_of, due, now);
         (elapsed.as_secs(), if working { "working time" } else { "calendar time" })
     }
 }
