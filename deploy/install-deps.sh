@@ -80,8 +80,12 @@ wait_for_postgres() { # seconds
   return 1
 }
 
-# The newest Debian cluster: "VERSION NAME", empty when there is none.
-newest_cluster() {
+# The Debian cluster gridcase uses: "VERSION NAME" of the one configured for
+# port 5432, else the newest; empty when there is none.
+pick_cluster() {
+  local on_5432
+  on_5432="$(pg_lsclusters --no-header 2>/dev/null | awk '$3 == 5432 {print $1, $2}' | sort -V | tail -1)"
+  if [ -n "$on_5432" ]; then echo "$on_5432"; return; fi
   pg_lsclusters --no-header 2>/dev/null | awk '{print $1, $2}' | sort -V | tail -1
 }
 
@@ -99,9 +103,10 @@ install_postgres() {
     wait_for_postgres 5 && return
   fi
   local cluster version name
-  cluster="$(newest_cluster)"
+  cluster="$(pick_cluster)"
   if [ -z "$cluster" ]; then
-    version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    # The newest installed server (a client-only version has no bin/postgres).
+    version="$(for v in /usr/lib/postgresql/*/bin/postgres; do basename "$(dirname "$(dirname "$v")")"; done | sort -V | tail -1)"
     say "no PostgreSQL cluster exists: creating $version/main"
     as_root pg_createcluster "$version" main >/dev/null \
       || fail "pg_createcluster $version main" "create a cluster by hand: pg_createcluster $version main --start"
@@ -147,7 +152,11 @@ database_answers() { # url
 ensure_database() {
   local url="${GRIDCASE_DATABASE_URL:-$DEFAULT_DATABASE_URL}"
   if [ "$url" != "$DEFAULT_DATABASE_URL" ]; then
-    database_answers "$url" || say "warning: GRIDCASE_DATABASE_URL does not answer yet (checked with psql)"
+    if ! command -v psql >/dev/null; then
+      say "GRIDCASE_DATABASE_URL is managed elsewhere; not checked (no psql here)"
+    elif ! database_answers "$url"; then
+      say "warning: GRIDCASE_DATABASE_URL does not answer yet (checked with psql)"
+    fi
     return
   fi
   if ! command -v psql >/dev/null; then apt_install postgresql-client; fi
@@ -157,7 +166,11 @@ ensure_database() {
       "create the role and database on that server: create role gridcase login createdb password 'gridcase';" \
       "create database gridcase owner gridcase;  or set GRIDCASE_DATABASE_URL"
   fi
-  if [ "$(as_postgres psql -tAc "select 1 from pg_roles where rolname = 'gridcase'")" != 1 ]; then
+  local has_role has_database
+  has_role="$(as_postgres psql -tAc "select 1 from pg_roles where rolname = 'gridcase'")" \
+    || fail "asking PostgreSQL (as the postgres user) whether the role gridcase exists" \
+      "run as root, or with sudo rights to run commands as postgres"
+  if [ "$has_role" != 1 ]; then
     say "creating PostgreSQL role gridcase"
     as_postgres psql -qc "create role gridcase login createdb password 'gridcase'" \
       || fail "creating the role gridcase"
@@ -167,7 +180,9 @@ ensure_database() {
     as_postgres psql -qc "alter role gridcase login createdb password 'gridcase'" \
       || fail "updating the role gridcase"
   fi
-  if [ "$(as_postgres psql -tAc "select 1 from pg_database where datname = 'gridcase'")" != 1 ]; then
+  has_database="$(as_postgres psql -tAc "select 1 from pg_database where datname = 'gridcase'")" \
+    || fail "asking PostgreSQL (as the postgres user) whether the database gridcase exists"
+  if [ "$has_database" != 1 ]; then
     say "creating PostgreSQL database gridcase"
     as_postgres psql -qc "create database gridcase owner gridcase" || fail "creating the database gridcase"
   fi
@@ -176,6 +191,12 @@ ensure_database() {
 }
 
 install_nats
-install_postgres
-ensure_database
-say "ready: nats-server $NATS_VERSION in $TOOLS/nats, PostgreSQL on 127.0.0.1:5432"
+if [ -n "${GRIDCASE_DATABASE_URL:-}" ] && [ "$GRIDCASE_DATABASE_URL" != "$DEFAULT_DATABASE_URL" ]; then
+  # A database managed elsewhere: nothing to install or start here.
+  ensure_database
+  say "ready: nats-server $NATS_VERSION in $TOOLS/nats; PostgreSQL at GRIDCASE_DATABASE_URL (managed elsewhere)"
+else
+  install_postgres
+  ensure_database
+  say "ready: nats-server $NATS_VERSION in $TOOLS/nats, PostgreSQL on 127.0.0.1:5432"
+fi
