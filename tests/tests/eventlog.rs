@@ -219,3 +219,15 @@ async fn the_shipped_nats_configuration_fsyncs_before_acknowledging_and_starts()
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_single_server_refuses_more_replicas_than_it_can_keep_and_keeps_one() {
+    let nats = NatsServer::start();
+    let three = StreamSettings { replicas: 3, ..StreamSettings::default() };
+    let refused = EventLog::open(nats.client().await, three).await.err().expect("three copies need three servers");
+    assert!(refused.to_string().contains("cannot open stream"), "{refused}");
+    let log = open(&nats).await;
+    let js = log.context().clone();
+    let info = js.get_stream("GRIDCASE_CASES").await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 1);
+}

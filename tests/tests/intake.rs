@@ -602,3 +602,20 @@ async fn an_admin_sees_which_reference_data_runs_and_validates_new_files_without
     let after = client.get_reference(who.request(admin::GetReferenceRequest {})).await.unwrap().into_inner();
     assert_eq!(after, running);
 }
+
+#[tokio::test]
+async fn a_list_of_nats_urls_is_used_as_a_cluster_and_a_dead_one_is_passed_over() {
+    let nats = NatsServer::start();
+    let mut config = TestIntake::config(&nats.url());
+    // Port 1 answers nobody: the client moves on to the live server.
+    config.common.nats_url = format!("nats://127.0.0.1:1, {}", nats.url());
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let receipt = client.file_case(as_worker(filing(CaseId::new_v7()))).await.expect("filed").into_inner();
+    assert!(receipt.stream_sequence > 0);
+    let mut bad = TestIntake::config(&nats.url());
+    bad.common.nats_url = " , ".into();
+    let error = bad.common.nats_servers().expect_err("no server named");
+    assert!(error.to_string().contains("names no server"), "{error}");
+    intake.stop().await.unwrap();
+}

@@ -27,7 +27,8 @@ pub struct StoredAttachment {
 }
 
 impl AttachmentStore {
-    pub async fn open(context: &jetstream::Context, bucket: &str) -> Result<Self, AttachmentError> {
+    /// Open the bucket, creating it with `replicas` copies if it does not exist.
+    pub async fn open(context: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, AttachmentError> {
         let bucket = match context.get_object_store(bucket).await {
             Ok(store) => store,
             Err(_) => context
@@ -35,6 +36,7 @@ impl AttachmentStore {
                     bucket: bucket.to_owned(),
                     description: Some("gridcase attachments, named by SHA-256".into()),
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await

@@ -40,6 +40,9 @@ pub struct StreamSettings {
     pub publish_timeout: Duration,
     /// How many times a publish that got no answer is sent again (same id).
     pub publish_retries: u32,
+    /// Copies JetStream keeps of the stream (and the attachment bucket): 1
+    /// on a single server, 3 on a three-node cluster.
+    pub replicas: usize,
 }
 
 impl Default for StreamSettings {
@@ -49,6 +52,7 @@ impl Default for StreamSettings {
             duplicate_window: Duration::from_secs(10 * 60),
             publish_timeout: Duration::from_secs(5),
             publish_retries: 2,
+            replicas: 1,
         }
     }
 }
@@ -150,6 +154,7 @@ impl EventLog {
             max_messages: -1,
             max_bytes: -1,
             max_messages_per_subject: -1,
+            num_replicas: settings.replicas,
             ..Default::default()
         }
     }
@@ -186,6 +191,7 @@ impl EventLog {
             || !have.deny_purge
             || !have.allow_direct
             || have.duplicate_window != wanted.duplicate_window
+            || have.num_replicas != wanted.num_replicas
         {
             warn!(stream = %settings.stream_name, "stream settings differ from gridcase's; updating them");
             context.update_stream(wanted).await.map_err(|e| LogError::StreamMisconfigured {

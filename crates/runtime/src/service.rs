@@ -16,9 +16,16 @@ use crate::{LogFormat, parse_duration};
 /// Flags every gridcase service takes (flattened into each service's `Config`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// NATS server with JetStream (nats-server 2.10 or newer).
+    /// NATS server with JetStream (nats-server 2.10 or newer): one URL, or a
+    /// cluster's nodes as a comma-separated list (the client fails over among them).
     #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Copies JetStream keeps of the case stream and the attachment bucket:
+    /// 1 on a single server, 3 on a three-node cluster (at most 5).
+    #[arg(long, env = "GRIDCASE_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
 
     /// JetStream stream holding the case events.
     #[arg(long, env = "GRIDCASE_STREAM", default_value = "GRIDCASE_CASES")]
@@ -42,11 +49,25 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The NATS servers of `--nats-url`: one URL or a comma-separated list.
+    pub fn nats_servers(&self) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| url.parse().with_context(|| format!("--nats-url: {url:?} is not a NATS URL")))
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(!servers.is_empty(), "--nats-url names no server");
+        Ok(servers)
+    }
+
     pub fn stream_settings(&self) -> StreamSettings {
         StreamSettings {
             stream_name: self.stream.clone(),
             duplicate_window: self.duplicate_window,
             publish_timeout: self.publish_timeout,
+            replicas: usize::from(self.stream_replicas),
             ..StreamSettings::default()
         }
     }
@@ -54,12 +75,13 @@ impl CommonArgs {
     /// Connect to NATS as `name` (reconnecting forever, quickly) and open the
     /// case event log; fails fast when NATS is unreachable or too old.
     pub async fn open_log(&self, name: &str) -> anyhow::Result<(async_nats::Client, EventLog)> {
+        let servers = self.nats_servers()?;
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
-            .connect(&self.nats_url)
+            .connect(servers.as_slice())
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
         let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), self.stream_settings()))

@@ -56,7 +56,7 @@ impl Application {
             "reference data loaded"
         );
         let (client, log) = config.common.open_log("gridcase-intake").await?;
-        let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket)
+        let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket, log.settings().replicas)
             .await
             .context("opening the attachment bucket")?;
         let limits = Limits {
