@@ -110,14 +110,6 @@ pub struct Positioned {
     pub stored: Bytes,
 }
 
-impl Positioned {
-    /// An event this process has just appended: stored as it serialises.
-    pub fn appended(stream_sequence: u64, event: StoredEvent) -> Self {
-        let stored = Bytes::from(event.to_json_bytes());
-        Self { stream_sequence, event, stored }
-    }
-}
-
 /// Verify a case's history as read from the log: the hash of every event
 /// over its values as stored, the versions and the chain.
 pub fn verify_history(history: &[Positioned]) -> Result<(), crate::ChainBreak> {
@@ -222,8 +214,19 @@ impl EventLog {
         expected_last: u64,
         event: &StoredEvent,
     ) -> Result<AppendOutcome, AppendError> {
+        self.append_encoded(subject, expected_last, event, Bytes::from(event.to_json_bytes())).await
+    }
+
+    /// [`EventLog::append`] of `event` already serialised as `payload` (the
+    /// case store keeps the bytes it sent as the event's stored form).
+    pub(crate) async fn append_encoded(
+        &self,
+        subject: &CaseSubject,
+        expected_last: u64,
+        event: &StoredEvent,
+        payload: Bytes,
+    ) -> Result<AppendOutcome, AppendError> {
         let event_id = event.event_id.to_string();
-        let payload = Bytes::from(event.to_json_bytes());
         let headers = cloudevents::headers(event);
         let mut last_failure = String::new();
         let attempts = self.settings.publish_retries + 1;

@@ -10,8 +10,9 @@
 //!   [`Committed::AlreadyStored`] (this very event, same id, was in the log
 //!   before this call: a retry of something that had landed, or another
 //!   instance taking the same step), [`CommitError::Conflict`] (the case
-//!   moved on) or [`CommitError::Unavailable`] (nothing is known to be
-//!   stored; the same commit may be tried again).
+//!   moved on), [`CommitError::Unavailable`] (nothing is known to be
+//!   stored; the same commit may be tried again) or [`CommitError::Refused`]
+//!   (the log will never take it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -195,9 +196,15 @@ impl CaseStore {
             },
             head.last_hash.clone(),
         );
-        match self.log.append(&head.subject, head.last_sequence, &stored).await {
+        // Serialised once: the bytes sent are the event's stored form.
+        let payload = bytes::Bytes::from(stored.to_json_bytes());
+        match self.log.append_encoded(&head.subject, head.last_sequence, &stored, payload.clone()).await {
             Ok(outcome) if outcome.stored_before_this_call => Ok(Committed::AlreadyStored(outcome.stream_sequence)),
-            Ok(outcome) => Ok(Committed::Stored(Positioned::appended(outcome.stream_sequence, stored))),
+            Ok(outcome) => Ok(Committed::Stored(Positioned {
+                stream_sequence: outcome.stream_sequence,
+                event: stored,
+                stored: payload,
+            })),
             Err(AppendError::Conflict { .. }) => Err(CommitError::Conflict),
             Err(AppendError::Unavailable(error)) => Err(CommitError::Unavailable(error)),
             Err(AppendError::Log(error @ LogError::Unavailable(_))) => Err(CommitError::Unavailable(error.to_string())),
