@@ -6,6 +6,8 @@ use gridcase_domain::{CaseId, Event, Role, Text, Tier};
 use gridcase_eventlog::schema::{Actor, EventMeta};
 use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent, StreamSettings, verify_chain};
 use gridcase_tests::NatsServer;
+use std::time::Duration;
+
 use jiff::Timestamp;
 use uuid::Uuid;
 
@@ -138,6 +140,61 @@ async fn every_acknowledged_event_survives_a_server_crash() {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].event, stored);
     }
+}
+
+#[tokio::test]
+async fn an_append_sent_while_the_server_is_down_lands_once_when_it_returns_within_the_deadline() {
+    let mut nats = NatsServer::start();
+    let client = async_nats::ConnectOptions::new()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|_| Duration::from_millis(100))
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let settings = StreamSettings {
+        publish_timeout: Duration::from_millis(500),
+        append_deadline: Duration::from_secs(30),
+        ..StreamSettings::default()
+    };
+    let log = EventLog::open(client, settings).await.unwrap();
+    let case_id = CaseId::new_v7();
+    let first = event(case_id, 1, None, "before the crash");
+    log.append(&subject(&case_id), 0, &first).await.unwrap();
+
+    nats.kill();
+    let second = event(case_id, 2, Some(first.hash.clone()), "sent while the server is down");
+    let sending = tokio::spawn({
+        let (log, second) = (log.clone(), second.clone());
+        async move { log.append(&subject(&case_id), 1, &second).await }
+    });
+    // Several publish time-outs pass: the append keeps trying, it does not give up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!sending.is_finished(), "the append gave up before its deadline: {:?}", sending.await);
+
+    nats.restart();
+    let outcome = sending.await.unwrap().expect("stored once the server is back");
+    assert!(!outcome.stored_before_this_call);
+    let history = log.history(&subject(&case_id)).await.unwrap();
+    assert_eq!(history.len(), 2, "stored exactly once");
+    assert_eq!(history[1].event, second);
+    assert_eq!(history[1].stream_sequence, outcome.stream_sequence);
+}
+
+#[tokio::test]
+async fn an_append_that_cannot_be_stored_within_its_deadline_is_unavailable() {
+    let mut nats = NatsServer::start();
+    let settings = StreamSettings {
+        publish_timeout: Duration::from_millis(300),
+        append_deadline: Duration::from_secs(1),
+        ..StreamSettings::default()
+    };
+    let log = EventLog::open(nats.client().await, settings).await.unwrap();
+    nats.kill();
+    let case_id = CaseId::new_v7();
+    let started = std::time::Instant::now();
+    let answer = log.append(&subject(&case_id), 0, &event(case_id, 1, None, "nobody hears this")).await;
+    assert!(matches!(answer, Err(AppendError::Unavailable(_))), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the deadline bounds the call: {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -380,6 +380,7 @@ async fn nats_going_down_gives_unavailable_loses_nothing_acknowledged_and_recove
     let mut nats = NatsServer::start();
     let mut config = TestIntake::config(&nats.url());
     config.common.publish_timeout = Duration::from_millis(500);
+    config.common.append_deadline = Duration::from_secs(1);
     let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
     let mut client = intake_client(intake.endpoint()).await;
 

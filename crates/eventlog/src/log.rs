@@ -38,8 +38,12 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
     /// How long one publish waits for its acknowledgement.
     pub publish_timeout: Duration,
-    /// How many times a publish that got no answer is sent again (same id).
-    pub publish_retries: u32,
+    /// How long an append (and a read on the write path) keeps trying when
+    /// the log does not answer or has no stream leader (a node lost, a
+    /// leader election): re-sent with the same id and expected sequence,
+    /// with backoff, until this much time has passed. Then the caller is
+    /// told the log is unavailable.
+    pub append_deadline: Duration,
     /// Copies JetStream keeps of the stream (and the attachment bucket): 1
     /// on a single server, 3 on a three-node cluster.
     pub replicas: usize,
@@ -51,7 +55,7 @@ impl Default for StreamSettings {
             stream_name: "GRIDCASE_CASES".into(),
             duplicate_window: Duration::from_secs(10 * 60),
             publish_timeout: Duration::from_secs(5),
-            publish_retries: 2,
+            append_deadline: Duration::from_secs(10),
             replicas: 1,
         }
     }
@@ -228,60 +232,86 @@ impl EventLog {
     ) -> Result<AppendOutcome, AppendError> {
         let event_id = event.event_id.to_string();
         let headers = cloudevents::headers(event);
-        let mut last_failure = String::new();
-        let attempts = self.settings.publish_retries + 1;
-        let mut attempt = 0;
-        while attempt < attempts {
-            attempt += 1;
+        let mut retry = Retry::new(self.settings.append_deadline);
+        let mut sent = 0u32;
+        loop {
+            let Some(wait) = retry.attempt_time(self.settings.publish_timeout) else {
+                return Err(AppendError::Unavailable(retry.last_failure));
+            };
+            sent += 1;
             let publish = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers.clone())
                 .message_id(&event_id)
                 .expected_last_subject_sequence(expected_last);
-            let result = match self.context.send_publish(subject.to_string(), publish).await {
-                Ok(ack) => ack.await,
-                Err(error) => Err(error),
+            let result = match tokio::time::timeout(wait, async {
+                match self.context.send_publish(subject.to_string(), publish).await {
+                    Ok(ack) => ack.await,
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(jetstream::context::PublishError::new(PublishErrorKind::TimedOut)),
             };
-            match result {
+            let error = match result {
                 Ok(ack) => {
                     debug!(%subject, sequence = ack.sequence, duplicate = ack.duplicate, "appended");
                     // A duplicate answering a re-sent message is ours only if
                     // the stored message is this very event: another writer
                     // may have stored the same id while our first send was lost.
                     let stored_before_this_call =
-                        ack.duplicate && (attempt == 1 || !self.holds_event(ack.sequence, &event.hash).await?);
+                        ack.duplicate && (sent == 1 || !self.holds_event(ack.sequence, &event.hash).await?);
                     return Ok(AppendOutcome {
                         stream_sequence: ack.sequence,
                         already_stored: ack.duplicate,
                         stored_before_this_call,
                     });
                 }
-                Err(error) => {
-                    let code = jetstream_error_code(&error);
-                    if error.kind() == PublishErrorKind::WrongLastSequence || code == Some(ERR_WRONG_LAST_SEQUENCE) {
-                        return self.resolve_stale_expectation(subject, expected_last, event, attempt == 1).await;
-                    }
-                    if code == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
-                        // Another append to this subject is in flight: let it
-                        // land, then look again (this try does not count).
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        attempt -= 1;
+                Err(error) => error,
+            };
+            let code = jetstream_error(&error).map(|e| (e.error_code().0, e.code()));
+            if error.kind() == PublishErrorKind::WrongLastSequence || code.map(|c| c.0) == Some(ERR_WRONG_LAST_SEQUENCE)
+            {
+                match self.resolve_stale_expectation(subject, expected_last, event, sent == 1).await {
+                    Err(AppendError::Log(LogError::Unavailable(failure))) => {
+                        // The answer is known to be stale but who wrote next
+                        // cannot be read yet: ask again after a pause.
+                        retry.failed(format!("reading the case after a stale expectation: {failure}"));
+                        retry.pause().await;
                         continue;
                     }
-                    match error.kind() {
-                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                            warn!(%subject, attempt, %error, "append got no answer; retrying with the same id");
-                            last_failure = error.to_string();
-                        }
-                        PublishErrorKind::StreamNotFound => {
-                            return Err(LogError::Unavailable(format!("no stream for {subject}: {error}")).into());
-                        }
-                        _ => return Err(LogError::Other(error.to_string()).into()),
-                    }
+                    answer => return answer,
                 }
             }
+            if code.map(|c| c.0) == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
+                // Another append to this subject is in flight: let it land,
+                // then look again.
+                retry.failed(error.to_string());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            match error.kind() {
+                // No answer: the event may be stored; the same message
+                // (same id, same expectation) is sent again.
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                    warn!(%subject, attempt = sent, %error, "append got no answer; sending it again with the same id");
+                }
+                // No responders: the stream has no leader right now (a node
+                // lost, an election); MaxAckPending: the client is saturated.
+                PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending => {
+                    warn!(%subject, attempt = sent, %error, "the log cannot take the append now; trying again");
+                }
+                // JetStream answered "temporarily unavailable" (HTTP-like 503).
+                _ if code.is_some_and(|(_, status)| status == 503) => {
+                    warn!(%subject, attempt = sent, %error, "JetStream temporarily unavailable; trying again");
+                }
+                _ => return Err(LogError::Other(error.to_string()).into()),
+            }
+            retry.failed(error.to_string());
+            retry.pause().await;
         }
-        Err(AppendError::Unavailable(last_failure))
     }
 
     /// The server says the subject has moved past `expected_last`. If the
@@ -310,7 +340,8 @@ impl EventLog {
 
     /// Whether the message at `sequence` is the event with this hash.
     async fn holds_event(&self, sequence: u64, hash: &str) -> Result<bool, LogError> {
-        let message = self.stream.direct_get(sequence).await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+        // The leader's copy: a follower answering a direct get may lag behind.
+        let message = self.stream.get_raw_message(sequence).await.map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok(StoredEvent::from_json_bytes(&message.payload).is_ok_and(|stored| stored.hash == hash))
     }
 
@@ -397,10 +428,49 @@ fn decode(sequence: u64, payload: Bytes) -> Result<Positioned, LogError> {
     Ok(Positioned { stream_sequence: sequence, event, stored: payload })
 }
 
-/// The JetStream API error code behind a publish error, if any.
-fn jetstream_error_code(error: &jetstream::context::PublishError) -> Option<u64> {
-    let source = std::error::Error::source(error)?;
-    source.downcast_ref::<jetstream::Error>().map(|e| e.error_code().0)
+/// The JetStream API error behind a publish error, if any.
+fn jetstream_error(error: &jetstream::context::PublishError) -> Option<&jetstream::Error> {
+    std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()
+}
+
+/// Trying again within a deadline, with exponential backoff and jitter (so
+/// many writers that lost the same leader do not all come back at once).
+pub(crate) struct Retry {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+    pub(crate) last_failure: String,
+}
+
+impl Retry {
+    const FIRST_PAUSE: Duration = Duration::from_millis(25);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new(within: Duration) -> Self {
+        Self { deadline: tokio::time::Instant::now() + within, pause: Self::FIRST_PAUSE, last_failure: String::new() }
+    }
+
+    /// How long the next attempt may wait for its answer (at most `limit`),
+    /// or `None` when the deadline has passed.
+    pub(crate) fn attempt_time(&self, limit: Duration) -> Option<Duration> {
+        let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then(|| left.min(limit))
+    }
+
+    pub(crate) fn failed(&mut self, failure: String) {
+        self.last_failure = failure;
+    }
+
+    /// Sleep before the next attempt (never past the deadline): a random
+    /// time between half the current pause and all of it, which doubles up
+    /// to a second.
+    pub(crate) async fn pause(&mut self) {
+        use std::hash::BuildHasher;
+        let spread = std::collections::hash_map::RandomState::new().hash_one(self.last_failure.len()) % 1000;
+        let pause = self.pause / 2 + self.pause.mul_f64(spread as f64 / 2000.0);
+        self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+        let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(pause.min(left)).await;
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use gridcase_domain::{Case, CaseId, Event};
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::log::{AppendError, EventLog, LogError, Positioned};
+use crate::log::{AppendError, EventLog, LogError, Positioned, Retry};
 use crate::schema::{Actor, DecodeError, EventMeta, StoredEvent};
 use crate::subject::CaseSubject;
 
@@ -86,6 +86,8 @@ pub struct Provenance {
 }
 
 /// A successful commit.
+// Returned once per commit and consumed at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Committed {
     /// This call stored the event.
@@ -148,12 +150,33 @@ impl CaseStore {
         &self.log
     }
 
+    /// Run a read of the write path, trying again while the log is
+    /// unavailable (no stream leader for a moment) until the append deadline.
+    async fn read<T, F>(&self, what: impl Fn() -> F) -> Result<T, LogError>
+    where
+        F: std::future::Future<Output = Result<T, LogError>>,
+    {
+        let mut retry = Retry::new(self.log.settings().append_deadline);
+        loop {
+            match what().await {
+                Err(LogError::Unavailable(failure)) => {
+                    if retry.attempt_time(self.log.settings().publish_timeout).is_none() {
+                        return Err(LogError::Unavailable(failure));
+                    }
+                    retry.failed(failure);
+                    retry.pause().await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// A case's subject from its id alone (cached: it never changes).
     pub async fn locate(&self, case_id: &CaseId) -> Result<Option<CaseSubject>, LogError> {
         if let Some(subject) = self.subjects.lock().expect("subject cache").get(case_id) {
             return Ok(Some(subject.clone()));
         }
-        let Some(subject) = self.log.locate(case_id).await? else { return Ok(None) };
+        let Some(subject) = self.read(|| self.log.locate(case_id)).await? else { return Ok(None) };
         let mut cache = self.subjects.lock().expect("subject cache");
         if cache.len() >= SUBJECT_CACHE_LIMIT {
             cache.clear();
@@ -171,7 +194,7 @@ impl CaseStore {
 
     /// The case on `subject`, folded from its history.
     pub async fn load_subject(&self, case_id: CaseId, subject: CaseSubject) -> Result<Option<Loaded>, LoadError> {
-        let history = self.log.history(&subject).await?;
+        let history = self.read(|| self.log.history(&subject)).await?;
         let Some(case) = fold(&history).map_err(|source| LoadError::Undecodable { case_id, source })? else {
             return Ok(None);
         };

@@ -35,9 +35,16 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub duplicate_window: Duration,
 
-    /// How long one append waits for JetStream's acknowledgement.
+    /// How long one append waits for JetStream's acknowledgement before it
+    /// is sent again (same id).
     #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub publish_timeout: Duration,
+
+    /// How long an append keeps trying while the log has no answer or no
+    /// stream leader (a lost node, a leader election), with backoff; then
+    /// the caller gets UNAVAILABLE.
+    #[arg(long, env = "GRIDCASE_APPEND_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub append_deadline: Duration,
 
     /// How long work in flight may take to finish after SIGTERM.
     #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -67,8 +74,8 @@ impl CommonArgs {
             stream_name: self.stream.clone(),
             duplicate_window: self.duplicate_window,
             publish_timeout: self.publish_timeout,
+            append_deadline: self.append_deadline,
             replicas: usize::from(self.stream_replicas),
-            ..StreamSettings::default()
         }
     }
 
