@@ -207,7 +207,7 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
         let message = stream.get_raw_message(sequence).await.unwrap();
         again.push(gridcase_projection::projector::Message { sequence, payload: message.payload.to_vec() });
     }
-    gridcase_projection::projector::apply_batch(&projection.pool, &again).await.unwrap();
+    gridcase_projection::projector::apply_batch(&mut projection.pool.acquire().await.unwrap(), &again).await.unwrap();
     assert_eq!(dump(&projection.pool).await, before, "redelivered events were not counted twice");
 
     // A rebuild from the first event produces the same tables.
@@ -610,4 +610,58 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
         .unwrap();
     assert_eq!(kept, 2);
     projection.stop().await.unwrap();
+}
+
+/// How many sessions hold the projection writer lock in this database.
+async fn writer_lock_holders(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(0x6772_6964_i64)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Wait (bounded) until `holders` sessions hold the writer lock.
+async fn until_writer_lock_holders(pool: &sqlx::PgPool, holders: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while writer_lock_holders(pool).await != holders {
+        assert!(std::time::Instant::now() < deadline, "never {holders} writer lock holder(s)");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn of_two_projection_processes_one_writes_and_the_other_takes_over_when_it_dies() {
+    let backends = Backends::start().await;
+    let config = || {
+        let mut config = TestProjection::config(&backends.nats.url(), &backends.db.url);
+        config.writer_poll = std::time::Duration::from_millis(100);
+        config
+    };
+    let first = TestProjection::spawn_with(config(), Arc::new(FixedClock::new(Timestamp::now()))).await;
+    until_writer_lock_holders(&first.pool, 1).await;
+    let second = TestProjection::spawn_with(config(), Arc::new(FixedClock::new(Timestamp::now()))).await;
+
+    for grid in GRIDS {
+        given(&backends.log, grid).filed("0101").await;
+    }
+    let end = stream_end(&backends.nats).await;
+    first.caught_up_to(end).await;
+    // Both run; one session holds the lock (the first, which got it before
+    // the second started), and the second only stands by.
+    assert_eq!(writer_lock_holders(&second.pool).await, 1);
+
+    first.kill();
+    for grid in GRIDS {
+        given(&backends.log, grid).filed("0101").await;
+    }
+    let end = stream_end(&backends.nats).await;
+    second.caught_up_to(end).await;
+    assert_eq!(writer_lock_holders(&second.pool).await, 1, "the standby holds the lock now, alone");
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM cases").fetch_one(&second.pool).await.unwrap();
+    assert_eq!(cases, 2 * GRIDS.len() as i64, "every case projected once");
+    second.stop().await.unwrap();
 }

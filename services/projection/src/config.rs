@@ -61,7 +61,12 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_PROJECTION_BATCH", default_value_t = 500)]
     pub batch_size: usize,
 
-    /// Connections to PostgreSQL.
+    /// How often a standby projection process (another one holds the writer
+    /// lock) checks whether it can take over writing the read models.
+    #[arg(long, env = "GRIDCASE_WRITER_POLL", default_value = "1s", value_parser = gridcase_runtime::parse_duration)]
+    pub writer_poll: std::time::Duration,
+
+    /// Connections to PostgreSQL (queries; the writer has one of its own).
     #[arg(long, env = "GRIDCASE_DATABASE_CONNECTIONS", default_value_t = 8)]
     pub database_connections: u32,
 }

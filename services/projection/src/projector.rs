@@ -21,7 +21,7 @@ use futures::StreamExt;
 use gridcase_domain::{CaseId, Event};
 use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StoredEvent};
 use gridcase_runtime::Shutdown;
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection};
 use tracing::{debug, info, warn};
 
 use crate::project::{self, CaseRow};
@@ -44,9 +44,9 @@ pub struct Message {
 }
 
 /// Apply one batch of consecutive stream messages in one transaction.
-pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<Applied> {
-    let Some(first) = messages.first() else { return Ok(Applied::UpTo(store::position(pool).await?.0)) };
-    let mut tx = pool.begin().await?;
+pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) -> anyhow::Result<Applied> {
+    let Some(first) = messages.first() else { return Ok(Applied::UpTo(store::position(&mut *connection).await?.0)) };
+    let mut tx = connection.begin().await?;
     let position = store::lock_position(&mut tx).await?;
     if first.sequence > position + 1 && position != 0 {
         tx.rollback().await?;
@@ -134,17 +134,19 @@ pub async fn apply_batch(pool: &PgPool, messages: &[Message]) -> anyhow::Result<
     Ok(Applied::UpTo(batch.position))
 }
 
-/// Project the stream into `pool` until `shutdown` (or, with `until_caught_up`,
-/// until the stream's end as it was at the start).
+/// Project the stream through `connection` until `shutdown` (or, with
+/// `until_caught_up`, until the stream's end as it was at the start). The
+/// live service passes the connection that holds the writer lock
+/// ([`store::Writer`]): if that session ends, its writes end with it.
 pub async fn run(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     log: &EventLog,
     batch_size: usize,
     shutdown: Shutdown,
     until_caught_up: bool,
 ) -> anyhow::Result<u64> {
     loop {
-        let (position, _) = store::position(pool).await?;
+        let (position, _) = store::position(&mut *connection).await?;
         let last = log.last_sequence().await.context("reading the stream's end")?;
         if until_caught_up && position >= last {
             return Ok(position);
@@ -157,7 +159,7 @@ pub async fn run(
             let mut caught_up;
             // Wait for the first record (or shutdown), then take what is ready.
             let first = tokio::select! {
-                _ = shutdown.clone().requested() => return store::position(pool).await.map(|(p, _)| p),
+                _ = shutdown.clone().requested() => return store::position(&mut *connection).await.map(|(p, _)| p),
                 record = records.next() => record,
             };
             let mut next = first;
@@ -182,7 +184,7 @@ pub async fn run(
                     Err(_) => break,
                 };
             }
-            match apply_batch(pool, &batch).await? {
+            match apply_batch(&mut *connection, &batch).await? {
                 Applied::UpTo(position) => {
                     if until_caught_up && caught_up && position >= last {
                         return Ok(position);

@@ -26,7 +26,7 @@ pub async fn build(
     let pool = store::connect(database_url, schema, 4).await?;
     store::migrate(&pool, schema).await?;
     let (_, shutdown) = Shutdown::new();
-    let position = projector::run(&pool, log, batch_size, shutdown, true).await?;
+    let position = projector::run(&mut *pool.acquire().await?, log, batch_size, shutdown, true).await?;
     info!(schema, position, "rebuilt the read models from the stream");
     Ok((pool, position))
 }

@@ -57,25 +57,38 @@ impl Application {
         let server = GrpcServer::new(self.auth)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
 
-        // The projector runs until shutdown; a failure (database or NATS
-        // away) is logged and retried from the stored position.
-        let (pool, log) = (self.pool.clone(), self.log.clone());
-        let batch = self.config.batch_size;
+        // The projector runs until shutdown, in one process at a time: this
+        // one writes while it holds the writer lock, otherwise it stands by
+        // (serving queries all the same). A failure (database or NATS away)
+        // gives the lock up and starts again from the stored position.
+        let log = self.log.clone();
+        let (url, schema) = (self.config.database_url.clone(), self.config.schema.clone());
+        let (batch, poll) = (self.config.batch_size, self.config.writer_poll);
         let projector_shutdown = shutdown.clone();
         let projector = tokio::spawn(async move {
             loop {
-                match projector::run(&pool, &log, batch, projector_shutdown.clone(), false).await {
-                    Ok(position) => {
-                        info!(position, "projector stopped");
-                        return;
-                    }
-                    Err(error) => {
-                        error!(error = format!("{error:#}"), "projector failed; retrying from the stored position");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = projector_shutdown.clone().requested() => return,
+                let stop = projector_shutdown.clone().requested();
+                let failure = match store::Writer::acquire(&url, &schema, poll, stop).await {
+                    Ok(None) => return,
+                    Ok(Some(mut writer)) => {
+                        info!(schema, "this process now writes the read models");
+                        let result =
+                            projector::run(writer.connection(), &log, batch, projector_shutdown.clone(), false).await;
+                        writer.release().await;
+                        match result {
+                            Ok(position) => {
+                                info!(position, "projector stopped");
+                                return;
+                            }
+                            Err(error) => error,
                         }
                     }
+                    Err(error) => error,
+                };
+                error!(error = format!("{failure:#}"), "projector failed; retrying from the stored position");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = projector_shutdown.clone().requested() => return,
                 }
             }
         });

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_domain::{
@@ -11,7 +12,7 @@ use gridcase_domain::{
 };
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::project::{CaseRow, LedgerKey, Measure};
@@ -39,16 +40,95 @@ pub fn due_column(clock: gridcase_domain::Clock) -> &'static str {
     }
 }
 
-/// A pool whose connections work in `schema`.
-pub async fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
+/// How long a query waits for a connection before it is answered
+/// UNAVAILABLE (the database is down or every connection is busy).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn options(url: &str, schema: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
         .with_context(|| "GRIDCASE_DATABASE_URL is not a PostgreSQL URL")?
-        .options([("search_path", schema)]);
+        .options([("search_path", schema)]))
+}
+
+/// A pool whose connections work in `schema`. Connections lost when the
+/// database restarts are replaced on the next use.
+pub async fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .connect_with(options)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options(url, schema)?)
         .await
         .context("connecting to PostgreSQL")
+}
+
+/// The right to write a schema's read models: a PostgreSQL advisory lock
+/// held by the session of one connection, the connection every write of
+/// the projector goes through. Several projection processes may run; one
+/// holds the lock and writes, the others wait and take over within a poll
+/// interval when its session ends (the process died, or the database ended
+/// the session). The writes are fenced by the lock: they run in the very
+/// session that holds it, so a writer whose session is gone cannot write.
+pub struct Writer {
+    connection: PgConnection,
+}
+
+/// The advisory-lock class of gridcase's projection writers (the second
+/// key is the schema's hash, so a rebuild's schema has its own).
+const WRITER_LOCK_CLASS: i32 = 0x6772_6964; // "grid"
+
+impl Writer {
+    /// Wait until this process holds the writer lock of `schema`, trying
+    /// every `poll`; `None` if `stop` resolves first.
+    pub async fn acquire(
+        url: &str,
+        schema: &str,
+        poll: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Option<Writer>> {
+        tokio::pin!(stop);
+        let mut connection =
+            PgConnection::connect_with(&options(url, schema)?).await.context("connecting to PostgreSQL")?;
+        // A writer whose machine vanished (no FIN) is noticed within about
+        // 15 s rather than the kernel's two hours, and its lock released.
+        sqlx::raw_sql("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 5")
+            .execute(&mut connection)
+            .await?;
+        let mut waiting_logged = false;
+        loop {
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(WRITER_LOCK_CLASS)
+                .bind(schema)
+                .fetch_one(&mut connection)
+                .await?;
+            if held {
+                return Ok(Some(Writer { connection }));
+            }
+            if !waiting_logged {
+                tracing::info!(
+                    schema,
+                    "standby: another projection process writes the read models; waiting to take over"
+                );
+                waiting_logged = true;
+            }
+            tokio::select! {
+                _ = &mut stop => {
+                    connection.close().await.ok();
+                    return Ok(None);
+                }
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// The connection holding the lock: the writes go through it.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.connection
+    }
+
+    /// Give the lock up (closing the session releases it).
+    pub async fn release(self) {
+        self.connection.close().await.ok();
+    }
 }
 
 /// Create `schema` if needed and apply the migrations in it.
