@@ -7,6 +7,7 @@
 
 pub mod identity;
 pub mod nats;
+pub mod postgres;
 pub mod scenario;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use identity::Identity;
 pub use nats::NatsServer;
+pub use postgres::OwnPostgres;
 pub use scenario::{given, given_case};
 
 /// What most integration tests start from: their own nats-server, their

@@ -10,7 +10,7 @@ use gridcase_proto::query::v1 as api;
 use gridcase_runtime::FixedClock;
 use gridcase_tests::scenario::filing;
 use gridcase_tests::{
-    Backends, Identity, NatsServer, QueryClient, TestDatabase, TestProjection, act, append_foreign, given,
+    Backends, Identity, NatsServer, OwnPostgres, QueryClient, TestDatabase, TestProjection, act, append_foreign, given,
     query_client, stream_end,
 };
 use jiff::{SignedDuration, Timestamp};
@@ -664,4 +664,48 @@ async fn of_two_projection_processes_one_writes_and_the_other_takes_over_when_it
     let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM cases").fetch_one(&second.pool).await.unwrap();
     assert_eq!(cases, 2 * GRIDS.len() as i64, "every case projected once");
     second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_unavailable_meanwhile() {
+    let mut postgres = OwnPostgres::start();
+    let nats = NatsServer::start();
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let now = bj("2026-04-30 09:00");
+    let mut config = TestProjection::config(&nats.url(), &postgres.url());
+    config.batch_size = 5;
+    config.writer_poll = std::time::Duration::from_millis(100);
+    let projection = TestProjection::spawn_with(config, Arc::new(FixedClock::new(now))).await;
+    let mut client = query(&projection).await;
+
+    let walks: Vec<Vec<u8>> =
+        (0..12u8).map(|i| (0..10u8).map(|j| i.wrapping_mul(29).wrapping_add(j.wrapping_mul(13))).collect()).collect();
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move { random_histories(&log, &walks, bj("2026-03-02 09:00")).await })
+    };
+    // Crash PostgreSQL once the projector is writing, mid-load.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store::position(&projection.pool).await.map(|(p, _)| p).unwrap_or(0) < 10 {
+        assert!(std::time::Instant::now() < deadline, "the projector never started writing");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::task::block_in_place(|| postgres.kill());
+    let status = client.list_cases(api::ListCasesRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    tokio::task::block_in_place(|| postgres.restart());
+    writer.await.unwrap();
+    let end = stream_end(&nats).await;
+    projection.caught_up_to(end).await;
+    let listed = client.list_cases(api::ListCasesRequest::default()).await.expect("queries recover by themselves");
+    assert!(!listed.into_inner().cases.is_empty());
+
+    // Nothing applied twice, nothing missed: the tables equal a rebuild.
+    let live = dump(&projection.pool).await;
+    let (rebuilt, position) = rebuild::build(&postgres.url(), "read_rebuild", &log, 500).await.unwrap();
+    assert_eq!(position, end);
+    assert_eq!(dump(&rebuilt).await, live, "the live tables after the crash equal a rebuild");
+    rebuilt.close().await;
+    projection.stop().await.unwrap();
 }
