@@ -11,7 +11,12 @@ pub struct NatsServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// With the shipped users and permissions: each user's public key.
+    users: Vec<(&'static str, String)>,
 }
+
+/// The NATS users of the shipped `deploy/nats/permissions.conf`.
+pub const NATS_USERS: [&str; 4] = ["intake", "dispatcher", "projection", "operator"];
 
 /// The nats-server binary to test against: `$GRIDCASE_NATS_SERVER`, else the
 /// one `deploy/install-deps.sh` installs under `.tools/`, else `nats-server`
@@ -47,9 +52,46 @@ impl NatsServer {
     pub fn start() -> Self {
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new().prefix("gridcase-nats-").tempdir().expect("temp dir");
-        let mut server = Self { binary, dir, port: 0, child: None };
+        let mut server = Self { binary, dir, port: 0, child: None, users: Vec::new() };
         server.launch();
         server
+    }
+
+    /// Start a fresh server with the shipped users and permissions
+    /// (`deploy/nats/permissions.conf`): a key pair per user, the seeds in
+    /// files ([`NatsServer::credentials`]), no anonymous access.
+    /// [`NatsServer::client`] connects as the operator.
+    pub fn start_secured() -> Self {
+        let binary = nats_server_binary();
+        let dir = tempfile::Builder::new().prefix("gridcase-nats-").tempdir().expect("temp dir");
+        std::fs::copy(
+            crate::workspace_root().join("deploy/nats/permissions.conf"),
+            dir.path().join("permissions.conf"),
+        )
+        .expect("copy the shipped permissions");
+        let users = NATS_USERS
+            .iter()
+            .map(|user| {
+                let pair = nkeys::KeyPair::new_user();
+                std::fs::write(dir.path().join(format!("{user}.nk")), pair.seed().expect("seed")).expect("seed file");
+                (*user, pair.public_key())
+            })
+            .collect();
+        let mut server = Self { binary, dir, port: 0, child: None, users };
+        server.launch();
+        server
+    }
+
+    /// The seed file of one of [`NATS_USERS`] on a secured server.
+    pub fn credentials(&self, user: &str) -> PathBuf {
+        assert!(self.users.iter().any(|(name, _)| *name == user), "no NATS user {user} on this server");
+        self.dir.path().join(format!("{user}.nk"))
+    }
+
+    /// Connect as one of [`NATS_USERS`] on a secured server.
+    pub async fn connect_as(&self, user: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let seed = std::fs::read_to_string(self.credentials(user)).expect("seed file");
+        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned()).connect(self.url()).await
     }
 
     pub fn url(&self) -> String {
@@ -65,15 +107,22 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
         let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
-        let config = format!(
+        let mut config = format!(
             "listen: \"127.0.0.1:{port}\"\nports_file_dir: {ports:?}\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
             ports = ports_dir.display().to_string(),
             store = self.store_dir().display().to_string(),
         );
+        if !self.users.is_empty() {
+            config.push_str("include permissions.conf\n");
+        }
         let config_path = self.dir.path().join("nats-server.conf");
         std::fs::write(&config_path, config).expect("write nats config");
         let log = std::fs::File::create(self.dir.path().join("nats-server.log")).expect("log file");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        for (user, public) in &self.users {
+            command.env(format!("GRIDCASE_NKEY_{}", user.to_uppercase()), public);
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -122,8 +171,13 @@ impl NatsServer {
         self.launch();
     }
 
+    /// A client of the server (as the operator on a secured one).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("connect to test nats")
+        if self.users.is_empty() {
+            async_nats::connect(self.url()).await.expect("connect to test nats")
+        } else {
+            self.connect_as("operator").await.expect("connect to test nats as the operator")
+        }
     }
 }
 

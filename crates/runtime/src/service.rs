@@ -50,6 +50,26 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// The NATS user's credentials, from a file (never from the command
+    /// line): an NKey seed (`gridctl nats-key new FILE` makes one) or a
+    /// `.creds` file of a JWT-based deployment. Unset: connect without credentials.
+    #[arg(long, env = "GRIDCASE_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+
+    /// CA certificate (PEM) the NATS servers' certificates are checked
+    /// against; set, the connection must use TLS.
+    #[arg(long, env = "GRIDCASE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for NATS servers that verify clients
+    /// (with --nats-tls-key).
+    #[arg(long, env = "GRIDCASE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "GRIDCASE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+
     /// Log format: text for terminals, json for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -79,15 +99,45 @@ impl CommonArgs {
         }
     }
 
+    /// How to connect to NATS as `name`: reconnecting forever, quickly, with
+    /// the configured credentials and TLS.
+    pub async fn nats_options(&self, name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)));
+        if let Some(path) = &self.nats_credentials {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS credentials {}", path.display()))?;
+            options = if text.contains("-----BEGIN NATS USER JWT-----") {
+                options.credentials_file(path).await.with_context(|| format!("NATS credentials {}", path.display()))?
+            } else {
+                let seed = text.trim();
+                anyhow::ensure!(
+                    seed.starts_with("SU") && nkeys::KeyPair::from_seed(seed).is_ok(),
+                    "{} holds neither a NATS user NKey seed (SU…) nor a .creds file",
+                    path.display()
+                );
+                options.nkey(seed.to_owned())
+            };
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.nats_tls_cert, &self.nats_tls_key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options)
+    }
+
     /// Connect to NATS as `name` (reconnecting forever, quickly) and open the
     /// case event log; fails fast when NATS is unreachable or too old.
     pub async fn open_log(&self, name: &str) -> anyhow::Result<(async_nats::Client, EventLog)> {
         let servers = self.nats_servers()?;
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 200).min(2_000)))
+        let client = self
+            .nats_options(name)
+            .await?
             .connect(servers.as_slice())
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;

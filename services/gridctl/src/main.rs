@@ -5,6 +5,7 @@
 mod client;
 mod deadline;
 mod lifecycle;
+mod nats_key;
 mod output;
 mod reference;
 mod reports;
@@ -46,6 +47,8 @@ enum Commands {
     Token(token::Command),
     #[command(flatten)]
     Reference(reference::Command),
+    #[command(flatten)]
+    NatsKey(nats_key::Command),
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
         Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,
+        Commands::NatsKey(command) => nats_key::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
