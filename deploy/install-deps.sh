@@ -191,6 +191,9 @@ ensure_database() {
 }
 
 install_nats
+# The cluster topology (deploy/cluster.sh) makes its development TLS
+# certificates with openssl.
+if ! command -v openssl >/dev/null; then apt_install openssl; fi
 if [ -n "${GRIDCASE_DATABASE_URL:-}" ] && [ "$GRIDCASE_DATABASE_URL" != "$DEFAULT_DATABASE_URL" ]; then
   # A database managed elsewhere: nothing to install or start here.
   ensure_database

@@ -37,34 +37,10 @@ if [ -z "${GRIDCASE_AUTH_KEYS:-}" ] && [ -z "${GRIDCASE_AUTH_DEV_SECRET_FILE:-}"
   fi
 fi
 
-say() { printf 'up: %s\n' "$*" >&2; }
+SAY=up
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
 trap 'say "FAILED (line $LINENO): $BASH_COMMAND"' ERR
-
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-stop() {
-  if alive "$1"; then
-    kill -TERM "$(cat "$RUN/$1.pid")"
-    for _ in $(seq 1 100); do alive "$1" || break; sleep 0.1; done
-  fi
-  rm -f "$RUN/$1.pid"
-}
-
-wait_for_port() { # name host:port
-  local host="${2%:*}" port="${2##*:}"
-  for _ in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
-    if ! alive "$1"; then say "$1 exited; see $RUN/logs/$1.log"; tail -n 20 "$RUN/logs/$1.log" >&2; exit 1; fi
-    sleep 0.2
-  done
-  say "$1 did not open $2 within 30s; see $RUN/logs/$1.log"; exit 1
-}
-
-start() { # name command...
-  local name="$1"; shift
-  setsid nohup "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN/$name.pid"
-}
 
 deploy/install-deps.sh
 

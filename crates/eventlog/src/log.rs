@@ -54,8 +54,8 @@ impl Default for StreamSettings {
         Self {
             stream_name: "GRIDCASE_CASES".into(),
             duplicate_window: Duration::from_secs(10 * 60),
-            publish_timeout: Duration::from_secs(5),
-            append_deadline: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(2),
+            append_deadline: Duration::from_secs(15),
             replicas: 1,
         }
     }

@@ -156,13 +156,18 @@ impl CaseStore {
     where
         F: std::future::Future<Output = Result<T, LogError>>,
     {
-        let mut retry = Retry::new(self.log.settings().append_deadline);
+        let settings = self.log.settings();
+        let mut retry = Retry::new(settings.append_deadline);
         loop {
-            match what().await {
+            // Each attempt ends by the deadline, however long the request's own time-out.
+            let Some(wait) = retry.attempt_time(settings.publish_timeout) else {
+                return Err(LogError::Unavailable(retry.last_failure));
+            };
+            let answer = tokio::time::timeout(wait, what())
+                .await
+                .unwrap_or_else(|_| Err(LogError::Unavailable("no answer in time".into())));
+            match answer {
                 Err(LogError::Unavailable(failure)) => {
-                    if retry.attempt_time(self.log.settings().publish_timeout).is_none() {
-                        return Err(LogError::Unavailable(failure));
-                    }
                     retry.failed(failure);
                     retry.pause().await;
                 }

@@ -37,13 +37,13 @@ pub struct CommonArgs {
 
     /// How long one append waits for JetStream's acknowledgement before it
     /// is sent again (same id).
-    #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "GRIDCASE_PUBLISH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub publish_timeout: Duration,
 
     /// How long an append keeps trying while the log has no answer or no
-    /// stream leader (a lost node, a leader election), with backoff; then
-    /// the caller gets UNAVAILABLE.
-    #[arg(long, env = "GRIDCASE_APPEND_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    /// stream leader (a lost node: JetStream elects a new one within about
+    /// 4 to 9 seconds), with backoff; then the caller gets UNAVAILABLE.
+    #[arg(long, env = "GRIDCASE_APPEND_DEADLINE", default_value = "15s", value_parser = parse_duration)]
     pub append_deadline: Duration,
 
     /// How long work in flight may take to finish after SIGTERM.

@@ -1,0 +1,37 @@
+# Shell helpers shared by deploy/up.sh and deploy/cluster.sh (sourced, not
+# run). The caller sets RUN (state directory: pid files, logs/) and SAY
+# (the prefix of its messages).
+
+say() { printf '%s: %s\n' "${SAY:-gridcase}" "$*" >&2; }
+
+# Whether the process of pid file $RUN/NAME.pid is alive.
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+# SIGTERM NAME and wait (10 s at most) for it to exit.
+stop() {
+  if alive "$1"; then
+    kill -TERM "$(cat "$RUN/$1.pid")"
+    for _ in $(seq 1 100); do alive "$1" || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/$1.pid"
+}
+
+# Wait until NAME listens on HOST:PORT (30 s at most; fails early if it died).
+wait_for_port() {
+  local host="${2%:*}" port="${2##*:}"
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    if ! alive "$1"; then say "$1 exited; see $RUN/logs/$1.log"; tail -n 20 "$RUN/logs/$1.log" >&2; exit 1; fi
+    sleep 0.2
+  done
+  say "$1 did not open $2 within 30s; see $RUN/logs/$1.log"; exit 1
+}
+
+# Start NAME as COMMAND... in the background, in a session of its own,
+# logging to $RUN/logs/NAME.log; its pid goes to $RUN/NAME.pid.
+start() {
+  local name="$1"; shift
+  mkdir -p "$RUN/logs"
+  setsid nohup "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
