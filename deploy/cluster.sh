@@ -16,8 +16,11 @@
 #        deploy/cluster.sh start NAME | stop NAME | kill NAME
 #                                    one part: nats-1..3, postgres, intake-1/2, dispatcher-1/2, projection-1/2
 #        deploy/cluster.sh env NAME  the environment NAME runs with (for gridctl and scripts)
+#        deploy/cluster.sh topology  where everything listens, as KEY=VALUE lines (gridcase-chaos reads them)
 #
 # Settings (environment):
+#   GRIDCASE_CLUSTER_NODES      3 (default), or 1: the same topology on a single nats-server
+#                               (stream replicas 1), for comparing the two
 #   GRIDCASE_CLUSTER_DIR        run directory (default .run/cluster): stores, logs, pid files, secrets
 #   GRIDCASE_CLUSTER_PORT_BASE  B (default 4230): NATS clients B+1..3, routes B+2001..3,
 #                               monitoring B+4001..3, PostgreSQL B+1212 (5442)
@@ -40,7 +43,14 @@ BIN="${GRIDCASE_BIN_DIR:-$ROOT/target/release}"
 NATS_BIN="$ROOT/.tools/nats/bin/nats-server"
 SECRETS="$RUN/secrets"
 PG_PORT=$((BASE + 1212))
-NATS_URLS="nats://127.0.0.1:$((BASE + 1)),nats://127.0.0.1:$((BASE + 2)),nats://127.0.0.1:$((BASE + 3))"
+NODES="${GRIDCASE_CLUSTER_NODES:-3}"
+case "$NODES" in 1 | 3) ;; *) say "GRIDCASE_CLUSTER_NODES must be 1 or 3, not $NODES"; exit 2 ;; esac
+NATS_PARTS=()
+NATS_URLS=""
+for i in $(seq 1 "$NODES"); do
+  NATS_PARTS+=("nats-$i")
+  NATS_URLS="${NATS_URLS:+$NATS_URLS,}nats://127.0.0.1:$((BASE + i))"
+done
 SERVICES=(intake-1 intake-2 projection-1 projection-2 dispatcher-1 dispatcher-2)
 USERS=(intake dispatcher projection operator)
 
@@ -82,10 +92,26 @@ make_secrets() {
 # --- NATS
 
 nats_config() { # node number
-  local i="$1" routes="" j
+  local i="$1" routes="" j cluster=""
   for j in 1 2 3; do routes="$routes    \"nats-route://127.0.0.1:$((BASE + 2000 + j))\"\n"; done
+  if [ "$NODES" -gt 1 ]; then
+    cluster="cluster {
+  name: gridcase
+  listen: 127.0.0.1:$((BASE + 2000 + i))
+  routes: [
+$routes  ]
+  # Nodes prove themselves to each other with certificates of the CA.
+  tls {
+    cert_file: \"$SECRETS/node.pem\"
+    key_file: \"$SECRETS/node-key.pem\"
+    ca_file: \"$SECRETS/ca.pem\"
+    verify: true
+    timeout: 2
+  }
+}"
+  fi
   cp "$ROOT/deploy/nats/permissions.conf" "$RUN/permissions.conf"
-  printf '%b' "# Written by deploy/cluster.sh: node $i of the local three-node cluster.
+  printf '%b' "# Written by deploy/cluster.sh: node $i of $NODES.
 server_name: gridcase-nats-$i
 listen: 127.0.0.1:$((BASE + i))
 http: 127.0.0.1:$((BASE + 4000 + i))
@@ -106,20 +132,7 @@ tls {
   timeout: 2
 }
 
-cluster {
-  name: gridcase
-  listen: 127.0.0.1:$((BASE + 2000 + i))
-  routes: [
-$routes  ]
-  # Nodes prove themselves to each other with certificates of the CA.
-  tls {
-    cert_file: \"$SECRETS/node.pem\"
-    key_file: \"$SECRETS/node-key.pem\"
-    ca_file: \"$SECRETS/ca.pem\"
-    verify: true
-    timeout: 2
-  }
-}
+$cluster
 
 include permissions.conf
 " >"$RUN/nats-$i.conf"
@@ -141,13 +154,14 @@ start_nats() { # node number
 # JetStream answers on the node's monitoring port once the cluster has a
 # meta leader and the node is current.
 wait_for_jetstream() {
-  local i answer
+  local i answer quorum=1
+  if [ "$NODES" -gt 1 ]; then quorum=2; fi
   for _ in $(seq 1 150); do
     answer=""
-    for i in 1 2 3; do
+    for i in $(seq 1 "$NODES"); do
       answer="$answer$(http_get 127.0.0.1 $((BASE + 4000 + i)) /healthz || true)"
     done
-    if [ "$(grep -o '"status":"ok"' <<<"$answer" | wc -l)" -ge 2 ]; then return 0; fi
+    if [ "$(grep -o '"status":"ok"' <<<"$answer" | wc -l)" -ge "$quorum" ]; then return 0; fi
     sleep 0.2
   done
   say "the JetStream cluster did not become ready within 30s; see $RUN/logs/nats-*.log"; exit 1
@@ -217,7 +231,7 @@ service_env() { # name: the environment the service runs with
   local name="$1" n="${1##*-}" user="${1%-*}"
   cat <<EOT
 GRIDCASE_NATS_URL=$NATS_URLS
-GRIDCASE_STREAM_REPLICAS=3
+GRIDCASE_STREAM_REPLICAS=$NODES
 GRIDCASE_NATS_CREDENTIALS=$SECRETS/$user.nk
 GRIDCASE_NATS_TLS_CA=$SECRETS/ca.pem
 GRIDCASE_REFERENCE_DIR=$ROOT/deploy/reference
@@ -260,7 +274,8 @@ start_service() { # name
 
 start_part() {
   case "$1" in
-    nats-[123]) start_nats "${1#nats-}" ;;
+    nats-[123]) [ "${1#nats-}" -le "$NODES" ] || { say "no part named $1 with $NODES node(s)"; exit 2; }
+      start_nats "${1#nats-}" ;;
     postgres) start_postgres ;;
     intake-[12] | dispatcher-[12] | projection-[12]) start_service "$1" ;;
     *) say "no part named $1"; exit 2 ;;
@@ -296,9 +311,27 @@ stop_part() {
   fi
 }
 
+topology() {
+  local monitor="" i
+  for i in $(seq 1 "$NODES"); do monitor="${monitor:+$monitor,}127.0.0.1:$((BASE + 4000 + i))"; done
+  cat <<EOT
+RUN=$RUN
+NODES=$NODES
+NATS_URLS=$NATS_URLS
+NATS_MONITOR=$monitor
+NATS_TLS_CA=$SECRETS/ca.pem
+NATS_OPERATOR_CREDENTIALS=$SECRETS/operator.nk
+DEV_TOKEN_SECRET=$SECRETS/dev-token-secret
+DATABASE_URL=postgres://gridcase@127.0.0.1:$PG_PORT/gridcase
+INTAKE=$(service_addr intake-1),$(service_addr intake-2)
+QUERY=$(service_addr projection-1),$(service_addr projection-2)
+DISPATCHER=$(service_addr dispatcher-1),$(service_addr dispatcher-2)
+EOT
+}
+
 status() {
   local part
-  for part in nats-1 nats-2 nats-3 postgres "${SERVICES[@]}"; do
+  for part in "${NATS_PARTS[@]}" postgres "${SERVICES[@]}"; do
     if [ "$part" = postgres ]; then
       if "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then echo "postgres      up    127.0.0.1:$PG_PORT"
       else echo "postgres      down"; fi
@@ -322,7 +355,7 @@ up() {
       --bin gridcase-projection --bin gridctl)
   fi
   make_secrets
-  for i in 1 2 3; do start_nats "$i"; done
+  for i in $(seq 1 "$NODES"); do start_nats "$i"; done
   wait_for_jetstream
   start_postgres
   # intake-1 first: it creates the stream (three replicas) and the bucket.
@@ -332,7 +365,7 @@ up() {
   done
   status
   cat <<EOT
-gridcase runs on a three-node cluster (run directory $RUN).
+gridcase runs on $NODES nats-server node(s) (run directory $RUN).
   gridctl: eval "\$(deploy/cluster.sh env intake-1)"; $BIN/gridctl --intake http://\$GRIDCASE_INTAKE_ADDR …
   tokens:  development secret $SECRETS/dev-token-secret
   stop:    deploy/cluster.sh down
@@ -343,7 +376,7 @@ down() {
   local part
   for part in dispatcher-2 dispatcher-1 projection-2 projection-1 intake-2 intake-1; do stop_part "$part"; done
   stop_part postgres
-  for part in nats-3 nats-2 nats-1; do stop_part "$part"; done
+  for part in nats-3 nats-2 nats-1; do stop "$part"; done
   say "stopped (state kept in $RUN)"
 }
 
@@ -355,5 +388,6 @@ case "${1:-}" in
   stop) stop_part "${2:?which part}" ;;
   kill) kill_part "${2:?which part}" ;;
   env) service_env "${2:?which service}" | sed 's/^/export /' ;;
+  topology) topology ;;
   *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -10,6 +10,10 @@ deploy/install-deps.sh
 export GRIDCASE_NATS_SERVER="$ROOT/.tools/nats/bin/nats-server"
 echo "testing against $("$GRIDCASE_NATS_SERVER" --version)"
 
+# The chaos test runs the service binaries themselves (deploy/cluster.sh).
+cargo build --workspace --bins --quiet
+export GRIDCASE_BIN_DIR="$ROOT/target/debug"
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -57,7 +57,7 @@ async fn each_service_works_with_its_own_credentials_and_nothing_more() {
 
     // A connection without credentials is refused.
     let anonymous = async_nats::ConnectOptions::new().connect(nats.url()).await;
-    let error = anonymous.err().expect("an anonymous connection is refused").to_string();
+    let error = anonymous.expect_err("an anonymous connection is refused").to_string();
     assert!(error.to_lowercase().contains("authorization"), "{error}");
 
     // Each service with its own user: intake files (and stores a photo),

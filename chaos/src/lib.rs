@@ -1,0 +1,215 @@
+//! gridcase-chaos: a filing-and-lifecycle load against the cluster topology
+//! of `deploy/cluster.sh` while its parts are killed (`kill -9`) and
+//! restarted at seeded random points, then a check of the log and the read
+//! models against what the clients were told. A failing run is repeated
+//! with the same `--seed`.
+//!
+//! * [`topology`]: where the parts listen; kill, start, the stream leader.
+//! * [`load`]: grid workers filing and adding notes, retrying against
+//!   either intake with the same ids.
+//! * [`faults`]: one fault at a time, spread over the load.
+//! * [`check`]: lost, doubled, chains, dispatcher steps, ledgers = rebuild.
+
+pub mod check;
+pub mod faults;
+pub mod load;
+pub mod topology;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+pub use check::Verdict;
+pub use faults::Fault;
+pub use topology::{FaultKind, Topology};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `deploy/cluster.sh`.
+    pub script: PathBuf,
+    /// Its environment (run directory, ports, node count, binaries).
+    pub env: Vec<(String, String)>,
+    /// Start the topology first (`cluster.sh up`).
+    pub up: bool,
+    /// Stop it at the end (`cluster.sh down`).
+    pub down: bool,
+    pub operations: usize,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub faults: Vec<FaultKind>,
+    pub give_up_after: Duration,
+    pub settle_timeout: Duration,
+}
+
+/// What a run measured and found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    pub operations: usize,
+    pub acknowledged: usize,
+    /// Refused for good by the rules, or given up after `give_up_after`.
+    pub not_acknowledged: usize,
+    pub elapsed: Duration,
+    /// Acknowledged operations per second over the whole load.
+    pub throughput: f64,
+    /// Acknowledged operations per second while a part was down.
+    pub throughput_during_faults: f64,
+    /// Latency of acknowledged operations (every retry included).
+    pub p50: Duration,
+    pub p99: Duration,
+    pub faults: Vec<Fault>,
+    /// The longest time in which every filing attempt failed.
+    pub longest_filing_outage: Duration,
+    pub verdict: Verdict,
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<Report> {
+    if settings.up {
+        let topology = Topology::describe(settings.script.clone(), settings.env.clone()).await?;
+        topology.script(&["up"]).await.context("starting the topology (deploy/cluster.sh up)")?;
+    }
+    let topology = Topology::describe(settings.script.clone(), settings.env.clone()).await?;
+    let result = exercise(&settings, &topology).await;
+    if settings.down {
+        topology.script(&["down"]).await.ok();
+    }
+    result
+}
+
+async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Report> {
+    let channels = load::channels(&topology.intake)?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let (pending_sender, faults_pending) = tokio::sync::watch::channel(!settings.faults.is_empty());
+    let load = load::Load {
+        operations: settings.operations,
+        concurrency: settings.concurrency,
+        rate: settings.rate,
+        seed: settings.seed,
+        give_up_after: settings.give_up_after,
+    };
+    let injector =
+        faults::Injector { plan: settings.faults.clone(), seed: settings.seed, operations: settings.operations };
+    let started = Instant::now();
+    let (load_result, faults) = tokio::join!(load.run(channels, done.clone(), faults_pending), async {
+        let faults = injector.run(topology, done.clone(), started).await;
+        pending_sender.send_replace(false);
+        faults
+    });
+    let (load_result, faults) = (load_result?, faults?);
+
+    let log = check::open_log(topology).await?;
+    let filed: HashSet<String> = load_result
+        .outcomes
+        .iter()
+        .filter(|o| o.acknowledged_after.is_some())
+        .filter_map(|o| match &o.operation {
+            load::Operation::File { case_id } => Some(case_id.clone()),
+            load::Operation::Note { .. } => None,
+        })
+        .collect();
+    check::settle(topology, &log, &filed, settings.settle_timeout).await?;
+    let verdict = check::check(topology, &log, &load_result.outcomes).await?;
+
+    let mut latencies: Vec<Duration> = load_result.outcomes.iter().filter_map(|o| o.acknowledged_after).collect();
+    latencies.sort();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let acknowledged = latencies.len();
+    let down: Duration = faults.iter().map(|f| f.restarted_at.saturating_sub(f.killed_at)).sum();
+    let during = load_result
+        .outcomes
+        .iter()
+        .filter_map(|o| o.acknowledged_at)
+        .filter(|at| faults.iter().any(|f| *at >= f.killed_at && *at <= f.restarted_at))
+        .count();
+    Ok(Report {
+        seed: settings.seed,
+        nodes: topology.nodes,
+        operations: load_result.outcomes.len(),
+        acknowledged,
+        not_acknowledged: load_result.outcomes.len() - acknowledged,
+        elapsed: load_result.elapsed,
+        throughput: acknowledged as f64 / load_result.elapsed.as_secs_f64(),
+        throughput_during_faults: if down.is_zero() { 0.0 } else { during as f64 / down.as_secs_f64() },
+        p50: quantile(0.50),
+        p99: quantile(0.99),
+        longest_filing_outage: longest_outage(&load_result.attempts.filings),
+        faults,
+        verdict,
+    })
+}
+
+/// The longest stretch, from a failed filing attempt to the next
+/// successful one (by anyone), in which no filing succeeded.
+pub fn longest_outage(attempts: &[(Duration, bool)]) -> Duration {
+    let mut attempts = attempts.to_vec();
+    attempts.sort_by_key(|(at, _)| *at);
+    let (mut longest, mut failing_since) = (Duration::ZERO, None);
+    for (at, succeeded) in attempts {
+        match (succeeded, failing_since) {
+            (false, None) => failing_since = Some(at),
+            (true, Some(since)) => {
+                longest = longest.max(at - since);
+                failing_since = None;
+            }
+            _ => {}
+        }
+    }
+    longest
+}
+
+impl Report {
+    /// The figures, one per line, as people read them.
+    pub fn print(&self) {
+        println!("seed                      {}", self.seed);
+        println!("nats nodes                {}", self.nodes);
+        println!(
+            "operations                {} ({} acknowledged, {} not)",
+            self.operations, self.acknowledged, self.not_acknowledged
+        );
+        println!(
+            "load                      {:.1} acknowledged/s over {:.1} s",
+            self.throughput,
+            self.elapsed.as_secs_f64()
+        );
+        println!("load during faults        {:.1} acknowledged/s", self.throughput_during_faults);
+        println!("latency (with retries)    p50 {:.1} ms, p99 {:.1} ms", ms(self.p50), ms(self.p99));
+        println!("longest filing outage     {:.2} s", self.longest_filing_outage.as_secs_f64());
+        println!("faults injected           {}", self.faults.len());
+        for fault in &self.faults {
+            println!(
+                "  kill -9 {:<13} at {:>7.2} s, back at {:>7.2} s",
+                fault.part,
+                fault.killed_at.as_secs_f64(),
+                fault.restarted_at.as_secs_f64()
+            );
+        }
+        let v = &self.verdict;
+        println!("log                       {} events, {} cases", v.events, v.cases);
+        println!("acknowledged              {} filings, {} notes", v.acknowledged_filings, v.acknowledged_notes);
+        println!("lost                      {}", v.lost);
+        println!("doubled                   {}", v.doubled);
+        println!("broken hash chains        {}", v.broken_chains);
+        println!("due steps missing         {}", v.missing_steps);
+        println!("ledgers = rebuild         {}", if v.ledger_differences.is_empty() { "yes" } else { "NO" });
+        for problem in v.problems.iter().take(20) {
+            println!("  problem: {problem}");
+        }
+        println!("verdict                   {}", if v.clean() { "CLEAN" } else { "FAILED" });
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,76 @@
+//! A short run of the chaos harness (gridcase-chaos) as part of the suite:
+//! the cluster topology of deploy/cluster.sh (three nats-servers, two of
+//! each service, a PostgreSQL of its own) under a few hundred operations
+//! while each kind of part is killed once; nothing acknowledged may be lost
+//! or doubled, and the ledgers must equal a rebuild.
+//!
+//! It runs the service binaries: `deploy/test.sh` builds them first
+//! (`cargo build --bins`); GRIDCASE_BIN_DIR points elsewhere.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gridcase_chaos::{FaultKind, Settings};
+use gridcase_tests::workspace_root;
+
+fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("GRIDCASE_BIN_DIR").map_or_else(|| workspace_root().join("target/debug"), PathBuf::from);
+    for binary in ["gridcase-intake", "gridcase-dispatcher", "gridcase-projection", "gridctl"] {
+        assert!(
+            dir.join(binary).exists(),
+            "{} is missing: build the service binaries first (cargo build --bins; deploy/test.sh does)",
+            dir.join(binary).display()
+        );
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_loses_and_doubles_nothing_while_each_kind_of_part_is_killed() {
+    let run = tempfile::Builder::new().prefix("gridcase-chaos-").tempdir().unwrap();
+    // The PostgreSQL of the topology runs as the postgres user when the
+    // tests run as root: it must reach its data directory in here.
+    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Ports below the ephemeral range, so no other test's listener takes them.
+    let offset = u64::from(std::process::id()) % 400 * 20;
+    let env = vec![
+        ("GRIDCASE_CLUSTER_DIR".to_owned(), run.path().display().to_string()),
+        ("GRIDCASE_CLUSTER_PORT_BASE".to_owned(), (10_000 + offset).to_string()),
+        ("GRIDCASE_CLUSTER_SERVICE_PORT_BASE".to_owned(), (20_000 + offset).to_string()),
+        ("GRIDCASE_CLUSTER_NODES".to_owned(), "3".to_owned()),
+        ("GRIDCASE_BIN_DIR".to_owned(), bin_dir().display().to_string()),
+        ("GRIDCASE_SKIP_INSTALL".to_owned(), "1".to_owned()),
+    ];
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    println!("chaos seed {seed}");
+    let report = gridcase_chaos::run(Settings {
+        script: workspace_root().join("deploy/cluster.sh"),
+        env,
+        up: true,
+        down: true,
+        operations: 300,
+        concurrency: 6,
+        rate: Some(30.0),
+        seed,
+        faults: FaultKind::ALL.to_vec(),
+        give_up_after: Duration::from_secs(60),
+        settle_timeout: Duration::from_secs(120),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the chaos run (seed {seed}) failed: {e:#}"));
+    report.print();
+
+    let mut kinds: Vec<FaultKind> = report.faults.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, FaultKind::ALL.to_vec(), "one fault of each kind (seed {seed})");
+    let verdict = &report.verdict;
+    assert!(verdict.acknowledged_filings > 0 && verdict.acknowledged_notes > 0, "the load ran (seed {seed})");
+    assert_eq!(report.not_acknowledged, 0, "every operation got through within its minute (seed {seed})");
+    assert_eq!(verdict.lost, 0, "{:?} (seed {seed})", verdict.problems);
+    assert_eq!(verdict.doubled, 0, "{:?} (seed {seed})", verdict.problems);
+    assert_eq!(verdict.broken_chains, 0, "{:?} (seed {seed})", verdict.problems);
+    assert_eq!(verdict.missing_steps, 0, "{:?} (seed {seed})", verdict.problems);
+    assert!(verdict.ledger_differences.is_empty(), "{:?} (seed {seed})", verdict.problems);
+    assert_eq!(verdict.cases, verdict.acknowledged_filings, "only the load's cases are in this fresh log");
+}
