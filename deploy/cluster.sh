@@ -31,7 +31,7 @@
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="${GRIDCASE_CLUSTER_DIR:-$ROOT/.run/cluster}"
+RUN="$(realpath -m "${GRIDCASE_CLUSTER_DIR:-$ROOT/.run/cluster}")"
 SAY=cluster
 # shellcheck source=deploy/lib.sh
 . "$ROOT/deploy/lib.sh"
@@ -91,62 +91,55 @@ make_secrets() {
 
 # --- NATS
 
+# Three nodes run the shipped node configuration as it is
+# (deploy/nats/cluster/nats-node.conf), with this machine's ports and paths
+# in their environment; one node runs a configuration written here (the
+# same, without the cluster block).
 nats_config() { # node number
-  local i="$1" routes="" j cluster=""
-  for j in 1 2 3; do routes="$routes    \"nats-route://127.0.0.1:$((BASE + 2000 + j))\"\n"; done
-  if [ "$NODES" -gt 1 ]; then
-    cluster="cluster {
-  name: gridcase
-  listen: 127.0.0.1:$((BASE + 2000 + i))
-  routes: [
-$routes  ]
-  # Nodes prove themselves to each other with certificates of the CA.
-  tls {
-    cert_file: \"$SECRETS/node.pem\"
-    key_file: \"$SECRETS/node-key.pem\"
-    ca_file: \"$SECRETS/ca.pem\"
-    verify: true
-    timeout: 2
-  }
-}"
-  fi
+  local i="$1"
   cp "$ROOT/deploy/nats/permissions.conf" "$RUN/permissions.conf"
-  printf '%b' "# Written by deploy/cluster.sh: node $i of $NODES.
-server_name: gridcase-nats-$i
-listen: 127.0.0.1:$((BASE + i))
-http: 127.0.0.1:$((BASE + 4000 + i))
+  if [ "$NODES" -gt 1 ]; then
+    cp "$ROOT/deploy/nats/cluster/nats-node.conf" "$RUN/nats-node.conf"
+    return 0
+  fi
+  cat >"$RUN/nats-node.conf" <<EOT
+# Written by deploy/cluster.sh: deploy/nats/cluster/nats-node.conf without the
+# cluster block, for the single-node comparison.
+server_name: \$GRIDCASE_NATS_NAME
+listen: \$GRIDCASE_NATS_LISTEN
+http: \$GRIDCASE_NATS_MONITOR
 max_payload: 1MB
-
 jetstream {
-  store_dir: \"$RUN/nats-$i\"
-  # Acknowledged means on disk on this node (and, replicated, on a quorum).
+  store_dir: \$GRIDCASE_NATS_STORE
   sync_interval: always
-  max_file_store: 10GB
-  max_memory_store: 256MB
 }
-
 tls {
-  cert_file: \"$SECRETS/node.pem\"
-  key_file: \"$SECRETS/node-key.pem\"
-  ca_file: \"$SECRETS/ca.pem\"
+  cert_file: \$GRIDCASE_NODE_TLS_CERT
+  key_file: \$GRIDCASE_NODE_TLS_KEY
+  ca_file: \$GRIDCASE_NODE_TLS_CA
   timeout: 2
 }
-
-$cluster
-
 include permissions.conf
-" >"$RUN/nats-$i.conf"
+EOT
 }
 
 start_nats() { # node number
-  local i="$1"
+  local i="$1" j
   alive "nats-$i" && return 0
   nats_config "$i"
   (
+    export GRIDCASE_NATS_NAME="gridcase-nats-$i"
+    export GRIDCASE_NATS_LISTEN="127.0.0.1:$((BASE + i))"
+    export GRIDCASE_NATS_MONITOR="127.0.0.1:$((BASE + 4000 + i))"
+    export GRIDCASE_NATS_CLUSTER_LISTEN="127.0.0.1:$((BASE + 2000 + i))"
+    for j in 1 2 3; do export "GRIDCASE_NATS_ROUTE_$j=nats-route://127.0.0.1:$((BASE + 2000 + j))"; done
+    export GRIDCASE_NATS_STORE="$RUN/nats-$i"
+    export GRIDCASE_NODE_TLS_CERT="$SECRETS/node.pem" GRIDCASE_NODE_TLS_KEY="$SECRETS/node-key.pem" \
+      GRIDCASE_NODE_TLS_CA="$SECRETS/ca.pem"
     for user in "${USERS[@]}"; do
       export "GRIDCASE_NKEY_${user^^}=$(cat "$SECRETS/$user.pub")"
     done
-    start "nats-$i" "$NATS_BIN" -c "$RUN/nats-$i.conf"
+    start "nats-$i" "$NATS_BIN" -c "$RUN/nats-node.conf"
   )
   wait_for_port "nats-$i" "127.0.0.1:$((BASE + i))"
 }
@@ -357,6 +350,12 @@ up() {
   make_secrets
   for i in $(seq 1 "$NODES"); do start_nats "$i"; done
   wait_for_jetstream
+  # The operator sets the stream and the bucket up (or moves them from one
+  # replica to three); the services may not change them.
+  say "case stream and attachment bucket: $NODES replica(s)"
+  GRIDCASE_NATS_URL="$NATS_URLS" GRIDCASE_NATS_CREDENTIALS="$SECRETS/operator.nk" \
+    GRIDCASE_NATS_TLS_CA="$SECRETS/ca.pem" GRIDCASE_STREAM_REPLICAS="$NODES" \
+    "$BIN/gridctl" log set-replicas >/dev/null
   start_postgres
   # intake-1 first: it creates the stream (three replicas) and the bucket.
   for name in "${SERVICES[@]}"; do
@@ -366,7 +365,7 @@ up() {
   status
   cat <<EOT
 gridcase runs on $NODES nats-server node(s) (run directory $RUN).
-  gridctl: eval "\$(deploy/cluster.sh env intake-1)"; $BIN/gridctl --intake http://\$GRIDCASE_INTAKE_ADDR …
+  gridctl: $BIN/gridctl --addr http://$(service_addr intake-1) --query-addr http://$(service_addr projection-1) …
   tokens:  development secret $SECRETS/dev-token-secret
   stop:    deploy/cluster.sh down
 EOT

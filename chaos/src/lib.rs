@@ -64,9 +64,13 @@ pub struct Report {
     /// Latency of acknowledged operations (every retry included).
     pub p50: Duration,
     pub p99: Duration,
+    pub max: Duration,
     pub faults: Vec<Fault>,
     /// The longest time in which every filing attempt failed.
     pub longest_filing_outage: Duration,
+    /// The longest time in which no filing was acknowledged (calls waiting
+    /// inside the services count here, not as failures).
+    pub longest_filing_stall: Duration,
     pub verdict: Verdict,
 }
 
@@ -144,18 +148,28 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         throughput_during_faults: if down.is_zero() { 0.0 } else { during as f64 / down.as_secs_f64() },
         p50: quantile(0.50),
         p99: quantile(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
         longest_filing_outage: longest_outage(&load_result.attempts.filings),
+        longest_filing_stall: longest_gap(
+            load_result
+                .outcomes
+                .iter()
+                .filter(|o| matches!(o.operation, load::Operation::File { .. }))
+                .filter_map(|o| o.acknowledged_at),
+        ),
         faults,
         verdict,
     })
 }
 
 /// The longest stretch, from a failed filing attempt to the next
-/// successful one (by anyone), in which no filing succeeded.
+/// successful one (by anyone, or the last attempt), in which no filing
+/// succeeded.
 pub fn longest_outage(attempts: &[(Duration, bool)]) -> Duration {
     let mut attempts = attempts.to_vec();
     attempts.sort_by_key(|(at, _)| *at);
     let (mut longest, mut failing_since) = (Duration::ZERO, None);
+    let last = attempts.last().map(|(at, _)| *at).unwrap_or_default();
     for (at, succeeded) in attempts {
         match (succeeded, failing_since) {
             (false, None) => failing_since = Some(at),
@@ -166,7 +180,18 @@ pub fn longest_outage(attempts: &[(Duration, bool)]) -> Duration {
             _ => {}
         }
     }
+    // Still failing when the load ended: the outage lasted at least until then.
+    if let Some(since) = failing_since {
+        longest = longest.max(last - since);
+    }
     longest
+}
+
+/// The longest time between two consecutive acknowledgements.
+pub fn longest_gap(acknowledged_at: impl Iterator<Item = Duration>) -> Duration {
+    let mut times: Vec<Duration> = acknowledged_at.collect();
+    times.sort();
+    times.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
 }
 
 impl Report {
@@ -184,8 +209,17 @@ impl Report {
             self.elapsed.as_secs_f64()
         );
         println!("load during faults        {:.1} acknowledged/s", self.throughput_during_faults);
-        println!("latency (with retries)    p50 {:.1} ms, p99 {:.1} ms", ms(self.p50), ms(self.p99));
-        println!("longest filing outage     {:.2} s", self.longest_filing_outage.as_secs_f64());
+        println!(
+            "latency (with retries)    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        );
+        println!(
+            "longest filing outage     {:.2} s (every filing attempt failing)",
+            self.longest_filing_outage.as_secs_f64()
+        );
+        println!("longest filing stall      {:.2} s (no filing acknowledged)", self.longest_filing_stall.as_secs_f64());
         println!("faults injected           {}", self.faults.len());
         for fault in &self.faults {
             println!(
@@ -212,4 +246,31 @@ impl Report {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds)
+    }
+
+    #[test]
+    fn an_outage_runs_from_the_first_failure_to_the_next_success_by_anyone() {
+        let attempts =
+            [(s(1.0), true), (s(2.0), false), (s(2.5), false), (s(4.0), true), (s(5.0), false), (s(5.5), true)];
+        assert_eq!(longest_outage(&attempts), s(2.0));
+        // Out of order as the workers recorded them: the same answer.
+        let mut shuffled = attempts.to_vec();
+        shuffled.reverse();
+        assert_eq!(longest_outage(&shuffled), s(2.0));
+        assert_eq!(longest_outage(&[(s(1.0), false), (s(9.0), false)]), s(8.0), "never recovered: until the end");
+    }
+
+    #[test]
+    fn a_stall_is_the_longest_gap_between_acknowledgements() {
+        assert_eq!(longest_gap([s(3.0), s(1.0), s(1.5), s(7.0)].into_iter()), s(4.0));
+        assert_eq!(longest_gap(std::iter::empty()), Duration::ZERO);
+    }
 }

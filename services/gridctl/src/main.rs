@@ -5,6 +5,7 @@
 mod client;
 mod deadline;
 mod lifecycle;
+mod log;
 mod nats_key;
 mod output;
 mod reference;
@@ -49,6 +50,8 @@ enum Commands {
     Reference(reference::Command),
     #[command(flatten)]
     NatsKey(nats_key::Command),
+    #[command(flatten)]
+    Log(log::Command),
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> ExitCode {
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,
         Commands::NatsKey(command) => nats_key::run(command),
+        Commands::Log(command) => log::run(command, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
