@@ -221,21 +221,11 @@ async fn file(
         attachments: vec![],
     };
     let operation = Operation::File { case_id: case_id.to_owned() };
-    let began = Instant::now();
-    let mut attempt = 0usize;
-    loop {
-        let channel = channels[(worker + attempt) % channels.len()].clone();
-        let answer = IntakeServiceClient::new(channel).file_case(authorised(token, request.clone())).await;
-        let at = shared.started.elapsed();
-        shared.attempts.lock().await.filings.push((at, answer.is_ok()));
-        match answer {
-            Ok(_) => return acknowledged(operation, began, at),
-            Err(status) if retryable(status.code()) && began.elapsed() < give_up_after => {}
-            Err(status) => return not_acknowledged(operation, &status),
-        }
-        attempt += 1;
-        backoff(attempt).await;
-    }
+    until_acknowledged(shared, channels, worker, give_up_after, operation, |channel| {
+        let request = authorised(token, request.clone());
+        async move { IntakeServiceClient::new(channel).file_case(request).await }
+    })
+    .await
 }
 
 async fn note(
@@ -257,32 +247,57 @@ async fn note(
         attachments: vec![],
     };
     let operation = Operation::Note { case_id: case_id.to_owned(), command_id: command_id.to_owned() };
+    until_acknowledged(shared, channels, worker, give_up_after, operation, |channel| {
+        let request = authorised(token, request.clone());
+        async move { CaseServiceClient::new(channel).add_progress(request).await }
+    })
+    .await
+}
+
+/// Send a request (made by `call` for an intake's channel) until it is
+/// acknowledged, refused for good, or `give_up_after` has passed; each
+/// attempt goes to the next intake. Filing attempts are recorded.
+async fn until_acknowledged<F, Fut, T>(
+    shared: &Shared,
+    channels: &[Channel],
+    worker: usize,
+    give_up_after: Duration,
+    operation: Operation,
+    call: F,
+) -> Outcome
+where
+    F: Fn(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let began = Instant::now();
     let mut attempt = 0usize;
     loop {
-        let channel = channels[(worker + attempt) % channels.len()].clone();
-        let answer = CaseServiceClient::new(channel).add_progress(authorised(token, request.clone())).await;
+        let answer = call(channels[(worker + attempt) % channels.len()].clone()).await;
         let at = shared.started.elapsed();
-        match answer {
-            Ok(_) => return acknowledged(operation, began, at),
-            Err(status) if retryable(status.code()) && began.elapsed() < give_up_after => {}
-            Err(status) => return not_acknowledged(operation, &status),
+        if matches!(operation, Operation::File { .. }) {
+            shared.attempts.lock().await.filings.push((at, answer.is_ok()));
+        }
+        let status = match answer {
+            Ok(_) => {
+                return Outcome {
+                    operation,
+                    acknowledged_after: Some(began.elapsed()),
+                    acknowledged_at: Some(at),
+                    refused: None,
+                };
+            }
+            Err(status) => status,
+        };
+        if !retryable(status.code()) || began.elapsed() >= give_up_after {
+            return Outcome {
+                operation,
+                acknowledged_after: None,
+                acknowledged_at: None,
+                refused: Some(format!("{:?}: {}", status.code(), status.message())),
+            };
         }
         attempt += 1;
         backoff(attempt).await;
-    }
-}
-
-fn acknowledged(operation: Operation, began: Instant, at: Duration) -> Outcome {
-    Outcome { operation, acknowledged_after: Some(began.elapsed()), acknowledged_at: Some(at), refused: None }
-}
-
-fn not_acknowledged(operation: Operation, status: &tonic::Status) -> Outcome {
-    Outcome {
-        operation,
-        acknowledged_after: None,
-        acknowledged_at: None,
-        refused: Some(format!("{:?}: {}", status.code(), status.message())),
     }
 }
 

@@ -53,7 +53,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gridcase_runtime::telemetry::init(gridcase_runtime::LogFormat::Text, "warn,gridcase_chaos=info");
+    gridcase_runtime::telemetry::init(gridcase_runtime::LogFormat::Text, "warn,sqlx=error,gridcase_chaos=info");
     let cli = Cli::parse();
     let mut plan = Vec::new();
     for name in &cli.faults {
