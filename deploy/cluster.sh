@@ -341,6 +341,15 @@ status() {
 }
 
 up() {
+  # A store written by one node must not become a cluster member's (or the
+  # other way round): JetStream does not replicate what a stream held
+  # before it joined a cluster. Copy instead (gridctl log copy).
+  if [ -f "$RUN/nodes" ] && [ "$(cat "$RUN/nodes")" != "$NODES" ]; then
+    say "$RUN holds a $(cat "$RUN/nodes")-node deployment, not a $NODES-node one: use another" \
+      "GRIDCASE_CLUSTER_DIR and copy the history with gridctl log copy (README: From one node to three)"
+    exit 1
+  fi
+  echo "$NODES" >"$RUN/nodes"
   [ -n "${GRIDCASE_SKIP_INSTALL:-}" ] || "$ROOT/deploy/install-deps.sh"
   if [ -z "${GRIDCASE_BIN_DIR:-}" ]; then
     say "building the services (release)"

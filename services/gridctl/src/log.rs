@@ -23,8 +23,28 @@ pub enum Log {
         nats: NatsArgs,
     },
     /// Keep --stream-replicas copies of the stream and the bucket (creating
-    /// them if missing): going from one node to three is `--stream-replicas 3`.
+    /// them if missing). A stream written on a single nats-server before it
+    /// joined a cluster is NOT copied to new replicas this way: use `copy`.
     SetReplicas {
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Copy the case stream and the attachment bucket from another NATS
+    /// (the single node a deployment outgrew) into this one (the cluster,
+    /// --stream-replicas copies), message for message: same subjects,
+    /// headers, bodies and stream sequences, so every hash chain and the
+    /// read models' positions stay valid. Run it with the intake's
+    /// credentials before the services start; run it again to resume.
+    Copy {
+        /// The NATS to copy from, e.g. nats://old-node:4222.
+        #[arg(long)]
+        from_nats_url: String,
+        /// Credentials on the source (NKey seed or .creds file).
+        #[arg(long)]
+        from_credentials: Option<std::path::PathBuf>,
+        /// CA of the source's TLS certificate (TLS is then required).
+        #[arg(long)]
+        from_tls_ca: Option<std::path::PathBuf>,
         #[command(flatten)]
         nats: NatsArgs,
     },
@@ -75,6 +95,32 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Log::Copy { from_nats_url, from_credentials, from_tls_ca, nats } => {
+            let from = CommonArgs {
+                nats_url: from_nats_url,
+                nats_credentials: from_credentials,
+                nats_tls_ca: from_tls_ca,
+                nats_tls_cert: None,
+                nats_tls_key: None,
+                ..nats.common.clone()
+            };
+            let copied = copy(from, &nats.common, &nats.attachment_bucket).await?;
+            if json_output {
+                println!(
+                    "{}",
+                    json!({
+                        "copied": copied.messages, "already_there": copied.already_there,
+                        "last_sequence": copied.last_sequence, "attachments": copied.attachments,
+                    })
+                );
+            } else {
+                println!(
+                    "copied {} messages ({} were there already), up to stream sequence {}; {} attachments",
+                    copied.messages, copied.already_there, copied.last_sequence, copied.attachments
+                );
+            }
+            Ok(())
+        }
         Log::SetReplicas { nats } => {
             let (client, log) = nats.common.open_log("gridctl").await?;
             let replicas = usize::from(nats.common.stream_replicas);
@@ -104,6 +150,132 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             client.drain().await.ok();
             Ok(())
         }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Default)]
+struct Copied {
+    messages: u64,
+    already_there: u64,
+    last_sequence: u64,
+    attachments: u64,
+}
+
+async fn copy(from: CommonArgs, to: &CommonArgs, bucket: &str) -> anyhow::Result<Copied> {
+    use futures::StreamExt as _;
+    let source_client = connect(&from).await.context("the source")?;
+    let source = jetstream::new(source_client);
+    let mut source_stream =
+        source.get_stream(&from.stream).await.with_context(|| format!("stream {} on the source", from.stream))?;
+    let state = source_stream.info().await?.state.clone();
+    anyhow::ensure!(
+        state.messages == 0 || (state.first_sequence == 1 && state.messages == state.last_sequence),
+        "the source stream has gaps (first {}, last {}, {} messages): it is not a gridcase case stream",
+        state.first_sequence,
+        state.last_sequence,
+        state.messages
+    );
+
+    let (client, log) = to.open_log("gridctl-copy").await.context("the destination")?;
+    let mut copied = Copied { last_sequence: state.last_sequence, ..Copied::default() };
+    let there = log.last_sequence().await?;
+    anyhow::ensure!(
+        there <= state.last_sequence,
+        "the destination holds {there} messages, the source only {}: not a copy of it",
+        state.last_sequence
+    );
+    if there > 0 {
+        // Resuming: the destination must be a prefix of the source.
+        let ours = log.context().get_stream(&to.stream).await?.get_raw_message(there).await?;
+        let theirs = source_stream.get_raw_message(there).await?;
+        anyhow::ensure!(
+            ours.subject == theirs.subject && ours.payload == theirs.payload,
+            "message {there} differs between the source and the destination: not a copy of it"
+        );
+    }
+    copied.already_there = there;
+    if there < state.last_sequence {
+        // An ordered consumer of our own on the source: nothing there changes.
+        let consumer = source_stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: there + 1 },
+                ..Default::default()
+            })
+            .await
+            .context("reading the source stream")?;
+        let mut messages = consumer.messages().await?;
+        let mut acks = futures::stream::FuturesOrdered::new();
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let sequence = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("a source message without its position: {e}"))?
+                .stream_sequence;
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(message.payload.clone())
+                // The same position as in the source, or nothing.
+                .expected_last_sequence(sequence - 1);
+            if let Some(headers) = message.headers.clone() {
+                publish = publish.headers(headers);
+            }
+            let ack = log.context().send_publish(message.subject.to_string(), publish).await?;
+            acks.push_back(std::future::IntoFuture::into_future(ack));
+            if acks.len() >= 256 {
+                confirm(acks.next().await, &mut copied)?;
+            }
+            if sequence >= state.last_sequence {
+                break;
+            }
+        }
+        while let Some(ack) = acks.next().await {
+            confirm(Some(ack), &mut copied)?;
+        }
+    }
+    let end = log.last_sequence().await?;
+    anyhow::ensure!(end == state.last_sequence, "the destination ends at {end}, the source at {}", state.last_sequence);
+
+    // Attachments: by name (their SHA-256), those the destination lacks.
+    let replicas = usize::from(to.stream_replicas);
+    let from_bucket = source.get_object_store(bucket).await;
+    if let Ok(from_bucket) = from_bucket {
+        let to_store = gridcase_eventlog::AttachmentStore::open(log.context(), bucket, replicas).await?;
+        let mut objects = from_bucket.list().await?;
+        while let Some(object) = objects.next().await {
+            let object = object?;
+            if object.deleted {
+                continue;
+            }
+            let digest = gridcase_domain::Sha256Digest::parse(&object.name)
+                .map_err(|e| anyhow::anyhow!("attachment {:?} is not named by its SHA-256: {e}", object.name))?;
+            if to_store.find(&digest).await?.is_some() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            use tokio::io::AsyncReadExt as _;
+            from_bucket.get(&object.name).await?.read_to_end(&mut bytes).await?;
+            let stored = to_store.put(&bytes).await?;
+            anyhow::ensure!(stored.sha256 == digest, "attachment {} changed in transit", object.name);
+            copied.attachments += 1;
+        }
+    }
+    client.drain().await.ok();
+    Ok(copied)
+}
+
+fn confirm(
+    ack: Option<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
+    match ack {
+        Some(Ok(_)) => {
+            copied.messages += 1;
+            Ok(())
+        }
+        Some(Err(error)) => Err(anyhow::anyhow!(
+            "the destination refused a message ({error}): is something else writing to it? Run the copy again to resume"
+        )),
+        None => Ok(()),
     }
 }
 

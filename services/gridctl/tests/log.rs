@@ -1,0 +1,98 @@
+//! `gridctl log copy`: a deployment's history moved from one NATS to
+//! another (a single node to a cluster), message for message, resumable,
+//! refusing a destination that is not a copy of the source.
+
+use std::process::Command;
+
+use gridcase_eventlog::{AttachmentStore, CaseSubject, EventLog, StreamSettings, attachments::DEFAULT_BUCKET};
+use gridcase_tests::{NatsServer, given};
+
+const GRID: &str = "990101001001001";
+
+fn copy(from: &NatsServer, to: &NatsServer) -> Result<serde_json::Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_gridctl"))
+        .args(["--json", "log", "copy", "--from-nats-url", &from.url(), "--nats-url", &to.url()])
+        .arg("--nats-credentials")
+        .arg(to.credentials("intake"))
+        .output()
+        .expect("run gridctl");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("json"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+async fn file_cases(log: &EventLog, count: usize) {
+    for _ in 0..count {
+        given(log, GRID)
+            .filed("0204")
+            .await
+            .by_centre(gridcase_domain::Command::Register {
+                tier: gridcase_domain::Tier::Normal,
+                note: None,
+                policy: None,
+            })
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_copy_moves_the_history_message_for_message_and_resumes() {
+    let old = NatsServer::start();
+    let old_log = EventLog::open(old.client().await, StreamSettings::default()).await.unwrap();
+    file_cases(&old_log, 5).await;
+    let photo = gridcase_tests::fixtures::jpeg(70_000);
+    AttachmentStore::open(old_log.context(), DEFAULT_BUCKET, 1).await.unwrap().put(&photo).await.unwrap();
+
+    // The destination has the shipped users; the copy runs as intake.
+    let new = NatsServer::start_secured();
+    let copied = copy(&old, &new).expect("copied");
+    assert_eq!(copied["copied"], 10);
+    assert_eq!(copied["already_there"], 0);
+    assert_eq!(copied["attachments"], 1);
+
+    let new_log = EventLog::open(new.client().await, StreamSettings::default()).await.unwrap();
+    let (old_stream, new_stream) = (
+        old_log.context().get_stream("GRIDCASE_CASES").await.unwrap(),
+        new_log.context().get_stream("GRIDCASE_CASES").await.unwrap(),
+    );
+    for sequence in 1..=10 {
+        let (a, b) =
+            (old_stream.get_raw_message(sequence).await.unwrap(), new_stream.get_raw_message(sequence).await.unwrap());
+        assert_eq!((&a.subject, &a.payload, &a.headers), (&b.subject, &b.payload, &b.headers), "message {sequence}");
+    }
+    let subject = CaseSubject::from_subject(old_stream.get_raw_message(1).await.unwrap().subject.as_str()).unwrap();
+    let history = new_log.history(&subject).await.unwrap();
+    assert_eq!(history.len(), 2);
+    gridcase_eventlog::verify_history(&history).expect("the chain verifies on the copy");
+    let digest = gridcase_domain::Sha256Digest::parse(&sha256_hex(&photo)).unwrap();
+    let bucket = AttachmentStore::open(new_log.context(), DEFAULT_BUCKET, 1).await.unwrap();
+    assert_eq!(bucket.get(&digest).await.unwrap(), photo, "the photo came along");
+
+    // More history on the old node (the services were still running): the
+    // copy resumes where it stopped, and a second run changes nothing.
+    file_cases(&old_log, 2).await;
+    let resumed = copy(&old, &new).expect("resumed");
+    assert_eq!((resumed["copied"].as_u64(), resumed["already_there"].as_u64()), (Some(4), Some(10)));
+    let again = copy(&old, &new).expect("nothing to do");
+    assert_eq!((again["copied"].as_u64(), again["attachments"].as_u64()), (Some(0), Some(0)));
+
+    // A destination that is not a copy of this source is refused.
+    let other = NatsServer::start();
+    let other_log = EventLog::open(other.client().await, StreamSettings::default()).await.unwrap();
+    file_cases(&other_log, 8).await;
+    let refused = copy(&other, &new).expect_err("a different history");
+    assert!(refused.contains("not a copy"), "{refused}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()[..64].to_owned()
+}
