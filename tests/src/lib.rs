@@ -60,6 +60,21 @@ pub async fn append_foreign(
 }
 
 /// The workspace root (for deploy/ files).
+/// Where the service binaries are (`GRIDCASE_BIN_DIR`, else target/debug);
+/// tests that run them as processes need them built first (`cargo build
+/// --bins`; deploy/test.sh does).
+pub fn service_binaries() -> PathBuf {
+    let dir = std::env::var_os("GRIDCASE_BIN_DIR").map_or_else(|| workspace_root().join("target/debug"), PathBuf::from);
+    for binary in ["gridcase-intake", "gridcase-dispatcher", "gridcase-projection", "gridctl"] {
+        assert!(
+            dir.join(binary).exists(),
+            "{} is missing: build the service binaries first (cargo build --bins; deploy/test.sh does)",
+            dir.join(binary).display()
+        );
+    }
+    dir
+}
+
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
@@ -123,6 +138,8 @@ impl TestIntake {
         config.common.publish_timeout = std::time::Duration::from_secs(2);
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.auth.dev_secret_file = Some(identity::dev_secret_file());
+        // The metrics recorder is process-wide: tests of the endpoint run the binaries.
+        config.no_metrics = true;
         config
     }
 
@@ -435,6 +452,7 @@ impl TestProjection {
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.database_connections = 4;
         config.auth.dev_secret_file = Some(identity::dev_secret_file());
+        config.no_metrics = true;
         config
     }
 

@@ -8,23 +8,10 @@
 //! (`cargo build --bins`); GRIDCASE_BIN_DIR points elsewhere.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use gridcase_chaos::{FaultKind, Settings};
 use gridcase_tests::workspace_root;
-
-fn bin_dir() -> PathBuf {
-    let dir = std::env::var_os("GRIDCASE_BIN_DIR").map_or_else(|| workspace_root().join("target/debug"), PathBuf::from);
-    for binary in ["gridcase-intake", "gridcase-dispatcher", "gridcase-projection", "gridctl"] {
-        assert!(
-            dir.join(binary).exists(),
-            "{} is missing: build the service binaries first (cargo build --bins; deploy/test.sh does)",
-            dir.join(binary).display()
-        );
-    }
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_loses_and_doubles_nothing_while_each_kind_of_part_is_killed() {
@@ -39,7 +26,7 @@ async fn the_cluster_loses_and_doubles_nothing_while_each_kind_of_part_is_killed
         ("GRIDCASE_CLUSTER_PORT_BASE".to_owned(), (10_000 + offset).to_string()),
         ("GRIDCASE_CLUSTER_SERVICE_PORT_BASE".to_owned(), (20_000 + offset).to_string()),
         ("GRIDCASE_CLUSTER_NODES".to_owned(), "3".to_owned()),
-        ("GRIDCASE_BIN_DIR".to_owned(), bin_dir().display().to_string()),
+        ("GRIDCASE_BIN_DIR".to_owned(), gridcase_tests::service_binaries().display().to_string()),
         ("GRIDCASE_SKIP_INSTALL".to_owned(), "1".to_owned()),
     ];
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;

@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 
 pub const DEFAULT_BUCKET: &str = "gridcase-attachments";
 
+pub const METRIC_ATTACHMENT_BYTES: &str = "gridcase_attachment_bytes_total";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AttachmentError {
     #[error("attachment store unavailable: {0}")]
@@ -54,6 +56,7 @@ impl AttachmentStore {
         }
         let mut reader = content;
         self.bucket.put(sha256.as_str(), &mut reader).await.map_err(|e| AttachmentError::Unavailable(e.to_string()))?;
+        metrics::counter!(METRIC_ATTACHMENT_BYTES).increment(content.len() as u64);
         Ok(StoredAttachment { sha256, size: content.len() as u64 })
     }
 

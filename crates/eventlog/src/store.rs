@@ -25,6 +25,35 @@ use crate::log::{AppendError, EventLog, LogError, Positioned, Retry};
 use crate::schema::{Actor, DecodeError, EventMeta, StoredEvent};
 use crate::subject::CaseSubject;
 
+pub const METRIC_APPENDS: &str = "gridcase_appends_total";
+pub const METRIC_APPEND_DURATION: &str = "gridcase_append_duration_seconds";
+/// The outcomes of a commit, as the metrics label them.
+pub const OUTCOMES: [&str; 5] = ["stored", "replayed", "conflict", "unavailable", "refused"];
+
+/// Register the case store's metrics at zero (the process's exporter calls it).
+pub fn register_metrics() {
+    metrics::describe_counter!(
+        METRIC_APPENDS,
+        "Appends to the case log by outcome: stored (by this call), replayed (the same event was already \
+         stored), conflict, unavailable (not durable within the append deadline), refused."
+    );
+    metrics::describe_histogram!(
+        METRIC_APPEND_DURATION,
+        metrics::Unit::Seconds,
+        "Append latency, retries included, by outcome."
+    );
+    for outcome in OUTCOMES {
+        metrics::counter!(METRIC_APPENDS, "outcome" => outcome).absolute(0);
+    }
+    use crate::attachments::METRIC_ATTACHMENT_BYTES;
+    metrics::describe_counter!(
+        METRIC_ATTACHMENT_BYTES,
+        metrics::Unit::Bytes,
+        "Attachment bytes this process stored (new content only)."
+    );
+    metrics::counter!(METRIC_ATTACHMENT_BYTES).absolute(0);
+}
+
 /// The case-id → subject cache is cleared when it grows past this (a
 /// case's subject never changes, so a miss only costs one lookup).
 const SUBJECT_CACHE_LIMIT: usize = 100_000;
@@ -226,6 +255,21 @@ impl CaseStore {
         );
         // Serialised once: the bytes sent are the event's stored form.
         let payload = bytes::Bytes::from(stored.to_json_bytes());
+        let started = std::time::Instant::now();
+        let answer = self.append(head, stored, payload).await;
+        let outcome = match &answer {
+            Ok(Committed::Stored(_)) => "stored",
+            Ok(Committed::AlreadyStored(_)) => "replayed",
+            Err(CommitError::Conflict) => "conflict",
+            Err(CommitError::Unavailable(_)) => "unavailable",
+            Err(CommitError::Refused(_)) => "refused",
+        };
+        metrics::counter!(METRIC_APPENDS, "outcome" => outcome).increment(1);
+        metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn append(&self, head: &Head, stored: StoredEvent, payload: bytes::Bytes) -> Result<Committed, CommitError> {
         match self.log.append_encoded(&head.subject, head.last_sequence, &stored, payload.clone()).await {
             Ok(outcome) if outcome.stored_before_this_call => Ok(Committed::AlreadyStored(outcome.stream_sequence)),
             Ok(outcome) => Ok(Committed::Stored(Positioned {

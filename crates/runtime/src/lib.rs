@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod clock;
 pub mod grpc;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod shutdown;

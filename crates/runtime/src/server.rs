@@ -1,5 +1,5 @@
-//! The one gRPC server skeleton every gridcase service uses: the
-//! authentication layer in front of everything, a span per call, health,
+//! The one gRPC server skeleton every gridcase service uses: the gRPC
+//! metrics and authentication layers in front of everything, a span per call, health,
 //! reflection (v1 and v1alpha, so older tools such as grpcurl builds before
 //! v1 support work too), `AuthService`, TCP_NODELAY on every connection, and a
 //! drain of in-flight calls within the grace period on shutdown.
@@ -14,10 +14,11 @@ use tonic_health::server::HealthReporter;
 use tower_layer::{Identity, Stack};
 
 use crate::auth::{AuthApi, AuthLayer, Authenticator};
+use crate::metrics::GrpcMetricsLayer;
 use crate::shutdown::{Shutdown, drain_with_grace};
 
 /// The router a service adds its own services to.
-pub type ServiceRouter = Router<Stack<AuthLayer, Identity>>;
+pub type ServiceRouter = Router<Stack<AuthLayer, Stack<GrpcMetricsLayer, Identity>>>;
 
 /// A server with the shared services in place.
 pub struct GrpcServer {
@@ -38,6 +39,8 @@ impl GrpcServer {
         let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service (v1alpha)")?;
         let router = Server::builder()
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            // Outermost, so refusals by the authentication layer are counted too.
+            .layer(GrpcMetricsLayer)
             .layer(AuthLayer::new(auth.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -45,6 +45,16 @@ const METRIC_PENDING: &str = "gridcase_dispatcher_pending_messages";
 const METRIC_SKIPPED: &str = "gridcase_dispatcher_skipped_events_total";
 const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
 const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
+const METRIC_CALENDAR_DAYS_LEFT: &str = "gridcase_calendar_days_left";
+
+/// Days from `now` to the end of the last year `years` has a file for (0
+/// when there is none, or it has ended).
+fn calendar_days_left(years: &gridcase_calendar::YearTable, now: jiff::Timestamp) -> f64 {
+    let Some(last) = years.years().map(|file| file.year).max() else { return 0.0 };
+    let tz = jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("the bundled time zone");
+    let Ok(end) = jiff::civil::date(last + 1, 1, 1).to_zoned(tz) else { return 0.0 };
+    ((end.timestamp().as_second() - now.as_second()) as f64 / 86_400.0).max(0.0)
+}
 
 /// Describe every metric and give it its zero value, so a scrape right after
 /// start-up shows them all (a counter that has not moved yet is 0, not absent).
@@ -69,6 +79,11 @@ fn register_metrics() {
     metrics::counter!(METRIC_FALLBACK).absolute(0);
     metrics::describe_gauge!(METRIC_CALENDAR_MISSING, "1 when this year's or next year's calendar file is missing.");
     metrics::gauge!(METRIC_CALENDAR_MISSING).set(0.0);
+    metrics::describe_gauge!(
+        METRIC_CALENDAR_DAYS_LEFT,
+        "Days until the end of the last year that has a working-calendar file (alert well before 0)."
+    );
+    metrics::gauge!(METRIC_CALENDAR_DAYS_LEFT).set(0.0);
 }
 
 /// How many steps are appended at once.
@@ -152,12 +167,9 @@ impl Application {
         info!(health = %self.config.addr, "dispatcher health service listening");
 
         if !self.config.no_metrics {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .with_http_listener(self.config.metrics_addr)
-                .install()
-                .context("starting the metrics endpoint")?;
+            gridcase_runtime::metrics::install(self.config.metrics_addr)?;
+            gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
             register_metrics();
-            info!(metrics = %self.config.metrics_addr, "metrics endpoint listening");
         }
 
         let mut worker = Worker {
@@ -310,6 +322,7 @@ impl Worker {
         let year = now.to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("tz")).year();
         let ready = self.calendar.years().has(year) && self.calendar.years().has(year + 1);
         metrics::gauge!(METRIC_CALENDAR_MISSING).set(if ready { 0.0 } else { 1.0 });
+        metrics::gauge!(METRIC_CALENDAR_DAYS_LEFT).set(calendar_days_left(self.calendar.years(), now));
         if self.calendar_reported != Some(ready) {
             self.calendar_reported = Some(ready);
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -480,4 +493,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
     app.run(Shutdown::on_signals()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_left_count_to_the_end_of_the_last_calendar_year_in_beijing() {
+        let years = gridcase_calendar::YearTable::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/calendar"),
+        )
+        .unwrap();
+        let last = years.years().map(|file| file.year).max().unwrap();
+        // 60 days before the year's end, Beijing time (UTC+8).
+        let at = jiff::civil::date(last + 1, 1, 1)
+            .at(0, 0, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).unwrap())
+            .unwrap()
+            .timestamp()
+            - jiff::SignedDuration::from_hours(60 * 24);
+        assert_eq!(calendar_days_left(&years, at), 60.0);
+        assert_eq!(calendar_days_left(&years, at + jiff::SignedDuration::from_hours(100 * 24)), 0.0, "ended");
+        let none = gridcase_calendar::YearTable::new([]).unwrap();
+        assert_eq!(calendar_days_left(&none, at), 0.0);
+    }
 }

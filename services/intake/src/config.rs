@@ -25,6 +25,14 @@ pub struct Config {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    /// Address of the Prometheus metrics endpoint (/metrics).
+    #[arg(long, env = "GRIDCASE_INTAKE_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Serve no metrics endpoint.
+    #[arg(long, env = "GRIDCASE_INTAKE_NO_METRICS")]
+    pub no_metrics: bool,
+
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRIDCASE_INTAKE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,

@@ -40,6 +40,18 @@ pub struct Config {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    /// Address of the Prometheus metrics endpoint (/metrics).
+    #[arg(long, env = "GRIDCASE_PROJECTION_METRICS_ADDR", default_value = "127.0.0.1:9466")]
+    pub metrics_addr: SocketAddr,
+
+    /// Serve no metrics endpoint.
+    #[arg(long, env = "GRIDCASE_PROJECTION_NO_METRICS")]
+    pub no_metrics: bool,
+
+    /// How often open and overdue cases per township are counted for the metrics.
+    #[arg(long, env = "GRIDCASE_CASES_METRICS_INTERVAL", default_value = "30s", value_parser = gridcase_runtime::parse_duration)]
+    pub cases_metrics_interval: std::time::Duration,
+
     /// Address the QueryService listens on.
     #[arg(long, env = "GRIDCASE_QUERY_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: SocketAddr,

@@ -4,6 +4,7 @@
 //! serves them (`query`).
 
 pub mod config;
+pub mod metrics;
 pub mod project;
 pub mod projector;
 pub mod query;

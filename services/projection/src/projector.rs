@@ -154,9 +154,12 @@ pub async fn run(
         let mut records =
             log.read(CaseSubject::all_filter(), ReadFrom::after(position)).await.context("reading the case stream")?;
         info!(from = position + 1, "projecting the case stream");
+        // Since when the read models have been behind (for the lag metric).
+        let mut caught_up_at = std::time::Instant::now();
         'batches: loop {
             let mut batch: Vec<Message> = Vec::new();
             let mut caught_up;
+            let mut pending;
             // Wait for the first record (or shutdown), then take what is ready.
             let first = tokio::select! {
                 _ = shutdown.clone().requested() => return store::position(&mut *connection).await.map(|(p, _)| p),
@@ -172,7 +175,7 @@ pub async fn run(
                     }
                     Some(Ok(record)) => {
                         caught_up = record.caught_up();
-                        metrics_lag(record.pending);
+                        pending = record.pending;
                         batch.push(Message { sequence: record.sequence, payload: record.payload.to_vec() });
                     }
                 }
@@ -186,6 +189,10 @@ pub async fn run(
             }
             match apply_batch(&mut *connection, &batch).await? {
                 Applied::UpTo(position) => {
+                    if caught_up {
+                        caught_up_at = std::time::Instant::now();
+                    }
+                    crate::metrics::progress(position, batch.len(), pending, caught_up_at.elapsed());
                     if until_caught_up && caught_up && position >= last {
                         return Ok(position);
                     }
@@ -197,8 +204,4 @@ pub async fn run(
             }
         }
     }
-}
-
-fn metrics_lag(pending: u64) {
-    tracing::trace!(pending, "projection lag");
 }

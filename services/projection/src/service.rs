@@ -54,6 +54,29 @@ impl Application {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        if !self.config.no_metrics {
+            gridcase_runtime::metrics::install(self.config.metrics_addr)?;
+            gridcase_runtime::metrics::register_grpc(&[
+                "gridcase.query.v1.QueryService",
+                "gridcase.auth.v1.AuthService",
+            ]);
+            gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
+            crate::metrics::register();
+            // Open and overdue cases per township, every --cases-metrics-interval.
+            let (pool, clock, stop) = (self.pool.clone(), self.query.clock.clone(), shutdown.clone());
+            let every = self.config.cases_metrics_interval;
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) = crate::metrics::refresh_cases(&pool, clock.now()).await {
+                        warn!(error = format!("{error:#}"), "counting open and overdue cases for the metrics failed");
+                    }
+                    tokio::select! {
+                        _ = stop.clone().requested() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+        }
         let server = GrpcServer::new(self.auth)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
 
@@ -72,8 +95,10 @@ impl Application {
                     Ok(None) => return,
                     Ok(Some(mut writer)) => {
                         info!(schema, "this process now writes the read models");
+                        crate::metrics::writer(true);
                         let result =
                             projector::run(writer.connection(), &log, batch, projector_shutdown.clone(), false).await;
+                        crate::metrics::writer(false);
                         writer.release().await;
                         match result {
                             Ok(position) => {

@@ -4,7 +4,7 @@
 
 mod export;
 mod ledger;
-mod sql;
+pub(crate) mod sql;
 mod watch;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,77 @@
+//! The projection's metrics (registered at zero at start-up): lag, batches,
+//! the writer lock, and open and overdue cases per township from the read
+//! models.
+
+use std::time::Duration;
+
+use gridcase_domain::Status;
+use jiff::Timestamp;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+pub const LAG_EVENTS: &str = "gridcase_projection_lag_events";
+pub const LAG_SECONDS: &str = "gridcase_projection_lag_seconds";
+pub const BATCH_EVENTS: &str = "gridcase_projection_batch_events";
+pub const POSITION: &str = "gridcase_projection_position";
+pub const WRITER: &str = "gridcase_projection_writer";
+pub const CASES_OPEN: &str = "gridcase_cases_open";
+pub const CASES_OVERDUE: &str = "gridcase_cases_overdue";
+
+pub fn register() {
+    metrics::describe_gauge!(LAG_EVENTS, "Events stored in the case stream that the read models do not reflect yet.");
+    metrics::describe_gauge!(
+        LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "How long the read models have been behind the stream (0 when caught up)."
+    );
+    metrics::describe_histogram!(BATCH_EVENTS, "Events per projection transaction.");
+    metrics::describe_gauge!(POSITION, "The stream sequence the read models reflect.");
+    metrics::describe_gauge!(
+        WRITER,
+        "1 while this process holds the writer lock and writes the read models, 0 on standby."
+    );
+    metrics::describe_gauge!(
+        CASES_OPEN,
+        "Open cases per township (read models; counted every GRIDCASE_CASES_METRICS_INTERVAL)."
+    );
+    metrics::describe_gauge!(
+        CASES_OVERDUE,
+        "Open cases past a running deadline now, per township (read models; counted every GRIDCASE_CASES_METRICS_INTERVAL)."
+    );
+    for gauge in [LAG_EVENTS, LAG_SECONDS, POSITION, WRITER] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+}
+
+/// After a batch: how far behind the read models are.
+pub fn progress(position: u64, events: usize, pending: u64, behind_for: Duration) {
+    metrics::gauge!(POSITION).set(position as f64);
+    metrics::histogram!(BATCH_EVENTS).record(events as f64);
+    metrics::gauge!(LAG_EVENTS).set(pending as f64);
+    metrics::gauge!(LAG_SECONDS).set(if pending == 0 { 0.0 } else { behind_for.as_secs_f64() });
+}
+
+pub fn writer(holds: bool) {
+    metrics::gauge!(WRITER).set(if holds { 1.0 } else { 0.0 });
+}
+
+/// Count open and overdue cases per township in the read models (an index
+/// scan of `cases`, grouped) and set the gauges.
+pub async fn refresh_cases(pool: &PgPool, now: Timestamp) -> anyhow::Result<()> {
+    let closed: Vec<String> = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_final() || *s == Status::Closed)
+        .map(|s| format!("'{}'", s.name()))
+        .collect();
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT township, count(*) FILTER (WHERE state NOT IN ({})), count(*) FILTER (WHERE ",
+        closed.join(", ")
+    ));
+    crate::query::sql::overdue_condition(&mut query, crate::store::micros(now));
+    query.push(") FROM cases GROUP BY township");
+    for row in query.build().fetch_all(pool).await? {
+        let township: String = row.get(0);
+        metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(row.get::<i64, _>(1) as f64);
+        metrics::gauge!(CASES_OVERDUE, "township" => township).set(row.get::<i64, _>(2) as f64);
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Every service's metrics endpoint, on the service binaries as shipped
+//! (processes of their own: the metrics recorder is process-wide): every
+//! documented metric answers from the first scrape, and the figures move
+//! with a filing. The dispatcher's own step counters are checked in
+//! dispatcher_metrics.rs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gridcase_domain::CaseId;
+use gridcase_tests::fixtures::{as_worker, filing, intake_client};
+use gridcase_tests::{NatsServer, TestDatabase, identity, service_binaries, workspace_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The metrics page as `name{labels}` → value.
+async fn scrape(addr: SocketAddr) -> Option<BTreeMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.ok()?;
+    let body = page.split_once("\r\n\r\n")?.1;
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| line.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN))))
+            .collect(),
+    )
+}
+
+/// Scrape until `ready` holds for the page (bounded).
+async fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(page) = scrape(addr).await
+            && ready(&page)
+        {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen on {addr} within 30 s; last page {:?}",
+            scrape(addr).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A service binary running as its own process; killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(binary: &str, env: &[(&str, String)]) -> Process {
+    let root = workspace_root();
+    let child = Command::new(service_binaries().join(binary))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("GRIDCASE_REFERENCE_DIR", root.join("deploy/reference"))
+        .env("GRIDCASE_POLICY", root.join("deploy/policy/policy.toml"))
+        .env("GRIDCASE_CALENDAR_DIR", root.join("deploy/calendar"))
+        .env("GRIDCASE_AUTH_DEV_SECRET_FILE", identity::dev_secret_file())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    Process(child)
+}
+
+fn has(page: &BTreeMap<String, f64>, name: &str) -> bool {
+    page.keys().any(|key| key == name || key.starts_with(&format!("{name}{{")) || key.starts_with(&format!("{name}_")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_they_move() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let (intake_addr, intake_metrics) = (free_addr(), free_addr());
+    let (query_addr, projection_metrics) = (free_addr(), free_addr());
+    let (dispatcher_addr, dispatcher_metrics) = (free_addr(), free_addr());
+    let _intake = spawn(
+        "gridcase-intake",
+        &[
+            ("GRIDCASE_NATS_URL", nats.url()),
+            ("GRIDCASE_INTAKE_ADDR", intake_addr.to_string()),
+            ("GRIDCASE_INTAKE_METRICS_ADDR", intake_metrics.to_string()),
+        ],
+    );
+    let first_intake = scrape_until(intake_metrics, "the intake's metrics", |_| true).await;
+    let _projection = spawn(
+        "gridcase-projection",
+        &[
+            ("GRIDCASE_NATS_URL", nats.url()),
+            ("GRIDCASE_DATABASE_URL", db.url.clone()),
+            ("GRIDCASE_QUERY_ADDR", query_addr.to_string()),
+            ("GRIDCASE_PROJECTION_METRICS_ADDR", projection_metrics.to_string()),
+            ("GRIDCASE_CASES_METRICS_INTERVAL", "200ms".to_owned()),
+        ],
+    );
+    let first_projection = scrape_until(projection_metrics, "the projection's metrics", |_| true).await;
+    let _dispatcher = spawn(
+        "gridcase-dispatcher",
+        &[
+            ("GRIDCASE_NATS_URL", nats.url()),
+            ("GRIDCASE_DISPATCHER_ADDR", dispatcher_addr.to_string()),
+            ("GRIDCASE_DISPATCHER_METRICS_ADDR", dispatcher_metrics.to_string()),
+        ],
+    );
+    let first_dispatcher = scrape_until(dispatcher_metrics, "the dispatcher's metrics", |_| true).await;
+
+    // Every documented metric, from the first scrape.
+    let common = [
+        "gridcase_nats_connected",
+        "gridcase_appends_total{outcome=\"stored\"}",
+        "gridcase_appends_total{outcome=\"unavailable\"}",
+        "gridcase_attachment_bytes_total",
+    ];
+    for name in common.iter().chain(&[
+        "gridcase_grpc_requests_total{method=\"/gridcase.intake.v1.IntakeService/FileCase\",code=\"OK\"}",
+        "gridcase_grpc_requests_total{method=\"/gridcase.cases.v1.CaseService/Dispatch\",code=\"OK\"}",
+    ]) {
+        assert!(has(&first_intake, name), "intake: {name} missing from {first_intake:?}");
+    }
+    for name in common.iter().chain(&[
+        "gridcase_grpc_requests_total{method=\"/gridcase.query.v1.QueryService/OverdueReport\",code=\"OK\"}",
+        "gridcase_projection_lag_events",
+        "gridcase_projection_lag_seconds",
+        "gridcase_projection_position",
+        "gridcase_projection_writer",
+    ]) {
+        assert!(has(&first_projection, name), "projection: {name} missing from {first_projection:?}");
+    }
+    for name in common.iter().chain(&[
+        "gridcase_dispatcher_pending_messages",
+        "gridcase_dispatcher_conflicts_total",
+        "gridcase_calendar_missing",
+        "gridcase_calendar_days_left",
+    ]) {
+        assert!(has(&first_dispatcher, name), "dispatcher: {name} missing from {first_dispatcher:?}");
+    }
+
+    // A filing moves them: the intake's call and append, the dispatcher's
+    // two appends, the projection's position and its open cases.
+    let mut client = intake_client(format!("http://{intake_addr}")).await;
+    let case_id = CaseId::new_v7();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.file_case(as_worker(filing(case_id))).await.is_err() {
+        assert!(Instant::now() < deadline, "intake never took the filing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let intake_page = scrape_until(intake_metrics, "a filing counted", |page| {
+        page.get("gridcase_grpc_requests_total{method=\"/gridcase.intake.v1.IntakeService/FileCase\",code=\"OK\"}")
+            >= Some(&1.0)
+    })
+    .await;
+    assert_eq!(intake_page.get("gridcase_appends_total{outcome=\"stored\"}"), Some(&1.0));
+    assert_eq!(intake_page.get("gridcase_nats_connected"), Some(&1.0));
+    scrape_until(dispatcher_metrics, "the dispatcher's steps appended", |page| {
+        page.get("gridcase_appends_total{outcome=\"stored\"}") >= Some(&2.0)
+    })
+    .await;
+    let projection_page = scrape_until(projection_metrics, "the projection caught up and counted the case", |page| {
+        page.get("gridcase_projection_position") >= Some(&3.0)
+            && page.get("gridcase_projection_writer") == Some(&1.0)
+            && page.get("gridcase_projection_lag_events") == Some(&0.0)
+            && page.get("gridcase_cases_open{township=\"990101001\"}") == Some(&1.0)
+    })
+    .await;
+    assert_eq!(projection_page.get("gridcase_cases_overdue{township=\"990101001\"}"), Some(&0.0));
+
+    // What the shipped alerts and dashboard query, the services export.
+    let pages = [&intake_page, &projection_page, &scrape(dispatcher_metrics).await.unwrap()];
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/gridcase.json"] {
+        let text = std::fs::read_to_string(workspace_root().join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> = text
+            .match_indices("gridcase_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+            })
+            .filter(|name| name.len() > "gridcase_".len())
+            .collect();
+        assert!(names.len() > 5, "{file}: found only {names:?}");
+        for name in names {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(pages.iter().any(|page| has(page, base)), "{file} uses {name}, which no service exports");
+        }
+    }
+    // Refusals are counted by code: no token at all is UNAUTHENTICATED.
+    let refused = client.file_case(tonic::Request::new(filing(CaseId::new_v7()))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    scrape_until(intake_metrics, "the refusal counted by code", |page| {
+        page.get(
+            "gridcase_grpc_requests_total{method=\"/gridcase.intake.v1.IntakeService/FileCase\",code=\"UNAUTHENTICATED\"}",
+        ) == Some(&1.0)
+    })
+    .await;
+}
