@@ -25,7 +25,8 @@
 #   GRIDCASE_CLUSTER_PORT_BASE  B (default 4230): NATS clients B+1..3, routes B+2001..3,
 #                               monitoring B+4001..3, PostgreSQL B+1212 (5442)
 #   GRIDCASE_CLUSTER_SERVICE_PORT_BASE  S (default 50060): intake S+1/2, queries S+11/12,
-#                               dispatcher health S+21/22, dispatcher metrics S+31/32
+#                               dispatcher health S+21/22; metrics: dispatcher S+31/32,
+#                               intake S+41/42, projection S+51/52
 #   GRIDCASE_BIN_DIR            gridcase binaries to run (default: build target/release)
 #   GRIDCASE_SKIP_INSTALL=1     do not run deploy/install-deps.sh (a caller did)
 set -Eeuo pipefail
@@ -237,6 +238,8 @@ GRIDCASE_INTAKE_ADDR=127.0.0.1:$((SVC + n))
 GRIDCASE_QUERY_ADDR=127.0.0.1:$((SVC + 10 + n))
 GRIDCASE_DISPATCHER_ADDR=127.0.0.1:$((SVC + 20 + n))
 GRIDCASE_DISPATCHER_METRICS_ADDR=127.0.0.1:$((SVC + 30 + n))
+GRIDCASE_INTAKE_METRICS_ADDR=127.0.0.1:$((SVC + 40 + n))
+GRIDCASE_PROJECTION_METRICS_ADDR=127.0.0.1:$((SVC + 50 + n))
 EOT
 }
 

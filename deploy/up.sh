@@ -25,6 +25,8 @@ export GRIDCASE_DISPATCHER_ADDR="${GRIDCASE_DISPATCHER_ADDR:-127.0.0.1:50053}"
 export GRIDCASE_DISPATCHER_METRICS_ADDR="${GRIDCASE_DISPATCHER_METRICS_ADDR:-127.0.0.1:9464}"
 export GRIDCASE_DATABASE_URL="${GRIDCASE_DATABASE_URL:-postgres://gridcase:gridcase@127.0.0.1:5432/gridcase}"
 export GRIDCASE_QUERY_ADDR="${GRIDCASE_QUERY_ADDR:-127.0.0.1:50052}"
+export GRIDCASE_INTAKE_METRICS_ADDR="${GRIDCASE_INTAKE_METRICS_ADDR:-127.0.0.1:9465}"
+export GRIDCASE_PROJECTION_METRICS_ADDR="${GRIDCASE_PROJECTION_METRICS_ADDR:-127.0.0.1:9466}"
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
 # Bearer tokens. This is a development setup: unless GRIDCASE_AUTH_KEYS names
 # an identity provider's public keys, the services share a development secret
@@ -76,7 +78,9 @@ gridcase is up.
   PostgreSQL       ${GRIDCASE_DATABASE_URL%%://*}://…@${GRIDCASE_DATABASE_URL##*@}
   intake (gRPC)    $GRIDCASE_INTAKE_ADDR   gridcase.intake.v1.IntakeService, gridcase.cases.v1.CaseService,
                    gridcase.auth.v1.AuthService, grpc.health.v1.Health, reflection
+                   metrics http://$GRIDCASE_INTAKE_METRICS_ADDR/metrics
   projection       $GRIDCASE_QUERY_ADDR   gridcase.query.v1.QueryService (read models in schema "read")
+                   metrics http://$GRIDCASE_PROJECTION_METRICS_ADDR/metrics
   dispatcher       health $GRIDCASE_DISPATCHER_ADDR (gRPC), metrics http://$GRIDCASE_DISPATCHER_METRICS_ADDR/metrics
                    policy $GRIDCASE_POLICY, calendar $GRIDCASE_CALENDAR_DIR
   gridctl          $GRIDCTL
