@@ -53,7 +53,12 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gridcase_runtime::telemetry::init(gridcase_runtime::LogFormat::Text, "warn,sqlx=error,gridcase_chaos=info");
+    // The harness exports no traces of its own.
+    let _logs = gridcase_runtime::telemetry::install(
+        gridcase_runtime::LogFormat::Text,
+        "warn,sqlx=error,gridcase_chaos=info",
+        None,
+    );
     let cli = Cli::parse();
     let mut plan = Vec::new();
     for name in &cli.faults {

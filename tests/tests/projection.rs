@@ -205,7 +205,11 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     let mut again = Vec::new();
     for sequence in 1..=end.min(40) {
         let message = stream.get_raw_message(sequence).await.unwrap();
-        again.push(gridcase_projection::projector::Message { sequence, payload: message.payload.to_vec() });
+        again.push(gridcase_projection::projector::Message {
+            sequence,
+            payload: message.payload.to_vec(),
+            headers: None,
+        });
     }
     gridcase_projection::projector::apply_batch(&mut projection.pool.acquire().await.unwrap(), &again).await.unwrap();
     assert_eq!(dump(&projection.pool).await, before, "redelivered events were not counted twice");

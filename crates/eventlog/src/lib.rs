@@ -20,6 +20,7 @@ pub mod reader;
 pub mod schema;
 pub mod store;
 pub mod subject;
+pub mod trace;
 
 pub use attachments::{AttachmentError, AttachmentStore};
 pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamSettings, verify_history};

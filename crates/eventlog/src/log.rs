@@ -231,7 +231,8 @@ impl EventLog {
         payload: Bytes,
     ) -> Result<AppendOutcome, AppendError> {
         let event_id = event.event_id.to_string();
-        let headers = cloudevents::headers(event);
+        let mut headers = cloudevents::headers(event);
+        crate::trace::inject(&mut headers);
         let mut retry = Retry::new(self.settings.append_deadline);
         let mut sent = 0u32;
         loop {

@@ -37,6 +37,8 @@ pub struct Record {
     pub sequence: u64,
     pub subject: String,
     pub payload: Bytes,
+    /// The message's headers as stored (CloudEvents attributes, the trace context).
+    pub headers: Option<async_nats::HeaderMap>,
     /// Stored messages (matching the filter) still to come after this one.
     pub pending: u64,
 }
@@ -76,9 +78,13 @@ impl Stream for CaseStreamReader {
         };
         let record = message.info().map(|info| (info.stream_sequence, info.pending));
         Poll::Ready(Some(match record {
-            Ok((sequence, pending)) => {
-                Ok(Record { sequence, subject: message.subject.to_string(), payload: message.payload.clone(), pending })
-            }
+            Ok((sequence, pending)) => Ok(Record {
+                sequence,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+                headers: message.headers.clone(),
+                pending,
+            }),
             Err(error) => Err(LogError::Other(format!("a delivered message without its stream position: {error}"))),
         }))
     }

@@ -256,13 +256,28 @@ impl CaseStore {
         // Serialised once: the bytes sent are the event's stored form.
         let payload = bytes::Bytes::from(stored.to_json_bytes());
         let started = std::time::Instant::now();
-        let answer = self.append(head, stored, payload).await;
+        let span = tracing::info_span!(
+            "eventlog.append",
+            case_id = %head.case_id,
+            township = head.subject.township(),
+            event_type = %stored.event_type,
+            case_version = stored.case_version,
+            outcome = tracing::field::Empty,
+            sequence = tracing::field::Empty,
+        );
+        let answer = tracing::Instrument::instrument(self.append(head, stored, payload), span.clone()).await;
         let outcome = match &answer {
             Ok(Committed::Stored(_)) => "stored",
             Ok(Committed::AlreadyStored(_)) => "replayed",
             Err(CommitError::Conflict) => "conflict",
             Err(CommitError::Unavailable(_)) => "unavailable",
             Err(CommitError::Refused(_)) => "refused",
+        };
+        span.record("outcome", outcome);
+        match &answer {
+            Ok(Committed::Stored(positioned)) => span.record("sequence", positioned.stream_sequence),
+            Ok(Committed::AlreadyStored(sequence)) => span.record("sequence", sequence),
+            Err(_) => &span,
         };
         metrics::counter!(METRIC_APPENDS, "outcome" => outcome).increment(1);
         metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());

@@ -54,6 +54,12 @@ impl CaseSubject {
         &self.0
     }
 
+    /// The township code this subject is filed under.
+    pub fn township(&self) -> &str {
+        let rest = self.0.strip_prefix(CASES_PREFIX).and_then(|r| r.strip_prefix('.')).unwrap_or_default();
+        rest.split_once('.').map_or("", |(township, _)| township)
+    }
+
     /// The id of the case this subject holds.
     pub fn case_id(&self) -> CaseId {
         Self::parse(&self.0).map(|(_, case_id)| case_id).expect("a case subject is built from a case id")

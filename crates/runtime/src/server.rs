@@ -38,7 +38,11 @@ impl GrpcServer {
         let reflection_v1 = reflection().build_v1().context("building the reflection service (v1)")?;
         let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service (v1alpha)")?;
         let router = Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .trace_fn(|request| {
+                let span = tracing::info_span!("grpc", path = %request.uri().path());
+                crate::telemetry::continue_from_http(&span, request.headers());
+                span
+            })
             // Outermost, so refusals by the authentication layer are counted too.
             .layer(GrpcMetricsLayer)
             .layer(AuthLayer::new(auth.clone()))

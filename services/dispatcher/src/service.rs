@@ -27,7 +27,7 @@ use gridcase_runtime::{Clock, Shutdown, SystemClock};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -46,6 +46,17 @@ const METRIC_SKIPPED: &str = "gridcase_dispatcher_skipped_events_total";
 const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
 const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
 const METRIC_CALENDAR_DAYS_LEFT: &str = "gridcase_calendar_days_left";
+
+/// A commit's outcome as spans and metrics name it.
+fn commit_outcome(result: &Result<Committed, CommitError>) -> &'static str {
+    match result {
+        Ok(Committed::Stored(_)) => "stored",
+        Ok(Committed::AlreadyStored(_)) => "replayed",
+        Err(CommitError::Conflict) => "conflict",
+        Err(CommitError::Unavailable(_)) => "unavailable",
+        Err(CommitError::Refused(_)) => "refused",
+    }
+}
 
 /// Days from `now` to the end of the last year `years` has a file for (0
 /// when there is none, or it has ended).
@@ -183,6 +194,7 @@ impl Application {
             wakeups: BTreeSet::new(),
             in_flight: HashSet::new(),
             unreadable: HashSet::new(),
+            traces: HashMap::new(),
             health: health.clone(),
             calendar_reported: None,
             idle: self.idle.clone(),
@@ -221,6 +233,9 @@ struct Worker {
     in_flight: HashSet<CaseId>,
     /// Cases with an event this version cannot read: left alone.
     unreadable: HashSet<CaseId>,
+    /// The trace of each open case's last event (only while traces are
+    /// exported): the case's next step continues it.
+    traces: HashMap<CaseId, opentelemetry::Context>,
     health: tonic_health::server::HealthReporter,
     calendar_reported: Option<bool>,
     idle: tokio::sync::watch::Sender<Idle>,
@@ -266,7 +281,7 @@ impl Worker {
                             continue;
                         }
                     };
-                    self.observe(&record.subject, &record.payload, record.sequence);
+                    self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref());
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
                     if record.caught_up() && !caught_up {
                         caught_up = true;
@@ -337,7 +352,7 @@ impl Worker {
         }
     }
 
-    fn observe(&mut self, subject: &str, payload: &[u8], sequence: u64) {
+    fn observe(&mut self, subject: &str, payload: &[u8], sequence: u64, headers: Option<&async_nats::HeaderMap>) {
         self.position = sequence;
         // Whatever the event is (even one this version cannot read), the
         // case on this subject moved: a step of ours in flight on it has its
@@ -364,12 +379,17 @@ impl Worker {
             }
         };
         let tracked = self.cases.remove(&case_id);
+        let trace = gridcase_eventlog::trace::extract(headers);
         match self.core().observe(tracked, &stored, &event, sequence) {
             Some(tracked) => {
                 let finished = tracked.case.status.is_final();
                 if finished {
                     self.dirty.remove(&case_id);
+                    self.traces.remove(&case_id);
                 } else {
+                    if opentelemetry::trace::TraceContextExt::has_active_span(&trace) {
+                        self.traces.insert(case_id, trace);
+                    }
                     self.cases.insert(case_id, tracked);
                     self.dirty.insert(case_id);
                 }
@@ -418,9 +438,22 @@ impl Worker {
             }
         }
         let store = self.store.clone();
+        let traces = &self.traces;
         let results: Vec<_> = futures::stream::iter(steps)
             .map(|(head, event, action)| {
                 let store = store.clone();
+                // A span per step, continuing the trace of the event that led to it.
+                let span = tracing::info_span!(
+                    "dispatcher.step",
+                    case_id = %head.case_id,
+                    township = %head.subject.township(),
+                    step = event.kind(),
+                    outcome = tracing::field::Empty,
+                    sequence = tracing::field::Empty,
+                );
+                if let Some(parent) = traces.get(&head.case_id) {
+                    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent.clone());
+                }
                 async move {
                     let provenance = Provenance {
                         event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
@@ -429,8 +462,14 @@ impl Worker {
                         command_id: None,
                     };
                     let result = store.commit(&head, &event, provenance).await;
+                    let span = tracing::Span::current();
+                    span.record("outcome", commit_outcome(&result));
+                    if let Ok(Committed::Stored(positioned)) = &result {
+                        span.record("sequence", positioned.stream_sequence);
+                    }
                     (head.case_id, event.kind(), action, result)
                 }
+                .instrument(span)
             })
             .buffer_unordered(APPEND_CONCURRENCY)
             .collect()

@@ -6,6 +6,8 @@ use gridcase_intake::{Config, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    gridcase_runtime::telemetry::init(config.common.log_format, "info");
-    gridcase_runtime::exit_code("gridcase-intake", run(config).await)
+    let telemetry = gridcase_runtime::telemetry::init(config.common.log_format, "info", "gridcase-intake");
+    let code = gridcase_runtime::exit_code("gridcase-intake", run(config).await);
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

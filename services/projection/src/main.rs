@@ -6,6 +6,8 @@ use gridcase_projection::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    gridcase_runtime::telemetry::init(cli.config.common.log_format, "info");
-    gridcase_runtime::exit_code("gridcase-projection", gridcase_projection::service::run(cli).await)
+    let telemetry = gridcase_runtime::telemetry::init(cli.config.common.log_format, "info", "gridcase-projection");
+    let code = gridcase_runtime::exit_code("gridcase-projection", gridcase_projection::service::run(cli).await);
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

@@ -37,10 +37,11 @@ pub enum Applied {
     Resync,
 }
 
-/// A message of the stream: its sequence and body.
+/// A message of the stream: its sequence, body and headers (the trace context).
 pub struct Message {
     pub sequence: u64,
     pub payload: Vec<u8>,
+    pub headers: Option<async_nats::HeaderMap>,
 }
 
 /// Apply one batch of consecutive stream messages in one transaction.
@@ -59,9 +60,23 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     };
     let mut batch = Batch { position: last.sequence, ..Batch::default() };
     let mut decoded: Vec<(u64, StoredEvent, Option<Event>)> = Vec::with_capacity(fresh.len());
+    // A span per event, in the trace of whoever wrote it, open until the
+    // batch holding it is committed.
+    let mut spans = Vec::new();
     for message in &fresh {
         match StoredEvent::from_json_bytes(&message.payload) {
             Ok(stored) => {
+                if message.headers.as_ref().is_some_and(|h| h.get("traceparent").is_some()) {
+                    let span = tracing::info_span!(
+                        "projection.apply",
+                        case_id = %stored.case_id,
+                        event_type = %stored.event_type,
+                        sequence = message.sequence,
+                        batch = fresh.len(),
+                    );
+                    gridcase_eventlog::trace::continue_trace(&span, message.headers.as_ref());
+                    spans.push(span);
+                }
                 let event = match stored.decode() {
                     Ok(event) => Some(event),
                     Err(error) => {
@@ -130,6 +145,7 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     batch.cases = changed.iter().filter_map(|id| rows.remove(id)).collect();
     store::write(&mut tx, &batch).await?;
     tx.commit().await.context("committing a projection batch")?;
+    drop(spans);
     debug!(events = fresh.len(), position = batch.position, "projection batch committed");
     Ok(Applied::UpTo(batch.position))
 }
@@ -176,7 +192,11 @@ pub async fn run(
                     Some(Ok(record)) => {
                         caught_up = record.caught_up();
                         pending = record.pending;
-                        batch.push(Message { sequence: record.sequence, payload: record.payload.to_vec() });
+                        batch.push(Message {
+                            sequence: record.sequence,
+                            payload: record.payload.to_vec(),
+                            headers: record.headers,
+                        });
                     }
                 }
                 if caught_up || batch.len() >= batch_size {
