@@ -5,6 +5,7 @@
 //!     cargo run --release -p gridcase-bench -- intake --cases 5000 --concurrency 32
 
 mod dispatch;
+mod observability;
 mod projection;
 
 use std::time::{Duration, Instant};
@@ -55,6 +56,22 @@ enum Bench {
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
     },
+    /// The cost of observability: intake and dispatch with traces off and
+    /// with every span exported over OTLP to a collector, in one run.
+    Observability {
+        /// Cases filed in each intake phase.
+        #[arg(long, default_value_t = 5000)]
+        cases: usize,
+        /// Intake calls in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Cases in each dispatch phase.
+        #[arg(long, default_value_t = 2000)]
+        dispatch_cases: usize,
+        /// Filing rate of the live dispatch phase, cases per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+    },
     /// Projection throughput live and on rebuild beside a raw PostgreSQL COPY
     /// of the same rows; ListCases and OverdueReport latency over a large case table.
     Projection {
@@ -101,7 +118,19 @@ impl Figures {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().bench {
+    // Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (the
+    // observability benchmark sets it for its traced runs).
+    let telemetry = gridcase_runtime::telemetry::init(gridcase_runtime::LogFormat::Text, "warn", "gridcase-bench");
+    let result = run(Cli::parse().bench).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Observability { cases, concurrency, dispatch_cases, rate } => {
+            observability::run(cases, concurrency, dispatch_cases, rate).await
+        }
         Bench::Intake { cases, concurrency, warmup } => intake(cases, concurrency, warmup).await,
         Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
