@@ -46,22 +46,28 @@ pub async fn run(cases: usize, concurrency: usize, dispatch_cases: usize, rate: 
 
     let me = std::env::current_exe().context("the benchmark's own path")?;
     let benches: [(&str, Vec<String>); 2] = [
-        ("intake", vec!["intake".into(), "--cases".into(), cases.to_string(), "--concurrency".into(), concurrency.to_string()]),
-        ("dispatch", vec!["dispatch".into(), "--cases".into(), dispatch_cases.to_string(), "--rate".into(), rate.to_string()]),
+        (
+            "intake",
+            vec!["intake".into(), "--cases".into(), cases.to_string(), "--concurrency".into(), concurrency.to_string()],
+        ),
+        (
+            "dispatch",
+            vec!["dispatch".into(), "--cases".into(), dispatch_cases.to_string(), "--rate".into(), rate.to_string()],
+        ),
     ];
     for (name, args) in benches {
         for traced in [false, true] {
             let before = collector.spans.load(Ordering::Relaxed);
             let mut command = tokio::process::Command::new(&me);
-            command.args(&args).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+            command
+                .args(&args)
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
             if traced {
                 command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
             }
             let output = command.output().await.with_context(|| format!("running the {name} benchmark"))?;
-            println!(
-                "\n=== {name}, traces {} ===",
-                if traced { "exported to the collector" } else { "off" }
-            );
+            println!("\n=== {name}, traces {} ===", if traced { "exported to the collector" } else { "off" });
             print!("{}", String::from_utf8_lossy(&output.stdout));
             if !output.status.success() {
                 eprint!("{}", String::from_utf8_lossy(&output.stderr));

@@ -181,6 +181,27 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
     .await;
     assert_eq!(projection_page.get("gridcase_cases_overdue{township=\"990101001\"}"), Some(&0.0));
 
+    // A rebuild says how far it has got, of how many events.
+    let rebuild = Command::new(service_binaries().join("gridcase-projection"))
+        .arg("rebuild")
+        .env("GRIDCASE_NATS_URL", nats.url())
+        .env("GRIDCASE_DATABASE_URL", &db.url)
+        .env("GRIDCASE_PROJECTION_METRICS_ADDR", free_addr().to_string())
+        .env("GRIDCASE_POLICY", workspace_root().join("deploy/policy/policy.toml"))
+        .env("GRIDCASE_CALENDAR_DIR", workspace_root().join("deploy/calendar"))
+        .env("GRIDCASE_AUTH_DEV_SECRET_FILE", identity::dev_secret_file())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&rebuild.stderr).into_owned() + &String::from_utf8_lossy(&rebuild.stdout);
+    assert!(rebuild.status.success(), "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("rebuild progress") && line.contains("done=3") && line.contains("total=3")),
+        "{log}"
+    );
+
     // What the shipped alerts and dashboard query, the services export.
     let pages = [&intake_page, &projection_page, &scrape(dispatcher_metrics).await.unwrap()];
     for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/gridcase.json"] {

@@ -4,6 +4,7 @@
 
 mod client;
 mod deadline;
+mod export;
 mod lifecycle;
 mod log;
 mod nats_key;
@@ -52,6 +53,8 @@ enum Commands {
     NatsKey(nats_key::Command),
     #[command(flatten)]
     Log(log::Command),
+    #[command(flatten)]
+    Export(export::Command),
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> ExitCode {
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,
         Commands::NatsKey(command) => nats_key::run(command),
         Commands::Log(command) => log::run(command, cli.json).await,
+        Commands::Export(command) => export::run(command, &cli.connection, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -238,7 +238,7 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
     .await
     .unwrap();
     projection.caught_up_to(stream_end(&nats).await).await;
-    let (overdue, ledger) = tokio::task::spawn_blocking(move || {
+    let (overdue, ledger, exported) = tokio::task::spawn_blocking(move || {
         let g = Gridctl { addr };
         let overdue = g.json(&centre("990101101"), &["--query-addr", &query_addr, "overdue", "--region", "990101101"]);
         let today =
@@ -259,10 +259,34 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
                 &today,
             ],
         );
-        (overdue, ledger)
+        let dir = tempfile::tempdir().unwrap();
+        let mut exported = Vec::new();
+        for format in ["csv", "xlsx"] {
+            let out = dir.path().join(format!("cases.{format}"));
+            let written = g.json(
+                &centre("990101101"),
+                &["--query-addr", &query_addr, "export", "cases", "--format", format, "--out", out.to_str().unwrap()],
+            );
+            exported.push((written, std::fs::read(&out).unwrap()));
+            let again = g.run(
+                &centre("990101101"),
+                &["--query-addr", &query_addr, "export", "cases", "--out", out.to_str().unwrap()],
+            );
+            assert!(!again.status.success(), "an existing file is never overwritten");
+        }
+        (overdue, ledger, exported)
     })
     .await
     .unwrap();
+    let (overdue, ledger, exported) = (overdue, ledger, exported);
+    let (csv, csv_bytes) = &exported[0];
+    assert_eq!(csv["rows"], 1, "{csv}");
+    let text = String::from_utf8(csv_bytes.clone()).unwrap();
+    assert_eq!(text.lines().count(), 2, "a header and the case: {text}");
+    assert!(text.lines().nth(1).unwrap().starts_with(&case));
+    let (xlsx, xlsx_bytes) = &exported[1];
+    assert_eq!(xlsx["rows"], 1);
+    assert!(xlsx_bytes.starts_with(b"PK"), "an XLSX file is a zip");
     assert_eq!(overdue["total"], 2, "acknowledge and resolve clocks both overdue: {overdue}");
     let group = &overdue["groups"][0];
     assert_eq!((group["township"].as_str(), group["unit"].as_str()), (Some("990101101"), Some("unit.urban.990101")));

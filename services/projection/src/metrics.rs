@@ -15,6 +15,8 @@ pub const POSITION: &str = "gridcase_projection_position";
 pub const WRITER: &str = "gridcase_projection_writer";
 pub const CASES_OPEN: &str = "gridcase_cases_open";
 pub const CASES_OVERDUE: &str = "gridcase_cases_overdue";
+pub const REBUILD_DONE: &str = "gridcase_rebuild_events_done";
+pub const REBUILD_TOTAL: &str = "gridcase_rebuild_events_total";
 
 pub fn register() {
     metrics::describe_gauge!(LAG_EVENTS, "Events stored in the case stream that the read models do not reflect yet.");
@@ -37,7 +39,9 @@ pub fn register() {
         CASES_OVERDUE,
         "Open cases past a running deadline now, per township (read models; counted every GRIDCASE_CASES_METRICS_INTERVAL)."
     );
-    for gauge in [LAG_EVENTS, LAG_SECONDS, POSITION, WRITER] {
+    metrics::describe_gauge!(REBUILD_DONE, "Events a running rebuild has replayed.");
+    metrics::describe_gauge!(REBUILD_TOTAL, "Events a running rebuild replays (the stream's end when it started).");
+    for gauge in [LAG_EVENTS, LAG_SECONDS, POSITION, WRITER, REBUILD_DONE, REBUILD_TOTAL] {
         metrics::gauge!(gauge).set(0.0);
     }
 }
@@ -74,4 +78,37 @@ pub async fn refresh_cases(pool: &PgPool, now: Timestamp) -> anyhow::Result<()> 
         metrics::gauge!(CASES_OVERDUE, "township" => township).set(row.get::<i64, _>(2) as f64);
     }
     Ok(())
+}
+
+/// A rebuild's progress, in the log every few seconds and in the metrics.
+pub struct RebuildProgress {
+    total: u64,
+    started: std::time::Instant,
+    last_report: std::time::Instant,
+}
+
+impl RebuildProgress {
+    pub fn new(total: u64) -> Self {
+        metrics::gauge!(REBUILD_TOTAL).set(total as f64);
+        let now = std::time::Instant::now();
+        Self { total, started: now, last_report: now }
+    }
+
+    /// The rebuild has replayed up to stream sequence `done`.
+    pub fn at(&mut self, done: u64) {
+        metrics::gauge!(REBUILD_DONE).set(done as f64);
+        let finished = done >= self.total;
+        if finished || self.last_report.elapsed() >= Duration::from_secs(5) {
+            self.last_report = std::time::Instant::now();
+            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let left = self.total.saturating_sub(done) as f64 / rate.max(f64::MIN_POSITIVE);
+            tracing::info!(
+                done,
+                total = self.total,
+                events_per_second = rate.round(),
+                seconds_left = left.round(),
+                "rebuild progress"
+            );
+        }
+    }
 }

@@ -169,6 +169,8 @@ pub async fn run(
         }
         let mut records =
             log.read(CaseSubject::all_filter(), ReadFrom::after(position)).await.context("reading the case stream")?;
+        // A rebuild (until caught up) reports how far it has got.
+        let mut progress = until_caught_up.then(|| crate::metrics::RebuildProgress::new(last));
         info!(from = position + 1, "projecting the case stream");
         // Since when the read models have been behind (for the lag metric).
         let mut caught_up_at = std::time::Instant::now();
@@ -213,6 +215,9 @@ pub async fn run(
                         caught_up_at = std::time::Instant::now();
                     }
                     crate::metrics::progress(position, batch.len(), pending, caught_up_at.elapsed());
+                    if let Some(progress) = progress.as_mut() {
+                        progress.at(position);
+                    }
                     if until_caught_up && caught_up && position >= last {
                         return Ok(position);
                     }

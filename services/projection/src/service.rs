@@ -152,6 +152,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Mode::Rebuild => {
+            // Progress in the metrics too, when the serving process does not hold the address.
+            if !config.no_metrics {
+                match gridcase_runtime::metrics::install(config.metrics_addr) {
+                    Ok(()) => crate::metrics::register(),
+                    Err(error) => {
+                        warn!(error = format!("{error:#}"), "the rebuild reports its progress in the log only")
+                    }
+                }
+            }
             let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
             let target = format!("{}_rebuild", config.schema);
             let (pool, position) = rebuild::build(&config.database_url, &target, &log, config.batch_size).await?;

@@ -40,13 +40,13 @@ where
                     append_record(&mut buffer, &record);
                     if buffer.len() >= chunk {
                         let data = std::mem::take(&mut buffer);
-                        return Some((Ok(api::ExportChunk { data }), (rows, buffer, false)));
+                        return Some((Ok(api::ExportChunk { data, ..Default::default() }), (rows, buffer, false)));
                     }
                 }
                 Some(Err(status)) => return Some((Err(status), (rows, buffer, true))),
                 None => {
                     let data = std::mem::take(&mut buffer);
-                    return Some((Ok(api::ExportChunk { data }), (rows, buffer, true)));
+                    return Some((Ok(api::ExportChunk { data, ..Default::default() }), (rows, buffer, true)));
                 }
             }
         }
@@ -158,7 +158,7 @@ where
                 Ok(0) => return,
                 Ok(read) => {
                     data.truncate(read);
-                    if tx.send(Ok(api::ExportChunk { data })).await.is_err() {
+                    if tx.send(Ok(api::ExportChunk { data, ..Default::default() })).await.is_err() {
                         return;
                     }
                 }
@@ -167,4 +167,40 @@ where
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Progress of a long export, in the log every few seconds: rows written of
+/// the total, the rate, and the time left at that rate.
+pub(super) struct Progress {
+    what: &'static str,
+    total: u64,
+    started: std::time::Instant,
+    last_report: std::time::Instant,
+}
+
+impl Progress {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub(super) fn new(what: &'static str, total: u64) -> Self {
+        let now = std::time::Instant::now();
+        Self { what, total, started: now, last_report: now }
+    }
+
+    /// One more row written (counted in `done`).
+    pub(super) fn row(&mut self, done: &std::sync::atomic::AtomicU64) {
+        let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.last_report.elapsed() >= Self::EVERY {
+            self.last_report = std::time::Instant::now();
+            let rate = done as f64 / self.started.elapsed().as_secs_f64();
+            let left = self.total.saturating_sub(done) as f64 / rate.max(f64::MIN_POSITIVE);
+            tracing::info!(
+                export = self.what,
+                done,
+                total = self.total,
+                rows_per_second = rate.round(),
+                seconds_left = left.round(),
+                "export progress"
+            );
+        }
+    }
 }

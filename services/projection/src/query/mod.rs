@@ -366,13 +366,23 @@ impl QueryService for QueryApi {
         let filter = request.filter.unwrap_or_default();
         let scope = scope_for(&access, &[&filter.region_prefix, &filter.grid_code])?;
         let now = self.clock.now();
+        let total: i64 = sql::filtered_query(&filter, &scope, now, "count(*)")?
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let total = total as u64;
         let mut builder = list_query(&filter, &scope, now, SUMMARY_COLUMNS)?;
         let pool = self.pool.clone();
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = done.clone();
         // Rows flow from the database cursor through a small channel: bounded memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, GrpcStatus>>(256);
         tokio::spawn(async move {
+            let mut progress = export::Progress::new("cases", total);
             let mut rows = builder.build().fetch(&pool);
             while let Some(row) = rows.next().await {
+                progress.row(&counted);
                 let record = row.map_err(db_error).map(|row| {
                     let s = summary(&row, now);
                     vec![
@@ -398,7 +408,16 @@ impl QueryService for QueryApi {
                 .map(String::from)
                 .to_vec();
         let numeric = vec![false; header.len()];
-        Ok(Response::new(export(format, header, numeric, tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let chunks = export(format, header, numeric, tokio_stream::wrappers::ReceiverStream::new(rx));
+        // Each chunk says how far the export has got, for a client's progress bar.
+        let chunks = chunks.map(move |chunk| {
+            chunk.map(|chunk| api::ExportChunk {
+                rows_total: total,
+                rows_done: done.load(std::sync::atomic::Ordering::Relaxed),
+                ..chunk
+            })
+        });
+        Ok(Response::new(Box::pin(chunks) as ExportStream))
     }
 
     type WatchCasesStream = WatchStream;

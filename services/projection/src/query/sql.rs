@@ -93,6 +93,19 @@ pub fn list_query(
     now: Timestamp,
     columns: &str,
 ) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
+    let mut builder = filtered_query(filter, scope, now, columns)?;
+    builder.push(" ORDER BY filed_at DESC, case_id DESC");
+    Ok(builder)
+}
+
+/// `SELECT columns FROM cases` cut to the scope and the filter, unordered
+/// (`count(*)` for how many a list or an export holds).
+pub fn filtered_query(
+    filter: &api::ListCasesRequest,
+    scope: &ListScope,
+    now: Timestamp,
+    columns: &str,
+) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
     let mut v = Violations::new();
     if !filter.region_prefix.bytes().all(|b| b.is_ascii_digit()) || filter.region_prefix.len() > 17 {
         v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
@@ -154,7 +167,6 @@ pub fn list_query(
     if let Some((at, id)) = after {
         builder.push(" AND (filed_at, case_id) < (ts_from_micros(").push_bind(at).push("), ").push_bind(id).push(")");
     }
-    builder.push(" ORDER BY filed_at DESC, case_id DESC");
     Ok(builder)
 }
 
