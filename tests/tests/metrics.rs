@@ -140,11 +140,17 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
         "gridcase_projection_lag_seconds",
         "gridcase_projection_position",
         "gridcase_projection_writer",
+        "gridcase_projection_batch_events",
+        "gridcase_rebuild_events_done",
+        "gridcase_export_rows_total{export=\"cases\"}",
+        "gridcase_grpc_request_duration_seconds_bucket{method=\"/gridcase.query.v1.QueryService/ListCases\",le=\"0.001\"}",
+        "gridcase_append_duration_seconds_count{outcome=\"stored\"}",
     ]) {
         assert!(has(&first_projection, name), "projection: {name} missing from {first_projection:?}");
     }
     for name in common.iter().chain(&[
         "gridcase_dispatcher_pending_messages",
+        "gridcase_dispatcher_lag_seconds",
         "gridcase_dispatcher_conflicts_total",
         "gridcase_calendar_missing",
         "gridcase_calendar_days_left",

@@ -44,6 +44,8 @@ pub fn register_metrics() {
     );
     for outcome in OUTCOMES {
         metrics::counter!(METRIC_APPENDS, "outcome" => outcome).absolute(0);
+        // Registered, a histogram is exported (empty) before its first sample.
+        let _ = metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome);
     }
     use crate::attachments::METRIC_ATTACHMENT_BYTES;
     metrics::describe_counter!(

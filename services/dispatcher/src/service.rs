@@ -42,6 +42,7 @@ pub const HEALTH_CALENDAR: &str = "gridcase.dispatcher.v1.Calendar";
 const METRIC_STEPS: &str = "gridcase_dispatcher_steps_total";
 const METRIC_CONFLICTS: &str = "gridcase_dispatcher_conflicts_total";
 const METRIC_PENDING: &str = "gridcase_dispatcher_pending_messages";
+const METRIC_LAG_SECONDS: &str = "gridcase_dispatcher_lag_seconds";
 const METRIC_SKIPPED: &str = "gridcase_dispatcher_skipped_events_total";
 const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
 const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
@@ -81,6 +82,12 @@ fn register_metrics() {
     metrics::counter!(METRIC_CONFLICTS).absolute(0);
     metrics::describe_gauge!(METRIC_PENDING, "Events in the case stream not yet read by this instance.");
     metrics::gauge!(METRIC_PENDING).set(0.0);
+    metrics::describe_gauge!(
+        METRIC_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "How long this instance has been behind the stream (0 when caught up)."
+    );
+    metrics::gauge!(METRIC_LAG_SECONDS).set(0.0);
     metrics::describe_counter!(METRIC_SKIPPED, "Events this version cannot read, left alone.");
     metrics::counter!(METRIC_SKIPPED).absolute(0);
     metrics::describe_counter!(
@@ -268,6 +275,8 @@ impl Worker {
         // Once caught up, act when the consumer is idle, when a batch has
         // gathered, or at least every ACT_INTERVAL under continuous load.
         let mut last_act = std::time::Instant::now();
+        // Since when this instance has been behind the stream (for the lag metric).
+        let mut behind_since: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -283,6 +292,13 @@ impl Worker {
                     };
                     self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref());
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
+                    let lag = if record.caught_up() {
+                        behind_since = None;
+                        0.0
+                    } else {
+                        behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
+                    };
+                    metrics::gauge!(METRIC_LAG_SECONDS).set(lag);
                     if record.caught_up() && !caught_up {
                         caught_up = true;
                         self.mark_caught_up().await;

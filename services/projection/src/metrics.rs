@@ -15,6 +15,7 @@ pub const POSITION: &str = "gridcase_projection_position";
 pub const WRITER: &str = "gridcase_projection_writer";
 pub const CASES_OPEN: &str = "gridcase_cases_open";
 pub const CASES_OVERDUE: &str = "gridcase_cases_overdue";
+pub const EXPORT_ROWS: &str = "gridcase_export_rows_total";
 pub const REBUILD_DONE: &str = "gridcase_rebuild_events_done";
 pub const REBUILD_TOTAL: &str = "gridcase_rebuild_events_total";
 
@@ -43,6 +44,11 @@ pub fn register() {
     metrics::describe_gauge!(REBUILD_TOTAL, "Events a running rebuild replays (the stream's end when it started).");
     for gauge in [LAG_EVENTS, LAG_SECONDS, POSITION, WRITER, REBUILD_DONE, REBUILD_TOTAL] {
         metrics::gauge!(gauge).set(0.0);
+    }
+    let _ = metrics::histogram!(BATCH_EVENTS);
+    metrics::describe_counter!(EXPORT_ROWS, "Rows written by exports, by export.");
+    for export in ["cases", "ledger"] {
+        metrics::counter!(EXPORT_ROWS, "export" => export).absolute(0);
     }
 }
 

@@ -189,6 +189,7 @@ impl Progress {
     /// One more row written (counted in `done`).
     pub(super) fn row(&mut self, done: &std::sync::atomic::AtomicU64) {
         let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        metrics::counter!(crate::metrics::EXPORT_ROWS, "export" => self.what).increment(1);
         if self.last_report.elapsed() >= Self::EVERY {
             self.last_report = std::time::Instant::now();
             let rate = done as f64 / self.started.elapsed().as_secs_f64();
