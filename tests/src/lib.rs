@@ -60,6 +60,23 @@ pub async fn append_foreign(
 }
 
 /// The workspace root (for deploy/ files).
+/// A Prometheus metrics page (`GET /metrics` on `addr`) as `name{labels}` →
+/// value; `None` while nothing answers there.
+pub async fn scrape_metrics(addr: SocketAddr) -> Option<std::collections::BTreeMap<String, f64>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.ok()?;
+    let body = page.split_once("\r\n\r\n")?.1;
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| line.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN))))
+            .collect(),
+    )
+}
+
 /// Where the service binaries are (`GRIDCASE_BIN_DIR`, else target/debug);
 /// tests that run them as processes need them built first (`cargo build
 /// --bins`; deploy/test.sh does).

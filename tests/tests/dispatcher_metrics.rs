@@ -10,24 +10,10 @@ use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_runtime::FixedClock;
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
 use gridcase_tests::{NatsServer, TestDispatcher, TestIntake, act};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GRID: &str = "990101001001001";
 
-/// The metrics page as `name{labels}` → value.
-async fn scrape(addr: std::net::SocketAddr) -> Option<BTreeMap<String, f64>> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await.ok()?;
-    let body = page.split_once("\r\n\r\n")?.1;
-    Some(
-        body.lines()
-            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-            .filter_map(|line| line.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN))))
-            .collect(),
-    )
-}
+use gridcase_tests::scrape_metrics as scrape;
 
 fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()

@@ -12,22 +12,8 @@ use std::time::{Duration, Instant};
 use gridcase_domain::CaseId;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::{NatsServer, TestDatabase, identity, service_binaries, workspace_root};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The metrics page as `name{labels}` → value.
-async fn scrape(addr: SocketAddr) -> Option<BTreeMap<String, f64>> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await.ok()?;
-    let body = page.split_once("\r\n\r\n")?.1;
-    Some(
-        body.lines()
-            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-            .filter_map(|line| line.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN))))
-            .collect(),
-    )
-}
+use gridcase_tests::scrape_metrics as scrape;
 
 /// Scrape until `ready` holds for the page (bounded).
 async fn scrape_until(

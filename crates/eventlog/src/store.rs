@@ -56,6 +56,17 @@ pub fn register_metrics() {
     metrics::counter!(METRIC_ATTACHMENT_BYTES).absolute(0);
 }
 
+/// A commit's outcome as metrics and spans name it (one of [`OUTCOMES`]).
+pub fn outcome(result: &Result<Committed, CommitError>) -> &'static str {
+    match result {
+        Ok(Committed::Stored(_)) => "stored",
+        Ok(Committed::AlreadyStored(_)) => "replayed",
+        Err(CommitError::Conflict) => "conflict",
+        Err(CommitError::Unavailable(_)) => "unavailable",
+        Err(CommitError::Refused(_)) => "refused",
+    }
+}
+
 /// The case-id → subject cache is cleared when it grows past this (a
 /// case's subject never changes, so a miss only costs one lookup).
 const SUBJECT_CACHE_LIMIT: usize = 100_000;
@@ -268,13 +279,7 @@ impl CaseStore {
             sequence = tracing::field::Empty,
         );
         let answer = tracing::Instrument::instrument(self.append(head, stored, payload), span.clone()).await;
-        let outcome = match &answer {
-            Ok(Committed::Stored(_)) => "stored",
-            Ok(Committed::AlreadyStored(_)) => "replayed",
-            Err(CommitError::Conflict) => "conflict",
-            Err(CommitError::Unavailable(_)) => "unavailable",
-            Err(CommitError::Refused(_)) => "refused",
-        };
+        let outcome = outcome(&answer);
         span.record("outcome", outcome);
         match &answer {
             Ok(Committed::Stored(positioned)) => span.record("sequence", positioned.stream_sequence),

@@ -48,17 +48,6 @@ const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
 const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
 const METRIC_CALENDAR_DAYS_LEFT: &str = "gridcase_calendar_days_left";
 
-/// A commit's outcome as spans and metrics name it.
-fn commit_outcome(result: &Result<Committed, CommitError>) -> &'static str {
-    match result {
-        Ok(Committed::Stored(_)) => "stored",
-        Ok(Committed::AlreadyStored(_)) => "replayed",
-        Err(CommitError::Conflict) => "conflict",
-        Err(CommitError::Unavailable(_)) => "unavailable",
-        Err(CommitError::Refused(_)) => "refused",
-    }
-}
-
 /// Days from `now` to the end of the last year `years` has a file for (0
 /// when there is none, or it has ended).
 fn calendar_days_left(years: &gridcase_calendar::YearTable, now: jiff::Timestamp) -> f64 {
@@ -479,7 +468,7 @@ impl Worker {
                     };
                     let result = store.commit(&head, &event, provenance).await;
                     let span = tracing::Span::current();
-                    span.record("outcome", commit_outcome(&result));
+                    span.record("outcome", gridcase_eventlog::store::outcome(&result));
                     if let Ok(Committed::Stored(positioned)) = &result {
                         span.record("sequence", positioned.stream_sequence);
                     }
