@@ -209,6 +209,7 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
             sequence,
             payload: message.payload.to_vec(),
             headers: None,
+            township: String::new(),
         });
     }
     gridcase_projection::projector::apply_batch(&mut projection.pool.acquire().await.unwrap(), &again).await.unwrap();

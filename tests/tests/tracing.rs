@@ -81,6 +81,9 @@ async fn one_filed_case_is_one_trace_through_intake_the_dispatcher_and_the_proje
             "{expected:?} is not in the trace: {seen:#?}"
         );
     }
+    for applied in in_trace.iter().filter(|s| s.name == "projection.apply") {
+        assert_eq!(attribute(applied, "township").as_deref(), Some("990101001"), "{applied:?}");
+    }
     // The appends say what became of them.
     for append in in_trace.iter().filter(|s| s.name == "eventlog.append") {
         assert_eq!(attribute(append, "outcome").as_deref(), Some("stored"), "{append:?}");

@@ -42,6 +42,8 @@ pub struct Message {
     pub sequence: u64,
     pub payload: Vec<u8>,
     pub headers: Option<async_nats::HeaderMap>,
+    /// The township code of the message's subject ("" when not a case subject).
+    pub township: String,
 }
 
 /// Apply one batch of consecutive stream messages in one transaction.
@@ -70,6 +72,7 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
                     let span = tracing::info_span!(
                         "projection.apply",
                         case_id = %stored.case_id,
+                        township = %message.township,
                         event_type = %stored.event_type,
                         sequence = message.sequence,
                         batch = fresh.len(),
@@ -198,6 +201,7 @@ pub async fn run(
                             sequence: record.sequence,
                             payload: record.payload.to_vec(),
                             headers: record.headers,
+                            township: CaseSubject::parse(&record.subject).map(|(t, _)| t).unwrap_or_default(),
                         });
                     }
                 }
