@@ -7,11 +7,17 @@ say() { printf '%s: %s\n' "${SAY:-gridcase}" "$*" >&2; }
 # Whether the process of pid file $RUN/NAME.pid is alive.
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
-# SIGTERM NAME and wait (10 s at most) for it to exit.
+# SIGTERM NAME and wait (15 s at most, beyond the services' 10 s grace)
+# for it to exit; still running then, SIGKILL it.
 stop() {
   if alive "$1"; then
     kill -TERM "$(cat "$RUN/$1.pid")"
-    for _ in $(seq 1 100); do alive "$1" || break; sleep 0.1; done
+    for _ in $(seq 1 150); do alive "$1" || break; sleep 0.1; done
+    if alive "$1"; then
+      say "$1 did not stop within 15 s: killing it"
+      kill -KILL "$(cat "$RUN/$1.pid")" 2>/dev/null || true
+      sleep 0.2
+    fi
   fi
   rm -f "$RUN/$1.pid"
 }

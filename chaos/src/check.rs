@@ -32,6 +32,8 @@ pub struct Verdict {
     pub missing_steps: usize,
     /// Read-model tables that differ from a rebuild of the log.
     pub ledger_differences: Vec<String>,
+    /// Messages in the stream that are not readable events.
+    pub unreadable: usize,
     pub problems: Vec<String>,
 }
 
@@ -42,6 +44,7 @@ impl Verdict {
             && self.broken_chains == 0
             && self.missing_steps == 0
             && self.ledger_differences.is_empty()
+            && self.unreadable == 0
     }
 }
 
@@ -137,6 +140,7 @@ async fn read_all(log: &EventLog) -> anyhow::Result<(BTreeMap<String, Vec<Positi
 pub async fn check(topology: &Topology, log: &EventLog, outcomes: &[Outcome]) -> anyhow::Result<Verdict> {
     let mut verdict = Verdict::default();
     let (cases, unreadable) = read_all(log).await?;
+    verdict.unreadable = unreadable;
     if unreadable > 0 {
         verdict.problems.push(format!("{unreadable} unreadable messages in the stream"));
     }
@@ -243,6 +247,7 @@ async fn compare_with_rebuild(topology: &Topology, log: &EventLog) -> anyhow::Re
     )
     .fetch_all(&pool)
     .await?;
+    anyhow::ensure!(!tables.is_empty(), "no read-model tables in schema read: nothing to compare with a rebuild");
     let mut differ = Vec::new();
     for table in tables {
         let fingerprint = |schema: &str| {

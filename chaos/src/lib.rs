@@ -235,6 +235,7 @@ impl Report {
         println!("lost                      {}", v.lost);
         println!("doubled                   {}", v.doubled);
         println!("broken hash chains        {}", v.broken_chains);
+        println!("unreadable messages       {}", v.unreadable);
         println!("due steps missing         {}", v.missing_steps);
         println!("ledgers = rebuild         {}", if v.ledger_differences.is_empty() { "yes" } else { "NO" });
         for problem in v.problems.iter().take(20) {

@@ -262,8 +262,8 @@ impl EventLog {
                     // A duplicate answering a re-sent message is ours only if
                     // the stored message is this very event: another writer
                     // may have stored the same id while our first send was lost.
-                    let stored_before_this_call =
-                        ack.duplicate && (sent == 1 || !self.holds_event(ack.sequence, &event.hash).await?);
+                    let stored_before_this_call = ack.duplicate
+                        && (sent == 1 || !self.holds_event_within(ack.sequence, &event.hash, &mut retry).await?);
                     return Ok(AppendOutcome {
                         stream_sequence: ack.sequence,
                         already_stored: ack.duplicate,
@@ -336,6 +336,20 @@ impl EventLog {
             }),
             Some((sequence, _)) => Err(AppendError::Conflict { expected: expected_last, found: Some(sequence) }),
             None => Err(AppendError::Conflict { expected: expected_last, found: None }),
+        }
+    }
+
+    /// [`EventLog::holds_event`], tried again while the log is unavailable
+    /// until `retry`'s deadline (the event is stored: only the reading failed).
+    async fn holds_event_within(&self, sequence: u64, hash: &str, retry: &mut Retry) -> Result<bool, LogError> {
+        loop {
+            match self.holds_event(sequence, hash).await {
+                Err(LogError::Unavailable(failure)) if retry.attempt_time(self.settings.publish_timeout).is_some() => {
+                    retry.failed(failure);
+                    retry.pause().await;
+                }
+                answer => return answer,
+            }
         }
     }
 

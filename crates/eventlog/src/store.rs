@@ -201,8 +201,9 @@ impl CaseStore {
         let settings = self.log.settings();
         let mut retry = Retry::new(settings.append_deadline);
         loop {
-            // Each attempt ends by the deadline, however long the request's own time-out.
-            let Some(wait) = retry.attempt_time(settings.publish_timeout) else {
+            // Each request has its own time-out (the JetStream context's);
+            // an attempt (a whole history, many requests) ends by the deadline.
+            let Some(wait) = retry.attempt_time(settings.append_deadline) else {
                 return Err(LogError::Unavailable(retry.last_failure));
             };
             let answer = tokio::time::timeout(wait, what())

@@ -16,6 +16,17 @@ pub const GRPC_REQUESTS: &str = "gridcase_grpc_requests_total";
 pub const GRPC_DURATION: &str = "gridcase_grpc_request_duration_seconds";
 pub const NATS_CONNECTED: &str = "gridcase_nats_connected";
 
+/// The methods this process serves: any other path a caller sends is
+/// labelled `unknown`, so strangers cannot grow the set of series.
+static KNOWN_METHODS: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+
+fn method_label(path: &str) -> String {
+    match KNOWN_METHODS.get() {
+        Some(known) if known.contains(path) => path.to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
 /// Latency buckets (seconds): 1 ms to 30 s.
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -38,6 +49,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
 /// Register the gRPC metrics of every method of `services` (full names such
 /// as `gridcase.intake.v1.IntakeService`) at zero, with code OK.
 pub fn register_grpc(services: &[&str]) {
+    let _ = KNOWN_METHODS.set(grpc_methods(services).into_iter().collect());
     metrics::describe_counter!(GRPC_REQUESTS, "gRPC calls answered, by method and status code.");
     metrics::describe_histogram!(
         GRPC_DURATION,
@@ -121,7 +133,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let started = Instant::now();
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);

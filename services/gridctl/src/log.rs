@@ -212,13 +212,13 @@ async fn copy(from: CommonArgs, to: &CommonArgs, bucket: &str) -> anyhow::Result
                 .info()
                 .map_err(|e| anyhow::anyhow!("a source message without its position: {e}"))?
                 .stream_sequence;
-            let mut publish = jetstream::message::PublishMessage::build()
-                .payload(message.payload.clone())
-                // The same position as in the source, or nothing.
-                .expected_last_sequence(sequence - 1);
+            let mut publish = jetstream::message::PublishMessage::build().payload(message.payload.clone());
+            // The headers as stored first: `headers` replaces the whole map.
             if let Some(headers) = message.headers.clone() {
                 publish = publish.headers(headers);
             }
+            // The same position as in the source, or nothing.
+            let publish = publish.expected_last_sequence(sequence - 1);
             let ack = log.context().send_publish(message.subject.to_string(), publish).await?;
             acks.push_back(std::future::IntoFuture::into_future(ack));
             if acks.len() >= 256 {

@@ -60,7 +60,17 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     for sequence in 1..=10 {
         let (a, b) =
             (old_stream.get_raw_message(sequence).await.unwrap(), new_stream.get_raw_message(sequence).await.unwrap());
-        assert_eq!((&a.subject, &a.payload, &a.headers), (&b.subject, &b.payload, &b.headers), "message {sequence}");
+        assert_eq!((&a.subject, &a.payload), (&b.subject, &b.payload), "message {sequence}");
+        // The same headers, and the copy's own guard: the position it had to land at.
+        let guard = b.headers.get("Nats-Expected-Last-Sequence").map(|v| v.as_str().to_owned());
+        assert_eq!(guard, Some((sequence - 1).to_string()), "message {sequence} was appended at a checked position");
+        let without_guard: Vec<_> =
+            b.headers.iter().filter(|(name, _)| AsRef::<str>::as_ref(*name) != "Nats-Expected-Last-Sequence").collect();
+        let mut theirs: Vec<_> = a.headers.iter().collect();
+        let mut ours = without_guard;
+        theirs.sort_by_key(|(name, _)| name.to_string());
+        ours.sort_by_key(|(name, _)| name.to_string());
+        assert_eq!(theirs, ours, "message {sequence}: headers");
     }
     let subject = CaseSubject::from_subject(old_stream.get_raw_message(1).await.unwrap().subject.as_str()).unwrap();
     let history = new_log.history(&subject).await.unwrap();
