@@ -191,6 +191,7 @@ impl Application {
             in_flight: HashSet::new(),
             unreadable: HashSet::new(),
             traces: HashMap::new(),
+            behind_since: None,
             health: health.clone(),
             calendar_reported: None,
             idle: self.idle.clone(),
@@ -232,6 +233,8 @@ struct Worker {
     /// The trace of each open case's last event (only while traces are
     /// exported): the case's next step continues it.
     traces: HashMap<CaseId, opentelemetry::Context>,
+    /// Since when this instance has been behind the stream.
+    behind_since: Option<std::time::Instant>,
     health: tonic_health::server::HealthReporter,
     calendar_reported: Option<bool>,
     idle: tokio::sync::watch::Sender<Idle>,
@@ -264,8 +267,7 @@ impl Worker {
         // Once caught up, act when the consumer is idle, when a batch has
         // gathered, or at least every ACT_INTERVAL under continuous load.
         let mut last_act = std::time::Instant::now();
-        // Since when this instance has been behind the stream (for the lag metric).
-        let mut behind_since: Option<std::time::Instant> = None;
+
         loop {
             tokio::select! {
                 biased;
@@ -281,13 +283,7 @@ impl Worker {
                     };
                     self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref());
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
-                    let lag = if record.caught_up() {
-                        behind_since = None;
-                        0.0
-                    } else {
-                        behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
-                    };
-                    metrics::gauge!(METRIC_LAG_SECONDS).set(lag);
+                    self.note_lag(record.pending);
                     if record.caught_up() && !caught_up {
                         caught_up = true;
                         self.mark_caught_up().await;
@@ -309,11 +305,29 @@ impl Worker {
     /// The deadline watch's turn: the calendar check, then every case due.
     async fn on_tick(&mut self, caught_up: bool) {
         self.check_calendar().await;
+        // The lag also while no record arrives (a reader stalled behind a
+        // growing stream): the stream's end against what was read.
+        if let Ok(end) = self.store.log().last_sequence().await {
+            let pending = end.saturating_sub(self.position);
+            metrics::gauge!(METRIC_PENDING).set(pending as f64);
+            self.note_lag(pending);
+        }
         if caught_up {
             self.wake_due();
             self.act().await;
             self.report_idle(true);
         }
+    }
+
+    /// How long this instance has been behind the stream (the lag metric).
+    fn note_lag(&mut self, pending: u64) {
+        let lag = if pending == 0 {
+            self.behind_since = None;
+            0.0
+        } else {
+            self.behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
+        };
+        metrics::gauge!(METRIC_LAG_SECONDS).set(lag);
     }
 
     /// Tell waiters when nothing is left to do: read to the end of the

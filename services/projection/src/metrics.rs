@@ -52,12 +52,40 @@ pub fn register() {
     }
 }
 
-/// After a batch: how far behind the read models are.
-pub fn progress(position: u64, events: usize, pending: u64, behind_for: Duration) {
+/// After a batch: where the read models are, and the batch's size.
+pub fn progress(position: u64, events: usize) {
     metrics::gauge!(POSITION).set(position as f64);
     metrics::histogram!(BATCH_EVENTS).record(events as f64);
-    metrics::gauge!(LAG_EVENTS).set(pending as f64);
-    metrics::gauge!(LAG_SECONDS).set(if pending == 0 { 0.0 } else { behind_for.as_secs_f64() });
+}
+
+/// The read models' lag, measured against the stream's end (so a stalled
+/// projector shows as lagging): events not reflected yet, and since when.
+pub struct Lag {
+    behind_since: Option<std::time::Instant>,
+}
+
+impl Lag {
+    pub fn new() -> Self {
+        Self { behind_since: None }
+    }
+
+    pub fn measure(&mut self, stream_end: u64, position: u64) {
+        let pending = stream_end.saturating_sub(position);
+        let seconds = if pending == 0 {
+            self.behind_since = None;
+            0.0
+        } else {
+            self.behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
+        };
+        metrics::gauge!(LAG_EVENTS).set(pending as f64);
+        metrics::gauge!(LAG_SECONDS).set(seconds);
+    }
+}
+
+impl Default for Lag {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 pub fn writer(holds: bool) {

@@ -175,12 +175,9 @@ pub async fn run(
         // A rebuild (until caught up) reports how far it has got.
         let mut progress = until_caught_up.then(|| crate::metrics::RebuildProgress::new(last));
         info!(from = position + 1, "projecting the case stream");
-        // Since when the read models have been behind (for the lag metric).
-        let mut caught_up_at = std::time::Instant::now();
         'batches: loop {
             let mut batch: Vec<Message> = Vec::new();
             let mut caught_up;
-            let mut pending;
             // Wait for the first record (or shutdown), then take what is ready.
             let first = tokio::select! {
                 _ = shutdown.clone().requested() => return store::position(&mut *connection).await.map(|(p, _)| p),
@@ -196,7 +193,6 @@ pub async fn run(
                     }
                     Some(Ok(record)) => {
                         caught_up = record.caught_up();
-                        pending = record.pending;
                         batch.push(Message {
                             sequence: record.sequence,
                             payload: record.payload.to_vec(),
@@ -215,10 +211,7 @@ pub async fn run(
             }
             match apply_batch(&mut *connection, &batch).await? {
                 Applied::UpTo(position) => {
-                    if caught_up {
-                        caught_up_at = std::time::Instant::now();
-                    }
-                    crate::metrics::progress(position, batch.len(), pending, caught_up_at.elapsed());
+                    crate::metrics::progress(position, batch.len());
                     if let Some(progress) = progress.as_mut() {
                         progress.at(position);
                     }

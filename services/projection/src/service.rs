@@ -62,6 +62,21 @@ impl Application {
             ]);
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
             crate::metrics::register();
+            // The read models' lag against the stream's end, every second
+            // (a stalled projector shows too).
+            let (pool, log, stop) = (self.pool.clone(), self.log.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut lag = crate::metrics::Lag::new();
+                loop {
+                    if let (Ok(end), Ok((position, _))) = (log.last_sequence().await, store::position(&pool).await) {
+                        lag.measure(end, position);
+                    }
+                    tokio::select! {
+                        _ = stop.clone().requested() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            });
             // Open and overdue cases per township, every --cases-metrics-interval.
             let (pool, clock, stop) = (self.pool.clone(), self.query.clock.clone(), shutdown.clone());
             let every = self.config.cases_metrics_interval;
