@@ -192,6 +192,7 @@ impl Application {
             unreadable: HashSet::new(),
             traces: HashMap::new(),
             behind_since: None,
+            lag_checked_at: None,
             health: health.clone(),
             calendar_reported: None,
             idle: self.idle.clone(),
@@ -235,6 +236,8 @@ struct Worker {
     traces: HashMap<CaseId, opentelemetry::Context>,
     /// Since when this instance has been behind the stream.
     behind_since: Option<std::time::Instant>,
+    /// When the lag was last measured against the stream's end.
+    lag_checked_at: Option<std::time::Instant>,
     health: tonic_health::server::HealthReporter,
     calendar_reported: Option<bool>,
     idle: tokio::sync::watch::Sender<Idle>,
@@ -306,8 +309,12 @@ impl Worker {
     async fn on_tick(&mut self, caught_up: bool) {
         self.check_calendar().await;
         // The lag also while no record arrives (a reader stalled behind a
-        // growing stream): the stream's end against what was read.
-        if let Ok(end) = self.store.log().last_sequence().await {
+        // growing stream): the stream's end against what was read, once a
+        // second at most (a tick can be far shorter, and a hand-moved clock
+        // ticks at once).
+        let due = self.lag_checked_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if due && let Ok(end) = self.store.log().last_sequence().await {
+            self.lag_checked_at = Some(std::time::Instant::now());
             let pending = end.saturating_sub(self.position);
             metrics::gauge!(METRIC_PENDING).set(pending as f64);
             self.note_lag(pending);
