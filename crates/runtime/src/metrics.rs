@@ -30,18 +30,27 @@ fn method_label(path: &str) -> String {
 /// Latency buckets (seconds): 1 ms to 30 s.
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// Serve `/metrics` on `addr` (this process's one recorder) and register the
-/// metrics every service has.
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+/// Serve `/metrics` on `addr` (this process's one recorder): register the
+/// metrics every service has and the caller's (`register`), then answer
+/// scrapes, so the first scrape already shows every metric. Call it within
+/// the Tokio runtime.
+pub fn install(addr: SocketAddr, register: impl FnOnce()) -> anyhow::Result<()> {
+    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&LATENCY_BUCKETS)
         .context("latency buckets")?
-        .install()
+        .build()
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
     metrics::describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, 0 while it is down.");
     metrics::gauge!(NATS_CONNECTED).set(0.0);
     gridcase_eventlog::store::register_metrics();
+    register();
+    tokio::spawn(async move {
+        if let Err(error) = exporter.await {
+            tracing::error!(?error, "the metrics endpoint stopped");
+        }
+    });
     tracing::info!(%addr, "metrics endpoint listening");
     Ok(())
 }

@@ -174,9 +174,8 @@ impl Application {
         info!(health = %self.config.addr, "dispatcher health service listening");
 
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr)?;
+            gridcase_runtime::metrics::install(self.config.metrics_addr, register_metrics)?;
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
-            register_metrics();
         }
 
         let mut worker = Worker {

@@ -89,8 +89,9 @@ impl Application {
     /// the configured grace period.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr)?;
-            gridcase_runtime::metrics::register_grpc(&SERVED);
+            gridcase_runtime::metrics::install(self.config.metrics_addr, || {
+                gridcase_runtime::metrics::register_grpc(&SERVED)
+            })?;
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
         let server = GrpcServer::new(self.auth)?;

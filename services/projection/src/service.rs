@@ -55,13 +55,14 @@ impl Application {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr)?;
-            gridcase_runtime::metrics::register_grpc(&[
-                "gridcase.query.v1.QueryService",
-                "gridcase.auth.v1.AuthService",
-            ]);
+            gridcase_runtime::metrics::install(self.config.metrics_addr, || {
+                gridcase_runtime::metrics::register_grpc(&[
+                    "gridcase.query.v1.QueryService",
+                    "gridcase.auth.v1.AuthService",
+                ]);
+                crate::metrics::register();
+            })?;
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
-            crate::metrics::register();
             // The read models' lag against the stream's end, every second
             // (a stalled projector shows too).
             let (pool, log, stop) = (self.pool.clone(), self.log.clone(), shutdown.clone());
@@ -169,8 +170,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Mode::Rebuild => {
             // Progress in the metrics too, when the serving process does not hold the address.
             if !config.no_metrics {
-                match gridcase_runtime::metrics::install(config.metrics_addr) {
-                    Ok(()) => crate::metrics::register(),
+                match gridcase_runtime::metrics::install(config.metrics_addr, crate::metrics::register) {
+                    Ok(()) => {}
                     Err(error) => {
                         warn!(error = format!("{error:#}"), "the rebuild reports its progress in the log only")
                     }
