@@ -16,7 +16,7 @@
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NATS_VERSION="${GRIDCASE_NATS_VERSION:-2.14.6}"
+NATS_VERSION="${GRIDCASE_NATS_VERSION:-2.15.1}"
 TOOLS="$ROOT/.tools"
 DEFAULT_DATABASE_URL="postgres://gridcase:gridcase@127.0.0.1:5432/gridcase"
 export DEBIAN_FRONTEND=noninteractive

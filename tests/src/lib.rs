@@ -5,6 +5,7 @@
 //!   as `deploy/nats/nats-server.conf` configures production.
 //! * [`TestIntake`] runs the intake service in-process on `127.0.0.1:0`.
 
+pub mod gate;
 pub mod identity;
 pub mod nats;
 pub mod postgres;

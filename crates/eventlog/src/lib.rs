@@ -10,10 +10,13 @@
 //!   back, on NATS JetStream.
 //! * [`reader`]: the stream read in order from a sequence, with a caught-up
 //!   signal (dispatcher, projector, live watch).
-//! * [`store`]: the one write path: load a case, commit one event.
+//! * [`store`]: the one write path: load a case, commit one event (or a
+//!   chain of events of one case).
+//! * [`batch`]: group commit: concurrent appends as one atomic batch.
 //! * [`attachments`]: the object-store bucket for photos.
 
 pub mod attachments;
+pub mod batch;
 pub mod cloudevents;
 pub mod log;
 pub mod reader;
@@ -23,6 +26,7 @@ pub mod subject;
 pub mod trace;
 
 pub use attachments::{AttachmentError, AttachmentStore};
+pub use batch::GroupCommit;
 pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamSettings, verify_history};
 pub use reader::{CaseStreamReader, ReadFrom, Record};
 pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, hash_as_stored, verify_chain, verify_chain_as_stored};

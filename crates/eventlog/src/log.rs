@@ -47,6 +47,8 @@ pub struct StreamSettings {
     /// Copies JetStream keeps of the stream (and the attachment bucket): 1
     /// on a single server, 3 on a three-node cluster.
     pub replicas: usize,
+    /// How the case store gathers appends into atomic batches.
+    pub group_commit: crate::batch::GroupCommit,
 }
 
 impl Default for StreamSettings {
@@ -57,13 +59,16 @@ impl Default for StreamSettings {
             publish_timeout: Duration::from_secs(2),
             append_deadline: Duration::from_secs(15),
             replicas: 1,
+            group_commit: crate::batch::GroupCommit::default(),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("nats-server {found} is too old: gridcase needs 2.10 or newer")]
+    #[error(
+        "nats-server {found} is too old: gridcase needs 2.12 or newer (atomic batch publish), 2.15 or newer to share an fsync across a batch"
+    )]
     ServerTooOld { found: String },
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
@@ -127,11 +132,21 @@ pub struct EventLog {
     settings: StreamSettings,
 }
 
-/// Whether a nats-server version string is 2.10 or newer.
-pub fn server_supported(version: &str) -> bool {
+/// The oldest nats-server gridcase runs on: 2.12 brought atomic batch
+/// publish, which the case store's group commit uses.
+pub const MINIMUM_SERVER: (u64, u64) = (2, 12);
+/// From 2.15 the events of an atomic batch share one fsync; older servers
+/// take batches but sync each message, so group commit gains little.
+pub const SHARED_FSYNC_SERVER: (u64, u64) = (2, 15);
+
+fn server_version(version: &str) -> (u64, u64) {
     let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 10)
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Whether a nats-server version string is [`MINIMUM_SERVER`] or newer.
+pub fn server_supported(version: &str) -> bool {
+    server_version(version) >= MINIMUM_SERVER
 }
 
 impl EventLog {
@@ -147,6 +162,8 @@ impl EventLog {
             deny_purge: true,
             allow_direct: true,
             allow_rollup: false,
+            // Group commit: many appends in one atomic batch (one fsync).
+            allow_atomic_publish: true,
             max_messages: -1,
             max_bytes: -1,
             max_messages_per_subject: -1,
@@ -161,6 +178,9 @@ impl EventLog {
         let version = client.server_info().version;
         if !server_supported(&version) {
             return Err(LogError::ServerTooOld { found: version });
+        }
+        if server_version(&version) < SHARED_FSYNC_SERVER {
+            warn!(%version, "nats-server before 2.15 syncs each message of a batch: group commit will gain little");
         }
         let context = jetstream::ContextBuilder::new().timeout(settings.publish_timeout).build(client);
         let wanted = Self::stream_config(&settings);
@@ -188,12 +208,20 @@ impl EventLog {
             || !have.allow_direct
             || have.duplicate_window != wanted.duplicate_window
             || have.num_replicas != wanted.num_replicas
+            || !have.allow_atomic_publish
         {
             warn!(stream = %settings.stream_name, "stream settings differ from gridcase's; updating them");
-            context.update_stream(wanted).await.map_err(|e| LogError::StreamMisconfigured {
+            let updated = context.update_stream(wanted).await.map_err(|e| LogError::StreamMisconfigured {
                 stream: settings.stream_name.clone(),
                 problem: e.to_string(),
             })?;
+            // A server that does not know the setting ignores it.
+            if !updated.config.allow_atomic_publish {
+                return Err(LogError::StreamMisconfigured {
+                    stream: settings.stream_name.clone(),
+                    problem: "the server does not keep allow_atomic (atomic batch publish): it needs nats-server 2.12 or newer".into(),
+                });
+            }
         }
         Ok(Self { context, stream, settings })
     }
@@ -221,8 +249,7 @@ impl EventLog {
         self.append_encoded(subject, expected_last, event, Bytes::from(event.to_json_bytes())).await
     }
 
-    /// [`EventLog::append`] of `event` already serialised as `payload` (the
-    /// case store keeps the bytes it sent as the event's stored form).
+    /// [`EventLog::append`] of `event` already serialised as `payload`.
     pub(crate) async fn append_encoded(
         &self,
         subject: &CaseSubject,
@@ -230,16 +257,32 @@ impl EventLog {
         event: &StoredEvent,
         payload: Bytes,
     ) -> Result<AppendOutcome, AppendError> {
-        let event_id = event.event_id.to_string();
         let mut headers = cloudevents::headers(event);
         crate::trace::inject(&mut headers);
-        let mut retry = Retry::new(self.settings.append_deadline);
-        let mut sent = 0u32;
+        let mut sending = Sending::new(self.settings.append_deadline);
+        self.append_single(subject, expected_last, event, payload, headers, &mut sending).await
+    }
+
+    /// Append one event on its own (not in a batch), sending it again while
+    /// the log does not answer, until `sending`'s deadline. `sending` counts
+    /// the sends of this append, earlier ones (in batches) included.
+    pub(crate) async fn append_single(
+        &self,
+        subject: &CaseSubject,
+        expected_last: u64,
+        event: &StoredEvent,
+        payload: Bytes,
+        headers: async_nats::HeaderMap,
+        sending: &mut Sending,
+    ) -> Result<AppendOutcome, AppendError> {
+        let event_id = event.event_id.to_string();
+        let retry = &mut sending.retry;
         loop {
             let Some(wait) = retry.attempt_time(self.settings.publish_timeout) else {
-                return Err(AppendError::Unavailable(retry.last_failure));
+                return Err(AppendError::Unavailable(retry.last_failure.clone()));
             };
-            sent += 1;
+            sending.sent += 1;
+            let sent = sending.sent;
             let publish = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers.clone())
@@ -263,7 +306,7 @@ impl EventLog {
                     // the stored message is this very event: another writer
                     // may have stored the same id while our first send was lost.
                     let stored_before_this_call = ack.duplicate
-                        && (sent == 1 || !self.holds_event_within(ack.sequence, &event.hash, &mut retry).await?);
+                        && (sent == 1 || !self.holds_event_within(ack.sequence, &event.hash, retry).await?);
                     return Ok(AppendOutcome {
                         stream_sequence: ack.sequence,
                         already_stored: ack.duplicate,
@@ -354,7 +397,7 @@ impl EventLog {
     }
 
     /// Whether the message at `sequence` is the event with this hash.
-    async fn holds_event(&self, sequence: u64, hash: &str) -> Result<bool, LogError> {
+    pub(crate) async fn holds_event(&self, sequence: u64, hash: &str) -> Result<bool, LogError> {
         // The leader's copy: a follower answering a direct get may lag behind.
         let message = self.stream.get_raw_message(sequence).await.map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok(StoredEvent::from_json_bytes(&message.payload).is_ok_and(|stored| stored.hash == hash))
@@ -362,7 +405,11 @@ impl EventLog {
 
     /// The first message on `subject` after stream sequence `after`: its
     /// sequence and event id.
-    async fn next_after(&self, subject: &CaseSubject, after: u64) -> Result<Option<(u64, Option<String>)>, LogError> {
+    pub(crate) async fn next_after(
+        &self,
+        subject: &CaseSubject,
+        after: u64,
+    ) -> Result<Option<(u64, Option<String>)>, LogError> {
         match self.stream.get_first_raw_message_by_subject(subject.as_str(), after + 1).await {
             Ok(message) => Ok(Some((message.sequence, cloudevents::event_id(Some(&message.headers))))),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -448,6 +495,18 @@ fn jetstream_error(error: &jetstream::context::PublishError) -> Option<&jetstrea
     std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()
 }
 
+/// One append's attempts so far: its deadline and how many times it was sent.
+pub(crate) struct Sending {
+    pub(crate) retry: Retry,
+    pub(crate) sent: u32,
+}
+
+impl Sending {
+    pub(crate) fn new(within: Duration) -> Self {
+        Self { retry: Retry::new(within), sent: 0 }
+    }
+}
+
 /// Trying again within a deadline, with exponential backoff and jitter (so
 /// many writers that lost the same leader do not all come back at once).
 pub(crate) struct Retry {
@@ -495,7 +554,8 @@ mod tests {
     #[test]
     fn server_versions() {
         assert!(!server_supported("2.9.25"));
-        assert!(server_supported("2.10.0"));
+        assert!(!server_supported("2.11.9"));
+        assert!(server_supported("2.12.0"));
         assert!(server_supported("v2.14.6"));
         assert!(server_supported("3.0.0"));
         assert!(!server_supported("garbage"));

@@ -5,7 +5,8 @@
 //! * [`CaseStore::load`] reads a case's history and folds it: the case, its
 //!   subject, where it stands in the stream ([`Head`]).
 //! * [`CaseStore::commit`] seals one decided event after the head (version,
-//!   hash chain), appends it with the expected per-subject sequence, and
+//!   hash chain), appends it with the expected per-subject sequence
+//!   (gathered with concurrent commits into one atomic batch: [`crate::batch`]), and
 //!   interprets the log's answer once: [`Committed::Stored`] (by this call),
 //!   [`Committed::AlreadyStored`] (this very event, same id, was in the log
 //!   before this call: a retry of something that had landed, or another
@@ -15,12 +16,13 @@
 //!   (the log will never take it).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use gridcase_domain::{Case, CaseId, Event};
 use jiff::Timestamp;
 use uuid::Uuid;
 
+use crate::batch::{Batcher, Encoded};
 use crate::log::{AppendError, EventLog, LogError, Positioned, Retry};
 use crate::schema::{Actor, DecodeError, EventMeta, StoredEvent};
 use crate::subject::CaseSubject;
@@ -61,9 +63,15 @@ pub fn outcome(result: &Result<Committed, CommitError>) -> &'static str {
     match result {
         Ok(Committed::Stored(_)) => "stored",
         Ok(Committed::AlreadyStored(_)) => "replayed",
-        Err(CommitError::Conflict) => "conflict",
-        Err(CommitError::Unavailable(_)) => "unavailable",
-        Err(CommitError::Refused(_)) => "refused",
+        Err(error) => error_outcome(error),
+    }
+}
+
+fn error_outcome(error: &CommitError) -> &'static str {
+    match error {
+        CommitError::Conflict => "conflict",
+        CommitError::Unavailable(_) => "unavailable",
+        CommitError::Refused(_) => "refused",
     }
 }
 
@@ -181,11 +189,13 @@ pub fn fold(history: &[Positioned]) -> Result<Option<Case>, DecodeError> {
 pub struct CaseStore {
     log: EventLog,
     subjects: Mutex<HashMap<CaseId, CaseSubject>>,
+    /// The group-commit task, started by the first commit (inside the runtime).
+    batcher: OnceLock<Batcher>,
 }
 
 impl CaseStore {
     pub fn new(log: EventLog) -> Self {
-        Self { log, subjects: Mutex::new(HashMap::new()) }
+        Self { log, subjects: Mutex::new(HashMap::new()), batcher: OnceLock::new() }
     }
 
     pub fn log(&self) -> &EventLog {
@@ -255,55 +265,96 @@ impl CaseStore {
 
     /// Seal `event` as the case's next event after `head` and append it.
     pub async fn commit(&self, head: &Head, event: &Event, provenance: Provenance) -> Result<Committed, CommitError> {
-        let stored = StoredEvent::seal(
-            event,
-            EventMeta {
-                event_id: provenance.event_id,
-                case_id: head.case_id,
-                case_version: head.version + 1,
-                occurred_at: provenance.occurred_at,
-                actor: provenance.actor,
-                command_id: provenance.command_id,
-            },
-            head.last_hash.clone(),
-        );
-        // Serialised once: the bytes sent are the event's stored form.
-        let payload = bytes::Bytes::from(stored.to_json_bytes());
-        let started = std::time::Instant::now();
-        let span = tracing::info_span!(
-            "eventlog.append",
-            case_id = %head.case_id,
-            township = head.subject.township(),
-            event_type = %stored.event_type,
-            case_version = stored.case_version,
-            outcome = tracing::field::Empty,
-            sequence = tracing::field::Empty,
-        );
-        let answer = tracing::Instrument::instrument(self.append(head, stored, payload), span.clone()).await;
-        let outcome = outcome(&answer);
-        span.record("outcome", outcome);
-        match &answer {
-            Ok(Committed::Stored(positioned)) => span.record("sequence", positioned.stream_sequence),
-            Ok(Committed::AlreadyStored(sequence)) => span.record("sequence", sequence),
-            Err(_) => &span,
-        };
-        metrics::counter!(METRIC_APPENDS, "outcome" => outcome).increment(1);
-        metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
-        answer
+        let mut committed = self.commit_chain(head, vec![(event, provenance)]).await?;
+        Ok(committed.pop().expect("one outcome per event"))
     }
 
-    async fn append(&self, head: &Head, stored: StoredEvent, payload: bytes::Bytes) -> Result<Committed, CommitError> {
-        match self.log.append_encoded(&head.subject, head.last_sequence, &stored, payload.clone()).await {
-            Ok(outcome) if outcome.stored_before_this_call => Ok(Committed::AlreadyStored(outcome.stream_sequence)),
-            Ok(outcome) => Ok(Committed::Stored(Positioned {
-                stream_sequence: outcome.stream_sequence,
-                event: stored,
-                stored: payload,
-            })),
+    /// Seal `steps` as the case's next events after `head`, each chained to
+    /// the one before, and append them together (one atomic batch): all of
+    /// them are stored or none. One outcome per event, in order. If only the
+    /// start of the chain is found in the log (another writer took the first
+    /// step alone), the answer is [`CommitError::Conflict`]: load and decide again.
+    pub async fn commit_chain(
+        &self,
+        head: &Head,
+        steps: Vec<(&Event, Provenance)>,
+    ) -> Result<Vec<Committed>, CommitError> {
+        assert!(!steps.is_empty(), "a commit has at least one event");
+        let started = std::time::Instant::now();
+        let mut encoded = Vec::with_capacity(steps.len());
+        let mut spans = Vec::with_capacity(steps.len());
+        let (mut version, mut previous) = (head.version, head.last_hash.clone());
+        for (event, provenance) in steps {
+            version += 1;
+            let stored = StoredEvent::seal(
+                event,
+                EventMeta {
+                    event_id: provenance.event_id,
+                    case_id: head.case_id,
+                    case_version: version,
+                    occurred_at: provenance.occurred_at,
+                    actor: provenance.actor,
+                    command_id: provenance.command_id,
+                },
+                previous.take(),
+            );
+            previous = Some(stored.hash.clone());
+            let span = tracing::info_span!(
+                "eventlog.append",
+                case_id = %head.case_id,
+                township = head.subject.township(),
+                event_type = %stored.event_type,
+                case_version = stored.case_version,
+                outcome = tracing::field::Empty,
+                sequence = tracing::field::Empty,
+            );
+            // Each event carries its own append span's context.
+            let mut headers = crate::cloudevents::headers(&stored);
+            span.in_scope(|| crate::trace::inject(&mut headers));
+            // Serialised once: the bytes sent are the event's stored form.
+            let payload = bytes::Bytes::from(stored.to_json_bytes());
+            encoded.push(Encoded { stored, payload, headers });
+            spans.push(span);
+        }
+        let batcher = self.batcher.get_or_init(|| Batcher::start(self.log.clone()));
+        let appended = batcher.append(head.subject.clone(), head.last_sequence, encoded);
+        let (encoded, answer) = tracing::Instrument::instrument(appended, spans[0].clone()).await;
+        let answer = match answer {
+            Ok(outcomes) => Ok(outcomes
+                .into_iter()
+                .zip(encoded)
+                .map(|(outcome, event)| {
+                    if outcome.stored_before_this_call {
+                        Committed::AlreadyStored(outcome.stream_sequence)
+                    } else {
+                        Committed::Stored(Positioned {
+                            stream_sequence: outcome.stream_sequence,
+                            event: event.stored,
+                            stored: event.payload,
+                        })
+                    }
+                })
+                .collect::<Vec<_>>()),
             Err(AppendError::Conflict { .. }) => Err(CommitError::Conflict),
             Err(AppendError::Unavailable(error)) => Err(CommitError::Unavailable(error)),
             Err(AppendError::Log(error @ LogError::Unavailable(_))) => Err(CommitError::Unavailable(error.to_string())),
             Err(AppendError::Log(error)) => Err(CommitError::Refused(error.to_string())),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        for (index, span) in spans.iter().enumerate() {
+            let outcome = match &answer {
+                Ok(committed) => outcome(&Ok(committed[index].clone())),
+                Err(error) => error_outcome(error),
+            };
+            span.record("outcome", outcome);
+            match answer.as_ref().map(|committed| &committed[index]) {
+                Ok(Committed::Stored(positioned)) => span.record("sequence", positioned.stream_sequence),
+                Ok(Committed::AlreadyStored(sequence)) => span.record("sequence", sequence),
+                Err(_) => span,
+            };
+            metrics::counter!(METRIC_APPENDS, "outcome" => outcome).increment(1);
+            metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome).record(elapsed);
         }
+        answer
     }
 }

@@ -46,6 +46,23 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_APPEND_DEADLINE", default_value = "15s", value_parser = parse_duration)]
     pub append_deadline: Duration,
 
+    /// Group commit: most events appended together in one atomic batch
+    /// (one fsync). 1 sends every single append alone.
+    #[arg(long, env = "GRIDCASE_GROUP_COMMIT_EVENTS", default_value_t = 500,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub group_commit_events: u16,
+
+    /// Group commit: how long the first append of a batch may wait for
+    /// others to join it (0: never wait; a batch holds what queued while
+    /// earlier writes were in flight).
+    #[arg(long, env = "GRIDCASE_GROUP_COMMIT_WAIT", default_value = "0s", value_parser = parse_duration)]
+    pub group_commit_wait: Duration,
+
+    /// Group commit: writes (batches or lone appends) in flight at once.
+    #[arg(long, env = "GRIDCASE_GROUP_COMMIT_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub group_commit_in_flight: u16,
+
     /// How long work in flight may take to finish after SIGTERM.
     #[arg(long, env = "GRIDCASE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -96,6 +113,11 @@ impl CommonArgs {
             publish_timeout: self.publish_timeout,
             append_deadline: self.append_deadline,
             replicas: usize::from(self.stream_replicas),
+            group_commit: gridcase_eventlog::GroupCommit {
+                max_events: usize::from(self.group_commit_events),
+                max_wait: self.group_commit_wait,
+                max_in_flight: usize::from(self.group_commit_in_flight),
+            },
         }
     }
 

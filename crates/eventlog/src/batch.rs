@@ -1,0 +1,507 @@
+//! Group commit: appends that arrive while another write is in flight go
+//! out together as one JetStream atomic batch, so they share one fsync
+//! (nats-server 2.15 and later), while each keeps its own expected
+//! per-subject sequence and each caller gets its own answer.
+//!
+//! One task per case store owns the queue. It sends an append at once when
+//! nothing holds it back (low load costs a channel hop, not a wait), and
+//! gathers whatever queued while earlier writes were in flight into the next
+//! batch, up to [`GroupCommit::max_events`] events. A lone single event goes
+//! the single path ([`EventLog::append_single`]); anything else goes as an
+//! atomic batch.
+//!
+//! What an atomic batch cannot tell, the task finds out:
+//!
+//! * **A refused batch names no culprit.** Each append in it is looked up:
+//!   the event right after its expected position is its own (an earlier
+//!   send landed: stored), another one (a conflict), or none (innocent: sent
+//!   again in the next batch). A refusal that no sequence explains (a
+//!   message too large, …) sends each append alone, so each gets its own
+//!   answer.
+//! * **No message ids.** Batches carry no `Nats-Msg-Id`; a batch sent again
+//!   after its answer was lost is refused on the expected sequences and
+//!   resolved as above, by event id and hash.
+//! * **One subject, one batch.** Two appends to the same case never share a
+//!   batch or fly at once (the server could not check the second's
+//!   expectation); a chain of events of one case ([`crate::store::CaseStore::commit_chain`])
+//!   is one append whose first event carries the expectation.
+
+use std::collections::{HashSet, VecDeque};
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::log::{AppendError, AppendOutcome, EventLog, LogError, Sending};
+use crate::schema::StoredEvent;
+use crate::subject::CaseSubject;
+
+/// JetStream errors a refused batch may carry that a sequence explains.
+const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+const ERR_WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
+/// The batch arrived incomplete (a message lost on the way): send it again.
+const ERR_INCOMPLETE_BATCH: u64 = 10176;
+
+/// How appends are gathered into atomic batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Most events in one batch (nats-server takes at most 1,000). 1: every
+    /// single event goes alone (no group commit; chains still go as one batch).
+    pub max_events: usize,
+    /// How long the first append of a batch may wait for others to join
+    /// it before the batch goes unfilled (0: a batch goes as soon as a write
+    /// slot is free, holding whatever queued while the others were in flight).
+    pub max_wait: Duration,
+    /// Writes (batches or lone appends) in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self { max_events: 500, max_wait: Duration::ZERO, max_in_flight: 4 }
+    }
+}
+
+/// One event ready to send: its stored form, bytes and headers (CloudEvents,
+/// trace context).
+pub(crate) struct Encoded {
+    pub(crate) stored: StoredEvent,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: HeaderMap,
+}
+
+/// One caller's append: events of one case, the first expecting the
+/// subject's last sequence, the rest following it.
+struct Submission {
+    subject: CaseSubject,
+    expected_last: u64,
+    events: Vec<Encoded>,
+    sending: Sending,
+    /// Send in a batch of its own (a refusal no sequence explained).
+    alone: bool,
+    queued_at: Instant,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// A submission's events back, with one outcome per event or the error.
+pub(crate) type Answer = (Vec<Encoded>, Result<Vec<AppendOutcome>, AppendError>);
+
+/// What became of a submission's send.
+enum Verdict {
+    Answer(Result<Vec<AppendOutcome>, AppendError>),
+    /// Send it again: after a pause (the log is busy or unreachable) or at once (it was innocent).
+    Again {
+        pause: bool,
+    },
+}
+
+/// The handle of the group-commit task of one case store.
+pub(crate) struct Batcher {
+    inbox: mpsc::UnboundedSender<Submission>,
+    append_deadline: Duration,
+}
+
+impl Batcher {
+    /// Start the task (it ends when the handle is dropped and its work is done).
+    pub(crate) fn start(log: EventLog) -> Self {
+        let (inbox, queue) = mpsc::unbounded_channel();
+        let append_deadline = log.settings().append_deadline;
+        tokio::spawn(run(log, queue));
+        Self { inbox, append_deadline }
+    }
+
+    /// Append `events` to `subject`, the first expecting `expected_last`.
+    /// The answer has one outcome per event, in order, and the events back.
+    pub(crate) async fn append(&self, subject: CaseSubject, expected_last: u64, events: Vec<Encoded>) -> Answer {
+        let (answer, answered) = oneshot::channel();
+        let submission = Submission {
+            subject,
+            expected_last,
+            events,
+            sending: Sending::new(self.append_deadline),
+            alone: false,
+            queued_at: Instant::now(),
+            answer,
+        };
+        let stopped = || AppendError::Unavailable("the case store's writer has stopped".into());
+        if let Err(mpsc::error::SendError(submission)) = self.inbox.send(submission) {
+            return (submission.events, Err(stopped()));
+        }
+        // The task answers every submission it takes; it ends only when the
+        // store is dropped, which this borrow prevents.
+        answered.await.unwrap_or_else(|_| (Vec::new(), Err(stopped())))
+    }
+}
+
+type Sent = Pin<Box<dyn std::future::Future<Output = Vec<(Submission, Verdict)>> + Send>>;
+type Paused = Pin<Box<dyn std::future::Future<Output = Submission> + Send>>;
+
+async fn run(log: EventLog, mut inbox: mpsc::UnboundedReceiver<Submission>) {
+    let settings = log.settings().group_commit;
+    let max_in_flight = settings.max_in_flight.max(1);
+    let mut queue: VecDeque<Submission> = VecDeque::new();
+    // Subjects with a write in flight: nothing else is sent to them meanwhile.
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut in_flight: FuturesUnordered<Sent> = FuturesUnordered::new();
+    let mut paused: FuturesUnordered<Paused> = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        loop {
+            match inbox.try_recv() {
+                Ok(submission) => queue.push_back(submission),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Launch what can go: a free write slot, subjects not busy, and
+        // (with a wait configured) a full batch or appends that have waited
+        // long enough. Appends sent before (and refused or unanswered) wait no more.
+        let mut linger_until = None;
+        while in_flight.len() < max_in_flight && !queue.is_empty() {
+            if !settings.max_wait.is_zero() && queue.iter().all(|s| s.sending.sent == 0) {
+                let queued: usize = queue.iter().map(|s| s.events.len()).sum();
+                let oldest = queue.iter().map(|s| s.queued_at).min().expect("queue not empty");
+                if queued < settings.max_events && oldest.elapsed() < settings.max_wait {
+                    linger_until = Some(oldest + settings.max_wait);
+                    break;
+                }
+            }
+            let batch = take(&mut queue, &mut busy, settings.max_events.max(1));
+            if batch.is_empty() {
+                break;
+            }
+            in_flight.push(Box::pin(send(log.clone(), batch)));
+        }
+        if !open && queue.is_empty() && in_flight.is_empty() && paused.is_empty() {
+            return;
+        }
+        let linger = async {
+            match linger_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                for (submission, verdict) in done {
+                    busy.remove(submission.subject.as_str());
+                    settle(&log, submission, verdict, &mut queue, &mut paused);
+                }
+            }
+            Some(submission) = paused.next(), if !paused.is_empty() => queue.push_front(submission),
+            received = inbox.recv(), if open => match received {
+                Some(submission) => queue.push_back(submission),
+                None => open = false,
+            },
+            () = linger => {}
+        }
+    }
+}
+
+/// Answer a submission, or queue it again (within its deadline).
+fn settle(
+    log: &EventLog,
+    mut submission: Submission,
+    verdict: Verdict,
+    queue: &mut VecDeque<Submission>,
+    paused: &mut FuturesUnordered<Paused>,
+) {
+    match verdict {
+        Verdict::Answer(answer) => {
+            // The caller may have gone (a cancelled request): the outcome stands.
+            let _ = submission.answer.send((submission.events, answer));
+        }
+        Verdict::Again { .. } if submission.sending.retry.attempt_time(log.settings().publish_timeout).is_none() => {
+            let failure = submission.sending.retry.last_failure.clone();
+            let _ = submission.answer.send((submission.events, Err(AppendError::Unavailable(failure))));
+        }
+        Verdict::Again { pause: false } => queue.push_front(submission),
+        Verdict::Again { pause: true } => paused.push(Box::pin(async move {
+            submission.sending.retry.pause().await;
+            submission
+        })),
+    }
+}
+
+/// The next batch from the queue, in arrival order: submissions whose
+/// subject is neither busy nor already in the batch, up to `max_events`
+/// events (a longer chain goes alone), an `alone` one by itself.
+fn take(queue: &mut VecDeque<Submission>, busy: &mut HashSet<String>, max_events: usize) -> Vec<Submission> {
+    let mut batch: Vec<Submission> = Vec::new();
+    let mut events = 0;
+    let mut index = 0;
+    while index < queue.len() && events < max_events {
+        let candidate = &queue[index];
+        let subject = candidate.subject.as_str();
+        let fits = events == 0 || (events + candidate.events.len() <= max_events && !candidate.alone);
+        if !fits || busy.contains(subject) {
+            index += 1;
+            continue;
+        }
+        let submission = queue.remove(index).expect("index in range");
+        events += submission.events.len();
+        busy.insert(submission.subject.as_str().to_owned());
+        let alone = submission.alone;
+        batch.push(submission);
+        if alone {
+            break;
+        }
+    }
+    batch
+}
+
+/// Send one write: a lone single event the single path (with its own
+/// retries), anything else as one atomic batch (one attempt).
+async fn send(log: EventLog, mut batch: Vec<Submission>) -> Vec<(Submission, Verdict)> {
+    if batch.len() == 1 && batch[0].events.len() == 1 {
+        let mut submission = batch.pop().expect("one submission");
+        let event = &submission.events[0];
+        let answer = log
+            .append_single(
+                &submission.subject,
+                submission.expected_last,
+                &event.stored,
+                event.payload.clone(),
+                event.headers.clone(),
+                &mut submission.sending,
+            )
+            .await
+            .map(|outcome| vec![outcome]);
+        return vec![(submission, Verdict::Answer(answer))];
+    }
+    for submission in &mut batch {
+        submission.sending.sent += 1;
+    }
+    let wait = batch
+        .iter()
+        .filter_map(|s| s.sending.retry.attempt_time(log.settings().publish_timeout))
+        .min()
+        .unwrap_or(Duration::ZERO);
+    let answer = match tokio::time::timeout(wait, publish_batch(&log, &batch)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(BatchFailure::NoAnswer("no answer in time".into())),
+    };
+    match answer {
+        Ok(first_sequence) => {
+            let mut sequence = first_sequence;
+            batch
+                .into_iter()
+                .map(|submission| {
+                    let outcomes = submission
+                        .events
+                        .iter()
+                        .map(|_| {
+                            let outcome = AppendOutcome {
+                                stream_sequence: sequence,
+                                already_stored: false,
+                                stored_before_this_call: false,
+                            };
+                            sequence += 1;
+                            outcome
+                        })
+                        .collect();
+                    (submission, Verdict::Answer(Ok(outcomes)))
+                })
+                .collect()
+        }
+        Err(BatchFailure::NoAnswer(failure)) => {
+            warn!(appends = batch.len(), %failure, "a batch got no answer; its appends go again");
+            again(batch, &failure, true)
+        }
+        Err(BatchFailure::Busy(failure)) => {
+            debug!(appends = batch.len(), %failure, "the log cannot take the batch now; trying again");
+            again(batch, &failure, true)
+        }
+        Err(BatchFailure::Refused { code, description }) => refused(&log, batch, code, description).await,
+    }
+}
+
+fn again(batch: Vec<Submission>, failure: &str, pause: bool) -> Vec<(Submission, Verdict)> {
+    batch
+        .into_iter()
+        .map(|mut submission| {
+            submission.sending.retry.failed(failure.to_owned());
+            (submission, Verdict::Again { pause })
+        })
+        .collect()
+}
+
+/// A batch the log refused: who caused it?
+async fn refused(
+    log: &EventLog,
+    batch: Vec<Submission>,
+    code: Option<u64>,
+    description: String,
+) -> Vec<(Submission, Verdict)> {
+    let findings = futures::future::join_all(batch.iter().map(|submission| resolve(log, submission))).await;
+    let explained = findings.iter().any(|f| matches!(f, Finding::Stored(_) | Finding::Conflict { .. }));
+    let by_sequence = matches!(code, Some(ERR_WRONG_LAST_SEQUENCE | ERR_WRONG_LAST_SEQUENCE_CONSTANT));
+    let several = batch.len() > 1;
+    debug!(appends = batch.len(), ?code, %description, explained, "a batch was refused");
+    batch
+        .into_iter()
+        .zip(findings)
+        .map(|(mut submission, finding)| {
+            let verdict = match finding {
+                Finding::Stored(outcomes) => Verdict::Answer(Ok(outcomes)),
+                Finding::Conflict { found } => {
+                    Verdict::Answer(Err(AppendError::Conflict { expected: submission.expected_last, found }))
+                }
+                Finding::Unreadable(failure) => {
+                    submission.sending.retry.failed(failure);
+                    Verdict::Again { pause: true }
+                }
+                // Another append in the batch was the cause: at once, without it.
+                Finding::Innocent if explained => Verdict::Again { pause: false },
+                // A sequence error nobody in the batch explains: an append to
+                // one of these cases from elsewhere is still being stored.
+                Finding::Innocent if by_sequence => {
+                    submission.sending.retry.failed(description.clone());
+                    Verdict::Again { pause: true }
+                }
+                // Refused for a reason of one message: each goes alone, to its own answer.
+                Finding::Innocent if several => {
+                    submission.alone = true;
+                    Verdict::Again { pause: false }
+                }
+                Finding::Innocent => Verdict::Answer(Err(LogError::Other(description.clone()).into())),
+            };
+            (submission, verdict)
+        })
+        .collect()
+}
+
+enum Finding {
+    /// The submission's events are in the log (an earlier send landed, or
+    /// another writer stored these very events).
+    Stored(Vec<AppendOutcome>),
+    /// Another event follows the expected position.
+    Conflict { found: Option<u64> },
+    /// Nothing follows the expected position: the submission did not cause the refusal.
+    Innocent,
+    /// The log could not be read.
+    Unreadable(String),
+}
+
+/// Look at what follows a submission's expected position.
+async fn resolve(log: &EventLog, submission: &Submission) -> Finding {
+    let mut after = submission.expected_last;
+    let mut outcomes = Vec::with_capacity(submission.events.len());
+    for (index, event) in submission.events.iter().enumerate() {
+        let next = match log.next_after(&submission.subject, after).await {
+            Ok(next) => next,
+            Err(error) => return Finding::Unreadable(error.to_string()),
+        };
+        let ours = event.stored.event_id.to_string();
+        match next {
+            None if index == 0 => return Finding::Innocent,
+            Some((sequence, Some(id))) if id == ours => {
+                // Stored by this call only if a send before the one just
+                // refused stored this very event.
+                let before_this_call = submission.sending.sent <= 1
+                    || match log.holds_event(sequence, &event.stored.hash).await {
+                        Ok(holds) => !holds,
+                        Err(error) => return Finding::Unreadable(error.to_string()),
+                    };
+                outcomes.push(AppendOutcome {
+                    stream_sequence: sequence,
+                    already_stored: true,
+                    stored_before_this_call: before_this_call,
+                });
+                after = sequence;
+            }
+            // Another event there, or only the start of the chain stored
+            // (another writer took its first step alone): the case moved on.
+            other => return Finding::Conflict { found: other.map(|(sequence, _)| sequence) },
+        }
+    }
+    Finding::Stored(outcomes)
+}
+
+enum BatchFailure {
+    /// No answer: the batch may or may not be stored.
+    NoAnswer(String),
+    /// Not stored; the log is busy or has no leader: try again later.
+    Busy(String),
+    /// Not stored, for a reason the log named.
+    Refused { code: Option<u64>, description: String },
+}
+
+/// Publish the submissions as one atomic batch; the stream sequence of its first event.
+async fn publish_batch(log: &EventLog, batch: &[Submission]) -> Result<u64, BatchFailure> {
+    let total: usize = batch.iter().map(|s| s.events.len()).sum();
+    let batch_id = uuid::Uuid::new_v4().simple().to_string();
+    let client = log.context().client();
+    let mut number = 0usize;
+    for submission in batch {
+        for (index, event) in submission.events.iter().enumerate() {
+            number += 1;
+            let mut headers = event.headers.clone();
+            headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(async_nats::header::NATS_BATCH_SEQUENCE, number.to_string().as_str());
+            if index == 0 {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    submission.expected_last.to_string().as_str(),
+                );
+            }
+            let subject = submission.subject.to_string();
+            if number < total {
+                // Only the commit is answered; the ones before it travel in
+                // order on the same connection.
+                client
+                    .publish_with_headers(subject, headers, event.payload.clone())
+                    .await
+                    .map_err(|e| BatchFailure::NoAnswer(e.to_string()))?;
+                continue;
+            }
+            headers.insert(async_nats::header::NATS_BATCH_COMMIT, "1");
+            let publish = PublishMessage::build().payload(event.payload.clone()).headers(headers);
+            let ack = match log.context().send_publish(subject, publish).await {
+                Ok(ack) => ack.await,
+                Err(error) => Err(error),
+            };
+            return match ack {
+                Ok(ack) if ack.batch_size == Some(total as u64) && ack.sequence >= total as u64 => {
+                    Ok(ack.sequence + 1 - total as u64)
+                }
+                Ok(ack) => Err(BatchFailure::Refused {
+                    code: None,
+                    description: format!(
+                        "unexpected batch acknowledgement: {} of {total} events",
+                        ack.batch_size.unwrap_or(0)
+                    ),
+                }),
+                Err(error) => Err(classify(error)),
+            };
+        }
+    }
+    unreachable!("a batch has at least one event")
+}
+
+fn classify(error: jetstream::context::PublishError) -> BatchFailure {
+    let api = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<jetstream::Error>());
+    let code = api.map(|e| (e.error_code().0, e.code()));
+    match error.kind() {
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => BatchFailure::NoAnswer(error.to_string()),
+        PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending => BatchFailure::Busy(error.to_string()),
+        PublishErrorKind::WrongLastSequence => {
+            BatchFailure::Refused { code: Some(ERR_WRONG_LAST_SEQUENCE), description: error.to_string() }
+        }
+        _ => match code {
+            Some((_, 503 | 429)) | Some((ERR_INCOMPLETE_BATCH, _)) => BatchFailure::Busy(error.to_string()),
+            Some((code, _)) => BatchFailure::Refused { code: Some(code), description: error.to_string() },
+            None => BatchFailure::Refused { code: None, description: error.to_string() },
+        },
+    }
+}

@@ -1,0 +1,117 @@
+//! A TCP gate between a client and a server: it forwards bytes both ways
+//! until told to hold the server's replies (the client's requests still
+//! reach the server and take effect) and then to cut every connection,
+//! losing what was held. That is how a test loses an acknowledgement: the
+//! write happened, its answer never arrived.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+
+pub struct Gate {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+struct Shared {
+    holding: AtomicBool,
+    released: Notify,
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Gate {
+    /// Listen on a free loopback port, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gate");
+        let addr = listener.local_addr().expect("gate address");
+        let shared = Arc::new(Shared {
+            holding: AtomicBool::new(false),
+            released: Notify::new(),
+            connections: Mutex::new(Vec::new()),
+        });
+        let accept = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                    let task = tokio::spawn(forward(client, server, shared.clone()));
+                    shared.connections.lock().await.push(task);
+                }
+            }
+        });
+        Self { addr, shared, accept }
+    }
+
+    /// The gate's address as a NATS URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// From now on the server's bytes are held back (the client hears nothing).
+    pub fn hold_replies(&self) {
+        self.shared.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// Close every connection through the gate, dropping what it held; new
+    /// connections pass freely.
+    pub async fn cut(&self) {
+        for task in self.shared.connections.lock().await.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.holding.store(false, Ordering::SeqCst);
+        self.shared.released.notify_waiters();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if server_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            while shared.holding.load(Ordering::SeqCst) {
+                let released = shared.released.notified();
+                if !shared.holding.load(Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
