@@ -2,24 +2,22 @@
 //! on a nats-server of its own configured like production (file storage,
 //! fsync before every acknowledgement). Prints figures; asserts nothing.
 //!
-//!     cargo run --release -p gridcase-bench -- intake --cases 5000 --concurrency 32
+//!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
 mod dispatch;
+mod intake;
 mod observability;
 mod projection;
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
 use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings, cloudevents};
-use gridcase_proto::intake::v1 as api;
-use gridcase_tests::fixtures::{as_worker, filing, intake_client};
-use gridcase_tests::{NatsServer, TestIntake};
+use gridcase_eventlog::{CaseSubject, GroupCommit, StoredEvent, cloudevents};
+use gridcase_tests::fixtures::filing;
 
 #[derive(Parser)]
 #[command(
@@ -33,18 +31,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// File N cases through the intake gRPC API at concurrency C, then publish
-    /// the same event payloads straight to JetStream at the same concurrency.
+    /// File N cases through the intake gRPC API at concurrency C, with group
+    /// commit and with single appends, then publish the same event payloads
+    /// straight to JetStream, singly and in atomic batches.
     Intake {
         /// Cases to file in each measured phase.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 20000)]
         cases: usize,
         /// Calls in flight at once.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// Unmeasured calls first, to warm connections and caches.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 1000)]
         warmup: usize,
+        /// Group commit: most events per batch.
+        #[arg(long, default_value_t = GroupCommit::default().max_events)]
+        group_commit_events: usize,
+        /// Group commit: writes in flight at once.
+        #[arg(long, default_value_t = GroupCommit::default().max_in_flight)]
+        group_commit_in_flight: usize,
+        /// Group commit: how long a batch's first append waits for others, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        group_commit_wait_ms: u64,
     },
     /// Dispatcher throughput on a backlog, report-to-dispatch latency and
     /// backlog at a given filing rate, beside raw JetStream appends.
@@ -116,6 +124,10 @@ impl Figures {
     }
 }
 
+/// The services' allocator, so the in-process intake and dispatcher run as deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (the
@@ -131,64 +143,24 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Observability { cases, concurrency, dispatch_cases, rate } => {
             observability::run(cases, concurrency, dispatch_cases, rate).await
         }
-        Bench::Intake { cases, concurrency, warmup } => intake(cases, concurrency, warmup).await,
+        Bench::Intake {
+            cases,
+            concurrency,
+            warmup,
+            group_commit_events,
+            group_commit_in_flight,
+            group_commit_wait_ms,
+        } => {
+            let group_commit = GroupCommit {
+                max_events: group_commit_events,
+                max_in_flight: group_commit_in_flight,
+                max_wait: Duration::from_millis(group_commit_wait_ms),
+            };
+            intake::run(intake::Options { cases, concurrency, warmup, group_commit }).await
+        }
         Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
     }
-}
-
-async fn intake(cases: usize, concurrency: usize, warmup: usize) -> anyhow::Result<()> {
-    let nats = NatsServer::start();
-    let intake = TestIntake::spawn(&nats.url()).await;
-    let client = intake_client(intake.endpoint()).await;
-    println!(
-        "nats-server {} (file storage, sync_interval: always), store {}",
-        nats_version(),
-        nats.store_dir().display()
-    );
-    println!("{cases} cases per phase, concurrency {concurrency}, {warmup} warm-up calls\n");
-
-    let file = |request: api::FileCaseRequest| {
-        let mut client = client.clone();
-        async move {
-            let started = Instant::now();
-            client.file_case(as_worker(request)).await.context("file case")?;
-            Ok::<Duration, anyhow::Error>(started.elapsed())
-        }
-    };
-    run_phase("warm-up", warmup, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
-    let grpc =
-        run_phase("intake FileCase (gRPC, end to end)", cases, concurrency, |_| file(filing(CaseId::new_v7()))).await?;
-
-    // The ceiling: the same stored-event bytes and headers, published
-    // straight to the same stream with the same per-subject expectation.
-    let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
-    let js = log.context().clone();
-    let payloads: Vec<(String, Bytes, async_nats::HeaderMap, String)> =
-        (0..cases + warmup).map(|_| raw_event()).collect();
-    let mut payloads = payloads.into_iter();
-    let publish = |(subject, payload, headers, id): (String, Bytes, async_nats::HeaderMap, String)| {
-        let js = js.clone();
-        async move {
-            let started = Instant::now();
-            dispatch::publish(&js, subject, payload, headers, id).await?;
-            Ok::<Duration, anyhow::Error>(started.elapsed())
-        }
-    };
-    let warm: Vec<_> = payloads.by_ref().take(warmup).collect();
-    let mut warm = warm.into_iter();
-    run_phase("warm-up", warmup, concurrency, |_| publish(warm.next().expect("payload"))).await?;
-    let raw = run_phase("raw JetStream publish (baseline)", cases, concurrency, |_| {
-        publish(payloads.next().expect("payload"))
-    })
-    .await?;
-
-    println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
-    grpc.print();
-    raw.print();
-    println!("\nintake throughput = {:.1}% of raw JetStream publish", 100.0 * grpc.rate() / raw.rate());
-    intake.stop().await?;
-    Ok(())
 }
 
 /// One filing event as intake would store it, with its subject, headers and id.

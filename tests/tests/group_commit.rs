@@ -348,3 +348,30 @@ async fn batched_and_single_appends_racing_on_the_same_cases_serialise_and_nothi
     }
     assert!(in_batches > 0, "some notes went in batches, beside the single appends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_in_a_batch_whose_case_id_exists_in_another_township_is_the_only_one_refused() {
+    let nats = NatsServer::start();
+    let store = store_on(nats.client().await, gather(3)).await;
+    let elsewhere = CaseId::new_v7();
+    let other_township = gridcase_tests::act::subject("990102101001001", elsewhere);
+    let single = store_on(nats.client().await, GroupCommit::default()).await;
+    // Filed alone (the single path) under another township: its id is taken there.
+    single.commit(&Head::new_case(elsewhere, other_township.clone()), &filed(elsewhere), provenance()).await.expect("filed");
+    let taken_again = single.commit(&Head::new_case(elsewhere, subject(&elsewhere)), &filed(elsewhere), provenance()).await;
+    assert!(matches!(taken_again, Err(CommitError::Conflict)), "alone: {taken_again:?}");
+
+    let cases = [CaseId::new_v7(), elsewhere, CaseId::new_v7()];
+    let filings = cases.iter().map(|case_id| {
+        let store = &store;
+        async move { store.commit(&Head::new_case(*case_id, subject(case_id)), &filed(*case_id), provenance()).await }
+    });
+    let answers = join_all(filings).await;
+    assert!(matches!(answers[1], Err(CommitError::Conflict)), "in a batch: {:?}", answers[1]);
+    for index in [0, 2] {
+        let positioned = stored(answers[index].as_ref().expect("the other filings are stored"));
+        assert_eq!(history_ids(store.log(), &cases[index]).await, vec![positioned.event.event_id]);
+    }
+    assert!(store.log().history(&subject(&elsewhere)).await.expect("history").is_empty());
+    assert_eq!(store.log().history(&other_township).await.expect("history").len(), 1);
+}

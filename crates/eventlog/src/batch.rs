@@ -260,9 +260,14 @@ fn take(queue: &mut VecDeque<Submission>, busy: &mut HashSet<String>, max_events
     batch
 }
 
+/// Events per write (a lone append counts one), the group commit's measure.
+pub const METRIC_WRITE_EVENTS: &str = "gridcase_append_write_events";
+
 /// Send one write: a lone single event the single path (with its own
 /// retries), anything else as one atomic batch (one attempt).
 async fn send(log: EventLog, mut batch: Vec<Submission>) -> Vec<(Submission, Verdict)> {
+    let events: usize = batch.iter().map(|s| s.events.len()).sum();
+    metrics::histogram!(METRIC_WRITE_EVENTS).record(events as f64);
     if batch.len() == 1 && batch[0].events.len() == 1 {
         let mut submission = batch.pop().expect("one submission");
         let event = &submission.events[0];
@@ -287,10 +292,12 @@ async fn send(log: EventLog, mut batch: Vec<Submission>) -> Vec<(Submission, Ver
         .filter_map(|s| s.sending.retry.attempt_time(log.settings().publish_timeout))
         .min()
         .unwrap_or(Duration::ZERO);
+    let started = Instant::now();
     let answer = match tokio::time::timeout(wait, publish_batch(&log, &batch)).await {
         Ok(answer) => answer,
         Err(_) => Err(BatchFailure::NoAnswer("no answer in time".into())),
     };
+    debug!(events, appends = batch.len(), elapsed = ?started.elapsed(), ok = answer.is_ok(), "batch written");
     match answer {
         Ok(first_sequence) => {
             let mut sequence = first_sequence;
@@ -404,6 +411,14 @@ async fn resolve(log: &EventLog, submission: &Submission) -> Finding {
         };
         let ours = event.stored.event_id.to_string();
         match next {
+            None if index == 0 && submission.expected_last == 0 => {
+                // A new case: its id may be taken in another township.
+                return match log.locate(&submission.subject.case_id()).await {
+                    Ok(None) => Finding::Innocent,
+                    Ok(Some(_)) => Finding::Conflict { found: None },
+                    Err(error) => Finding::Unreadable(error.to_string()),
+                };
+            }
             None if index == 0 => return Finding::Innocent,
             Some((sequence, Some(id))) if id == ours => {
                 // Stored by this call only if a send before the one just
@@ -454,6 +469,11 @@ async fn publish_batch(log: &EventLog, batch: &[Submission]) -> Result<u64, Batc
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     submission.expected_last.to_string().as_str(),
                 );
+                if submission.expected_last == 0 {
+                    // A new case: no event of this case id in any township.
+                    let locator = CaseSubject::locator(&submission.subject.case_id());
+                    headers.insert(crate::log::EXPECTED_SUBJECT_FOR_SEQUENCE, locator.as_str());
+                }
             }
             let subject = submission.subject.to_string();
             if number < total {

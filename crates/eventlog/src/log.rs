@@ -24,6 +24,12 @@ use crate::cloudevents;
 use crate::schema::{DecodeError, StoredEvent};
 use crate::subject::CaseSubject;
 
+/// The subject (a wildcard may stand in it) the expected last subject
+/// sequence is checked on, instead of the message's own: a filing expects
+/// nothing on `gridcase.case.*.<case id>`, so a case id names one case in
+/// the whole log, checked by the append itself.
+pub(crate) const EXPECTED_SUBJECT_FOR_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
 /// JetStream error: wrong last sequence (the expectation is stale).
 const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 /// JetStream error: another append to the same subject is still in flight,
@@ -283,11 +289,15 @@ impl EventLog {
             };
             sending.sent += 1;
             let sent = sending.sent;
-            let publish = PublishMessage::build()
+            let mut publish = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers.clone())
                 .message_id(&event_id)
                 .expected_last_subject_sequence(expected_last);
+            if expected_last == 0 {
+                // A new case: no event of this case id in any township.
+                publish = publish.header(EXPECTED_SUBJECT_FOR_SEQUENCE, CaseSubject::locator(&subject.case_id()).as_str());
+            }
             let result = match tokio::time::timeout(wait, async {
                 match self.context.send_publish(subject.to_string(), publish).await {
                     Ok(ack) => ack.await,

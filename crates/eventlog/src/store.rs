@@ -49,6 +49,11 @@ pub fn register_metrics() {
         // Registered, a histogram is exported (empty) before its first sample.
         let _ = metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome);
     }
+    metrics::describe_histogram!(
+        crate::batch::METRIC_WRITE_EVENTS,
+        "Events per write to the case log: an atomic batch of a group commit, or 1 for an append sent alone."
+    );
+    let _ = metrics::histogram!(crate::batch::METRIC_WRITE_EVENTS);
     use crate::attachments::METRIC_ATTACHMENT_BYTES;
     metrics::describe_counter!(
         METRIC_ATTACHMENT_BYTES,

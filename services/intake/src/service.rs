@@ -54,14 +54,9 @@ impl IntakeService for IntakeApi {
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
-        // A case id names one case in the whole log: one filed in another
-        // township is taken (its subject differs, so the append alone would
-        // not notice).
-        match self.store.locate(&case_id).await {
-            Ok(Some(existing)) if existing != subject => return Err(taken(&case_id)),
-            Ok(_) => {}
-            Err(error) => return Err(grpc::unavailable("the event log", &error)),
-        }
+        // A case id names one case in the whole log: the filing's append
+        // expects no event of this id in any township (the case store's
+        // expectation for a new case), so one filed elsewhere is a conflict.
         let filed = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
         let provenance =
             Provenance { event_id: Uuid::now_v7(), occurred_at: now, actor: actor.clone(), command_id: None };
@@ -76,13 +71,9 @@ impl IntakeService for IntakeApi {
                 // The case exists: the filer's retry of the same filing gets
                 // the original receipt; anything else is refused alike, so
                 // nobody learns what someone else filed.
-                let original = self
-                    .store
-                    .log()
-                    .first(&subject)
-                    .await
-                    .map_err(|e| grpc::unavailable("the event log", &e))?
-                    .ok_or_else(|| grpc::internal(&"conflict reported on an empty case subject"))?;
+                let original = self.store.log().first(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
+                // Nothing under this township: the id was filed in another one.
+                let Some(original) = original else { return Err(taken(&case_id)) };
                 let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
                 if same_filing(&original_event, &filed) && original.event.actor == actor {
                     info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");

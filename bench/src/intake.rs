@@ -1,0 +1,185 @@
+//! Intake with group commit beside single appends, beside raw JetStream
+//! publishing (single and atomic batches of the same payloads, at the batch
+//! size group commit reached), in one run on one nats-server (fsync always).
+//!
+//! 1. intake, group commit (the shipped defaults unless flags say otherwise);
+//! 2. intake, single appends (`--group-commit-events 1`);
+//! 3. raw single publishes with the per-case expectation;
+//! 4. raw atomic batches of the mean batch size of phase 1, as many in
+//!    flight as group commit allows;
+//! 5. one case at a time through each intake: the latency group commit adds
+//!    at low load.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use gridcase_domain::CaseId;
+use gridcase_eventlog::{CaseSubject, EventLog, GroupCommit, ReadFrom, StreamSettings};
+use gridcase_tests::fixtures::{as_worker, filing, intake_client};
+use gridcase_tests::{NatsServer, TestIntake};
+
+use crate::{Figures, nats_version, raw_event, run_phase};
+
+pub struct Options {
+    pub cases: usize,
+    pub concurrency: usize,
+    pub warmup: usize,
+    pub group_commit: GroupCommit,
+}
+
+type Raw = (String, Bytes, async_nats::HeaderMap, String);
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let Options { cases, concurrency, warmup, group_commit } = options;
+    let nats = NatsServer::start();
+    println!(
+        "nats-server {} (file storage, sync_interval: always), store {}",
+        nats_version(),
+        nats.store_dir().display()
+    );
+    println!(
+        "{cases} cases per phase, concurrency {concurrency}, {warmup} warm-up calls; group commit: up to {} events, {} in flight, wait {:?}\n",
+        group_commit.max_events, group_commit.max_in_flight, group_commit.max_wait
+    );
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
+
+    let batched = spawn_intake(&nats, group_commit).await;
+    let single = spawn_intake(&nats, GroupCommit { max_events: 1, ..group_commit }).await;
+    let batched_client = intake_client(batched.endpoint()).await;
+    let single_client = intake_client(single.endpoint()).await;
+    let file = |client: &gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient<_>| {
+        let mut client = client.clone();
+        async move {
+            let started = Instant::now();
+            client.file_case(as_worker(filing(CaseId::new_v7()))).await.context("file case")?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    };
+
+    run_phase("warm-up", warmup, concurrency, |_| file(&batched_client)).await?;
+    let start = log.last_sequence().await? + 1;
+    let grouped =
+        run_phase("intake FileCase, group commit", cases, concurrency, |_| file(&batched_client)).await?;
+    let end = log.last_sequence().await?;
+    let (writes, events) = writes_between(&log, start, end).await?;
+    let mean_batch = events as f64 / writes.max(1) as f64;
+
+    run_phase("warm-up", warmup, concurrency, |_| file(&single_client)).await?;
+    let singles = run_phase("intake FileCase, single appends", cases, concurrency, |_| file(&single_client)).await?;
+
+    let js = log.context().clone();
+    let mut payloads = (0..2 * (cases + warmup)).map(|_| raw_event());
+    let publish = |raw: Raw| {
+        let js = js.clone();
+        async move {
+            let started = Instant::now();
+            crate::dispatch::publish(&js, raw.0, raw.1, raw.2, raw.3).await?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    };
+    let warm: Vec<Raw> = payloads.by_ref().take(warmup).collect();
+    let mut warm = warm.into_iter();
+    run_phase("warm-up", warmup, concurrency, |_| publish(warm.next().expect("payload"))).await?;
+    let raw: Vec<Raw> = payloads.by_ref().take(cases).collect();
+    let mut raw = raw.into_iter();
+    let raw_single =
+        run_phase("raw JetStream publish, single", cases, concurrency, |_| publish(raw.next().expect("payload"))).await?;
+
+    let batch_size = (mean_batch.round() as usize).clamp(1, 1000);
+    let batches: Vec<Vec<Raw>> = payloads.by_ref().take(cases).collect::<Vec<_>>().chunks(batch_size).map(<[Raw]>::to_vec).collect();
+    let batch_count = batches.len();
+    let mut batches = batches.into_iter();
+    let raw_batched = run_phase("raw JetStream atomic batches", batch_count, group_commit.max_in_flight, |_| {
+        let js = js.clone();
+        let batch = batches.next().expect("batch");
+        async move {
+            let started = Instant::now();
+            publish_batch(&js, batch).await?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    })
+    .await?;
+    // Per event, for comparison with the per-case figures.
+    let raw_batched = Figures { count: cases, ..raw_batched };
+
+    let one_grouped = run_phase("one at a time, group commit", 500, 1, |_| file(&batched_client)).await?;
+    let one_single = run_phase("one at a time, single appends", 500, 1, |_| file(&single_client)).await?;
+
+    println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
+    grouped.print();
+    singles.print();
+    raw_single.print();
+    println!("{:<34} (batches of {batch_size}: latency per batch)", "");
+    raw_batched.print();
+    one_grouped.print();
+    one_single.print();
+    println!(
+        "\ngroup commit: {events} events in {writes} writes (mean {mean_batch:.1} events per write)\n\
+         intake, group commit = {:.2} x single appends, {:.1}% of raw atomic batches of {batch_size}, {:.1}% of raw single publishes\n\
+         latency added at low load (p50, one case at a time): {:+.2} ms",
+        grouped.rate() / singles.rate(),
+        100.0 * grouped.rate() / raw_batched.rate(),
+        100.0 * grouped.rate() / raw_single.rate(),
+        (one_grouped.percentile(0.5).as_secs_f64() - one_single.percentile(0.5).as_secs_f64()) * 1e3,
+    );
+    batched.stop().await?;
+    single.stop().await?;
+    Ok(())
+}
+
+async fn spawn_intake(nats: &NatsServer, group_commit: GroupCommit) -> TestIntake {
+    let mut config = TestIntake::config(&nats.url());
+    config.common.group_commit_events = group_commit.max_events as u16;
+    config.common.group_commit_in_flight = group_commit.max_in_flight as u16;
+    config.common.group_commit_wait = group_commit.max_wait;
+    TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_runtime::SystemClock)).await
+}
+
+/// How many writes stored the events between two stream sequences: one per
+/// atomic batch (its id) plus one per event stored alone.
+async fn writes_between(log: &EventLog, start: u64, end: u64) -> anyhow::Result<(usize, usize)> {
+    let mut reader = log.read(CaseSubject::all_filter(), ReadFrom::Sequence(start)).await?;
+    let mut batch_ids = std::collections::HashSet::new();
+    let (mut alone, mut events) = (0, 0);
+    while let Some(record) = reader.next().await {
+        let record = record?;
+        if record.sequence > end {
+            break;
+        }
+        events += 1;
+        match record.headers.as_ref().and_then(|h| h.get("Nats-Batch-Id")) {
+            Some(id) => {
+                batch_ids.insert(id.to_string());
+            }
+            None => alone += 1,
+        }
+        if record.sequence == end {
+            break;
+        }
+    }
+    Ok((batch_ids.len() + alone, events))
+}
+
+/// One raw atomic batch: every message with its per-subject expectation,
+/// the last one committing and answered.
+async fn publish_batch(js: &async_nats::jetstream::Context, batch: Vec<Raw>) -> anyhow::Result<()> {
+    let client = js.client();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let total = batch.len();
+    for (index, (subject, payload, mut headers, _)) in batch.into_iter().enumerate() {
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        if index + 1 < total {
+            client.publish_with_headers(subject, headers, payload).await?;
+        } else {
+            headers.insert("Nats-Batch-Commit", "1");
+            let message = async_nats::jetstream::message::PublishMessage::build().payload(payload).headers(headers);
+            let ack = js.send_publish(subject, message).await?.await?;
+            anyhow::ensure!(ack.batch_size == Some(total as u64), "batch of {total} acknowledged as {:?}", ack.batch_size);
+        }
+    }
+    Ok(())
+}
