@@ -27,12 +27,14 @@ pub struct Options {
     pub concurrency: usize,
     pub warmup: usize,
     pub group_commit: GroupCommit,
+    /// Filings per second of the open-loop phase.
+    pub rate: f64,
 }
 
 type Raw = (String, Bytes, async_nats::HeaderMap, String);
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let Options { cases, concurrency, warmup, group_commit } = options;
+    let Options { cases, concurrency, warmup, group_commit, rate } = options;
     let nats = NatsServer::start();
     println!(
         "nats-server {} (file storage, sync_interval: always), store {}",
@@ -60,11 +62,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     run_phase("warm-up", warmup, concurrency, |_| file(&batched_client)).await?;
     let start = log.last_sequence().await? + 1;
-    let grouped =
-        run_phase("intake FileCase, group commit", cases, concurrency, |_| file(&batched_client)).await?;
+    let grouped = run_phase("intake FileCase, group commit", cases, concurrency, |_| file(&batched_client)).await?;
     let end = log.last_sequence().await?;
     let (writes, events) = writes_between(&log, start, end).await?;
     let mean_batch = events as f64 / writes.max(1) as f64;
+
+    let open_loop = at_rate(cases, rate, || file(&batched_client)).await?;
 
     run_phase("warm-up", warmup, concurrency, |_| file(&single_client)).await?;
     let singles = run_phase("intake FileCase, single appends", cases, concurrency, |_| file(&single_client)).await?;
@@ -85,10 +88,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let raw: Vec<Raw> = payloads.by_ref().take(cases).collect();
     let mut raw = raw.into_iter();
     let raw_single =
-        run_phase("raw JetStream publish, single", cases, concurrency, |_| publish(raw.next().expect("payload"))).await?;
+        run_phase("raw JetStream publish, single", cases, concurrency, |_| publish(raw.next().expect("payload")))
+            .await?;
 
     let batch_size = (mean_batch.round() as usize).clamp(1, 1000);
-    let batches: Vec<Vec<Raw>> = payloads.by_ref().take(cases).collect::<Vec<_>>().chunks(batch_size).map(<[Raw]>::to_vec).collect();
+    let batches: Vec<Vec<Raw>> =
+        payloads.by_ref().take(cases).collect::<Vec<_>>().chunks(batch_size).map(<[Raw]>::to_vec).collect();
     let batch_count = batches.len();
     let mut batches = batches.into_iter();
     let raw_batched = run_phase("raw JetStream atomic batches", batch_count, group_commit.max_in_flight, |_| {
@@ -109,6 +114,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
     grouped.print();
+    open_loop.print();
     singles.print();
     raw_single.print();
     println!("{:<34} (batches of {batch_size}: latency per batch)", "");
@@ -135,6 +141,36 @@ async fn spawn_intake(nats: &NatsServer, group_commit: GroupCommit) -> TestIntak
     config.common.group_commit_in_flight = group_commit.max_in_flight as u16;
     config.common.group_commit_wait = group_commit.max_wait;
     TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_runtime::SystemClock)).await
+}
+
+/// `count` calls started at `rate` per second whatever their answers (an
+/// open loop: latency is not hidden by fewer calls in flight); the rate
+/// achieved is calls over the time until the last answer.
+async fn at_rate<F, Fut>(count: usize, rate: f64, make: F) -> anyhow::Result<Figures>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send + 'static,
+{
+    let per_tick = (rate / 1000.0).max(f64::MIN_POSITIVE);
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut calls = futures::stream::FuturesUnordered::new();
+    let (mut launched, mut due) = (0usize, 0.0f64);
+    while launched < count {
+        ticker.tick().await;
+        due += per_tick;
+        while launched < count && (launched as f64) < due {
+            calls.push(tokio::spawn(make()));
+            launched += 1;
+        }
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(result) = calls.next().await {
+        latencies.push(result??);
+    }
+    let label: &'static str = Box::leak(format!("intake FileCase at {rate:.0}/s, group commit").into_boxed_str());
+    Ok(Figures { label, count, elapsed: started.elapsed(), latencies })
 }
 
 /// How many writes stored the events between two stream sequences: one per
@@ -178,7 +214,11 @@ async fn publish_batch(js: &async_nats::jetstream::Context, batch: Vec<Raw>) -> 
             headers.insert("Nats-Batch-Commit", "1");
             let message = async_nats::jetstream::message::PublishMessage::build().payload(payload).headers(headers);
             let ack = js.send_publish(subject, message).await?.await?;
-            anyhow::ensure!(ack.batch_size == Some(total as u64), "batch of {total} acknowledged as {:?}", ack.batch_size);
+            anyhow::ensure!(
+                ack.batch_size == Some(total as u64),
+                "batch of {total} acknowledged as {:?}",
+                ack.batch_size
+            );
         }
     }
     Ok(())

@@ -53,6 +53,9 @@ enum Bench {
         /// Group commit: how long a batch's first append waits for others, in milliseconds.
         #[arg(long, default_value_t = 0)]
         group_commit_wait_ms: u64,
+        /// Filings per second of the open-loop phase (latency at a sustained rate).
+        #[arg(long, default_value_t = 10000.0)]
+        rate: f64,
     },
     /// Dispatcher throughput on a backlog, report-to-dispatch latency and
     /// backlog at a given filing rate, beside raw JetStream appends.
@@ -150,13 +153,14 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             group_commit_events,
             group_commit_in_flight,
             group_commit_wait_ms,
+            rate,
         } => {
             let group_commit = GroupCommit {
                 max_events: group_commit_events,
                 max_in_flight: group_commit_in_flight,
                 max_wait: Duration::from_millis(group_commit_wait_ms),
             };
-            intake::run(intake::Options { cases, concurrency, warmup, group_commit }).await
+            intake::run(intake::Options { cases, concurrency, warmup, group_commit, rate }).await
         }
         Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,

@@ -357,8 +357,12 @@ async fn a_filing_in_a_batch_whose_case_id_exists_in_another_township_is_the_onl
     let other_township = gridcase_tests::act::subject("990102101001001", elsewhere);
     let single = store_on(nats.client().await, GroupCommit::default()).await;
     // Filed alone (the single path) under another township: its id is taken there.
-    single.commit(&Head::new_case(elsewhere, other_township.clone()), &filed(elsewhere), provenance()).await.expect("filed");
-    let taken_again = single.commit(&Head::new_case(elsewhere, subject(&elsewhere)), &filed(elsewhere), provenance()).await;
+    single
+        .commit(&Head::new_case(elsewhere, other_township.clone()), &filed(elsewhere), provenance())
+        .await
+        .expect("filed");
+    let taken_again =
+        single.commit(&Head::new_case(elsewhere, subject(&elsewhere)), &filed(elsewhere), provenance()).await;
     assert!(matches!(taken_again, Err(CommitError::Conflict)), "alone: {taken_again:?}");
 
     let cases = [CaseId::new_v7(), elsewhere, CaseId::new_v7()];

@@ -296,7 +296,8 @@ impl EventLog {
                 .expected_last_subject_sequence(expected_last);
             if expected_last == 0 {
                 // A new case: no event of this case id in any township.
-                publish = publish.header(EXPECTED_SUBJECT_FOR_SEQUENCE, CaseSubject::locator(&subject.case_id()).as_str());
+                publish =
+                    publish.header(EXPECTED_SUBJECT_FOR_SEQUENCE, CaseSubject::locator(&subject.case_id()).as_str());
             }
             let result = match tokio::time::timeout(wait, async {
                 match self.context.send_publish(subject.to_string(), publish).await {

@@ -71,7 +71,8 @@ impl IntakeService for IntakeApi {
                 // The case exists: the filer's retry of the same filing gets
                 // the original receipt; anything else is refused alike, so
                 // nobody learns what someone else filed.
-                let original = self.store.log().first(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
+                let original =
+                    self.store.log().first(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
                 // Nothing under this township: the id was filed in another one.
                 let Some(original) = original else { return Err(taken(&case_id)) };
                 let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
