@@ -1,19 +1,21 @@
 //! The dispatcher under load, on its own nats-server (fsync always):
 //!
-//! 1. baseline: raw JetStream appends (same envelope size, same per-subject
-//!    expectation) at the dispatcher's append concurrency;
-//! 2. backlog: N filings already in the stream when the dispatcher starts;
-//!    time until every case is registered and dispatched;
-//! 3. live: N filings at a fixed rate while the dispatcher runs; for each
-//!    case, the time from its report event to its dispatch event (server
-//!    timestamps), and the backlog of reported-but-not-dispatched cases.
+//! 1. for single appends (group commit off) and for group commit, each on a
+//!    fresh server: a backlog of N filings already in the stream when the
+//!    dispatcher starts, timed until every case is registered and
+//!    dispatched; then N filings at a fixed rate while the dispatcher runs,
+//!    for each case the time from its report event to its dispatch event
+//!    (server timestamps), and the backlog of reported-but-not-dispatched cases;
+//! 2. baselines: raw JetStream appends (same envelope size, same per-subject
+//!    expectation) singly at the dispatcher's append concurrency, and in
+//!    atomic batches of the size group commit reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gridcase_eventlog::{EventLog, StoredEvent, StreamSettings};
+use gridcase_eventlog::{EventLog, GroupCommit, StoredEvent, StreamSettings};
 use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDispatcher};
 use tokio::sync::Mutex;
@@ -59,20 +61,34 @@ struct Watch {
     max_backlog: usize,
 }
 
+/// What one dispatcher configuration did: the backlog, the live phase.
+struct Measured {
+    backlog: Duration,
+    live: Figures,
+    max_backlog: usize,
+    /// Writes and events of the backlog phase (atomic batches count one write).
+    writes: usize,
+    events: usize,
+}
+
 pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
+    println!("nats-server {} (file storage, sync_interval: always)", nats_version());
+    println!("{cases} cases per phase; live filing rate {rate}/s; each configuration on a fresh server\n");
+
+    let single = measure(cases, rate, 1, "live, single appends: report → dispatch").await?;
+    let grouped =
+        measure(cases, rate, GroupCommit::default().max_events, "live, group commit: report → dispatch").await?;
+
+    // Baselines: the same bytes, 2 per case, on a stream configured like the
+    // case stream: single appends, and atomic batches of the size group commit reached.
     let nats = NatsServer::start();
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
     let js = log.context().clone();
-    println!("nats-server {} (file storage, sync_interval: always)", nats_version());
-    println!("{cases} cases per phase; live filing rate {rate}/s\n");
-
-    // 1. Baseline: 2 appends per case (registration, dispatch) straight to
-    // JetStream, on a stream configured like the case stream.
     let mut config = EventLog::stream_config(&StreamSettings::default());
     config.name = "BENCH_BASELINE".into();
     config.subjects = vec!["bench.baseline.>".into()];
     js.create_stream(config).await?;
-    let baseline = run_phase("raw JetStream appends (baseline)", 2 * cases, APPEND_CONCURRENCY, |_| {
+    let raw_single = run_phase("raw JetStream appends, single", 2 * cases, APPEND_CONCURRENCY, |_| {
         let js = js.clone();
         async move {
             let started = Instant::now();
@@ -81,8 +97,61 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let batch_size = ((grouped.events as f64 / grouped.writes.max(1) as f64).round() as usize).clamp(1, 1000);
+    let events: Vec<_> = (0..2 * cases)
+        .map(|_| {
+            let (subject, payload, headers, id) = raw_event();
+            (subject.replacen("gridcase.case", "bench.baseline", 1), payload, headers, id)
+        })
+        .collect();
+    let batches: Vec<Vec<_>> = events.chunks(batch_size).map(<[_]>::to_vec).collect();
+    let count = batches.len();
+    let mut batches = batches.into_iter();
+    let raw_batched = run_phase("raw JetStream atomic batches", count, GroupCommit::default().max_in_flight, |_| {
+        let js = js.clone();
+        let batch = batches.next().expect("batch");
+        async move {
+            let started = Instant::now();
+            crate::intake::publish_batch(&js, batch).await?;
+            Ok(started.elapsed())
+        }
+    })
+    .await?;
+    let raw_batched = Figures { count: 2 * cases, ..raw_batched };
 
-    // 2. Backlog: file N cases, then start the dispatcher.
+    println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
+    raw_single.print();
+    println!("{:<34} (batches of {batch_size}: latency per batch)", "");
+    raw_batched.print();
+    single.live.print();
+    grouped.live.print();
+    for (name, measured) in [("single appends", &single), ("group commit", &grouped)] {
+        let backlog_rate = cases as f64 / measured.backlog.as_secs_f64();
+        println!(
+            "\nbacklog, {name}: {cases} waiting cases registered and dispatched in {:.2}s = {backlog_rate:.0} cases/s = {:.0} appends/s \
+             ({:.1}% of raw single appends, {:.1}% of raw atomic batches of {batch_size}); {} events in {} writes",
+            measured.backlog.as_secs_f64(),
+            2.0 * backlog_rate,
+            100.0 * 2.0 * backlog_rate / raw_single.rate(),
+            100.0 * 2.0 * backlog_rate / raw_batched.rate(),
+            measured.events,
+            measured.writes,
+        );
+        println!("live, {name}: largest backlog of reported-but-undispatched cases: {}", measured.max_backlog);
+    }
+    println!(
+        "\ngroup commit drains the backlog {:.1} x faster than single appends",
+        single.backlog.as_secs_f64() / grouped.backlog.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// On a fresh server: a backlog of `cases` filings, then the dispatcher
+/// started with `group_commit_events`; then `cases` filings at `rate`.
+async fn measure(cases: usize, rate: f64, group_commit_events: usize, label: &'static str) -> anyhow::Result<Measured> {
+    let nats = NatsServer::start();
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await?;
+    let js = log.context().clone();
     run_phase("pre-load", cases, APPEND_CONCURRENCY, |_| {
         let js = js.clone();
         async move {
@@ -91,15 +160,18 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let filed = log.last_sequence().await?;
     let watch = Arc::new(Mutex::new(Watch::default()));
     let watcher = tokio::spawn(watch_stream(js.clone(), watch.clone()));
+    let mut config = quiet(TestDispatcher::config(&nats.url()));
+    config.common.group_commit_events = group_commit_events as u16;
     let started = Instant::now();
-    let dispatcher =
-        TestDispatcher::spawn_with(quiet(TestDispatcher::config(&nats.url())), Arc::new(SystemClock)).await;
+    let dispatcher = TestDispatcher::spawn_with(config, Arc::new(SystemClock)).await;
     wait_for(&watch, cases).await;
-    let backlog_elapsed = started.elapsed();
+    let backlog = started.elapsed();
+    let end = log.last_sequence().await?;
+    let (writes, events) = crate::intake::writes_between(&log, filed + 1, end).await?;
 
-    // 3. Live: file at `rate` while the dispatcher runs.
     {
         let mut w = watch.lock().await;
         w.latencies.clear();
@@ -117,36 +189,13 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
     while let Some(result) = filings.next().await {
         result??;
     }
-    let filing_elapsed = live_started.elapsed();
     wait_for(&watch, 2 * cases).await;
     let live_elapsed = live_started.elapsed();
     dispatcher.stop().await?;
     watcher.abort();
-
     let w = watch.lock().await;
-    let live = Figures {
-        label: "live: report → dispatch latency",
-        count: w.latencies.len(),
-        elapsed: live_elapsed,
-        latencies: w.latencies.clone(),
-    };
-    println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
-    baseline.print();
-    live.print();
-    let backlog_rate = cases as f64 / backlog_elapsed.as_secs_f64();
-    println!(
-        "\nbacklog: {cases} waiting cases registered and dispatched in {:.2}s = {backlog_rate:.0} cases/s = {:.0} appends/s ({:.1}% of the raw append rate)",
-        backlog_elapsed.as_secs_f64(),
-        2.0 * backlog_rate,
-        100.0 * 2.0 * backlog_rate / baseline.rate()
-    );
-    println!(
-        "live: {cases} cases filed at {:.0}/s over {:.2}s; largest backlog of reported-but-undispatched cases: {}",
-        cases as f64 / filing_elapsed.as_secs_f64(),
-        filing_elapsed.as_secs_f64(),
-        w.max_backlog
-    );
-    Ok(())
+    let live = Figures { label, count: w.latencies.len(), elapsed: live_elapsed, latencies: w.latencies.clone() };
+    Ok(Measured { backlog, live, max_backlog: w.max_backlog, writes, events })
 }
 
 fn quiet(mut config: gridcase_dispatcher::Config) -> gridcase_dispatcher::Config {

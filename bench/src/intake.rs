@@ -175,7 +175,7 @@ where
 
 /// How many writes stored the events between two stream sequences: one per
 /// atomic batch (its id) plus one per event stored alone.
-async fn writes_between(log: &EventLog, start: u64, end: u64) -> anyhow::Result<(usize, usize)> {
+pub(crate) async fn writes_between(log: &EventLog, start: u64, end: u64) -> anyhow::Result<(usize, usize)> {
     let mut reader = log.read(CaseSubject::all_filter(), ReadFrom::Sequence(start)).await?;
     let mut batch_ids = std::collections::HashSet::new();
     let (mut alone, mut events) = (0, 0);
@@ -200,7 +200,7 @@ async fn writes_between(log: &EventLog, start: u64, end: u64) -> anyhow::Result<
 
 /// One raw atomic batch: every message with its per-subject expectation,
 /// the last one committing and answered.
-async fn publish_batch(js: &async_nats::jetstream::Context, batch: Vec<Raw>) -> anyhow::Result<()> {
+pub(crate) async fn publish_batch(js: &async_nats::jetstream::Context, batch: Vec<Raw>) -> anyhow::Result<()> {
     let client = js.client();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let total = batch.len();

@@ -131,6 +131,16 @@ async fn filed_cases_come_out_dispatched_with_deadlines_an_independent_calculati
         assert!(!basis.fallback);
         assert_eq!(events[2].0.actor.role, Role::System);
         gridcase_eventlog::verify_chain(&events.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
+        // Registration and dispatch went out together: one atomic batch.
+        let history = system.log.history(&subject).await.unwrap();
+        let stream = system.log.context().get_stream("GRIDCASE_CASES").await.unwrap();
+        let mut batch_ids = Vec::new();
+        for positioned in &history[1..] {
+            let message = stream.get_raw_message(positioned.stream_sequence).await.unwrap();
+            batch_ids.push(message.headers.get("Nats-Batch-Id").map(|id| id.to_string()));
+        }
+        assert!(batch_ids[0].is_some() && batch_ids[0] == batch_ids[1], "{category}: {batch_ids:?}");
+        assert_eq!(history[2].stream_sequence, history[1].stream_sequence + 1);
     }
 }
 

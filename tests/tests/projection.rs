@@ -592,11 +592,27 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     act::command(&log, &original, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, "cc-990101001", at)
         .await
         .unwrap();
-    // Written past intake (which refuses it): the same id in another township, and a step on that copy.
+    // Written past gridcase (whose case store refuses it): the same id in
+    // another township, and a step on that copy.
     let copy = act::subject(GRIDS[2], case_id);
-    act::command(&log, &copy, filing(case_id, GRIDS[2], "0204", at), Role::GridWorker, "cc-990101101", at)
-        .await
-        .unwrap();
+    let copy_filing = gridcase_domain::decide(None, &filing(case_id, GRIDS[2], "0204", at), at).unwrap();
+    let sealed = gridcase_eventlog::StoredEvent::seal(
+        &copy_filing,
+        gridcase_eventlog::schema::EventMeta {
+            event_id: uuid::Uuid::now_v7(),
+            case_id,
+            case_version: 1,
+            occurred_at: at,
+            actor: gridcase_eventlog::Actor {
+                person: "gridworker-1".into(),
+                role: Role::GridWorker,
+                organisation: "cc-990101101".into(),
+            },
+            command_id: None,
+        },
+        None,
+    );
+    gridcase_tests::append_foreign(&nats, &copy, &sealed.to_json_bytes(), 0).await;
     let register = Command::Register { tier: Tier::Normal, note: None, policy: None };
     act::command(&log, &copy, register, Role::CommandCentre, "cc-990101101", at).await.unwrap();
     act::command(&log, &original, Command::Void { reason: text("重复") }, Role::CommandCentre, "cc-990101001", at)

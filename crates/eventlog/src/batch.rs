@@ -65,7 +65,7 @@ pub struct GroupCommit {
 
 impl Default for GroupCommit {
     fn default() -> Self {
-        Self { max_events: 500, max_wait: Duration::ZERO, max_in_flight: 2 }
+        Self { max_events: 500, max_wait: Duration::ZERO, max_in_flight: 1 }
     }
 }
 

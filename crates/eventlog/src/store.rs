@@ -72,7 +72,8 @@ pub fn outcome(result: &Result<Committed, CommitError>) -> &'static str {
     }
 }
 
-fn error_outcome(error: &CommitError) -> &'static str {
+/// A failed commit's outcome as metrics and spans name it.
+pub fn error_outcome(error: &CommitError) -> &'static str {
     match error {
         CommitError::Conflict => "conflict",
         CommitError::Unavailable(_) => "unavailable",

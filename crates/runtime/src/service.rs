@@ -59,7 +59,7 @@ pub struct CommonArgs {
     pub group_commit_wait: Duration,
 
     /// Group commit: writes (batches or lone appends) in flight at once.
-    #[arg(long, env = "GRIDCASE_GROUP_COMMIT_IN_FLIGHT", default_value_t = 2,
+    #[arg(long, env = "GRIDCASE_GROUP_COMMIT_IN_FLIGHT", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=32))]
     pub group_commit_in_flight: u16,
 

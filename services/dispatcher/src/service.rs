@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use gridcase_calendar::Calendar;
 use gridcase_domain::Event;
 use gridcase_domain::{CaseId, Role};
@@ -93,8 +94,10 @@ fn register_metrics() {
     metrics::gauge!(METRIC_CALENDAR_DAYS_LEFT).set(0.0);
 }
 
-/// How many steps are appended at once.
+/// Dirty cases that make a batch worth deciding before the consumer is idle.
 const APPEND_CONCURRENCY: usize = 64;
+/// Commits in flight at once (the case store gathers them into batches).
+const MAX_COMMITS: usize = 2000;
 /// Under continuous load, act at least this often.
 const ACT_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -187,7 +190,7 @@ impl Application {
             cases: HashMap::new(),
             dirty: BTreeSet::new(),
             wakeups: BTreeSet::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             unreadable: HashSet::new(),
             traces: HashMap::new(),
             behind_since: None,
@@ -196,7 +199,10 @@ impl Application {
             calendar_reported: None,
             idle: self.idle.clone(),
             position: 0,
+            seen_end: 0,
             woken_at: None,
+            // Group commit off (one event per write): one step per commit, as before.
+            chain_steps: self.config.common.group_commit_events > 1,
         };
         // On shutdown the worker finishes the steps it is committing, for at
         // most the grace period (a step cut short is taken again by the next
@@ -216,6 +222,8 @@ impl Application {
 }
 
 struct Worker {
+    /// Take a step that follows another at once in the same commit.
+    chain_steps: bool,
     store: Arc<CaseStore>,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
@@ -226,8 +234,9 @@ struct Worker {
     dirty: BTreeSet<CaseId>,
     /// (instant, case): when to look at a case again.
     wakeups: BTreeSet<(Timestamp, CaseId)>,
-    /// Cases with a step appended whose event has not come back yet.
-    in_flight: HashSet<CaseId>,
+    /// Cases with a step of ours being committed, or committed but its
+    /// event not read back yet: nothing else is decided for them meanwhile.
+    in_flight: HashMap<CaseId, InFlight>,
     /// Cases with an event this version cannot read: left alone.
     unreadable: HashSet<CaseId>,
     /// The trace of each open case's last event (only while traces are
@@ -242,6 +251,9 @@ struct Worker {
     idle: tokio::sync::watch::Sender<Idle>,
     /// The stream sequence of the last event observed.
     position: u64,
+    /// The end of the stream as the last record saw it (its sequence plus
+    /// what was pending then).
+    seen_end: u64,
     /// The clock time of the last look at the wake-up index.
     woken_at: Option<Timestamp>,
 }
@@ -268,12 +280,22 @@ impl Worker {
         }
         // Once caught up, act when the consumer is idle, when a batch has
         // gathered, or at least every ACT_INTERVAL under continuous load.
+        // Steps are committed while the stream is read on: the answers come
+        // back here, and the case store gathers concurrent commits into batches.
         let mut last_act = std::time::Instant::now();
+        let mut commits: FuturesUnordered<Commit> = FuturesUnordered::new();
 
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.clone().requested() => break,
+                Some(done) = commits.next(), if !commits.is_empty() => {
+                    self.settle(done);
+                    if caught_up && self.position >= self.seen_end {
+                        commits.extend(self.act(MAX_COMMITS.saturating_sub(commits.len())));
+                        self.report_idle(true);
+                    }
+                }
                 record = records.next() => {
                     let Some(record) = record else { anyhow::bail!("the case stream ended") };
                     let record = match record {
@@ -284,6 +306,7 @@ impl Worker {
                         }
                     };
                     self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref());
+                    self.seen_end = self.seen_end.max(record.sequence + record.pending);
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
                     self.note_lag(record.pending);
                     if record.caught_up() && !caught_up {
@@ -292,20 +315,27 @@ impl Worker {
                     }
                     let batch_ready = self.dirty.len() >= APPEND_CONCURRENCY || last_act.elapsed() >= ACT_INTERVAL;
                     if caught_up && (record.caught_up() || batch_ready) {
-                        self.act().await;
+                        commits.extend(self.act(MAX_COMMITS.saturating_sub(commits.len())));
                         last_act = std::time::Instant::now();
                         self.report_idle(record.caught_up());
                     }
                 }
-                _ = tick.tick() => self.on_tick(caught_up).await,
-                Some(()) = clock_moved(&mut clock_changes) => self.on_tick(caught_up).await,
+                _ = tick.tick() => commits.extend(self.on_tick(caught_up, MAX_COMMITS.saturating_sub(commits.len())).await),
+                Some(()) = clock_moved(&mut clock_changes) => {
+                    commits.extend(self.on_tick(caught_up, MAX_COMMITS.saturating_sub(commits.len())).await)
+                }
             }
+        }
+        // Shutting down: the steps being committed get their answers (within the grace period).
+        while let Some(done) = commits.next().await {
+            self.settle(done);
         }
         Ok(())
     }
 
-    /// The deadline watch's turn: the calendar check, then every case due.
-    async fn on_tick(&mut self, caught_up: bool) {
+    /// The deadline watch's turn: the calendar check, then every case due
+    /// (at most `room` commits started).
+    async fn on_tick(&mut self, caught_up: bool, room: usize) -> Vec<Commit> {
         self.check_calendar().await;
         // The lag also while no record arrives (a reader stalled behind a
         // growing stream): the stream's end against what was read, once a
@@ -318,11 +348,13 @@ impl Worker {
             metrics::gauge!(METRIC_PENDING).set(pending as f64);
             self.note_lag(pending);
         }
-        if caught_up {
-            self.wake_due();
-            self.act().await;
-            self.report_idle(true);
+        if !caught_up {
+            return Vec::new();
         }
+        self.wake_due();
+        let commits = self.act(room);
+        self.report_idle(self.position >= self.seen_end);
+        commits
     }
 
     /// How long this instance has been behind the stream (the lag metric).
@@ -381,9 +413,9 @@ impl Worker {
         self.position = sequence;
         // Whatever the event is (even one this version cannot read), the
         // case on this subject moved: a step of ours in flight on it has its
-        // answer.
+        // answer once its last event is read.
         if let Some((_, subject_case)) = CaseSubject::parse(subject) {
-            self.in_flight.remove(&subject_case);
+            self.answered(subject_case, sequence);
         }
         let stored = match StoredEvent::from_json_bytes(payload) {
             Ok(stored) => stored,
@@ -421,7 +453,21 @@ impl Worker {
             }
             None => debug!(%case_id, kind = event.kind(), "event for a case never filed; ignored"),
         }
-        self.in_flight.remove(&case_id);
+        self.answered(case_id, sequence);
+    }
+
+    /// The event at `sequence` of `case_id` was read: a step of ours in
+    /// flight on the case is done if it ends there (or its end is unknown).
+    fn answered(&mut self, case_id: CaseId, sequence: u64) {
+        let done = match self.in_flight.get(&case_id) {
+            Some(InFlight::Until(last)) => sequence >= *last,
+            Some(InFlight::NextEvent) => true,
+            // The commit's answer decides (its event may be this one).
+            Some(InFlight::Committing) | None => false,
+        };
+        if done {
+            self.in_flight.remove(&case_id);
+        }
     }
 
     fn wake_due(&mut self) {
@@ -436,23 +482,41 @@ impl Worker {
         }
     }
 
-    /// Take the next step of every dirty case.
-    async fn act(&mut self) {
-        if self.dirty.is_empty() {
-            return;
+    /// Decide the next step of every dirty case (and, where the state after
+    /// it calls for another step at once, that one too, in the same commit),
+    /// and start committing them: at most `room` commits; the cases left
+    /// over stay dirty.
+    fn act(&mut self, room: usize) -> Vec<Commit> {
+        if self.dirty.is_empty() || room == 0 {
+            return Vec::new();
         }
         let now = self.clock.now();
-        let mut steps: Vec<(Head, Event, Action)> = Vec::new();
+        let mut commits: Vec<Commit> = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         for case_id in dirty {
-            if self.in_flight.contains(&case_id) || self.unreadable.contains(&case_id) {
+            if commits.len() >= room {
+                self.dirty.insert(case_id);
+                continue;
+            }
+            if self.in_flight.contains_key(&case_id) || self.unreadable.contains(&case_id) {
                 continue;
             }
             let Some(tracked) = self.cases.get(&case_id) else { continue };
             let core = self.core();
             match core.next_action(tracked, now) {
                 Some(action) => match gridcase_domain::decide(Some(&tracked.case), &action.command, now) {
-                    Ok(event) => steps.push((tracked.head(), event, action)),
+                    Ok(event) => {
+                        let mut chain = vec![(event, action)];
+                        if let Some(next) =
+                            self.chain_steps.then(|| follow_on(&core, tracked, &chain[0], now)).flatten()
+                        {
+                            chain.push(next);
+                        }
+                        let head = tracked.head();
+                        let parent = self.traces.get(&case_id).cloned();
+                        commits.push(Box::pin(commit(self.store.clone(), head, chain, parent, now)));
+                        self.in_flight.insert(case_id, InFlight::Committing);
+                    }
                     Err(error) => error!(%case_id, %error, "the dispatcher decided a step the rules refuse"),
                 },
                 None => {
@@ -462,79 +526,173 @@ impl Worker {
                 }
             }
         }
-        let store = self.store.clone();
-        let traces = &self.traces;
-        let results: Vec<_> = futures::stream::iter(steps)
-            .map(|(head, event, action)| {
-                let store = store.clone();
-                // A span per step, continuing the trace of the event that led to it.
-                let span = tracing::info_span!(
-                    "dispatcher.step",
-                    case_id = %head.case_id,
-                    township = %head.subject.township(),
-                    step = event.kind(),
-                    outcome = tracing::field::Empty,
-                    sequence = tracing::field::Empty,
-                );
-                if let Some(parent) = traces.get(&head.case_id) {
-                    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent.clone());
-                }
-                async move {
-                    let provenance = Provenance {
-                        event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
-                        occurred_at: now,
-                        actor: actor(),
-                        command_id: None,
-                    };
-                    let result = store.commit(&head, &event, provenance).await;
-                    let span = tracing::Span::current();
-                    span.record("outcome", gridcase_eventlog::store::outcome(&result));
-                    if let Ok(Committed::Stored(positioned)) = &result {
-                        span.record("sequence", positioned.stream_sequence);
+        commits
+    }
+
+    /// A commit's answer: count it, and say when the case may be looked at again.
+    fn settle(&mut self, (head, chain, result): Done) {
+        let case_id = head.case_id;
+        let kind = chain[0].0.kind();
+        match result {
+            Ok(committed) => {
+                for ((event, action), committed) in chain.iter().zip(&committed) {
+                    let step = event.kind();
+                    match committed {
+                        Committed::Stored(positioned) => {
+                            info!(%case_id, step, sequence = positioned.stream_sequence, "dispatcher step appended");
+                            metrics::counter!(METRIC_STEPS, "step" => step).increment(1);
+                            if !action.fallback_years.is_empty() {
+                                warn!(%case_id, years = ?action.fallback_years, "deadline computed without a calendar file (Monday-Friday)");
+                                metrics::counter!(METRIC_FALLBACK).increment(1);
+                            }
+                        }
+                        Committed::AlreadyStored(_) => {
+                            // Another dispatcher took the very same step first.
+                            debug!(%case_id, step, "another instance took this step first");
+                            metrics::counter!(METRIC_CONFLICTS).increment(1);
+                        }
                     }
-                    (head.case_id, event.kind(), action, result)
                 }
-                .instrument(span)
-            })
-            .buffer_unordered(APPEND_CONCURRENCY)
-            .collect()
-            .await;
-        for (case_id, kind, action, result) in results {
-            match result {
-                Ok(Committed::Stored(positioned)) => {
-                    info!(%case_id, step = kind, sequence = positioned.stream_sequence, "dispatcher step appended");
-                    metrics::counter!(METRIC_STEPS, "step" => kind).increment(1);
-                    if !action.fallback_years.is_empty() {
-                        warn!(%case_id, years = ?action.fallback_years, "deadline computed without a calendar file (Monday-Friday)");
-                        metrics::counter!(METRIC_FALLBACK).increment(1);
-                    }
-                    self.in_flight.insert(case_id);
-                }
-                Ok(Committed::AlreadyStored(_)) => {
-                    // Another dispatcher took the very same step first.
-                    debug!(%case_id, step = kind, "another instance took this step first");
-                    metrics::counter!(METRIC_CONFLICTS).increment(1);
-                    self.in_flight.insert(case_id);
-                }
-                Err(CommitError::Conflict) => {
-                    debug!(%case_id, step = kind, "another writer moved the case first");
-                    metrics::counter!(METRIC_CONFLICTS).increment(1);
-                    self.in_flight.insert(case_id);
-                }
-                Err(CommitError::Refused(error)) => {
-                    // Sending it again would change nothing: the case waits
-                    // for its next event or wake-up, and an operator.
-                    error!(%case_id, step = kind, %error, "the event log refused a step");
-                }
-                Err(error) => {
-                    warn!(%case_id, step = kind, %error, "appending a step failed; will retry");
+                let last = committed.last().map_or(0, |c| match c {
+                    Committed::Stored(positioned) => positioned.stream_sequence,
+                    Committed::AlreadyStored(sequence) => *sequence,
+                });
+                if last > self.position {
+                    self.in_flight.insert(case_id, InFlight::Until(last));
+                } else {
+                    // Read already, while it was being committed: look at the case now.
+                    self.in_flight.remove(&case_id);
                     self.dirty.insert(case_id);
                 }
+            }
+            Err(CommitError::Conflict) => {
+                debug!(%case_id, step = kind, "another writer moved the case first");
+                metrics::counter!(METRIC_CONFLICTS).increment(1);
+                // Look again once the event that won is read (or now, if it was).
+                let read_on = self.cases.get(&case_id).is_none_or(|t| t.last_sequence > head.last_sequence);
+                if read_on {
+                    self.in_flight.remove(&case_id);
+                    if self.cases.contains_key(&case_id) {
+                        self.dirty.insert(case_id);
+                    }
+                } else {
+                    self.in_flight.insert(case_id, InFlight::NextEvent);
+                }
+            }
+            Err(CommitError::Refused(error)) => {
+                // Sending it again would change nothing: the case waits
+                // for its next event or wake-up, and an operator.
+                error!(%case_id, step = kind, %error, "the event log refused a step");
+                self.in_flight.remove(&case_id);
+            }
+            Err(error) => {
+                warn!(%case_id, step = kind, %error, "appending a step failed; will retry");
+                self.in_flight.remove(&case_id);
+                self.dirty.insert(case_id);
             }
         }
         // Events appended by us come back through the consumer, which marks
         // their cases dirty again for the following step.
     }
+}
+
+/// Where a step of ours on a case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlight {
+    /// Being committed: its answer says what comes next.
+    Committing,
+    /// Committed: done once the event at this stream sequence is read.
+    Until(u64),
+    /// Lost to another writer: done once the next event of the case is read.
+    NextEvent,
+}
+
+/// A commit's head, steps and answer.
+type Done = (Head, Vec<(Event, Action)>, Result<Vec<Committed>, CommitError>);
+type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
+
+/// Commit one case's steps, each with its span continuing the trace of the
+/// event that led to it.
+async fn commit(
+    store: Arc<CaseStore>,
+    head: Head,
+    chain: Vec<(Event, Action)>,
+    parent: Option<opentelemetry::Context>,
+    now: Timestamp,
+) -> Done {
+    let spans: Vec<tracing::Span> = chain
+        .iter()
+        .map(|(event, _)| {
+            let span = tracing::info_span!(
+                "dispatcher.step",
+                case_id = %head.case_id,
+                township = %head.subject.township(),
+                step = event.kind(),
+                outcome = tracing::field::Empty,
+                sequence = tracing::field::Empty,
+            );
+            if let Some(parent) = &parent {
+                let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent.clone());
+            }
+            span
+        })
+        .collect();
+    let steps = chain.iter().map(|(event, action)| (event, step_provenance(action, now))).collect();
+    let result = store.commit_chain(&head, steps).instrument(spans[0].clone()).await;
+    for (index, span) in spans.iter().enumerate() {
+        match &result {
+            Ok(committed) => {
+                span.record("outcome", gridcase_eventlog::store::outcome(&Ok(committed[index].clone())));
+                if let Committed::Stored(positioned) = &committed[index] {
+                    span.record("sequence", positioned.stream_sequence);
+                }
+            }
+            Err(error) => {
+                span.record("outcome", gridcase_eventlog::store::error_outcome(error));
+            }
+        }
+    }
+    (head, chain, result)
+}
+
+/// Who, when and under which id a step is recorded: the id derives from the
+/// step's key, so the same step taken twice (a restart, a second instance)
+/// is one event.
+fn step_provenance(action: &Action, now: Timestamp) -> Provenance {
+    Provenance {
+        event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
+        occurred_at: now,
+        actor: actor(),
+        command_id: None,
+    }
+}
+
+/// The step that follows `first` at once, if the state after it calls for
+/// one now (registration, then dispatch): decided from the case as `first`
+/// will leave it, so it is the step the dispatcher would take when `first`
+/// comes back from the log, with the same key.
+fn follow_on(core: &Core<'_>, tracked: &Tracked, first: &(Event, Action), now: Timestamp) -> Option<(Event, Action)> {
+    let (event, action) = first;
+    let provenance = step_provenance(action, now);
+    let sealed = StoredEvent::seal(
+        event,
+        gridcase_eventlog::schema::EventMeta {
+            event_id: provenance.event_id,
+            case_id: tracked.case.id,
+            case_version: tracked.case.version + 1,
+            occurred_at: now,
+            actor: provenance.actor,
+            command_id: None,
+        },
+        Some(tracked.last_hash.clone()),
+    );
+    let after = core.observe(Some(tracked.clone()), &sealed, event, tracked.last_sequence)?;
+    if after.case.status.is_final() {
+        return None;
+    }
+    let next = core.next_action(&after, now)?;
+    let event = gridcase_domain::decide(Some(&after.case), &next.command, now).ok()?;
+    Some((event, next))
 }
 
 /// Resolves when a hand-moved clock moves; never for a clock that moves by
