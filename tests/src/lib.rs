@@ -1,6 +1,6 @@
 //! Test support: real servers, started per test, removed on drop.
 //!
-//! * [`NatsServer`] starts its own `nats-server` (2.10 or newer) on a free
+//! * [`NatsServer`] starts its own `nats-server` (2.12 or newer) on a free
 //!   port with its own store directory and `sync_interval: always`, exactly
 //!   as `deploy/nats/nats-server.conf` configures production.
 //! * [`TestIntake`] runs the intake service in-process on `127.0.0.1:0`.

@@ -20,7 +20,7 @@ pub const NATS_USERS: [&str; 4] = ["intake", "dispatcher", "projection", "operat
 
 /// The nats-server binary to test against: `$GRIDCASE_NATS_SERVER`, else the
 /// one `deploy/install-deps.sh` installs under `.tools/`, else `nats-server`
-/// on PATH. It must be 2.10 or newer.
+/// on PATH. It must be 2.12 or newer.
 pub fn nats_server_binary() -> PathBuf {
     let candidates = [
         std::env::var_os("GRIDCASE_NATS_SERVER").map(PathBuf::from),
@@ -32,11 +32,11 @@ pub fn nats_server_binary() -> PathBuf {
             if gridcase_eventlog::log::server_supported(&version) {
                 return candidate;
             }
-            eprintln!("skipping {} ({version}): gridcase needs nats-server 2.10 or newer", candidate.display());
+            eprintln!("skipping {} ({version}): gridcase needs nats-server 2.12 or newer", candidate.display());
         }
     }
     panic!(
-        "no nats-server 2.10+ found: run deploy/install-deps.sh (installs it under .tools/) or set GRIDCASE_NATS_SERVER"
+        "no nats-server 2.12+ found: run deploy/install-deps.sh (installs it under .tools/) or set GRIDCASE_NATS_SERVER"
     );
 }
 

@@ -16,7 +16,7 @@ use crate::{LogFormat, parse_duration};
 /// Flags every gridcase service takes (flattened into each service's `Config`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// NATS server with JetStream (nats-server 2.10 or newer): one URL, or a
+    /// NATS server with JetStream (nats-server 2.12 or newer, 2.15+ advised): one URL, or a
     /// cluster's nodes as a comma-separated list (the client fails over among them).
     #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
