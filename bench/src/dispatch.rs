@@ -3,7 +3,8 @@
 //! 1. for single appends (group commit off) and for group commit, each on a
 //!    fresh server: a backlog of N filings already in the stream when the
 //!    dispatcher starts, timed until every case is registered and
-//!    dispatched; then N filings at a fixed rate while the dispatcher runs,
+//!    dispatched; then N filings at a fixed rate while the dispatcher runs
+//!    (written as intake writes them, through a case store with group commit),
 //!    for each case the time from its report event to its dispatch event
 //!    (server timestamps), and the backlog of reported-but-not-dispatched cases;
 //! 2. baselines: raw JetStream appends (same envelope size, same per-subject
@@ -15,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use gridcase_domain::Role;
+use gridcase_eventlog::schema::Actor;
+use gridcase_eventlog::store::{CaseStore, Head, Provenance};
 use gridcase_eventlog::{EventLog, GroupCommit, StoredEvent, StreamSettings};
 use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDispatcher};
@@ -27,6 +31,19 @@ const APPEND_CONCURRENCY: usize = 64;
 async fn file_raw(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
     let (subject, payload, headers, id) = raw_event();
     publish(js, subject, payload, headers, id).await
+}
+
+/// File a case as intake does: through a case store (group commit).
+async fn file_through(store: &CaseStore) -> anyhow::Result<()> {
+    let (subject, case_id, event) = crate::filing_event();
+    let provenance = Provenance {
+        event_id: uuid::Uuid::now_v7(),
+        occurred_at: jiff::Timestamp::now(),
+        actor: Actor { person: "gw-0042".into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
+        command_id: None,
+    };
+    store.commit(&Head::new_case(case_id, subject), &event, provenance).await?;
+    Ok(())
 }
 
 /// The same bytes on a stream the dispatcher does not read.
@@ -180,11 +197,13 @@ async fn measure(cases: usize, rate: f64, group_commit_events: usize, label: &'s
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let live_started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
+    // Live filings arrive as intake writes them: through a case store.
+    let intake = Arc::new(CaseStore::new(log.clone()));
     let mut filings = futures::stream::FuturesUnordered::new();
     for _ in 0..cases {
         ticker.tick().await;
-        let js = js.clone();
-        filings.push(tokio::spawn(async move { file_raw(&js).await }));
+        let intake = intake.clone();
+        filings.push(tokio::spawn(async move { file_through(&intake).await }));
     }
     while let Some(result) = filings.next().await {
         result??;

@@ -167,8 +167,8 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
     }
 }
 
-/// One filing event as intake would store it, with its subject, headers and id.
-pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
+/// A new case's filing as intake decides it: its subject and event.
+pub(crate) fn filing_event() -> (CaseSubject, CaseId, Event) {
     let request = filing(CaseId::new_v7());
     let case_id = CaseId::parse(&request.case_id).expect("case id");
     let grid = GridCode::parse(&request.grid_code).expect("grid");
@@ -184,6 +184,12 @@ pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
         attachments: vec![],
     });
     let event: Event = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
+    (CaseSubject::for_grid(&grid, &case_id), case_id, event)
+}
+
+/// One filing event as intake would store it, with its subject, headers and id.
+pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
+    let (subject, case_id, event) = filing_event();
     let stored = StoredEvent::seal(
         &event,
         EventMeta {
@@ -196,8 +202,12 @@ pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
         },
         None,
     );
-    let subject = CaseSubject::for_grid(&grid, &case_id).to_string();
-    (subject, Bytes::from(stored.to_json_bytes()), cloudevents::headers(&stored), stored.event_id.to_string())
+    (
+        subject.to_string(),
+        Bytes::from(stored.to_json_bytes()),
+        cloudevents::headers(&stored),
+        stored.event_id.to_string(),
+    )
 }
 
 pub(crate) async fn run_phase<F, Fut>(

@@ -323,6 +323,9 @@ async fn send(log: EventLog, mut batch: Vec<Submission>) -> Vec<(Submission, Ver
         }
         Err(BatchFailure::NoAnswer(failure)) => {
             warn!(appends = batch.len(), %failure, "a batch got no answer; its appends go again");
+            for submission in &mut batch {
+                submission.sending.unanswered = true;
+            }
             again(batch, &failure, true)
         }
         Err(BatchFailure::Busy(failure)) => {
@@ -421,9 +424,10 @@ async fn resolve(log: &EventLog, submission: &Submission) -> Finding {
             }
             None if index == 0 => return Finding::Innocent,
             Some((sequence, Some(id))) if id == ours => {
-                // Stored by this call only if a send before the one just
-                // refused stored this very event.
-                let before_this_call = submission.sending.sent <= 1
+                // Stored by this call only if an earlier send that got no
+                // answer stored this very event (another writer may have
+                // stored one byte for byte the same: a second dispatcher).
+                let before_this_call = !submission.sending.unanswered
                     || match log.holds_event(sequence, &event.stored.hash).await {
                         Ok(holds) => !holds,
                         Err(error) => return Finding::Unreadable(error.to_string()),

@@ -289,6 +289,10 @@ impl EventLog {
             };
             sending.sent += 1;
             let sent = sending.sent;
+            // Whether an earlier send of this append may have stored it
+            // (it got no answer). If none did, an event found with our id
+            // was stored by another writer, even one byte for byte the same.
+            let maybe_ours = sending.unanswered;
             let mut publish = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers.clone())
@@ -317,7 +321,7 @@ impl EventLog {
                     // the stored message is this very event: another writer
                     // may have stored the same id while our first send was lost.
                     let stored_before_this_call = ack.duplicate
-                        && (sent == 1 || !self.holds_event_within(ack.sequence, &event.hash, retry).await?);
+                        && (!maybe_ours || !self.holds_event_within(ack.sequence, &event.hash, retry).await?);
                     return Ok(AppendOutcome {
                         stream_sequence: ack.sequence,
                         already_stored: ack.duplicate,
@@ -329,7 +333,7 @@ impl EventLog {
             let code = jetstream_error(&error).map(|e| (e.error_code().0, e.code()));
             if error.kind() == PublishErrorKind::WrongLastSequence || code.map(|c| c.0) == Some(ERR_WRONG_LAST_SEQUENCE)
             {
-                match self.resolve_stale_expectation(subject, expected_last, event, sent == 1).await {
+                match self.resolve_stale_expectation(subject, expected_last, event, !maybe_ours).await {
                     Err(AppendError::Log(LogError::Unavailable(failure))) => {
                         // The answer is known to be stale but who wrote next
                         // cannot be read yet: ask again after a pause.
@@ -351,6 +355,7 @@ impl EventLog {
                 // No answer: the event may be stored; the same message
                 // (same id, same expectation) is sent again.
                 PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                    sending.unanswered = true;
                     warn!(%subject, attempt = sent, %error, "append got no answer; sending it again with the same id");
                 }
                 // No responders: the stream has no leader right now (a node
@@ -377,7 +382,7 @@ impl EventLog {
         subject: &CaseSubject,
         expected_last: u64,
         event: &StoredEvent,
-        first_attempt: bool,
+        none_unanswered: bool,
     ) -> Result<AppendOutcome, AppendError> {
         let next = self.next_after(subject, expected_last).await?;
         let event_id = event.event_id.to_string();
@@ -385,8 +390,8 @@ impl EventLog {
             Some((sequence, headers_id)) if headers_id.as_deref() == Some(event_id.as_str()) => Ok(AppendOutcome {
                 stream_sequence: sequence,
                 already_stored: true,
-                // Ours only if an earlier send of this call stored this very event.
-                stored_before_this_call: first_attempt || !self.holds_event(sequence, &event.hash).await?,
+                // Ours only if an earlier, unanswered send of this call stored this very event.
+                stored_before_this_call: none_unanswered || !self.holds_event(sequence, &event.hash).await?,
             }),
             Some((sequence, _)) => Err(AppendError::Conflict { expected: expected_last, found: Some(sequence) }),
             None => Err(AppendError::Conflict { expected: expected_last, found: None }),
@@ -510,11 +515,14 @@ fn jetstream_error(error: &jetstream::context::PublishError) -> Option<&jetstrea
 pub(crate) struct Sending {
     pub(crate) retry: Retry,
     pub(crate) sent: u32,
+    /// A send got no answer (it may have been stored). A send that was
+    /// refused or never left stored nothing.
+    pub(crate) unanswered: bool,
 }
 
 impl Sending {
     pub(crate) fn new(within: Duration) -> Self {
-        Self { retry: Retry::new(within), sent: 0 }
+        Self { retry: Retry::new(within), sent: 0, unanswered: false }
     }
 }
 

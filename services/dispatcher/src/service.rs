@@ -492,12 +492,10 @@ impl Worker {
         }
         let now = self.clock.now();
         let mut commits: Vec<Commit> = Vec::new();
-        let dirty = std::mem::take(&mut self.dirty);
-        for case_id in dirty {
-            if commits.len() >= room {
-                self.dirty.insert(case_id);
-                continue;
-            }
+        // Only as many as there is room for are taken (a backlog of
+        // thousands is not re-sorted on every turn).
+        while commits.len() < room {
+            let Some(case_id) = self.dirty.pop_first() else { break };
             if self.in_flight.contains_key(&case_id) || self.unreadable.contains(&case_id) {
                 continue;
             }
