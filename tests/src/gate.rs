@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -77,41 +78,32 @@ impl Drop for Gate {
 }
 
 async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let up = async {
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let n = match client_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async {
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let n = match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            while shared.holding.load(Ordering::SeqCst) {
-                let released = shared.released.notified();
-                if !shared.holding.load(Ordering::SeqCst) {
-                    break;
-                }
-                released.await;
-            }
-            if client_write.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     tokio::select! {
-        () = up => {}
-        () = down => {}
+        () = pump(client_read, server_write, None) => {}
+        () = pump(server_read, client_write, Some(&shared)) => {}
+    }
+}
+
+/// Copy bytes from `from` to `to` until either side closes; with a gate,
+/// waiting while it holds.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, gate: Option<&Shared>) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while let Some(shared) = gate.filter(|shared| shared.holding.load(Ordering::SeqCst)) {
+            let released = shared.released.notified();
+            if !shared.holding.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -39,13 +39,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::log::{AppendError, AppendOutcome, EventLog, LogError, Sending};
+use crate::log::{
+    AppendError, AppendOutcome, ERR_SUBJECT_SEQUENCE_NOT_READY, ERR_WRONG_LAST_SEQUENCE, EventLog, LogError, Sending,
+};
 use crate::schema::StoredEvent;
 use crate::subject::CaseSubject;
 
-/// JetStream errors a refused batch may carry that a sequence explains.
-const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
-const ERR_WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
 /// The batch arrived incomplete (a message lost on the way): send it again.
 const ERR_INCOMPLETE_BATCH: u64 = 10176;
 
@@ -355,7 +354,7 @@ async fn refused(
 ) -> Vec<(Submission, Verdict)> {
     let findings = futures::future::join_all(batch.iter().map(|submission| resolve(log, submission))).await;
     let explained = findings.iter().any(|f| matches!(f, Finding::Stored(_) | Finding::Conflict { .. }));
-    let by_sequence = matches!(code, Some(ERR_WRONG_LAST_SEQUENCE | ERR_WRONG_LAST_SEQUENCE_CONSTANT));
+    let by_sequence = matches!(code, Some(ERR_WRONG_LAST_SEQUENCE | ERR_SUBJECT_SEQUENCE_NOT_READY));
     let several = batch.len() > 1;
     debug!(appends = batch.len(), ?code, %description, explained, "a batch was refused");
     batch
@@ -520,8 +519,7 @@ async fn hand_over(
 }
 
 fn classify(error: jetstream::context::PublishError) -> BatchFailure {
-    let api = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<jetstream::Error>());
-    let code = api.map(|e| (e.error_code().0, e.code()));
+    let code = crate::log::jetstream_error(&error).map(|e| (e.error_code().0, e.code()));
     match error.kind() {
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => BatchFailure::NoAnswer(error.to_string()),
         PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending => BatchFailure::Busy(error.to_string()),

@@ -31,10 +31,10 @@ use crate::subject::CaseSubject;
 pub(crate) const EXPECTED_SUBJECT_FOR_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// JetStream error: wrong last sequence (the expectation is stale).
-const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 /// JetStream error: another append to the same subject is still in flight,
 /// so the expectation cannot be checked yet.
-const ERR_SUBJECT_SEQUENCE_NOT_READY: u64 = 10164;
+pub(crate) const ERR_SUBJECT_SEQUENCE_NOT_READY: u64 = 10164;
 
 /// How the case stream is set up and how hard appends try.
 #[derive(Debug, Clone)]
@@ -507,7 +507,7 @@ fn decode(sequence: u64, payload: Bytes) -> Result<Positioned, LogError> {
 }
 
 /// The JetStream API error behind a publish error, if any.
-fn jetstream_error(error: &jetstream::context::PublishError) -> Option<&jetstream::Error> {
+pub(crate) fn jetstream_error(error: &jetstream::context::PublishError) -> Option<&jetstream::Error> {
     std::error::Error::source(error)?.downcast_ref::<jetstream::Error>()
 }
 

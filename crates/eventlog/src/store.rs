@@ -66,8 +66,7 @@ pub fn register_metrics() {
 /// A commit's outcome as metrics and spans name it (one of [`OUTCOMES`]).
 pub fn outcome(result: &Result<Committed, CommitError>) -> &'static str {
     match result {
-        Ok(Committed::Stored(_)) => "stored",
-        Ok(Committed::AlreadyStored(_)) => "replayed",
+        Ok(committed) => committed.outcome(),
         Err(error) => error_outcome(error),
     }
 }
@@ -151,6 +150,16 @@ pub enum Committed {
     /// The event (same id) was in the log before this call: nothing new was
     /// written. Its stream sequence.
     AlreadyStored(u64),
+}
+
+impl Committed {
+    /// The outcome as metrics and spans name it.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Committed::Stored(_) => "stored",
+            Committed::AlreadyStored(_) => "replayed",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,7 +358,7 @@ impl CaseStore {
         let elapsed = started.elapsed().as_secs_f64();
         for (index, span) in spans.iter().enumerate() {
             let outcome = match &answer {
-                Ok(committed) => outcome(&Ok(committed[index].clone())),
+                Ok(committed) => committed[index].outcome(),
                 Err(error) => error_outcome(error),
             };
             span.record("outcome", outcome);

@@ -640,7 +640,7 @@ async fn commit(
     for (index, span) in spans.iter().enumerate() {
         match &result {
             Ok(committed) => {
-                span.record("outcome", gridcase_eventlog::store::outcome(&Ok(committed[index].clone())));
+                span.record("outcome", committed[index].outcome());
                 if let Committed::Stored(positioned) = &committed[index] {
                     span.record("sequence", positioned.stream_sequence);
                 }
