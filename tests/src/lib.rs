@@ -249,6 +249,7 @@ pub mod fixtures {
 pub struct TestDispatcher {
     pub health_addr: SocketAddr,
     idle: tokio::sync::watch::Receiver<gridcase_dispatcher::service::Idle>,
+    snapshots: tokio::sync::watch::Receiver<gridcase_dispatcher::service::Snapshots>,
     running: Running,
 }
 
@@ -276,7 +277,13 @@ impl TestDispatcher {
         let app = gridcase_dispatcher::Application::build(config, listener, clock).await?;
         let health_addr = app.health_addr()?;
         let idle = app.idle();
-        Ok(Self { health_addr, idle, running: Running::start(|shutdown| app.run(shutdown)) })
+        let snapshots = app.snapshots();
+        Ok(Self { health_addr, idle, snapshots, running: Running::start(|shutdown| app.run(shutdown)) })
+    }
+
+    /// Where this instance resumed from, and what its last saved snapshot covers.
+    pub fn snapshots(&self) -> gridcase_dispatcher::service::Snapshots {
+        *self.snapshots.borrow()
     }
 
     /// Wait until the dispatcher, its clock at `at` or later, has taken

@@ -459,3 +459,179 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     assert_eq!(marks(&events), [(Clock::Acknowledge, ClockMark::Overdue)], "the new deadline, once");
     assert_eq!(count(&events, "dispatched"), 2);
 }
+
+/// The case lines of the snapshot saved in `bucket`, sorted (one per open case).
+async fn snapshot_lines(system: &System, bucket: &str) -> (gridcase_dispatcher::snapshot::Header, Vec<String>) {
+    let store = gridcase_dispatcher::snapshot::SnapshotStore::open(system.log.context(), bucket, 1, String::new())
+        .await
+        .unwrap();
+    let bytes = store.read().await.unwrap().expect("a snapshot was saved");
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines = text.lines();
+    let header = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let mut cases: Vec<String> = lines.map(str::to_owned).collect();
+    cases.sort();
+    (header, cases)
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_snapshot_and_a_crash_after_it_neither_loses_nor_doubles_a_step() {
+    let system = system("2026-03-09 09:00").await; // a Monday
+    let mut first = system.dispatcher().await;
+    let mut subjects = Vec::new();
+    for _ in 0..3 {
+        subjects.push(system.file("0101", None).await); // NORMAL: acknowledge by Tue 09:00, warned at Mon 16:36
+    }
+    for subject in &subjects {
+        system.until_kind(subject, "dispatched").await;
+    }
+    first.settled_at(bj("2026-03-09 09:00"), &system.nats).await;
+    assert_eq!(first.snapshots().resumed_from, None, "nothing saved before: the whole stream was read");
+    first.stop().await.unwrap(); // saves what it folded
+    let covered = gridcase_tests::stream_end(&system.nats).await;
+    let (header, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
+    assert_eq!((header.covers.sequence, header.cases, lines.len()), (covered, 3, 3));
+
+    // Resumed from the snapshot; the warnings come due and are taken after it.
+    let second = system.dispatcher().await;
+    system.clock.set(bj("2026-03-09 16:36"));
+    for subject in &subjects {
+        system.until_kind(subject, "clock_marked").await;
+    }
+    assert_eq!(second.snapshots().resumed_from, Some(covered));
+    second.kill(); // a crash: the warnings are in the log, not in the snapshot
+
+    // The deadline passes while no dispatcher runs; the next start resumes
+    // from the same snapshot, reads the warnings from the log and goes on.
+    system.clock.set(bj("2026-03-10 09:30"));
+    let mut third = system.dispatcher().await;
+    for subject in &subjects {
+        system.until_kind(subject, "supervised").await;
+    }
+    third.settled_at(bj("2026-03-10 09:30"), &system.nats).await;
+    assert_eq!(third.snapshots().resumed_from, Some(covered));
+    third.stop().await.unwrap();
+    for subject in &subjects {
+        let events = act::events(&system.log, subject).await;
+        assert_eq!(
+            kinds(&events),
+            ["filed", "registered", "dispatched", "clock_marked", "clock_marked", "supervised"],
+            "each step once"
+        );
+    }
+
+    // What the snapshot holds is what a full replay folds: a dispatcher with
+    // a bucket of its own reads the whole stream, takes no step, and saves
+    // the same case lines.
+    let end = gridcase_tests::stream_end(&system.nats).await;
+    let mut config = TestDispatcher::config(&system.nats.url());
+    config.snapshot_bucket = "replayed".into();
+    let mut replayed = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
+    replayed.settled_at(bj("2026-03-10 09:30"), &system.nats).await;
+    assert_eq!(replayed.snapshots().resumed_from, None);
+    replayed.stop().await.unwrap();
+    assert_eq!(gridcase_tests::stream_end(&system.nats).await, end, "no step was due");
+    let (resumed, resumed_lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
+    let (full, full_lines) = snapshot_lines(&system, "replayed").await;
+    assert_eq!((resumed.covers, resumed.cases), (full.covers, full.cases));
+    assert_eq!(resumed_lines, full_lines);
+}
+
+#[tokio::test]
+async fn a_snapshot_in_doubt_is_replayed_over() {
+    use gridcase_dispatcher::snapshot::{DEFAULT_BUCKET, SnapshotStore};
+    let system = system("2026-03-09 09:00").await;
+    let first = system.dispatcher().await;
+    let subject = system.file("0101", None).await;
+    system.until_kind(&subject, "dispatched").await;
+    first.stop().await.unwrap();
+    let (header, _) = snapshot_lines(&system, DEFAULT_BUCKET).await;
+    let bucket = system.log.context().get_object_store(DEFAULT_BUCKET).await.unwrap();
+    let saved = SnapshotStore::open(system.log.context(), DEFAULT_BUCKET, 1, String::new())
+        .await
+        .unwrap()
+        .read()
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(saved.clone()).unwrap();
+
+    // Each start below must replay the whole stream, and still take the
+    // step due (the warning) exactly once.
+    let corrupt: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"not a snapshot".to_vec()),
+        ("cut short", saved[..saved.len() - 40].to_vec()),
+        ("another stream's", text.replacen(header.covers.hash.as_deref().unwrap(), &"0".repeat(64), 1).into_bytes()),
+    ];
+    system.clock.set(bj("2026-03-09 16:36"));
+    for (what, bytes) in corrupt {
+        bucket.put("open-cases", &mut bytes.as_slice()).await.unwrap();
+        let mut dispatcher = system.dispatcher().await;
+        dispatcher.settled_at(bj("2026-03-09 16:36"), &system.nats).await;
+        assert_eq!(dispatcher.snapshots().resumed_from, None, "{what}: replayed");
+        dispatcher.kill(); // saves nothing: the next start meets the next corruption
+    }
+    // Other rules (the policy changed): the clocks are folded again.
+    bucket.put("open-cases", &mut saved.as_slice()).await.unwrap();
+    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml"))
+        .unwrap()
+        .replace("acknowledge = \"30 minutes\"", "acknowledge = \"20 minutes\"");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let mut config = TestDispatcher::config(&system.nats.url());
+    config.rules.policy = dir.path().join("policy.toml");
+    let mut changed = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
+    changed.settled_at(bj("2026-03-09 16:36"), &system.nats).await;
+    assert_eq!(changed.snapshots().resumed_from, None, "other rules: replayed");
+    changed.kill();
+    // The untouched snapshot is used again.
+    let mut again = system.dispatcher().await;
+    again.settled_at(bj("2026-03-09 16:36"), &system.nats).await;
+    assert_eq!(again.snapshots().resumed_from, Some(header.covers.sequence));
+    again.stop().await.unwrap();
+
+    let events = act::events(&system.log, &subject).await;
+    assert_eq!(kinds(&events), ["filed", "registered", "dispatched", "clock_marked"], "the warning once");
+}
+
+#[tokio::test]
+async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_resolve_deadline() {
+    use gridcase_domain::Feedback;
+    let system = system("2026-03-09 09:00").await;
+    let first = system.dispatcher().await;
+    let subject = system.file("0101", None).await; // NORMAL: resolve within 5 working days
+    system.until_kind(&subject, "dispatched").await;
+    let (unit, centre) = ("unit.urban.990101", "cc-990101001");
+    let text = |s: &str| Text::reason(s).unwrap();
+    act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, bj("2026-03-09 09:30"))
+        .await
+        .unwrap();
+    let resolve = Command::Resolve { summary: text("已清运"), evidence: vec![] };
+    act::command(&system.log, &subject, resolve, Role::HandlingUnit, unit, bj("2026-03-09 10:00")).await.unwrap();
+    system.until_kind(&subject, "deadline_set").await; // the verify clock
+    let verify = Command::Verify { passed: true, reason: None };
+    act::command(&system.log, &subject, verify, Role::CommandCentre, centre, bj("2026-03-09 11:00")).await.unwrap();
+    let feedback = Command::RecordFeedback { feedback: Feedback::Unsatisfied, comment: None };
+    act::command(&system.log, &subject, feedback, Role::CommandCentre, centre, bj("2026-03-09 12:00")).await.unwrap();
+    first.stop().await.unwrap();
+    let (header, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
+    assert_eq!((header.cases, lines.len()), (0, 0), "a closed case is not kept: {lines:?}");
+
+    // Reopened a day later: the resumed dispatcher reads the case's history
+    // and re-arms the resolve clock from the reopening, as a full replay would.
+    system.clock.set(bj("2026-03-10 09:00"));
+    let mut second = system.dispatcher().await;
+    second.settled_at(bj("2026-03-10 09:00"), &system.nats).await;
+    assert_eq!(second.snapshots().resumed_from, Some(header.covers.sequence));
+    let reopen = Command::Reopen { reason: text("居民不满意") };
+    act::command(&system.log, &subject, reopen, Role::CommandCentre, centre, bj("2026-03-10 09:00")).await.unwrap();
+    let events = system.until(&subject, "a fresh resolve deadline", |e| count(e, "deadline_set") == 2).await;
+    let Event::DeadlineSet { clock, due, .. } = &events.last().unwrap().1 else { panic!("{:?}", kinds(&events)) };
+    assert_eq!((*clock, *due), (Clock::Resolve, bj("2026-03-17 09:00")), "5 working days from the reopening");
+    // The reopened case is open again: it is in the next snapshot.
+    second.settled_at(bj("2026-03-10 09:00"), &system.nats).await;
+    second.stop().await.unwrap();
+    let (_, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains(r#""status":"IN_PROGRESS""#), "{}", lines[0]);
+}

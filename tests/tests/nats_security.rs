@@ -1,7 +1,8 @@
 //! The shipped NATS users and permissions (deploy/nats/permissions.conf) on
 //! a real nats-server: every service does its whole job with its own
 //! credentials; a connection without credentials is refused; the
-//! projection cannot publish a case event; nobody can delete or purge.
+//! projection cannot publish a case event; nobody can delete or purge (the
+//! dispatcher only its own snapshot bucket, when it replaces its snapshot).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +130,15 @@ async fn each_service_works_with_its_own_credentials_and_nothing_more() {
     assert_eq!(stream_end(&nats).await, end, "the log is whole");
     let mut stream = jetstream::new(nats.client().await).get_stream("GRIDCASE_CASES").await.unwrap();
     assert!(stream.info().await.unwrap().config.deny_delete);
+
+    // The dispatcher saves its snapshot of open cases on stopping and
+    // resumes from it, with its own user.
+    dispatcher.stop().await.unwrap();
+    let mut dispatcher_config = TestDispatcher::config(&nats.url());
+    dispatcher_config.common.nats_credentials = Some(nats.credentials("dispatcher"));
+    let mut dispatcher = TestDispatcher::spawn_with(dispatcher_config, Arc::new(clock.clone())).await;
+    dispatcher.settled_at(now, &nats).await;
+    assert_eq!(dispatcher.snapshots().resumed_from, Some(end), "resumed from its own snapshot");
 
     projection.stop().await.unwrap();
     dispatcher.stop().await.unwrap();

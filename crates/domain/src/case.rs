@@ -33,7 +33,10 @@ pub struct DeadlineBasis {
 pub const MAX_EXTENSION_WORKING_DAYS: u32 = 250;
 
 /// Everything the rules need to know about a filed case.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializable for the dispatcher's snapshot of open cases (whose format
+/// test pins this shape: a change here bumps the snapshot format).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Case {
     pub id: CaseId,
     pub grid: GridCode,

@@ -27,7 +27,7 @@ pub mod trace;
 
 pub use attachments::{AttachmentError, AttachmentStore};
 pub use batch::GroupCommit;
-pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamSettings, verify_history};
+pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamMark, StreamSettings, verify_history};
 pub use reader::{CaseStreamReader, ReadFrom, Record};
 pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, hash_as_stored, verify_chain, verify_chain_as_stored};
 pub use subject::CaseSubject;

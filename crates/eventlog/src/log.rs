@@ -57,6 +57,15 @@ pub struct StreamSettings {
     pub group_commit: crate::batch::GroupCommit,
 }
 
+/// One message of the stream, as [`EventLog::mark_at`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamMark {
+    pub sequence: u64,
+    pub subject: String,
+    /// The event's hash (none if the message is not an event this version reads).
+    pub hash: Option<String>,
+}
+
 impl Default for StreamSettings {
     fn default() -> Self {
         Self {
@@ -417,6 +426,22 @@ impl EventLog {
         // The leader's copy: a follower answering a direct get may lag behind.
         let message = self.stream.get_raw_message(sequence).await.map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok(StoredEvent::from_json_bytes(&message.payload).is_ok_and(|stored| stored.hash == hash))
+    }
+
+    /// What the stream holds at `sequence`, if anything: the message's
+    /// subject and, for a readable event, its hash. A position saved by a
+    /// reader (the dispatcher's snapshot) is checked against it, so a
+    /// position is never taken to a different stream with as many messages.
+    pub async fn mark_at(&self, sequence: u64) -> Result<Option<StreamMark>, LogError> {
+        match self.stream.get_raw_message(sequence).await {
+            Ok(message) => Ok(Some(StreamMark {
+                sequence,
+                subject: message.subject.to_string(),
+                hash: StoredEvent::from_json_bytes(&message.payload).ok().map(|stored| stored.hash),
+            })),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Unavailable(error.to_string())),
+        }
     }
 
     /// The first message on `subject` after stream sequence `after`: its

@@ -7,8 +7,26 @@ pub const CASES_PREFIX: &str = "gridcase.case";
 /// township is the 9-digit county+township code. A command centre consumes
 /// its township alone with `gridcase.case.<township>.>`, a county with
 /// `gridcase.case.<county>*` filters applied per township.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CaseSubject(String);
+
+impl TryFrom<String> for CaseSubject {
+    type Error = String;
+
+    fn try_from(subject: String) -> Result<Self, Self::Error> {
+        match Self::parse(&subject) {
+            Some(_) => Ok(Self(subject)),
+            None => Err(format!("not a case subject: {subject:?}")),
+        }
+    }
+}
+
+impl From<CaseSubject> for String {
+    fn from(subject: CaseSubject) -> Self {
+        subject.0
+    }
+}
 
 impl CaseSubject {
     pub fn new(township: &TownshipCode, case_id: &CaseId) -> Self {
@@ -87,5 +105,8 @@ mod tests {
         assert_eq!(CaseSubject::parse("gridcase.case.1101.x"), None);
         assert_eq!(CaseSubject::from_subject(subject.as_str()), Some(subject.clone()));
         assert_eq!(CaseSubject::locator(&case_id), "gridcase.case.*.019a0000-0000-7000-8000-000000000001");
+        let json = serde_json::to_string(&subject).unwrap();
+        assert_eq!(serde_json::from_str::<CaseSubject>(&json).unwrap(), subject);
+        assert!(serde_json::from_str::<CaseSubject>("\"gridcase.case.1101.x\"").is_err());
     }
 }

@@ -35,7 +35,7 @@ pub struct Computed {
 /// The timing of one running clock. A clock that was paused (hold)
 /// restarts at a new `origin` with part of its allowance already used, so
 /// its thresholds stay percentages of running time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClockTiming {
     /// Since when the clock has been running without a pause.
     pub origin: Timestamp,

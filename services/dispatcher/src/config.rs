@@ -34,6 +34,21 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]
     pub reference_dir: PathBuf,
 
+    /// Object-store bucket holding the snapshot of open cases (created if
+    /// missing, with the stream's replicas).
+    #[arg(long, env = "GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET", default_value = crate::snapshot::DEFAULT_BUCKET)]
+    pub snapshot_bucket: String,
+
+    /// Save the snapshot of open cases at most this often (and when
+    /// stopping), if the stream has moved. A start resumes from it and
+    /// reads only the events after it.
+    #[arg(long, env = "GRIDCASE_DISPATCHER_SNAPSHOT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
+
+    /// Neither read nor save a snapshot: every start replays the whole stream.
+    #[arg(long, env = "GRIDCASE_DISPATCHER_NO_SNAPSHOT")]
+    pub no_snapshot: bool,
+
     /// How often the deadline watch looks at the clock.
     #[arg(long, env = "GRIDCASE_DISPATCHER_TICK", default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,

@@ -23,8 +23,9 @@ use jiff::{SignedDuration, Timestamp};
 /// Marks the system notes the dispatcher leaves on a case.
 pub const WAITING_NOTE_PREFIX: &str = "等待人工立案";
 
-/// What the dispatcher knows of one case.
-#[derive(Debug, Clone)]
+/// What the dispatcher knows of one case (a line of the snapshot: its
+/// format test in `snapshot` pins this shape).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Tracked {
     pub case: Case,
     pub subject: CaseSubject,
@@ -47,6 +48,14 @@ pub struct Tracked {
     pub reopened_at: Option<Timestamp>,
     /// The case was registered and never dispatched or returned.
     pub awaiting_first_dispatch: bool,
+}
+
+/// Whether a case in this state can need no step of the dispatcher's: final
+/// (voided, cancelled), or closed (no clock runs; only a reopening, which
+/// the dispatcher reads, takes it out). Such cases are not kept, so what the
+/// dispatcher holds grows with open cases, not with the history.
+pub fn dormant(status: Status) -> bool {
+    status.is_final() || status == Status::Closed
 }
 
 /// One step for the dispatcher to take on one case.

@@ -3,10 +3,13 @@
 //! log), feeds [`Core`], appends the steps it decides, and runs the deadline
 //! watch on a tick of the injected clock.
 //!
-//! It keeps no state of its own on disk: the log is the state. Steps are
-//! appended only once the consumer has caught up with the stream, each with
-//! the expected per-case sequence and an event id derived from the step, so a
-//! restart or a second instance never takes a step twice.
+//! The log is the state. What the dispatcher has folded of open cases is
+//! saved now and then as a snapshot (`snapshot`), a cache of the log up to
+//! a stream sequence: a start resumes from it and reads only what came
+//! after, and replays the whole stream when it has none it can trust. Steps
+//! are appended only once the consumer has caught up with the stream, each
+//! with the expected per-case sequence and an event id derived from the
+//! step, so a restart or a second instance never takes a step twice.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::core::{Action, Core, Tracked};
+use crate::snapshot::{self, SnapshotStore};
 
 /// The namespace of the dispatcher's deterministic event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b9c_2f1e_4a3d_5c7b_8e9f_0a1b_2c3d_4e5f);
@@ -48,6 +52,10 @@ const METRIC_SKIPPED: &str = "gridcase_dispatcher_skipped_events_total";
 const METRIC_FALLBACK: &str = "gridcase_deadlines_fallback_total";
 const METRIC_CALENDAR_MISSING: &str = "gridcase_calendar_missing";
 const METRIC_CALENDAR_DAYS_LEFT: &str = "gridcase_calendar_days_left";
+const METRIC_OPEN_CASES: &str = "gridcase_dispatcher_open_cases";
+const METRIC_SNAPSHOT_SEQUENCE: &str = "gridcase_dispatcher_snapshot_sequence";
+const METRIC_SNAPSHOT_FAILURES: &str = "gridcase_dispatcher_snapshot_failures_total";
+const METRIC_RESUMED_FROM: &str = "gridcase_dispatcher_resumed_from_sequence";
 
 /// Days from `now` to the end of the last year `years` has a file for (0
 /// when there is none, or it has ended).
@@ -92,6 +100,20 @@ fn register_metrics() {
         "Days until the end of the last year that has a working-calendar file (alert well before 0)."
     );
     metrics::gauge!(METRIC_CALENDAR_DAYS_LEFT).set(0.0);
+    metrics::describe_gauge!(METRIC_OPEN_CASES, "Cases not yet closed that this instance tracks.");
+    metrics::gauge!(METRIC_OPEN_CASES).set(0.0);
+    metrics::describe_gauge!(
+        METRIC_SNAPSHOT_SEQUENCE,
+        "The stream sequence the last snapshot of open cases saved by this instance covers (0: none yet)."
+    );
+    metrics::gauge!(METRIC_SNAPSHOT_SEQUENCE).set(0.0);
+    metrics::describe_counter!(METRIC_SNAPSHOT_FAILURES, "Snapshots of open cases that could not be saved.");
+    metrics::counter!(METRIC_SNAPSHOT_FAILURES).absolute(0);
+    metrics::describe_gauge!(
+        METRIC_RESUMED_FROM,
+        "The stream sequence this instance resumed from at start (0: it replayed the whole stream)."
+    );
+    metrics::gauge!(METRIC_RESUMED_FROM).set(0.0);
 }
 
 /// Dirty cases that make a batch worth deciding before the consumer is idle.
@@ -110,8 +132,19 @@ pub struct Idle {
     pub sequence: u64,
 }
 
+/// The snapshot of open cases as this instance has used it: the sequence it
+/// resumed from (none: it replayed the whole stream) and the sequence the
+/// last snapshot it saved covers (0: none yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshots {
+    pub resumed_from: Option<u64>,
+    pub saved: u64,
+}
+
 pub struct Application {
     idle: tokio::sync::watch::Sender<Idle>,
+    snapshots: Arc<tokio::sync::watch::Sender<Snapshots>>,
+    snapshot_store: Option<SnapshotStore>,
     config: Config,
     health_listener: TcpListener,
     client: async_nats::Client,
@@ -142,8 +175,20 @@ impl Application {
             }
         }
         let (client, log) = config.common.open_log("gridcase-dispatcher").await?;
+        let snapshot_store = if config.no_snapshot {
+            None
+        } else {
+            let rules = snapshot::rules_fingerprint(&policy, &calendar);
+            Some(
+                SnapshotStore::open(log.context(), &config.snapshot_bucket, log.settings().replicas, rules)
+                    .await
+                    .context("opening the snapshot bucket")?,
+            )
+        };
         Ok(Self {
             idle: tokio::sync::watch::Sender::new(Idle::default()),
+            snapshots: Arc::new(tokio::sync::watch::Sender::new(Snapshots::default())),
+            snapshot_store,
             config,
             health_listener,
             client,
@@ -158,6 +203,11 @@ impl Application {
     /// Follows what the dispatcher has caught up with ([`Idle`]).
     pub fn idle(&self) -> tokio::sync::watch::Receiver<Idle> {
         self.idle.subscribe()
+    }
+
+    /// Follows the snapshot of open cases ([`Snapshots`]).
+    pub fn snapshots(&self) -> tokio::sync::watch::Receiver<Snapshots> {
+        self.snapshots.subscribe()
     }
 
     pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
@@ -192,6 +242,7 @@ impl Application {
             wakeups: BTreeSet::new(),
             in_flight: HashMap::new(),
             unreadable: HashSet::new(),
+            loading: HashMap::new(),
             traces: HashMap::new(),
             behind_since: None,
             lag_checked_at: None,
@@ -203,6 +254,15 @@ impl Application {
             woken_at: None,
             // Group commit off (one event per write): one step per commit, as before.
             chain_steps: self.config.common.group_commit_events > 1,
+            snapshot: SnapshotState {
+                store: self.snapshot_store.clone(),
+                every: self.config.snapshot_interval,
+                // The first save comes an interval after the start.
+                started_at: Some(std::time::Instant::now()),
+                covers: 0,
+                saving: None,
+                progress: self.snapshots.clone(),
+            },
         };
         // On shutdown the worker finishes the steps it is committing, for at
         // most the grace period (a step cut short is taken again by the next
@@ -224,6 +284,7 @@ impl Application {
 struct Worker {
     /// Take a step that follows another at once in the same commit.
     chain_steps: bool,
+    snapshot: SnapshotState,
     store: Arc<CaseStore>,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
@@ -239,6 +300,8 @@ struct Worker {
     in_flight: HashMap<CaseId, InFlight>,
     /// Cases with an event this version cannot read: left alone.
     unreadable: HashSet<CaseId>,
+    /// Closed cases reopened, whose history is being read.
+    loading: HashMap<CaseId, Loading>,
     /// The trace of each open case's last event (only while traces are
     /// exported): the case's next step continues it.
     traces: HashMap<CaseId, opentelemetry::Context>,
@@ -264,10 +327,11 @@ impl Worker {
     }
 
     async fn run(&mut self, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+        let resumed = self.resume().await;
         let mut records = self
             .store
             .log()
-            .read(CaseSubject::all_filter(), ReadFrom::Sequence(1))
+            .read(CaseSubject::all_filter(), ReadFrom::after(resumed))
             .await
             .context("reading the case stream")?;
         let mut caught_up = records.caught_up_at_start();
@@ -284,11 +348,26 @@ impl Worker {
         // back here, and the case store gathers concurrent commits into batches.
         let mut last_act = std::time::Instant::now();
         let mut commits: FuturesUnordered<Commit> = FuturesUnordered::new();
+        // Histories of reopened closed cases being read.
+        let mut loads: FuturesUnordered<Load> = self
+            .loading
+            .values()
+            .map(|loading| load(self.store.clone(), loading.subject.clone(), Duration::ZERO))
+            .collect();
 
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.clone().requested() => break,
+                Some((case_id, history)) = loads.next(), if !loads.is_empty() => {
+                    if let Some(subject) = self.loaded(case_id, history) {
+                        loads.push(load(self.store.clone(), subject, Duration::from_millis(100)));
+                    }
+                    if caught_up && self.position >= self.seen_end {
+                        commits.extend(self.act(MAX_COMMITS.saturating_sub(commits.len())));
+                        self.report_idle(true);
+                    }
+                }
                 Some(done) = commits.next(), if !commits.is_empty() => {
                     self.settle(done);
                     if caught_up && self.position >= self.seen_end {
@@ -305,7 +384,11 @@ impl Worker {
                             continue;
                         }
                     };
-                    self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref());
+                    if let Some(subject) =
+                        self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref())
+                    {
+                        loads.push(load(self.store.clone(), subject, Duration::ZERO));
+                    }
                     self.seen_end = self.seen_end.max(record.sequence + record.pending);
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
                     self.note_lag(record.pending);
@@ -320,23 +403,144 @@ impl Worker {
                         self.report_idle(record.caught_up());
                     }
                 }
-                _ = tick.tick() => commits.extend(self.on_tick(caught_up, MAX_COMMITS.saturating_sub(commits.len())).await),
+                _ = tick.tick() => {
+                    commits.extend(self.on_tick(caught_up, MAX_COMMITS.saturating_sub(commits.len())).await);
+                    if self.snapshot.due(self.position) {
+                        self.save_snapshot();
+                    }
+                }
                 Some(()) = clock_moved(&mut clock_changes) => {
                     commits.extend(self.on_tick(caught_up, MAX_COMMITS.saturating_sub(commits.len())).await)
                 }
             }
         }
-        // Shutting down: the steps being committed get their answers (within the grace period).
+        // Shutting down: the steps being committed get their answers (within
+        // the grace period), then what is folded is saved for the next start.
         while let Some(done) = commits.next().await {
             self.settle(done);
         }
+        if let Some(saving) = self.snapshot.saving.take() {
+            let _ = saving.await;
+        }
+        if self.snapshot.store.is_some() && self.position > self.snapshot.covers {
+            self.save_snapshot();
+            if let Some(saving) = self.snapshot.saving.take() {
+                let _ = saving.await;
+            }
+        }
         Ok(())
+    }
+
+    /// Take over the saved snapshot of open cases if there is one that can
+    /// be trusted; the stream sequence it covers (0: read the whole stream).
+    async fn resume(&mut self) -> u64 {
+        let Some(store) = self.snapshot.store.clone() else { return 0 };
+        let started = std::time::Instant::now();
+        let snapshot = match store.load(self.store.log()).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                info!("no snapshot of open cases saved yet: reading the whole stream");
+                return 0;
+            }
+            Err(error) => {
+                warn!(
+                    error = format!("{error:#}"),
+                    "the snapshot of open cases cannot be used: reading the whole stream"
+                );
+                return 0;
+            }
+        };
+        let position = snapshot.header.covers.sequence;
+        info!(
+            position,
+            cases = snapshot.cases.len(),
+            saved_at = %snapshot.header.written_at,
+            seconds = started.elapsed().as_secs_f64(),
+            "resuming from the snapshot of open cases"
+        );
+        // Every open case is looked at once caught up: its due steps and
+        // wake-ups are decided from its state, as after a full replay.
+        self.dirty.extend(snapshot.cases.keys().copied());
+        self.cases = snapshot.cases;
+        self.unreadable = snapshot.unreadable;
+        self.loading = snapshot
+            .header
+            .loading
+            .iter()
+            .map(|subject| (subject.case_id(), Loading { subject: subject.clone(), seen: position }))
+            .collect();
+        self.position = position;
+        self.seen_end = position;
+        self.snapshot.covers = position;
+        metrics::gauge!(METRIC_RESUMED_FROM).set(position as f64);
+        metrics::gauge!(METRIC_OPEN_CASES).set(self.cases.len() as f64);
+        self.snapshot.progress.send_modify(|progress| progress.resumed_from = Some(position));
+        position
+    }
+
+    /// Save what is folded now as the snapshot: the case lines are encoded
+    /// here (they are the state as of `position`); finding the covered
+    /// message and writing go on in the background.
+    fn save_snapshot(&mut self) {
+        let store = self.snapshot.store.clone().expect("snapshots are on");
+        let started = std::time::Instant::now();
+        let position = self.position;
+        let encoded = snapshot::encode_cases(self.cases.values());
+        let unreadable: Vec<CaseId> = self.unreadable.iter().copied().collect();
+        let loading: Vec<CaseSubject> = self.loading.values().map(|loading| loading.subject.clone()).collect();
+        let written_at = self.clock.now();
+        let log = self.store.log().clone();
+        let progress = self.snapshot.progress.clone();
+        let encode_seconds = started.elapsed().as_secs_f64();
+        self.snapshot.started_at = Some(started);
+        let task = tokio::spawn(async move {
+            let saved = async {
+                let (cases, body) = encoded?;
+                let covers = log
+                    .mark_at(position)
+                    .await?
+                    .with_context(|| format!("the stream holds no message at {position}"))?;
+                let header = snapshot::Header {
+                    format: snapshot::FORMAT,
+                    covers,
+                    rules: store.rules().to_owned(),
+                    cases,
+                    unreadable,
+                    loading,
+                    written_at,
+                };
+                let bytes = snapshot::assemble(&header, &body)?;
+                store.save(&bytes).await?;
+                Ok::<_, anyhow::Error>((cases, bytes.len()))
+            };
+            match saved.await {
+                Ok((cases, bytes)) => {
+                    info!(
+                        position,
+                        cases,
+                        bytes,
+                        encode_seconds,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "snapshot of open cases saved"
+                    );
+                    metrics::gauge!(METRIC_SNAPSHOT_SEQUENCE).set(position as f64);
+                    progress.send_modify(|progress| progress.saved = progress.saved.max(position));
+                }
+                Err(error) => {
+                    warn!(position, error = format!("{error:#}"), "saving the snapshot of open cases failed");
+                    metrics::counter!(METRIC_SNAPSHOT_FAILURES).increment(1);
+                }
+            }
+        });
+        self.snapshot.covers = position;
+        self.snapshot.saving = Some(task);
     }
 
     /// The deadline watch's turn: the calendar check, then every case due
     /// (at most `room` commits started).
     async fn on_tick(&mut self, caught_up: bool, room: usize) -> Vec<Commit> {
         self.check_calendar().await;
+        metrics::gauge!(METRIC_OPEN_CASES).set(self.cases.len() as f64);
         // The lag also while no record arrives (a reader stalled behind a
         // growing stream): the stream's end against what was read, once a
         // second at most (a tick can be far shorter, and a hand-moved clock
@@ -371,7 +575,7 @@ impl Worker {
     /// Tell waiters when nothing is left to do: read to the end of the
     /// stream, every due case looked at, no step of ours still in flight.
     fn report_idle(&self, at_stream_end: bool) {
-        if at_stream_end && self.dirty.is_empty() && self.in_flight.is_empty() {
+        if at_stream_end && self.dirty.is_empty() && self.in_flight.is_empty() && self.loading.is_empty() {
             let idle = Idle { at: self.woken_at, sequence: self.position };
             self.idle.send_if_modified(|current| {
                 let changed = *current != idle;
@@ -409,7 +613,15 @@ impl Worker {
         }
     }
 
-    fn observe(&mut self, subject: &str, payload: &[u8], sequence: u64, headers: Option<&async_nats::HeaderMap>) {
+    /// Fold one record of the stream. Returns the subject of a case whose
+    /// history must be read (a closed case reopened).
+    fn observe(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        sequence: u64,
+        headers: Option<&async_nats::HeaderMap>,
+    ) -> Option<CaseSubject> {
         self.position = sequence;
         // Whatever the event is (even one this version cannot read), the
         // case on this subject moved: a step of ours in flight on it has its
@@ -422,7 +634,7 @@ impl Worker {
             Err(error) => {
                 error!(sequence, %error, "unreadable message in the case stream; skipped");
                 metrics::counter!(METRIC_SKIPPED).increment(1);
-                return;
+                return None;
             }
         };
         let case_id = stored.case_id;
@@ -432,15 +644,34 @@ impl Worker {
                 warn!(%case_id, sequence, %error, "event this version cannot read; leaving the case alone");
                 metrics::counter!(METRIC_SKIPPED).increment(1);
                 self.unreadable.insert(case_id);
-                return;
+                return None;
             }
         };
+        if let Some(loading) = self.loading.get_mut(&case_id) {
+            // Its history is being read: the load folds this event too, or reads again.
+            loading.seen = loading.seen.max(sequence);
+            return None;
+        }
         let tracked = self.cases.remove(&case_id);
+        if let Some(known) = &tracked
+            && sequence <= known.last_sequence
+        {
+            // Folded already, by a load that read further than the stream reader.
+            self.cases.insert(case_id, tracked.expect("known"));
+            return None;
+        }
+        if tracked.is_none() && matches!(event, Event::Reopened { .. }) {
+            // A closed case is not kept (no step of ours can be due on it);
+            // reopened, its whole history is read from the log and folded.
+            let subject = CaseSubject::from_subject(subject)?;
+            debug!(%case_id, sequence, "a closed case reopened: reading its history");
+            self.loading.insert(case_id, Loading { subject: subject.clone(), seen: sequence });
+            return Some(subject);
+        }
         let trace = gridcase_eventlog::trace::extract(headers);
         match self.core().observe(tracked, &stored, &event, sequence) {
             Some(tracked) => {
-                let finished = tracked.case.status.is_final();
-                if finished {
+                if crate::core::dormant(tracked.case.status) {
                     self.dirty.remove(&case_id);
                     self.traces.remove(&case_id);
                 } else {
@@ -451,9 +682,63 @@ impl Worker {
                     self.dirty.insert(case_id);
                 }
             }
-            None => debug!(%case_id, kind = event.kind(), "event for a case never filed; ignored"),
+            None => {
+                debug!(%case_id, kind = event.kind(), "event for a case not open here (never filed, or closed); ignored")
+            }
         }
         self.answered(case_id, sequence);
+        None
+    }
+
+    /// A closed case's history, read because it was reopened: fold it all
+    /// (as a full replay would have) and track the case again, unless the
+    /// stream reader saw an event of it beyond what was read (read again).
+    fn loaded(
+        &mut self,
+        case_id: CaseId,
+        history: Result<Vec<gridcase_eventlog::Positioned>, gridcase_eventlog::LogError>,
+    ) -> Option<CaseSubject> {
+        let loading = self.loading.get(&case_id)?;
+        let history = match history {
+            Ok(history) => history,
+            Err(gridcase_eventlog::LogError::Unavailable(error)) => {
+                warn!(%case_id, %error, "reading a reopened case's history failed; trying again");
+                return Some(loading.subject.clone());
+            }
+            Err(error) => {
+                warn!(%case_id, %error, "a reopened case's history cannot be read; leaving the case alone");
+                metrics::counter!(METRIC_SKIPPED).increment(1);
+                self.unreadable.insert(case_id);
+                self.loading.remove(&case_id);
+                return None;
+            }
+        };
+        let last = history.last().map_or(0, |positioned| positioned.stream_sequence);
+        if loading.seen > last {
+            return Some(loading.subject.clone());
+        }
+        self.loading.remove(&case_id);
+        let mut tracked = None;
+        for positioned in &history {
+            let event = match positioned.event.decode() {
+                Ok(event) => event,
+                Err(error) => {
+                    warn!(%case_id, sequence = positioned.stream_sequence, %error, "event this version cannot read; leaving the case alone");
+                    metrics::counter!(METRIC_SKIPPED).increment(1);
+                    self.unreadable.insert(case_id);
+                    return None;
+                }
+            };
+            tracked = self.core().observe(tracked, &positioned.event, &event, positioned.stream_sequence);
+        }
+        match tracked {
+            Some(tracked) if !crate::core::dormant(tracked.case.status) => {
+                self.cases.insert(case_id, tracked);
+                self.dirty.insert(case_id);
+            }
+            _ => {}
+        }
+        None
     }
 
     /// The event at `sequence` of `case_id` was read: a step of ours in
@@ -591,6 +876,55 @@ impl Worker {
         }
         // Events appended by us come back through the consumer, which marks
         // their cases dirty again for the following step.
+    }
+}
+
+/// A reopened case whose history is being read.
+struct Loading {
+    subject: CaseSubject,
+    /// The last sequence of the case the stream reader saw meanwhile.
+    seen: u64,
+}
+
+type Load = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (CaseId, Result<Vec<gridcase_eventlog::Positioned>, gridcase_eventlog::LogError>),
+            > + Send,
+    >,
+>;
+
+/// Read a case's history (after `pause`, when trying again).
+fn load(store: Arc<CaseStore>, subject: CaseSubject, pause: Duration) -> Load {
+    Box::pin(async move {
+        tokio::time::sleep(pause).await;
+        let history = store.log().history(&subject).await;
+        (subject.case_id(), history)
+    })
+}
+
+/// When the snapshot of open cases is saved, and where.
+struct SnapshotState {
+    /// None: snapshots are off (`--no-snapshot`).
+    store: Option<SnapshotStore>,
+    /// Saved at most this often, when the stream has moved.
+    every: Duration,
+    /// When the last save started (or the instance did).
+    started_at: Option<std::time::Instant>,
+    /// The sequence the last snapshot saved (or started, or resumed from) covers.
+    covers: u64,
+    /// The save under way, if any.
+    saving: Option<tokio::task::JoinHandle<()>>,
+    progress: Arc<tokio::sync::watch::Sender<Snapshots>>,
+}
+
+impl SnapshotState {
+    /// Whether a snapshot should be saved now that `position` is folded.
+    fn due(&self, position: u64) -> bool {
+        self.store.is_some()
+            && position > self.covers
+            && self.saving.as_ref().is_none_or(|saving| saving.is_finished())
+            && self.started_at.is_none_or(|at| at.elapsed() >= self.every)
     }
 }
 

@@ -1,0 +1,307 @@
+//! The dispatcher's snapshot of open cases: what it knows of every case not
+//! yet closed (the folded case, its clocks, holds, pending re-arms) and the
+//! stream message up to which it has folded the log, kept in a JetStream
+//! object-store bucket. A start resumes from it and reads only what came
+//! after, so a restart costs time in proportion to the open cases, not to
+//! the history.
+//!
+//! The snapshot is a cache of the log, never a second source of truth:
+//! everything in it is a fold of the stream up to `covers`, and the steps
+//! due are decided from it exactly as from a full replay (level-triggered).
+//! Any doubt falls back to a full replay: no object, an object whose digest
+//! does not match (the object store checks it on reading), another format,
+//! other rules (policy or calendar files: a clock's allowance depends on
+//! them), a stream that does not hold the covered message, a body that does
+//! not parse or does not have as many cases as its header says.
+//!
+//! Format (JSON lines): a [`Header`], then one [`Tracked`] per open case.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, object_store};
+use gridcase_calendar::Calendar;
+use gridcase_domain::CaseId;
+use gridcase_eventlog::{CaseSubject, EventLog, StreamMark};
+use gridcase_policy::Policy;
+use jiff::Timestamp;
+use tokio::io::AsyncReadExt as _;
+
+use crate::core::Tracked;
+
+/// The bucket's default name.
+pub const DEFAULT_BUCKET: &str = "gridcase-dispatcher";
+/// The one object in it.
+const OBJECT: &str = "open-cases";
+/// The version of the snapshot's shape. Bump it whenever [`Tracked`] or
+/// anything it holds (the domain's `Case`, a `ClockTiming`) changes shape:
+/// the format test below pins it, and a snapshot of another format is not
+/// read (the next start replays the stream once and writes the new format).
+pub const FORMAT: u32 = 1;
+
+/// The first line of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Header {
+    pub format: u32,
+    /// Every message of the stream up to and including this one is folded in.
+    pub covers: StreamMark,
+    /// The rules the clocks were folded under ([`rules_fingerprint`]).
+    pub rules: String,
+    /// How many case lines follow.
+    pub cases: usize,
+    /// Cases with an event this version cannot read (left alone).
+    pub unreadable: Vec<CaseId>,
+    /// Closed cases reopened whose history was being read: read again on resuming.
+    pub loading: Vec<CaseSubject>,
+    pub written_at: Timestamp,
+}
+
+/// A snapshot read back.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub header: Header,
+    pub cases: HashMap<CaseId, Tracked>,
+    pub unreadable: HashSet<CaseId>,
+}
+
+/// The policy and calendar files a fold depends on: a clock's allowance is
+/// computed on the calendar, and whether it counts working time comes from
+/// the policy. A snapshot folded under other rules is not used.
+pub fn rules_fingerprint(policy: &Policy, calendar: &Calendar) -> String {
+    let years: Vec<String> = calendar.years().years().map(|file| format!("{}:{}", file.year, file.digest)).collect();
+    format!("policy {}; calendar {}", policy.stamp(), years.join(","))
+}
+
+/// The case lines of a snapshot (the header is written last, once the
+/// covered message is known).
+pub fn encode_cases<'a>(cases: impl ExactSizeIterator<Item = &'a Tracked>) -> anyhow::Result<(usize, Vec<u8>)> {
+    let count = cases.len();
+    let mut body = Vec::with_capacity(count * 768);
+    for tracked in cases {
+        serde_json::to_writer(&mut body, tracked).context("encoding a tracked case")?;
+        body.push(b'\n');
+    }
+    Ok((count, body))
+}
+
+/// A whole snapshot: the header line, then the case lines.
+pub fn assemble(header: &Header, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(header).context("encoding the snapshot header")?;
+    bytes.push(b'\n');
+    bytes.extend_from_slice(body);
+    Ok(bytes)
+}
+
+/// Parse a snapshot and check it against the rules in force. Errors say why
+/// it cannot be used.
+pub fn decode(bytes: &[u8], rules: &str) -> anyhow::Result<Snapshot> {
+    let mut lines = bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty());
+    let header: Header = serde_json::from_slice(lines.next().context("an empty snapshot")?)
+        .context("the snapshot header does not parse")?;
+    anyhow::ensure!(header.format == FORMAT, "format {} (this version reads {FORMAT})", header.format);
+    anyhow::ensure!(header.rules == rules, "folded under other rules ({}; now {rules})", header.rules);
+    let mut cases = HashMap::with_capacity(header.cases);
+    for (index, line) in lines.enumerate() {
+        let tracked: Tracked =
+            serde_json::from_slice(line).with_context(|| format!("case line {} does not parse", index + 2))?;
+        cases.insert(tracked.case.id, tracked);
+    }
+    anyhow::ensure!(
+        cases.len() == header.cases,
+        "{} cases where the header says {} (cut short?)",
+        cases.len(),
+        header.cases
+    );
+    let unreadable = header.unreadable.iter().copied().collect();
+    Ok(Snapshot { header, cases, unreadable })
+}
+
+/// The bucket holding the snapshot.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    bucket: object_store::ObjectStore,
+    rules: String,
+}
+
+impl SnapshotStore {
+    /// Open the bucket, creating it with `replicas` copies if it does not exist.
+    pub async fn open(
+        context: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        rules: String,
+    ) -> anyhow::Result<Self> {
+        let bucket = match context.get_object_store(bucket).await {
+            Ok(store) => store,
+            Err(_) => context
+                .create_object_store(object_store::Config {
+                    bucket: bucket.to_owned(),
+                    description: Some("gridcase dispatcher: the snapshot of open cases".into()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("creating the object-store bucket {bucket}"))?,
+        };
+        Ok(Self { bucket, rules })
+    }
+
+    pub fn rules(&self) -> &str {
+        &self.rules
+    }
+
+    /// Replace the snapshot. The object store writes the new chunks before
+    /// the new description, so a crash mid-write leaves the old snapshot.
+    pub async fn save(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut reader = bytes;
+        self.bucket.put(OBJECT, &mut reader).await.context("writing the snapshot")?;
+        Ok(())
+    }
+
+    /// The raw snapshot bytes, if one was saved (the object store checks
+    /// their digest).
+    pub async fn read(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut object = match self.bucket.get(OBJECT).await {
+            Ok(object) => object,
+            Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).context("opening the snapshot"),
+        };
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.context("reading the snapshot")?;
+        Ok(Some(bytes))
+    }
+
+    /// The snapshot to resume from: `Ok(None)` if none was saved; an error
+    /// saying why the saved one cannot be used (the caller replays the
+    /// whole stream then).
+    pub async fn load(&self, log: &EventLog) -> anyhow::Result<Option<Snapshot>> {
+        let Some(bytes) = self.read().await? else { return Ok(None) };
+        let rules = self.rules.clone();
+        let snapshot = tokio::task::spawn_blocking(move || decode(&bytes, &rules)).await??;
+        let covers = &snapshot.header.covers;
+        let found = log.mark_at(covers.sequence).await.context("reading the covered message")?;
+        anyhow::ensure!(
+            found.as_ref() == Some(covers),
+            "the stream holds {found:?} at sequence {}, not the message the snapshot covers",
+            covers.sequence
+        );
+        Ok(Some(snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use gridcase_domain::{CategoryCode, Clock, ClockMark, GridCode, OrgCode, Status, Supervision, Tier};
+    use gridcase_policy::ClockTiming;
+    use jiff::SignedDuration;
+
+    use super::*;
+
+    fn tracked() -> Tracked {
+        let id = CaseId::parse("019a0000-0000-7000-8000-000000000001").unwrap();
+        let grid = GridCode::parse("990101001001001").unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let case = gridcase_domain::Case {
+            id,
+            grid: grid.clone(),
+            category: CategoryCode::parse("0101").unwrap(),
+            status: Status::OnHold,
+            version: 7,
+            severity_hint: Some(Tier::Urgent),
+            tier: Some(Tier::Normal),
+            unit: Some(OrgCode::parse("unit-990101-cg").unwrap()),
+            supervision: Supervision::YellowCard,
+            urgent: false,
+            deadlines: BTreeMap::from([(Clock::Resolve, at("2026-03-20T01:00:00Z"))]),
+            marks: [(Clock::Acknowledge, ClockMark::Warning)].into_iter().collect(),
+            pending_extension: None,
+            approved_extension_days: 2,
+            hold_requested: false,
+            feedback: None,
+            returns: 1,
+            reworks: 0,
+            reopenings: 0,
+        };
+        Tracked {
+            subject: CaseSubject::for_grid(&grid, &id),
+            last_sequence: 42,
+            last_hash: "ab".repeat(32),
+            filed_at: at("2026-03-09T01:00:00Z"),
+            clocks: BTreeMap::from([(
+                Clock::Resolve,
+                ClockTiming {
+                    origin: at("2026-03-10T01:00:00Z"),
+                    used_before: SignedDuration::from_hours(3),
+                    allowed: SignedDuration::from_hours(40),
+                    due: at("2026-03-20T01:00:00Z"),
+                    working: true,
+                    hours_of: Some(OrgCode::parse("unit-990101-cg").unwrap()),
+                },
+            )]),
+            waiting_noted: false,
+            hold: Some((at("2026-03-12T02:00:00Z"), SignedDuration::from_mins(90))),
+            extension_to_apply: 0,
+            resume_remaining: None,
+            resolved_at: None,
+            reopened_at: None,
+            awaiting_first_dispatch: false,
+            case,
+        }
+    }
+
+    fn header(cases: usize) -> Header {
+        Header {
+            format: FORMAT,
+            covers: StreamMark { sequence: 42, subject: tracked().subject.to_string(), hash: Some("ab".repeat(32)) },
+            rules: "policy p@1; calendar 2026:x".into(),
+            cases,
+            unreadable: vec![CaseId::parse("019a0000-0000-7000-8000-000000000002").unwrap()],
+            loading: vec![tracked().subject],
+            written_at: "2026-03-12T03:00:00Z".parse().unwrap(),
+        }
+    }
+
+    /// The shape of a case line, pinned: if this test fails because a field
+    /// of `Tracked`, `Case` or `ClockTiming` changed, bump [`FORMAT`] and
+    /// update the expected line (old snapshots are then replayed over, not
+    /// misread).
+    #[test]
+    fn the_format_of_a_case_line_is_pinned() {
+        assert_eq!(FORMAT, 1, "bumped: update the expected line below to the new shape");
+        let line = serde_json::to_string(&tracked()).unwrap();
+        let expected = r#"{"case":{"id":"019a0000-0000-7000-8000-000000000001","grid":"990101001001001","category":"0101","status":"ON_HOLD","version":7,"severity_hint":"URGENT","tier":"NORMAL","unit":"unit-990101-cg","supervision":"YELLOW_CARD","urgent":false,"deadlines":{"RESOLVE":"2026-03-20T01:00:00Z"},"marks":[["ACKNOWLEDGE","WARNING"]],"pending_extension":null,"approved_extension_days":2,"hold_requested":false,"feedback":null,"returns":1,"reworks":0,"reopenings":0},"subject":"gridcase.case.990101001.019a0000-0000-7000-8000-000000000001","last_sequence":42,"last_hash":"abababababababababababababababababababababababababababababababab","filed_at":"2026-03-09T01:00:00Z","clocks":{"RESOLVE":{"origin":"2026-03-10T01:00:00Z","used_before":"PT3H","allowed":"PT40H","due":"2026-03-20T01:00:00Z","working":true,"hours_of":"unit-990101-cg"}},"waiting_noted":false,"hold":["2026-03-12T02:00:00Z","PT1H30M"],"extension_to_apply":0,"resume_remaining":null,"resolved_at":null,"reopened_at":null,"awaiting_first_dispatch":false}"#;
+        assert_eq!(line, expected);
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_written() {
+        let (count, body) = encode_cases([tracked()].iter()).unwrap();
+        let bytes = assemble(&header(count), &body).unwrap();
+        let snapshot = decode(&bytes, "policy p@1; calendar 2026:x").unwrap();
+        assert_eq!(snapshot.header, header(1));
+        assert_eq!(snapshot.cases.len(), 1);
+        let back = &snapshot.cases[&tracked().case.id];
+        assert_eq!(serde_json::to_string(back).unwrap(), serde_json::to_string(&tracked()).unwrap());
+        assert_eq!(snapshot.unreadable, header(1).unreadable.into_iter().collect());
+    }
+
+    #[test]
+    fn a_snapshot_in_doubt_is_refused_with_the_reason() {
+        let (count, body) = encode_cases([tracked()].iter()).unwrap();
+        let good = assemble(&header(count), &body).unwrap();
+        let refusal = |bytes: &[u8], rules: &str| decode(bytes, rules).unwrap_err().to_string();
+
+        assert!(refusal(&good, "policy p@2; calendar 2026:x").contains("other rules"));
+        let other_format = assemble(&Header { format: FORMAT + 1, ..header(count) }, &body).unwrap();
+        assert!(refusal(&other_format, "policy p@1; calendar 2026:x").contains("format 2"));
+        let cut_short = assemble(&header(2), &body).unwrap();
+        assert!(refusal(&cut_short, "policy p@1; calendar 2026:x").contains("1 cases where the header says 2"));
+        let torn = &good[..good.len() - 20];
+        assert!(refusal(torn, "policy p@1; calendar 2026:x").contains("does not parse"));
+        assert!(refusal(b"", "x").contains("empty"));
+        assert!(refusal(b"garbage\n", "x").contains("header does not parse"));
+    }
+}
