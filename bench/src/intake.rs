@@ -9,6 +9,10 @@
 //!    flight as group commit allows;
 //! 5. one case at a time through each intake: the latency group commit adds
 //!    at low load.
+//!
+//! The gRPC load client runs on a thread of its own (its own runtime and
+//! connection), so each phase can say where the CPU went: the nats-server,
+//! the intake service (the rest of this process) and the client.
 
 use std::time::{Duration, Instant};
 
@@ -17,10 +21,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gridcase_domain::CaseId;
 use gridcase_eventlog::{CaseSubject, EventLog, GroupCommit, ReadFrom, StreamSettings};
-use gridcase_tests::fixtures::{as_worker, filing, intake_client};
+use gridcase_tests::fixtures::{filing, intake_client};
 use gridcase_tests::{NatsServer, TestIntake};
 
-use crate::{Figures, nats_version, raw_event, run_phase};
+use crate::{Figures, cpu, nats_version, raw_event, run_phase};
+use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
+use tonic::transport::Channel;
 
 pub struct Options {
     pub cases: usize,
@@ -51,26 +57,45 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let single = spawn_intake(&nats, GroupCommit { max_events: 1, ..group_commit }).await;
     let batched_client = intake_client(batched.endpoint()).await;
     let single_client = intake_client(single.endpoint()).await;
-    let file = |client: &gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient<_>| {
-        let mut client = client.clone();
-        async move {
-            let started = Instant::now();
-            client.file_case(as_worker(filing(CaseId::new_v7()))).await.context("file case")?;
-            Ok::<Duration, anyhow::Error>(started.elapsed())
-        }
-    };
+    let pid = nats.pid();
+    let mut cpu_table: Vec<(&'static str, usize, cpu::Usage, f64)> = Vec::new();
 
-    run_phase("warm-up", warmup, concurrency, |_| file(&batched_client)).await?;
+    let endpoint = batched.endpoint();
+    from_client_thread(endpoint.clone(), pid, move |client| async move {
+        run_phase("warm-up", warmup, concurrency, |_| file(&client)).await
+    })
+    .await?;
     let start = log.last_sequence().await? + 1;
-    let grouped = run_phase("intake FileCase, group commit", cases, concurrency, |_| file(&batched_client)).await?;
+    let grouped = from_client_thread(endpoint.clone(), pid, move |client| async move {
+        run_phase("intake FileCase, group commit", cases, concurrency, |_| file(&client)).await
+    })
+    .await?;
     let end = log.last_sequence().await?;
     let (writes, events) = writes_between(&log, start, end).await?;
     let mean_batch = events as f64 / writes.max(1) as f64;
 
-    let open_loop = at_rate(cases, rate, || file(&batched_client)).await?;
+    let open_loop = from_client_thread(endpoint, pid, move |client| async move {
+        let filing = move || {
+            let client = client.clone();
+            async move { file(&client).await }
+        };
+        at_rate(cases, rate, filing).await
+    })
+    .await?;
 
-    run_phase("warm-up", warmup, concurrency, |_| file(&single_client)).await?;
-    let singles = run_phase("intake FileCase, single appends", cases, concurrency, |_| file(&single_client)).await?;
+    let endpoint = single.endpoint();
+    from_client_thread(endpoint.clone(), pid, move |client| async move {
+        run_phase("warm-up", warmup, concurrency, |_| file(&client)).await
+    })
+    .await?;
+    let singles = from_client_thread(endpoint, pid, move |client| async move {
+        run_phase("intake FileCase, single appends", cases, concurrency, |_| file(&client)).await
+    })
+    .await?;
+    for measured in [&grouped, &open_loop, &singles] {
+        cpu_table.push((measured.figures.label, measured.figures.count, measured.usage, measured.client));
+    }
+    let (grouped, open_loop, singles) = (grouped.figures, open_loop.figures, singles.figures);
 
     let js = log.context().clone();
     let mut payloads = (0..2 * (cases + warmup)).map(|_| raw_event());
@@ -87,15 +112,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     run_phase("warm-up", warmup, concurrency, |_| publish(warm.next().expect("payload"))).await?;
     let raw: Vec<Raw> = payloads.by_ref().take(cases).collect();
     let mut raw = raw.into_iter();
+    let meter = cpu::Meter::start(pid);
     let raw_single =
         run_phase("raw JetStream publish, single", cases, concurrency, |_| publish(raw.next().expect("payload")))
             .await?;
+    let usage = meter.stop();
+    cpu_table.push((raw_single.label, cases, cpu::Usage { own: 0.0, ..usage }, usage.own));
 
     let batch_size = (mean_batch.round() as usize).clamp(1, 1000);
     let batches: Vec<Vec<Raw>> =
         payloads.by_ref().take(cases).collect::<Vec<_>>().chunks(batch_size).map(<[Raw]>::to_vec).collect();
     let batch_count = batches.len();
     let mut batches = batches.into_iter();
+    let meter = cpu::Meter::start(pid);
     let raw_batched = run_phase("raw JetStream atomic batches", batch_count, group_commit.max_in_flight, |_| {
         let js = js.clone();
         let batch = batches.next().expect("batch");
@@ -108,6 +137,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .await?;
     // Per event, for comparison with the per-case figures.
     let raw_batched = Figures { count: cases, ..raw_batched };
+    let usage = meter.stop();
+    cpu_table.push((raw_batched.label, cases, cpu::Usage { own: 0.0, ..usage }, usage.own));
 
     let one_grouped = run_phase("one at a time, group commit", 500, 1, |_| file(&batched_client)).await?;
     let one_single = run_phase("one at a time, single appends", 500, 1, |_| file(&single_client)).await?;
@@ -130,9 +161,84 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         100.0 * grouped.rate() / raw_single.rate(),
         (one_grouped.percentile(0.5).as_secs_f64() - one_single.percentile(0.5).as_secs_f64()) * 1e3,
     );
+    println!(
+        "\nwhere the CPU went (cores busy on average over the phase; this machine has {}):",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>8} | {:>22}",
+        "phase", "nats", "service", "client", "total", "us CPU per case n/s/c"
+    );
+    for (label, count, usage, client) in cpu_table {
+        let service = (usage.own - client).max(0.0);
+        let cores = |seconds: f64| seconds / usage.seconds;
+        let per_case = |seconds: f64| seconds * 1e6 / count as f64;
+        println!(
+            "{label:<34} {:>8.2} {:>8.2} {:>8.2} {:>8.2} | {:>6.0} / {:>6.0} / {:>6.0}",
+            cores(usage.nats),
+            cores(service),
+            cores(client),
+            cores(usage.nats + usage.own),
+            per_case(usage.nats),
+            per_case(service),
+            per_case(client),
+        );
+    }
     batched.stop().await?;
     single.stop().await?;
     Ok(())
+}
+
+/// One filing, timed. The worker's token is minted once, as a mobile client
+/// holds its token for the hour it is valid.
+async fn file(client: &IntakeServiceClient<Channel>) -> anyhow::Result<Duration> {
+    static TOKEN: std::sync::OnceLock<gridcase_tests::identity::Bearer> = std::sync::OnceLock::new();
+    let mut client = client.clone();
+    let mut request = tonic::Request::new(filing(CaseId::new_v7()));
+    TOKEN.get_or_init(|| gridcase_tests::fixtures::worker().bearer()).attach(&mut request);
+    let started = Instant::now();
+    client.file_case(request).await.context("file case")?;
+    Ok(started.elapsed())
+}
+
+/// A phase driven by a load client of its own and what it cost in CPU.
+struct Measured {
+    figures: Figures,
+    usage: cpu::Usage,
+    /// CPU seconds of the client thread.
+    client: f64,
+}
+
+/// The name of the load client's threads.
+const CLIENT_THREADS: &str = "load-client";
+
+/// Run `phase` on a runtime of its own (two worker threads, as many as the
+/// service's) with its own connection to intake at `endpoint`: the client's
+/// CPU is that of its threads, the service's the rest of this process.
+async fn from_client_thread<F, Fut>(endpoint: String, nats_pid: Option<u32>, phase: F) -> anyhow::Result<Measured>
+where
+    F: FnOnce(IntakeServiceClient<Channel>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Figures>> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(CLIENT_THREADS)
+            .enable_all()
+            .build()
+            .context("the load client's runtime")?;
+        let measured = runtime.block_on(async move {
+            let client = intake_client(endpoint).await;
+            let meter = cpu::Meter::start(nats_pid);
+            let before = cpu::threads_seconds(CLIENT_THREADS);
+            let figures = tokio::spawn(phase(client)).await??;
+            let client = cpu::threads_seconds(CLIENT_THREADS) - before;
+            Ok(Measured { figures, usage: meter.stop(), client })
+        });
+        runtime.shutdown_background();
+        measured
+    })
+    .await?
 }
 
 async fn spawn_intake(nats: &NatsServer, group_commit: GroupCommit) -> TestIntake {

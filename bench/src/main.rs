@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
+mod cpu;
 mod dispatch;
 mod intake;
 mod observability;

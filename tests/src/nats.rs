@@ -98,6 +98,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs (for the benchmarks' CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("jetstream")
     }
