@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
+mod city_year;
 mod cpu;
 mod dispatch;
 mod intake;
@@ -57,6 +58,12 @@ enum Bench {
         /// Filings per second of the open-loop phase (latency at a sustained rate).
         #[arg(long, default_value_t = 10000.0)]
         rate: f64,
+    },
+    /// A year of a city's cases: generate it once into a store of its own,
+    /// then measure gridcase on it.
+    CityYear {
+        #[command(subcommand)]
+        step: CityYear,
     },
     /// Dispatcher throughput on a backlog, report-to-dispatch latency and
     /// backlog at a given filing rate, beside raw JetStream appends.
@@ -164,8 +171,48 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             intake::run(intake::Options { cases, concurrency, warmup, group_commit, rate }).await
         }
         Bench::Dispatch { cases, rate } => dispatch::run(cases, rate).await,
+        Bench::CityYear { step: CityYear::Generate { dir, cases, townships, grids, year, seed } } => {
+            city_year::generate(city_year::Generate { dir, cases, townships, grids, year, seed }).await
+        }
+        Bench::CityYear { step: CityYear::Dispatcher { dir } } => {
+            city_year::dispatcher(city_year::Measure { dir }).await
+        }
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
     }
+}
+
+#[derive(Subcommand)]
+enum CityYear {
+    /// Write a year of cases, with every lifecycle step the services would
+    /// have written, into a new JetStream store under DIR (with its grid
+    /// registry). Prints how long it took.
+    Generate {
+        /// Where the data set goes (DIR/nats, DIR/reference, DIR/city-year.json).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Cases filed over the year (Kunming's grid centre: 2 467 722 in 2024).
+        #[arg(long, default_value_t = 2_500_000)]
+        cases: usize,
+        /// Townships of the county.
+        #[arg(long, default_value_t = 40)]
+        townships: usize,
+        /// Grids per township.
+        #[arg(long, default_value_t = 20)]
+        grids: usize,
+        /// The year (its calendar file must be shipped).
+        #[arg(long, default_value_t = 2025)]
+        year: i16,
+        /// Seed of the random draws (the same seed, the same data set).
+        #[arg(long, default_value_t = 2024)]
+        seed: u64,
+    },
+    /// The dispatcher on the data set: a start reading the whole stream,
+    /// then a start from its snapshot; time until every open case is armed,
+    /// steps taken (0 expected), peak memory.
+    Dispatcher {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// A new case's filing as intake decides it: its subject and event.

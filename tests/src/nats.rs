@@ -13,6 +13,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// With the shipped users and permissions: each user's public key.
     users: Vec<(&'static str, String)>,
+    /// A store kept after the server stops (the benchmarks' data sets).
+    store: Option<PathBuf>,
 }
 
 /// The NATS users of the shipped `deploy/nats/permissions.conf`.
@@ -52,7 +54,19 @@ impl NatsServer {
     pub fn start() -> Self {
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new().prefix("gridcase-nats-").tempdir().expect("temp dir");
-        let mut server = Self { binary, dir, port: 0, child: None, users: Vec::new() };
+        let mut server = Self { binary, dir, port: 0, child: None, users: Vec::new(), store: None };
+        server.launch();
+        server
+    }
+
+    /// Start a server on a store directory of the caller's, which outlives
+    /// it (a benchmark's data set, written once and measured many times).
+    pub fn start_with_store(store: &Path) -> Self {
+        let binary = nats_server_binary();
+        let dir = tempfile::Builder::new().prefix("gridcase-nats-").tempdir().expect("temp dir");
+        std::fs::create_dir_all(store).expect("the store directory");
+        let mut server =
+            Self { binary, dir, port: 0, child: None, users: Vec::new(), store: Some(store.to_path_buf()) };
         server.launch();
         server
     }
@@ -77,7 +91,7 @@ impl NatsServer {
                 (*user, pair.public_key())
             })
             .collect();
-        let mut server = Self { binary, dir, port: 0, child: None, users };
+        let mut server = Self { binary, dir, port: 0, child: None, users, store: None };
         server.launch();
         server
     }
@@ -104,7 +118,7 @@ impl NatsServer {
     }
 
     pub fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("jetstream")
+        self.store.clone().unwrap_or_else(|| self.dir.path().join("jetstream"))
     }
 
     fn launch(&mut self) {

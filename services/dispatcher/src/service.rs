@@ -990,7 +990,7 @@ async fn commit(
 /// Who, when and under which id a step is recorded: the id derives from the
 /// step's key, so the same step taken twice (a restart, a second instance)
 /// is one event.
-fn step_provenance(action: &Action, now: Timestamp) -> Provenance {
+pub fn step_provenance(action: &Action, now: Timestamp) -> Provenance {
     Provenance {
         event_id: Uuid::new_v5(&EVENT_ID_NAMESPACE, action.key.as_bytes()),
         occurred_at: now,

@@ -28,6 +28,12 @@ use crate::validate::{self, Limits};
 
 /// The namespace of lifecycle event ids: UUID v5 of "<case id>/<command id>".
 const COMMAND_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d4c_7a61_93b8_4f0e_a5c2_6e1d_8b3f_0a97);
+
+/// The event id of a lifecycle command: a UUID v5 of the case and the
+/// caller's command id, so a retried command is the same event.
+pub fn command_event_id(case_id: &CaseId, command_id: &str) -> Uuid {
+    Uuid::new_v5(&COMMAND_EVENT_NAMESPACE, format!("{case_id}/{command_id}").as_bytes())
+}
 /// How often a command without an expected version is re-decided after a concurrent change.
 const ATTEMPTS: usize = 3;
 
@@ -235,10 +241,7 @@ impl CaseApi {
             let event =
                 &gridcase_domain::decide(Some(&loaded.case), &command, now).map_err(|e| refused(&case_id, &e))?;
             let provenance = Provenance {
-                event_id: Uuid::new_v5(
-                    &COMMAND_EVENT_NAMESPACE,
-                    format!("{case_id}/{}", context.command_id).as_bytes(),
-                ),
+                event_id: command_event_id(&case_id, &context.command_id),
                 occurred_at: now,
                 actor,
                 command_id: Some(context.command_id.clone()),

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-pub use cases::CaseApi;
+pub use cases::{CaseApi, command_event_id};
 pub use config::Config;
 pub use service::IntakeApi;
 use validate::Limits;
