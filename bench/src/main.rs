@@ -104,10 +104,10 @@ enum Bench {
 }
 
 pub(crate) struct Figures {
-    label: &'static str,
-    count: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+    pub(crate) label: &'static str,
+    pub(crate) count: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Figures {
@@ -177,6 +177,9 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::CityYear { step: CityYear::Dispatcher { dir } } => {
             city_year::dispatcher(city_year::Measure { dir }).await
         }
+        Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
+            city_year::reads(city_year::Measure { dir }, samples).await
+        }
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
     }
 }
@@ -212,6 +215,15 @@ enum CityYear {
     Dispatcher {
         #[arg(long)]
         dir: std::path::PathBuf,
+    },
+    /// The write path's reads on the data set: locating and loading random
+    /// cases, beside a raw read of one message.
+    Reads {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Cases to load.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
     },
 }
 

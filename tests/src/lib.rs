@@ -291,7 +291,12 @@ impl TestDispatcher {
     /// flight. A test that then finds no new event knows none was due: it
     /// asserts that nothing happened without guessing how long to wait.
     pub async fn settled_at(&mut self, at: jiff::Timestamp, nats: &NatsServer) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        self.settled_within(at, nats, std::time::Duration::from_secs(20)).await
+    }
+
+    /// [`Self::settled_at`], waiting up to `patience` (a benchmark's large data set).
+    pub async fn settled_within(&mut self, at: jiff::Timestamp, nats: &NatsServer, patience: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let end = stream_end(nats).await;
             tokio::time::timeout_at(
@@ -299,7 +304,7 @@ impl TestDispatcher {
                 self.idle.wait_for(|idle| idle.at.is_some_and(|seen| seen >= at) && idle.sequence >= end),
             )
             .await
-            .unwrap_or_else(|_| panic!("the dispatcher did not settle at {at} (stream end {end}) within 20 s"))
+            .unwrap_or_else(|_| panic!("the dispatcher did not settle at {at} (stream end {end}) within {patience:?}"))
             .expect("the dispatcher is running");
             // Settled at the end as it was; if that end has not moved since
             // (no step of its own landed meanwhile), it is final.

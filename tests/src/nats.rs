@@ -154,7 +154,9 @@ impl NatsServer {
 
     /// nats-server writes the port it bound into `ports_file_dir`.
     fn wait_for_port(&mut self, ports_dir: &Path) -> u16 {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A store of the caller's may hold a large data set to recover first.
+        let patience = if self.store.is_some() { Duration::from_secs(1800) } else { Duration::from_secs(20) };
+        let deadline = Instant::now() + patience;
         loop {
             let found = std::fs::read_dir(ports_dir).ok().and_then(|entries| {
                 entries.flatten().find_map(|entry| {
@@ -171,7 +173,7 @@ impl NatsServer {
                 let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
                 panic!("nats-server exited with {status} on start:\n{log}");
             }
-            assert!(Instant::now() < deadline, "nats-server did not report its port within 20s");
+            assert!(Instant::now() < deadline, "nats-server did not report its port within {patience:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -180,6 +182,14 @@ impl NatsServer {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop the server as SIGTERM does (it writes its indexes), waiting for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
     }
@@ -202,6 +212,11 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        if self.store.is_some() {
+            // A data set kept for later: stop cleanly, so the next start
+            // need not rebuild the store's indexes.
+            self.terminate();
+        }
         self.kill();
     }
 }

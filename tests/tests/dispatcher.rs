@@ -76,6 +76,18 @@ impl System {
     }
 }
 
+/// A dispatcher configuration whose policy is the shipped one with `from`
+/// replaced by `to` (the file lives as long as the returned directory).
+fn with_policy_changed(system: &System, from: &str, to: &str) -> (tempfile::TempDir, gridcase_dispatcher::Config) {
+    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml")).unwrap();
+    assert!(policy.contains(from), "the shipped policy holds {from}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy.replace(from, to)).unwrap();
+    let mut config = TestDispatcher::config(&system.nats.url());
+    config.rules.policy = dir.path().join("policy.toml");
+    (dir, config)
+}
+
 trait NowForTests {
     fn now_for_tests(&self) -> Timestamp;
 }
@@ -147,13 +159,7 @@ async fn filed_cases_come_out_dispatched_with_deadlines_an_independent_calculati
 #[tokio::test]
 async fn a_one_minute_tier_makes_a_case_overdue_and_escalated_a_minute_later_untouched() {
     let system = system("2026-03-09 09:00").await;
-    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml"))
-        .unwrap()
-        .replace("acknowledge = \"30 minutes\"", "acknowledge = \"1 minute\"");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-    let mut config = TestDispatcher::config(&system.nats.url());
-    config.rules.policy = dir.path().join("policy.toml");
+    let (_dir, config) = with_policy_changed(&system, "acknowledge = \"30 minutes\"", "acknowledge = \"1 minute\"");
     let _dispatcher = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
 
     let subject = system.file("0201", Some(Tier::Critical)).await;
@@ -573,13 +579,7 @@ async fn a_snapshot_in_doubt_is_replayed_over() {
     }
     // Other rules (the policy changed): the clocks are folded again.
     bucket.put("open-cases", &mut saved.as_slice()).await.unwrap();
-    let policy = std::fs::read_to_string(gridcase_tests::workspace_root().join("deploy/policy/policy.toml"))
-        .unwrap()
-        .replace("acknowledge = \"30 minutes\"", "acknowledge = \"20 minutes\"");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-    let mut config = TestDispatcher::config(&system.nats.url());
-    config.rules.policy = dir.path().join("policy.toml");
+    let (_dir, config) = with_policy_changed(&system, "acknowledge = \"30 minutes\"", "acknowledge = \"20 minutes\"");
     let mut changed = TestDispatcher::spawn_with(config, Arc::new(system.clock.clone())).await;
     changed.settled_at(bj("2026-03-09 16:36"), &system.nats).await;
     assert_eq!(changed.snapshots().resumed_from, None, "other rules: replayed");

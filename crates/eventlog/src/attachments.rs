@@ -16,6 +16,30 @@ pub enum AttachmentError {
     Unavailable(String),
 }
 
+/// An object-store bucket, created (file storage, `replicas` copies) if it
+/// does not exist.
+pub async fn open_bucket(
+    context: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, jetstream::context::CreateObjectStoreError> {
+    match context.get_object_store(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => {
+            context
+                .create_object_store(object_store::Config {
+                    bucket: bucket.to_owned(),
+                    description: Some(description.to_owned()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AttachmentStore {
     bucket: object_store::ObjectStore,
@@ -31,19 +55,9 @@ pub struct StoredAttachment {
 impl AttachmentStore {
     /// Open the bucket, creating it with `replicas` copies if it does not exist.
     pub async fn open(context: &jetstream::Context, bucket: &str, replicas: usize) -> Result<Self, AttachmentError> {
-        let bucket = match context.get_object_store(bucket).await {
-            Ok(store) => store,
-            Err(_) => context
-                .create_object_store(object_store::Config {
-                    bucket: bucket.to_owned(),
-                    description: Some("gridcase attachments, named by SHA-256".into()),
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| AttachmentError::Unavailable(e.to_string()))?,
-        };
+        let bucket = open_bucket(context, bucket, "gridcase attachments, named by SHA-256", replicas)
+            .await
+            .map_err(|e| AttachmentError::Unavailable(e.to_string()))?;
         Ok(Self { bucket })
     }
 

@@ -131,19 +131,14 @@ impl SnapshotStore {
         replicas: usize,
         rules: String,
     ) -> anyhow::Result<Self> {
-        let bucket = match context.get_object_store(bucket).await {
-            Ok(store) => store,
-            Err(_) => context
-                .create_object_store(object_store::Config {
-                    bucket: bucket.to_owned(),
-                    description: Some("gridcase dispatcher: the snapshot of open cases".into()),
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("creating the object-store bucket {bucket}"))?,
-        };
+        let bucket = gridcase_eventlog::attachments::open_bucket(
+            context,
+            bucket,
+            "gridcase dispatcher: the snapshot of open cases",
+            replicas,
+        )
+        .await
+        .with_context(|| format!("opening the object-store bucket {bucket}"))?;
         Ok(Self { bucket, rules })
     }
 
