@@ -175,7 +175,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             city_year::generate(city_year::Generate { dir, cases, townships, grids, year, seed }).await
         }
         Bench::CityYear { step: CityYear::Dispatcher { dir } } => {
-            city_year::dispatcher(city_year::Measure { dir }).await
+            city_year::dispatcher(city_year::Measure { dir }).await.map(drop)
         }
         Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
             city_year::reads(city_year::Measure { dir }, samples).await
