@@ -57,6 +57,10 @@ pub struct NatsArgs {
     /// The attachment bucket.
     #[arg(long, env = "GRIDCASE_ATTACHMENT_BUCKET", default_value = "gridcase-attachments")]
     attachment_bucket: String,
+    /// The dispatcher's snapshot bucket (a cache of the log; `set-replicas`
+    /// moves it too when it exists).
+    #[arg(long, env = "GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET", default_value = "gridcase-dispatcher")]
+    snapshot_bucket: String,
 }
 
 pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
@@ -127,23 +131,24 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             // The bucket: created by the log's owner on first use, or moved here.
             let js = log.context();
             let bucket = format!("OBJ_{}", nats.attachment_bucket);
-            match js.get_stream(&bucket).await {
-                Ok(mut stream) => {
-                    let mut config = stream.info().await?.config.clone();
-                    if config.num_replicas != replicas {
-                        config.num_replicas = replicas;
-                        js.update_stream(config).await.with_context(|| format!("updating {bucket}"))?;
-                    }
-                }
-                Err(_) => {
-                    gridcase_eventlog::AttachmentStore::open(js, &nats.attachment_bucket, replicas)
-                        .await
-                        .with_context(|| format!("creating {bucket}"))?;
-                }
+            if !keep_replicas(js, &bucket, replicas).await? {
+                gridcase_eventlog::AttachmentStore::open(js, &nats.attachment_bucket, replicas)
+                    .await
+                    .with_context(|| format!("creating {bucket}"))?;
             }
-            let message = format!("{} and {bucket} keep {replicas} replica(s)", nats.common.stream);
+            // The dispatcher's snapshot bucket, if a dispatcher made one (it
+            // creates it with the stream's replicas on its first start).
+            let snapshots = format!("OBJ_{}", nats.snapshot_bucket);
+            let snapshots = keep_replicas(js, &snapshots, replicas).await?.then_some(snapshots);
+            let mut message = format!("{} and {bucket} keep {replicas} replica(s)", nats.common.stream);
+            if let Some(snapshots) = &snapshots {
+                message = format!("{}, {bucket} and {snapshots} keep {replicas} replica(s)", nats.common.stream);
+            }
             if json_output {
-                println!("{}", json!({ "stream": nats.common.stream, "bucket": bucket, "replicas": replicas }));
+                println!(
+                    "{}",
+                    json!({ "stream": nats.common.stream, "bucket": bucket, "snapshots": snapshots, "replicas": replicas })
+                );
             } else {
                 println!("{message}");
             }
@@ -151,6 +156,17 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Give the stream `name` `replicas` copies; false if there is no such stream.
+async fn keep_replicas(js: &jetstream::Context, name: &str, replicas: usize) -> anyhow::Result<bool> {
+    let Ok(mut stream) = js.get_stream(name).await else { return Ok(false) };
+    let mut config = stream.info().await?.config.clone();
+    if config.num_replicas != replicas {
+        config.num_replicas = replicas;
+        js.update_stream(config).await.with_context(|| format!("updating {name}"))?;
+    }
+    Ok(true)
 }
 
 /// What a copy did.
