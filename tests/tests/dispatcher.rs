@@ -613,9 +613,33 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     act::command(&system.log, &subject, verify, Role::CommandCentre, centre, bj("2026-03-09 11:00")).await.unwrap();
     let feedback = Command::RecordFeedback { feedback: Feedback::Unsatisfied, comment: None };
     act::command(&system.log, &subject, feedback, Role::CommandCentre, centre, bj("2026-03-09 12:00")).await.unwrap();
+    // Another case moves the stream on past the closed one's last event.
+    let other = system.file("0101", None).await;
+    system.until_kind(&other, "dispatched").await;
     first.stop().await.unwrap();
     let (header, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
-    assert_eq!((header.cases, lines.len()), (0, 0), "a closed case is not kept: {lines:?}");
+    assert_eq!((header.cases, lines.len()), (1, 1), "only the open case is kept: {lines:?}");
+    let case_id = subject.case_id().to_string();
+    assert!(!lines[0].contains(&case_id), "a closed case is not kept");
+
+    // As if the snapshot had been saved while the closed case's history was
+    // being read (a reopening): the next start reads it again and folds it
+    // (closed: let go), and settles.
+    use gridcase_dispatcher::snapshot::{DEFAULT_BUCKET, SnapshotStore};
+    let saved = SnapshotStore::open(system.log.context(), DEFAULT_BUCKET, 1, String::new())
+        .await
+        .unwrap()
+        .read()
+        .await
+        .unwrap()
+        .unwrap();
+    let saved = String::from_utf8(saved).unwrap();
+    let (head, body) = saved.split_once('\n').unwrap();
+    let mut head: serde_json::Value = serde_json::from_str(head).unwrap();
+    head["loading"] = serde_json::json!([subject.to_string()]);
+    let rewritten = format!("{head}\n{body}");
+    let bucket = system.log.context().get_object_store(DEFAULT_BUCKET).await.unwrap();
+    bucket.put("open-cases", &mut rewritten.as_bytes()).await.unwrap();
 
     // Reopened a day later: the resumed dispatcher reads the case's history
     // and re-arms the resolve clock from the reopening, as a full replay would.
@@ -632,6 +656,7 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     second.settled_at(bj("2026-03-10 09:00"), &system.nats).await;
     second.stop().await.unwrap();
     let (_, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
-    assert_eq!(lines.len(), 1);
-    assert!(lines[0].contains(r#""status":"IN_PROGRESS""#), "{}", lines[0]);
+    assert_eq!(lines.len(), 2);
+    let reopened = lines.iter().find(|line| line.contains(&case_id)).expect("the reopened case is kept");
+    assert!(reopened.contains(r#""status":"IN_PROGRESS""#), "{reopened}");
 }

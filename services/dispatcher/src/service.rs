@@ -422,7 +422,12 @@ impl Worker {
         if let Some(saving) = self.snapshot.saving.take() {
             let _ = saving.await;
         }
-        if self.snapshot.store.is_some() && self.position > self.snapshot.covers {
+        // Saved, or resumed from, as far as this (a save that failed does not count).
+        let kept = {
+            let progress = self.snapshot.progress.borrow();
+            progress.saved.max(progress.resumed_from.unwrap_or(0))
+        };
+        if self.snapshot.store.is_some() && self.position > kept {
             self.save_snapshot();
             if let Some(saving) = self.snapshot.saving.take() {
                 let _ = saving.await;
@@ -467,7 +472,9 @@ impl Worker {
             .header
             .loading
             .iter()
-            .map(|subject| (subject.case_id(), Loading { subject: subject.clone(), seen: position }))
+            // Every event of the case up to the covered position is in its
+            // history; the reader notes any later one.
+            .map(|subject| (subject.case_id(), Loading { subject: subject.clone(), seen: 0 }))
             .collect();
         self.position = position;
         self.seen_end = position;
