@@ -702,7 +702,6 @@ pub async fn dispatcher(options: Measure) -> anyhow::Result<Vec<Start>> {
         let mut config = TestDispatcher::config(&nats.url());
         config.reference_dir = reference_dir(&options.dir);
         config.snapshot_bucket = bucket.to_owned();
-        config.snapshot_interval = Duration::from_secs(3600);
         config.tick = Duration::from_millis(200);
         config
     };

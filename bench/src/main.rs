@@ -175,7 +175,14 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             city_year::generate(city_year::Generate { dir, cases, townships, grids, year, seed }).await
         }
         Bench::CityYear { step: CityYear::Dispatcher { dir } } => {
-            city_year::dispatcher(city_year::Measure { dir }).await.map(drop)
+            let starts = city_year::dispatcher(city_year::Measure { dir }).await?;
+            for start in starts.iter().filter(|start| start.steps > 0) {
+                println!(
+                    "NOTE: a start (resumed from {:?}) appended {} steps: the data set lacks steps the dispatcher takes",
+                    start.resumed_from, start.steps
+                );
+            }
+            Ok(())
         }
         Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
             city_year::reads(city_year::Measure { dir }, samples).await

@@ -392,6 +392,12 @@ impl Worker {
                     self.seen_end = self.seen_end.max(record.sequence + record.pending);
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
                     self.note_lag(record.pending);
+                    // While reading a long way behind (a first start on years
+                    // of history), the tick below seldom gets its turn: save
+                    // here too, so a crash does not start the reading over.
+                    if !caught_up && self.snapshot.due(self.position) {
+                        self.save_snapshot();
+                    }
                     if record.caught_up() && !caught_up {
                         caught_up = true;
                         self.mark_caught_up().await;
