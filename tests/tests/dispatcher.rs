@@ -466,13 +466,17 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     assert_eq!(count(&events, "dispatched"), 2);
 }
 
-/// The case lines of the snapshot saved in `bucket`, sorted (one per open case).
-async fn snapshot_lines(system: &System, bucket: &str) -> (gridcase_dispatcher::snapshot::Header, Vec<String>) {
+/// The bytes of the snapshot saved in `bucket`.
+async fn saved_snapshot(system: &System, bucket: &str) -> Vec<u8> {
     let store = gridcase_dispatcher::snapshot::SnapshotStore::open(system.log.context(), bucket, 1, String::new())
         .await
         .unwrap();
-    let bytes = store.read().await.unwrap().expect("a snapshot was saved");
-    let text = String::from_utf8(bytes).unwrap();
+    store.read().await.unwrap().expect("a snapshot was saved")
+}
+
+/// The case lines of the snapshot saved in `bucket`, sorted (one per open case).
+async fn snapshot_lines(system: &System, bucket: &str) -> (gridcase_dispatcher::snapshot::Header, Vec<String>) {
+    let text = String::from_utf8(saved_snapshot(system, bucket).await).unwrap();
     let mut lines = text.lines();
     let header = serde_json::from_str(lines.next().unwrap()).unwrap();
     let mut cases: Vec<String> = lines.map(str::to_owned).collect();
@@ -545,7 +549,7 @@ async fn a_restart_resumes_from_the_snapshot_and_a_crash_after_it_neither_loses_
 
 #[tokio::test]
 async fn a_snapshot_in_doubt_is_replayed_over() {
-    use gridcase_dispatcher::snapshot::{DEFAULT_BUCKET, SnapshotStore};
+    use gridcase_dispatcher::snapshot::DEFAULT_BUCKET;
     let system = system("2026-03-09 09:00").await;
     let first = system.dispatcher().await;
     let subject = system.file("0101", None).await;
@@ -553,13 +557,7 @@ async fn a_snapshot_in_doubt_is_replayed_over() {
     first.stop().await.unwrap();
     let (header, _) = snapshot_lines(&system, DEFAULT_BUCKET).await;
     let bucket = system.log.context().get_object_store(DEFAULT_BUCKET).await.unwrap();
-    let saved = SnapshotStore::open(system.log.context(), DEFAULT_BUCKET, 1, String::new())
-        .await
-        .unwrap()
-        .read()
-        .await
-        .unwrap()
-        .unwrap();
+    let saved = saved_snapshot(&system, DEFAULT_BUCKET).await;
     let text = String::from_utf8(saved.clone()).unwrap();
 
     // Each start below must replay the whole stream, and still take the
@@ -625,15 +623,8 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     // As if the snapshot had been saved while the closed case's history was
     // being read (a reopening): the next start reads it again and folds it
     // (closed: let go), and settles.
-    use gridcase_dispatcher::snapshot::{DEFAULT_BUCKET, SnapshotStore};
-    let saved = SnapshotStore::open(system.log.context(), DEFAULT_BUCKET, 1, String::new())
-        .await
-        .unwrap()
-        .read()
-        .await
-        .unwrap()
-        .unwrap();
-    let saved = String::from_utf8(saved).unwrap();
+    use gridcase_dispatcher::snapshot::DEFAULT_BUCKET;
+    let saved = String::from_utf8(saved_snapshot(&system, DEFAULT_BUCKET).await).unwrap();
     let (head, body) = saved.split_once('\n').unwrap();
     let mut head: serde_json::Value = serde_json::from_str(head).unwrap();
     head["loading"] = serde_json::json!([subject.to_string()]);
