@@ -55,7 +55,7 @@ fn manifest(dir: &Path) -> PathBuf {
     dir.join("city-year.json")
 }
 
-fn store(dir: &Path) -> PathBuf {
+pub(crate) fn store(dir: &Path) -> PathBuf {
     dir.join("nats")
 }
 
@@ -660,7 +660,7 @@ pub struct Measure {
     pub dir: PathBuf,
 }
 
-fn load_manifest(dir: &Path) -> anyhow::Result<DataSet> {
+pub(crate) fn load_manifest(dir: &Path) -> anyhow::Result<DataSet> {
     let text = std::fs::read(manifest(dir))
         .with_context(|| format!("no data set in {}: run city-year generate", dir.display()))?;
     Ok(serde_json::from_slice(&text)?)

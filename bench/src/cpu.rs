@@ -28,6 +28,27 @@ pub fn threads_seconds(name: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds every PostgreSQL process of this machine has used, the
+/// backends that have ended included (the postmaster counts its reaped
+/// children's time).
+pub fn postgres_seconds() -> f64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut seconds = 0.0;
+    for process in processes.flatten() {
+        let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime, stime, cutime, cstime: children's time is only ever the
+        // postmaster's (backends have no children of their own to reap).
+        seconds += (ticks(11) + ticks(12) + ticks(13) + ticks(14)) as f64 / clock_ticks_per_second();
+    }
+    seconds
+}
+
 fn clock_ticks_per_second() -> f64 {
     // USER_HZ is 100 on every Linux architecture gridcase runs on.
     100.0

@@ -4,6 +4,8 @@
 //!
 //!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
+mod city_queries;
+mod city_rebuild;
 mod city_year;
 mod cpu;
 mod dispatch;
@@ -187,6 +189,12 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
             city_year::reads(city_year::Measure { dir }, samples).await
         }
+        Bench::CityYear { step: CityYear::Rebuild { dir, admin_url, no_baseline } } => {
+            city_rebuild::run(city_year::Measure { dir }, &admin_url, !no_baseline).await
+        }
+        Bench::CityYear { step: CityYear::Queries { dir, admin_url } } => {
+            city_queries::run(city_year::Measure { dir }, &admin_url).await
+        }
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
     }
 }
@@ -225,6 +233,29 @@ enum CityYear {
     },
     /// The write path's reads on the data set: locating and loading random
     /// cases, beside a raw read of one message.
+    /// The projection's rebuild on the data set, beside a raw read of the
+    /// stream and a raw COPY of the same rows; the read models stay in the
+    /// database gridcase_cityyear for `queries`.
+    Rebuild {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// A PostgreSQL URL with the right to create databases.
+        #[arg(long, env = "GRIDCASE_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        admin_url: String,
+        /// Skip the raw COPY baseline and keep the read models for `queries`.
+        #[arg(long)]
+        no_baseline: bool,
+    },
+    /// The query service over the read models `rebuild` left: latencies
+    /// of reports, lists, histories, ledgers and exports; the plans of the
+    /// heaviest statements.
+    Queries {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// A PostgreSQL URL of the same server `rebuild` used.
+        #[arg(long, env = "GRIDCASE_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        admin_url: String,
+    },
     Reads {
         #[arg(long)]
         dir: std::path::PathBuf,

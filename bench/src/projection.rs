@@ -149,9 +149,12 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
 
     // Rebuild from the first event.
     let started = Instant::now();
-    let (rebuilt, position) = gridcase_projection::rebuild::build(&db.url, "read_rebuild", &log, 500).await?;
+    let built =
+        gridcase_projection::rebuild::build(&db.url, "read_rebuild", std::slice::from_ref(&log), &Default::default())
+            .await?;
     let rebuild = started.elapsed();
-    rebuilt.close().await;
+    let position = built.position;
+    built.pool.close().await;
     println!(
         "rebuild of {position} events: {:.2}s = {:.0} events/s",
         rebuild.as_secs_f64(),

@@ -238,8 +238,11 @@ pub async fn check(topology: &Topology, log: &EventLog, outcomes: &[Outcome]) ->
 /// compare them, table by table, with the live ones; the tables that differ.
 async fn compare_with_rebuild(topology: &Topology, log: &EventLog) -> anyhow::Result<Vec<String>> {
     const REBUILT: &str = "chaos_rebuild";
-    let (rebuilt, _) = gridcase_projection::rebuild::build(&topology.database_url, REBUILT, log, 500).await?;
-    rebuilt.close().await;
+    let options = gridcase_projection::rebuild::Options::default();
+    let built =
+        gridcase_projection::rebuild::build(&topology.database_url, REBUILT, std::slice::from_ref(log), &options)
+            .await?;
+    built.pool.close().await;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&topology.database_url).await?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'read' \

@@ -159,8 +159,11 @@ async fn a_rebuild_works_on_a_database_without_read_models() {
         sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'read'").fetch_one(&pool).await.unwrap();
     assert_eq!(schemas, 0);
 
-    let (rebuilt, position) = rebuild::build(&db.url, "read_rebuild", &log, 500).await.unwrap();
-    rebuilt.close().await;
+    let built = rebuild::build(&db.url, "read_rebuild", std::slice::from_ref(&log), &rebuild::Options::default())
+        .await
+        .unwrap();
+    let position = built.position;
+    built.pool.close().await;
     rebuild::swap(&db.url, "read_rebuild", "read").await.expect("a rebuild swaps in with no live schema");
     assert_eq!(position, stream_end(&nats).await);
     let live = store::connect(&db.url, "read", 1).await.unwrap();

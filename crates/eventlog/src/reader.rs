@@ -77,14 +77,11 @@ impl Stream for CaseStreamReader {
             Poll::Ready(Some(Ok(message))) => message,
         };
         let record = message.info().map(|info| (info.stream_sequence, info.pending));
+        // The message is taken apart, not copied: the headers alone are a
+        // map of a dozen entries.
+        let async_nats::Message { subject, payload, headers, .. } = message.message;
         Poll::Ready(Some(match record {
-            Ok((sequence, pending)) => Ok(Record {
-                sequence,
-                subject: message.subject.to_string(),
-                payload: message.payload.clone(),
-                headers: message.headers.clone(),
-                pending,
-            }),
+            Ok((sequence, pending)) => Ok(Record { sequence, subject: subject.to_string(), payload, headers, pending }),
             Err(error) => Err(LogError::Other(format!("a delivered message without its stream position: {error}"))),
         }))
     }

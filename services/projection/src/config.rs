@@ -69,9 +69,16 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_READ_SCHEMA", default_value = "read")]
     pub schema: String,
 
-    /// The most events one projection transaction writes.
+    /// The most events one projection transaction writes while the
+    /// projection keeps up; while it is behind by more than a batch, up to
+    /// ten times as many.
     #[arg(long, env = "GRIDCASE_PROJECTION_BATCH", default_value_t = 500)]
     pub batch_size: usize,
+
+    /// Connections a rebuild reads the stream through at once, each reading
+    /// its own ranges of stream sequences.
+    #[arg(long, env = "GRIDCASE_REBUILD_READERS", default_value_t = 2)]
+    pub rebuild_readers: usize,
 
     /// How often a standby projection process (another one holds the writer
     /// lock) checks whether it can take over writing the read models.

@@ -1,9 +1,10 @@
 //! gridcase projection and query service: builds the read models in
 //! PostgreSQL from the case event log (`projector`, with the pure `project`
-//! logic and the bulk `store`), rebuilds them from scratch (`rebuild`), and
+//! logic and the bulk `store`), rebuilds them from scratch (`rebuild`, loading with `copy`), and
 //! serves them (`query`).
 
 pub mod config;
+pub mod copy;
 pub mod metrics;
 pub mod project;
 pub mod projector;

@@ -23,6 +23,8 @@ pub struct CaseRow {
     pub acknowledged_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub closed_at: Option<Timestamp>,
+    /// The hash of the case's last kept event: the next one must chain to it.
+    pub last_hash: String,
 }
 
 /// Which kind of organisation a ledger row counts for.
@@ -201,9 +203,11 @@ pub fn apply(
             acknowledged_at: None,
             resolved_at: None,
             closed_at: None,
+            last_hash: stored.hash.clone(),
         },
         (None, _) => return (None, changes),
         (Some(mut row), _) => {
+            row.last_hash.clone_from(&stored.hash);
             match gridcase_domain::evolve(Some(row.case.clone()), event) {
                 Some(case) => row.case = case,
                 None => return (Some(row), changes),

@@ -46,6 +46,83 @@ pub struct Message {
     pub township: String,
 }
 
+/// A stored message decoded: `None` if it is not a stored event at all
+/// (logged; the caller counts it skipped). The event is `None` when its type
+/// is one this version does not know: kept in the audit history, not
+/// projected (also counted skipped).
+pub fn decode(sequence: u64, payload: &[u8]) -> Option<(StoredEvent, Option<Event>)> {
+    match StoredEvent::from_json_bytes(payload) {
+        Ok(stored) => {
+            let event = match stored.decode() {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    warn!(sequence, %error, "event type this version does not know: kept in the audit history, not projected");
+                    None
+                }
+            };
+            Some((stored, event))
+        }
+        Err(error) => {
+            warn!(sequence, %error, "unreadable message skipped");
+            None
+        }
+    }
+}
+
+/// Fold one decoded event into its case's row, given the hash of the case's
+/// last kept event. An event that does not chain to it (a case id reused, or
+/// a forged append) is refused: the row comes back unchanged in `Err`, and
+/// the caller counts the event skipped and keeps nothing of it.
+#[allow(clippy::result_large_err)]
+pub fn fold(
+    row: Option<CaseRow>,
+    last_hash: Option<&String>,
+    stored: &StoredEvent,
+    event: Option<&Event>,
+    sequence: u64,
+) -> Result<(Option<CaseRow>, Vec<project::LedgerChange>), Option<CaseRow>> {
+    if stored.prev_hash.as_ref() != last_hash {
+        warn!(
+            sequence,
+            case_id = %stored.case_id,
+            case_version = stored.case_version,
+            "event does not chain to its case's last event (a case id reused, or a forged append): skipped"
+        );
+        return Err(row);
+    }
+    Ok(match event {
+        Some(event) => project::apply(row, stored, event, sequence),
+        None => {
+            // Kept in the history without being projected: the chain moves on.
+            let row = row.map(|mut row| {
+                row.last_hash.clone_from(&stored.hash);
+                row
+            });
+            (row, Vec::new())
+        }
+    })
+}
+
+/// The audit-history row of a kept event.
+pub fn event_row(sequence: u64, stored: &StoredEvent, event: Option<&Event>) -> EventRow {
+    EventRow {
+        stream_sequence: sequence,
+        event_id: stored.event_id,
+        case_id: *stored.case_id.as_uuid(),
+        case_version: stored.case_version,
+        event_type: stored.event_type.clone(),
+        occurred_at: stored.occurred_at,
+        actor_person: stored.actor.person.clone(),
+        actor_role: stored.actor.role.as_str().to_owned(),
+        actor_organisation: stored.actor.organisation.clone(),
+        reason: event.and_then(Event::reason).map(|r| r.to_string()),
+        hash: stored.hash.clone(),
+        prev_hash: stored.prev_hash.clone(),
+        // Residents' contact details stay in the event log only.
+        envelope: stored.redacted_json(),
+    }
+}
+
 /// Apply one batch of consecutive stream messages in one transaction.
 pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) -> anyhow::Result<Applied> {
     let Some(first) = messages.first() else { return Ok(Applied::UpTo(store::position(&mut *connection).await?.0)) };
@@ -66,35 +143,26 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     // batch holding it is committed.
     let mut spans = Vec::new();
     for message in &fresh {
-        match StoredEvent::from_json_bytes(&message.payload) {
-            Ok(stored) => {
-                if message.headers.as_ref().is_some_and(|h| h.get("traceparent").is_some()) {
-                    let span = tracing::info_span!(
-                        "projection.apply",
-                        case_id = %stored.case_id,
-                        township = %message.township,
-                        event_type = %stored.event_type,
-                        sequence = message.sequence,
-                        batch = fresh.len(),
-                    );
-                    gridcase_eventlog::trace::continue_trace(&span, message.headers.as_ref());
-                    spans.push(span);
-                }
-                let event = match stored.decode() {
-                    Ok(event) => Some(event),
-                    Err(error) => {
-                        warn!(sequence = message.sequence, %error, "event type this version does not know: kept in the audit history, not projected");
-                        batch.skipped += 1;
-                        None
-                    }
-                };
-                decoded.push((message.sequence, stored, event));
-            }
-            Err(error) => {
-                warn!(sequence = message.sequence, %error, "unreadable message skipped");
-                batch.skipped += 1;
-            }
+        let Some((stored, event)) = decode(message.sequence, &message.payload) else {
+            batch.skipped += 1;
+            continue;
+        };
+        if message.headers.as_ref().is_some_and(|h| h.get("traceparent").is_some()) {
+            let span = tracing::info_span!(
+                "projection.apply",
+                case_id = %stored.case_id,
+                township = %message.township,
+                event_type = %stored.event_type,
+                sequence = message.sequence,
+                batch = fresh.len(),
+            );
+            gridcase_eventlog::trace::continue_trace(&span, message.headers.as_ref());
+            spans.push(span);
         }
+        if event.is_none() {
+            batch.skipped += 1;
+        }
+        decoded.push((message.sequence, stored, event));
     }
     let ids: Vec<uuid::Uuid> = decoded.iter().map(|(_, s, _)| *s.case_id.as_uuid()).collect();
     let mut rows: HashMap<CaseId, CaseRow> = store::load_cases(&mut *tx, &ids).await?;
@@ -104,46 +172,28 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     let mut touched: std::collections::HashSet<CaseId> = std::collections::HashSet::new();
     for (sequence, stored, event) in decoded {
         let case_key = *stored.case_id.as_uuid();
-        if stored.prev_hash.as_ref() != last_hashes.get(&case_key) {
-            warn!(
-                sequence,
-                case_id = %stored.case_id,
-                case_version = stored.case_version,
-                "event does not chain to its case's last event (a case id reused, or a forged append): skipped"
-            );
-            batch.skipped += 1;
-            continue;
-        }
-        last_hashes.insert(case_key, stored.hash.clone());
-        if let Some(event) = &event {
-            let row = rows.remove(&stored.case_id);
-            let (row, changes) = project::apply(row, &stored, event, sequence);
-            if let Some(row) = row {
-                rows.insert(stored.case_id, row);
-                if touched.insert(stored.case_id) {
-                    changed.push(stored.case_id);
+        let row = rows.remove(&stored.case_id);
+        let (row, changes) = match fold(row, last_hashes.get(&case_key), &stored, event.as_ref(), sequence) {
+            Ok(folded) => folded,
+            Err(row) => {
+                if let Some(row) = row {
+                    rows.insert(stored.case_id, row);
                 }
+                batch.skipped += 1;
+                continue;
             }
-            for (key, measure, amount) in changes {
-                batch.count(key, measure, amount);
+        };
+        last_hashes.insert(case_key, stored.hash.clone());
+        if let Some(row) = row {
+            rows.insert(stored.case_id, row);
+            if touched.insert(stored.case_id) {
+                changed.push(stored.case_id);
             }
         }
-        batch.events.push(EventRow {
-            stream_sequence: sequence,
-            event_id: stored.event_id,
-            case_id: *stored.case_id.as_uuid(),
-            case_version: stored.case_version,
-            event_type: stored.event_type.clone(),
-            occurred_at: stored.occurred_at,
-            actor_person: stored.actor.person.clone(),
-            actor_role: stored.actor.role.as_str().to_owned(),
-            actor_organisation: stored.actor.organisation.clone(),
-            reason: event.as_ref().and_then(Event::reason).map(|r| r.to_string()),
-            hash: stored.hash.clone(),
-            prev_hash: stored.prev_hash.clone(),
-            // Residents' contact details stay in the event log only.
-            envelope: String::from_utf8_lossy(&stored.redacted().to_json_bytes()).into_owned(),
-        });
+        for (key, measure, amount) in changes {
+            batch.count(key, measure, amount);
+        }
+        batch.events.push(event_row(sequence, &stored, event.as_ref()));
     }
     batch.cases = changed.iter().filter_map(|id| rows.remove(id)).collect();
     store::write(&mut tx, &batch).await?;
@@ -152,6 +202,10 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     debug!(events = fresh.len(), position = batch.position, "projection batch committed");
     Ok(Applied::UpTo(batch.position))
 }
+
+/// How much larger a batch may grow while the projector is behind by more
+/// than a batch.
+pub const BEHIND_FACTOR: usize = 10;
 
 /// Project the stream through `connection` until `shutdown` (or, with
 /// `until_caught_up`, until the stream's end as it was at the start). The
@@ -183,6 +237,12 @@ pub async fn run(
                 _ = shutdown.clone().requested() => return store::position(&mut *connection).await.map(|(p, _)| p),
                 record = records.next() => record,
             };
+            // Behind by more than a batch (a burst, a restart after a
+            // pause): larger transactions, fewer round trips per event.
+            let limit = match &first {
+                Some(Ok(record)) if record.pending as usize >= batch_size => batch_size * BEHIND_FACTOR,
+                _ => batch_size,
+            };
             let mut next = first;
             loop {
                 match next {
@@ -201,7 +261,7 @@ pub async fn run(
                         });
                     }
                 }
-                if caught_up || batch.len() >= batch_size {
+                if caught_up || batch.len() >= limit {
                     break;
                 }
                 next = match tokio::time::timeout(Duration::from_millis(20), records.next()).await {

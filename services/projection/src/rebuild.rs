@@ -1,23 +1,124 @@
-//! Rebuild: replay the whole stream into a fresh schema, then swap it in
-//! for the live one in one transaction. The live projector notices that the
-//! stored position moved and carries on from the rebuilt tables.
+//! Rebuild: replay the whole stream into a fresh schema at the speed of the
+//! store, then swap it in for the live one in one transaction. The live
+//! projector keeps serving the old tables meanwhile; after the swap it
+//! notices that the stored position moved and carries on from the rebuilt
+//! tables.
+//!
+//! The rebuild folds in memory and writes with COPY:
+//!
+//! ```text
+//! readers ─chunks─▶ decoders (N, in parallel, order kept) ─▶ fold ─┬─▶ events writer: one COPY … FREEZE of case_events
+//!                                                                   └─▶ side writer: COPY segments of cases and ledger deltas
+//! ```
+//!
+//! - The fold runs in stream order, through the same `projector::fold` as
+//!   the live projector, so the rebuilt tables equal the live ones row for row.
+//! - Indexes and keys are dropped before loading and built afterwards (the
+//!   migrations stay their only definition); only `cases`' key stays, for
+//!   reading a let-go case back.
+//! - Memory is bounded by the cases with recent events, not by the history:
+//!   a case without an event for `idle` (stream time) is written out and let
+//!   go (only its id is remembered); a later event reads it back from the
+//!   rebuild's own `cases` table, which is rare.
+//! - Ledger counts are summed in memory up to a bound, written as deltas to
+//!   a staging table, and added up once at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gridcase_eventlog::EventLog;
-use gridcase_runtime::Shutdown;
-use sqlx::PgPool;
-use tracing::info;
+use futures::StreamExt as _;
+use gridcase_domain::Event;
+use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StoredEvent};
+use jiff::{SignedDuration, Timestamp};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use uuid::Uuid;
 
+use crate::copy::{self, Rows};
+use crate::project::{CaseRow, LedgerKey, Measure};
 use crate::projector;
 use crate::store::{self, quote};
 
-/// Project the whole stream into `schema` (dropped and created afresh).
-pub async fn build(
-    database_url: &str,
-    schema: &str,
-    log: &EventLog,
-    batch_size: usize,
-) -> anyhow::Result<(PgPool, u64)> {
+/// How a rebuild divides its work.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Consecutive stream sequences one reader reads at a time (each reader
+    /// is one of the connections the rebuild is given, reading every other
+    /// range, read ahead while the range before it is folded).
+    pub range: u64,
+    /// Chunks of messages decoded at once, on blocking threads.
+    pub decoders: usize,
+    /// Messages per decoded chunk.
+    pub chunk: usize,
+    /// A case with no event for this long (in stream time) is written out
+    /// and let go.
+    pub idle: SignedDuration,
+    /// Events folded between two looks for idle cases.
+    pub sweep_every: u64,
+    /// Ledger rows summed in memory before they are written out as deltas.
+    pub ledger_rows: usize,
+    /// Bytes of COPY text sent at once.
+    pub segment_bytes: usize,
+    /// `maintenance_work_mem` of the sessions that build the indexes.
+    pub index_memory: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            range: 50_000,
+            decoders: 2,
+            chunk: 1000,
+            idle: SignedDuration::from_hours(24 * 30),
+            sweep_every: 100_000,
+            ledger_rows: 200_000,
+            segment_bytes: 4 << 20,
+            index_memory: "512MB".to_owned(),
+        }
+    }
+}
+
+/// What a rebuild did, and where its time went.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Stream messages read.
+    pub messages: u64,
+    /// Messages not kept or not projected (unreadable, unknown type, not chained).
+    pub skipped: u64,
+    /// Case rows written.
+    pub cases: u64,
+    /// Ledger rows in the end.
+    pub ledger_rows: u64,
+    /// Cases let go while idle, and read back because an event came later.
+    pub let_go: u64,
+    pub read_back: u64,
+    /// The most cases held in memory at once.
+    pub most_in_memory: usize,
+    /// Reading, folding and loading the rows (all at once, in a pipeline).
+    pub load: Duration,
+    /// Adding up the ledger deltas.
+    pub ledger: Duration,
+    /// Building the indexes and keys, and analysing the tables.
+    pub index: Duration,
+    pub total: Duration,
+}
+
+/// A rebuilt schema, not yet swapped in.
+pub struct Built {
+    pub pool: PgPool,
+    /// The stream sequence the rebuilt tables reflect.
+    pub position: u64,
+    pub figures: Figures,
+}
+
+/// Project the whole stream into `schema` (dropped and created afresh),
+/// reading it through `logs` (one connection each, read at once; at least one).
+pub async fn build(database_url: &str, schema: &str, logs: &[EventLog], options: &Options) -> anyhow::Result<Built> {
+    let log = logs.first().context("a rebuild reads through at least one connection")?;
+    let started = Instant::now();
     let admin = store::connect(database_url, "public", 1).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema))))
         .execute(&admin)
@@ -25,10 +126,486 @@ pub async fn build(
     admin.close().await;
     let pool = store::connect(database_url, schema, 4).await?;
     store::migrate(&pool, schema).await?;
-    let (_, shutdown) = Shutdown::new();
-    let position = projector::run(&mut *pool.acquire().await?, log, batch_size, shutdown, true).await?;
-    info!(schema, position, "rebuilt the read models from the stream");
-    Ok((pool, position))
+    let deferred = Deferred::take(&pool, schema).await?;
+    sqlx::raw_sql("CREATE UNLOGGED TABLE ledger_delta (LIKE ledger_daily)").execute(&pool).await?;
+
+    let mut figures = Figures::default();
+    let last = log.last_sequence().await.context("reading the stream's end")?;
+    if last > 0 {
+        load(&pool, logs, last, options, &mut figures).await?;
+    }
+    let load_done = Instant::now();
+    figures.load = load_done - started;
+    let columns: Vec<&str> = Measure::ALL.iter().map(|m| m.column()).collect();
+    let sums: Vec<String> = columns.iter().map(|c| format!("sum({c})")).collect();
+    figures.ledger_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ledger_daily (org_kind, org, township, day, {}) SELECT org_kind, org, township, day, {} \
+         FROM ledger_delta GROUP BY org_kind, org, township, day",
+        columns.join(", "),
+        sums.join(", ")
+    )))
+    .execute(&pool)
+    .await
+    .context("adding up the ledger")?
+    .rows_affected();
+    sqlx::raw_sql("DROP TABLE ledger_delta").execute(&pool).await?;
+    if last > 0 {
+        sqlx::query(
+            "INSERT INTO projection_position (projection, stream_sequence, skipped_events) VALUES ($1, $2, $3)",
+        )
+        .bind(store::PROJECTION)
+        .bind(last as i64)
+        .bind(figures.skipped as i64)
+        .execute(&pool)
+        .await?;
+    }
+    let ledger_done = Instant::now();
+    figures.ledger = ledger_done - load_done;
+    deferred.restore(&pool, &options.index_memory).await?;
+    sqlx::raw_sql("ANALYZE case_events; ANALYZE cases; ANALYZE ledger_daily").execute(&pool).await?;
+    figures.index = ledger_done.elapsed();
+    figures.total = started.elapsed();
+    info!(schema, position = last, ?figures, "rebuilt the read models from the stream");
+    Ok(Built { pool, position: last, figures })
+}
+
+/// The keys and indexes of the read models, dropped while loading and built
+/// again afterwards from their own definitions (the migrations stay the one
+/// place that defines them). `cases_pkey` stays: a case let go is read back
+/// through it.
+struct Deferred {
+    /// (table, the statement that builds it again)
+    restore: Vec<(String, String)>,
+}
+
+impl Deferred {
+    async fn take(pool: &PgPool, schema: &str) -> anyhow::Result<Deferred> {
+        let tables = ["case_events", "cases", "ledger_daily"].map(str::to_owned).to_vec();
+        let constraints: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT t.relname::text, c.conname::text, pg_get_constraintdef(c.oid) FROM pg_constraint c \
+             JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = ANY($2) AND c.contype IN ('p', 'u') AND c.conname <> 'cases_pkey'",
+        )
+        .bind(schema)
+        .bind(&tables)
+        .fetch_all(pool)
+        .await?;
+        let indexes: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes i WHERE schemaname = $1 \
+             AND tablename = ANY($2) AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
+             JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = $1 AND c.conname = i.indexname)",
+        )
+        .bind(schema)
+        .bind(&tables)
+        .fetch_all(pool)
+        .await?;
+        let mut restore = Vec::new();
+        for (table, name, definition) in constraints {
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {} DROP CONSTRAINT {}", quote(&table), quote(&name))))
+                .execute(pool)
+                .await?;
+            restore.push((
+                table.clone(),
+                format!("ALTER TABLE {} ADD CONSTRAINT {} {definition}", quote(&table), quote(&name)),
+            ));
+        }
+        for (table, name, definition) in indexes {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {}", quote(&name)))).execute(pool).await?;
+            restore.push((table, definition));
+        }
+        Ok(Deferred { restore })
+    }
+
+    /// Build everything again: the history's key on one connection, the
+    /// rest on another, at the same time.
+    async fn restore(self, pool: &PgPool, memory: &str) -> anyhow::Result<()> {
+        let (history, rest): (Vec<_>, Vec<_>) = self.restore.into_iter().partition(|(table, _)| table == "case_events");
+        let run = |statements: Vec<(String, String)>| {
+            let pool = pool.clone();
+            let memory = memory.to_owned();
+            async move {
+                let mut connection = pool.acquire().await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET maintenance_work_mem = '{}'", memory.replace('\'', ""))))
+                    .execute(&mut *connection)
+                    .await?;
+                for (_, statement) in statements {
+                    let started = Instant::now();
+                    sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                        .execute(&mut *connection)
+                        .await
+                        .with_context(|| statement.clone())?;
+                    info!(statement, seconds = started.elapsed().as_secs_f64(), "rebuild: index built");
+                }
+                anyhow::Ok(())
+            }
+        };
+        let (a, b) = tokio::join!(run(history), run(rest));
+        a.and(b)
+    }
+}
+
+/// One decoded message of a chunk: its COPY line lies in the chunk's bytes.
+struct Decoded {
+    sequence: u64,
+    event: Option<(StoredEvent, Option<Event>)>,
+    line: Range<usize>,
+}
+
+struct DecodedChunk {
+    items: Vec<Decoded>,
+    bytes: Vec<u8>,
+}
+
+fn decode_chunk(records: Vec<(u64, bytes::Bytes)>) -> DecodedChunk {
+    let mut rows = Rows::default();
+    let mut items = Vec::with_capacity(records.len());
+    for (sequence, payload) in records {
+        let start = rows.bytes.len();
+        let event = projector::decode(sequence, &payload);
+        if let Some((stored, event)) = &event {
+            copy::event(&mut rows, &projector::event_row(sequence, stored, event.as_ref()));
+        }
+        items.push(Decoded { sequence, event, line: start..rows.bytes.len() });
+    }
+    DecodedChunk { items, bytes: rows.bytes }
+}
+
+/// What the side writer does, in order.
+enum Side {
+    Cases(Vec<u8>),
+    Ledger(Vec<u8>),
+    /// Read a case back (and remove its row: it is written again later).
+    ReadBack(Uuid, oneshot::Sender<anyhow::Result<Option<CaseRow>>>),
+}
+
+async fn side_writer(mut connection: PgConnection, mut commands: mpsc::Receiver<Side>) -> anyhow::Result<()> {
+    let cases = format!("COPY cases ({}) FROM STDIN", copy::case_columns());
+    let ledger = format!("COPY ledger_delta ({}) FROM STDIN", copy::ledger_columns());
+    while let Some(command) = commands.recv().await {
+        match command {
+            Side::Cases(bytes) | Side::Ledger(bytes) if bytes.is_empty() => {}
+            Side::Cases(bytes) => copy_segment(&mut connection, &cases, bytes).await.context("loading case rows")?,
+            Side::Ledger(bytes) => {
+                copy_segment(&mut connection, &ledger, bytes).await.context("loading ledger deltas")?
+            }
+            Side::ReadBack(id, answer) => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM cases WHERE case_id = $1 RETURNING {}",
+                    store::CASE_COLUMNS
+                )))
+                .bind(id)
+                .fetch_optional(&mut connection)
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|row| row.as_ref().map(store::case_row).transpose());
+                answer.send(row).ok();
+            }
+        }
+    }
+    connection.close().await.ok();
+    Ok(())
+}
+
+async fn copy_segment(connection: &mut PgConnection, statement: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    let mut copy = connection.copy_in_raw(statement).await?;
+    copy.send(bytes).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// The history in one COPY, in the transaction that emptied the table, so
+/// its rows are written frozen (no later rewrite to set hint bits).
+async fn events_writer(mut connection: PgConnection, mut segments: mpsc::Receiver<Vec<u8>>) -> anyhow::Result<()> {
+    let mut tx = connection.begin().await?;
+    sqlx::raw_sql("TRUNCATE case_events").execute(&mut *tx).await?;
+    let mut copy =
+        tx.copy_in_raw(&format!("COPY case_events ({}) FROM STDIN WITH (FREEZE)", copy::EVENT_COLUMNS)).await?;
+    while let Some(segment) = segments.recv().await {
+        copy.send(segment).await.context("loading the history")?;
+    }
+    copy.finish().await.context("loading the history")?;
+    tx.commit().await?;
+    connection.close().await.ok();
+    Ok(())
+}
+
+/// A case in memory: its row (none for events of a case never filed), the
+/// hash its next event must chain to, and the time of its last event.
+struct Held {
+    row: Option<CaseRow>,
+    hash: String,
+    at: Timestamp,
+}
+
+struct Fold<'a> {
+    options: &'a Options,
+    held: HashMap<Uuid, Held>,
+    let_go: HashSet<Uuid>,
+    ledger: HashMap<LedgerKey, [i64; Measure::ALL.len()]>,
+    events: Rows,
+    now: Timestamp,
+    since_sweep: u64,
+    figures: &'a mut Figures,
+    to_history: mpsc::Sender<Vec<u8>>,
+    to_side: mpsc::Sender<Side>,
+}
+
+impl Fold<'_> {
+    async fn chunk(&mut self, chunk: DecodedChunk) -> anyhow::Result<()> {
+        for item in chunk.items {
+            self.figures.messages += 1;
+            let Some((stored, event)) = item.event else {
+                self.figures.skipped += 1;
+                continue;
+            };
+            if event.is_none() {
+                self.figures.skipped += 1;
+            }
+            let key = *stored.case_id.as_uuid();
+            if !self.held.contains_key(&key) && self.let_go.remove(&key) {
+                let (answer, row) = oneshot::channel();
+                self.side(Side::ReadBack(key, answer)).await?;
+                let row = row.await.context("the side writer stopped")??.context("a case let go is in its table")?;
+                self.figures.read_back += 1;
+                self.figures.cases -= 1;
+                self.held.insert(key, Held { hash: row.last_hash.clone(), at: self.now, row: Some(row) });
+            }
+            let held = self.held.remove(&key);
+            let (row, hash, at) = match held {
+                Some(Held { row, hash, at }) => (row, Some(hash), at),
+                None => (None, None, stored.occurred_at),
+            };
+            match projector::fold(row, hash.as_ref(), &stored, event.as_ref(), item.sequence) {
+                Err(row) => {
+                    self.figures.skipped += 1;
+                    if let Some(hash) = hash {
+                        self.held.insert(key, Held { row, hash, at });
+                    }
+                }
+                Ok((row, changes)) => {
+                    self.held.insert(key, Held { row, hash: stored.hash, at: stored.occurred_at });
+                    for (key, measure, amount) in changes {
+                        let index = Measure::ALL.iter().position(|m| *m == measure).expect("known measure");
+                        self.ledger.entry(key).or_insert([0; Measure::ALL.len()])[index] += amount;
+                    }
+                    self.events.bytes.extend_from_slice(&chunk.bytes[item.line]);
+                    self.events.count += 1;
+                }
+            }
+            self.now = self.now.max(stored.occurred_at);
+            self.since_sweep += 1;
+        }
+        self.figures.most_in_memory = self.figures.most_in_memory.max(self.held.len());
+        if self.events.bytes.len() >= self.options.segment_bytes {
+            self.flush_history().await?;
+        }
+        if self.ledger.len() >= self.options.ledger_rows {
+            self.flush_ledger().await?;
+        }
+        if self.since_sweep >= self.options.sweep_every {
+            self.since_sweep = 0;
+            self.let_idle_go().await?;
+        }
+        Ok(())
+    }
+
+    async fn side(&self, command: Side) -> anyhow::Result<()> {
+        self.to_side.send(command).await.map_err(|_| anyhow::anyhow!("the side writer stopped"))
+    }
+
+    async fn flush_history(&mut self) -> anyhow::Result<()> {
+        let segment = std::mem::take(&mut self.events.bytes);
+        self.events.clear();
+        self.to_history.send(segment).await.map_err(|_| anyhow::anyhow!("the history writer stopped"))
+    }
+
+    async fn flush_ledger(&mut self) -> anyhow::Result<()> {
+        let mut rows = Rows::default();
+        for (key, counts) in self.ledger.drain() {
+            copy::ledger(&mut rows, &key, &counts);
+        }
+        self.side(Side::Ledger(rows.bytes)).await
+    }
+
+    /// Write out and let go the cases quiet for `idle`.
+    async fn let_idle_go(&mut self) -> anyhow::Result<()> {
+        let cutoff = self.now - self.options.idle;
+        let mut rows = Rows::default();
+        let idle = self.held.extract_if(|_, held| held.row.is_some() && held.at <= cutoff);
+        for (key, held) in idle {
+            copy::case(&mut rows, held.row.as_ref().expect("only held rows"));
+            self.let_go.insert(key);
+        }
+        self.figures.let_go += rows.count as u64;
+        self.figures.cases += rows.count as u64;
+        self.side(Side::Cases(rows.bytes)).await
+    }
+
+    /// Write out everything still held.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        self.flush_history().await?;
+        self.flush_ledger().await?;
+        let mut rows = Rows::default();
+        for held in self.held.values() {
+            if let Some(row) = &held.row {
+                copy::case(&mut rows, row);
+                if rows.bytes.len() >= self.options.segment_bytes {
+                    self.figures.cases += rows.count as u64;
+                    self.side(Side::Cases(std::mem::take(&mut rows).bytes)).await?;
+                }
+            }
+        }
+        self.figures.cases += rows.count as u64;
+        self.side(Side::Cases(rows.bytes)).await
+    }
+}
+
+async fn bulk_connection(pool: &PgPool) -> anyhow::Result<PgConnection> {
+    let mut connection = pool.acquire().await?.detach();
+    // A rebuild that dies is started again from scratch: its commits need
+    // not wait for the disk.
+    sqlx::raw_sql("SET synchronous_commit = off").execute(&mut connection).await?;
+    Ok(connection)
+}
+
+/// Read the stream up to `last`, fold it and load the rows.
+async fn load(
+    pool: &PgPool,
+    logs: &[EventLog],
+    last: u64,
+    options: &Options,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let (to_history, history_segments) = mpsc::channel(4);
+    let (to_side, side_commands) = mpsc::channel(16);
+    let history = tokio::spawn(events_writer(bulk_connection(pool).await?, history_segments));
+    let side = tokio::spawn(side_writer(bulk_connection(pool).await?, side_commands));
+
+    let chunks = read_in_ranges(logs, last, options);
+    let mut decoded = tokio_stream::wrappers::ReceiverStream::new(chunks)
+        .map(|chunk| tokio::task::spawn_blocking(move || decode_chunk(chunk)))
+        .buffered(options.decoders.max(1));
+    let mut progress = crate::metrics::RebuildProgress::new(last);
+    let mut fold = Fold {
+        options,
+        held: HashMap::new(),
+        let_go: HashSet::new(),
+        ledger: HashMap::new(),
+        events: Rows::default(),
+        now: Timestamp::UNIX_EPOCH,
+        since_sweep: 0,
+        figures,
+        to_history,
+        to_side,
+    };
+    // The fold owns the writers' senders: when it ends, however it ends,
+    // they are dropped and the writers finish.
+    let folded = async move {
+        let mut position = 0;
+        while let Some(chunk) = decoded.next().await {
+            let chunk = chunk.context("a decoder panicked")?;
+            position = chunk.items.last().map_or(position, |item| item.sequence);
+            fold.chunk(chunk).await?;
+            progress.at(position);
+        }
+        anyhow::ensure!(position == last, "the stream ended at sequence {position}, before {last}");
+        fold.finish().await
+    }
+    .await;
+    // Every sender is gone now (dropped with the fold), so the writers finish.
+    let written = async {
+        history.await.context("the history writer panicked")??;
+        side.await.context("the side writer panicked")?
+    }
+    .await;
+    folded.and(written)
+}
+
+type Chunk = Vec<(u64, bytes::Bytes)>;
+
+/// What a range reader hands on: chunks of its range, then the range's end.
+enum Piece {
+    Chunk(Chunk),
+    RangeEnd,
+}
+
+/// Read stream sequences `1..=last` in order, in chunks. With several
+/// connections, each reads every n-th range of `options.range` sequences
+/// (an ordered consumer per range) and reads its next range while the one
+/// before is being used; the chunks come out in stream order. Transient
+/// read errors are logged (the ordered consumer recreates itself); if the
+/// stream ends early, so do the chunks (the fold notices).
+fn read_in_ranges(logs: &[EventLog], last: u64, options: &Options) -> mpsc::Receiver<Chunk> {
+    let (chunk_size, range) = (options.chunk.max(1), options.range.max(1));
+    let readers = logs.len() as u64;
+    let ranges = last.div_ceil(range);
+    let mut pieces = Vec::new();
+    for (index, log) in logs.iter().enumerate() {
+        // Room for a whole range: the reader is never held up by the one before.
+        let (to_merge, from_reader) = mpsc::channel::<Piece>(range.div_ceil(chunk_size as u64) as usize + 1);
+        pieces.push(from_reader);
+        let log = log.clone();
+        tokio::spawn(async move {
+            for number in (index as u64..ranges).step_by(readers as usize) {
+                let (start, end) = (number * range + 1, ((number + 1) * range).min(last));
+                let mut records = match log.read(CaseSubject::all_filter(), ReadFrom::Sequence(start)).await {
+                    Ok(records) => records,
+                    Err(error) => {
+                        warn!(%error, start, "the rebuild cannot read the case stream");
+                        return;
+                    }
+                };
+                let mut chunk = Vec::with_capacity(chunk_size);
+                while let Some(record) = records.next().await {
+                    let record = match record {
+                        Ok(record) => record,
+                        Err(error) => {
+                            warn!(%error, "reading the case stream failed; the rebuild reads on");
+                            continue;
+                        }
+                    };
+                    if record.sequence > end {
+                        break;
+                    }
+                    chunk.push((record.sequence, record.payload));
+                    let done = record.sequence >= end;
+                    if done || chunk.len() >= chunk_size {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
+                        if to_merge.send(Piece::Chunk(full)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                if !chunk.is_empty() && to_merge.send(Piece::Chunk(chunk)).await.is_err() {
+                    return;
+                }
+                if to_merge.send(Piece::RangeEnd).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let (to_decoders, chunks) = mpsc::channel::<Chunk>(options.decoders.max(1) * 2);
+    tokio::spawn(async move {
+        for number in 0..ranges {
+            let from_reader = &mut pieces[(number % readers) as usize];
+            loop {
+                match from_reader.recv().await {
+                    Some(Piece::Chunk(chunk)) => {
+                        if to_decoders.send(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Piece::RangeEnd) => break,
+                    None => return,
+                }
+            }
+        }
+    });
+    chunks
 }
 
 /// Make `rebuilt` the live schema `live` (the old one, if there is one, is

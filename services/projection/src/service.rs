@@ -177,13 +177,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
+            // A connection per reader: each reads its own ranges of the stream.
+            let (mut clients, mut logs) = (Vec::new(), Vec::new());
+            for reader in 0..config.rebuild_readers.max(1) {
+                let (client, log) = config.common.open_log(&format!("gridcase-projection-rebuild-{reader}")).await?;
+                clients.push(client);
+                logs.push(log);
+            }
             let target = format!("{}_rebuild", config.schema);
-            let (pool, position) = rebuild::build(&config.database_url, &target, &log, config.batch_size).await?;
-            pool.close().await;
+            let built = rebuild::build(&config.database_url, &target, &logs, &rebuild::Options::default()).await?;
+            let position = built.position;
+            built.pool.close().await;
             rebuild::swap(&config.database_url, &target, &config.schema).await?;
             println!("rebuilt the read models up to stream sequence {position} and swapped them in");
-            client.drain().await.ok();
+            for client in clients {
+                client.drain().await.ok();
+            }
             Ok(())
         }
     }

@@ -167,11 +167,13 @@ pub async fn lock_position(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result
     Ok(row.get::<i64, _>(0) as u64)
 }
 
-const CASE_COLUMNS: &str = "case_id, version, last_sequence, state, county, township, village, grid, category, \
+/// The columns of `cases` that [`case_row`] reads, in its order.
+pub const CASE_COLUMNS: &str = "case_id, version, last_sequence, state, county, township, village, grid, category, \
     description, reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, \
     micros(filed_at), micros(registered_at), micros(dispatched_at), micros(acknowledged_at), micros(resolved_at), \
     micros(closed_at), micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), \
-    marks, pending_extension_days, approved_extension_days, hold_requested, feedback, returns, reworks, reopenings";
+    marks, pending_extension_days, approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, \
+    last_hash";
 
 fn corrupt(what: &str) -> anyhow::Error {
     anyhow::anyhow!("read model holds an invalid {what}")
@@ -233,6 +235,7 @@ pub fn case_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         acknowledged_at: ts(20),
         resolved_at: ts(21),
         closed_at: ts(22),
+        last_hash: row.get(35),
     })
 }
 
@@ -302,7 +305,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> anyhow:
              SELECT s, i, c, v, t, ts_from_micros(o), p, r, g, re, h, ph, en FROM UNNEST($1::bigint[], $2::uuid[], \
              $3::uuid[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
              $11::text[], $12::text[], $13::text[]) AS x(s, i, c, v, t, o, p, r, g, re, h, ph, en) \
-             ON CONFLICT (stream_sequence) DO NOTHING",
+             ON CONFLICT (case_id, case_version) DO NOTHING",
         )
         .bind(e.iter().map(|r| r.stream_sequence as i64).collect::<Vec<_>>())
         .bind(e.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -349,18 +352,18 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
          description, reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, filed_at, \
          registered_at, dispatched_at, acknowledged_at, resolved_at, closed_at, register_due, acknowledge_due, \
          resolve_due, verify_due, marks, pending_extension_days, approved_extension_days, hold_requested, feedback, \
-         returns, reworks, reopenings) \
+         returns, reworks, reopenings, last_hash) \
          SELECT id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, ts_from_micros(f), \
          ts_from_micros(rg), ts_from_micros(dp), ts_from_micros(ak), ts_from_micros(rs), ts_from_micros(cl), \
          ts_from_micros(d1), ts_from_micros(d2), ts_from_micros(d3), ts_from_micros(d4), \
-         CASE WHEN mk = '' THEN ARRAY[]::text[] ELSE string_to_array(mk, ',') END, pe, ae, hr, fb, re, rw, ro \
+         CASE WHEN mk = '' THEN ARRAY[]::text[] ELSE string_to_array(mk, ',') END, pe, ae, hr, fb, re, rw, ro, lh \
          FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
          $16::text[], $17::bool[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
          $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], $28::text[], $29::int[], \
-         $30::int[], $31::bool[], $32::text[], $33::int[], $34::int[], $35::int[]) \
+         $30::int[], $31::bool[], $32::text[], $33::int[], $34::int[], $35::int[], $36::text[]) \
          AS x(id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, f, rg, dp, ak, rs, cl, d1, d2, d3, d4, \
-         mk, pe, ae, hr, fb, re, rw, ro) \
+         mk, pe, ae, hr, fb, re, rw, ro, lh) \
          ON CONFLICT (case_id) DO UPDATE SET version = EXCLUDED.version, last_sequence = EXCLUDED.last_sequence, \
          state = EXCLUDED.state, tier = EXCLUDED.tier, unit = EXCLUDED.unit, supervision = EXCLUDED.supervision, \
          urgent = EXCLUDED.urgent, registered_at = EXCLUDED.registered_at, dispatched_at = EXCLUDED.dispatched_at, \
@@ -370,7 +373,7 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
          pending_extension_days = EXCLUDED.pending_extension_days, \
          approved_extension_days = EXCLUDED.approved_extension_days, hold_requested = EXCLUDED.hold_requested, \
          feedback = EXCLUDED.feedback, returns = EXCLUDED.returns, reworks = EXCLUDED.reworks, \
-         reopenings = EXCLUDED.reopenings",
+         reopenings = EXCLUDED.reopenings, last_hash = EXCLUDED.last_hash",
     )
     .bind(rows.iter().map(|r| *r.case.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.case.version as i64).collect::<Vec<_>>())
@@ -411,6 +414,7 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
     .bind(int(|r| r.case.returns))
     .bind(int(|r| r.case.reworks))
     .bind(int(|r| r.case.reopenings))
+    .bind(rows.iter().map(|r| r.last_hash.clone()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await
     .context("writing case rows")?;

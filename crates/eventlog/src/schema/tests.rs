@@ -184,3 +184,13 @@ fn canonical_bytes_sort_keys_and_ignore_map_order() {
     write_canonical(&value, &mut out);
     assert_eq!(out, r#"{"a":{"c":"x","d":[true,null]},"b":1}"#);
 }
+
+#[test]
+fn redacted_json_is_the_json_of_the_redacted_copy() {
+    let stored = chain(&one_of_each());
+    assert!(stored.iter().any(|s| s.payload.get("resident_contact").is_some()), "a filing with contact details");
+    for event in &stored {
+        let expected = String::from_utf8(event.redacted().to_json_bytes()).unwrap();
+        assert_eq!(event.redacted_json(), expected, "{}", event.event_type);
+    }
+}

@@ -4,7 +4,7 @@
 
 mod export;
 mod ledger;
-pub(crate) mod sql;
+pub mod sql;
 mod watch;
 
 use std::collections::BTreeMap;

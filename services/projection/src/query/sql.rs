@@ -18,7 +18,7 @@ use crate::store::{self, from_micros, micros};
 /// at `now`", from the domain's own definition of which clock runs in which
 /// state (`Clock::runs_in`) and the store's due columns. `now` is an integer
 /// we computed, so it is written into the SQL as is.
-pub(crate) fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
+pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
     let clocks: Vec<String> = CLOCKS
         .into_iter()
         .map(|clock| {

@@ -1,0 +1,266 @@
+//! `city-year queries`: the query service over the read models that
+//! `city-year rebuild` left in the database gridcase_cityyear: latencies of
+//! the reports and lists a centre uses (one call at a time, p50/p99), and
+//! the plans PostgreSQL chooses for the heaviest of them (EXPLAIN ANALYZE).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gridcase_proto::query::v1 as api;
+use gridcase_tests::{Identity, NatsServer, TestProjection, query_client};
+use sqlx::Row as _;
+
+use crate::city_year::{self, Measure};
+use crate::{Figures, run_phase};
+
+const SAMPLES: usize = 200;
+
+/// A case list's filter, given the sample's index.
+type Filter<'a> = Box<dyn Fn(usize) -> api::ListCasesRequest + 'a>;
+
+pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
+    let data = city_year::load_manifest(&options.dir)?;
+    let nats = NatsServer::start_with_store(&city_year::store(&options.dir));
+    measure(&nats, &crate::city_rebuild::database_url(admin_url)?, &data).await
+}
+
+/// The queries, through a projection service on the data set's stream and
+/// read models.
+pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) -> anyhow::Result<()> {
+    let clock = gridcase_runtime::FixedClock::new(data.end);
+    let mut config = TestProjection::config(&nats.url(), url);
+    config.rules.calendar_dir = gridcase_tests::workspace_root().join("deploy/calendar");
+    let projection = TestProjection::spawn_with(config, Arc::new(clock)).await;
+    projection.caught_up_to(data.events).await;
+    let pool = projection.pool.clone();
+    println!("read models of {} events; the clock at the year's end ({})", data.events, data.end);
+
+    let townships: Vec<String> = (1..=data.townships).map(|t| format!("990101{t:03}")).collect();
+    let centre = |i: usize| {
+        let township = &townships[i % townships.len()];
+        Identity::new("cc-op", "command_centre", &format!("cc-{township}"), township)
+    };
+    let auditor = Identity::new("audit-01", "county_auditor", "co-990101", "990101");
+    let mut centres = Vec::new();
+    for i in 0..townships.len() {
+        centres.push(query_client(projection.endpoint(), &centre(i)).await);
+    }
+    let county = query_client(projection.endpoint(), &auditor).await;
+    let sample: Vec<(String, String, Option<String>, String)> = sqlx::query(
+        "SELECT case_id::text, township, unit, grid FROM cases TABLESAMPLE SYSTEM (1) REPEATABLE (7) LIMIT $1",
+    )
+    .bind(SAMPLES as i64)
+    .fetch_all(&pool)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect();
+    anyhow::ensure!(sample.len() == SAMPLES, "a sample of cases");
+    let township_of = |i: usize| townships.iter().position(|t| *t == sample[i].1).expect("a generated township");
+
+    let mut rows: Vec<Figures> = Vec::new();
+    let mut overdue_total = 0u64;
+    rows.push(
+        run_phase("OverdueReport, one township", SAMPLES, 1, |i| {
+            let mut client = centres[i % centres.len()].clone();
+            let region = townships[i % townships.len()].clone();
+            async move {
+                let started = Instant::now();
+                let report = client.overdue_report(api::OverdueReportRequest { region_prefix: region }).await?;
+                anyhow::ensure!(report.get_ref().total > 0, "overdue cases at the year's end");
+                Ok(started.elapsed())
+            }
+        })
+        .await?,
+    );
+    for i in 0..townships.len() {
+        overdue_total += centres[i]
+            .clone()
+            .overdue_report(api::OverdueReportRequest { region_prefix: townships[i].clone() })
+            .await?
+            .get_ref()
+            .total;
+    }
+    let open = [
+        gridcase_proto::common::v1::CaseState::Dispatched as i32,
+        gridcase_proto::common::v1::CaseState::InProgress as i32,
+    ];
+    let filters: Vec<(&'static str, Filter)> = vec![
+        ("ListCases, township", Box::new(|_| api::ListCasesRequest::default())),
+        (
+            "ListCases, township, open states",
+            Box::new(move |_| api::ListCasesRequest { states: open.to_vec(), ..Default::default() }),
+        ),
+        (
+            "ListCases, township, overdue only",
+            Box::new(|_| api::ListCasesRequest { overdue_only: true, ..Default::default() }),
+        ),
+        (
+            "ListCases, township, closed",
+            Box::new(|_| api::ListCasesRequest {
+                states: vec![gridcase_proto::common::v1::CaseState::Closed as i32],
+                ..Default::default()
+            }),
+        ),
+        (
+            "ListCases, township, tier",
+            Box::new(|_| api::ListCasesRequest {
+                tier: gridcase_proto::common::v1::Tier::Urgent as i32,
+                ..Default::default()
+            }),
+        ),
+        (
+            "ListCases, township, its unit",
+            Box::new(|i| api::ListCasesRequest { unit: sample[i].2.clone().unwrap_or_default(), ..Default::default() }),
+        ),
+        (
+            "ListCases, township, a grid",
+            Box::new(|i| api::ListCasesRequest { grid_code: sample[i].3.clone(), ..Default::default() }),
+        ),
+        (
+            "ListCases, township, March",
+            Box::new(|_| api::ListCasesRequest {
+                filed_from: Some(prost_types::Timestamp { seconds: 1_740_758_400, nanos: 0 }),
+                filed_to: Some(prost_types::Timestamp { seconds: 1_743_436_800, nanos: 0 }),
+                ..Default::default()
+            }),
+        ),
+    ];
+    for (label, filter) in &filters {
+        rows.push(
+            run_phase(label, SAMPLES, 1, |i| {
+                let mut client = centres[township_of(i)].clone();
+                let mut request = filter(i);
+                request.page_size = 100;
+                async move {
+                    let started = Instant::now();
+                    client.list_cases(request).await?;
+                    Ok(started.elapsed())
+                }
+            })
+            .await?,
+        );
+    }
+    rows.push(
+        run_phase("ListCases, county, page 2", SAMPLES, 1, |_| {
+            let mut client = county.clone();
+            async move {
+                let first = client
+                    .list_cases(api::ListCasesRequest { page_size: 100, ..Default::default() })
+                    .await?
+                    .into_inner();
+                let started = Instant::now();
+                client
+                    .list_cases(api::ListCasesRequest {
+                        page_size: 100,
+                        page_token: first.next_page_token,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(started.elapsed())
+            }
+        })
+        .await?,
+    );
+    rows.push(
+        run_phase("GetCase (with its history)", SAMPLES, 1, |i| {
+            let mut client = centres[township_of(i)].clone();
+            let case_id = sample[i].0.clone();
+            async move {
+                let started = Instant::now();
+                client.get_case(api::GetCaseRequest { case_id }).await?;
+                Ok(started.elapsed())
+            }
+        })
+        .await?,
+    );
+    for (label, kind, period) in [
+        ("Ledger, the year by month, township", "township", api::Period::Month),
+        ("Ledger, the year by day, its units", "unit", api::Period::Day),
+        ("Ledger, the year in total, workers", "worker", api::Period::Total),
+    ] {
+        rows.push(
+            run_phase(label, 40, 1, |i| {
+                let mut client = centres[i % centres.len()].clone();
+                async move {
+                    let started = Instant::now();
+                    let ledger = client
+                        .ledger(api::LedgerRequest {
+                            org_kind: kind.to_owned(),
+                            from_day: "2025-01-01".to_owned(),
+                            to_day: "2025-12-31".to_owned(),
+                            period: period as i32,
+                            ..Default::default()
+                        })
+                        .await?;
+                    anyhow::ensure!(!ledger.get_ref().rows.is_empty(), "a year's ledger has rows");
+                    Ok(started.elapsed())
+                }
+            })
+            .await?,
+        );
+    }
+    rows.push(
+        run_phase("ExportCases CSV, a township's year", 5, 1, |i| {
+            let mut client = centres[i].clone();
+            async move {
+                let started = Instant::now();
+                let mut stream = client
+                    .export_cases(api::ExportCasesRequest {
+                        filter: Some(Default::default()),
+                        format: api::ExportFormat::Csv as i32,
+                    })
+                    .await?
+                    .into_inner();
+                let mut bytes = 0;
+                while let Some(chunk) = stream.message().await? {
+                    bytes += chunk.data.len();
+                }
+                anyhow::ensure!(bytes > 1_000_000, "a year of a township's cases");
+                Ok(started.elapsed())
+            }
+        })
+        .await?,
+    );
+    println!(
+        "\n{:<44} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "query (one at a time)", "count", "per sec", "p50 ms", "p99 ms", "max ms"
+    );
+    for row in &rows {
+        row.print();
+    }
+    println!("(overdue clocks at the year's end over all townships: {overdue_total})");
+
+    // The plans of the heaviest statements.
+    let now = gridcase_projection::store::micros(data.end);
+    let mut overdue = sqlx::QueryBuilder::new(
+        "SELECT case_id FROM cases WHERE grid LIKE '990101007%' AND township = '990101007' AND ",
+    );
+    gridcase_projection::query::sql::overdue_condition(&mut overdue, now);
+    let plans = [
+        ("overdue report, one township", overdue.sql().as_str().to_owned()),
+        (
+            "case list, township, open states",
+            "SELECT case_id FROM cases WHERE township = '990101007' AND state = ANY('{DISPATCHED,IN_PROGRESS}') \
+             ORDER BY filed_at DESC, case_id DESC LIMIT 101"
+                .to_owned(),
+        ),
+        (
+            "ledger, township by month",
+            "SELECT org, date_trunc('month', day), sum(filed) FROM ledger_daily WHERE township = '990101007' \
+             AND org_kind = 'township' AND day BETWEEN '2025-01-01' AND '2025-12-31' GROUP BY 1, 2"
+                .to_owned(),
+        ),
+    ];
+    for (label, sql) in plans {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}")))
+            .fetch_all(&pool)
+            .await?;
+        println!("\nEXPLAIN ANALYZE, {label}:");
+        for line in plan.iter().filter(|l| !l.trim_start().starts_with("Filter") || l.len() < 140) {
+            println!("  {line}");
+        }
+    }
+    projection.stop().await?;
+    Ok(())
+}
