@@ -189,8 +189,8 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
             city_year::reads(city_year::Measure { dir }, samples).await
         }
-        Bench::CityYear { step: CityYear::Rebuild { dir, admin_url, no_baseline } } => {
-            city_rebuild::run(city_year::Measure { dir }, &admin_url, !no_baseline).await
+        Bench::CityYear { step: CityYear::Rebuild { dir, admin_url, no_baseline, no_raw_read } } => {
+            city_rebuild::run(city_year::Measure { dir }, &admin_url, !no_baseline, !no_raw_read).await
         }
         Bench::CityYear { step: CityYear::Queries { dir, admin_url } } => {
             city_queries::run(city_year::Measure { dir }, &admin_url).await
@@ -245,6 +245,9 @@ enum CityYear {
         /// Skip the raw COPY baseline and keep the read models for `queries`.
         #[arg(long)]
         no_baseline: bool,
+        /// Skip the raw read of the stream (when iterating on the rebuild).
+        #[arg(long)]
+        no_raw_read: bool,
     },
     /// The query service over the read models `rebuild` left: latencies
     /// of reports, lists, histories, ledgers and exports; the plans of the

@@ -149,9 +149,7 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
 
     // Rebuild from the first event.
     let started = Instant::now();
-    let built =
-        gridcase_projection::rebuild::build(&db.url, "read_rebuild", std::slice::from_ref(&log), &Default::default())
-            .await?;
+    let built = gridcase_projection::rebuild::build(&db.url, "read_rebuild", &log, &Default::default()).await?;
     let rebuild = started.elapsed();
     let position = built.position;
     built.pool.close().await;

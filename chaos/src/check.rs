@@ -239,9 +239,7 @@ pub async fn check(topology: &Topology, log: &EventLog, outcomes: &[Outcome]) ->
 async fn compare_with_rebuild(topology: &Topology, log: &EventLog) -> anyhow::Result<Vec<String>> {
     const REBUILT: &str = "chaos_rebuild";
     let options = gridcase_projection::rebuild::Options::default();
-    let built =
-        gridcase_projection::rebuild::build(&topology.database_url, REBUILT, std::slice::from_ref(log), &options)
-            .await?;
+    let built = gridcase_projection::rebuild::build(&topology.database_url, REBUILT, log, &options).await?;
     built.pool.close().await;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&topology.database_url).await?;
     let tables: Vec<String> = sqlx::query_scalar(

@@ -159,9 +159,7 @@ async fn a_rebuild_works_on_a_database_without_read_models() {
         sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'read'").fetch_one(&pool).await.unwrap();
     assert_eq!(schemas, 0);
 
-    let built = rebuild::build(&db.url, "read_rebuild", std::slice::from_ref(&log), &rebuild::Options::default())
-        .await
-        .unwrap();
+    let built = rebuild::build(&db.url, "read_rebuild", &log, &rebuild::Options::default()).await.unwrap();
     let position = built.position;
     built.pool.close().await;
     rebuild::swap(&db.url, "read_rebuild", "read").await.expect("a rebuild swaps in with no live schema");

@@ -216,19 +216,15 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     assert_eq!(dump(&projection.pool).await, before, "redelivered events were not counted twice");
 
     // A rebuild from the first event produces the same tables.
-    let built = rebuild::build(&db.url, "read_rebuild", std::slice::from_ref(&log), &rebuild::Options::default())
-        .await
-        .unwrap();
+    let built = rebuild::build(&db.url, "read_rebuild", &log, &rebuild::Options::default()).await.unwrap();
     assert_eq!(built.position, end);
     assert_eq!(dump(&built.pool).await, before, "rebuilt tables equal the live ones");
     assert_eq!(built.figures.read_back, 0, "a short history lets no case go: {:?}", built.figures);
     built.pool.close().await;
     // So does one that lets every case go as soon as it can, in small
     // chunks, and reads them back at their next event.
-    // Two readers take turns over ranges of five sequences.
-    let eager =
-        rebuild::Options { range: 5, chunk: 3, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
-    let built = rebuild::build(&db.url, "read_rebuild", &[log.clone(), log.clone()], &eager).await.unwrap();
+    let eager = rebuild::Options { chunk: 3, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
+    let built = rebuild::build(&db.url, "read_rebuild", &log, &eager).await.unwrap();
     assert_eq!(dump(&built.pool).await, before, "rebuilt tables equal the live ones when cases are let go");
     assert!(built.figures.read_back > 0, "cases were let go and read back: {:?}", built.figures);
     built.pool.close().await;
@@ -743,10 +739,7 @@ async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_un
 
     // Nothing applied twice, nothing missed: the tables equal a rebuild.
     let live = dump(&projection.pool).await;
-    let built =
-        rebuild::build(&postgres.url(), "read_rebuild", std::slice::from_ref(&log), &rebuild::Options::default())
-            .await
-            .unwrap();
+    let built = rebuild::build(&postgres.url(), "read_rebuild", &log, &rebuild::Options::default()).await.unwrap();
     assert_eq!(built.position, end);
     assert_eq!(dump(&built.pool).await, live, "the live tables after the crash equal a rebuild");
     built.pool.close().await;

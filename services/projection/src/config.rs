@@ -75,11 +75,6 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_PROJECTION_BATCH", default_value_t = 500)]
     pub batch_size: usize,
 
-    /// Connections a rebuild reads the stream through at once, each reading
-    /// its own ranges of stream sequences.
-    #[arg(long, env = "GRIDCASE_REBUILD_READERS", default_value_t = 2)]
-    pub rebuild_readers: usize,
-
     /// How often a standby projection process (another one holds the writer
     /// lock) checks whether it can take over writing the read models.
     #[arg(long, env = "GRIDCASE_WRITER_POLL", default_value = "1s", value_parser = gridcase_runtime::parse_duration)]

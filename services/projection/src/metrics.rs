@@ -92,25 +92,35 @@ pub fn writer(holds: bool) {
     metrics::gauge!(WRITER).set(if holds { 1.0 } else { 0.0 });
 }
 
-/// Count open and overdue cases per township in the read models (an index
-/// scan of `cases`, grouped) and set the gauges.
-pub async fn refresh_cases(pool: &PgPool, now: Timestamp) -> anyhow::Result<()> {
-    let closed: Vec<String> = Status::ALL
+/// Count open and overdue cases per township in the read models and set
+/// the gauges. Only open cases are read (through the state index), so the
+/// count costs what the open work does, not the history; a township whose
+/// last open case closed is set to zero (`seen` remembers which were set).
+pub async fn refresh_cases(
+    pool: &PgPool,
+    now: Timestamp,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let open: Vec<String> = Status::ALL
         .into_iter()
-        .filter(|s| s.is_final() || *s == Status::Closed)
+        .filter(|s| !(s.is_final() || *s == Status::Closed))
         .map(|s| format!("'{}'", s.name()))
         .collect();
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT township, count(*) FILTER (WHERE state NOT IN ({})), count(*) FILTER (WHERE ",
-        closed.join(", ")
-    ));
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT township, count(*), count(*) FILTER (WHERE ");
     crate::query::sql::overdue_condition(&mut query, crate::store::micros(now));
-    query.push(") FROM cases GROUP BY township");
+    query.push(format!(") FROM cases WHERE state IN ({}) GROUP BY township", open.join(", ")));
+    let mut counted = std::collections::BTreeSet::new();
     for row in query.build().fetch_all(pool).await? {
         let township: String = row.get(0);
         metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(row.get::<i64, _>(1) as f64);
-        metrics::gauge!(CASES_OVERDUE, "township" => township).set(row.get::<i64, _>(2) as f64);
+        metrics::gauge!(CASES_OVERDUE, "township" => township.clone()).set(row.get::<i64, _>(2) as f64);
+        counted.insert(township);
     }
+    for township in seen.difference(&counted) {
+        metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(0.0);
+        metrics::gauge!(CASES_OVERDUE, "township" => township.clone()).set(0.0);
+    }
+    seen.extend(counted);
     Ok(())
 }
 

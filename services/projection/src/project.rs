@@ -2,7 +2,7 @@
 //! case (the domain's own fold plus the timestamps the ledgers need) and the
 //! ledger counts it moves. The store writes the results in bulk.
 
-use gridcase_domain::{Case, Clock, Event, Feedback, Status};
+use gridcase_domain::{Case, Clock, Event, Feedback, OrgCode, Status};
 use gridcase_eventlog::StoredEvent;
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -133,15 +133,18 @@ pub struct LedgerKey {
 /// A change to one counter of one ledger row.
 pub type LedgerChange = (LedgerKey, Measure, i64);
 
+static SHANGHAI: std::sync::LazyLock<TimeZone> =
+    std::sync::LazyLock::new(|| TimeZone::get("Asia/Shanghai").expect("bundled tz"));
+
 /// The calendar day of an instant in Asia/Shanghai.
 pub fn day_of(at: Timestamp) -> Date {
-    at.to_zoned(TimeZone::get("Asia/Shanghai").expect("bundled tz")).date()
+    SHANGHAI.to_datetime(at).date()
 }
 
 impl CaseRow {
     /// The organisations a case counts for: its township, village and grid,
-    /// its current handling unit, and the grid worker who filed it.
-    fn orgs(&self) -> Vec<(OrgKind, String)> {
+    /// the handling unit given, and the grid worker who filed it.
+    fn orgs(&self, unit: Option<&OrgCode>) -> Vec<(OrgKind, String)> {
         let grid = &self.case.grid;
         let mut orgs = vec![
             (OrgKind::Township, grid.township().to_string()),
@@ -149,31 +152,35 @@ impl CaseRow {
             (OrgKind::Grid, grid.as_str().to_owned()),
             (OrgKind::Worker, self.reported_by.clone()),
         ];
-        if let Some(unit) = &self.case.unit {
+        if let Some(unit) = unit {
             orgs.push((OrgKind::Unit, unit.to_string()));
         }
         orgs
     }
 
-    /// Where this case counts as due (应结案): its resolve deadline's day,
-    /// unless it was voided or cancelled.
-    fn due_rows(&self) -> Vec<LedgerKey> {
+    /// What decides where this case counts as due (应结案): its resolve
+    /// deadline's day and its unit; none if it has no resolve deadline or
+    /// was voided or cancelled.
+    fn due_at(&self) -> Option<(Date, Option<OrgCode>)> {
         match (self.case.status, self.case.deadlines.get(&Clock::Resolve)) {
-            (Status::Voided | Status::Cancelled, _) | (_, None) => vec![],
-            (_, Some(due)) => {
-                let (day, township) = (day_of(*due), self.case.grid.township().to_string());
-                self.orgs()
-                    .into_iter()
-                    .map(|(kind, org)| LedgerKey { kind, org, township: township.clone(), day })
-                    .collect()
-            }
+            (Status::Voided | Status::Cancelled, _) | (_, None) => None,
+            (_, Some(due)) => Some((day_of(*due), self.case.unit.clone())),
         }
+    }
+
+    /// The ledger rows of a case due on `day` while handled by `unit`.
+    fn due_rows(&self, day: Date, unit: Option<&OrgCode>) -> Vec<LedgerKey> {
+        let township = self.case.grid.township().to_string();
+        self.orgs(unit)
+            .into_iter()
+            .map(|(kind, org)| LedgerKey { kind, org, township: township.clone(), day })
+            .collect()
     }
 }
 
 fn count(row: &CaseRow, at: Timestamp, measure: Measure, amount: i64, changes: &mut Vec<LedgerChange>) {
     let (day, township) = (day_of(at), row.case.grid.township().to_string());
-    for (kind, org) in row.orgs() {
+    for (kind, org) in row.orgs(row.case.unit.as_ref()) {
         changes.push((LedgerKey { kind, org, township: township.clone(), day }, measure, amount));
     }
 }
@@ -188,8 +195,9 @@ pub fn apply(
 ) -> (Option<CaseRow>, Vec<LedgerChange>) {
     let at = stored.occurred_at;
     let mut changes = Vec::new();
-    let before_due = row.as_ref().map(CaseRow::due_rows).unwrap_or_default();
-    let before = row.clone();
+    let before_due = row.as_ref().and_then(CaseRow::due_at);
+    // A return counts for the unit that returned it, which the row no longer names.
+    let returning = if matches!(event, Event::Returned { .. }) { row.clone() } else { None };
     let mut row = match (row, event) {
         (None, Event::Filed(filing)) => CaseRow {
             case: gridcase_domain::evolve(None, event).expect("a filing starts a case"),
@@ -233,8 +241,7 @@ pub fn apply(
             count(&row, at, Measure::AcknowledgeSeconds, waited, &mut changes);
         }
         Event::Returned { .. } => {
-            // Counted for the unit that returned it (the row no longer has a unit).
-            let returning = before.as_ref().unwrap_or(&row);
+            let returning = returning.as_ref().unwrap_or(&row);
             count(returning, at, Measure::Returned, 1, &mut changes);
         }
         Event::ExtensionApproved { .. } => count(&row, at, Measure::Extended, 1, &mut changes),
@@ -267,10 +274,14 @@ pub fn apply(
         }
         _ => {}
     }
-    let after_due = row.due_rows();
+    let after_due = row.due_at();
     if before_due != after_due {
-        changes.extend(before_due.into_iter().map(|key| (key, Measure::Due, -1)));
-        changes.extend(after_due.into_iter().map(|key| (key, Measure::Due, 1)));
+        if let Some((day, unit)) = &before_due {
+            changes.extend(row.due_rows(*day, unit.as_ref()).into_iter().map(|key| (key, Measure::Due, -1)));
+        }
+        if let Some((day, unit)) = &after_due {
+            changes.extend(row.due_rows(*day, unit.as_ref()).into_iter().map(|key| (key, Measure::Due, 1)));
+        }
     }
     (Some(row), changes)
 }

@@ -82,8 +82,9 @@ impl Application {
             let (pool, clock, stop) = (self.pool.clone(), self.query.clock.clone(), shutdown.clone());
             let every = self.config.cases_metrics_interval;
             tokio::spawn(async move {
+                let mut seen = std::collections::BTreeSet::new();
                 loop {
-                    if let Err(error) = crate::metrics::refresh_cases(&pool, clock.now()).await {
+                    if let Err(error) = crate::metrics::refresh_cases(&pool, clock.now(), &mut seen).await {
                         warn!(error = format!("{error:#}"), "counting open and overdue cases for the metrics failed");
                     }
                     tokio::select! {
@@ -177,22 +178,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            // A connection per reader: each reads its own ranges of the stream.
-            let (mut clients, mut logs) = (Vec::new(), Vec::new());
-            for reader in 0..config.rebuild_readers.max(1) {
-                let (client, log) = config.common.open_log(&format!("gridcase-projection-rebuild-{reader}")).await?;
-                clients.push(client);
-                logs.push(log);
-            }
+            let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
             let target = format!("{}_rebuild", config.schema);
-            let built = rebuild::build(&config.database_url, &target, &logs, &rebuild::Options::default()).await?;
+            let built = rebuild::build(&config.database_url, &target, &log, &rebuild::Options::default()).await?;
             let position = built.position;
             built.pool.close().await;
             rebuild::swap(&config.database_url, &target, &config.schema).await?;
             println!("rebuilt the read models up to stream sequence {position} and swapped them in");
-            for client in clients {
-                client.drain().await.ok();
-            }
+            client.drain().await.ok();
             Ok(())
         }
     }

@@ -105,9 +105,12 @@ impl QueryApi {
         if !request.org.is_empty() {
             builder.push(" AND org = ").push_bind(&request.org);
         }
-        if let Some(prefix) = &scope.region_prefix {
-            builder.push(" AND township LIKE ").push_bind(format!("{prefix}%"));
-        }
+        match scope.region_prefix.as_deref() {
+            // A township's rows through its index (a LIKE cannot use it).
+            Some(township) if township.len() == 9 => builder.push(" AND township = ").push_bind(township.to_owned()),
+            Some(prefix) => builder.push(" AND township LIKE ").push_bind(format!("{prefix}%")),
+            None => &mut builder,
+        };
         builder.push(" GROUP BY org, period ORDER BY org, period");
         let rows = builder.build().fetch_all(&self.pool).await.map_err(db_error)?;
         let overdue =
