@@ -69,7 +69,7 @@ impl Default for Options {
             chunk: 1000,
             idle: SignedDuration::from_hours(24 * 30),
             sweep_every: 100_000,
-            ledger_rows: 200_000,
+            ledger_rows: 50_000,
             segment_bytes: 4 << 20,
             index_memory: "512MB".to_owned(),
         }
@@ -349,9 +349,14 @@ struct Fold<'a> {
 
 impl Fold<'_> {
     async fn chunk(&mut self, chunk: DecodedChunk) -> anyhow::Result<()> {
-        for item in chunk.items {
+        let DecodedChunk { items, bytes } = chunk;
+        // The decoded events, once folded, are freed on another thread: the
+        // fold is the one stage that cannot run in parallel.
+        let mut spent = Vec::with_capacity(items.len());
+        let mut refused = Vec::new();
+        for item in items {
             self.figures.messages += 1;
-            let Some((stored, event)) = item.event else {
+            let Some((mut stored, event)) = item.event else {
                 self.figures.skipped += 1;
                 continue;
             };
@@ -372,25 +377,39 @@ impl Fold<'_> {
                 Some(Held { row, hash, at }) => (row, Some(hash), at),
                 None => (None, None, stored.occurred_at),
             };
+            self.now = self.now.max(stored.occurred_at);
+            self.since_sweep += 1;
             match projector::fold(row, hash.as_ref(), &stored, event.as_ref(), item.sequence) {
                 Err(row) => {
                     self.figures.skipped += 1;
+                    refused.push(item.line);
                     if let Some(hash) = hash {
                         self.held.insert(key, Held { row, hash, at });
                     }
                 }
                 Ok((row, changes)) => {
-                    self.held.insert(key, Held { row, hash: stored.hash, at: stored.occurred_at });
+                    let hash = std::mem::take(&mut stored.hash);
+                    self.held.insert(key, Held { row, hash, at: stored.occurred_at });
                     for (key, measure, amount) in changes {
                         let index = Measure::ALL.iter().position(|m| *m == measure).expect("known measure");
                         self.ledger.entry(key).or_insert([0; Measure::ALL.len()])[index] += amount;
                     }
-                    self.events.bytes.extend_from_slice(&chunk.bytes[item.line]);
-                    self.events.count += 1;
                 }
             }
-            self.now = self.now.max(stored.occurred_at);
-            self.since_sweep += 1;
+            spent.push((stored, event));
+        }
+        tokio::task::spawn_blocking(move || drop(spent));
+        // The chunk's audit rows go to the history as they are, unless the
+        // fold refused one (rare): then the rest are copied around it.
+        if refused.is_empty() {
+            self.to_history.send(bytes).await.map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
+        } else {
+            let mut start = 0;
+            for line in refused {
+                self.events.bytes.extend_from_slice(&bytes[start..line.start]);
+                start = line.end;
+            }
+            self.events.bytes.extend_from_slice(&bytes[start..]);
         }
         self.figures.most_in_memory = self.figures.most_in_memory.max(self.held.len());
         if self.events.bytes.len() >= self.options.segment_bytes {
