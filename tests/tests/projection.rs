@@ -588,6 +588,7 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
         .unwrap()
         .into_inner();
     assert!(history.chain_verified, "the unknown event still chains: {}", history.chain_problem);
+    assert_rebuild_equals_live(&db.url, &log, &projection.pool).await;
     projection.stop().await.unwrap();
 }
 
@@ -645,7 +646,21 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
         .await
         .unwrap();
     assert_eq!(kept, 2);
+    // A rebuild refuses the same events, whether it holds the case or has
+    // let it go and reads it back.
+    assert_rebuild_equals_live(&db.url, &log, &projection.pool).await;
     projection.stop().await.unwrap();
+}
+
+/// Rebuilds, plain and letting every case go at once, equal the live tables.
+async fn assert_rebuild_equals_live(url: &str, log: &EventLog, live: &sqlx::PgPool) {
+    let live = dump(live).await;
+    let eager = rebuild::Options { chunk: 2, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
+    for options in [rebuild::Options::default(), eager] {
+        let built = rebuild::build(url, "read_rebuild", log, &options).await.unwrap();
+        assert_eq!(dump(&built.pool).await, live, "rebuilt with {options:?}");
+        built.pool.close().await;
+    }
 }
 
 /// How many sessions hold the projection writer lock in this database.
