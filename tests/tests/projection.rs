@@ -655,7 +655,8 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
 /// Rebuilds, plain and letting every case go at once, equal the live tables.
 async fn assert_rebuild_equals_live(url: &str, log: &EventLog, live: &sqlx::PgPool) {
     let live = dump(live).await;
-    let eager = rebuild::Options { chunk: 2, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
+    let eager =
+        rebuild::Options { chunk: 2, folds: 3, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
     for options in [rebuild::Options::default(), eager] {
         let built = rebuild::build(url, "read_rebuild", log, &options).await.unwrap();
         assert_eq!(dump(&built.pool).await, live, "rebuilt with {options:?}");

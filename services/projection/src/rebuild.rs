@@ -7,12 +7,14 @@
 //! The rebuild folds in memory and writes with COPY:
 //!
 //! ```text
-//! reader ─chunks─▶ decoders (N, in parallel, order kept) ─▶ fold ─┬─▶ events writer: one COPY … FREEZE of case_events
-//!                                                                   └─▶ side writer: COPY segments of cases and ledger deltas
+//! reader ─chunks─▶ decoders (N, in parallel, order kept) ─▶ folds (M, by case id) ─┬─▶ events writer: one COPY … FREEZE of case_events
+//!                                                                                     └─▶ side writer: COPY segments of cases and ledger deltas
 //! ```
 //!
-//! - The fold runs in stream order, through the same `projector::fold` as
-//!   the live projector, so the rebuilt tables equal the live ones row for row.
+//! - Each fold holds its own share of the cases (by case id) and sees their
+//!   events in stream order, through the same `projector::fold` as the live
+//!   projector, so the rebuilt tables equal the live ones row for row. Cases
+//!   do not touch each other's rows; ledger counts are sums, in any order.
 //! - Indexes and keys are dropped before loading and built afterwards (the
 //!   migrations stay their only definition); only `cases`' key stays, for
 //!   reading a let-go case back.
@@ -47,6 +49,8 @@ use crate::store::{self, quote};
 pub struct Options {
     /// Chunks of messages decoded at once, on blocking threads.
     pub decoders: usize,
+    /// Folds running at once, each over its own share of the cases (by id).
+    pub folds: usize,
     /// Messages per decoded chunk.
     pub chunk: usize,
     /// A case with no event for this long (in stream time) is written out
@@ -66,6 +70,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             decoders: 2,
+            folds: 2,
             chunk: 1000,
             idle: SignedDuration::from_hours(24 * 30),
             sweep_every: 100_000,
@@ -90,7 +95,8 @@ pub struct Figures {
     /// Cases let go while idle, and read back because an event came later.
     pub let_go: u64,
     pub read_back: u64,
-    /// The most cases held in memory at once.
+    /// The most cases held in memory at once (summed over the folds'
+    /// highs, so at most this many).
     pub most_in_memory: usize,
     /// Reading, folding and loading the rows (all at once, in a pipeline).
     pub load: Duration,
@@ -99,6 +105,18 @@ pub struct Figures {
     /// Building the indexes and keys, and analysing the tables.
     pub index: Duration,
     pub total: Duration,
+}
+
+impl Figures {
+    /// Add one fold's counts (the most in memory: at once, at most).
+    fn add(&mut self, part: &Figures) {
+        self.messages += part.messages;
+        self.skipped += part.skipped;
+        self.cases += part.cases;
+        self.let_go += part.let_go;
+        self.read_back += part.read_back;
+        self.most_in_memory += part.most_in_memory;
+    }
 }
 
 /// A rebuilt schema, not yet swapped in.
@@ -249,18 +267,27 @@ struct DecodedChunk {
     bytes: Vec<u8>,
 }
 
-fn decode_chunk(records: Vec<(u64, bytes::Bytes)>) -> DecodedChunk {
-    let mut rows = Rows::default();
-    let mut items = Vec::with_capacity(records.len());
+/// Decode a chunk into one chunk per fold (a case's events all go to the
+/// same fold; messages that are not events at all, to the first).
+fn decode_chunk(records: Vec<(u64, bytes::Bytes)>, folds: usize) -> Vec<DecodedChunk> {
+    let mut rows: Vec<Rows> = (0..folds).map(|_| Rows::default()).collect();
+    let mut items: Vec<Vec<Decoded>> = (0..folds).map(|_| Vec::with_capacity(records.len() / folds + 1)).collect();
     for (sequence, payload) in records {
-        let start = rows.bytes.len();
         let event = projector::decode(sequence, &payload);
+        let fold = event.as_ref().map_or(0, |(stored, _)| fold_of(stored.case_id.as_uuid(), folds));
+        let rows = &mut rows[fold];
+        let start = rows.bytes.len();
         if let Some((stored, event)) = &event {
-            copy::event(&mut rows, &projector::event_row(sequence, stored, event.as_ref()));
+            copy::event(rows, &projector::event_row(sequence, stored, event.as_ref()));
         }
-        items.push(Decoded { sequence, event, line: start..rows.bytes.len() });
+        items[fold].push(Decoded { sequence, event, line: start..rows.bytes.len() });
     }
-    DecodedChunk { items, bytes: rows.bytes }
+    items.into_iter().zip(rows).map(|(items, rows)| DecodedChunk { items, bytes: rows.bytes }).collect()
+}
+
+/// Which fold a case belongs to.
+fn fold_of(case: &Uuid, folds: usize) -> usize {
+    (case.as_u128() % folds as u128) as usize
 }
 
 /// What the side writer does, in order.
@@ -334,20 +361,20 @@ struct Held {
 /// event goes through two or three of them.
 type Fast = foldhash::fast::RandomState;
 
-struct Fold<'a> {
-    options: &'a Options,
+struct Fold {
+    options: Options,
     held: HashMap<Uuid, Held, Fast>,
     let_go: HashSet<Uuid, Fast>,
     ledger: HashMap<LedgerKey, [i64; Measure::ALL.len()], Fast>,
     events: Rows,
     now: Timestamp,
     since_sweep: u64,
-    figures: &'a mut Figures,
+    figures: Figures,
     to_history: mpsc::Sender<Vec<u8>>,
     to_side: mpsc::Sender<Side>,
 }
 
-impl Fold<'_> {
+impl Fold {
     async fn chunk(&mut self, chunk: DecodedChunk) -> anyhow::Result<()> {
         let DecodedChunk { items, bytes } = chunk;
         // The decoded events, once folded, are freed on another thread: the
@@ -457,8 +484,18 @@ impl Fold<'_> {
         self.side(Side::Cases(rows.bytes)).await
     }
 
+    /// Fold what comes until the sender is done, then write out everything
+    /// still held.
+    async fn run(mut self, mut chunks: mpsc::Receiver<DecodedChunk>) -> anyhow::Result<Figures> {
+        while let Some(chunk) = chunks.recv().await {
+            self.chunk(chunk).await?;
+        }
+        self.finish().await?;
+        Ok(self.figures)
+    }
+
     /// Write out everything still held.
-    async fn finish(mut self) -> anyhow::Result<()> {
+    async fn finish(&mut self) -> anyhow::Result<()> {
         self.flush_history().await?;
         self.flush_ledger().await?;
         let mut rows = Rows::default();
@@ -498,36 +535,58 @@ async fn load(
     let side = tokio::spawn(side_writer(bulk_connection(pool).await?, side_commands));
 
     let chunks = read(log, last, options).await?;
+    let folds = options.folds.max(1);
     let mut decoded = tokio_stream::wrappers::ReceiverStream::new(chunks)
-        .map(|chunk| tokio::task::spawn_blocking(move || decode_chunk(chunk)))
+        .map(|chunk| tokio::task::spawn_blocking(move || decode_chunk(chunk, folds)))
         .buffered(options.decoders.max(1));
+    // The folds own the writers' senders: when they end, however they end,
+    // the senders are dropped and the writers finish.
+    let mut to_folds = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..folds {
+        let (to_fold, chunks) = mpsc::channel(4);
+        to_folds.push(to_fold);
+        let fold = Fold {
+            options: options.clone(),
+            held: HashMap::default(),
+            let_go: HashSet::default(),
+            ledger: HashMap::default(),
+            events: Rows::default(),
+            now: Timestamp::UNIX_EPOCH,
+            since_sweep: 0,
+            figures: Figures::default(),
+            to_history: to_history.clone(),
+            to_side: to_side.clone(),
+        };
+        running.push(tokio::spawn(fold.run(chunks)));
+    }
+    drop((to_history, to_side));
     let mut progress = crate::metrics::RebuildProgress::new(last);
-    let mut fold = Fold {
-        options,
-        held: HashMap::default(),
-        let_go: HashSet::default(),
-        ledger: HashMap::default(),
-        events: Rows::default(),
-        now: Timestamp::UNIX_EPOCH,
-        since_sweep: 0,
-        figures,
-        to_history,
-        to_side,
-    };
-    // The fold owns the writers' senders: when it ends, however it ends,
-    // they are dropped and the writers finish.
-    let folded = async move {
+    let handed = async {
         let mut position = 0;
-        while let Some(chunk) = decoded.next().await {
-            let chunk = chunk.context("a decoder panicked")?;
-            position = chunk.items.last().map_or(position, |item| item.sequence);
-            fold.chunk(chunk).await?;
+        while let Some(chunks) = decoded.next().await {
+            let chunks = chunks.context("a decoder panicked")?;
+            for (to_fold, chunk) in to_folds.iter().zip(chunks) {
+                position = position.max(chunk.items.last().map_or(0, |item| item.sequence));
+                if to_fold.send(chunk).await.is_err() {
+                    // That fold failed: its error is reported below.
+                    return Ok(());
+                }
+            }
             progress.at(position);
         }
         anyhow::ensure!(position == last, "the stream ended at sequence {position}, before {last}");
-        fold.finish().await
+        Ok(())
     }
     .await;
+    drop(to_folds);
+    let mut folded = handed;
+    for fold in running {
+        match fold.await.context("a fold panicked").and_then(|result| result) {
+            Ok(part) => figures.add(&part),
+            Err(error) => folded = folded.and(Err(error)),
+        }
+    }
     // Every sender is gone now (dropped with the fold), so the writers finish.
     let written = async {
         history.await.context("the history writer panicked")??;
