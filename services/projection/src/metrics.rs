@@ -109,19 +109,27 @@ pub async fn refresh_cases(
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT township, count(*), count(*) FILTER (WHERE ");
     crate::query::sql::overdue_condition(&mut query, crate::store::micros(now));
     query.push(format!(") FROM cases WHERE state IN ({}) GROUP BY township", open.join(", ")));
-    let mut counted = std::collections::BTreeSet::new();
-    for row in query.build().fetch_all(pool).await? {
-        let township: String = row.get(0);
-        metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(row.get::<i64, _>(1) as f64);
-        metrics::gauge!(CASES_OVERDUE, "township" => township.clone()).set(row.get::<i64, _>(2) as f64);
-        counted.insert(township);
+    let counted: Vec<(String, i64, i64)> =
+        query.build().fetch_all(pool).await?.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    for (township, open, overdue) in township_gauges(counted, seen) {
+        metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(open as f64);
+        metrics::gauge!(CASES_OVERDUE, "township" => township).set(overdue as f64);
     }
-    for township in seen.difference(&counted) {
-        metrics::gauge!(CASES_OPEN, "township" => township.clone()).set(0.0);
-        metrics::gauge!(CASES_OVERDUE, "township" => township.clone()).set(0.0);
-    }
-    seen.extend(counted);
     Ok(())
+}
+
+/// The gauges to set from this count of (township, open, overdue): those
+/// counted, and zero for every township counted before but not now (its
+/// last open case closed). `seen` remembers every township ever counted.
+fn township_gauges(
+    counted: Vec<(String, i64, i64)>,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Vec<(String, i64, i64)> {
+    let now: std::collections::BTreeSet<String> = counted.iter().map(|(t, ..)| t.clone()).collect();
+    let mut gauges = counted;
+    gauges.extend(seen.difference(&now).map(|t| (t.clone(), 0, 0)));
+    seen.extend(now);
+    gauges
 }
 
 /// A rebuild's progress, in the log every few seconds and in the metrics.
@@ -154,5 +162,22 @@ impl RebuildProgress {
                 "rebuild progress"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_township_whose_last_open_case_closed_is_set_back_to_zero() {
+        let mut seen = std::collections::BTreeSet::new();
+        let first = township_gauges(vec![("990101001".into(), 2, 1), ("990101002".into(), 1, 0)], &mut seen);
+        assert_eq!(first, [("990101001".to_owned(), 2, 1), ("990101002".to_owned(), 1, 0)]);
+        let second = township_gauges(vec![("990101001".into(), 1, 0)], &mut seen);
+        assert_eq!(second, [("990101001".to_owned(), 1, 0), ("990101002".to_owned(), 0, 0)]);
+        // Still zero the time after, and back when a case opens again.
+        let third = township_gauges(vec![("990101002".into(), 1, 1)], &mut seen);
+        assert_eq!(third, [("990101002".to_owned(), 1, 1), ("990101001".to_owned(), 0, 0)]);
     }
 }
