@@ -215,19 +215,11 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     gridcase_projection::projector::apply_batch(&mut projection.pool.acquire().await.unwrap(), &again).await.unwrap();
     assert_eq!(dump(&projection.pool).await, before, "redelivered events were not counted twice");
 
-    // A rebuild from the first event produces the same tables.
-    let built = rebuild::build(&db.url, "read_rebuild", &log, &rebuild::Options::default()).await.unwrap();
-    assert_eq!(built.position, end);
-    assert_eq!(dump(&built.pool).await, before, "rebuilt tables equal the live ones");
-    assert_eq!(built.figures.read_back, 0, "a short history lets no case go: {:?}", built.figures);
-    built.pool.close().await;
-    // So does one that lets every case go as soon as it can, in small
-    // chunks, and reads them back at their next event.
-    let eager = rebuild::Options { chunk: 3, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
-    let built = rebuild::build(&db.url, "read_rebuild", &log, &eager).await.unwrap();
-    assert_eq!(dump(&built.pool).await, before, "rebuilt tables equal the live ones when cases are let go");
-    assert!(built.figures.read_back > 0, "cases were let go and read back: {:?}", built.figures);
-    built.pool.close().await;
+    // A rebuild from the first event produces the same tables, also one
+    // that lets every case go as soon as it can and reads them back.
+    let [plain, eager] = assert_rebuild_equals_live(&db.url, &log, &projection.pool).await;
+    assert_eq!(plain.read_back, 0, "a short history lets no case go: {plain:?}");
+    assert!(eager.read_back > 0, "cases were let go and read back: {eager:?}");
 
     // Swapping the rebuild in keeps the live projector going.
     rebuild::swap(&db.url, "read_rebuild", "read").await.unwrap();
@@ -652,16 +644,23 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     projection.stop().await.unwrap();
 }
 
-/// Rebuilds, plain and letting every case go at once, equal the live tables.
-async fn assert_rebuild_equals_live(url: &str, log: &EventLog, live: &sqlx::PgPool) {
+/// Rebuilds, plain and letting every case go at once (in small chunks,
+/// over three folds), equal the live tables and reach the stream's end; the
+/// last stays in schema `read_rebuild`. What each did.
+async fn assert_rebuild_equals_live(url: &str, log: &EventLog, live: &sqlx::PgPool) -> [rebuild::Figures; 2] {
+    let end = log.last_sequence().await.unwrap();
     let live = dump(live).await;
     let eager =
         rebuild::Options { chunk: 2, folds: 3, idle: jiff::SignedDuration::ZERO, sweep_every: 1, ..Default::default() };
+    let mut figures = Vec::new();
     for options in [rebuild::Options::default(), eager] {
         let built = rebuild::build(url, "read_rebuild", log, &options).await.unwrap();
+        assert_eq!(built.position, end);
         assert_eq!(dump(&built.pool).await, live, "rebuilt with {options:?}");
         built.pool.close().await;
+        figures.push(built.figures);
     }
+    figures.try_into().expect("two rebuilds")
 }
 
 /// How many sessions hold the projection writer lock in this database.

@@ -166,7 +166,14 @@ pub async fn apply_batch(connection: &mut PgConnection, messages: &[Message]) ->
     }
     let ids: Vec<uuid::Uuid> = decoded.iter().map(|(_, s, _)| *s.case_id.as_uuid()).collect();
     let mut rows: HashMap<CaseId, CaseRow> = store::load_cases(&mut *tx, &ids).await?;
-    let mut last_hashes: HashMap<uuid::Uuid, String> = store::last_hashes(&mut *tx, &ids).await?;
+    // Each case's last kept hash: on its row, or (events of a case never
+    // filed) in the history.
+    let mut last_hashes: HashMap<uuid::Uuid, String> =
+        rows.iter().map(|(id, row)| (*id.as_uuid(), row.last_hash.clone())).collect();
+    let rowless: Vec<uuid::Uuid> = ids.iter().filter(|id| !last_hashes.contains_key(*id)).copied().collect();
+    if !rowless.is_empty() {
+        last_hashes.extend(store::last_hashes(&mut *tx, &rowless).await?);
+    }
     // The cases the batch changed, in first-touched order.
     let mut changed: Vec<CaseId> = Vec::new();
     let mut touched: std::collections::HashSet<CaseId> = std::collections::HashSet::new();

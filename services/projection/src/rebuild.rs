@@ -357,8 +357,8 @@ struct Held {
     at: Timestamp,
 }
 
-/// The fold's maps hash with foldhash: it runs in one thread, and every
-/// event goes through two or three of them.
+/// The folds' maps hash with foldhash: every event goes through two or
+/// three of them, and their keys come from the log, not from a caller.
 type Fast = foldhash::fast::RandomState;
 
 struct Fold {
@@ -377,8 +377,8 @@ struct Fold {
 impl Fold {
     async fn chunk(&mut self, chunk: DecodedChunk) -> anyhow::Result<()> {
         let DecodedChunk { items, bytes } = chunk;
-        // The decoded events, once folded, are freed on another thread: the
-        // fold is the one stage that cannot run in parallel.
+        // The decoded events, once folded, are freed on a blocking thread:
+        // the folds are the busiest stage.
         let mut spent = Vec::with_capacity(items.len());
         let mut refused = Vec::new();
         for item in items {
@@ -587,13 +587,14 @@ async fn load(
             Err(error) => folded = folded.and(Err(error)),
         }
     }
-    // Every sender is gone now (dropped with the fold), so the writers finish.
+    // Every sender is gone now (dropped with the folds), so the writers finish.
     let written = async {
         history.await.context("the history writer panicked")??;
         side.await.context("the side writer panicked")?
     }
     .await;
-    folded.and(written)
+    // A writer's own error says more than the folds' "the writer stopped".
+    written.and(folded)
 }
 
 type Chunk = Vec<(u64, bytes::Bytes)>;
