@@ -88,6 +88,9 @@ make_secrets() {
   if [ ! -s "$SECRETS/dev-token-secret" ]; then
     (umask 077; head -c 48 /dev/urandom | base64 -w0 >"$SECRETS/dev-token-secret")
   fi
+  if [ ! -s "$SECRETS/master-keys" ]; then
+    (umask 077; new_master_key >"$SECRETS/master-keys")
+  fi
 }
 
 # --- NATS
@@ -232,6 +235,7 @@ GRIDCASE_REFERENCE_DIR=$ROOT/deploy/reference
 GRIDCASE_POLICY=$ROOT/deploy/policy/policy.toml
 GRIDCASE_CALENDAR_DIR=$ROOT/deploy/calendar
 GRIDCASE_AUTH_DEV_SECRET_FILE=$SECRETS/dev-token-secret
+GRIDCASE_MASTER_KEY_FILE=$SECRETS/master-keys
 GRIDCASE_DATABASE_URL=postgres://gridcase@127.0.0.1:$PG_PORT/gridcase
 GRIDCASE_LOG_FORMAT=json
 GRIDCASE_INTAKE_ADDR=127.0.0.1:$((SVC + n))

@@ -4,6 +4,12 @@
 
 say() { printf '%s: %s\n' "${SAY:-gridcase}" "$*" >&2; }
 
+# A master key file line (`<id> <64 hex digits>`) with a fresh random key,
+# as `gridctl master-key new` prints (no build needed). The id says when.
+new_master_key() {
+  printf 'k%s %s\n' "$(date -u +%Y%m%d%H%M%S)" "$(head -c 32 /dev/urandom | od -An -tx1 -v | tr -d ' \n')"
+}
+
 # Whether the process of pid file $RUN/NAME.pid is alive.
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 

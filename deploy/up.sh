@@ -42,6 +42,17 @@ fi
 SAY=up
 # shellcheck source=deploy/lib.sh
 . "$ROOT/deploy/lib.sh"
+
+# Residents' contact details are sealed under per-case keys wrapped by a
+# master key. Unless GRIDCASE_MASTER_KEY_FILE names one, a key made once
+# here (readable by this user only) is used. Keep it: without it, sealed
+# contact details cannot be read back.
+if [ -z "${GRIDCASE_MASTER_KEY_FILE:-}" ]; then
+  export GRIDCASE_MASTER_KEY_FILE="$RUN/master-keys"
+  if [ ! -s "$GRIDCASE_MASTER_KEY_FILE" ]; then
+    (umask 077; new_master_key >"$GRIDCASE_MASTER_KEY_FILE")
+  fi
+fi
 trap 'say "FAILED (line $LINENO): $BASH_COMMAND"' ERR
 
 deploy/install-deps.sh
@@ -83,6 +94,7 @@ gridcase is up.
                    metrics http://$GRIDCASE_PROJECTION_METRICS_ADDR/metrics
   dispatcher       health $GRIDCASE_DISPATCHER_ADDR (gRPC), metrics http://$GRIDCASE_DISPATCHER_METRICS_ADDR/metrics
                    policy $GRIDCASE_POLICY, calendar $GRIDCASE_CALENDAR_DIR
+  master keys      $GRIDCASE_MASTER_KEY_FILE (residents' contact details are sealed under it: back it up)
   gridctl          $GRIDCTL
                    try: $GRIDCTL deadline --tier NORMAL --from 2026-02-13T17:00+08:00
   tokens           ${GRIDCASE_AUTH_DEV_SECRET_FILE:+development secret $GRIDCASE_AUTH_DEV_SECRET_FILE

@@ -27,6 +27,36 @@ pub fn dev_secret_file() -> PathBuf {
     .clone()
 }
 
+/// The master key file of the services tests start (one key, `test-1`).
+pub const TEST_MASTER_KEYS: &str =
+    "# gridcase tests only\ntest-1 5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f\n";
+
+/// A file holding [`TEST_MASTER_KEYS`], readable by its owner only; like
+/// [`dev_secret_file`], one file shared by every test process.
+pub fn master_key_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join("gridcase-test-master-keys");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(TEST_MASTER_KEYS) {
+            let staged = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&staged, TEST_MASTER_KEYS).expect("write the test master keys");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+            }
+            std::fs::rename(&staged, &path).expect("put the test master keys in place");
+        }
+        path
+    })
+    .clone()
+}
+
+/// The master keys of [`master_key_file`], for tests that open sealed data.
+pub fn master_keys() -> std::sync::Arc<gridcase_eventlog::sealing::MasterKeys> {
+    std::sync::Arc::new(gridcase_eventlog::sealing::MasterKeys::parse(TEST_MASTER_KEYS).expect("test master keys"))
+}
+
 /// The issuer of test tokens (the services' default issuer and audience).
 pub fn issuer() -> DevIssuer {
     DevIssuer::new(TEST_DEV_SECRET.as_bytes(), &VerifierSettings::default())

@@ -12,6 +12,7 @@ use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
 use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client, worker};
+use gridcase_tests::identity;
 use gridcase_tests::{Identity, NatsServer, TestIntake};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -54,7 +55,15 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
     assert_eq!(filed.grid.as_str(), "990101001001001");
     assert_eq!(filed.description.as_str(), "东门路12号路灯不亮");
     assert_eq!(filed.severity_hint, Some(gridcase_domain::Tier::Urgent));
-    assert_eq!(filed.contact.unwrap().phone.unwrap().expose(), "13912345678");
+    // The contact details are stored sealed under the case's key.
+    let Some(gridcase_domain::Contact::Sealed(sealed)) = filed.contact else { panic!("contact details not sealed") };
+    let keys = gridcase_eventlog::KeyStore::open(log.context(), "gridcase-keys", 1, Some(identity::master_keys()))
+        .await
+        .unwrap();
+    let gridcase_eventlog::KeyState::Present(key) = keys.key(&case_id).await.unwrap() else { panic!("no key") };
+    let opened = gridcase_eventlog::sealing::open_contact(&key, &case_id, &sealed).unwrap();
+    assert_eq!(opened.phone.unwrap().expose(), "13912345678");
+    assert_eq!(opened.name.unwrap().expose(), "李四");
     assert_eq!((filed.location.latitude_e6, filed.location.longitude_e6), (30_274_100, 120_155_100));
 
     // A plain NATS client sees a CloudEvent in binary mode.
@@ -64,7 +73,8 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
     let header = |name: &str| raw.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
     assert_eq!(header("ce-id"), Some(stored.event_id.to_string()));
-    assert_eq!(header("ce-type").as_deref(), Some("cn.gridcase.case.filed.v1"));
+    // Payload version 2: the filing's contact details are sealed.
+    assert_eq!(header("ce-type").as_deref(), Some("cn.gridcase.case.filed.v2"));
     assert_eq!(header("ce-subject"), Some(case_id.to_string()));
     assert_eq!(header("ce-source").as_deref(), Some("urn:gridcase:cases"));
     assert_eq!(header("ce-time"), Some(stored.occurred_at.to_string()));
@@ -72,6 +82,8 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
     assert_eq!(raw.subject.as_str(), format!("gridcase.case.990101001.{case_id}"));
     let body: serde_json::Value = serde_json::from_slice(&raw.payload).unwrap();
     assert_eq!(body["hash"], stored.hash);
+    let raw_text = String::from_utf8_lossy(&raw.payload);
+    assert!(!raw_text.contains("13912345678") && !raw_text.contains("李四"), "clear text in the stream: {raw_text}");
 }
 
 #[tokio::test]

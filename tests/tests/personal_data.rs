@@ -151,7 +151,8 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
         .await
         .unwrap()
         .into_inner();
-    assert!(history.events[0].payload_json.contains(MASKED), "{}", history.events[0].payload_json);
+    // Sealed: the payload holds ciphertext, nothing to mask.
+    assert!(history.events[0].payload_json.contains("\"sealed\""), "{}", history.events[0].payload_json);
     assert_no_personal_data("GetHistory", &format!("{history:?}"));
 
     // The read models: the masked number, nothing more.
@@ -243,12 +244,93 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
                 .collect();
         assert_no_personal_data(&format!("table read.{table}"), &rows.join("\n"));
     }
-    let masked_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM read.cases WHERE contact_phone_masked = $1")
-        .bind(MASKED)
-        .fetch_one(&projection.pool)
+    // Sealed details: the read model keeps their ciphertext, no masked copy.
+    let sealed_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM read.cases WHERE contact_state = 'given' AND contact_sealed IS NOT NULL \
+         AND contact_phone_masked IS NULL",
+    )
+    .fetch_one(&projection.pool)
+    .await
+    .unwrap();
+    assert_eq!(sealed_rows, 1);
+
+    // Erasure (PIPL): not by a grid worker, not without a reason; by the centre.
+    let erase = |reason: &str| cases_api::EraseResidentDataRequest { context: context(case_id), reason: reason.into() };
+    let denied = cases.erase_resident_data(worker.request(erase("居民申请"))).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let no_reason = cases.erase_resident_data(centre.request(erase(" "))).await.unwrap_err();
+    assert_eq!(no_reason.code(), tonic::Code::InvalidArgument, "{no_reason:?}");
+    let erased = cases.erase_resident_data(centre.request(erase("居民申请删除个人信息"))).await.unwrap().into_inner();
+    assert_eq!(erased.event_type, "resident_data_erased");
+    let again = cases.erase_resident_data(centre.request(cases_api::EraseResidentDataRequest {
+        context: Some(cases_api::CommandContext { command_id: "erase-again".into(), ..context(case_id).unwrap() }),
+        reason: "再次".into(),
+    }));
+    let again = again.await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert!(again.message().contains("RESIDENT_DATA_ALREADY_ERASED"), "{again:?}");
+
+    // Every read shows them erased, for every role; the history still verifies.
+    for who in [&worker, &leader, &unit, &centre, &county] {
+        let contact = cases.get_case(get(who)).await.unwrap().into_inner().resident_contact.unwrap();
+        assert_eq!((contact.phone.as_str(), contact.name.as_str(), contact.erased), ("", "", true), "{who:?}");
+    }
+    let history = cases
+        .get_history(cases_api::GetHistoryRequest { case_id: case_id.to_string() }.with(&county))
         .await
-        .unwrap();
-    assert_eq!(masked_rows, 1);
+        .unwrap()
+        .into_inner();
+    assert!(history.chain_verified, "{}", history.chain_problem);
+    let last = history.events.last().unwrap();
+    assert_eq!(
+        (last.r#type.as_str(), last.actor.as_ref().unwrap().person.as_str()),
+        ("resident_data_erased", "cc-op-1")
+    );
+    assert_eq!(last.reason, "居民申请删除个人信息");
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let record = county_query.get_case(query_api::GetCaseRequest { case_id: case_id.to_string() }).await.unwrap();
+    let record = record.into_inner();
+    assert_eq!((record.contact_phone_masked.as_str(), record.contact_erased), ("", true));
+    let audit = county_query
+        .get_case_history(query_api::GetCaseHistoryRequest { case_id: case_id.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(audit.chain_verified);
+    let (state, sealed): (String, Option<String>) =
+        sqlx::query_as("SELECT contact_state, contact_sealed FROM read.cases WHERE case_id = $1")
+            .bind(case_id.as_uuid())
+            .fetch_one(&projection.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), sealed), ("erased", None));
+
+    // The key is gone from the key store: the bucket holds only the
+    // erasure's marker for the case, and the message that held the key is
+    // no longer in the stream.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let keys_stream = js.get_stream("KV_gridcase-keys").await.unwrap();
+    let key_subject = format!("$KV.gridcase-keys.{case_id}");
+    let last_key_message = keys_stream.get_last_raw_message_by_subject(&key_subject).await.unwrap();
+    let marker = last_key_message.headers.get("KV-Operation").map(|v| v.as_str().to_owned());
+    assert_eq!(marker.as_deref(), Some("PURGE"), "{last_key_message:?}");
+    assert!(keys_stream.get_raw_message(1).await.is_err(), "the key's message is still stored");
+    // No clear text in any message of the case stream or the key bucket.
+    for stream_name in ["GRIDCASE_CASES", "KV_gridcase-keys"] {
+        let mut stream = js.get_stream(stream_name).await.unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let mut scanned = 0;
+        for sequence in info.state.first_sequence..=info.state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                assert_no_personal_data(
+                    &format!("{stream_name} message {sequence}"),
+                    &String::from_utf8_lossy(&message.payload),
+                );
+                scanned += 1;
+            }
+        }
+        assert!(scanned > 0 || stream_name == "KV_gridcase-keys", "{stream_name}: nothing scanned");
+    }
 
     projection.stop().await.unwrap();
     dispatcher.stop().await.unwrap();

@@ -41,6 +41,7 @@ pub enum Operation {
     Cancel,
     Supervise,
     SetUrgent,
+    EraseResidentData,
     // reading one case (CaseService and QueryService)
     ReadCase,
     ReadHistory,
@@ -85,6 +86,7 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.cases.v1.CaseService/Cancel", Cancel),
     ("/gridcase.cases.v1.CaseService/Supervise", Supervise),
     ("/gridcase.cases.v1.CaseService/SetUrgent", SetUrgent),
+    ("/gridcase.cases.v1.CaseService/EraseResidentData", EraseResidentData),
     ("/gridcase.cases.v1.CaseService/GetCase", ReadCase),
     ("/gridcase.cases.v1.CaseService/GetHistory", ReadHistory),
     ("/gridcase.query.v1.QueryService/GetCase", ReadCase),
@@ -111,7 +113,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 32] = [
+    pub const ALL: [Operation; 33] = [
         FileCase,
         UploadAttachment,
         Register,
@@ -133,6 +135,7 @@ impl Operation {
         Cancel,
         Supervise,
         SetUrgent,
+        EraseResidentData,
         ReadCase,
         ReadHistory,
         ListCases,
@@ -220,6 +223,7 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | Cancel
                 | Supervise
                 | SetUrgent
+                | EraseResidentData
                 | ReadCase
                 | ReadHistory
                 | ListCases
@@ -230,9 +234,12 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | WatchCases
                 | WhoAmI
         ),
+        // The county audits, and answers residents' requests to erase
+        // their data across its townships.
         Role::CountyAuditor => matches!(
             operation,
-            ReadCase
+            EraseResidentData
+                | ReadCase
                 | ReadHistory
                 | ListCases
                 | OverdueReport
@@ -441,6 +448,7 @@ mod tests {
                     Cancel,
                     Supervise,
                     SetUrgent,
+                    EraseResidentData,
                     ReadCase,
                     ReadHistory,
                     ListCases,
@@ -456,6 +464,7 @@ mod tests {
                 "county_auditor",
                 "990101",
                 &[
+                    EraseResidentData,
                     ReadCase,
                     ReadHistory,
                     ListCases,
@@ -483,8 +492,11 @@ mod tests {
     fn the_county_and_admins_change_nothing() {
         let county = principal("county_auditor", "990101");
         let admin = principal("admin", "990101");
+        // …but the county answers residents' requests to erase their data.
         for op in Operation::ALL.into_iter().filter(|op| op.changes_cases()) {
-            assert!(forbidden(&authorize(&county, op, Target::Service)), "county {op}");
+            if op != EraseResidentData {
+                assert!(forbidden(&authorize(&county, op, Target::Service)), "county {op}");
+            }
             assert!(forbidden(&authorize(&admin, op, Target::Service)), "admin {op}");
         }
     }

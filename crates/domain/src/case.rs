@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use crate::{
-    CaseId, CategoryCode, Clock, ClockMark, Command, DomainError, Event, Feedback, GridCode, OrgCode, Status,
-    Supervision, Tier,
+    CaseId, CategoryCode, Clock, ClockMark, Command, ContactState, DomainError, Event, Feedback, GridCode, OrgCode,
+    Status, Supervision, Tier,
 };
 
 /// Deadlines a dispatch sets, computed by the caller on the working calendar.
@@ -59,6 +59,8 @@ pub struct Case {
     pub returns: u32,
     pub reworks: u32,
     pub reopenings: u32,
+    /// Whether the resident's contact details were left, and erased.
+    pub contact: ContactState,
 }
 
 /// A case id's state: `None` until it is filed.
@@ -77,6 +79,15 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
     let require = |allowed: &[Status]| {
         if allowed.contains(&status) { Ok(()) } else { Err(refuse()) }
     };
+    if let Command::EraseResidentData { reason } = command {
+        // Personal data may be erased whatever the case's state, closed and
+        // withdrawn cases included: that is when retention applies.
+        return match case.contact {
+            ContactState::None => Err(DomainError::NoResidentData),
+            ContactState::Erased => Err(DomainError::ResidentDataAlreadyErased),
+            ContactState::Given => Ok(Event::ResidentDataErased { reason: reason.clone() }),
+        };
+    }
     if status.is_final() {
         return Err(refuse());
     }
@@ -270,6 +281,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             }
             Event::ClockMarked { clock: *clock, mark: *mark, due: *due }
         }
+        Command::EraseResidentData { .. } => unreachable!("handled above"),
     };
     Ok(event)
 }
@@ -307,6 +319,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 returns: 0,
                 reworks: 0,
                 reopenings: 0,
+                contact: if filed.contact.is_some() { ContactState::Given } else { ContactState::None },
             });
         }
         (None, _) => return None,
@@ -401,6 +414,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
         Event::ClockMarked { clock, mark, .. } => {
             case.marks.insert((*clock, *mark));
         }
+        Event::ResidentDataErased { .. } => case.contact = ContactState::Erased,
     }
     Some(case)
 }

@@ -52,6 +52,9 @@ pub enum Command {
     SetDeadline { clock: Clock, due: Timestamp, basis: Option<DeadlineBasis> },
     /// The deadline watch records a warning or an overdue clock.
     MarkClock { clock: Clock, mark: ClockMark, due: Timestamp },
+    /// Erase the resident's contact details (a data subject's request, or the
+    /// retention policy). Allowed in every state, once.
+    EraseResidentData { reason: Text },
 }
 
 impl Command {
@@ -80,6 +83,7 @@ impl Command {
             Command::SetUrgent { .. } => "set the urgent flag of",
             Command::SetDeadline { .. } => "set a deadline of",
             Command::MarkClock { .. } => "mark a clock of",
+            Command::EraseResidentData { .. } => "erase the resident data of",
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum DomainError {
     ClockAlreadyMarked { clock: Clock, mark: ClockMark },
     #[error("the {clock:?} clock is not overdue before {due}")]
     NotYetDue { clock: Clock, due: Timestamp },
+    #[error("the case holds no contact details of a resident")]
+    NoResidentData,
+    #[error("the resident's contact details were already erased")]
+    ResidentDataAlreadyErased,
 }
 
 impl DomainError {
@@ -72,6 +76,8 @@ impl DomainError {
             DomainError::StaleDeadline { .. } => "STALE_DEADLINE",
             DomainError::ClockAlreadyMarked { .. } => "CLOCK_ALREADY_MARKED",
             DomainError::NotYetDue { .. } => "NOT_YET_DUE",
+            DomainError::NoResidentData => "NO_RESIDENT_DATA",
+            DomainError::ResidentDataAlreadyErased => "RESIDENT_DATA_ALREADY_ERASED",
         }
     }
 }

@@ -2,8 +2,8 @@ use jiff::Timestamp;
 
 use crate::case::DeadlineBasis;
 use crate::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, Location, OrgCode, ResidentContact,
-    Supervision, Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode, Supervision,
+    Text, Tier,
 };
 
 /// A grid worker's report: the command's content, and the facts the
@@ -17,7 +17,7 @@ pub struct Filing {
     pub location: Location,
     pub reported_at: Timestamp,
     pub severity_hint: Option<Tier>,
-    pub contact: Option<ResidentContact>,
+    pub contact: Option<Contact>,
     pub attachments: Vec<AttachmentRef>,
 }
 
@@ -124,11 +124,16 @@ pub enum Event {
         mark: ClockMark,
         due: Timestamp,
     },
+    /// The resident's contact details were erased (their data key destroyed):
+    /// who and why are in the envelope and the reason; no personal data.
+    ResidentDataErased {
+        reason: Text,
+    },
 }
 
 impl Event {
     /// Every event kind's stable name, as stored (the eventlog's `type`).
-    pub const KINDS: [&'static str; 25] = [
+    pub const KINDS: [&'static str; 26] = [
         "filed",
         "registered",
         "voided",
@@ -154,6 +159,7 @@ impl Event {
         "urgency_set",
         "deadline_set",
         "clock_marked",
+        "resident_data_erased",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -183,6 +189,7 @@ impl Event {
             Event::UrgencySet { .. } => "urgency_set",
             Event::DeadlineSet { .. } => "deadline_set",
             Event::ClockMarked { .. } => "clock_marked",
+            Event::ResidentDataErased { .. } => "resident_data_erased",
         }
     }
 }
@@ -220,6 +227,7 @@ impl Event {
             | Event::VerificationFailed { reason }
             | Event::Reopened { reason }
             | Event::Cancelled { reason }
+            | Event::ResidentDataErased { reason }
             | Event::Supervised { reason, .. } => Some(reason),
             Event::ExtensionApproved { reason, .. }
             | Event::HoldApproved { reason }

@@ -22,7 +22,7 @@ pub use command::Command;
 pub use error::DomainError;
 pub use event::{Event, Filing};
 pub use ids::{CaseId, CaseIdError};
-pub use personal::{PersonName, PersonalDataError, PhoneNumber, ResidentContact};
+pub use personal::{Contact, ContactState, PersonName, PersonalDataError, PhoneNumber, ResidentContact, SealedData};
 pub use text::{Text, TextError};
 pub use values::{
     AttachmentRef, Clock, ClockMark, Feedback, Location, LocationError, Role, Sha256Digest, Status, Supervision, Tier,

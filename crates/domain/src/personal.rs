@@ -151,6 +151,47 @@ pub struct ResidentContact {
     pub phone: Option<PhoneNumber>,
 }
 
+/// Contact details as a filing records them. Intake seals them under the
+/// case's data key before the filing is decided; the domain never needs to
+/// read them, so it treats the sealed form as opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    /// In clear: history written before personal fields were encrypted (the
+    /// log is immutable, so such events keep their clear text).
+    Clear(ResidentContact),
+    /// Encrypted under the case's data key (crypto-shredding: destroying the
+    /// key erases the details everywhere the event was copied).
+    Sealed(SealedData),
+}
+
+/// An AEAD ciphertext and the nonce it was sealed with. Which algorithm,
+/// which key and which associated data is the eventlog's sealing module's
+/// business.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedData {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedData({} bytes)", self.ciphertext.len())
+    }
+}
+
+/// What a case holds of its resident's contact details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactState {
+    /// None were left.
+    #[default]
+    None,
+    /// Recorded with the filing (sealed or, in old history, in clear).
+    Given,
+    /// Erased (`ResidentDataErased`): no read shows them again.
+    Erased,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

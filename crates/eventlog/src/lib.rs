@@ -14,19 +14,25 @@
 //!   chain of events of one case).
 //! * [`batch`]: group commit: concurrent appends as one atomic batch.
 //! * [`attachments`]: the object-store bucket for photos.
+//! * [`sealing`]: residents' personal fields sealed under a per-case data
+//!   key, data keys wrapped under the master key (no IO).
+//! * [`keys`]: the key store (a key-value bucket) and erasure.
 
 pub mod attachments;
 pub mod batch;
 pub mod cloudevents;
+pub mod keys;
 pub mod log;
 pub mod reader;
 pub mod schema;
+pub mod sealing;
 pub mod store;
 pub mod subject;
 pub mod trace;
 
 pub use attachments::{AttachmentError, AttachmentStore};
 pub use batch::GroupCommit;
+pub use keys::{KeyState, KeyStore, KeyStoreError};
 pub use log::{AppendError, AppendOutcome, EventLog, LogError, Positioned, StreamMark, StreamSettings, verify_history};
 pub use reader::{CaseStreamReader, ReadFrom, Record};
 pub use schema::{Actor, ChainBreak, DecodeError, StoredEvent, hash_as_stored, verify_chain, verify_chain_as_stored};

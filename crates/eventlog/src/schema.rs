@@ -14,19 +14,26 @@
 //! breaks the chain and the `case_version` sequence.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, DeadlineBasis, Event, Feedback, Filing, GridCode, Location,
-    OrgCode, ResidentContact, Role, Supervision, Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing, GridCode,
+    Location, OrgCode, ResidentContact, Role, SealedData, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use crate::sealing::SealedJson;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// Version of the envelope's own shape.
 pub const ENVELOPE_VERSION: u32 = 1;
-/// Version of the payload shapes defined in this module.
-pub const PAYLOAD_VERSION: u32 = 1;
+/// The newest version of the payload shapes defined in this module. Version
+/// 2 differs from 1 in one place: a `filed` payload's `resident_contact` is
+/// sealed (`{"sealed": {"alg", "nonce", "ciphertext"}}`) rather than in
+/// clear. Events are stamped with the lowest version that reads them, so a
+/// reader of version 1 skips (and counts) exactly the filings it could not
+/// read right, and every other event stays as version 1 wrote it.
+pub const PAYLOAD_VERSION: u32 = 2;
 
 /// Who acted: a person, in a role, for an organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +102,7 @@ impl StoredEvent {
             event_id: meta.event_id,
             case_id: meta.case_id,
             event_type,
-            schema_version: PAYLOAD_VERSION,
+            schema_version: schema_version(event),
             case_version: meta.case_version,
             occurred_at: meta.occurred_at,
             actor: meta.actor,
@@ -240,6 +247,14 @@ pub enum ChainBreak {
     ForeignEvent { case_version: u64, event_id: Uuid, other: CaseId },
 }
 
+/// The lowest payload version that reads `event` right.
+fn schema_version(event: &Event) -> u32 {
+    match event {
+        Event::Filed(Filing { contact: Some(Contact::Sealed(_)), .. }) => 2,
+        _ => 1,
+    }
+}
+
 /// Verify one case's whole history, in order: every hash recomputes, versions
 /// run 1, 2, 3… and each event names the hash of the one before it. The
 /// hashes are recomputed from the values as this build renders them: for
@@ -286,7 +301,7 @@ fn verify_chain_with<'a>(history: impl Iterator<Item = (&'a StoredEvent, String)
     Ok(())
 }
 
-const KNOWN_TYPES: [&str; 25] = Event::KINDS;
+const KNOWN_TYPES: [&str; 26] = Event::KINDS;
 
 /// Version 1 payloads. The variant name (snake case) is the stored `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,7 +316,7 @@ enum PayloadV1 {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         severity_hint: Option<Tier>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        resident_contact: Option<ResidentContact>,
+        resident_contact: Option<ContactV1>,
         #[serde(default)]
         attachments: Vec<AttachmentRef>,
     },
@@ -414,6 +429,39 @@ enum PayloadV1 {
         mark: ClockMark,
         due: Timestamp,
     },
+    ResidentDataErased {
+        reason: Text,
+    },
+}
+
+/// A filing's contact details: sealed (payload version 2) or, in history
+/// written before sealing, in clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ContactV1 {
+    Sealed { sealed: SealedJson },
+    Clear(ResidentContact),
+}
+
+impl From<Contact> for ContactV1 {
+    fn from(contact: Contact) -> Self {
+        match contact {
+            Contact::Clear(clear) => ContactV1::Clear(clear),
+            Contact::Sealed(sealed) => ContactV1::Sealed { sealed: SealedJson::from(sealed) },
+        }
+    }
+}
+
+impl From<ContactV1> for Contact {
+    fn from(contact: ContactV1) -> Self {
+        match contact {
+            ContactV1::Clear(clear) => Contact::Clear(clear),
+            // Another algorithm's ciphertext simply does not open.
+            ContactV1::Sealed { sealed } => {
+                Contact::Sealed(SealedData { nonce: sealed.nonce, ciphertext: sealed.ciphertext })
+            }
+        }
+    }
 }
 
 impl PayloadV1 {
@@ -426,7 +474,7 @@ impl PayloadV1 {
                 location: filed.location,
                 reported_at: filed.reported_at,
                 severity_hint: filed.severity_hint,
-                resident_contact: filed.contact,
+                resident_contact: filed.contact.map(ContactV1::from),
                 attachments: filed.attachments,
             },
             Event::Registered { tier, note, policy } => PayloadV1::Registered { tier, note, policy },
@@ -465,6 +513,7 @@ impl PayloadV1 {
             Event::UrgencySet { urgent, reason } => PayloadV1::UrgencySet { urgent, reason },
             Event::DeadlineSet { clock, due, basis } => PayloadV1::DeadlineSet { clock, due, basis },
             Event::ClockMarked { clock, mark, due } => PayloadV1::ClockMarked { clock, mark, due },
+            Event::ResidentDataErased { reason } => PayloadV1::ResidentDataErased { reason },
         }
     }
 
@@ -487,7 +536,7 @@ impl PayloadV1 {
                 location,
                 reported_at,
                 severity_hint,
-                contact: resident_contact,
+                contact: resident_contact.map(Contact::from),
                 attachments,
             }),
             PayloadV1::Registered { tier, note, policy } => Event::Registered { tier, note, policy },
@@ -526,6 +575,7 @@ impl PayloadV1 {
             PayloadV1::UrgencySet { urgent, reason } => Event::UrgencySet { urgent, reason },
             PayloadV1::DeadlineSet { clock, due, basis } => Event::DeadlineSet { clock, due, basis },
             PayloadV1::ClockMarked { clock, mark, due } => Event::ClockMarked { clock, mark, due },
+            PayloadV1::ResidentDataErased { reason } => Event::ResidentDataErased { reason },
         }
     }
 }

@@ -15,7 +15,7 @@ pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
 pub use server::GrpcServer;
-pub use service::{CommonArgs, PolicyArgs, exit_code};
+pub use service::{CommonArgs, KeyArgs, PolicyArgs, exit_code};
 pub use shutdown::Shutdown;
 pub use telemetry::LogFormat;
 

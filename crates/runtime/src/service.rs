@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_calendar::{Calendar, YearTable};
-use gridcase_eventlog::{EventLog, StreamSettings};
+use gridcase_eventlog::sealing::MasterKeys;
+use gridcase_eventlog::{EventLog, KeyStore, StreamSettings};
 use gridcase_policy::Policy;
 
 use crate::{LogFormat, parse_duration};
@@ -208,5 +209,56 @@ pub fn exit_code(name: &str, result: anyhow::Result<()>) -> ExitCode {
             eprintln!("{name}: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Where residents' data keys are and what wraps them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// Master key file: one `<id> <64 hex digits>` line per key, the first
+    /// current (it wraps new data keys), the others only unwrapping keys from
+    /// before a rotation. Residents' contact details are sealed under
+    /// per-case data keys wrapped by it. Readable by the service's user only.
+    /// `gridctl master-key new ID` prints a line.
+    #[arg(long, env = "GRIDCASE_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// JetStream key-value bucket holding the per-case data keys (wrapped).
+    #[arg(long, env = "GRIDCASE_KEY_BUCKET", default_value = gridcase_eventlog::keys::DEFAULT_BUCKET)]
+    pub key_bucket: String,
+}
+
+impl KeyArgs {
+    /// The master keys of `--master-key-file`, if one is set.
+    pub fn master_keys(&self) -> anyhow::Result<Option<Arc<MasterKeys>>> {
+        let Some(path) = &self.master_key_file else { return Ok(None) };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading the master key file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777),
+                    "the master key file is readable by other users: chmod 600 it");
+            }
+        }
+        let keys = MasterKeys::parse(&text).with_context(|| format!("master key file {}", path.display()))?;
+        tracing::info!(current = keys.current_id(), keys = keys.ids().count(), "master keys loaded");
+        Ok(Some(Arc::new(keys)))
+    }
+
+    /// Open the key store on the log's JetStream. `need_master`: the service
+    /// seals or opens personal data and must not start without the key file.
+    pub async fn open(&self, log: &EventLog, need_master: bool) -> anyhow::Result<KeyStore> {
+        let master = self.master_keys()?;
+        anyhow::ensure!(
+            master.is_some() || !need_master,
+            "--master-key-file (GRIDCASE_MASTER_KEY_FILE) is required: residents' contact details are sealed \
+             under keys it wraps; `gridctl master-key new ID > FILE` makes one"
+        );
+        KeyStore::open(log.context(), &self.key_bucket, log.settings().replicas, master)
+            .await
+            .context("opening the key store")
     }
 }

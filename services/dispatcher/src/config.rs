@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, PolicyArgs, parse_duration};
+use gridcase_runtime::{CommonArgs, KeyArgs, PolicyArgs, parse_duration};
 
 /// gridcase dispatcher: registers and routes reported cases by policy, sets
 /// their deadlines on the working calendar, and watches every deadline
@@ -17,6 +17,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub rules: PolicyArgs,
+
+    /// The key store: the dispatcher destroys the data key of every erasure
+    /// it reads (it needs no master key for that).
+    #[command(flatten)]
+    pub keys: KeyArgs,
 
     /// Address of the gRPC health service.
     #[arg(long, env = "GRIDCASE_DISPATCHER_ADDR", default_value = "127.0.0.1:50053")]

@@ -24,7 +24,7 @@ use gridcase_domain::Event;
 use gridcase_domain::{CaseId, Role};
 use gridcase_eventlog::schema::Actor;
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
-use gridcase_eventlog::{CaseSubject, ReadFrom, StoredEvent};
+use gridcase_eventlog::{CaseSubject, KeyStore, ReadFrom, StoredEvent};
 use gridcase_policy::Policy;
 use gridcase_reference::Reference;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
@@ -149,6 +149,7 @@ pub struct Application {
     health_listener: TcpListener,
     client: async_nats::Client,
     store: Arc<CaseStore>,
+    keys: KeyStore,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
@@ -175,6 +176,7 @@ impl Application {
             }
         }
         let (client, log) = config.common.open_log("gridcase-dispatcher").await?;
+        let keys = config.keys.open(&log, false).await?;
         let snapshot_store = if config.no_snapshot {
             None
         } else {
@@ -193,6 +195,7 @@ impl Application {
             health_listener,
             client,
             store: Arc::new(CaseStore::new(log)),
+            keys,
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
             reference: Arc::new(reference),
@@ -233,6 +236,7 @@ impl Application {
 
         let mut worker = Worker {
             store: self.store.clone(),
+            keys: self.keys.clone(),
             policy: self.policy.clone(),
             calendar: self.calendar.clone(),
             reference: self.reference.clone(),
@@ -286,6 +290,8 @@ struct Worker {
     chain_steps: bool,
     snapshot: SnapshotState,
     store: Arc<CaseStore>,
+    /// Destroys the data key of each erasure read (see [`erase_keys`]).
+    keys: KeyStore,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
@@ -384,6 +390,9 @@ impl Worker {
                             continue;
                         }
                     };
+                    // Before the event counts as read (a snapshot covering it
+                    // is saved only after): an erasure's key is destroyed.
+                    erase_keys(&self.keys, &record.payload, &shutdown).await;
                     if let Some(subject) =
                         self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref())
                     {
@@ -893,6 +902,39 @@ impl Worker {
 }
 
 /// A reopened case whose history is being read.
+/// If `payload` records an erasure of a resident's data, destroy the case's
+/// data key, trying again until it is done (or the service stops: the next
+/// start reads the event again). Intake destroys the key as it records the
+/// erasure; this is what makes a crash between the two harmless. Idempotent,
+/// so reading old erasures again (a replay) costs one key lookup each.
+async fn erase_keys(keys: &KeyStore, payload: &[u8], shutdown: &Shutdown) {
+    const KIND: &[u8] = b"\"resident_data_erased\"";
+    if !payload.windows(KIND.len()).any(|window| window == KIND) {
+        return;
+    }
+    let Ok(stored) = StoredEvent::from_json_bytes(payload) else { return };
+    if stored.event_type != "resident_data_erased" {
+        return;
+    }
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match keys.erase(&stored.case_id).await {
+            Ok(()) => {
+                debug!(case_id = %stored.case_id, "erased resident data: key destroyed");
+                return;
+            }
+            Err(error) => {
+                warn!(case_id = %stored.case_id, %error, "destroying an erased case's key failed; trying again")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.clone().requested() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 struct Loading {
     subject: CaseSubject,
     /// The last sequence of the case the stream reader saw meanwhile.

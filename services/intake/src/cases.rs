@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use gridcase_auth::policy::{CaseScope, ContactView, contact_view};
 use gridcase_calendar::Calendar;
-use gridcase_domain::{AttachmentRef, Case, CaseId, Command, DomainError, Event, OrgCode, Text, TextError};
+use gridcase_domain::{
+    AttachmentRef, Case, CaseId, Command, ContactState, DomainError, Event, OrgCode, Text, TextError,
+};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance, fold};
-use gridcase_eventlog::{AttachmentStore, DecodeError, Positioned, StoredEvent, verify_history};
+use gridcase_eventlog::{AttachmentStore, DecodeError, KeyStore, Positioned, StoredEvent, verify_history};
 use gridcase_policy::{Planner, Policy};
 use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
@@ -23,6 +25,7 @@ use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
+use crate::personal;
 use crate::service::check_uploaded;
 use crate::validate::{self, Limits};
 
@@ -40,6 +43,7 @@ const ATTEMPTS: usize = 3;
 pub struct CaseApi {
     pub(crate) store: Arc<CaseStore>,
     pub(crate) attachments: AttachmentStore,
+    pub(crate) keys: KeyStore,
     pub(crate) policy: Arc<Policy>,
     pub(crate) reference: Arc<gridcase_reference::Reference>,
     pub(crate) calendar: Arc<Calendar>,
@@ -615,11 +619,36 @@ impl CaseService for CaseApi {
     }
 
     #[instrument(skip_all)]
+    async fn erase_resident_data(&self, request: Request<api::EraseResidentDataRequest>) -> CommandResponse {
+        let access = Access::of(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let ctx = context(r.context.as_ref(), &mut v);
+        let reason = required_text("reason", &r.reason, &mut v);
+        v.into_result()?;
+        let (ctx, reason) = (ctx.expect("validated"), reason.expect("validated"));
+        let case_id = ctx.case_id;
+        // Recorded first, then the key destroyed: the event is the intent,
+        // and the dispatcher destroys the key of every erasure it reads, so
+        // a crash between the two still ends with the key gone. A retry of
+        // this command (same command id) destroys it again, harmlessly.
+        let response = self
+            .execute(&access, ctx, &["resident_data_erased"], |_, _| {
+                Ok(Command::EraseResidentData { reason: reason.clone() })
+            })
+            .await?;
+        personal::erase(&self.keys, &case_id).await?;
+        info!(%case_id, "resident data erased");
+        Ok(response)
+    }
+
+    #[instrument(skip_all)]
     async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseView>, Status> {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let loaded = self.load_for(access, &case_id).await?;
-        let resident_contact = resident_contact(&loaded, contact_view(&access.principal, &scope(&loaded)))?;
+        let resident_contact =
+            resident_contact(&self.keys, &loaded, contact_view(&access.principal, &scope(&loaded))).await?;
         let version = loaded.head.version;
         let case = loaded.case;
         let deadlines = case
@@ -678,20 +707,30 @@ fn parse_case_id(text: &str) -> Result<CaseId, Status> {
     })
 }
 
-/// The resident's contact details from the filing, as `view` allows.
-fn resident_contact(loaded: &Loaded, view: ContactView) -> Result<Option<api::ResidentContact>, Status> {
+/// The resident's contact details from the filing, as `view` allows: opened
+/// with the case's key; empty and marked erased once they were erased.
+async fn resident_contact(
+    keys: &KeyStore,
+    loaded: &Loaded,
+    view: ContactView,
+) -> Result<Option<api::ResidentContact>, Status> {
     let first = loaded.history.first().ok_or_else(|| grpc::internal(&"empty history"))?;
     let Event::Filed(filing) = first.event.decode().map_err(|e| grpc::internal(&e))? else {
         return Err(grpc::internal(&"a history that does not start with a filing"));
     };
-    Ok(filing.contact.map(|contact| {
-        let masked = view == ContactView::Masked;
-        let shown = |full: &str, masked_text: String| if masked { masked_text } else { full.to_owned() };
-        api::ResidentContact {
-            name: contact.name.as_ref().map(|n| shown(n.expose(), n.masked())).unwrap_or_default(),
-            phone: contact.phone.as_ref().map(|p| shown(p.expose(), p.masked())).unwrap_or_default(),
-            masked,
-        }
+    let Some(contact) = filing.contact else { return Ok(None) };
+    let erased = api::ResidentContact { erased: true, ..Default::default() };
+    if loaded.case.contact == ContactState::Erased {
+        return Ok(Some(erased));
+    }
+    let Some(contact) = personal::open(keys, &filing.case_id, &contact).await? else { return Ok(Some(erased)) };
+    let masked = view == ContactView::Masked;
+    let shown = |full: &str, masked_text: String| if masked { masked_text } else { full.to_owned() };
+    Ok(Some(api::ResidentContact {
+        name: contact.name.as_ref().map(|n| shown(n.expose(), n.masked())).unwrap_or_default(),
+        phone: contact.phone.as_ref().map(|p| shown(p.expose(), p.masked())).unwrap_or_default(),
+        masked,
+        erased: false,
     }))
 }
 

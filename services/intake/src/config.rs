@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, PolicyArgs, parse_duration};
+use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, parse_duration};
 
 /// gridcase intake: the gRPC services grid workers file cases through
 /// (IntakeService) and command centres and handling units move them along
@@ -24,6 +24,10 @@ pub struct Config {
     /// Bearer tokens: trusted keys, issuer, audience.
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    /// Residents' personal data: the master key file (required) and the key store.
+    #[command(flatten)]
+    pub keys: KeyArgs,
 
     /// Address of the Prometheus metrics endpoint (/metrics).
     #[arg(long, env = "GRIDCASE_INTAKE_METRICS_ADDR", default_value = "127.0.0.1:9465")]

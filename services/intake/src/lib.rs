@@ -4,6 +4,7 @@
 
 mod cases;
 pub mod config;
+mod personal;
 mod reference;
 mod service;
 pub mod validate;
@@ -59,6 +60,7 @@ impl Application {
         let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket, log.settings().replicas)
             .await
             .context("opening the attachment bucket")?;
+        let keys = config.keys.open(&log, true).await?;
         let limits = Limits {
             max_attachment_bytes: config.max_attachment_bytes,
             max_clock_skew: SignedDuration::try_from(config.max_clock_skew).context("max clock skew")?,
@@ -70,6 +72,7 @@ impl Application {
         let cases = CaseApi {
             store: store.clone(),
             attachments: attachments.clone(),
+            keys: keys.clone(),
             policy: Arc::new(policy),
             reference: reference.clone(),
             calendar: Arc::new(calendar),
@@ -77,7 +80,7 @@ impl Application {
             clock: clock.clone(),
         };
         let admin = reference::ReferenceApi { reference: reference.clone() };
-        let api = IntakeApi { store, attachments, reference, limits, clock };
+        let api = IntakeApi { store, attachments, keys, reference, limits, clock };
         Ok(Self { config, listener, api, cases, admin, auth, client })
     }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use gridcase_auth::policy::Target;
-use gridcase_domain::{Command, Event};
+use gridcase_domain::{Command, Contact, Event};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
-use gridcase_eventlog::{AttachmentStore, CaseSubject, StoredEvent};
+use gridcase_eventlog::{AttachmentStore, CaseSubject, KeyStore, StoredEvent};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService, upload_attachment_request::Part};
 use gridcase_reference::Reference;
@@ -16,11 +16,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
+use crate::personal;
 use crate::validate::{self, CONTENT_TYPES, Limits};
 
 pub struct IntakeApi {
     pub(crate) store: Arc<CaseStore>,
     pub(crate) attachments: AttachmentStore,
+    pub(crate) keys: KeyStore,
     pub(crate) reference: Arc<Reference>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
@@ -54,6 +56,14 @@ impl IntakeService for IntakeApi {
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
+        // The filing as asked, in clear, to recognise a retry by; the event
+        // records the contact details sealed under the case's key.
+        let asked = Event::Filed(file.clone());
+        let mut file = file;
+        if let Some(contact) = file.contact.take() {
+            let sealed = personal::seal(&self.keys, &case_id, contact).await;
+            file.contact = Some(sealed.map_err(|error| error.unwrap_or_else(|| taken(&case_id)))?);
+        }
         // A case id names one case in the whole log: the filing's append
         // expects no event of this id in any township (the case store's
         // expectation for a new case), so one filed elsewhere is a conflict.
@@ -76,7 +86,7 @@ impl IntakeService for IntakeApi {
                 // Nothing under this township: the id was filed in another one.
                 let Some(original) = original else { return Err(taken(&case_id)) };
                 let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
-                if same_filing(&original_event, &filed) && original.event.actor == actor {
+                if original.event.actor == actor && same_filing(&self.keys, original_event, &asked).await? {
                     info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");
                     Ok(Response::new(Self::receipt(&original.event, original.stream_sequence, true)))
                 } else {
@@ -179,8 +189,17 @@ fn taken(case_id: &gridcase_domain::CaseId) -> Status {
     Status::already_exists(format!("case_id {case_id} is already taken; a new case needs a new case_id"))
 }
 
-/// Whether two filings say the same thing (the server-side envelope, time of
-/// recording and event id, may differ between attempts).
-fn same_filing(stored: &Event, attempt: &Event) -> bool {
-    stored == attempt
+/// Whether the stored filing says what `asked` (in clear) says. The
+/// server-side envelope (time of recording, event id) and the sealing's
+/// nonce differ between attempts, so the stored contact details are
+/// compared opened; erased ones match nothing.
+async fn same_filing(keys: &KeyStore, stored: Event, asked: &Event) -> Result<bool, Status> {
+    let Event::Filed(mut stored) = stored else { return Ok(false) };
+    if let Some(contact) = &stored.contact {
+        stored.contact = personal::open(keys, &stored.case_id, contact).await?.map(Contact::Clear);
+        if stored.contact.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(&Event::Filed(stored) == asked)
 }

@@ -195,7 +195,7 @@ pub fn file_case(
                 location,
                 reported_at,
                 severity_hint,
-                contact,
+                contact: contact.map(gridcase_domain::Contact::Clear),
                 attachments,
             })
         }

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, PolicyArgs};
+use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs};
 
 /// gridcase projection and query service: builds the read models (case
 /// ledgers, overdue reports, audited histories) in PostgreSQL from the event
@@ -39,6 +39,11 @@ pub struct Config {
     /// Bearer tokens: trusted keys, issuer, audience (the query service only).
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    /// Residents' personal data: the query service opens sealed contact
+    /// details with the case's key to show them masked (serve only; required there).
+    #[command(flatten)]
+    pub keys: KeyArgs,
 
     /// Address of the Prometheus metrics endpoint (/metrics).
     #[arg(long, env = "GRIDCASE_PROJECTION_METRICS_ADDR", default_value = "127.0.0.1:9466")]

@@ -24,7 +24,8 @@ pub fn case_columns() -> String {
         "case_id, version, last_sequence, state, county, township, village, grid, category, description, \
          reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, filed_at, registered_at, \
          dispatched_at, acknowledged_at, resolved_at, closed_at, {}, marks, pending_extension_days, \
-         approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, last_hash",
+         approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, last_hash, contact_state, \
+         contact_sealed",
         due.join(", ")
     )
 }
@@ -182,6 +183,8 @@ pub fn case(rows: &mut Rows, r: &CaseRow) {
     rows.raw(case.reworks);
     rows.raw(case.reopenings);
     rows.text(&r.last_hash);
+    rows.text(crate::store::contact_state_name(case.contact));
+    rows.opt_text(r.contact_sealed.as_deref());
     rows.end();
 }
 

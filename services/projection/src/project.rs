@@ -2,8 +2,9 @@
 //! case (the domain's own fold plus the timestamps the ledgers need) and the
 //! ledger counts it moves. The store writes the results in bulk.
 
-use gridcase_domain::{Case, Clock, Event, Feedback, OrgCode, Status};
+use gridcase_domain::{Case, Clock, Contact, Event, Feedback, OrgCode, Status};
 use gridcase_eventlog::StoredEvent;
+use gridcase_eventlog::sealing::SealedJson;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -16,7 +17,12 @@ pub struct CaseRow {
     pub last_sequence: u64,
     pub description: String,
     pub reported_by: String,
+    /// The phone number masked, for contact details recorded in clear
+    /// (history from before sealing).
     pub contact_phone_masked: Option<String>,
+    /// Sealed contact details as stored ([`SealedJson`]): ciphertext only;
+    /// the query service opens them with the case's key to mask them.
+    pub contact_sealed: Option<String>,
     pub filed_at: Timestamp,
     pub registered_at: Option<Timestamp>,
     pub dispatched_at: Option<Timestamp>,
@@ -204,7 +210,14 @@ pub fn apply(
             last_sequence: sequence,
             description: filing.description.to_string(),
             reported_by: stored.actor.person.clone(),
-            contact_phone_masked: filing.contact.as_ref().and_then(|c| c.phone.as_ref()).map(|p| p.masked()),
+            contact_phone_masked: match &filing.contact {
+                Some(Contact::Clear(clear)) => clear.phone.as_ref().map(|p| p.masked()),
+                _ => None,
+            },
+            contact_sealed: match &filing.contact {
+                Some(Contact::Sealed(sealed)) => Some(SealedJson::to_json(sealed)),
+                _ => None,
+            },
             filed_at: at,
             registered_at: None,
             dispatched_at: None,
@@ -271,6 +284,12 @@ pub fn apply(
                 Feedback::Unsatisfied => Measure::Unsatisfied,
             };
             count(&row, at, measure, 1, &mut changes);
+        }
+        // Nothing of the details stays in the row (the fold marked the
+        // case's contact erased); the ciphertext no longer opens anyway.
+        Event::ResidentDataErased { .. } => {
+            row.contact_phone_masked = None;
+            row.contact_sealed = None;
         }
         _ => {}
     }

@@ -34,9 +34,11 @@ impl Application {
         let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
         store::migrate(&pool, &config.schema).await?;
         let (client, log) = config.common.open_log("gridcase-projection").await?;
+        let keys = config.keys.open(&log, true).await?;
         let query = QueryApi {
             pool: pool.clone(),
             log: log.clone(),
+            keys,
             policy: Arc::new(policy),
             calendar: Arc::new(calendar),
             clock,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_domain::{
-    Case, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, OrgCode, Status, Supervision, Tier,
+    Case, CaseId, CategoryCode, Clock, ClockMark, ContactState, Feedback, GridCode, OrgCode, Status, Supervision, Tier,
 };
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -173,7 +173,7 @@ pub const CASE_COLUMNS: &str = "case_id, version, last_sequence, state, county, 
     micros(filed_at), micros(registered_at), micros(dispatched_at), micros(acknowledged_at), micros(resolved_at), \
     micros(closed_at), micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), \
     marks, pending_extension_days, approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, \
-    last_hash";
+    last_hash, contact_state, contact_sealed";
 
 fn corrupt(what: &str) -> anyhow::Error {
     anyhow::anyhow!("read model holds an invalid {what}")
@@ -222,6 +222,7 @@ pub fn case_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         returns: row.get::<i32, _>(32) as u32,
         reworks: row.get::<i32, _>(33) as u32,
         reopenings: row.get::<i32, _>(34) as u32,
+        contact: contact_state(row.get::<&str, _>(36)).ok_or_else(|| corrupt("contact state"))?,
     };
     Ok(CaseRow {
         case,
@@ -236,7 +237,21 @@ pub fn case_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         resolved_at: ts(21),
         closed_at: ts(22),
         last_hash: row.get(35),
+        contact_sealed: row.get(37),
     })
+}
+
+/// The name `cases.contact_state` stores.
+pub fn contact_state_name(state: ContactState) -> &'static str {
+    match state {
+        ContactState::None => "none",
+        ContactState::Given => "given",
+        ContactState::Erased => "erased",
+    }
+}
+
+fn contact_state(name: &str) -> Option<ContactState> {
+    [ContactState::None, ContactState::Given, ContactState::Erased].into_iter().find(|s| contact_state_name(*s) == name)
 }
 
 /// The hash of the last kept event of each of these cases that has one.
@@ -352,18 +367,20 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
          description, reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, filed_at, \
          registered_at, dispatched_at, acknowledged_at, resolved_at, closed_at, register_due, acknowledge_due, \
          resolve_due, verify_due, marks, pending_extension_days, approved_extension_days, hold_requested, feedback, \
-         returns, reworks, reopenings, last_hash) \
+         returns, reworks, reopenings, last_hash, contact_state, contact_sealed) \
          SELECT id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, ts_from_micros(f), \
          ts_from_micros(rg), ts_from_micros(dp), ts_from_micros(ak), ts_from_micros(rs), ts_from_micros(cl), \
          ts_from_micros(d1), ts_from_micros(d2), ts_from_micros(d3), ts_from_micros(d4), \
-         CASE WHEN mk = '' THEN ARRAY[]::text[] ELSE string_to_array(mk, ',') END, pe, ae, hr, fb, re, rw, ro, lh \
+         CASE WHEN mk = '' THEN ARRAY[]::text[] ELSE string_to_array(mk, ',') END, pe, ae, hr, fb, re, rw, ro, lh, \
+         cs, cx \
          FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
          $16::text[], $17::bool[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
          $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], $28::text[], $29::int[], \
-         $30::int[], $31::bool[], $32::text[], $33::int[], $34::int[], $35::int[], $36::text[]) \
+         $30::int[], $31::bool[], $32::text[], $33::int[], $34::int[], $35::int[], $36::text[], $37::text[], \
+         $38::text[]) \
          AS x(id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, f, rg, dp, ak, rs, cl, d1, d2, d3, d4, \
-         mk, pe, ae, hr, fb, re, rw, ro, lh) \
+         mk, pe, ae, hr, fb, re, rw, ro, lh, cs, cx) \
          ON CONFLICT (case_id) DO UPDATE SET version = EXCLUDED.version, last_sequence = EXCLUDED.last_sequence, \
          state = EXCLUDED.state, tier = EXCLUDED.tier, unit = EXCLUDED.unit, supervision = EXCLUDED.supervision, \
          urgent = EXCLUDED.urgent, registered_at = EXCLUDED.registered_at, dispatched_at = EXCLUDED.dispatched_at, \
@@ -373,7 +390,9 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
          pending_extension_days = EXCLUDED.pending_extension_days, \
          approved_extension_days = EXCLUDED.approved_extension_days, hold_requested = EXCLUDED.hold_requested, \
          feedback = EXCLUDED.feedback, returns = EXCLUDED.returns, reworks = EXCLUDED.reworks, \
-         reopenings = EXCLUDED.reopenings, last_hash = EXCLUDED.last_hash",
+         reopenings = EXCLUDED.reopenings, last_hash = EXCLUDED.last_hash, \
+         contact_phone_masked = EXCLUDED.contact_phone_masked, contact_state = EXCLUDED.contact_state, \
+         contact_sealed = EXCLUDED.contact_sealed",
     )
     .bind(rows.iter().map(|r| *r.case.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.case.version as i64).collect::<Vec<_>>())
@@ -415,6 +434,8 @@ async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> an
     .bind(int(|r| r.case.reworks))
     .bind(int(|r| r.case.reopenings))
     .bind(rows.iter().map(|r| r.last_hash.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| contact_state_name(r.case.contact).to_owned()).collect::<Vec<_>>())
+    .bind(text(|r| r.contact_sealed.clone()))
     .execute(&mut **tx)
     .await
     .context("writing case rows")?;

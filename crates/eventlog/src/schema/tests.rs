@@ -46,10 +46,10 @@ fn one_of_each() -> Vec<Event> {
             location: Location::from_degrees(39.904211, 116.407395, Some("东华门街道 3号楼")).unwrap(),
             reported_at: at("2026-02-13T09:00:00Z"),
             severity_hint: Some(Tier::Urgent),
-            contact: Some(ResidentContact {
+            contact: Some(Contact::Clear(ResidentContact {
                 name: Some(PersonName::parse("王芳").unwrap()),
                 phone: Some(PhoneNumber::parse("13812345678").unwrap()),
-            }),
+            })),
             attachments: vec![photo()],
         }),
         Event::Registered {
@@ -94,7 +94,28 @@ fn one_of_each() -> Vec<Event> {
         Event::UrgencySet { urgent: true, reason: Some(text("领导批示")) },
         Event::DeadlineSet { clock: Clock::Verify, due, basis: basis() },
         Event::ClockMarked { clock: Clock::Resolve, mark: ClockMark::Overdue, due },
+        Event::ResidentDataErased { reason: text("居民申请删除个人信息") },
     ]
+}
+
+/// The filing of `one_of_each` as this build writes it: contact details sealed.
+fn sealed_filing() -> Event {
+    let Event::Filed(mut filing) = one_of_each().remove(0) else { unreachable!() };
+    filing.contact = Some(Contact::Sealed(SealedData { nonce: vec![7; 12], ciphertext: vec![0xA5; 40] }));
+    Event::Filed(filing)
+}
+
+#[test]
+fn a_sealed_filing_is_payload_version_2_and_everything_else_stays_1() {
+    let stored = StoredEvent::seal(&sealed_filing(), meta(1), None);
+    assert_eq!(stored.schema_version, 2);
+    insta::assert_snapshot!("v2_filed", serde_json::to_string_pretty(&stored).unwrap());
+    assert_eq!(stored.decode().unwrap(), sealed_filing());
+    // Nothing to mask in a sealed filing: the redacted copy is the event.
+    assert_eq!(stored.redacted(), stored);
+    for stored in chain(&one_of_each()) {
+        assert_eq!(stored.schema_version, 1, "{}", stored.event_type);
+    }
 }
 
 fn meta(case_version: u64) -> EventMeta {
@@ -150,8 +171,8 @@ fn an_unknown_type_is_reported_not_fatal() {
     stored.event_type = "escalated_to_city".into();
     assert!(matches!(stored.decode(), Err(DecodeError::UnknownType(t)) if t == "escalated_to_city"));
     let mut newer = chain(&one_of_each()).remove(1);
-    newer.schema_version = 2;
-    assert!(matches!(newer.decode(), Err(DecodeError::UnsupportedVersion { version: 2, .. })));
+    newer.schema_version = 3;
+    assert!(matches!(newer.decode(), Err(DecodeError::UnsupportedVersion { version: 3, .. })));
 }
 
 #[test]

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gridcase_auth::policy::CaseScope;
 use gridcase_calendar::Calendar;
-use gridcase_domain::{CaseId, Clock, ClockMark};
-use gridcase_eventlog::{CaseSubject, EventLog, Positioned, StoredEvent, verify_history};
+use gridcase_domain::{CaseId, Clock, ClockMark, ContactState};
+use gridcase_eventlog::sealing::{SealedJson, open_contact};
+use gridcase_eventlog::{CaseSubject, EventLog, KeyState, KeyStore, Positioned, StoredEvent, verify_history};
 use gridcase_policy::{Limit, Planner, Policy};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
@@ -38,6 +39,8 @@ pub struct QueryApi {
     /// The event log: histories are verified against it, and `WatchCases`
     /// reads it.
     pub log: EventLog,
+    /// Opens sealed contact details to mask them (GetCase).
+    pub keys: KeyStore,
     pub policy: Arc<Policy>,
     pub calendar: Arc<Calendar>,
     pub clock: Arc<dyn TimeSource>,
@@ -155,6 +158,30 @@ fn compare_kept(kept: &[StoredEvent], logged: &[Positioned]) -> Result<(), Strin
     }
 }
 
+/// The resident's phone number masked (138****5678), and whether the
+/// contact details were erased. Sealed details are opened with the case's
+/// key here, at read time; the read model holds only their ciphertext.
+async fn masked_phone(keys: &KeyStore, row: &CaseRow) -> Result<(String, bool), GrpcStatus> {
+    if row.case.contact == ContactState::Erased {
+        return Ok((String::new(), true));
+    }
+    if let Some(masked) = &row.contact_phone_masked {
+        return Ok((masked.clone(), false));
+    }
+    let Some(sealed) = &row.contact_sealed else { return Ok((String::new(), false)) };
+    let sealed = SealedJson::from_json(sealed).map_err(|e| grpc::internal(&e))?;
+    let case_id = &row.case.id;
+    match keys.key(case_id).await {
+        Ok(KeyState::Present(key)) => {
+            let contact = open_contact(&key, case_id, &sealed).map_err(|e| grpc::internal(&e))?;
+            Ok((contact.phone.map(|p| p.masked()).unwrap_or_default(), false))
+        }
+        // The key is gone: erased, the erasure event not projected yet.
+        Ok(KeyState::Absent | KeyState::Erased) => Ok((String::new(), true)),
+        Err(error) => Err(grpc::unavailable("the key store", &error)),
+    }
+}
+
 fn row_scope(row: &CaseRow) -> CaseScope {
     CaseScope {
         grid: row.case.grid.to_string(),
@@ -169,6 +196,7 @@ impl QueryService for QueryApi {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let row = self.case_row(access, &case_id).await?;
+        let (contact_phone_masked, contact_erased) = masked_phone(&self.keys, &row).await?;
         let now = self.clock.now();
         let case = &row.case;
         let deadlines = CLOCKS
@@ -196,7 +224,8 @@ impl QueryService for QueryApi {
             category_code: case.category.to_string(),
             description: row.description.clone(),
             reported_by: row.reported_by.clone(),
-            contact_phone_masked: row.contact_phone_masked.clone().unwrap_or_default(),
+            contact_phone_masked,
+            contact_erased,
             tier: convert::tier_to_proto(case.tier) as i32,
             unit: case.unit.as_ref().map(|u| u.to_string()).unwrap_or_default(),
             supervision: convert::supervision_to_proto(case.supervision) as i32,

@@ -1,0 +1,221 @@
+//! The key store: each case's data key, wrapped under the master key, in a
+//! JetStream key-value bucket (`gridcase-keys`, one value per case id).
+//!
+//! Why a bucket and not PostgreSQL: every service that needs a key (intake
+//! seals and opens, the query service opens to mask, the dispatcher erases)
+//! already speaks NATS, and not all of them speak PostgreSQL; the bucket
+//! replicates like the log, and NATS permissions say who may read it.
+//!
+//! The bucket's stream is created here rather than by the key-value API so
+//! that it allows deleting a message: erasure first deletes the key's message
+//! with the server's secure erase (the stored bytes are overwritten), then
+//! leaves a purge marker, so a later read can tell "erased" from "never
+//! had one". What erasure cannot reach by itself: copies of the wrapped key in
+//! backups of the bucket and in replicas' write-ahead logs. Those are sealed
+//! under the master key; rotating the master key ([`KeyStore::rewrap`]) and
+//! then destroying the old one makes them unreadable too.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use gridcase_domain::CaseId;
+
+use crate::sealing::{DataKey, MasterKeys, SealError, WrappedKey};
+
+pub const DEFAULT_BUCKET: &str = "gridcase-keys";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("the key store (NATS) failed: {0}")]
+    Nats(String),
+    #[error("the case's resident data was erased: its key is gone")]
+    Erased,
+    #[error("no master key file is configured (--master-key-file): personal fields cannot be sealed or opened")]
+    NoMasterKey,
+    #[error("the stored key of case {case_id} is unreadable: {source}")]
+    Key { case_id: CaseId, source: SealError },
+    #[error(
+        "the key store's stream {0} refuses message deletion, so erasure could not overwrite keys; \
+         it was not created by gridcase"
+    )]
+    DenyDelete(String),
+}
+
+fn nats(error: impl std::fmt::Display) -> KeyStoreError {
+    KeyStoreError::Nats(error.to_string())
+}
+
+/// What the key store holds for a case.
+#[derive(Debug)]
+pub enum KeyState {
+    /// Never had a key: no personal data was sealed for it.
+    Absent,
+    /// The key, unwrapped.
+    Present(DataKey),
+    /// Destroyed by erasure.
+    Erased,
+}
+
+/// Counts of a master-key rotation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Keys wrapped anew under the current master key.
+    pub rewrapped: u64,
+    /// Keys already under it.
+    pub current: u64,
+    /// Keys that changed (were erased) while the rotation ran; left alone.
+    pub skipped: u64,
+}
+
+#[derive(Clone)]
+pub struct KeyStore {
+    kv: kv::Store,
+    stream: stream::Stream,
+    master: Option<Arc<MasterKeys>>,
+}
+
+impl KeyStore {
+    /// Open the bucket, creating its stream (file storage, `replicas`
+    /// copies, one value per key) if it does not exist. Without master keys
+    /// the store can only erase.
+    pub async fn open(
+        context: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        master: Option<Arc<MasterKeys>>,
+    ) -> Result<Self, KeyStoreError> {
+        let name = format!("KV_{bucket}");
+        let stream = match context.get_stream(&name).await {
+            Ok(stream) => stream,
+            Err(_) => context
+                .get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    description: Some("gridcase: each case's data key, wrapped under the master key".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    allow_rollup: true,
+                    deny_delete: false,
+                    deny_purge: false,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats)?,
+        };
+        if stream.cached_info().config.deny_delete {
+            return Err(KeyStoreError::DenyDelete(name));
+        }
+        let kv = context.get_key_value(bucket).await.map_err(nats)?;
+        Ok(Self { kv, stream, master })
+    }
+
+    fn master(&self) -> Result<&MasterKeys, KeyStoreError> {
+        self.master.as_deref().ok_or(KeyStoreError::NoMasterKey)
+    }
+
+    fn unwrap(&self, case_id: &CaseId, value: &[u8]) -> Result<DataKey, KeyStoreError> {
+        let wrapped: WrappedKey = serde_json::from_slice(value)
+            .map_err(|e| KeyStoreError::Key { case_id: *case_id, source: SealError::Malformed(e.to_string()) })?;
+        self.master()?.unwrap(case_id, &wrapped).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })
+    }
+
+    async fn entry(&self, case_id: &CaseId) -> Result<Option<kv::Entry>, KeyStoreError> {
+        self.kv.entry(case_id.to_string()).await.map_err(nats)
+    }
+
+    /// The case's key.
+    pub async fn key(&self, case_id: &CaseId) -> Result<KeyState, KeyStoreError> {
+        match self.entry(case_id).await? {
+            None => Ok(KeyState::Absent),
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok(KeyState::Present(self.unwrap(case_id, &entry.value)?))
+            }
+            Some(_) => Ok(KeyState::Erased),
+        }
+    }
+
+    /// The key to seal a new case's personal data with: made and stored on
+    /// the first call, the same key on a retry of the filing. A case whose
+    /// data was erased never gets a key again.
+    pub async fn key_for_new_case(&self, case_id: &CaseId) -> Result<DataKey, KeyStoreError> {
+        let master = self.master()?;
+        for _ in 0..3 {
+            match self.key(case_id).await? {
+                KeyState::Present(key) => return Ok(key),
+                KeyState::Erased => return Err(KeyStoreError::Erased),
+                KeyState::Absent => {}
+            }
+            let key = DataKey::generate().map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
+            let wrapped =
+                master.wrap(case_id, &key).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
+            let value = Bytes::from(serde_json::to_vec(&wrapped).expect("wrapped keys serialise"));
+            // Revision 0: only if the subject has never held anything, not
+            // even an erasure's marker.
+            match self.kv.update(case_id.to_string(), value, 0).await {
+                Ok(_) => return Ok(key),
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(error) => return Err(nats(error)),
+            }
+        }
+        Err(KeyStoreError::Nats(format!("the key of case {case_id} kept changing while it was being made")))
+    }
+
+    /// Destroy the case's key. Idempotent: erasing again, or a case that
+    /// never had a key, leaves the erasure marker and succeeds.
+    pub async fn erase(&self, case_id: &CaseId) -> Result<(), KeyStoreError> {
+        match self.entry(case_id).await? {
+            Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
+            Some(entry) => {
+                // The server's secure erase overwrites the message's bytes.
+                // A concurrent erasure may have deleted it first: fine if
+                // the key's message is gone now.
+                if let Err(error) = self.stream.delete_message(entry.revision).await {
+                    let still_there = matches!(self.entry(case_id).await?,
+                        Some(now) if now.operation == kv::Operation::Put && now.revision == entry.revision);
+                    if still_there {
+                        return Err(nats(error));
+                    }
+                }
+            }
+            None => {}
+        }
+        self.kv.purge(case_id.to_string()).await.map_err(nats)
+    }
+
+    /// Wrap every key that is not under the current master key anew (after
+    /// a new key was put first in the key file). When it reports nothing
+    /// left to rewrap, the old master key can be removed from the file and
+    /// destroyed.
+    pub async fn rewrap(&self) -> Result<Rewrapped, KeyStoreError> {
+        use futures::TryStreamExt;
+        let master = self.master()?;
+        let mut counts = Rewrapped::default();
+        let keys: Vec<String> = self.kv.keys().await.map_err(nats)?.try_collect().await.map_err(nats)?;
+        for name in keys {
+            let Ok(case_id) = CaseId::parse(&name) else { continue };
+            let Some(entry) = self.entry(&case_id).await? else { continue };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let wrapped: WrappedKey = serde_json::from_slice(&entry.value)
+                .map_err(|e| KeyStoreError::Key { case_id, source: SealError::Malformed(e.to_string()) })?;
+            if wrapped.master == master.current_id() {
+                counts.current += 1;
+                continue;
+            }
+            let key = master.unwrap(&case_id, &wrapped).map_err(|source| KeyStoreError::Key { case_id, source })?;
+            let again = master.wrap(&case_id, &key).map_err(|source| KeyStoreError::Key { case_id, source })?;
+            let value = Bytes::from(serde_json::to_vec(&again).expect("wrapped keys serialise"));
+            match self.kv.update(&name, value, entry.revision).await {
+                Ok(_) => counts.rewrapped += 1,
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => counts.skipped += 1,
+                Err(error) => return Err(nats(error)),
+            }
+        }
+        Ok(counts)
+    }
+}
