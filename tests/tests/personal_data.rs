@@ -374,3 +374,43 @@ fn xlsx_text(bytes: Vec<u8>) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Intake records an erasure and stops before destroying the key (a crash
+/// between the two): the dispatcher, reading the erasure, destroys it.
+#[tokio::test]
+async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
+    use gridcase_domain::{Command, Role, Text};
+    use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings};
+    use gridcase_tests::act;
+
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
+    let case_id = CaseId::new_v7();
+    let report = intake_api::FileCaseRequest {
+        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        ..filing(case_id)
+    };
+    intake_client(intake.endpoint()).await.file_case(worker.request(report)).await.unwrap();
+    intake.stop().await.unwrap();
+
+    // The erasure's event, as intake appends it, and nothing else.
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let subject = act::subject("990101001001001", case_id);
+    let erase = Command::EraseResidentData { reason: Text::reason("居民申请删除").unwrap() };
+    act::command(&log, &subject, erase, Role::CommandCentre, "cc-990101001", jiff::Timestamp::now()).await.unwrap();
+    let keys =
+        KeyStore::open(log.context(), "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
+    assert!(matches!(keys.key(&case_id).await.unwrap(), KeyState::Present(_)), "the key is still there");
+
+    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemClock)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match keys.key(&case_id).await.unwrap() {
+            KeyState::Erased => break,
+            state => assert!(std::time::Instant::now() < deadline, "the dispatcher left the key: {state:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dispatcher.stop().await.unwrap();
+}
