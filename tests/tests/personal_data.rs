@@ -414,3 +414,98 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
     }
     dispatcher.stop().await.unwrap();
 }
+
+/// `[retention] contact_days = 30`: two dispatchers (both active, as on a
+/// cluster), an injected clock. Nothing is erased a second before the day;
+/// at it, exactly one erasure is recorded and the key is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_policy_erases_contact_details_once_when_their_day_comes() {
+    use gridcase_runtime::FixedClock;
+    use gridcase_tests::lifecycle::{centre, unit};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = gridcase_tests::workspace_root().join("deploy/policy/policy.toml");
+    let policy = dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    std::fs::write(&policy, format!("{text}\n[retention]\ncontact_days = 30\n")).unwrap();
+
+    let nats = NatsServer::start();
+    let clock = FixedClock::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
+    let mut dispatchers = Vec::new();
+    for _ in 0..2 {
+        let mut config = TestDispatcher::config(&nats.url());
+        config.rules.policy = policy.clone();
+        dispatchers.push(TestDispatcher::spawn_with(config, Arc::new(clock.clone())).await);
+    }
+    let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
+    let case_id = CaseId::new_v7();
+    let report = intake_api::FileCaseRequest {
+        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        ..gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_runtime::Clock::now(&clock))
+    };
+    intake_client(intake.endpoint()).await.file_case(worker.request(report)).await.unwrap();
+
+    let mut cases = lifecycle::client(intake.endpoint()).await;
+    let get = || centre().request(cases_api::GetCaseRequest { case_id: case_id.to_string() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view = cases.get_case(get()).await.unwrap().into_inner();
+        if view.state == common::CaseState::Dispatched as i32 {
+            break view;
+        }
+        assert!(std::time::Instant::now() < deadline, "not dispatched by policy: {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let unit = unit(&view.unit);
+    cases.acknowledge(unit.request(cases_api::AcknowledgeRequest { context: context(case_id) })).await.unwrap();
+    let summary = "已修复".to_owned();
+    let resolve = cases_api::ResolveRequest { context: context(case_id), summary, evidence: vec![] };
+    cases.resolve(unit.request(resolve)).await.unwrap();
+    let verify = cases_api::VerifyRequest { context: context(case_id), passed: true, reason: String::new() };
+    cases.verify(centre().request(verify)).await.unwrap();
+    clock.set("2026-03-03T02:00:00Z".parse().unwrap());
+    let feedback = cases_api::RecordFeedbackRequest {
+        context: context(case_id),
+        feedback: common::Feedback::Satisfied as i32,
+        comment: String::new(),
+    };
+    cases.record_feedback(centre().request(feedback)).await.unwrap();
+
+    let erasures = |history: &cases_api::History| {
+        history
+            .events
+            .iter()
+            .filter(|e| e.r#type == "resident_data_erased")
+            .map(|e| e.reason.clone())
+            .collect::<Vec<_>>()
+    };
+    let history = || cases_api::GetHistoryRequest { case_id: case_id.to_string() };
+    let due: jiff::Timestamp = "2026-04-02T02:00:00Z".parse().unwrap(); // 30 days after the feedback
+    clock.set(due - jiff::SignedDuration::from_secs(1));
+    for dispatcher in &mut dispatchers {
+        dispatcher.settled_at(due - jiff::SignedDuration::from_secs(1), &nats).await;
+    }
+    let before = cases.get_history(centre().request(history())).await.unwrap().into_inner();
+    assert!(erasures(&before).is_empty(), "erased before its day: {:?}", erasures(&before));
+    let contact = cases.get_case(get()).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.erased), (PHONE, false));
+
+    clock.set(due);
+    for dispatcher in &mut dispatchers {
+        dispatcher.settled_at(due, &nats).await;
+    }
+    let after = cases.get_history(centre().request(history())).await.unwrap().into_inner();
+    let erased = erasures(&after);
+    assert_eq!(erased.len(), 1, "exactly one erasure: {erased:?}");
+    assert!(erased[0].contains("30"), "{erased:?}");
+    assert!(after.chain_verified, "{}", after.chain_problem);
+    let contact = cases.get_case(get()).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.name.as_str(), contact.erased), ("", "", true));
+    let log = gridcase_eventlog::EventLog::open(nats.client().await, Default::default()).await.unwrap();
+    let keys = gridcase_eventlog::KeyStore::open(log.context(), "gridcase-keys", 1, None).await.unwrap();
+    assert!(matches!(keys.key(&case_id).await, Ok(gridcase_eventlog::KeyState::Erased)));
+    for dispatcher in dispatchers {
+        dispatcher.stop().await.unwrap();
+    }
+}

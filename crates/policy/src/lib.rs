@@ -107,6 +107,23 @@ pub struct Policy {
     pub manual_registration: BTreeSet<CategoryCode>,
     pub routes: Vec<Route>,
     pub escalation: Escalation,
+    /// How long residents' contact details are kept (`[retention]`); none:
+    /// until someone erases them.
+    pub retention: Option<Retention>,
+}
+
+/// The retention of residents' contact details (PIPL: deleted once their
+/// purpose is served). The dispatcher erases them `contact_days` calendar
+/// days after the case's end: after the resident's feedback on a closed
+/// case (the last time anyone calls them back), or after a case is voided
+/// or cancelled. A reopening starts the wait over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub contact_days: u32,
+}
+
+impl Retention {
+    pub const MAX_DAYS: u32 = 3650;
 }
 
 /// The level of the hierarchy a case is raised to.

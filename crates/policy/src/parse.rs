@@ -6,7 +6,7 @@ use gridcase_domain::{CategoryCode, OrgCode, Tier};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::{CategorySelector, Escalation, Level, Limit, Policy, Route, Thresholds, TierLimits};
+use crate::{CategorySelector, Escalation, Level, Limit, Policy, Retention, Route, Thresholds, TierLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -32,6 +32,14 @@ struct RawPolicy {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     escalation: Option<RawEscalation>,
+    #[serde(default)]
+    retention: Option<RawRetention>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    contact_days: Spanned<i64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -242,6 +250,19 @@ impl Policy {
             None => Escalation { yellow_card: Level::County, red_card: Level::County },
             Some(e) => Escalation { yellow_card: level(&e.yellow_card)?, red_card: level(&e.red_card)? },
         };
+        let retention = match &raw.retention {
+            None => None,
+            Some(r) => {
+                let days = *r.contact_days.get_ref();
+                if !(1..=Retention::MAX_DAYS as i64).contains(&days) {
+                    return Err(at(
+                        r.contact_days.span().start,
+                        format!("contact_days must be 1-{} days, got {days}", Retention::MAX_DAYS),
+                    ));
+                }
+                Some(Retention { contact_days: days as u32 })
+            }
+        };
         let register = limit(&raw.clocks.register)?;
         let digest = hex::encode(Sha256::digest(text.as_bytes()))[..12].to_owned();
         Ok(Policy {
@@ -255,6 +276,7 @@ impl Policy {
             manual_registration,
             routes,
             escalation,
+            retention,
         })
     }
 }

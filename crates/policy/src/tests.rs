@@ -233,3 +233,22 @@ fn a_malformed_policy_names_the_line_and_the_problem() {
     let text = good.replace("category = \"0801\"", "category = \"8\"");
     assert!(problem(&text).contains("must be a 2-digit major or a 4-digit code"));
 }
+
+#[test]
+fn a_retention_of_contact_details_is_read_and_checked() {
+    let good = std::fs::read_to_string(root().join("deploy/policy/policy.toml")).unwrap();
+    assert_eq!(Policy::parse(Path::new("p.toml"), &good).unwrap().retention, None);
+    let with = |days: &str| format!("{good}\n[retention]\ncontact_days = {days}\n");
+    let policy = Policy::parse(Path::new("p.toml"), &with("180")).unwrap();
+    assert_eq!(policy.retention, Some(Retention { contact_days: 180 }));
+    let last_line = with("0").lines().count();
+    for days in ["0", "3651", "-5"] {
+        match Policy::parse(Path::new("p.toml"), &with(days)) {
+            Err(PolicyError::Invalid { line, problem, .. }) => {
+                assert_eq!(line, last_line, "{problem}");
+                assert!(problem.contains("contact_days must be 1-3650 days"), "{problem}");
+            }
+            other => panic!("{days}: {other:?}"),
+        }
+    }
+}

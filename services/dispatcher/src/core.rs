@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 
 use gridcase_calendar::Calendar;
-use gridcase_domain::{Case, Clock, ClockMark, Command, Event, OrgCode, Role, Status, Supervision, Text, Tier};
+use gridcase_domain::{
+    Case, Clock, ClockMark, Command, ContactState, Event, OrgCode, Role, Status, Supervision, Text, Tier,
+};
 use gridcase_eventlog::store::Head;
 use gridcase_eventlog::{CaseSubject, StoredEvent};
 use gridcase_policy::{ClockTiming, Computed, Limit, Marks, Planner, Policy, Span};
@@ -48,20 +50,32 @@ pub struct Tracked {
     pub reopened_at: Option<Timestamp>,
     /// The case was registered and never dispatched or returned.
     pub awaiting_first_dispatch: bool,
+    /// When the case ended for the resident (feedback on its closure, or
+    /// voided, cancelled): the retention of their contact details counts
+    /// from here.
+    pub retention_from: Option<Timestamp>,
 }
 
-/// Whether a case in this state can need no step of the dispatcher's: final
-/// (voided, cancelled), or closed (no clock runs; only a reopening, which
-/// the dispatcher reads, takes it out). Such cases are not kept, so what the
-/// dispatcher holds grows with open cases, not with the history.
+/// Whether a case in this state can need no deadline step of the
+/// dispatcher's: final (voided, cancelled), or closed (no clock runs; only a
+/// reopening, which the dispatcher reads, takes it out). Such cases are not
+/// kept ([`Core::keeps`]) unless a retention erasure is still to come, so
+/// what the dispatcher holds grows with open cases, not with the history.
 pub fn dormant(status: Status) -> bool {
     status.is_final() || status == Status::Closed
 }
 
 /// One step for the dispatcher to take on one case.
 /// The event types of the steps the dispatcher takes.
-pub const STEP_KINDS: [&str; 6] =
-    ["registered", "progress_added", "dispatched", "deadline_set", "clock_marked", "supervised"];
+pub const STEP_KINDS: [&str; 7] = [
+    "registered",
+    "progress_added",
+    "dispatched",
+    "deadline_set",
+    "clock_marked",
+    "supervised",
+    "resident_data_erased",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
@@ -148,6 +162,7 @@ impl<'a> Core<'a> {
                 resolved_at: None,
                 reopened_at: None,
                 awaiting_first_dispatch: false,
+                retention_from: None,
             },
             (None, _) => return None,
             (Some(mut tracked), _) => {
@@ -165,7 +180,13 @@ impl<'a> Core<'a> {
                 tracked.clocks.remove(&Clock::Register);
                 tracked.awaiting_first_dispatch = tracked.case.returns == 0;
             }
-            Event::Voided { .. } | Event::Cancelled { .. } => tracked.clocks.clear(),
+            Event::Voided { .. } | Event::Cancelled { .. } => {
+                tracked.clocks.clear();
+                tracked.retention_from = Some(at);
+            }
+            Event::FeedbackRecorded { .. } if tracked.case.status == Status::Closed => {
+                tracked.retention_from = Some(at)
+            }
             Event::Dispatched { acknowledge_due, resolve_due, .. }
             | Event::Reassigned { acknowledge_due, resolve_due, .. } => {
                 tracked.awaiting_first_dispatch = false;
@@ -214,7 +235,10 @@ impl<'a> Core<'a> {
             Event::VerificationFailed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
             }
-            Event::Reopened { .. } => tracked.reopened_at = Some(at),
+            Event::Reopened { .. } => {
+                tracked.reopened_at = Some(at);
+                tracked.retention_from = None;
+            }
             Event::DeadlineSet { clock, due, .. } => {
                 let working = limit_is_working(self, &tracked.case, *clock);
                 let hours_of = Policy::clock_hours(*clock, unit.as_ref()).cloned();
@@ -245,9 +269,39 @@ impl<'a> Core<'a> {
         Some(Action { command, key, fallback_years: fallback })
     }
 
+    /// When the retention policy erases the case's contact details, if it
+    /// will: details still there, and the case ended for the resident.
+    pub fn retention_due(&self, tracked: &Tracked) -> Option<Timestamp> {
+        let retention = self.policy.retention?;
+        if tracked.case.contact != ContactState::Given || !dormant(tracked.case.status) {
+            return None;
+        }
+        let from = tracked.retention_from?;
+        from.checked_add(SignedDuration::from_hours(24 * i64::from(retention.contact_days))).ok()
+    }
+
+    /// Whether the dispatcher keeps the case: it may still need a deadline
+    /// step, or (with a retention policy) its contact details are still to
+    /// be erased, including a closed case whose feedback has not come yet.
+    pub fn keeps(&self, tracked: &Tracked) -> bool {
+        let retention_pending = self.policy.retention.is_some() && tracked.case.contact == ContactState::Given;
+        !dormant(tracked.case.status) || retention_pending
+    }
+
     /// The next step for a case at `now`, if any.
     pub fn next_action(&self, tracked: &Tracked, now: Timestamp) -> Option<Action> {
         let case = &tracked.case;
+        if let Some(due) = self.retention_due(tracked)
+            && now >= due
+        {
+            let days = self.policy.retention.map(|r| r.contact_days).unwrap_or_default();
+            let reason = Text::reason(&format!(
+                "保留期满: 办结评价后 {days} 天删除居民联系方式 (retention policy {})",
+                self.policy.stamp()
+            ))
+            .expect("valid text");
+            return self.action(tracked, Command::EraseResidentData { reason }, "retention", vec![]);
+        }
         let route = self.policy.route(&case.category, &case.grid);
         match case.status {
             Status::Reported => {
@@ -401,6 +455,7 @@ impl<'a> Core<'a> {
                 let marks = self.planner().marks(timing);
                 [marks.warning, timing.due, marks.yellow_card, marks.red_card]
             })
+            .chain(self.retention_due(tracked))
             .filter(|at| *at > now)
             .min()
     }

@@ -693,7 +693,7 @@ impl Worker {
         let trace = gridcase_eventlog::trace::extract(headers);
         match self.core().observe(tracked, &stored, &event, sequence) {
             Some(tracked) => {
-                if crate::core::dormant(tracked.case.status) {
+                if !self.core().keeps(&tracked) {
                     self.dirty.remove(&case_id);
                     self.traces.remove(&case_id);
                 } else {
@@ -754,7 +754,7 @@ impl Worker {
             tracked = self.core().observe(tracked, &positioned.event, &event, positioned.stream_sequence);
         }
         match tracked {
-            Some(tracked) if !crate::core::dormant(tracked.case.status) => {
+            Some(tracked) if self.core().keeps(&tracked) => {
                 self.cases.insert(case_id, tracked);
                 self.dirty.insert(case_id);
             }

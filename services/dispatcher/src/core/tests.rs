@@ -353,3 +353,96 @@ fn a_deadline_in_a_year_without_a_calendar_file_is_flagged() {
     assert!(basis.calendar.contains("2027:missing(mon-fri)"), "{}", basis.calendar);
     assert!(basis.policy.starts_with("demo-2026.1@"));
 }
+
+#[test]
+fn the_retention_policy_erases_contact_details_once_its_days_after_the_feedback() {
+    let mut world = world();
+    world.policy.retention = Some(gridcase_policy::Retention { contact_days: 30 });
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-02 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    // As if filed with contact details (sealed: opaque to the dispatcher).
+    let mut with_contact = s.tracked().clone();
+    with_contact.case.contact = gridcase_domain::ContactState::Given;
+    s.tracked = Some(with_contact);
+    s.settle(monday);
+    assert_eq!(s.core.retention_due(s.tracked()), None, "an open case keeps its contact details");
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(
+        Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] },
+        bj("2026-03-03 10:00"),
+        Role::HandlingUnit,
+    );
+    s.settle(bj("2026-03-03 10:00"));
+    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    // Closed, no feedback yet: kept (the feedback call needs the number), nothing due.
+    assert!(s.core.keeps(s.tracked()));
+    assert_eq!(s.core.retention_due(s.tracked()), None);
+    assert_eq!(s.settle(bj("2027-03-04 10:00")), Vec::<&str>::new());
+    let feedback_at = bj("2026-03-05 11:00");
+    s.apply(
+        Command::RecordFeedback { feedback: gridcase_domain::Feedback::Satisfied, comment: None },
+        feedback_at,
+        Role::CommandCentre,
+    );
+    let due = bj("2026-04-04 11:00");
+    assert_eq!(s.core.retention_due(s.tracked()), Some(due), "30 calendar days after the feedback");
+    assert_eq!(s.core.next_wakeup(s.tracked(), feedback_at), Some(due));
+    assert_eq!(s.settle(due - SignedDuration::from_secs(1)), Vec::<&str>::new(), "nothing before it is due");
+    let action = s.core.next_action(s.tracked(), due).unwrap();
+    assert!(action.key.ends_with("/erase the resident data of/retention"), "{}", action.key);
+    assert_eq!(s.settle(due), ["erase the resident data of"], "exactly once");
+    assert_eq!(s.tracked().case.contact, gridcase_domain::ContactState::Erased);
+    assert!(!s.core.keeps(s.tracked()), "nothing left to do: let go");
+    assert_eq!(s.core.next_wakeup(s.tracked(), due), None);
+}
+
+#[test]
+fn a_reopening_restarts_the_retention_wait_and_a_withdrawn_case_counts_from_its_withdrawal() {
+    let mut world = world();
+    world.policy.retention = Some(gridcase_policy::Retention { contact_days: 10 });
+    let given = |s: &mut Scenario| {
+        let mut tracked = s.tracked().clone();
+        tracked.case.contact = gridcase_domain::ContactState::Given;
+        s.tracked = Some(tracked);
+    };
+    let mut s = Scenario::new(&world);
+    let monday = bj("2026-03-02 09:00");
+    s.file("0101", STREET_GRID, None, monday);
+    given(&mut s);
+    s.settle(monday);
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(
+        Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] },
+        bj("2026-03-03 10:00"),
+        Role::HandlingUnit,
+    );
+    s.settle(bj("2026-03-03 10:00"));
+    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    s.apply(
+        Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
+        bj("2026-03-04 11:00"),
+        Role::CommandCentre,
+    );
+    assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-03-14 11:00")));
+    s.apply(
+        Command::Reopen { reason: Text::reason("居民不满意").unwrap() },
+        bj("2026-03-05 09:00"),
+        Role::CommandCentre,
+    );
+    assert_eq!(s.core.retention_due(s.tracked()), None, "open again: the resident may be called");
+    s.apply(Command::Cancel { reason: Text::reason("居民撤回").unwrap() }, bj("2026-03-06 09:00"), Role::CommandCentre);
+    assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-03-16 09:00")), "from the withdrawal");
+
+    // Without a retention policy a closed case is let go, details and all.
+    let plain = world_without_retention();
+    let core = Core { policy: &plain.policy, calendar: &plain.calendar, reference: &plain.reference };
+    assert!(!core.keeps(s.tracked()));
+    assert_eq!(core.retention_due(s.tracked()), None);
+}
+
+fn world_without_retention() -> World {
+    let world = world();
+    assert_eq!(world.policy.retention, None, "the shipped policy sets no retention");
+    world
+}
