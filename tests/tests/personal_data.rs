@@ -509,3 +509,66 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
         dispatcher.stop().await.unwrap();
     }
 }
+
+/// Rotating the master key: a new key first in the file, `gridctl keys
+/// rewrap`, and the old key can go; every data key still opens what it sealed.
+#[tokio::test]
+async fn the_master_key_rotates_with_gridctl_and_the_old_key_can_then_be_destroyed() {
+    use gridcase_domain::{PersonName, PhoneNumber, ResidentContact};
+    use gridcase_eventlog::sealing::{MasterKeys, open_contact, seal_contact};
+    use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings};
+
+    let nats = NatsServer::start();
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let old = gridcase_tests::identity::master_keys();
+    let store = KeyStore::open(log.context(), "gridcase-keys", 1, Some(old)).await.unwrap();
+    let contact = ResidentContact {
+        name: Some(PersonName::parse(NAME).unwrap()),
+        phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+    };
+    let mut sealed = Vec::new();
+    for _ in 0..3 {
+        let case_id = CaseId::new_v7();
+        let key = store.key_for_new_case(&case_id).await.unwrap();
+        sealed.push((case_id, seal_contact(&key, &case_id, &contact).unwrap()));
+    }
+
+    let gridctl = |args: &[&str]| {
+        let output = std::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+            .args(args)
+            .env_remove("GRIDCASE_MASTER_KEY_FILE")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "gridctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let new_line = gridctl(&["master-key", "new", "k2026-12"]);
+    assert!(new_line.starts_with("k2026-12 ") && new_line.trim().len() == "k2026-12 ".len() + 64, "{new_line}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("master-keys");
+    std::fs::write(&file, format!("{new_line}{}", gridcase_tests::identity::TEST_MASTER_KEYS)).unwrap();
+    let rewrap = |file: &std::path::Path| {
+        let out = gridctl(&[
+            "--json",
+            "keys",
+            "rewrap",
+            "--nats-url",
+            &nats.url(),
+            "--master-key-file",
+            file.to_str().unwrap(),
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let first = rewrap(&file);
+    assert_eq!((first["rewrapped"].as_u64(), first["already_current"].as_u64()), (Some(3), Some(0)), "{first}");
+    let again = rewrap(&file);
+    assert_eq!((again["rewrapped"].as_u64(), again["already_current"].as_u64()), (Some(0), Some(3)), "{again}");
+
+    // Only the new key left: every contact still opens.
+    let only_new = std::sync::Arc::new(MasterKeys::parse(&new_line).unwrap());
+    let rotated = KeyStore::open(log.context(), "gridcase-keys", 1, Some(only_new)).await.unwrap();
+    for (case_id, sealed) in &sealed {
+        let KeyState::Present(key) = rotated.key(case_id).await.unwrap() else { panic!("no key for {case_id}") };
+        assert_eq!(open_contact(&key, case_id, sealed).unwrap(), contact);
+    }
+}

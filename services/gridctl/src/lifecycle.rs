@@ -255,6 +255,14 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Erase the resident's contact details (on their request, PIPL):
+    /// destroys the case's data key. Command centre or county.
+    EraseResidentData {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reason: String,
+    },
     /// 督办: raise the supervision level.
     Supervise {
         #[command(flatten)]
@@ -461,6 +469,10 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
         }
         Command::Cancel { target, reason } => {
             cases.cancel(c.request(api::CancelRequest { context: target.context(), reason })?).await
+        }
+        Command::EraseResidentData { target, reason } => {
+            let message = api::EraseResidentDataRequest { context: target.context(), reason };
+            cases.erase_resident_data(c.request(message)?).await
         }
         Command::Supervise { target, level, reason } => {
             let level = match level {

@@ -5,6 +5,7 @@
 mod client;
 mod deadline;
 mod export;
+mod keys;
 mod lifecycle;
 mod log;
 mod nats_key;
@@ -55,6 +56,8 @@ enum Commands {
     Log(log::Command),
     #[command(flatten)]
     Export(export::Command),
+    #[command(flatten)]
+    Keys(keys::Command),
 }
 
 #[tokio::main]
@@ -69,6 +72,7 @@ async fn main() -> ExitCode {
         Commands::NatsKey(command) => nats_key::run(command),
         Commands::Log(command) => log::run(command, cli.json).await,
         Commands::Export(command) => export::run(command, &cli.connection, cli.json).await,
+        Commands::Keys(command) => keys::run(command, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
