@@ -14,7 +14,7 @@ pub mod telemetry;
 pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use grpc::Violations;
-pub use server::GrpcServer;
+pub use server::{GrpcServer, ServerTlsArgs};
 pub use service::{CommonArgs, KeyArgs, PolicyArgs, exit_code};
 pub use shutdown::Shutdown;
 pub use telemetry::LogFormat;

@@ -4,12 +4,13 @@
 //! v1 support work too), `AuthService`, TCP_NODELAY on every connection, and a
 //! drain of in-flight calls within the grace period on shutdown.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::Router;
+use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tower_layer::{Identity, Stack};
 
@@ -27,8 +28,9 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Health, reflection and `AuthService` behind the authentication layer.
-    pub fn new(auth: Authenticator) -> anyhow::Result<Self> {
+    /// Health, reflection and `AuthService` behind the authentication
+    /// layer; over TLS when `tls` is given.
+    pub fn new(auth: Authenticator, tls: Option<ServerTlsConfig>) -> anyhow::Result<Self> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -37,7 +39,11 @@ impl GrpcServer {
         };
         let reflection_v1 = reflection().build_v1().context("building the reflection service (v1)")?;
         let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service (v1alpha)")?;
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).context("the gRPC listener's TLS configuration")?;
+        }
+        let router = builder
             .trace_fn(|request| {
                 let span = tracing::info_span!("grpc", path = %request.uri().path());
                 crate::telemetry::continue_from_http(&span, request.headers());
@@ -76,5 +82,42 @@ impl GrpcServer {
                 Ok(())
             }
         }
+    }
+}
+
+/// TLS on a service's gRPC listener (rustls). Without a certificate the
+/// listener speaks plain text, which suits loopback only (`deploy/up.sh`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTlsArgs {
+    /// Certificate chain (PEM) the gRPC listener presents. Set (with
+    /// --tls-key), the listener speaks only TLS: plain-text connections are refused.
+    #[arg(long, env = "GRIDCASE_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "GRIDCASE_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) of client certificates. Set, every caller must
+    /// present a certificate it signed (mutual TLS, for service-to-service
+    /// calls); bearer tokens are checked as before.
+    #[arg(long, env = "GRIDCASE_TLS_CLIENT_CA", requires = "tls_cert", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The listener's TLS configuration, if a certificate is set.
+    pub fn config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("reading the TLS {what} {}", path.display()))
+        };
+        let mut config =
+            ServerTlsConfig::new().identity(TlsIdentity::from_pem(read(cert, "certificate")?, read(key, "key")?));
+        if let Some(ca) = &self.tls_client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+        }
+        tracing::info!(cert = %cert.display(), client_certificates = self.tls_client_ca.is_some(), "gRPC over TLS");
+        Ok(Some(config))
     }
 }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, KeyArgs, PolicyArgs, parse_duration};
+use gridcase_runtime::{CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs, parse_duration};
 
 /// gridcase dispatcher: registers and routes reported cases by policy, sets
 /// their deadlines on the working calendar, and watches every deadline
@@ -26,6 +26,10 @@ pub struct Config {
     /// Address of the gRPC health service.
     #[arg(long, env = "GRIDCASE_DISPATCHER_ADDR", default_value = "127.0.0.1:50053")]
     pub addr: SocketAddr,
+
+    /// TLS on the health service's listener.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 
     /// Address of the Prometheus metrics endpoint (/metrics).
     #[arg(long, env = "GRIDCASE_DISPATCHER_METRICS_ADDR", default_value = "127.0.0.1:9464")]

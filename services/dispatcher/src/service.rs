@@ -221,11 +221,14 @@ impl Application {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::NotServing).await;
         health.set_service_status(HEALTH_DISPATCHER, ServingStatus::NotServing).await;
-        let health_server =
-            tonic::transport::Server::builder().add_service(health_service).serve_with_incoming_shutdown(
-                gridcase_runtime::grpc::incoming(self.health_listener),
-                shutdown.clone().requested(),
-            );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.config.tls.config()? {
+            builder = builder.tls_config(tls).context("the health listener's TLS configuration")?;
+        }
+        let health_server = builder.add_service(health_service).serve_with_incoming_shutdown(
+            gridcase_runtime::grpc::incoming(self.health_listener),
+            shutdown.clone().requested(),
+        );
         let health_task = tokio::spawn(health_server);
         info!(health = %self.config.addr, "dispatcher health service listening");
 

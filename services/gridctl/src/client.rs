@@ -1,7 +1,9 @@
 use anyhow::Context as _;
 use gridcase_proto::cases::v1::case_service_client::CaseServiceClient;
 use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
-use tonic::transport::Channel;
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Where gridcase is and who is acting.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,25 +20,45 @@ pub struct Connection {
     /// `gridctl token` against a development server).
     #[arg(long, global = true, env = "GRIDCTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// CA certificate (PEM) the services' TLS certificates are checked
+    /// against. Set, gridctl speaks TLS (give https:// addresses).
+    #[arg(long, global = true, env = "GRIDCTL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM), for services that require one (with --tls-key).
+    #[arg(long, global = true, env = "GRIDCTL_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "GRIDCTL_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Connection {
+    /// A channel to `addr` (named `flag` in errors), over TLS when a CA is set.
+    async fn connect(&self, addr: &str, flag: &str, what: &str) -> anyhow::Result<Channel> {
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(addr.to_owned()).with_context(|| format!("{flag} {addr}"))?;
+        if let Some(ca) = &self.tls_ca {
+            let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS for {addr}"))?;
+        }
+        endpoint.connect().await.with_context(|| format!("cannot reach {what} at {addr}"))
+    }
+
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        tonic::transport::Endpoint::from_shared(self.addr.clone())
-            .with_context(|| format!("--addr {}", self.addr))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach gridcase at {}", self.addr))
+        self.connect(&self.addr, "--addr", "gridcase").await
     }
 
     pub async fn query(
         &self,
     ) -> anyhow::Result<gridcase_proto::query::v1::query_service_client::QueryServiceClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.query_addr.clone())
-            .with_context(|| format!("--query-addr {}", self.query_addr))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the query service at {}", self.query_addr))?;
+        let channel = self.connect(&self.query_addr, "--query-addr", "the query service").await?;
         Ok(gridcase_proto::query::v1::query_service_client::QueryServiceClient::new(channel))
     }
 

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, parse_duration};
+use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs, parse_duration};
 
 /// gridcase intake: the gRPC services grid workers file cases through
 /// (IntakeService) and command centres and handling units move them along
@@ -40,6 +40,10 @@ pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRIDCASE_INTAKE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
+
+    /// TLS on the gRPC listener.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 
     /// Directory holding regions.csv (grid registry) and categories.csv (taxonomy).
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]

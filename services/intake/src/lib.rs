@@ -97,7 +97,7 @@ impl Application {
             })?;
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
-        let server = GrpcServer::new(self.auth)?;
+        let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
         let health = server.health();
         health.set_serving::<IntakeServiceServer<IntakeApi>>().await;
 

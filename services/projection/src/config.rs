@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs};
+use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs};
 
 /// gridcase projection and query service: builds the read models (case
 /// ledgers, overdue reports, audited histories) in PostgreSQL from the event
@@ -60,6 +60,10 @@ pub struct Config {
     /// Address the QueryService listens on.
     #[arg(long, env = "GRIDCASE_QUERY_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: SocketAddr,
+
+    /// TLS on the gRPC listener.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 
     /// PostgreSQL URL (the password is never logged).
     #[arg(

@@ -96,7 +96,7 @@ impl Application {
                 }
             });
         }
-        let server = GrpcServer::new(self.auth)?;
+        let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
 
         // The projector runs until shutdown, in one process at a time: this
