@@ -40,7 +40,7 @@ pub enum Keys {
     /// master key anew under it. Safe to run again, and while the services run.
     Rewrap {
         #[command(flatten)]
-        common: CommonArgs,
+        common: Box<CommonArgs>,
         #[command(flatten)]
         keys: KeyArgs,
     },
