@@ -11,6 +11,7 @@ mod cpu;
 mod dispatch;
 mod intake;
 mod observability;
+mod personal;
 mod projection;
 
 use std::time::{Duration, Instant};
@@ -35,6 +36,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// What sealing residents' contact details costs: filings and GetCase
+    /// with and without them, the raw key store beside, and erasures.
+    PersonalData {
+        /// Filings of each kind.
+        #[arg(long, default_value_t = 10000)]
+        cases: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Cases whose data are erased (at most --cases).
+        #[arg(long, default_value_t = 10000)]
+        erase: usize,
+    },
     /// File N cases through the intake gRPC API at concurrency C, with group
     /// commit and with single appends, then publish the same event payloads
     /// straight to JetStream, singly and in atomic batches.
@@ -113,11 +127,11 @@ pub(crate) struct Figures {
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
         let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -153,6 +167,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
+        Bench::PersonalData { cases, concurrency, erase } => {
+            personal::run(personal::Options { cases, concurrency, erase }).await
+        }
         Bench::Observability { cases, concurrency, dispatch_cases, rate } => {
             observability::run(cases, concurrency, dispatch_cases, rate).await
         }
