@@ -19,3 +19,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# A short fuzz run of every decoder of untrusted input (corpora in
+# fuzz/corpus/, replayed first), unless tests were picked by name.
+if [ "$#" -eq 0 ]; then
+  "$ROOT/target/debug/gridcase-fuzz" --seconds "${GRIDCASE_FUZZ_SECONDS:-12}"
+fi

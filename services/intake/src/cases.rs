@@ -772,3 +772,93 @@ fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
         stream_sequence: positioned.stream_sequence,
     })
 }
+
+/// One lifecycle request off the wire, of the kind `which` picks: decoded
+/// and run through the field checks its handler makes before anything is
+/// loaded (the fuzz target `lifecycle_requests`). Never panics.
+pub fn validate_wire(which: u8, bytes: &[u8]) {
+    use prost::Message as _;
+    let limits = Limits {
+        max_attachment_bytes: 10 * 1024 * 1024,
+        max_clock_skew: jiff::SignedDuration::from_mins(10),
+        max_report_age: jiff::SignedDuration::from_hours(720),
+    };
+    let mut v = Violations::new();
+    let v = &mut v;
+    match which % 12 {
+        0 => {
+            if let Ok(r) = api::RegisterRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                optional_text("note", &r.note, v);
+            }
+        }
+        1 => {
+            if let Ok(r) = api::DispatchRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                unit("unit", &r.unit, v);
+            }
+        }
+        2 => {
+            if let Ok(r) = api::ReassignRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                unit("unit", &r.unit, v);
+                required_text("reason", &r.reason, v);
+            }
+        }
+        3 => {
+            if let Ok(r) = api::AddProgressRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                required_text("note", &r.note, v);
+                let _ = validate::attachment_refs("attachments", &r.attachments, &limits, v);
+            }
+        }
+        4 => {
+            if let Ok(r) = api::ResolveRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                required_text("summary", &r.summary, v);
+                let _ = validate::attachment_refs("evidence", &r.evidence, &limits, v);
+            }
+        }
+        5 => {
+            if let Ok(r) = api::RequestExtensionRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                required_text("reason", &r.reason, v);
+            }
+        }
+        6 => {
+            if let Ok(r) = api::DecideExtensionRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                optional_text("reason", &r.reason, v);
+            }
+        }
+        7 => {
+            if let Ok(r) = api::VerifyRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                optional_text("reason", &r.reason, v);
+            }
+        }
+        8 => {
+            if let Ok(r) = api::RecordFeedbackRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                optional_text("comment", &r.comment, v);
+            }
+        }
+        9 => {
+            if let Ok(r) = api::SuperviseRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                required_text("reason", &r.reason, v);
+            }
+        }
+        10 => {
+            if let Ok(r) = api::EraseResidentDataRequest::decode(bytes) {
+                context(r.context.as_ref(), v);
+                required_text("reason", &r.reason, v);
+            }
+        }
+        _ => {
+            if let Ok(r) = api::GetCaseRequest::decode(bytes) {
+                let _ = parse_case_id(&r.case_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Fuzz targets: every decoder of input gridcase does not control. Each
+//! target takes arbitrary bytes and must return, never panic, whatever they
+//! are; what a decoder answers (a value or a typed error) is its business.
+//!
+//! The same functions are run by `gridcase-fuzz` (a mutation fuzzer on
+//! stable Rust, bounded in time, part of the test command) and by the
+//! cargo-fuzz targets in `fuzz/` (libFuzzer, coverage-guided, nightly).
+//! Corpora live in `fuzz/corpus/<target>/`, shared by both.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use gridcase_auth::{KeySet, VerifierSettings};
+use gridcase_eventlog::StoredEvent;
+use jiff::Timestamp;
+
+/// A target: a name (its corpus folder) and the function.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
+    ("stored_event", stored_event),
+    ("sealed_json", sealed_json),
+    ("master_keys", master_keys),
+    ("policy_toml", policy_toml),
+    ("calendar_toml", calendar_toml),
+    ("reference_csv", reference_csv),
+    ("jwt", jwt),
+    ("file_case_request", file_case_request),
+    ("lifecycle_requests", lifecycle_requests),
+];
+
+/// A stored event as read from the stream (another writer's, or altered):
+/// the envelope, its payload, the hash over the stored values, the redacted copy.
+pub fn stored_event(data: &[u8]) {
+    let _ = gridcase_eventlog::hash_as_stored(data);
+    if let Ok(stored) = StoredEvent::from_json_bytes(data) {
+        let _ = stored.decode();
+        let _ = stored.redacted_json();
+        let _ = stored.compute_hash();
+        let _ = gridcase_eventlog::verify_chain(std::slice::from_ref(&stored));
+    }
+}
+
+/// Sealed contact details as the read models keep them.
+pub fn sealed_json(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gridcase_eventlog::sealing::SealedJson::from_json(text);
+    }
+}
+
+/// The master key file.
+pub fn master_keys(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gridcase_eventlog::sealing::MasterKeys::parse(text);
+    }
+}
+
+/// The dispatch policy file.
+pub fn policy_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gridcase_policy::Policy::parse(Path::new("fuzz.toml"), text);
+    }
+}
+
+/// A working-calendar year file.
+pub fn calendar_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gridcase_calendar::YearFile::parse(Path::new("2026.toml"), text);
+    }
+}
+
+/// The reference CSV files (grid registry and taxonomy).
+pub fn reference_csv(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gridcase_reference::Registry::parse(Path::new("regions.csv"), text);
+        let _ = gridcase_reference::Taxonomy::parse(Path::new("categories.csv"), text);
+    }
+}
+
+const SECRET: &[u8] = b"gridcase-fuzzing-development-secret-32+bytes";
+
+fn key_set() -> &'static KeySet {
+    static KEYS: OnceLock<KeySet> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = KeySet::new(VerifierSettings::default());
+        keys.add_dev_secret(SECRET).expect("a long enough secret");
+        keys
+    })
+}
+
+/// The instant tokens are checked at (fixed: a run is repeatable).
+pub fn now() -> Timestamp {
+    "2026-12-01T08:00:00Z".parse().expect("a timestamp")
+}
+
+/// A bearer token: the bytes as a token, and (when they are JSON) as the
+/// claims of a token correctly signed with the server's key, so the claims'
+/// own checks (roles, territories, lifetimes) are reached.
+pub fn jwt(data: &[u8]) {
+    let keys = key_set();
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = keys.verify(text, now());
+    }
+    if let Ok(claims) = serde_json::from_slice::<serde_json::Value>(data) {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        if let Ok(token) = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key) {
+            let _ = keys.verify(&token, now());
+        }
+    }
+}
+
+fn reference() -> &'static gridcase_reference::Reference {
+    static REFERENCE: OnceLock<gridcase_reference::Reference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/reference");
+        gridcase_reference::Reference::load(&dir).expect("the shipped reference data")
+    })
+}
+
+/// A FileCase request off the wire: protobuf decoding, then intake's validation.
+pub fn file_case_request(data: &[u8]) {
+    use prost::Message as _;
+    let Ok(request) = gridcase_proto::intake::v1::FileCaseRequest::decode(data) else { return };
+    let limits = gridcase_intake::validate::Limits {
+        max_attachment_bytes: 10 * 1024 * 1024,
+        max_clock_skew: jiff::SignedDuration::from_mins(10),
+        max_report_age: jiff::SignedDuration::from_hours(720),
+    };
+    let _ = gridcase_intake::validate::file_case(&request, reference(), &limits, now());
+}
+
+/// Every lifecycle request off the wire (the first byte picks which), then
+/// the lifecycle validation of its context and fields.
+pub fn lifecycle_requests(data: &[u8]) {
+    let Some((which, body)) = data.split_first() else { return };
+    gridcase_intake::validate_lifecycle_wire(*which, body);
+}
+
+/// Inputs of the protobuf targets, encoded here (`gridcase-fuzz
+/// --write-seeds` writes them into the corpus): (target, file name, bytes).
+pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    use gridcase_proto::cases::v1 as cases;
+    use gridcase_proto::common::v1 as common;
+    use gridcase_proto::intake::v1 as intake;
+    use prost::Message as _;
+    let filing = intake::FileCaseRequest {
+        case_id: "019a0000-0000-7000-8000-000000000001".into(),
+        grid_code: "990101001001001".into(),
+        category_code: "0201".into(),
+        description: "东门路12号路灯不亮".into(),
+        location: Some(common::Location { latitude: 30.2741, longitude: 120.1551, address: "东门路12号".into() }),
+        reported_at: Some(prost_types::Timestamp { seconds: now().as_second() - 60, nanos: 0 }),
+        severity_hint: Some(common::Tier::Urgent as i32),
+        resident_contact: Some(intake::ResidentContact { name: "王秀英".into(), phone: "13812345678".into() }),
+        attachments: vec![common::AttachmentRef {
+            sha256: "0f".repeat(32),
+            size: 20480,
+            content_type: "image/jpeg".into(),
+        }],
+    };
+    let context = || {
+        Some(cases::CommandContext {
+            case_id: "019a0000-0000-7000-8000-000000000001".into(),
+            command_id: "cmd-1".into(),
+            expected_version: Some(3),
+        })
+    };
+    let mut seeds = vec![("file_case_request", "filing".to_owned(), filing.encode_to_vec())];
+    let lifecycle: Vec<(u8, Vec<u8>)> = vec![
+        (0, cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec()),
+        (1, cases::DispatchRequest { context: context(), unit: "unit.property.990101001".into() }.encode_to_vec()),
+        (
+            2,
+            cases::ReassignRequest { context: context(), unit: "unit.urban.990101".into(), reason: "改派".into() }
+                .encode_to_vec(),
+        ),
+        (
+            3,
+            cases::AddProgressRequest {
+                context: context(),
+                note: "已联系".into(),
+                attachments: filing.attachments.clone(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            4,
+            cases::ResolveRequest {
+                context: context(),
+                summary: "已修复".into(),
+                evidence: filing.attachments.clone(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            5,
+            cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }
+                .encode_to_vec(),
+        ),
+        (10, cases::EraseResidentDataRequest { context: context(), reason: "居民申请".into() }.encode_to_vec()),
+        (11, cases::GetCaseRequest { case_id: "019a0000-0000-7000-8000-000000000001".into() }.encode_to_vec()),
+    ];
+    for (which, body) in lifecycle {
+        let mut data = vec![which];
+        data.extend(body);
+        seeds.push(("lifecycle_requests", format!("kind-{which:02}"), data));
+    }
+    seeds
+}
