@@ -25,6 +25,11 @@ impl PhoneNumber {
     pub fn parse(text: &str) -> Result<Self, PersonalDataError> {
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         let compact = compact.strip_prefix("+86").unwrap_or(&compact).to_owned();
+        // Digits and a dash only: the splits below count bytes (a number
+        // with other characters once split inside one; found by fuzzing).
+        if !compact.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            return Err(PersonalDataError::BadPhone);
+        }
         let bytes = compact.as_bytes();
         let is_mobile = bytes.len() == 11
             && bytes.iter().all(u8::is_ascii_digit)
@@ -195,6 +200,13 @@ pub enum ContactState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phone_with_other_characters_is_refused_not_split_inside_one() {
+        for text in ["门路12号", "010门12345678", "0门-12345678", "13８12345678"] {
+            assert_eq!(PhoneNumber::parse(text), Err(PersonalDataError::BadPhone), "{text}");
+        }
+    }
 
     #[test]
     fn phones_parse_and_mask() {
