@@ -572,3 +572,121 @@ async fn the_master_key_rotates_with_gridctl_and_the_old_key_can_then_be_destroy
         assert_eq!(open_contact(&key, case_id, sealed).unwrap(), contact);
     }
 }
+
+/// History written before sealing: `gridctl log reseal` copies the stream
+/// into a new one with the contact details sealed and the chains re-sealed,
+/// verified before and after; intake then runs on the new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_text() {
+    use gridcase_domain::{
+        CategoryCode, Command, Contact, Event, Filing, GridCode, Location, PersonName, PhoneNumber, ResidentContact,
+        Role, Text, Tier,
+    };
+    use gridcase_eventlog::sealing::open_contact;
+    use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings, verify_history};
+    use gridcase_tests::act;
+
+    let nats = NatsServer::start();
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let now = jiff::Timestamp::now();
+    let clear = ResidentContact {
+        name: Some(PersonName::parse(NAME).unwrap()),
+        phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+    };
+    let file = |case_id: CaseId, contact: Option<Contact>| {
+        Command::File(Filing {
+            case_id,
+            grid: GridCode::parse("990101001001001").unwrap(),
+            category: CategoryCode::parse("0201").unwrap(),
+            description: Text::reason("路灯不亮").unwrap(),
+            location: Location::from_degrees(30.27, 120.15, None).unwrap(),
+            reported_at: now,
+            severity_hint: None,
+            contact,
+            attachments: vec![],
+        })
+    };
+    let subject = |case_id| act::subject("990101001001001", case_id);
+    let run = async |case_id, command, role| {
+        act::command(&log, &subject(case_id), command, role, "cc-990101001", now).await.unwrap()
+    };
+    // As the version before sealing wrote them.
+    let (old, plain, erased) = (CaseId::new_v7(), CaseId::new_v7(), CaseId::new_v7());
+    run(old, file(old, Some(Contact::Clear(clear.clone()))), Role::GridWorker).await;
+    run(plain, file(plain, None), Role::GridWorker).await;
+    run(old, Command::Register { tier: Tier::Normal, note: None, policy: None }, Role::CommandCentre).await;
+    run(erased, file(erased, Some(Contact::Clear(clear.clone()))), Role::GridWorker).await;
+    let progress = Command::AddProgress { note: Text::reason("已联系居民").unwrap(), attachments: vec![] };
+    run(old, progress, Role::CommandCentre).await;
+    run(plain, Command::Register { tier: Tier::Normal, note: None, policy: None }, Role::CommandCentre).await;
+    let erase = Command::EraseResidentData { reason: Text::reason("居民申请").unwrap() };
+    run(erased, erase, Role::CommandCentre).await;
+    let keys =
+        KeyStore::open(log.context(), "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
+    keys.erase(&erased).await.unwrap(); // as intake does on erasing
+
+    let output = tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+        .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
+        .arg("--master-key-file")
+        .arg(gridcase_tests::identity::master_key_file())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let counts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(counts["messages"], 7, "{counts}");
+    assert_eq!(counts["contacts_sealed"], 2, "{counts}");
+    assert_eq!(counts["rechained"], 5, "the old case's 3 events and the erased case's 2: {counts}");
+    assert_eq!(counts["cases"], 3, "{counts}");
+
+    // The new stream: same sequences and subjects, no clear text; every
+    // chain verifies; the untouched case is byte for byte the same.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let old_stream = js.get_stream("GRIDCASE_CASES").await.unwrap();
+    let new_stream = js.get_stream("GRIDCASE_CASES_SEALED").await.unwrap();
+    let mut clear_in_old = 0;
+    for sequence in 1..=7 {
+        let (before, after) =
+            (old_stream.get_raw_message(sequence).await.unwrap(), new_stream.get_raw_message(sequence).await.unwrap());
+        assert_eq!(before.subject, after.subject);
+        assert_no_personal_data(&format!("new stream message {sequence}"), &String::from_utf8_lossy(&after.payload));
+        clear_in_old += usize::from(String::from_utf8_lossy(&before.payload).contains(PHONE));
+        if before.subject.ends_with(&plain.to_string()) {
+            assert_eq!(before.payload, after.payload, "a case without details is copied as it was");
+        }
+    }
+    assert_eq!(clear_in_old, 2, "the old stream keeps its messages");
+    let retired = js.get_stream("GRIDCASE_CASES").await.unwrap().cached_info().config.subjects.clone();
+    assert_eq!(retired, ["gridcase.retired.GRIDCASE_CASES.>"], "the old stream takes no new event");
+    let settings = StreamSettings { stream_name: "GRIDCASE_CASES_SEALED".into(), ..StreamSettings::default() };
+    let sealed_log = EventLog::open(nats.client().await, settings).await.unwrap();
+    for case_id in [old, plain, erased] {
+        let history = sealed_log.history(&subject(case_id)).await.unwrap();
+        verify_history(&history).unwrap_or_else(|e| panic!("case {case_id}: {e}"));
+    }
+    let history = sealed_log.history(&subject(old)).await.unwrap();
+    assert_eq!(history.len(), 3);
+    let Event::Filed(filing) = history[0].event.decode().unwrap() else { panic!("not a filing") };
+    let Some(Contact::Sealed(sealed)) = filing.contact else { panic!("not sealed: {:?}", filing.contact) };
+    let KeyState::Present(key) = keys.key(&old).await.unwrap() else { panic!("no key") };
+    assert_eq!(open_contact(&key, &old, &sealed).unwrap(), clear);
+    assert!(matches!(keys.key(&erased).await.unwrap(), KeyState::Erased), "an erased case gets no key back");
+
+    // Intake on the new stream: the details show, and the chain goes on.
+    let mut config = TestIntake::config(&nats.url());
+    config.common.stream = "GRIDCASE_CASES_SEALED".into();
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let mut cases = lifecycle::client(intake.endpoint()).await;
+    let centre = gridcase_tests::lifecycle::centre();
+    let view = cases.get_case(centre.request(cases_api::GetCaseRequest { case_id: old.to_string() })).await.unwrap();
+    let contact = view.into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.name.as_str()), (PHONE, NAME));
+    let note =
+        cases_api::AddProgressRequest { context: context(old), note: "再次联系".into(), attachments: vec![] };
+    cases.add_progress(centre.request(note)).await.unwrap();
+    let history = cases.get_history(centre.request(cases_api::GetHistoryRequest { case_id: old.to_string() })).await;
+    let history = history.unwrap().into_inner();
+    assert!(history.chain_verified, "{}", history.chain_problem);
+    assert_eq!(history.events.len(), 4);
+    intake.stop().await.unwrap();
+}

@@ -48,6 +48,28 @@ pub enum Log {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Copy the case stream (--stream) into a new one (--to-stream) with
+    /// every resident's contact details sealed and every chain they are in
+    /// re-sealed, verifying all chains before and after; for history
+    /// written before sealing, which must become erasable. Stop the
+    /// services first; then point them at the new stream (see the README's
+    /// procedure). The old stream keeps its messages but gives up its
+    /// subjects to the new one (it takes no new event).
+    Reseal {
+        #[command(flatten)]
+        reseal: ResealArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResealArgs {
+    /// The new stream to copy into (it must not exist yet, or be empty).
+    #[arg(long)]
+    pub to_stream: String,
+    #[command(flatten)]
+    pub keys: gridcase_runtime::KeyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +118,19 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
                         );
                     }
                 }
+            }
+            Ok(())
+        }
+        Log::Reseal { reseal, nats } => {
+            let counts = crate::reseal::reseal(&nats.common, &reseal.keys, &reseal.to_stream).await?;
+            if json_output {
+                println!("{}", serde_json::to_string(&counts)?);
+            } else {
+                println!(
+                    "{} messages copied into {}: {} filings' contact details sealed, {} events re-chained; \
+                     the chains of {} cases verified before and after",
+                    counts.messages, reseal.to_stream, counts.contacts_sealed, counts.rechained, counts.cases
+                );
             }
             Ok(())
         }

@@ -12,6 +12,7 @@ mod nats_key;
 mod output;
 mod reference;
 mod reports;
+mod reseal;
 mod token;
 
 use std::process::ExitCode;

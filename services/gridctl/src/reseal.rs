@@ -1,0 +1,270 @@
+//! `gridctl log reseal`: copy the case stream into a new one with every
+//! resident's contact details sealed, for deployments that must be able to
+//! erase history written before sealing (the log is immutable: the old
+//! stream keeps its clear text until an administrator deletes it).
+//!
+//! Three passes over the streams, with the services stopped:
+//! 1. every chain of the old stream is verified (hashes over the stored
+//!    values, versions 1, 2, 3…, each event chained to the one before);
+//!    then the old stream gives up its subjects (`gridcase.case.>` becomes
+//!    `gridcase.retired.<stream>.>`): it takes no new event, and the new
+//!    stream can take the case subjects (two streams cannot share them);
+//! 2. message by message, at the same stream sequence: a filing with clear
+//!    contact details gets them sealed under its case's data key (payload
+//!    version 2), and every later event of such a case is chained anew to
+//!    the event before it (new `prev_hash` and `hash`, the `ce-hash` and
+//!    `ce-type` headers to match); every other message is copied byte for
+//!    byte. A case whose data were erased already (its key store entry says
+//!    so) gets its details sealed under a key that is thrown away.
+//! 3. every chain of the new stream is verified, and no filing in it holds
+//!    contact details in clear.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use gridcase_domain::{CaseId, ResidentContact};
+use gridcase_eventlog::sealing::{DataKey, SealedJson, seal_contact};
+use gridcase_eventlog::{EventLog, KeyStore, KeyStoreError, hash_as_stored};
+use gridcase_runtime::{CommonArgs, KeyArgs};
+use serde_json::Value;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Resealed {
+    pub messages: u64,
+    /// Filings whose clear contact details were sealed.
+    pub contacts_sealed: u64,
+    /// Events re-chained (the sealed filings included).
+    pub rechained: u64,
+    /// Cases whose chains were verified, before and after.
+    pub cases: u64,
+}
+
+/// One stored message.
+struct Stored {
+    sequence: u64,
+    subject: String,
+    payload: bytes::Bytes,
+    headers: Option<async_nats::HeaderMap>,
+}
+
+/// Every message of `stream` in order, whatever its subjects are now (an
+/// ordered consumer without a filter).
+async fn messages(
+    stream: &jetstream::stream::Stream,
+) -> anyhow::Result<impl futures::Stream<Item = anyhow::Result<Stored>> + use<>> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .context("reading a stream")?;
+    let messages = consumer.messages().await?;
+    Ok(messages.map(|message| {
+        let message = message.map_err(|e| anyhow::anyhow!("reading a stream: {e}"))?;
+        let sequence =
+            message.info().map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?.stream_sequence;
+        Ok(Stored {
+            sequence,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            headers: message.headers.clone(),
+        })
+    }))
+}
+
+/// Check every chain of `stream` (messages 1 to `last`); the chains' count.
+async fn verify(stream: &jetstream::stream::Stream, last: u64, mut also: impl FnMut(&Stored)) -> anyhow::Result<u64> {
+    let mut chains = Chains::default();
+    if last > 0 {
+        let mut all = std::pin::pin!(messages(stream).await?);
+        while let Some(stored) = all.next().await {
+            let stored = stored?;
+            chains.check(stored.sequence, &stored.payload)?;
+            also(&stored);
+            if stored.sequence >= last {
+                break;
+            }
+        }
+    }
+    Ok(chains.0.len() as u64)
+}
+
+/// Per case: the hash and version of its last event, checking each event
+/// as it comes (the stored bytes' hash, its version, its link).
+#[derive(Default)]
+struct Chains(HashMap<CaseId, (String, u64)>);
+
+impl Chains {
+    fn check(&mut self, sequence: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        let value: Value = serde_json::from_slice(bytes).with_context(|| format!("message {sequence} is not JSON"))?;
+        let field = |name: &str| value.get(name).cloned().unwrap_or(Value::Null);
+        let case_id: CaseId =
+            serde_json::from_value(field("case_id")).with_context(|| format!("message {sequence} names no case"))?;
+        let hash = field("hash").as_str().unwrap_or_default().to_owned();
+        let recomputed = hash_as_stored(bytes).map_err(|e| anyhow::anyhow!("message {sequence}: {e}"))?;
+        anyhow::ensure!(recomputed == hash, "message {sequence} (case {case_id}) does not match its hash: altered");
+        let version = field("case_version").as_u64().unwrap_or_default();
+        let previous = self.0.get(&case_id);
+        let expected_version = previous.map_or(1, |(_, v)| v + 1);
+        anyhow::ensure!(
+            version == expected_version,
+            "message {sequence} is event {version} of case {case_id}, {expected_version} was expected"
+        );
+        let prev = field("prev_hash");
+        anyhow::ensure!(
+            prev.as_str() == previous.map(|(h, _)| h.as_str()),
+            "message {sequence} (case {case_id}) does not chain to the event before it"
+        );
+        self.0.insert(case_id, (hash, version));
+        Ok(())
+    }
+}
+
+fn stream_end(info: &jetstream::stream::Info) -> anyhow::Result<u64> {
+    let state = &info.state;
+    anyhow::ensure!(
+        state.messages == 0 || (state.first_sequence == 1 && state.messages == state.last_sequence),
+        "stream {} has gaps (first {}, last {}, {} messages): not a gridcase case stream",
+        info.config.name,
+        state.first_sequence,
+        state.last_sequence,
+        state.messages
+    );
+    Ok(state.last_sequence)
+}
+
+/// Clear contact details in a filing's JSON, if it holds any.
+fn clear_contact(value: &Value) -> Option<ResidentContact> {
+    if value.get("type")?.as_str()? != "filed" {
+        return None;
+    }
+    let contact = value.get("payload")?.get("resident_contact")?;
+    if contact.get("sealed").is_some() {
+        return None;
+    }
+    serde_json::from_value(contact.clone()).ok()
+}
+
+/// The subjects a retired stream keeps: nobody publishes there, so it takes
+/// no new event and leaves `gridcase.case.>` to the new stream.
+fn retired_subjects(stream: &str) -> Vec<String> {
+    vec![format!("gridcase.retired.{stream}.>")]
+}
+
+pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> anyhow::Result<Resealed> {
+    anyhow::ensure!(to_stream != common.stream, "--to-stream must name a new stream, not {}", common.stream);
+    let client = common
+        .nats_options("gridctl-reseal")
+        .await?
+        .connect(common.nats_servers()?.as_slice())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", common.nats_url))?;
+    let js = jetstream::new(client.clone());
+    let mut source = js.get_stream(&common.stream).await.with_context(|| format!("stream {}", common.stream))?;
+    let info = source.info().await?.clone();
+    let last = stream_end(&info)?;
+
+    // 1. The old chains.
+    let cases = verify(&source, last, |_| {}).await?;
+    let mut counts = Resealed { cases, ..Resealed::default() };
+
+    // The old stream gives up its subjects (and so takes no new event); its
+    // messages stay as they are.
+    if info.config.subjects != retired_subjects(&common.stream) {
+        let mut config = info.config.clone();
+        config.subjects = retired_subjects(&common.stream);
+        js.update_stream(config).await.context("retiring the old stream's subjects")?;
+    }
+    let target_args = CommonArgs { stream: to_stream.to_owned(), ..common.clone() };
+    let target = EventLog::open(client.clone(), target_args.stream_settings()).await.context("the new stream")?;
+    let there = target.last_sequence().await?;
+    anyhow::ensure!(
+        there == 0,
+        "the new stream {to_stream} already holds {there} messages (an interrupted reseal?): have the NATS \
+         administrator delete it, then run this again (the old stream keeps every message)"
+    );
+    let store = keys.open(&target, true).await?;
+
+    // 2. The copy, message by message, at the same sequences.
+    let mut rechained: HashMap<CaseId, String> = HashMap::new();
+    if last > 0 {
+        let mut all = std::pin::pin!(messages(&source).await?);
+        while let Some(stored) = all.next().await {
+            let stored = stored?;
+            let sequence = stored.sequence;
+            let (payload, headers) = transform(&store, &mut rechained, &mut counts, &stored).await?;
+            let mut publish = jetstream::message::PublishMessage::build().payload(payload);
+            if let Some(headers) = headers {
+                publish = publish.headers(headers);
+            }
+            let ack = target
+                .context()
+                .send_publish(stored.subject.clone(), publish.expected_last_sequence(sequence - 1))
+                .await
+                .with_context(|| format!("copying message {sequence}"))?;
+            ack.await.with_context(|| format!("the new stream refused message {sequence}"))?;
+            counts.messages += 1;
+            if sequence >= last {
+                break;
+            }
+        }
+    }
+    anyhow::ensure!(counts.messages == last, "copied {} messages of {last}", counts.messages);
+
+    // 3. The new chains, and no clear text left.
+    let new_stream = js.get_stream(to_stream).await?;
+    let mut clear = 0u64;
+    let after = verify(&new_stream, last, |stored| {
+        let value: Value = serde_json::from_slice(&stored.payload).unwrap_or(Value::Null);
+        clear += u64::from(clear_contact(&value).is_some());
+    })
+    .await?;
+    anyhow::ensure!(clear == 0, "{clear} filings of the new stream still hold contact details in clear");
+    anyhow::ensure!(after == cases, "the new stream holds {after} cases, the old {cases}");
+    client.drain().await.ok();
+    Ok(counts)
+}
+
+/// One message as the new stream stores it.
+async fn transform(
+    store: &KeyStore,
+    rechained: &mut HashMap<CaseId, String>,
+    counts: &mut Resealed,
+    record: &Stored,
+) -> anyhow::Result<(bytes::Bytes, Option<async_nats::HeaderMap>)> {
+    let mut value: Value = serde_json::from_slice(&record.payload)?;
+    let case_id: CaseId = serde_json::from_value(value["case_id"].clone())?;
+    let contact = clear_contact(&value);
+    if contact.is_none() && !rechained.contains_key(&case_id) {
+        return Ok((record.payload.clone(), record.headers.clone()));
+    }
+    if let Some(contact) = contact {
+        let key = match store.key_for_new_case(&case_id).await {
+            Ok(key) => key,
+            // Erased before this copy: sealed under a key nobody keeps.
+            Err(KeyStoreError::Erased) => DataKey::generate()?,
+            Err(error) => return Err(error.into()),
+        };
+        let sealed = seal_contact(&key, &case_id, &contact)?;
+        value["payload"]["resident_contact"] = serde_json::json!({ "sealed": SealedJson::from(sealed) });
+        value["schema_version"] = Value::from(2);
+        counts.contacts_sealed += 1;
+    }
+    if let Some(previous) = rechained.get(&case_id) {
+        value["prev_hash"] = Value::String(previous.clone());
+    }
+    value["hash"] = Value::String(String::new());
+    let hash = hash_as_stored(&serde_json::to_vec(&value)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    value["hash"] = Value::String(hash.clone());
+    rechained.insert(case_id, hash.clone());
+    counts.rechained += 1;
+    let mut headers = record.headers.clone().unwrap_or_default();
+    headers.insert("ce-hash", hash.as_str());
+    let kind = value["type"].as_str().unwrap_or_default();
+    let version = value["schema_version"].as_u64().unwrap_or(1);
+    headers.insert("ce-type", format!("cn.gridcase.case.{kind}.v{version}").as_str());
+    Ok((serde_json::to_vec(&value)?.into(), Some(headers)))
+}
