@@ -336,6 +336,25 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     dispatcher.stop().await.unwrap();
     intake.stop().await.unwrap();
 
+    // Nor in the object stores: the attachments, and the dispatcher's
+    // snapshot (saved as it stopped).
+    let mut objects_scanned = 0;
+    for bucket in ["gridcase-attachments", "gridcase-dispatcher"] {
+        let Ok(store) = js.get_object_store(bucket).await else { continue };
+        let mut list = store.list().await.unwrap();
+        while let Some(object) = list.next().await {
+            let object = object.unwrap();
+            if object.deleted {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut store.get(&object.name).await.unwrap(), &mut bytes).await.unwrap();
+            assert_no_personal_data(&format!("object {bucket}/{}", object.name), &String::from_utf8_lossy(&bytes));
+            objects_scanned += 1;
+        }
+    }
+    assert!(objects_scanned > 0, "the dispatcher's snapshot was scanned");
+
     // Never in the logs, nor the tokens that carried the callers.
     let logged = logs.text();
     assert!(logged.contains(&case_id.to_string()), "the logs did capture the scenario");
