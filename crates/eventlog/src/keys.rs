@@ -165,25 +165,30 @@ impl KeyStore {
     }
 
     /// Destroy the case's key. Idempotent: erasing again, or a case that
-    /// never had a key, leaves the erasure marker and succeeds.
+    /// never had a key, leaves the erasure marker and succeeds. Every value
+    /// the key had is deleted with the server's secure erase (a rewrap may
+    /// have written a newer one meanwhile); the marker goes in only on an
+    /// empty subject, so no value is ever dropped without being overwritten.
     pub async fn erase(&self, case_id: &CaseId) -> Result<(), KeyStoreError> {
-        match self.entry(case_id).await? {
-            Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
-            Some(entry) => {
-                // The server's secure erase overwrites the message's bytes.
-                // A concurrent erasure may have deleted it first: fine if
-                // the key's message is gone now.
-                if let Err(error) = self.stream.delete_message(entry.revision).await {
-                    let still_there = matches!(self.entry(case_id).await?,
-                        Some(now) if now.operation == kv::Operation::Put && now.revision == entry.revision);
-                    if still_there {
-                        return Err(nats(error));
-                    }
+        for _ in 0..16 {
+            match self.entry(case_id).await? {
+                Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
+                Some(entry) => {
+                    // A concurrent erasure or rewrap may have removed it
+                    // first: the next look tells.
+                    let _ = self.stream.delete_message(entry.revision).await;
+                    continue;
                 }
+                None => {}
             }
-            None => {}
+            match self.kv.purge_expect_revision(case_id.to_string(), Some(0)).await {
+                Ok(()) => return Ok(()),
+                // Something was written meanwhile: look again.
+                Err(error) if error.kind() == kv::PurgeErrorKind::WrongLastRevision => continue,
+                Err(error) => return Err(nats(error)),
+            }
         }
-        self.kv.purge(case_id.to_string()).await.map_err(nats)
+        Err(KeyStoreError::Nats(format!("the key of case {case_id} kept changing while it was being erased")))
     }
 
     /// Wrap every key that is not under the current master key anew (after

@@ -435,12 +435,47 @@ enum PayloadV1 {
 }
 
 /// A filing's contact details: sealed (payload version 2) or, in history
-/// written before sealing, in clear.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// written before sealing, in clear. Read by whether `sealed` is there, so a
+/// malformed sealed form is an error, never clear details with nothing in them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 enum ContactV1 {
     Sealed { sealed: SealedJson },
     Clear(ResidentContact),
+}
+
+impl<'de> Deserialize<'de> for ContactV1 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Sealed {
+            sealed: SealedJson,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Clear {
+            #[serde(default)]
+            name: Option<gridcase_domain::PersonName>,
+            #[serde(default)]
+            phone: Option<gridcase_domain::PhoneNumber>,
+        }
+        let value = Value::deserialize(deserializer)?;
+        if value.get("sealed").is_some() {
+            let Sealed { sealed } = serde_json::from_value(value).map_err(D::Error::custom)?;
+            if sealed.alg != crate::sealing::ALGORITHM {
+                return Err(D::Error::custom(format!(
+                    "sealed with {:?}, this build opens only {}",
+                    sealed.alg,
+                    crate::sealing::ALGORITHM
+                )));
+            }
+            Ok(ContactV1::Sealed { sealed })
+        } else {
+            let Clear { name, phone } = serde_json::from_value(value).map_err(D::Error::custom)?;
+            Ok(ContactV1::Clear(ResidentContact { name, phone }))
+        }
+    }
 }
 
 impl From<Contact> for ContactV1 {

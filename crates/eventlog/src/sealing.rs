@@ -64,10 +64,7 @@ impl DataKey {
 
 impl Drop for DataKey {
     fn drop(&mut self) {
-        for byte in self.0.iter_mut() {
-            // Volatile so the compiler cannot drop the store as dead.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        zero(&mut self.0);
     }
 }
 
@@ -91,11 +88,21 @@ fn seal(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<SealedData, S
     Ok(SealedData { nonce: nonce.to_vec(), ciphertext: buffer })
 }
 
+/// The plaintext, in the buffer it was opened in (no copy left behind);
+/// callers zero it when done.
 fn open(key: &LessSafeKey, aad: &[u8], sealed: &SealedData) -> Result<Vec<u8>, SealError> {
     let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce).map_err(|_| SealError::DoesNotOpen)?;
     let mut buffer = sealed.ciphertext.clone();
-    let plain = key.open_in_place(nonce, Aad::from(aad), &mut buffer).map_err(|_| SealError::DoesNotOpen)?;
-    Ok(plain.to_vec())
+    let len = key.open_in_place(nonce, Aad::from(aad), &mut buffer).map_err(|_| SealError::DoesNotOpen)?.len();
+    buffer.truncate(len);
+    Ok(buffer)
+}
+
+fn zero(bytes: &mut [u8]) {
+    for byte in bytes.iter_mut() {
+        // Volatile so the compiler cannot drop the store as dead.
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
 }
 
 fn contact_aad(case_id: &CaseId) -> Vec<u8> {
@@ -104,14 +111,18 @@ fn contact_aad(case_id: &CaseId) -> Vec<u8> {
 
 /// Seal a resident's contact details under the case's data key.
 pub fn seal_contact(key: &DataKey, case_id: &CaseId, contact: &ResidentContact) -> Result<SealedData, SealError> {
-    let plain = serde_json::to_vec(contact).expect("contact details serialise");
-    seal(&key.aead(), &contact_aad(case_id), &plain)
+    let mut plain = serde_json::to_vec(contact).expect("contact details serialise");
+    let sealed = seal(&key.aead(), &contact_aad(case_id), &plain);
+    zero(&mut plain);
+    sealed
 }
 
 /// Open contact details sealed by [`seal_contact`] for the same case.
 pub fn open_contact(key: &DataKey, case_id: &CaseId, sealed: &SealedData) -> Result<ResidentContact, SealError> {
-    let plain = open(&key.aead(), &contact_aad(case_id), sealed)?;
-    serde_json::from_slice(&plain).map_err(|e| SealError::Malformed(e.to_string()))
+    let mut plain = open(&key.aead(), &contact_aad(case_id), sealed)?;
+    let contact = serde_json::from_slice(&plain).map_err(|e| SealError::Malformed(e.to_string()));
+    zero(&mut plain);
+    contact
 }
 
 /// Sealed data as JSON: `{"alg", "nonce", "ciphertext"}`, bytes in base64.
@@ -266,9 +277,9 @@ impl MasterKeys {
             .ok_or_else(|| SealError::UnknownMasterKey(wrapped.master.clone()))?;
         let sealed = SealedData { nonce: wrapped.nonce.clone(), ciphertext: wrapped.wrapped.clone() };
         let mut plain = open(master, &Self::wrap_aad(case_id, &wrapped.master), &sealed)?;
-        let bytes: [u8; KEY_LEN] = plain.as_slice().try_into().map_err(|_| SealError::DoesNotOpen)?;
-        plain.iter_mut().for_each(|b| *b = 0);
-        Ok(DataKey(bytes))
+        let bytes: Result<[u8; KEY_LEN], _> = plain.as_slice().try_into();
+        zero(&mut plain);
+        Ok(DataKey(bytes.map_err(|_| SealError::DoesNotOpen)?))
     }
 }
 

@@ -50,9 +50,9 @@ pub struct Tracked {
     pub reopened_at: Option<Timestamp>,
     /// The case was registered and never dispatched or returned.
     pub awaiting_first_dispatch: bool,
-    /// When the case ended for the resident (feedback on its closure, or
-    /// voided, cancelled): the retention of their contact details counts
-    /// from here.
+    /// When the case ended for the resident (its closure, the feedback on
+    /// it, or voided, cancelled): the retention of their contact details
+    /// counts from the latest of these.
     pub retention_from: Option<Timestamp>,
 }
 
@@ -231,6 +231,7 @@ impl<'a> Core<'a> {
             }
             Event::VerificationPassed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
+                tracked.retention_from = Some(at);
             }
             Event::VerificationFailed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
@@ -282,7 +283,7 @@ impl<'a> Core<'a> {
 
     /// Whether the dispatcher keeps the case: it may still need a deadline
     /// step, or (with a retention policy) its contact details are still to
-    /// be erased, including a closed case whose feedback has not come yet.
+    /// be erased.
     pub fn keeps(&self, tracked: &Tracked) -> bool {
         let retention_pending = self.policy.retention.is_some() && tracked.case.contact == ContactState::Given;
         !dormant(tracked.case.status) || retention_pending

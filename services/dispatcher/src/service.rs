@@ -395,7 +395,11 @@ impl Worker {
                     };
                     // Before the event counts as read (a snapshot covering it
                     // is saved only after): an erasure's key is destroyed.
-                    erase_keys(&self.keys, &record.payload, &shutdown).await;
+                    // Stopping before it is: the event stays unread, so the
+                    // next start reads it (and destroys the key) again.
+                    if !erase_keys(&self.keys, &record.payload, &shutdown).await {
+                        break;
+                    }
                     if let Some(subject) =
                         self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref())
                     {
@@ -906,32 +910,35 @@ impl Worker {
 
 /// A reopened case whose history is being read.
 /// If `payload` records an erasure of a resident's data, destroy the case's
-/// data key, trying again until it is done (or the service stops: the next
-/// start reads the event again). Intake destroys the key as it records the
-/// erasure; this is what makes a crash between the two harmless. Idempotent,
-/// so reading old erasures again (a replay) costs one key lookup each.
-async fn erase_keys(keys: &KeyStore, payload: &[u8], shutdown: &Shutdown) {
+/// data key, trying again (with backoff, each failure logged) until it is
+/// done. `false`: the service is stopping and the key may still be there;
+/// the event must then not count as read. Intake destroys the key as it
+/// records the erasure; this is what makes a crash between the two
+/// harmless. Idempotent, so reading old erasures again (a replay) costs one
+/// key lookup each. While the key store is unreachable, the dispatcher
+/// reads no further (its lag metric and health show it).
+async fn erase_keys(keys: &KeyStore, payload: &[u8], shutdown: &Shutdown) -> bool {
     const KIND: &[u8] = b"\"resident_data_erased\"";
     if !payload.windows(KIND.len()).any(|window| window == KIND) {
-        return;
+        return true;
     }
-    let Ok(stored) = StoredEvent::from_json_bytes(payload) else { return };
+    let Ok(stored) = StoredEvent::from_json_bytes(payload) else { return true };
     if stored.event_type != "resident_data_erased" {
-        return;
+        return true;
     }
     let mut pause = Duration::from_millis(100);
     loop {
         match keys.erase(&stored.case_id).await {
             Ok(()) => {
                 debug!(case_id = %stored.case_id, "erased resident data: key destroyed");
-                return;
+                return true;
             }
             Err(error) => {
-                warn!(case_id = %stored.case_id, %error, "destroying an erased case's key failed; trying again")
+                error!(case_id = %stored.case_id, %error, "destroying an erased case's key failed; trying again")
             }
         }
         tokio::select! {
-            _ = shutdown.clone().requested() => return,
+            _ = shutdown.clone().requested() => return false,
             _ = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(5));

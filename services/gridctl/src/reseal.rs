@@ -136,16 +136,25 @@ fn stream_end(info: &jetstream::stream::Info) -> anyhow::Result<u64> {
     Ok(state.last_sequence)
 }
 
-/// Clear contact details in a filing's JSON, if it holds any.
-fn clear_contact(value: &Value) -> Option<ResidentContact> {
-    if value.get("type")?.as_str()? != "filed" {
-        return None;
+/// Whether a filing's JSON holds contact details that are not sealed.
+fn holds_unsealed_contact(value: &Value) -> bool {
+    value.get("type").and_then(Value::as_str) == Some("filed")
+        && value
+            .get("payload")
+            .and_then(|p| p.get("resident_contact"))
+            .is_some_and(|contact| !contact.is_null() && contact.get("sealed").is_none())
+}
+
+/// Clear contact details in a filing's JSON, if it holds any; an error if it
+/// holds some that do not parse (they would otherwise be copied as they are).
+fn clear_contact(sequence: u64, value: &Value) -> anyhow::Result<Option<ResidentContact>> {
+    if !holds_unsealed_contact(value) {
+        return Ok(None);
     }
-    let contact = value.get("payload")?.get("resident_contact")?;
-    if contact.get("sealed").is_some() {
-        return None;
-    }
-    serde_json::from_value(contact.clone()).ok()
+    let contact = value["payload"]["resident_contact"].clone();
+    serde_json::from_value(contact)
+        .map(Some)
+        .with_context(|| format!("message {sequence}: contact details that do not parse; nothing was sealed for them"))
 }
 
 /// The subjects a retired stream keeps: nobody publishes there, so it takes
@@ -167,8 +176,18 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
     let info = source.info().await?.clone();
     let last = stream_end(&info)?;
 
-    // 1. The old chains.
-    let cases = verify(&source, last, |_| {}).await?;
+    // 1. The old chains, and which cases were erased (their details get a
+    // key nobody keeps, whatever the key store says).
+    let mut erased: std::collections::HashSet<CaseId> = std::collections::HashSet::new();
+    let cases = verify(&source, last, |stored| {
+        let value: Value = serde_json::from_slice(&stored.payload).unwrap_or(Value::Null);
+        if value.get("type").and_then(Value::as_str) == Some("resident_data_erased")
+            && let Ok(case_id) = serde_json::from_value::<CaseId>(value["case_id"].clone())
+        {
+            erased.insert(case_id);
+        }
+    })
+    .await?;
     let mut counts = Resealed { cases, ..Resealed::default() };
 
     // The old stream gives up its subjects (and so takes no new event); its
@@ -195,7 +214,7 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
         while let Some(stored) = all.next().await {
             let stored = stored?;
             let sequence = stored.sequence;
-            let (payload, headers) = transform(&store, &mut rechained, &mut counts, &stored).await?;
+            let (payload, headers) = transform(&store, &erased, &mut rechained, &mut counts, &stored).await?;
             let mut publish = jetstream::message::PublishMessage::build().payload(payload);
             if let Some(headers) = headers {
                 publish = publish.headers(headers);
@@ -219,7 +238,7 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
     let mut clear = 0u64;
     let after = verify(&new_stream, last, |stored| {
         let value: Value = serde_json::from_slice(&stored.payload).unwrap_or(Value::Null);
-        clear += u64::from(clear_contact(&value).is_some());
+        clear += u64::from(holds_unsealed_contact(&value));
     })
     .await?;
     anyhow::ensure!(clear == 0, "{clear} filings of the new stream still hold contact details in clear");
@@ -231,22 +250,29 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
 /// One message as the new stream stores it.
 async fn transform(
     store: &KeyStore,
+    erased: &std::collections::HashSet<CaseId>,
     rechained: &mut HashMap<CaseId, String>,
     counts: &mut Resealed,
     record: &Stored,
 ) -> anyhow::Result<(bytes::Bytes, Option<async_nats::HeaderMap>)> {
     let mut value: Value = serde_json::from_slice(&record.payload)?;
     let case_id: CaseId = serde_json::from_value(value["case_id"].clone())?;
-    let contact = clear_contact(&value);
+    let contact = clear_contact(record.sequence, &value)?;
     if contact.is_none() && !rechained.contains_key(&case_id) {
         return Ok((record.payload.clone(), record.headers.clone()));
     }
     if let Some(contact) = contact {
-        let key = match store.key_for_new_case(&case_id).await {
-            Ok(key) => key,
-            // Erased before this copy: sealed under a key nobody keeps.
-            Err(KeyStoreError::Erased) => DataKey::generate()?,
-            Err(error) => return Err(error.into()),
+        let key = if erased.contains(&case_id) {
+            // Erased before this copy: sealed under a key nobody keeps, and
+            // the key store says erased (a marker, if it lacked one).
+            store.erase(&case_id).await?;
+            DataKey::generate()?
+        } else {
+            match store.key_for_new_case(&case_id).await {
+                Ok(key) => key,
+                Err(KeyStoreError::Erased) => DataKey::generate()?,
+                Err(error) => return Err(error.into()),
+            }
         };
         let sealed = seal_contact(&key, &case_id, &contact)?;
         value["payload"]["resident_contact"] = serde_json::json!({ "sealed": SealedJson::from(sealed) });

@@ -215,3 +215,31 @@ fn redacted_json_is_the_json_of_the_redacted_copy() {
         assert_eq!(event.redacted_json(), expected, "{}", event.event_type);
     }
 }
+
+#[test]
+fn a_malformed_sealed_contact_is_an_error_never_an_empty_clear_one() {
+    let stored = StoredEvent::seal(&sealed_filing(), meta(1), None);
+    let with_contact = |contact: serde_json::Value| {
+        let mut altered = stored.clone();
+        altered.payload["resident_contact"] = contact;
+        altered.decode()
+    };
+    let good = stored.payload["resident_contact"]["sealed"].clone();
+    let mut extra = good.clone();
+    extra["key"] = "k1".into();
+    let mut other_alg = good.clone();
+    other_alg["alg"] = "ROT13".into();
+    let mut bad_base64 = good.clone();
+    bad_base64["nonce"] = "not base64!".into();
+    for contact in [
+        serde_json::json!({ "sealed": extra }),
+        serde_json::json!({ "sealed": other_alg }),
+        serde_json::json!({ "sealed": bad_base64 }),
+        serde_json::json!({ "sealed": good, "name": "王芳" }),
+        serde_json::json!({ "name": "王芳", "nickname": "芳" }),
+    ] {
+        assert!(matches!(with_contact(contact.clone()), Err(DecodeError::Malformed { .. })), "{contact}");
+    }
+    assert!(with_contact(serde_json::json!({ "sealed": good })).is_ok());
+    assert!(with_contact(serde_json::json!({ "phone": "13812345678" })).is_ok(), "clear, from before sealing");
+}

@@ -375,10 +375,10 @@ fn the_retention_policy_erases_contact_details_once_its_days_after_the_feedback(
     );
     s.settle(bj("2026-03-03 10:00"));
     s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
-    // Closed, no feedback yet: kept (the feedback call needs the number), nothing due.
+    // Closed: the wait starts (no feedback may ever come); kept until then.
     assert!(s.core.keeps(s.tracked()));
-    assert_eq!(s.core.retention_due(s.tracked()), None);
-    assert_eq!(s.settle(bj("2027-03-04 10:00")), Vec::<&str>::new());
+    assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-04-03 10:00")), "30 days after the closure");
+    // The feedback, a day later, starts it over.
     let feedback_at = bj("2026-03-05 11:00");
     s.apply(
         Command::RecordFeedback { feedback: gridcase_domain::Feedback::Satisfied, comment: None },
