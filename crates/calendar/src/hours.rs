@@ -29,7 +29,8 @@ impl Default for WorkingHours {
 fn parse_time(text: &str) -> Option<u16> {
     let (h, m) = text.trim().split_once(':')?;
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-    let minutes = h * 60 + m;
+    // Checked: an hour such as 2174 must be refused, not overflow (found by fuzzing).
+    let minutes = h.checked_mul(60)?.checked_add(m)?;
     (m < 60 && minutes <= 24 * 60).then_some(minutes)
 }
 

@@ -138,6 +138,9 @@ fn working_hours_are_validated() {
     assert_eq!(WorkingHours::parse(&["08:00-12:00", "14:00-18:00"]).unwrap(), WorkingHours::default());
     assert_eq!(WorkingHours::parse(&["00:00-24:00"]).unwrap().day_length(), SignedDuration::from_hours(24));
     assert!(matches!(WorkingHours::parse(&["8-12"]), Err(HoursError::Malformed(_))));
+    // Hours whose minutes overflow are refused (a panic before; found by fuzzing).
+    assert!(matches!(WorkingHours::parse(&["00:00-2174:00"]), Err(HoursError::Malformed(_))));
+    assert!(matches!(WorkingHours::parse(&["65535:59-08:00"]), Err(HoursError::Malformed(_))));
     assert!(matches!(WorkingHours::parse(&["12:00-08:00"]), Err(HoursError::Empty(_))));
     assert!(matches!(WorkingHours::parse(&["08:00-12:00", "11:00-13:00"]), Err(HoursError::Overlap(_))));
     assert!(matches!(WorkingHours::parse::<&str>(&[]), Err(HoursError::None)));

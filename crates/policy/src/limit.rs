@@ -14,7 +14,9 @@ pub enum Limit {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a limit like \"30 minutes\", \"6 hours\", \"2 days\", \"4 working hours\" or \"5 working days\"")]
+#[error(
+    "{0:?} is not a limit like \"30 minutes\", \"6 hours\", \"2 days\", \"4 working hours\" or \"5 working days\" (1 to 99999 of them)"
+)]
 pub struct LimitError(pub String);
 
 /// How much running time a limit allows, and in which kind of time.
@@ -43,6 +45,9 @@ impl Span {
 }
 
 impl Limit {
+    /// The largest number a limit may count (minutes, hours or days).
+    pub const MAX_AMOUNT: u32 = 99_999;
+
     pub fn parse(text: &str) -> Result<Self, LimitError> {
         let error = || LimitError(text.to_owned());
         let mut words = text.split_whitespace();
@@ -56,7 +61,9 @@ impl Limit {
             ["working", "day" | "days"] => Limit::WorkingDays(amount),
             _ => return Err(error()),
         };
-        if amount == 0 {
+        // Bounded, so deadline arithmetic on it cannot overflow (a policy
+        // would otherwise parse and then panic the dispatcher).
+        if amount == 0 || amount > Self::MAX_AMOUNT {
             return Err(error());
         }
         Ok(limit)

@@ -146,11 +146,12 @@ impl Policy {
                 let t = spanned.get_ref();
                 if !(0 < t.warning_percent
                     && t.warning_percent < t.yellow_card_percent
-                    && t.yellow_card_percent <= t.red_card_percent)
+                    && t.yellow_card_percent <= t.red_card_percent
+                    && t.red_card_percent <= 10_000)
                 {
                     return Err(at(
                         spanned.span().start,
-                        "thresholds must satisfy 0 < warning_percent < yellow_card_percent <= red_card_percent".into(),
+                        "thresholds must satisfy 0 < warning_percent < yellow_card_percent <= red_card_percent <= 10000".into(),
                     ));
                 }
                 Thresholds {

@@ -184,7 +184,7 @@ fn a_malformed_policy_names_the_line_and_the_problem() {
     assert_eq!(
         problem(&text),
         format!(
-            "line {}: \"5 workdays\" is not a limit like \"30 minutes\", \"6 hours\", \"2 days\", \"4 working hours\" or \"5 working days\"",
+            "line {}: \"5 workdays\" is not a limit like \"30 minutes\", \"6 hours\", \"2 days\", \"4 working hours\" or \"5 working days\" (1 to 99999 of them)",
             line_of("resolve = \"5 working days\"")
         )
     );
@@ -251,4 +251,16 @@ fn a_retention_of_contact_details_is_read_and_checked() {
             other => panic!("{days}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn limits_and_thresholds_are_bounded_so_deadline_arithmetic_cannot_overflow() {
+    assert!(Limit::parse("99999 working days").is_ok());
+    for text in ["100000 days", "4000000000 working days", "0 hours"] {
+        assert!(Limit::parse(text).is_err(), "{text}");
+    }
+    let good = std::fs::read_to_string(root().join("deploy/policy/policy.toml")).unwrap();
+    let huge = good.replace("red_card_percent = 200", "red_card_percent = 4000000000");
+    assert_ne!(huge, good, "the shipped policy sets red_card_percent = 200");
+    assert!(Policy::parse(Path::new("p.toml"), &huge).is_err());
 }
