@@ -12,44 +12,38 @@ use tonic::service::Interceptor;
 pub const TEST_DEV_SECRET: &str = "gridcase-tests-development-secret-do-not-use-elsewhere";
 
 /// A file holding [`TEST_DEV_SECRET`]: one file shared by every test
-/// process, written (atomically, by rename) when missing or different.
+/// process.
 pub fn dev_secret_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join("gridcase-test-dev-secret");
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(TEST_DEV_SECRET) {
-            let staged = path.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::write(&staged, TEST_DEV_SECRET).expect("write the test development secret");
-            std::fs::rename(&staged, &path).expect("put the test development secret in place");
+    FILE.get_or_init(|| shared_file("gridcase-test-dev-secret", TEST_DEV_SECRET)).clone()
+}
+
+/// A file in the temporary directory holding `content`, readable by its
+/// owner only, written (atomically, by rename) when missing or different.
+fn shared_file(name: &str, content: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
+        let staged = path.with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::write(&staged, content).unwrap_or_else(|e| panic!("write {}: {e}", staged.display()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
         }
-        path
-    })
-    .clone()
+        std::fs::rename(&staged, &path).unwrap_or_else(|e| panic!("put {} in place: {e}", path.display()));
+    }
+    path
 }
 
 /// The master key file of the services tests start (one key, `test-1`).
 pub const TEST_MASTER_KEYS: &str =
     "# gridcase tests only\ntest-1 5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f\n";
 
-/// A file holding [`TEST_MASTER_KEYS`], readable by its owner only; like
-/// [`dev_secret_file`], one file shared by every test process.
+/// A file holding [`TEST_MASTER_KEYS`]; like [`dev_secret_file`], one file
+/// shared by every test process.
 pub fn master_key_file() -> PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join("gridcase-test-master-keys");
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(TEST_MASTER_KEYS) {
-            let staged = path.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::write(&staged, TEST_MASTER_KEYS).expect("write the test master keys");
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-            }
-            std::fs::rename(&staged, &path).expect("put the test master keys in place");
-        }
-        path
-    })
-    .clone()
+    FILE.get_or_init(|| shared_file("gridcase-test-master-keys", TEST_MASTER_KEYS)).clone()
 }
 
 /// The master keys of [`master_key_file`], for tests that open sealed data.

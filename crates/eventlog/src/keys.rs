@@ -140,28 +140,26 @@ impl KeyStore {
 
     /// The key to seal a new case's personal data with: made and stored on
     /// the first call, the same key on a retry of the filing. A case whose
-    /// data was erased never gets a key again.
+    /// data were erased never gets a key again. A new case (the usual one)
+    /// costs one append; only when the subject holds something is it read.
     pub async fn key_for_new_case(&self, case_id: &CaseId) -> Result<DataKey, KeyStoreError> {
         let master = self.master()?;
-        for _ in 0..3 {
-            match self.key(case_id).await? {
-                KeyState::Present(key) => return Ok(key),
-                KeyState::Erased => return Err(KeyStoreError::Erased),
-                KeyState::Absent => {}
-            }
-            let key = DataKey::generate().map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
-            let wrapped =
-                master.wrap(case_id, &key).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
-            let value = Bytes::from(serde_json::to_vec(&wrapped).expect("wrapped keys serialise"));
-            // Revision 0: only if the subject has never held anything, not
-            // even an erasure's marker.
-            match self.kv.update(case_id.to_string(), value, 0).await {
-                Ok(_) => return Ok(key),
-                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(error) => return Err(nats(error)),
-            }
+        let key = DataKey::generate().map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
+        let wrapped = master.wrap(case_id, &key).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
+        let value = Bytes::from(serde_json::to_vec(&wrapped).expect("wrapped keys serialise"));
+        // Revision 0: only if the subject has never held anything, not even
+        // an erasure's marker.
+        match self.kv.update(case_id.to_string(), value, 0).await {
+            Ok(_) => Ok(key),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => match self.key(case_id).await? {
+                KeyState::Present(key) => Ok(key),
+                KeyState::Erased => Err(KeyStoreError::Erased),
+                // Something was there and is gone again: only an erasure
+                // interrupted between its two steps does that.
+                KeyState::Absent => Err(KeyStoreError::Erased),
+            },
+            Err(error) => Err(nats(error)),
         }
-        Err(KeyStoreError::Nats(format!("the key of case {case_id} kept changing while it was being made")))
     }
 
     /// Destroy the case's key. Idempotent: erasing again, or a case that
@@ -170,13 +168,17 @@ impl KeyStore {
     /// have written a newer one meanwhile); the marker goes in only on an
     /// empty subject, so no value is ever dropped without being overwritten.
     pub async fn erase(&self, case_id: &CaseId) -> Result<(), KeyStoreError> {
+        let mut failed = None;
         for _ in 0..16 {
             match self.entry(case_id).await? {
                 Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
                 Some(entry) => {
                     // A concurrent erasure or rewrap may have removed it
-                    // first: the next look tells.
-                    let _ = self.stream.delete_message(entry.revision).await;
+                    // first: the next look tells. A refusal that lasts is
+                    // reported as it is.
+                    if let Err(error) = self.stream.delete_message(entry.revision).await {
+                        failed = Some(error.to_string());
+                    }
                     continue;
                 }
                 None => {}
@@ -188,7 +190,10 @@ impl KeyStore {
                 Err(error) => return Err(nats(error)),
             }
         }
-        Err(KeyStoreError::Nats(format!("the key of case {case_id} kept changing while it was being erased")))
+        Err(KeyStoreError::Nats(match failed {
+            Some(error) => format!("the key of case {case_id} could not be deleted: {error}"),
+            None => format!("the key of case {case_id} kept changing while it was being erased"),
+        }))
     }
 
     /// Wrap every key that is not under the current master key anew (after

@@ -293,7 +293,7 @@ struct Worker {
     chain_steps: bool,
     snapshot: SnapshotState,
     store: Arc<CaseStore>,
-    /// Destroys the data key of each erasure read (see [`erase_keys`]).
+    /// Destroys the data key of each erasure read (see [`erase_key`]).
     keys: KeyStore,
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
@@ -397,11 +397,15 @@ impl Worker {
                     // is saved only after): an erasure's key is destroyed.
                     // Stopping before it is: the event stays unread, so the
                     // next start reads it (and destroys the key) again.
-                    if !erase_keys(&self.keys, &record.payload, &shutdown).await {
+                    let stored = StoredEvent::from_json_bytes(&record.payload);
+                    if let Ok(stored) = &stored
+                        && stored.event_type == "resident_data_erased"
+                        && !erase_key(&self.keys, &stored.case_id, &shutdown).await
+                    {
                         break;
                     }
                     if let Some(subject) =
-                        self.observe(&record.subject, &record.payload, record.sequence, record.headers.as_ref())
+                        self.observe(&record.subject, stored, record.sequence, record.headers.as_ref())
                     {
                         loads.push(load(self.store.clone(), subject, Duration::ZERO));
                     }
@@ -647,7 +651,7 @@ impl Worker {
     fn observe(
         &mut self,
         subject: &str,
-        payload: &[u8],
+        stored: Result<StoredEvent, gridcase_eventlog::DecodeError>,
         sequence: u64,
         headers: Option<&async_nats::HeaderMap>,
     ) -> Option<CaseSubject> {
@@ -658,7 +662,7 @@ impl Worker {
         if let Some((_, subject_case)) = CaseSubject::parse(subject) {
             self.answered(subject_case, sequence);
         }
-        let stored = match StoredEvent::from_json_bytes(payload) {
+        let stored = match stored {
             Ok(stored) => stored,
             Err(error) => {
                 error!(sequence, %error, "unreadable message in the case stream; skipped");
@@ -909,33 +913,23 @@ impl Worker {
 }
 
 /// A reopened case whose history is being read.
-/// If `payload` records an erasure of a resident's data, destroy the case's
-/// data key, trying again (with backoff, each failure logged) until it is
-/// done. `false`: the service is stopping and the key may still be there;
-/// the event must then not count as read. Intake destroys the key as it
-/// records the erasure; this is what makes a crash between the two
-/// harmless. Idempotent, so reading old erasures again (a replay) costs one
-/// key lookup each. While the key store is unreachable, the dispatcher
-/// reads no further (its lag metric and health show it).
-async fn erase_keys(keys: &KeyStore, payload: &[u8], shutdown: &Shutdown) -> bool {
-    const KIND: &[u8] = b"\"resident_data_erased\"";
-    if !payload.windows(KIND.len()).any(|window| window == KIND) {
-        return true;
-    }
-    let Ok(stored) = StoredEvent::from_json_bytes(payload) else { return true };
-    if stored.event_type != "resident_data_erased" {
-        return true;
-    }
+/// Destroy the data key of a case whose erasure was read, trying again
+/// (with backoff, each failure logged) until it is done. `false`: the
+/// service is stopping and the key may still be there; the event must then
+/// not count as read. Intake destroys the key as it records the erasure;
+/// this is what makes a crash between the two harmless. Idempotent, so
+/// reading old erasures again (a replay) costs one key lookup each. While
+/// the key store is unreachable, the dispatcher reads no further (its lag
+/// metric and health show it).
+async fn erase_key(keys: &KeyStore, case_id: &CaseId, shutdown: &Shutdown) -> bool {
     let mut pause = Duration::from_millis(100);
     loop {
-        match keys.erase(&stored.case_id).await {
+        match keys.erase(case_id).await {
             Ok(()) => {
-                debug!(case_id = %stored.case_id, "erased resident data: key destroyed");
+                debug!(%case_id, "erased resident data: key destroyed");
                 return true;
             }
-            Err(error) => {
-                error!(case_id = %stored.case_id, %error, "destroying an erased case's key failed; trying again")
-            }
+            Err(error) => error!(%case_id, %error, "destroying an erased case's key failed; trying again"),
         }
         tokio::select! {
             _ = shutdown.clone().requested() => return false,

@@ -114,6 +114,24 @@ impl<'w> Scenario<'w> {
         names
     }
 
+    /// A case filed with contact details (sealed: opaque to the dispatcher)
+    /// on Monday 2026-03-02 09:00, worked and resolved, closed by the centre
+    /// on Wednesday 10:00.
+    fn closed_with_contact(&mut self) {
+        let monday = bj("2026-03-02 09:00");
+        self.file("0101", STREET_GRID, None, monday);
+        let mut with_contact = self.tracked().clone();
+        with_contact.case.contact = gridcase_domain::ContactState::Given;
+        self.tracked = Some(with_contact);
+        self.settle(monday);
+        assert_eq!(self.core.retention_due(self.tracked()), None, "an open case keeps its contact details");
+        self.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+        let resolve = Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] };
+        self.apply(resolve, bj("2026-03-03 10:00"), Role::HandlingUnit);
+        self.settle(bj("2026-03-03 10:00"));
+        self.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    }
+
     fn due(&self, clock: Clock) -> Option<Timestamp> {
         self.tracked().case.deadlines.get(&clock).copied()
     }
@@ -359,22 +377,7 @@ fn the_retention_policy_erases_contact_details_once_its_days_after_the_feedback(
     let mut world = world();
     world.policy.retention = Some(gridcase_policy::Retention { contact_days: 30 });
     let mut s = Scenario::new(&world);
-    let monday = bj("2026-03-02 09:00");
-    s.file("0101", STREET_GRID, None, monday);
-    // As if filed with contact details (sealed: opaque to the dispatcher).
-    let mut with_contact = s.tracked().clone();
-    with_contact.case.contact = gridcase_domain::ContactState::Given;
-    s.tracked = Some(with_contact);
-    s.settle(monday);
-    assert_eq!(s.core.retention_due(s.tracked()), None, "an open case keeps its contact details");
-    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
-    s.apply(
-        Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] },
-        bj("2026-03-03 10:00"),
-        Role::HandlingUnit,
-    );
-    s.settle(bj("2026-03-03 10:00"));
-    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    s.closed_with_contact();
     // Closed: the wait starts (no feedback may ever come); kept until then.
     assert!(s.core.keeps(s.tracked()));
     assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-04-03 10:00")), "30 days after the closure");
@@ -401,24 +404,8 @@ fn the_retention_policy_erases_contact_details_once_its_days_after_the_feedback(
 fn a_reopening_restarts_the_retention_wait_and_a_withdrawn_case_counts_from_its_withdrawal() {
     let mut world = world();
     world.policy.retention = Some(gridcase_policy::Retention { contact_days: 10 });
-    let given = |s: &mut Scenario| {
-        let mut tracked = s.tracked().clone();
-        tracked.case.contact = gridcase_domain::ContactState::Given;
-        s.tracked = Some(tracked);
-    };
     let mut s = Scenario::new(&world);
-    let monday = bj("2026-03-02 09:00");
-    s.file("0101", STREET_GRID, None, monday);
-    given(&mut s);
-    s.settle(monday);
-    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
-    s.apply(
-        Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] },
-        bj("2026-03-03 10:00"),
-        Role::HandlingUnit,
-    );
-    s.settle(bj("2026-03-03 10:00"));
-    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    s.closed_with_contact();
     s.apply(
         Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
         bj("2026-03-04 11:00"),
