@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Stops what deploy/up.sh started (services first, NATS last). Keeps .run/
-# (the NATS store and logs); delete it to start from an empty event log.
+# Stops what deploy/up.sh started (services first, NATS last). Keeps the
+# run directory (.run/, or GRIDCASE_RUN_DIR: the NATS store, logs, keys);
+# delete it to start from an empty event log.
 set -euo pipefail
-RUN="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.run"
+RUN="$(realpath -m "${GRIDCASE_RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.run}")"
 for name in dispatcher projection intake nats; do
   pid_file="$RUN/$name.pid"
   if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then

@@ -647,15 +647,25 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     // No erasure marker in the key store (as if intake stopped before it
     // destroyed the key): the reseal goes by the erasure event.
 
-    let output = tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
-        .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
-        .arg("--master-key-file")
-        .arg(gridcase_tests::identity::master_key_file())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let counts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reseal = async |more: &[&str]| {
+        let output = tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+            .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
+            .arg("--master-key-file")
+            .arg(gridcase_tests::identity::master_key_file())
+            .args(more)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    // A run that stops part way (here after 4 messages: the old case's
+    // filing sealed, its registration re-chained), then one that goes on.
+    let part = reseal(&["--max-messages", "4"]).await;
+    assert_eq!((part["messages"].as_u64(), part["complete"].as_bool()), (Some(4), Some(false)), "{part}");
+    let counts = reseal(&[]).await;
+    assert_eq!(counts["resumed"], 4, "{counts}");
+    assert_eq!(counts["complete"], true, "{counts}");
     assert_eq!(counts["messages"], 7, "{counts}");
     assert_eq!(counts["contacts_sealed"], 2, "{counts}");
     assert_eq!(counts["rechained"], 5, "the old case's 3 events and the erased case's 2: {counts}");
@@ -711,4 +721,221 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     assert!(history.chain_verified, "{}", history.chain_problem);
     assert_eq!(history.events.len(), 4);
     intake.stop().await.unwrap();
+}
+
+/// The deployment deploy/up.sh runs, with its own run directory, NATS and
+/// database; stopped (deploy/down.sh) when dropped.
+struct LocalDeployment {
+    run: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    intake: String,
+    query: String,
+}
+
+impl LocalDeployment {
+    fn new(database_url: &str) -> Self {
+        let run = tempfile::Builder::new().prefix("gridcase-local-").tempdir().unwrap();
+        // Free ports, held together so that no two are the same.
+        let held: Vec<std::net::TcpListener> =
+            (0..7).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let port = |i: usize| held[i].local_addr().unwrap().port();
+        let addr = |i: usize| format!("127.0.0.1:{}", port(i));
+        let env = vec![
+            ("GRIDCASE_RUN_DIR", run.path().display().to_string()),
+            ("GRIDCASE_SKIP_INSTALL", "1".into()),
+            ("GRIDCASE_BIN_DIR", gridcase_tests::service_binaries().display().to_string()),
+            ("GRIDCASE_NATS_SERVER", gridcase_tests::nats::nats_server_binary().display().to_string()),
+            ("GRIDCASE_NATS_PORT", port(0).to_string()),
+            ("GRIDCASE_INTAKE_ADDR", addr(1)),
+            ("GRIDCASE_QUERY_ADDR", addr(2)),
+            ("GRIDCASE_DISPATCHER_ADDR", addr(3)),
+            ("GRIDCASE_DISPATCHER_METRICS_ADDR", addr(4)),
+            ("GRIDCASE_INTAKE_METRICS_ADDR", addr(5)),
+            ("GRIDCASE_PROJECTION_METRICS_ADDR", addr(6)),
+            ("GRIDCASE_DATABASE_URL", database_url.to_owned()),
+            ("GRIDCASE_AUTH_DEV_SECRET_FILE", gridcase_tests::identity::dev_secret_file().display().to_string()),
+        ];
+        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let (intake, query) = (format!("http://{}", addr(1)), format!("http://{}", addr(2)));
+        drop(held);
+        Self { run, env, intake, query }
+    }
+
+    fn nats_url(&self) -> String {
+        let port = &self.env.iter().find(|(k, _)| k == "GRIDCASE_NATS_PORT").unwrap().1;
+        format!("nats://127.0.0.1:{port}")
+    }
+
+    /// Run deploy/`script` with `args`; its output, or a panic with it and
+    /// the services' logs if it failed.
+    async fn run(&self, script: &str, args: &[&str]) -> String {
+        let output = tokio::process::Command::new(gridcase_tests::workspace_root().join("deploy").join(script))
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env_remove("GRIDCASE_STREAM")
+            .env_remove("GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET")
+            .env_remove("GRIDCASE_MASTER_KEY_FILE")
+            .output()
+            .await
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            let mut logs = String::new();
+            for name in ["intake", "projection", "dispatcher"] {
+                let log = std::fs::read_to_string(self.run.path().join(format!("logs/{name}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                logs += &format!("--- {name}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            panic!("deploy/{script} {args:?} failed:\n{text}\n{logs}");
+        }
+        text
+    }
+
+    fn stream_env(&self) -> String {
+        std::fs::read_to_string(self.run.path().join("stream.env")).unwrap_or_default()
+    }
+}
+
+impl Drop for LocalDeployment {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(gridcase_tests::workspace_root().join("deploy/down.sh"))
+            .envs(self.env.iter().cloned())
+            .output();
+    }
+}
+
+/// Every message of `stream` as text.
+async fn every_message(js: &async_nats::jetstream::Context, stream: &str) -> Vec<String> {
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut texts = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        texts.push(String::from_utf8_lossy(&message.payload).into_owned());
+    }
+    texts
+}
+
+/// Waits until `case_id` is dispatched (the dispatcher has done its part).
+async fn dispatched(cases: &mut lifecycle::Client, case_id: CaseId) {
+    let centre = lifecycle::centre();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = cases.get_case(centre.request(cases_api::GetCaseRequest { case_id: case_id.to_string() })).await;
+        if view.as_ref().is_ok_and(|v| v.get_ref().state == common::CaseState::Dispatched as i32) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "case {case_id} not dispatched: {view:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator procedure for history written before sealing, scripted:
+/// deploy/reseal.sh moves a running deploy/up.sh deployment onto a resealed
+/// stream (services stopped, stream copied and verified, read models
+/// rebuilt, services started on the new stream), and with --delete-old
+/// deletes the old stream; every service works on the new stream after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
+    use gridcase_domain::{
+        CategoryCode, Command, Contact, Filing, GridCode, Location, PersonName, PhoneNumber, ResidentContact, Role,
+        Text,
+    };
+    use gridcase_eventlog::{EventLog, StreamSettings};
+    use gridcase_tests::act;
+
+    let db = TestDatabase::create().await;
+    let deployment = LocalDeployment::new(&db.url);
+    let up = deployment.run("up.sh", &[]).await;
+    assert!(up.contains("gridcase is up") && up.contains("GRIDCASE_CASES"), "{up}");
+
+    // A case filed by the version before sealing: contact details in clear.
+    let client = async_nats::connect(deployment.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let log = EventLog::open(client.clone(), StreamSettings::default()).await.unwrap();
+    let old = CaseId::new_v7();
+    let clear = ResidentContact {
+        name: Some(PersonName::parse(NAME).unwrap()),
+        phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+    };
+    let before_sealing = Command::File(Filing {
+        case_id: old,
+        grid: GridCode::parse("990101001001001").unwrap(),
+        category: CategoryCode::parse("0204").unwrap(),
+        description: Text::reason("楼道漏水").unwrap(),
+        location: Location::from_degrees(30.27, 120.15, None).unwrap(),
+        reported_at: jiff::Timestamp::now(),
+        severity_hint: None,
+        contact: Some(Contact::Clear(clear.clone())),
+        attachments: vec![],
+    });
+    let subject = act::subject("990101001001001", old);
+    act::command(&log, &subject, before_sealing, Role::GridWorker, "cc-990101001", jiff::Timestamp::now()).await.unwrap();
+    let mut cases = lifecycle::client(deployment.intake.clone()).await;
+    dispatched(&mut cases, old).await;
+    let before = every_message(&js, "GRIDCASE_CASES").await;
+    assert!(before.iter().any(|text| text.contains(PHONE)), "the old filing holds the number in clear");
+
+    let said = deployment.run("reseal.sh", &[]).await;
+    assert!(said.contains("the services run on GRIDCASE_CASES_SEALED"), "{said}");
+    let state = deployment.stream_env();
+    assert!(state.contains("GRIDCASE_STREAM=GRIDCASE_CASES_SEALED") && state.contains("PHASE=switched"), "{state}");
+
+    // The new stream: every message copied, none in clear; the old one
+    // keeps its messages until it is deleted.
+    let after = every_message(&js, "GRIDCASE_CASES_SEALED").await;
+    assert_eq!(after.len(), before.len());
+    for (sequence, text) in after.iter().enumerate() {
+        assert_no_personal_data(&format!("new stream message {}", sequence + 1), text);
+    }
+    assert_eq!(every_message(&js, "GRIDCASE_CASES").await, before);
+
+    // The services run on it: the details open for the centre, masked for
+    // the county and in the rebuilt read models; the chain verifies and
+    // goes on; a new case is filed, dispatched and projected.
+    let mut cases = lifecycle::client(deployment.intake.clone()).await;
+    let get = |who: &Identity| cases_api::GetCaseRequest { case_id: old.to_string() }.with(who);
+    let centre = lifecycle::centre();
+    let county = Identity::new("audit-1", "county_auditor", "co-990101", "990101");
+    let contact = cases.get_case(get(&centre)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.name.as_str()), (PHONE, NAME));
+    let contact = cases.get_case(get(&county)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.masked), (MASKED, true));
+    let history = cases.get_history(cases_api::GetHistoryRequest { case_id: old.to_string() }.with(&centre)).await;
+    let history = history.unwrap().into_inner();
+    assert!(history.chain_verified, "{}", history.chain_problem);
+    let mut query = query_client(deployment.query.clone(), &county).await;
+    let record = query.get_case(query_api::GetCaseRequest { case_id: old.to_string() }).await.unwrap().into_inner();
+    assert_eq!(record.contact_phone_masked, MASKED);
+
+    let new = CaseId::new_v7();
+    let mut intake = intake_client(deployment.intake.clone()).await;
+    let report = intake_api::FileCaseRequest {
+        category_code: "0204".into(),
+        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        ..filing(new)
+    };
+    intake.file_case(gridcase_tests::fixtures::as_worker(report)).await.unwrap();
+    dispatched(&mut cases, new).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while query.get_case(query_api::GetCaseRequest { case_id: new.to_string() }).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the new case is not projected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for text in every_message(&js, "GRIDCASE_CASES_SEALED").await {
+        assert_no_personal_data("the new stream", &text);
+    }
+
+    // --delete-old: the old stream and its snapshot bucket are gone; the
+    // services go on. Run again: nothing left to do.
+    let said = deployment.run("reseal.sh", &["--delete-old"]).await;
+    assert!(said.contains("are deleted"), "{said}");
+    assert!(js.get_stream("GRIDCASE_CASES").await.is_err(), "the old stream is deleted");
+    assert!(js.get_stream("OBJ_gridcase-dispatcher").await.is_err(), "the old snapshot bucket is deleted");
+    assert!(deployment.stream_env().contains("PHASE=deleted"));
+    let contact = cases.get_case(get(&centre)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!(contact.phone, PHONE);
+    let said = deployment.run("reseal.sh", &[]).await;
+    assert!(said.contains("are deleted"), "{said}");
+    client.drain().await.ok();
 }

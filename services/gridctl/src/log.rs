@@ -52,22 +52,51 @@ pub enum Log {
     /// every resident's contact details sealed and every chain they are in
     /// re-sealed, verifying all chains before and after; for history
     /// written before sealing, which must become erasable. Stop the
-    /// services first; then point them at the new stream (see the README's
-    /// procedure). The old stream keeps its messages but gives up its
-    /// subjects to the new one (it takes no new event).
+    /// services first; then point them at the new stream (deploy/reseal.sh
+    /// does all of it for the deployment deploy/up.sh runs). The old stream
+    /// keeps its messages but gives up its subjects to the new one (it takes
+    /// no new event). Run it again to resume an interrupted copy.
     Reseal {
         #[command(flatten)]
         reseal: ResealArgs,
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Delete a stream a reseal retired, once the stream that took its
+    /// place (--stream) holds its every message; and, if named, the
+    /// dispatcher snapshot bucket that belonged to it. Only then is the old
+    /// clear text gone (from this NATS; backups keep theirs). Needs a user
+    /// allowed to delete streams (the shipped permissions give none).
+    DeleteRetired {
+        #[command(flatten)]
+        delete: DeleteRetiredArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+/// What `log delete-retired` deletes.
+#[derive(Debug, clap::Args)]
+pub struct DeleteRetiredArgs {
+    /// The stream a reseal retired (its subjects gridcase.retired.<name>.>).
+    #[arg(long, value_name = "STREAM")]
+    pub retired: String,
+    /// The dispatcher snapshot bucket that belonged to the retired stream
+    /// (its snapshots name the old hashes), deleted too.
+    #[arg(long, value_name = "BUCKET")]
+    pub old_snapshot_bucket: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ResealArgs {
-    /// The new stream to copy into (it must not exist yet, or be empty).
+    /// The new stream to copy into. If it holds the start of a copy (an
+    /// interrupted run), that is checked and the copy goes on after it.
     #[arg(long)]
     pub to_stream: String,
+    /// Copy at most N messages in this run, then stop without the final
+    /// verification (run again to go on): for copying a long stream in steps.
+    #[arg(long, value_name = "N")]
+    pub max_messages: Option<u64>,
     #[command(flatten)]
     pub keys: gridcase_runtime::KeyArgs,
 }
@@ -122,14 +151,51 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Log::Reseal { reseal, nats } => {
-            let counts = crate::reseal::reseal(&nats.common, &reseal.keys, &reseal.to_stream).await?;
+            let counts = crate::reseal::reseal(crate::reseal::Reseal {
+                common: &nats.common,
+                keys: &reseal.keys,
+                to_stream: &reseal.to_stream,
+                max_messages: reseal.max_messages,
+            })
+            .await?;
             if json_output {
                 println!("{}", serde_json::to_string(&counts)?);
+            } else if !counts.complete {
+                println!(
+                    "{} messages of the stream copied into {} so far ({} by an earlier run); \
+                     run this again to go on",
+                    counts.messages, reseal.to_stream, counts.resumed
+                );
             } else {
                 println!(
-                    "{} messages copied into {}: {} filings' contact details sealed, {} events re-chained; \
-                     the chains of {} cases verified before and after",
-                    counts.messages, reseal.to_stream, counts.contacts_sealed, counts.rechained, counts.cases
+                    "{} messages copied into {} ({} by an earlier run): {} filings' contact details sealed, \
+                     {} events re-chained; the chains of {} cases verified before and after",
+                    counts.messages,
+                    reseal.to_stream,
+                    counts.resumed,
+                    counts.contacts_sealed,
+                    counts.rechained,
+                    counts.cases
+                );
+            }
+            Ok(())
+        }
+        Log::DeleteRetired { delete, nats } => {
+            let deleted = crate::reseal::delete_retired(
+                &nats.common,
+                &delete.retired,
+                delete.old_snapshot_bucket.as_deref(),
+            )
+            .await?;
+            if json_output {
+                println!("{}", serde_json::to_string(&deleted)?);
+            } else {
+                println!(
+                    "deleted stream {} ({} messages; {} holds them){}",
+                    deleted.stream,
+                    deleted.messages,
+                    nats.common.stream,
+                    deleted.snapshot_bucket.map(|b| format!(" and the snapshot bucket {b}")).unwrap_or_default()
                 );
             }
             Ok(())
@@ -265,7 +331,7 @@ async fn copy(from: CommonArgs, to: &CommonArgs, bucket: &str) -> anyhow::Result
                 .stream_sequence;
             let mut publish = jetstream::message::PublishMessage::build().payload(message.payload.clone());
             // The headers as stored first: `headers` replaces the whole map.
-            if let Some(headers) = message.headers.clone() {
+            if let Some(headers) = copyable_headers(message.headers.as_ref()) {
                 publish = publish.headers(headers);
             }
             // The same position as in the source, or nothing.
@@ -312,6 +378,26 @@ async fn copy(from: CommonArgs, to: &CommonArgs, bucket: &str) -> anyhow::Result
     }
     client.drain().await.ok();
     Ok(copied)
+}
+
+/// A stored message's headers, for publishing a copy of it: gridcase's own
+/// (`ce-*`) and any other, but not JetStream's publish controls (`Nats-*`),
+/// which the server stores with the message as they were sent. Sent again
+/// they would act again: a batch's `Nats-Batch-Id` opens a batch the copy
+/// never commits, `Nats-Expected-*` tests the new stream's state rather
+/// than the old one's, `Nats-Msg-Id` may drop a message as a duplicate.
+pub(crate) fn copyable_headers(stored: Option<&async_nats::HeaderMap>) -> Option<async_nats::HeaderMap> {
+    let stored = stored?;
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in stored.iter() {
+        if AsRef::<str>::as_ref(name).get(..5).is_some_and(|prefix| prefix.eq_ignore_ascii_case("nats-")) {
+            continue;
+        }
+        for value in values {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    Some(headers)
 }
 
 fn confirm(

@@ -18,6 +18,13 @@
 //!    so) gets its details sealed under a key that is thrown away.
 //! 3. every chain of the new stream is verified, and no filing in it holds
 //!    contact details in clear.
+//!
+//! A run that stops part way (a crash, `--max-messages`) leaves the new
+//! stream part-filled: the next run checks what it holds against the old
+//! stream (same sequences and subjects; a copy that differs is a resealed
+//! event, and its case is re-chained from there on) and goes on after it.
+//! A data key made for a filing whose copy was never stored is found again
+//! in the key store, so the case keeps one key.
 
 use std::collections::HashMap;
 
@@ -32,7 +39,13 @@ use serde_json::Value;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Resealed {
+    /// Messages the new stream holds (copied by this run or an earlier one).
     pub messages: u64,
+    /// Of those, messages an earlier, interrupted run had copied.
+    pub resumed: u64,
+    /// Whether the whole stream is copied and verified (false after
+    /// `--max-messages` stopped the copy: run again to go on).
+    pub complete: bool,
     /// Filings whose clear contact details were sealed.
     pub contacts_sealed: u64,
     /// Events re-chained (the sealed filings included).
@@ -163,7 +176,18 @@ fn retired_subjects(stream: &str) -> Vec<String> {
     vec![format!("gridcase.retired.{stream}.>")]
 }
 
-pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> anyhow::Result<Resealed> {
+/// What to reseal, and how much of it in this run.
+pub struct Reseal<'a> {
+    pub common: &'a CommonArgs,
+    pub keys: &'a KeyArgs,
+    pub to_stream: &'a str,
+    /// Copy at most this many messages in this run (then stop, without the
+    /// final verification: run again to go on).
+    pub max_messages: Option<u64>,
+}
+
+pub async fn reseal(job: Reseal<'_>) -> anyhow::Result<Resealed> {
+    let Reseal { common, keys, to_stream, max_messages } = job;
     anyhow::ensure!(to_stream != common.stream, "--to-stream must name a new stream, not {}", common.stream);
     let client = common
         .nats_options("gridctl-reseal")
@@ -201,22 +225,43 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
     let target = EventLog::open(client.clone(), target_args.stream_settings()).await.context("the new stream")?;
     let there = target.last_sequence().await?;
     anyhow::ensure!(
-        there == 0,
-        "the new stream {to_stream} already holds {there} messages (an interrupted reseal?): have the NATS \
-         administrator delete it, then run this again (the old stream keeps every message)"
+        there <= last,
+        "the new stream {to_stream} holds {there} messages, more than the {last} of {}: not a copy of it",
+        common.stream
     );
     let store = keys.open(&target, true).await?;
 
-    // 2. The copy, message by message, at the same sequences.
+    // 2. The copy, message by message, at the same sequences. What the new
+    // stream holds already (an interrupted run) is checked against the old
+    // stream and kept: the copy goes on after it.
     let mut rechained: HashMap<CaseId, String> = HashMap::new();
     if last > 0 {
         let mut all = std::pin::pin!(messages(&source).await?);
+        let new_stream = js.get_stream(to_stream).await?;
+        let mut copied = match there {
+            0 => None,
+            _ => Some(Box::pin(messages(&new_stream).await?)),
+        };
         while let Some(stored) = all.next().await {
             let stored = stored?;
             let sequence = stored.sequence;
+            if sequence <= there
+                && let Some(copied) = copied.as_mut()
+            {
+                let copy = copied.next().await.context("the new stream ended early")??;
+                resume(&mut rechained, &mut counts, &stored, &copy)?;
+                if sequence >= last {
+                    break;
+                }
+                continue;
+            }
+            if max_messages.is_some_and(|most| counts.messages - counts.resumed >= most) {
+                client.drain().await.ok();
+                return Ok(counts);
+            }
             let (payload, headers) = transform(&store, &erased, &mut rechained, &mut counts, &stored).await?;
             let mut publish = jetstream::message::PublishMessage::build().payload(payload);
-            if let Some(headers) = headers {
+            if let Some(headers) = crate::log::copyable_headers(headers.as_ref()) {
                 publish = publish.headers(headers);
             }
             let ack = target
@@ -243,8 +288,107 @@ pub async fn reseal(common: &CommonArgs, keys: &KeyArgs, to_stream: &str) -> any
     .await?;
     anyhow::ensure!(clear == 0, "{clear} filings of the new stream still hold contact details in clear");
     anyhow::ensure!(after == cases, "the new stream holds {after} cases, the old {cases}");
+    counts.complete = true;
     client.drain().await.ok();
     Ok(counts)
+}
+
+/// A message an interrupted run copied already (`copy`, at the same
+/// sequence as `record`): it must be the old one, resealed or not; a case
+/// whose copy differs is re-chained from there on.
+fn resume(
+    rechained: &mut HashMap<CaseId, String>,
+    counts: &mut Resealed,
+    record: &Stored,
+    copy: &Stored,
+) -> anyhow::Result<()> {
+    let sequence = record.sequence;
+    anyhow::ensure!(
+        copy.sequence == sequence && copy.subject == record.subject,
+        "message {} of the new stream ({}) is not message {sequence} of the old ({}): not a copy of it",
+        copy.sequence,
+        copy.subject,
+        record.subject
+    );
+    let value: Value = serde_json::from_slice(&record.payload)?;
+    let case_id: CaseId = serde_json::from_value(value["case_id"].clone())?;
+    counts.resumed += 1;
+    if copy.payload == record.payload && !rechained.contains_key(&case_id) {
+        counts.messages += 1;
+        return Ok(());
+    }
+    let copied: Value = serde_json::from_slice(&copy.payload)?;
+    anyhow::ensure!(
+        copied["case_id"] == value["case_id"] && copied["type"] == value["type"],
+        "message {sequence} of the new stream is not the old one resealed"
+    );
+    counts.contacts_sealed += u64::from(holds_unsealed_contact(&value));
+    counts.rechained += 1;
+    counts.messages += 1;
+    rechained.insert(case_id, copied["hash"].as_str().unwrap_or_default().to_owned());
+    Ok(())
+}
+
+/// What `delete_retired` removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Deleted {
+    pub stream: String,
+    pub messages: u64,
+    pub snapshot_bucket: Option<String>,
+}
+
+/// Delete `retired`, a stream a reseal retired, once `successor` holds its
+/// every message (at least as many, the last one at the same sequence and
+/// subject); and `snapshot_bucket`, the dispatcher's snapshots that name
+/// its hashes, if given. Only then is the old clear text gone from NATS.
+pub async fn delete_retired(
+    common: &CommonArgs,
+    retired: &str,
+    snapshot_bucket: Option<&str>,
+) -> anyhow::Result<Deleted> {
+    let successor = &common.stream;
+    anyhow::ensure!(retired != successor, "--retired names the stream in use ({successor})");
+    let client = common
+        .nats_options("gridctl-delete-retired")
+        .await?
+        .connect(common.nats_servers()?.as_slice())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", common.nats_url))?;
+    let js = jetstream::new(client.clone());
+    let mut old = js.get_stream(retired).await.with_context(|| format!("stream {retired}"))?;
+    let info = old.info().await?.clone();
+    anyhow::ensure!(
+        info.config.subjects == retired_subjects(retired),
+        "stream {retired} is not retired (its subjects are {:?}): it may still be in use; reseal it first",
+        info.config.subjects
+    );
+    let last = info.state.last_sequence;
+    let mut new = js.get_stream(successor).await.with_context(|| format!("the successor stream {successor}"))?;
+    let there = new.info().await?.state.last_sequence;
+    anyhow::ensure!(
+        there >= last,
+        "{successor} holds {there} messages, fewer than the {last} of {retired}: finish the reseal first"
+    );
+    if last > 0 {
+        let (before, after) = (old.get_raw_message(last).await?, new.get_raw_message(last).await?);
+        anyhow::ensure!(
+            before.subject == after.subject,
+            "message {last} of {successor} is not a copy of {retired}'s: is it its successor?"
+        );
+    }
+    js.delete_stream(retired).await.with_context(|| format!("deleting {retired}"))?;
+    if let Some(bucket) = snapshot_bucket {
+        use jetstream::context::DeleteStreamErrorKind;
+        match js.delete_stream(format!("OBJ_{bucket}")).await {
+            Ok(_) => {}
+            Err(error)
+                if matches!(error.kind(), DeleteStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
+            Err(error) => return Err(anyhow::anyhow!("deleting the snapshot bucket {bucket}: {error}")),
+        }
+    }
+    client.drain().await.ok();
+    Ok(Deleted { stream: retired.to_owned(), messages: info.state.messages, snapshot_bucket: snapshot_bucket.map(str::to_owned) })
 }
 
 /// One message as the new stream stores it.

@@ -37,18 +37,42 @@ async fn file_cases(log: &EventLog, count: usize) {
     }
 }
 
+/// Two messages of a new case as one atomic batch, as the case store sends
+/// a chain (JetStream keeps the batch headers with each message).
+async fn file_as_a_batch(nats: &NatsServer) {
+    use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let grid = gridcase_domain::GridCode::parse(GRID).unwrap();
+    let subject = CaseSubject::for_grid(&grid, &gridcase_domain::CaseId::new_v7()).to_string();
+    let batch = uuid::Uuid::new_v4().simple().to_string();
+    let headers = |number: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NATS_BATCH_ID, batch.as_str());
+        headers.insert(NATS_BATCH_SEQUENCE, number);
+        headers.insert("ce-type", "cn.gridcase.case.test.v1");
+        headers
+    };
+    client.publish_with_headers(subject.clone(), headers("1"), "{\"n\":1}".into()).await.unwrap();
+    let mut last = headers("2");
+    last.insert(NATS_BATCH_COMMIT, "1");
+    let publish = async_nats::jetstream::message::PublishMessage::build().payload("{\"n\":2}".into()).headers(last);
+    js.send_publish(subject, publish).await.unwrap().await.expect("the batch is stored");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     let old = NatsServer::start();
     let old_log = EventLog::open(old.client().await, StreamSettings::default()).await.unwrap();
     file_cases(&old_log, 5).await;
+    file_as_a_batch(&old).await;
     let photo = gridcase_tests::fixtures::jpeg(70_000);
     AttachmentStore::open(old_log.context(), DEFAULT_BUCKET, 1).await.unwrap().put(&photo).await.unwrap();
 
     // The destination has the shipped users; the copy runs as intake.
     let new = NatsServer::start_secured();
     let copied = copy(&old, &new).expect("copied");
-    assert_eq!(copied["copied"], 10);
+    assert_eq!(copied["copied"], 12);
     assert_eq!(copied["already_there"], 0);
     assert_eq!(copied["attachments"], 1);
 
@@ -57,19 +81,28 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
         old_log.context().get_stream("GRIDCASE_CASES").await.unwrap(),
         new_log.context().get_stream("GRIDCASE_CASES").await.unwrap(),
     );
-    for sequence in 1..=10 {
+    for sequence in 1..=12 {
         let (a, b) =
             (old_stream.get_raw_message(sequence).await.unwrap(), new_stream.get_raw_message(sequence).await.unwrap());
         assert_eq!((&a.subject, &a.payload), (&b.subject, &b.payload), "message {sequence}");
-        // The same headers, and the copy's own guard: the position it had to land at.
+        // The same headers, JetStream's publish controls aside (a batch's,
+        // the writer's expectations), and the copy's own guard: the
+        // position it had to land at.
         let guard = b.headers.get("Nats-Expected-Last-Sequence").map(|v| v.as_str().to_owned());
         assert_eq!(guard, Some((sequence - 1).to_string()), "message {sequence} was appended at a checked position");
-        let without_guard: Vec<_> =
-            b.headers.iter().filter(|(name, _)| AsRef::<str>::as_ref(*name) != "Nats-Expected-Last-Sequence").collect();
-        let mut theirs: Vec<_> = a.headers.iter().collect();
-        let mut ours = without_guard;
-        theirs.sort_by_key(|(name, _)| name.to_string());
-        ours.sort_by_key(|(name, _)| name.to_string());
+        let ours_batch = b.headers.get(async_nats::header::NATS_BATCH_ID);
+        assert!(ours_batch.is_none(), "message {sequence}: the copy opened no batch");
+        let not_controls = |headers: &async_nats::HeaderMap| {
+            let mut kept: Vec<(String, Vec<String>)> = headers
+                .iter()
+                .filter(|(name, _)| !name.to_string().starts_with("Nats-"))
+                .map(|(name, values)| (name.to_string(), values.iter().map(|v| v.to_string()).collect()))
+                .collect();
+            kept.sort();
+            kept
+        };
+        let (theirs, ours) = (not_controls(&a.headers), not_controls(&b.headers));
+        assert!(!theirs.is_empty(), "message {sequence} has headers of its own");
         assert_eq!(theirs, ours, "message {sequence}: headers");
     }
     let subject = CaseSubject::from_subject(old_stream.get_raw_message(1).await.unwrap().subject.as_str()).unwrap();
@@ -84,7 +117,7 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     // copy resumes where it stopped, and a second run changes nothing.
     file_cases(&old_log, 2).await;
     let resumed = copy(&old, &new).expect("resumed");
-    assert_eq!((resumed["copied"].as_u64(), resumed["already_there"].as_u64()), (Some(4), Some(10)));
+    assert_eq!((resumed["copied"].as_u64(), resumed["already_there"].as_u64()), (Some(4), Some(12)));
     let again = copy(&old, &new).expect("nothing to do");
     assert_eq!((again["copied"].as_u64(), again["attachments"].as_u64()), (Some(0), Some(0)));
 
