@@ -870,7 +870,9 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
         attachments: vec![],
     });
     let subject = act::subject("990101001001001", old);
-    act::command(&log, &subject, before_sealing, Role::GridWorker, "cc-990101001", jiff::Timestamp::now()).await.unwrap();
+    act::command(&log, &subject, before_sealing, Role::GridWorker, "cc-990101001", jiff::Timestamp::now())
+        .await
+        .unwrap();
     let mut cases = lifecycle::client(deployment.intake.clone()).await;
     dispatched(&mut cases, old).await;
     let before = every_message(&js, "GRIDCASE_CASES").await;

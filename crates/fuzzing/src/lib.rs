@@ -122,19 +122,23 @@ fn reference() -> &'static gridcase_reference::Reference {
 pub fn file_case_request(data: &[u8]) {
     use prost::Message as _;
     let Ok(request) = gridcase_proto::intake::v1::FileCaseRequest::decode(data) else { return };
-    let limits = gridcase_intake::validate::Limits {
+    let _ = gridcase_intake::validate::file_case(&request, reference(), &limits(), now());
+}
+
+/// Intake's default limits.
+fn limits() -> gridcase_intake::validate::Limits {
+    gridcase_intake::validate::Limits {
         max_attachment_bytes: 10 * 1024 * 1024,
         max_clock_skew: jiff::SignedDuration::from_mins(10),
         max_report_age: jiff::SignedDuration::from_hours(720),
-    };
-    let _ = gridcase_intake::validate::file_case(&request, reference(), &limits, now());
+    }
 }
 
-/// Every lifecycle request off the wire (the first byte picks which), then
-/// the lifecycle validation of its context and fields.
+/// Every request of the case service off the wire (the first byte picks
+/// which), then the very check its handler makes.
 pub fn lifecycle_requests(data: &[u8]) {
     let Some((which, body)) = data.split_first() else { return };
-    gridcase_intake::validate_lifecycle_wire(*which, body);
+    let _ = gridcase_intake::requests::check_wire(*which, body, &limits());
 }
 
 /// Inputs of the protobuf targets, encoded here (`gridcase-fuzz
@@ -167,44 +171,69 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         })
     };
     let mut seeds = vec![("file_case_request", "filing".to_owned(), filing.encode_to_vec())];
-    let lifecycle: Vec<(u8, Vec<u8>)> = vec![
-        (0, cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec()),
-        (1, cases::DispatchRequest { context: context(), unit: "unit.property.990101001".into() }.encode_to_vec()),
-        (
-            2,
-            cases::ReassignRequest { context: context(), unit: "unit.urban.990101".into(), reason: "改派".into() }
-                .encode_to_vec(),
-        ),
-        (
-            3,
-            cases::AddProgressRequest {
-                context: context(),
-                note: "已联系".into(),
-                attachments: filing.attachments.clone(),
-            }
+    let reason = || "居民申请".to_owned();
+    let case_id = || "019a0000-0000-7000-8000-000000000001".to_owned();
+    // One accepted request of each type, in the order of `check_wire`'s
+    // kinds (a test checks that each passes as the kind it is filed under).
+    let lifecycle: Vec<Vec<u8>> = vec![
+        cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec(),
+        cases::VoidRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::DispatchRequest { context: context(), unit: "unit.property.990101001".into() }.encode_to_vec(),
+        cases::AcknowledgeRequest { context: context() }.encode_to_vec(),
+        cases::ReturnRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::ReassignRequest { context: context(), unit: "unit.urban.990101".into(), reason: "改派".into() }
             .encode_to_vec(),
-        ),
-        (
-            4,
-            cases::ResolveRequest {
-                context: context(),
-                summary: "已修复".into(),
-                evidence: filing.attachments.clone(),
-            }
+        cases::AddProgressRequest {
+            context: context(),
+            note: "已联系".into(),
+            attachments: filing.attachments.clone(),
+        }
+        .encode_to_vec(),
+        cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }.encode_to_vec(),
+        cases::DecideExtensionRequest {
+            context: context(),
+            approve: true,
+            approved_working_days: 2,
+            reason: String::new(),
+        }
+        .encode_to_vec(),
+        cases::RequestHoldRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::DecideHoldRequest { context: context(), approve: false, reason: reason() }.encode_to_vec(),
+        cases::ResumeRequest { context: context() }.encode_to_vec(),
+        cases::ResolveRequest { context: context(), summary: "已修复".into(), evidence: filing.attachments.clone() }
             .encode_to_vec(),
-        ),
-        (
-            5,
-            cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }
-                .encode_to_vec(),
-        ),
-        (10, cases::EraseResidentDataRequest { context: context(), reason: "居民申请".into() }.encode_to_vec()),
-        (11, cases::GetCaseRequest { case_id: "019a0000-0000-7000-8000-000000000001".into() }.encode_to_vec()),
+        cases::VerifyRequest { context: context(), passed: false, reason: "未修好".into() }.encode_to_vec(),
+        cases::RecordFeedbackRequest { context: context(), feedback: 1, comment: "满意".into() }.encode_to_vec(),
+        cases::ReopenRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::CancelRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::SuperviseRequest { context: context(), level: 3, reason: "超期".into() }.encode_to_vec(),
+        cases::SetUrgentRequest { context: context(), urgent: true, reason: String::new() }.encode_to_vec(),
+        cases::EraseResidentDataRequest { context: context(), reason: reason() }.encode_to_vec(),
+        cases::GetCaseRequest { case_id: case_id() }.encode_to_vec(),
+        cases::GetHistoryRequest { case_id: case_id() }.encode_to_vec(),
     ];
+    assert_eq!(lifecycle.len(), gridcase_intake::requests::REQUEST_TYPES, "one seed per request type");
+    let lifecycle = lifecycle.into_iter().enumerate().map(|(which, body)| (which as u8, body));
     for (which, body) in lifecycle {
         let mut data = vec![which];
         data.extend(body);
         seeds.push(("lifecycle_requests", format!("kind-{which:02}"), data));
     }
     seeds
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each lifecycle seed is an accepted request of the kind it is filed
+    /// under: the seeds and the kinds of `check_wire` are in the same order.
+    #[test]
+    fn every_lifecycle_seed_passes_the_check_of_its_kind() {
+        let seeds: Vec<_> =
+            super::generated_seeds().into_iter().filter(|(target, _, _)| *target == "lifecycle_requests").collect();
+        assert_eq!(seeds.len(), gridcase_intake::requests::REQUEST_TYPES);
+        for (_, name, data) in seeds {
+            let (which, body) = data.split_first().expect("a kind byte");
+            assert!(gridcase_intake::requests::check_wire(*which, body, &super::limits()), "{name} is refused");
+        }
+    }
 }

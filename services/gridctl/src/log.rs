@@ -181,12 +181,9 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Log::DeleteRetired { delete, nats } => {
-            let deleted = crate::reseal::delete_retired(
-                &nats.common,
-                &delete.retired,
-                delete.old_snapshot_bucket.as_deref(),
-            )
-            .await?;
+            let deleted =
+                crate::reseal::delete_retired(&nats.common, &delete.retired, delete.old_snapshot_bucket.as_deref())
+                    .await?;
             if json_output {
                 println!("{}", serde_json::to_string(&deleted)?);
             } else {

@@ -388,7 +388,11 @@ pub async fn delete_retired(
         }
     }
     client.drain().await.ok();
-    Ok(Deleted { stream: retired.to_owned(), messages: info.state.messages, snapshot_bucket: snapshot_bucket.map(str::to_owned) })
+    Ok(Deleted {
+        stream: retired.to_owned(),
+        messages: info.state.messages,
+        snapshot_bucket: snapshot_bucket.map(str::to_owned),
+    })
 }
 
 /// One message as the new stream stores it.

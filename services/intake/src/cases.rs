@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use gridcase_auth::policy::{CaseScope, ContactView, contact_view};
 use gridcase_calendar::Calendar;
-use gridcase_domain::{
-    AttachmentRef, Case, CaseId, Command, ContactState, DomainError, Event, OrgCode, Text, TextError,
-};
+use gridcase_domain::{Case, CaseId, Command, ContactState, DomainError, Event, Text};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance, fold};
 use gridcase_eventlog::{AttachmentStore, DecodeError, KeyStore, Positioned, StoredEvent, verify_history};
 use gridcase_policy::{Planner, Policy};
@@ -18,7 +16,7 @@ use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
 use gridcase_runtime::auth::case_not_found;
-use gridcase_runtime::{Access, Clock, Violations, grpc};
+use gridcase_runtime::{Access, Clock, grpc};
 use jiff::Timestamp;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
@@ -26,8 +24,12 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 
 use crate::personal;
+use crate::requests::{
+    Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment, Registration,
+    Supervision, ToUnit, WithAttachments, WithReason,
+};
 use crate::service::check_uploaded;
-use crate::validate::{self, Limits};
+use crate::validate::Limits;
 
 /// The namespace of lifecycle event ids: UUID v5 of "<case id>/<command id>".
 const COMMAND_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d4c_7a61_93b8_4f0e_a5c2_6e1d_8b3f_0a97);
@@ -51,13 +53,6 @@ pub struct CaseApi {
     pub(crate) clock: Arc<dyn Clock>,
 }
 
-/// A command's context, validated.
-struct Context {
-    case_id: CaseId,
-    command_id: String,
-    expected_version: Option<u64>,
-}
-
 /// What access to a loaded case depends on.
 fn scope(loaded: &Loaded) -> CaseScope {
     CaseScope {
@@ -65,55 +60,6 @@ fn scope(loaded: &Loaded) -> CaseScope {
         unit: loaded.case.unit.as_ref().map(|u| u.to_string()),
         reporter: loaded.history.first().map(|p| p.event.actor.person.clone()).unwrap_or_default(),
     }
-}
-
-fn context(raw: Option<&api::CommandContext>, v: &mut Violations) -> Option<Context> {
-    let Some(raw) = raw else {
-        v.add("context", "REQUIRED", "is required: case_id and command_id");
-        return None;
-    };
-    let case_id = match raw.case_id.trim() {
-        "" => {
-            v.add("context.case_id", "REQUIRED", "is required");
-            None
-        }
-        text => CaseId::parse(text).map_err(|e| v.add("context.case_id", "MALFORMED", e.to_string())).ok(),
-    };
-    let command_id = raw.command_id.trim();
-    let valid_command_id = (1..=128).contains(&command_id.len())
-        && command_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if command_id.is_empty() {
-        v.add("context.command_id", "REQUIRED", "is required: an id the client generates and reuses on retries");
-    } else if !valid_command_id {
-        v.add("context.command_id", "MALFORMED", "must be 1-128 letters, digits or -_.:");
-    }
-    Some(Context { case_id: case_id?, command_id: command_id.to_owned(), expected_version: raw.expected_version })
-}
-
-fn text_rule(error: &TextError) -> &'static str {
-    match error {
-        TextError::Blank => "REQUIRED",
-        TextError::TooLong { .. } => "TOO_LONG",
-        TextError::ControlCharacters => "MALFORMED",
-    }
-}
-
-/// A required reason (or note, or summary).
-fn required_text(field: &str, value: &str, v: &mut Violations) -> Option<Text> {
-    Text::reason(value).map_err(|e| v.add(field, text_rule(&e), e.to_string())).ok()
-}
-
-/// An optional text: empty means absent.
-fn optional_text(field: &str, value: &str, v: &mut Violations) -> Option<Text> {
-    if value.trim().is_empty() { None } else { required_text(field, value, v) }
-}
-
-fn unit(field: &str, value: &str, v: &mut Violations) -> Option<OrgCode> {
-    if value.trim().is_empty() {
-        v.add(field, "REQUIRED", "is required: the handling unit's organisation code");
-        return None;
-    }
-    OrgCode::parse(value.trim()).map_err(|e| v.add(field, "MALFORMED", e.to_string())).ok()
 }
 
 /// FAILED_PRECONDITION for a command id that names another request: only
@@ -291,14 +237,6 @@ impl CaseApi {
         Ok(gridcase_domain::decide(Some(&case), &command, at).is_ok_and(|again| again.same_request(&recorded)))
     }
 
-    async fn uploaded(&self, field: &str, refs: &[common::AttachmentRef]) -> Result<Vec<AttachmentRef>, Status> {
-        let mut v = Violations::new();
-        let parsed = validate::attachment_refs(field, refs, &self.limits, &mut v);
-        v.into_result()?;
-        check_uploaded(&self.attachments, field, &parsed).await?;
-        Ok(parsed)
-    }
-
     fn planner(&self) -> Planner<'_> {
         Planner::new(&self.policy, &self.calendar)
     }
@@ -307,17 +245,12 @@ impl CaseApi {
     async fn with_reason(
         &self,
         access: &Access,
-        context_field: Option<&api::CommandContext>,
-        reason: &str,
+        checked: WithReason,
         event_type: &'static str,
         make: fn(Text) -> Command,
     ) -> CommandResponse {
-        let mut v = Violations::new();
-        let ctx = context(context_field, &mut v);
-        let reason = required_text("reason", reason, &mut v);
-        v.into_result()?;
-        let reason = reason.expect("validated");
-        self.execute(access, ctx.expect("validated"), &[event_type], |_, _| Ok(make(reason.clone()))).await
+        let WithReason { ctx, reason } = checked;
+        self.execute(access, ctx, &[event_type], |_, _| Ok(make(reason.clone()))).await
     }
 }
 
@@ -328,27 +261,10 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn register(&self, request: Request<api::RegisterRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        // No tier: the one the policy gives (route, then the category's default).
-        let chosen = match common::Tier::try_from(r.tier) {
-            Ok(common::Tier::Unspecified) => None,
-            Ok(_) => convert::tier_from_proto(r.tier),
-            Err(_) => {
-                v.add(
-                    "tier",
-                    "UNKNOWN_VALUE",
-                    "must be TIER_CRITICAL, TIER_URGENT, TIER_NORMAL, TIER_COMPLEX or unset",
-                );
-                None
-            }
-        };
-        let note = optional_text("note", &r.note, &mut v);
-        v.into_result()?;
-        let ctx = ctx.expect("validated");
+        let Registration { ctx, tier, note } = request.get_ref().check(&self.limits)?;
         self.execute(&access, ctx, &["registered"], |case, _| {
-            let tier = chosen.unwrap_or_else(|| {
+            // No tier: the one the policy gives (route, then the category's default).
+            let tier = tier.unwrap_or_else(|| {
                 let default = self.reference.taxonomy.category(&case.category).map(|c| c.default_tier);
                 self.policy.tier_for(&case.category, &case.grid, default)
             });
@@ -360,20 +276,15 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn void(&self, request: Request<api::VoidRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        self.with_reason(&access, r.context.as_ref(), &r.reason, "voided", |reason| Command::Void { reason }).await
+        let checked = request.get_ref().check(&self.limits)?;
+        self.with_reason(&access, checked, "voided", |reason| Command::Void { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn dispatch(&self, request: Request<api::DispatchRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let unit = unit("unit", &r.unit, &mut v);
-        v.into_result()?;
-        let unit = unit.expect("validated");
-        self.execute(&access, ctx.expect("validated"), &["dispatched"], |case, now| {
+        let ToUnit { ctx, unit } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["dispatched"], |case, now| {
             let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
             let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
             Ok(Command::Dispatch { unit: unit.clone(), deadlines })
@@ -384,31 +295,22 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn acknowledge(&self, request: Request<api::AcknowledgeRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        v.into_result()?;
-        self.execute(&access, ctx.expect("validated"), &["acknowledged"], |_, _| Ok(Command::Acknowledge)).await
+        let ctx = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["acknowledged"], |_, _| Ok(Command::Acknowledge)).await
     }
 
     #[instrument(skip_all)]
     async fn r#return(&self, request: Request<api::ReturnRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        self.with_reason(&access, r.context.as_ref(), &r.reason, "returned", |reason| Command::Return { reason }).await
+        let checked = request.get_ref().check(&self.limits)?;
+        self.with_reason(&access, checked, "returned", |reason| Command::Return { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn reassign(&self, request: Request<api::ReassignRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let unit = unit("unit", &r.unit, &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let (unit, reason) = (unit.expect("validated"), reason.expect("validated"));
-        self.execute(&access, ctx.expect("validated"), &["reassigned"], |case, now| {
+        let Reassignment { ctx, unit, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["reassigned"], |case, now| {
             let tier = case.tier.unwrap_or(gridcase_domain::Tier::Normal);
             let (deadlines, _) = self.planner().dispatch(tier, &case.category, &case.grid, &unit, now);
             Ok(Command::Reassign { unit: unit.clone(), deadlines, reason: reason.clone() })
@@ -419,14 +321,9 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn add_progress(&self, request: Request<api::AddProgressRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let note = required_text("note", &r.note, &mut v);
-        v.into_result()?;
-        let attachments = self.uploaded("attachments", &r.attachments).await?;
-        let note = note.expect("validated");
-        self.execute(&access, ctx.expect("validated"), &["progress_added"], |_, _| {
+        let WithAttachments { ctx, text: note, attachments } = request.get_ref().check(&self.limits)?;
+        check_uploaded(&self.attachments, "attachments", &attachments).await?;
+        self.execute(&access, ctx, &["progress_added"], |_, _| {
             Ok(Command::AddProgress { note: note.clone(), attachments: attachments.clone() })
         })
         .await
@@ -435,18 +332,9 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn request_extension(&self, request: Request<api::RequestExtensionRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let max = gridcase_domain::MAX_EXTENSION_WORKING_DAYS;
-        if !(1..=max).contains(&r.working_days) {
-            v.add("working_days", "OUT_OF_RANGE", format!("must be 1-{max} working days"));
-        }
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let (days, reason) = (r.working_days, reason.expect("validated"));
-        self.execute(&access, ctx.expect("validated"), &["extension_requested"], |_, _| {
-            Ok(Command::RequestExtension { working_days: days, reason: reason.clone() })
+        let ExtensionRequest { ctx, working_days, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["extension_requested"], |_, _| {
+            Ok(Command::RequestExtension { working_days, reason: reason.clone() })
         })
         .await
     }
@@ -454,21 +342,9 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn decide_extension(&self, request: Request<api::DecideExtensionRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = if r.approve {
-            if r.approved_working_days == 0 {
-                v.add("approved_working_days", "REQUIRED", "must be at least 1 when approving");
-            }
-            optional_text("reason", &r.reason, &mut v)
-        } else {
-            required_text("reason", &r.reason, &mut v)
-        };
-        v.into_result()?;
-        let approved = r.approve.then_some(r.approved_working_days);
-        self.execute(&access, ctx.expect("validated"), &["extension_approved", "extension_rejected"], |_, _| {
-            Ok(Command::DecideExtension { approved_working_days: approved, reason: reason.clone() })
+        let ExtensionDecision { ctx, approved_working_days, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["extension_approved", "extension_rejected"], |_, _| {
+            Ok(Command::DecideExtension { approved_working_days, reason: reason.clone() })
         })
         .await
     }
@@ -476,27 +352,15 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn request_hold(&self, request: Request<api::RequestHoldRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        self.with_reason(&access, r.context.as_ref(), &r.reason, "hold_requested", |reason| Command::RequestHold {
-            reason,
-        })
-        .await
+        let checked = request.get_ref().check(&self.limits)?;
+        self.with_reason(&access, checked, "hold_requested", |reason| Command::RequestHold { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn decide_hold(&self, request: Request<api::DecideHoldRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = if r.approve {
-            optional_text("reason", &r.reason, &mut v)
-        } else {
-            required_text("reason", &r.reason, &mut v)
-        };
-        v.into_result()?;
-        let approve = r.approve;
-        self.execute(&access, ctx.expect("validated"), &["hold_approved", "hold_rejected"], |_, _| {
+        let Decision { ctx, yes: approve, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["hold_approved", "hold_rejected"], |_, _| {
             Ok(Command::DecideHold { approve, reason: reason.clone() })
         })
         .await
@@ -505,24 +369,16 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn resume(&self, request: Request<api::ResumeRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        v.into_result()?;
-        self.execute(&access, ctx.expect("validated"), &["resumed"], |_, _| Ok(Command::Resume)).await
+        let ctx = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["resumed"], |_, _| Ok(Command::Resume)).await
     }
 
     #[instrument(skip_all)]
     async fn resolve(&self, request: Request<api::ResolveRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let summary = required_text("summary", &r.summary, &mut v);
-        v.into_result()?;
-        let evidence = self.uploaded("evidence", &r.evidence).await?;
-        let summary = summary.expect("validated");
-        self.execute(&access, ctx.expect("validated"), &["resolved"], |_, _| {
+        let WithAttachments { ctx, text: summary, attachments: evidence } = request.get_ref().check(&self.limits)?;
+        check_uploaded(&self.attachments, "evidence", &evidence).await?;
+        self.execute(&access, ctx, &["resolved"], |_, _| {
             Ok(Command::Resolve { summary: summary.clone(), evidence: evidence.clone() })
         })
         .await
@@ -531,17 +387,8 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn verify(&self, request: Request<api::VerifyRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = if r.passed {
-            optional_text("reason", &r.reason, &mut v)
-        } else {
-            required_text("reason", &r.reason, &mut v)
-        };
-        v.into_result()?;
-        let passed = r.passed;
-        self.execute(&access, ctx.expect("validated"), &["verification_passed", "verification_failed"], |_, _| {
+        let Decision { ctx, yes: passed, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["verification_passed", "verification_failed"], |_, _| {
             Ok(Command::Verify { passed, reason: reason.clone() })
         })
         .await
@@ -550,21 +397,8 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn record_feedback(&self, request: Request<api::RecordFeedbackRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let feedback = convert::feedback_from_proto(r.feedback);
-        if feedback.is_none() {
-            v.add(
-                "feedback",
-                "REQUIRED",
-                "must be FEEDBACK_SATISFIED, FEEDBACK_BASICALLY_SATISFIED or FEEDBACK_UNSATISFIED",
-            );
-        }
-        let comment = optional_text("comment", &r.comment, &mut v);
-        v.into_result()?;
-        let feedback = feedback.expect("validated");
-        self.execute(&access, ctx.expect("validated"), &["feedback_recorded"], |_, _| {
+        let FeedbackRecord { ctx, feedback, comment } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["feedback_recorded"], |_, _| {
             Ok(Command::RecordFeedback { feedback, comment: comment.clone() })
         })
         .await
@@ -573,31 +407,22 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn reopen(&self, request: Request<api::ReopenRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        self.with_reason(&access, r.context.as_ref(), &r.reason, "reopened", |reason| Command::Reopen { reason }).await
+        let checked = request.get_ref().check(&self.limits)?;
+        self.with_reason(&access, checked, "reopened", |reason| Command::Reopen { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn cancel(&self, request: Request<api::CancelRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        self.with_reason(&access, r.context.as_ref(), &r.reason, "cancelled", |reason| Command::Cancel { reason }).await
+        let checked = request.get_ref().check(&self.limits)?;
+        self.with_reason(&access, checked, "cancelled", |reason| Command::Cancel { reason }).await
     }
 
     #[instrument(skip_all)]
     async fn supervise(&self, request: Request<api::SuperviseRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let level = convert::supervision_from_proto(r.level);
-        if level.is_none() {
-            v.add("level", "REQUIRED", "must be SUPERVISION_NORMAL, SUPERVISION_YELLOW_CARD or SUPERVISION_RED_CARD");
-        }
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let (level, reason) = (level.expect("validated"), reason.expect("validated"));
-        self.execute(&access, ctx.expect("validated"), &["supervised"], |_, _| {
+        let Supervision { ctx, level, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["supervised"], |_, _| {
             Ok(Command::Supervise { level, reason: reason.clone(), escalated_to: None })
         })
         .await
@@ -606,27 +431,15 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn set_urgent(&self, request: Request<api::SetUrgentRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = optional_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let urgent = r.urgent;
-        self.execute(&access, ctx.expect("validated"), &["urgency_set"], |_, _| {
-            Ok(Command::SetUrgent { urgent, reason: reason.clone() })
-        })
-        .await
+        let Decision { ctx, yes: urgent, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["urgency_set"], |_, _| Ok(Command::SetUrgent { urgent, reason: reason.clone() }))
+            .await
     }
 
     #[instrument(skip_all)]
     async fn erase_resident_data(&self, request: Request<api::EraseResidentDataRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::new();
-        let ctx = context(r.context.as_ref(), &mut v);
-        let reason = required_text("reason", &r.reason, &mut v);
-        v.into_result()?;
-        let (ctx, reason) = (ctx.expect("validated"), reason.expect("validated"));
+        let WithReason { ctx, reason } = request.get_ref().check(&self.limits)?;
         let case_id = ctx.case_id;
         // Recorded first, then the key destroyed: the event is the intent,
         // and the dispatcher destroys the key of every erasure it reads, so
@@ -645,7 +458,7 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseView>, Status> {
         let access = Access::of(&request)?;
-        let case_id = parse_case_id(&request.get_ref().case_id)?;
+        let case_id = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
         let resident_contact =
             resident_contact(&self.keys, &loaded, contact_view(&access.principal, &scope(&loaded))).await?;
@@ -686,7 +499,7 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn get_history(&self, request: Request<api::GetHistoryRequest>) -> Result<Response<api::History>, Status> {
         let access = Access::of(&request)?;
-        let case_id = parse_case_id(&request.get_ref().case_id)?;
+        let case_id = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
         let chain = verify_history(&loaded.history);
         let events = loaded.history.iter().map(history_event).collect::<Result<Vec<_>, Status>>()?;
@@ -697,14 +510,6 @@ impl CaseService for CaseApi {
             chain_problem: chain.err().map(|e| e.to_string()).unwrap_or_default(),
         }))
     }
-}
-
-fn parse_case_id(text: &str) -> Result<CaseId, Status> {
-    CaseId::parse(text.trim()).map_err(|e| {
-        let mut v = Violations::new();
-        v.add("case_id", if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" }, e.to_string());
-        v.into_status()
-    })
 }
 
 /// The resident's contact details from the filing, as `view` allows: opened
@@ -771,94 +576,4 @@ fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
         prev_hash: stored.prev_hash.clone().unwrap_or_default(),
         stream_sequence: positioned.stream_sequence,
     })
-}
-
-/// One lifecycle request off the wire, of the kind `which` picks: decoded
-/// and run through the field checks its handler makes before anything is
-/// loaded (the fuzz target `lifecycle_requests`). Never panics.
-pub fn validate_wire(which: u8, bytes: &[u8]) {
-    use prost::Message as _;
-    let limits = Limits {
-        max_attachment_bytes: 10 * 1024 * 1024,
-        max_clock_skew: jiff::SignedDuration::from_mins(10),
-        max_report_age: jiff::SignedDuration::from_hours(720),
-    };
-    let mut v = Violations::new();
-    let v = &mut v;
-    match which % 12 {
-        0 => {
-            if let Ok(r) = api::RegisterRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                optional_text("note", &r.note, v);
-            }
-        }
-        1 => {
-            if let Ok(r) = api::DispatchRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                unit("unit", &r.unit, v);
-            }
-        }
-        2 => {
-            if let Ok(r) = api::ReassignRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                unit("unit", &r.unit, v);
-                required_text("reason", &r.reason, v);
-            }
-        }
-        3 => {
-            if let Ok(r) = api::AddProgressRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                required_text("note", &r.note, v);
-                let _ = validate::attachment_refs("attachments", &r.attachments, &limits, v);
-            }
-        }
-        4 => {
-            if let Ok(r) = api::ResolveRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                required_text("summary", &r.summary, v);
-                let _ = validate::attachment_refs("evidence", &r.evidence, &limits, v);
-            }
-        }
-        5 => {
-            if let Ok(r) = api::RequestExtensionRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                required_text("reason", &r.reason, v);
-            }
-        }
-        6 => {
-            if let Ok(r) = api::DecideExtensionRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                optional_text("reason", &r.reason, v);
-            }
-        }
-        7 => {
-            if let Ok(r) = api::VerifyRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                optional_text("reason", &r.reason, v);
-            }
-        }
-        8 => {
-            if let Ok(r) = api::RecordFeedbackRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                optional_text("comment", &r.comment, v);
-            }
-        }
-        9 => {
-            if let Ok(r) = api::SuperviseRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                required_text("reason", &r.reason, v);
-            }
-        }
-        10 => {
-            if let Ok(r) = api::EraseResidentDataRequest::decode(bytes) {
-                context(r.context.as_ref(), v);
-                required_text("reason", &r.reason, v);
-            }
-        }
-        _ => {
-            if let Ok(r) = api::GetCaseRequest::decode(bytes) {
-                let _ = parse_case_id(&r.case_id);
-            }
-        }
-    }
 }

@@ -3,10 +3,10 @@
 //! listener, NATS server, clock and shutdown signal.
 
 mod cases;
-pub use cases::validate_wire as validate_lifecycle_wire;
 pub mod config;
 mod personal;
 mod reference;
+pub mod requests;
 mod service;
 pub mod validate;
 
