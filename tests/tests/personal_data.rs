@@ -941,3 +941,94 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     assert!(said.contains("are deleted"), "{said}");
     client.drain().await.ok();
 }
+
+/// New keys are group-committed: many filings at once get their keys
+/// stored in atomic batches; a retried filing among them (its key stored
+/// already), the same new case twice, and an erased case make their batch
+/// go one key at a time: the retry gets its key back, both calls for one
+/// case get one key, the erased case none. Every key reads back as the one
+/// its caller got. (One thread: every call is queued before the batches
+/// go, so what makes up a batch does not depend on timing.)
+#[tokio::test(flavor = "current_thread")]
+async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_back() {
+    use gridcase_domain::{PhoneNumber, ResidentContact};
+    use gridcase_eventlog::sealing::{DataKey, open_contact, seal_contact};
+    use gridcase_eventlog::{KeyState, KeyStore, KeyStoreError};
+
+    // Two keys are the same if what one seals the other opens.
+    let contact = ResidentContact { name: None, phone: Some(PhoneNumber::parse(PHONE).unwrap()) };
+    let same = |a: &DataKey, b: &DataKey, case_id: &CaseId| {
+        open_contact(b, case_id, &seal_contact(a, case_id, &contact).unwrap()).is_ok_and(|opened| opened == contact)
+    };
+    let nats = NatsServer::start();
+    let context = async_nats::jetstream::new(nats.client().await);
+    let keys = KeyStore::open(&context, "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys()))
+        .await
+        .unwrap();
+    let make = async |cases: &[CaseId]| {
+        futures::future::join_all(cases.iter().map(|case_id| {
+            let keys = keys.clone();
+            let case_id = *case_id;
+            async move { (case_id, keys.key_for_new_case(&case_id).await) }
+        }))
+        .await
+    };
+    let reads_back = async |case_id: CaseId, key: &DataKey| {
+        let KeyState::Present(stored) = keys.key(&case_id).await.unwrap() else { panic!("no key for {case_id}") };
+        assert!(same(key, &stored, &case_id), "case {case_id} reads back the key it got");
+    };
+    let batched = async || {
+        let mut stream = context.get_stream("KV_gridcase-keys").await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut batched = 0;
+        for sequence in 1..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                batched += usize::from(message.headers.get(async_nats::header::NATS_BATCH_ID).is_some());
+            }
+        }
+        batched
+    };
+
+    // 300 new cases at once: two batches (256 and 44).
+    let cases: Vec<CaseId> = (0..300).map(|_| CaseId::new_v7()).collect();
+    for (case_id, key) in make(&cases).await {
+        reads_back(case_id, &key.unwrap_or_else(|e| panic!("case {case_id}: {e}"))).await;
+    }
+    assert_eq!(batched().await, 300, "every key was stored in a batch");
+
+    // The same new case twice among new ones (a retry while the first is
+    // in flight): both calls get the one key stored.
+    let mut cases: Vec<CaseId> = (0..100).map(|_| CaseId::new_v7()).collect();
+    let twice = cases[60];
+    cases.insert(61, twice);
+    let mut got_twice = Vec::new();
+    for (case_id, key) in make(&cases).await {
+        let key = key.unwrap_or_else(|e| panic!("case {case_id}: {e}"));
+        reads_back(case_id, &key).await;
+        if case_id == twice {
+            got_twice.push(key);
+        }
+    }
+    assert_eq!(got_twice.len(), 2);
+    assert!(same(&got_twice[0], &got_twice[1], &twice), "both calls for one case got the same key");
+
+    // A retry and an erased case among new ones: their batch is refused
+    // and goes one key at a time.
+    let (retried, erased) = (cases[7], CaseId::new_v7());
+    let KeyState::Present(first) = keys.key(&retried).await.unwrap() else { panic!("no key") };
+    keys.erase(&erased).await.unwrap();
+    let mut cases: Vec<CaseId> = (0..100).map(|_| CaseId::new_v7()).collect();
+    cases.insert(30, retried);
+    cases.insert(10, erased);
+    for (case_id, key) in make(&cases).await {
+        if case_id == erased {
+            assert!(matches!(key, Err(KeyStoreError::Erased)), "an erased case gets no key: {key:?}");
+            continue;
+        }
+        let key = key.unwrap_or_else(|e| panic!("case {case_id}: {e}"));
+        reads_back(case_id, &key).await;
+        if case_id == retried {
+            assert!(same(&key, &first, &case_id), "a retry gets the key made the first time");
+        }
+    }
+}

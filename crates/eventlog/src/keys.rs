@@ -14,6 +14,13 @@
 //! backups of the bucket and in replicas' write-ahead logs. Those are sealed
 //! under the master key; rotating the master key ([`KeyStore::rewrap`]) and
 //! then destroying the old one makes them unreadable too.
+//!
+//! New keys are group-committed: the keys of filings that arrive while the
+//! previous batch is being stored go to the bucket as one atomic batch (one
+//! append, one fsync), each expecting its subject to be empty as a lone
+//! create does. A batch the server refuses (a retried filing whose key is
+//! there already makes the whole batch fail) or leaves unanswered is done
+//! again one key at a time, which tells a retry from a conflict.
 
 use std::sync::Arc;
 
@@ -73,6 +80,83 @@ pub struct KeyStore {
     kv: kv::Store,
     stream: stream::Stream,
     master: Option<Arc<MasterKeys>>,
+    /// The group commit of new keys (none when the bucket's stream does not
+    /// allow atomic batches, or there is no master key to make keys with).
+    creator: Option<tokio::sync::mpsc::Sender<Creation>>,
+}
+
+/// One new key for the group commit: stored in a batch (`true`), or to be
+/// created alone (`false`).
+struct Creation {
+    subject: String,
+    value: Bytes,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Most keys in one batch (nats-server takes at most 1,000).
+const MAX_BATCH: usize = 256;
+
+/// The group commit's task: whatever queued while the last batch was being
+/// stored goes as the next batch; a lone key goes back to its caller.
+async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::mpsc::Receiver<Creation>) {
+    let mut batch: Vec<Creation> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                // The same case twice (a filing retried while it was still
+                // in flight): the server would refuse the whole batch (the
+                // second expects an empty subject too), so the second goes
+                // alone, where it finds the first's key.
+                Ok(creation) if batch.iter().any(|queued| queued.subject == creation.subject) => {
+                    let _ = creation.done.send(false);
+                }
+                Ok(creation) => batch.push(creation),
+                Err(_) => break,
+            }
+        }
+        let stored = batch.len() > 1 && commit_batch(&context, &batch).await;
+        for creation in batch.drain(..) {
+            let _ = creation.done.send(stored);
+        }
+    }
+}
+
+/// Store `batch` as one atomic batch; whether the server confirmed it.
+async fn commit_batch(context: &jetstream::Context, batch: &[Creation]) -> bool {
+    use async_nats::header::{
+        NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let client = context.client();
+    for (index, creation) in batch.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NATS_BATCH_ID, id.as_str());
+        headers.insert(NATS_BATCH_SEQUENCE, (index + 1).to_string().as_str());
+        // As a lone create: only if the subject has never held anything.
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        if index + 1 < batch.len() {
+            // Only the commit is answered; the ones before it travel in
+            // order on the same connection.
+            if client.publish_with_headers(creation.subject.clone(), headers, creation.value.clone()).await.is_err() {
+                return false;
+            }
+            continue;
+        }
+        headers.insert(NATS_BATCH_COMMIT, "1");
+        let publish = jetstream::message::PublishMessage::build().payload(creation.value.clone()).headers(headers);
+        return match context.send_publish(creation.subject.clone(), publish).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::debug!(%error, keys = batch.len(), "a batch of new keys was refused; creating them one by one");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+    }
+    false
 }
 
 impl KeyStore {
@@ -100,6 +184,7 @@ impl KeyStore {
                     deny_delete: false,
                     deny_purge: false,
                     allow_direct: true,
+                    allow_atomic_publish: true,
                     discard: stream::DiscardPolicy::New,
                     ..Default::default()
                 })
@@ -110,7 +195,25 @@ impl KeyStore {
             return Err(KeyStoreError::DenyDelete(name));
         }
         let kv = context.get_key_value(bucket).await.map_err(nats)?;
-        Ok(Self { kv, stream, master })
+        let mut batches = stream.cached_info().config.allow_atomic_publish;
+        if !batches && master.is_some() {
+            // A bucket made before keys were group-committed.
+            let mut config = stream.cached_info().config.clone();
+            config.allow_atomic_publish = true;
+            match context.update_stream(config).await {
+                Ok(info) => batches = info.config.allow_atomic_publish,
+                Err(error) => tracing::warn!(
+                    stream = %name, %error,
+                    "the key bucket does not allow atomic batches and could not be changed: new keys are stored one by one"
+                ),
+            }
+        }
+        let creator = (batches && master.is_some()).then(|| {
+            let (sender, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+            tokio::spawn(create_in_batches(context.clone(), queue));
+            sender
+        });
+        Ok(Self { kv, stream, master, creator })
     }
 
     fn master(&self) -> Result<&MasterKeys, KeyStoreError> {
@@ -147,8 +250,16 @@ impl KeyStore {
         let key = DataKey::generate().map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
         let wrapped = master.wrap(case_id, &key).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
         let value = Bytes::from(serde_json::to_vec(&wrapped).expect("wrapped keys serialise"));
-        // Revision 0: only if the subject has never held anything, not even
-        // an erasure's marker.
+        if let Some(creator) = &self.creator {
+            let (done, stored) = tokio::sync::oneshot::channel();
+            let subject = format!("{}{case_id}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix));
+            let creation = Creation { subject, value: value.clone(), done };
+            if creator.send(creation).await.is_ok() && stored.await == Ok(true) {
+                return Ok(key);
+            }
+        }
+        // Alone. Revision 0: only if the subject has never held anything,
+        // not even an erasure's marker.
         match self.kv.update(case_id.to_string(), value, 0).await {
             Ok(_) => Ok(key),
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => match self.key(case_id).await? {
