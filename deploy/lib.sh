@@ -1,4 +1,4 @@
-# Shell helpers shared by deploy/up.sh and deploy/cluster.sh (sourced, not
+# Shell helpers shared by deploy/local.sh and deploy/cluster.sh (sourced, not
 # run). The caller sets RUN (state directory: pid files, logs/) and SAY
 # (the prefix of its messages).
 

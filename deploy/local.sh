@@ -35,11 +35,17 @@ export GRIDCASE_PROJECTION_METRICS_ADDR="${GRIDCASE_PROJECTION_METRICS_ADDR:-127
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
 export GRIDCASE_STREAM="${GRIDCASE_STREAM:-GRIDCASE_CASES}"
 export GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET="${GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET:-gridcase-dispatcher}"
-# A resealed deployment's stream (and what it was resealed from) wins over
-# the environment: a stale GRIDCASE_STREAM would point at the retired one.
+# A resealed deployment's stream wins over the environment: a stale
+# GRIDCASE_STREAM would point at the retired one. (deploy/reseal.sh writes
+# the file; GRIDCASE_RESEAL_PHASE says how far the reseal got.)
 if [ -f "$RUN/stream.env" ]; then
   # shellcheck source=/dev/null
   . "$RUN/stream.env"
+  case "${GRIDCASE_RESEAL_PHASE:-}" in
+    switched | deleted)
+      export GRIDCASE_STREAM="$GRIDCASE_RESEAL_TO" GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET="$GRIDCASE_RESEAL_TO_SNAPSHOTS"
+      ;;
+  esac
 fi
 
 # Bearer tokens. This is a development setup: unless GRIDCASE_AUTH_KEYS names

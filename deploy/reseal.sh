@@ -9,15 +9,17 @@
 #      up its subjects), verifies every chain of the new one and that no
 #      filing in it holds clear text;
 #   3. records the new stream and a new dispatcher snapshot bucket in
-#      $RUN/stream.env, which up.sh and this script read from then on;
+#      $RUN/stream.env (from the start of the copy), which up.sh and this
+#      script read from then on (up.sh refuses to start the services while
+#      a reseal is under way);
 #   4. rebuilds the read models from the new stream (gridcase-projection
 #      rebuild: they held the old hashes and masked copies of clear details);
 #   5. starts the services again, on the new stream;
 #   6. with --delete-old: deletes the old stream and the old snapshot
 #      bucket (gridctl log delete-retired). Only then is the old clear text
 #      gone from NATS (backups of the store keep theirs).
-# Run it again after a failure: each step goes on from where it stopped
-# (an interrupted copy resumes). Run it again with --delete-old later to
+# Run it again after a failure: each step goes on from where it stopped,
+# with the streams and buckets recorded (an interrupted copy resumes). Run it again with --delete-old later to
 # delete the old stream once the new one has proved itself.
 #
 # Usage: deploy/reseal.sh [--to-stream NAME] [--snapshot-bucket NAME] [--delete-old]
@@ -48,38 +50,46 @@ for binary in gridctl gridcase-projection gridcase-intake gridcase-dispatcher; d
   [ -x "$BIN/$binary" ] || { say "$BIN/$binary is missing: run deploy/up.sh first"; exit 1; }
 done
 
-# Where this deployment stands: $RUN/stream.env records a reseal once its
-# copy is complete (GRIDCASE_RESEAL_PHASE copied, switched, deleted).
+# Where this deployment stands: $RUN/stream.env records a reseal from its
+# start (GRIDCASE_RESEAL_PHASE copying, copied, switched, deleted), so a
+# run after a failure goes on with the same streams and buckets.
 PHASE="${GRIDCASE_RESEAL_PHASE:-}"
 if [ -n "$PHASE" ]; then
-  OLD="$GRIDCASE_RESEALED_FROM" OLD_BUCKET="$GRIDCASE_RESEALED_FROM_SNAPSHOTS"
-  NEW="$GRIDCASE_STREAM" NEW_BUCKET="$GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET"
-  if [ -n "$TO_STREAM" ] && [ "$TO_STREAM" != "$NEW" ]; then
-    say "this deployment was resealed into $NEW already (from $OLD); it cannot be resealed into $TO_STREAM"
+  OLD="${GRIDCASE_RESEAL_FROM:?stream.env names no GRIDCASE_RESEAL_FROM}"
+  OLD_BUCKET="${GRIDCASE_RESEAL_FROM_SNAPSHOTS:?stream.env names no GRIDCASE_RESEAL_FROM_SNAPSHOTS}"
+  NEW="${GRIDCASE_RESEAL_TO:?stream.env names no GRIDCASE_RESEAL_TO}"
+  NEW_BUCKET="${GRIDCASE_RESEAL_TO_SNAPSHOTS:?stream.env names no GRIDCASE_RESEAL_TO_SNAPSHOTS}"
+  if { [ -n "$TO_STREAM" ] && [ "$TO_STREAM" != "$NEW" ]; } || { [ -n "$TO_BUCKET" ] && [ "$TO_BUCKET" != "$NEW_BUCKET" ]; }; then
+    say "this deployment's reseal goes from $OLD into $NEW (snapshots $NEW_BUCKET), as $RUN/stream.env records; it cannot change now"
     exit 2
   fi
 else
   OLD="$GRIDCASE_STREAM" OLD_BUCKET="$GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET"
   NEW="${TO_STREAM:-${OLD}_SEALED}" NEW_BUCKET="${TO_BUCKET:-${OLD_BUCKET}-sealed}"
+  if [ "$NEW" = "$OLD" ] || [ "$NEW_BUCKET" = "$OLD_BUCKET" ]; then
+    say "the new stream and snapshot bucket must differ from the ones in use ($OLD, $OLD_BUCKET)"
+    exit 2
+  fi
 fi
 
+# Record where the reseal stands (values quoted for the shell that reads them).
 record() {
   local file="$RUN/stream.env"
-  cat >"$file.tmp" <<EOT
-# Written by deploy/reseal.sh ($(date -u +%FT%TZ)): the services run on the
-# resealed stream; up.sh and reseal.sh read this file.
-export GRIDCASE_STREAM=$NEW
-export GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET=$NEW_BUCKET
-GRIDCASE_RESEALED_FROM=$OLD
-GRIDCASE_RESEALED_FROM_SNAPSHOTS=$OLD_BUCKET
-GRIDCASE_RESEAL_PHASE=$1
-EOT
+  {
+    echo "# Written by deploy/reseal.sh ($(date -u +%FT%TZ)); read by deploy/local.sh."
+    printf 'GRIDCASE_RESEAL_FROM=%q\n' "$OLD"
+    printf 'GRIDCASE_RESEAL_FROM_SNAPSHOTS=%q\n' "$OLD_BUCKET"
+    printf 'GRIDCASE_RESEAL_TO=%q\n' "$NEW"
+    printf 'GRIDCASE_RESEAL_TO_SNAPSHOTS=%q\n' "$NEW_BUCKET"
+    printf 'GRIDCASE_RESEAL_PHASE=%q\n' "$1"
+  } >"$file.tmp"
   mv "$file.tmp" "$file"
   PHASE="$1"
 }
 
 start_nats
-if [ -z "$PHASE" ]; then
+if [ -z "$PHASE" ] || [ "$PHASE" = copying ]; then
+  record copying
   say "stopping the services"
   stop_services
   say "resealing $OLD into $NEW"

@@ -16,6 +16,13 @@ SAY=up
 # shellcheck source=deploy/local.sh
 . "$ROOT/deploy/local.sh"
 trap 'say "FAILED (line $LINENO): $BASH_COMMAND"' ERR
+case "${GRIDCASE_RESEAL_PHASE:-}" in
+  copying | copied)
+    say "a reseal of $GRIDCASE_RESEAL_FROM into $GRIDCASE_RESEAL_TO is under way: run deploy/reseal.sh to finish it"
+    say "(the services start on the new stream once it is copied and the read models are rebuilt)"
+    exit 1
+    ;;
+esac
 
 if [ "${GRIDCASE_SKIP_INSTALL:-}" != 1 ]; then
   deploy/install-deps.sh

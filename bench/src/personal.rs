@@ -34,13 +34,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!("nats-server {} (file storage, sync_interval: always)", nats_version());
     println!("{cases} filings of each kind, concurrency {concurrency}; {erase} erasures\n");
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(gridcase_runtime::SystemClock)).await;
+    // A second intake that stores each new key alone (--key-batch-max 1):
+    // what the keys' group commit gains, in the same run.
+    let mut alone_config = TestIntake::config(&nats.url());
+    alone_config.keys.key_batch_max = 1;
+    let alone = TestIntake::spawn_with(alone_config, Arc::new(gridcase_runtime::SystemClock)).await;
+    let alone_client = intake_client(alone.endpoint()).await;
     let client = intake_client(intake.endpoint()).await;
     let cases_client = CaseServiceClient::connect(intake.endpoint()).await?;
     let filer = Arc::new(worker().bearer());
     let reader = Arc::new(centre().bearer());
 
-    let file = |contact: bool, ids: Arc<std::sync::Mutex<Vec<CaseId>>>| {
-        let (client, filer) = (client.clone(), filer.clone());
+    let file_on = |client: intake_api::intake_service_client::IntakeServiceClient<tonic::transport::Channel>,
+                   contact: bool,
+                   ids: Arc<std::sync::Mutex<Vec<CaseId>>>| {
+        let filer = filer.clone();
         move |_| {
             let (mut client, filer, ids) = (client.clone(), filer.clone(), ids.clone());
             async move {
@@ -60,6 +68,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
     };
+    let file = |contact: bool, ids: Arc<std::sync::Mutex<Vec<CaseId>>>| file_on(client.clone(), contact, ids);
     let (plain_ids, sealed_ids) = (Arc::default(), Arc::default());
     run_phase("warm-up", 1000.min(cases), concurrency, file(false, Arc::default())).await?;
     run_phase("warm-up", 1000.min(cases), concurrency, file(true, Arc::default())).await?;
@@ -67,6 +76,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         run_phase("FileCase, no contact details", cases, concurrency, file(false, Arc::clone(&plain_ids))).await?;
     let sealed =
         run_phase("FileCase, contact details sealed", cases, concurrency, file(true, Arc::clone(&sealed_ids))).await?;
+    run_phase("warm-up", 1000.min(cases), concurrency, file_on(alone_client.clone(), true, Arc::default())).await?;
+    let sealed_alone =
+        run_phase("FileCase, sealed, keys one by one", cases, concurrency, file_on(alone_client, true, Arc::default()))
+            .await?;
 
     let get = |ids: Arc<std::sync::Mutex<Vec<CaseId>>>| {
         let (client, reader) = (cases_client.clone(), reader.clone());
@@ -97,6 +110,23 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         async move {
             let started = Instant::now();
             kv.update(key, value, 0).await.context("put")?;
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    })
+    .await?;
+    // The key store's own path for new keys (made, wrapped, group-committed).
+    let store = gridcase_eventlog::KeyStore::open(
+        log.context(),
+        "gridcase-keys",
+        1,
+        Some(gridcase_tests::identity::master_keys()),
+    )
+    .await?;
+    let batched_put = run_phase("key store, new keys (batched)", cases, concurrency, |_| {
+        let store = store.clone();
+        async move {
+            let started = Instant::now();
+            store.key_for_new_case(&CaseId::new_v7()).await.context("new key")?;
             Ok::<Duration, anyhow::Error>(started.elapsed())
         }
     })
@@ -176,19 +206,32 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let erased = run_phase("EraseResidentData", erase, concurrency, erase_one).await?;
 
     println!("{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "phase", "count", "per sec", "p50 ms", "p99 ms", "max ms");
-    for figures in
-        [&plain, &sealed, &raw_put, &get_plain, &get_sealed, &raw_get, &erased, &raw_erase, &raw_delete, &raw_purge]
-    {
+    for figures in [
+        &plain,
+        &sealed,
+        &sealed_alone,
+        &raw_put,
+        &batched_put,
+        &get_plain,
+        &get_sealed,
+        &raw_get,
+        &erased,
+        &raw_erase,
+        &raw_delete,
+        &raw_purge,
+    ] {
         figures.print();
     }
     println!(
-        "\nsealed filings: {:.1}% of the plain rate; GetCase p50 {:+.2} ms with the details opened; \
-         {erase} erasures in {:.1} s",
+        "\nsealed filings: {:.1}% of the plain rate ({:.1}% with each key stored alone); GetCase p50 {:+.2} ms \
+         with the details opened; {erase} erasures in {:.1} s",
         100.0 * sealed.rate() / plain.rate(),
+        100.0 * sealed_alone.rate() / plain.rate(),
         ms(&get_sealed) - ms(&get_plain),
         erased.elapsed.as_secs_f64(),
     );
     intake.stop().await?;
+    alone.stop().await?;
     Ok(())
 }
 

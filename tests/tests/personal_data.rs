@@ -659,10 +659,24 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
+    let delete_retired = async || {
+        let output = tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+            .args(["log", "delete-retired", "--nats-url", &nats.url(), "--stream", "GRIDCASE_CASES_SEALED"])
+            .args(["--retired", "GRIDCASE_CASES"])
+            .output()
+            .await
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (deleted, said) = delete_retired().await;
+    assert!(!deleted && said.contains("is not retired"), "a stream in use is never deleted: {said}");
+
     // A run that stops part way (here after 4 messages: the old case's
     // filing sealed, its registration re-chained), then one that goes on.
     let part = reseal(&["--max-messages", "4"]).await;
     assert_eq!((part["messages"].as_u64(), part["complete"].as_bool()), (Some(4), Some(false)), "{part}");
+    let (deleted, said) = delete_retired().await;
+    assert!(!deleted && said.contains("finish the reseal first"), "nor one whose copy is not complete: {said}");
     let counts = reseal(&[]).await;
     assert_eq!(counts["resumed"], 4, "{counts}");
     assert_eq!(counts["complete"], true, "{counts}");
@@ -766,20 +780,28 @@ impl LocalDeployment {
         format!("nats://127.0.0.1:{port}")
     }
 
-    /// Run deploy/`script` with `args`; its output, or a panic with it and
-    /// the services' logs if it failed.
-    async fn run(&self, script: &str, args: &[&str]) -> String {
+    /// Run deploy/`script` with `args` (and `more` environment): whether it
+    /// succeeded, and its output.
+    async fn try_run(&self, script: &str, args: &[&str], more: &[(&str, &str)]) -> (bool, String) {
         let output = tokio::process::Command::new(gridcase_tests::workspace_root().join("deploy").join(script))
             .args(args)
             .envs(self.env.iter().cloned())
             .env_remove("GRIDCASE_STREAM")
             .env_remove("GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET")
             .env_remove("GRIDCASE_MASTER_KEY_FILE")
+            .envs(more.iter().copied())
             .output()
             .await
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        if !output.status.success() {
+        (output.status.success(), text)
+    }
+
+    /// Run deploy/`script` with `args`; its output, or a panic with it and
+    /// the services' logs if it failed.
+    async fn run(&self, script: &str, args: &[&str]) -> String {
+        let (succeeded, text) = self.try_run(script, args, &[]).await;
+        if !succeeded {
             let mut logs = String::new();
             for name in ["intake", "projection", "dispatcher"] {
                 let log = std::fs::read_to_string(self.run.path().join(format!("logs/{name}.log"))).unwrap_or_default();
@@ -878,10 +900,21 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     let before = every_message(&js, "GRIDCASE_CASES").await;
     assert!(before.iter().any(|text| text.contains(PHONE)), "the old filing holds the number in clear");
 
+    // A reseal that fails part way (here: no master key file, found only
+    // once the old stream is verified and has given up its subjects): the
+    // services stay stopped, up.sh refuses to start them on either stream,
+    // and running reseal.sh again finishes the job.
+    let missing = deployment.run.path().join("no-such-key-file").display().to_string();
+    let (succeeded, said) =
+        deployment.try_run("reseal.sh", &[], &[("GRIDCASE_MASTER_KEY_FILE", missing.as_str())]).await;
+    assert!(!succeeded && said.contains("run this again"), "{said}");
+    assert!(deployment.stream_env().contains("GRIDCASE_RESEAL_PHASE=copying"), "{}", deployment.stream_env());
+    let (succeeded, said) = deployment.try_run("up.sh", &[], &[]).await;
+    assert!(!succeeded && said.contains("run deploy/reseal.sh to finish it"), "{said}");
     let said = deployment.run("reseal.sh", &[]).await;
     assert!(said.contains("the services run on GRIDCASE_CASES_SEALED"), "{said}");
     let state = deployment.stream_env();
-    assert!(state.contains("GRIDCASE_STREAM=GRIDCASE_CASES_SEALED") && state.contains("PHASE=switched"), "{state}");
+    assert!(state.contains("GRIDCASE_RESEAL_TO=GRIDCASE_CASES_SEALED") && state.contains("PHASE=switched"), "{state}");
 
     // The new stream: every message copied, none in clear; the old one
     // keeps its messages until it is deleted.
@@ -909,6 +942,13 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     let mut query = query_client(deployment.query.clone(), &county).await;
     let record = query.get_case(query_api::GetCaseRequest { case_id: old.to_string() }).await.unwrap().into_inner();
     assert_eq!(record.contact_phone_masked, MASKED);
+    // The read models were rebuilt from the new stream: their history holds
+    // its hashes (the old case's chain was sealed anew).
+    let audit = query.get_case_history(query_api::GetCaseHistoryRequest { case_id: old.to_string() }).await;
+    let audit: Vec<String> = audit.unwrap().into_inner().events.into_iter().map(|e| e.hash).collect();
+    let now_in_log: Vec<String> = history.events.iter().map(|e| e.hash.clone()).collect();
+    assert_eq!(audit, now_in_log, "the read models hold the new stream's hashes");
+    assert!(!before.iter().any(|text| text.contains(&format!("\"{}\"", audit[0]))), "the chain was sealed anew");
 
     let new = CaseId::new_v7();
     let mut intake = intake_client(deployment.intake.clone()).await;
@@ -962,9 +1002,8 @@ async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_
     };
     let nats = NatsServer::start();
     let context = async_nats::jetstream::new(nats.client().await);
-    let keys = KeyStore::open(&context, "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys()))
-        .await
-        .unwrap();
+    let keys =
+        KeyStore::open(&context, "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
     let make = async |cases: &[CaseId]| {
         futures::future::join_all(cases.iter().map(|case_id| {
             let keys = keys.clone();
@@ -1031,4 +1070,51 @@ async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_
             assert!(same(&key, &first, &case_id), "a retry gets the key made the first time");
         }
     }
+}
+
+/// A reseal resumed after something else wrote to the new stream (it owns
+/// the case subjects once the old stream is retired) refuses to go on
+/// rather than take that event for a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_reseal_refuses_a_new_stream_that_something_else_wrote_to() {
+    use gridcase_domain::{Command, Contact, PersonName, PhoneNumber, ResidentContact, Role, Tier};
+    use gridcase_eventlog::{EventLog, StreamSettings};
+    use gridcase_tests::act;
+
+    let nats = NatsServer::start();
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let clear = ResidentContact {
+        name: Some(PersonName::parse(NAME).unwrap()),
+        phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+    };
+    let case_id = CaseId::new_v7();
+    let subject = act::subject("990101001001001", case_id);
+    let now = jiff::Timestamp::now();
+    let Command::File(mut filing) = gridcase_tests::scenario::filing(case_id, "990101001001001", "0201", now) else {
+        unreachable!()
+    };
+    filing.contact = Some(Contact::Clear(clear));
+    act::command(&log, &subject, Command::File(filing), Role::GridWorker, "cc-990101001", now).await.unwrap();
+    let register = || Command::Register { tier: Tier::Normal, note: None, policy: None };
+    act::command(&log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    let reseal = async |more: &[&str]| {
+        tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+            .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
+            .arg("--master-key-file")
+            .arg(gridcase_tests::identity::master_key_file())
+            .args(more)
+            .output()
+            .await
+            .unwrap()
+    };
+    assert!(reseal(&["--max-messages", "1"]).await.status.success());
+
+    // Another writer on the new stream: an event of the same case and type
+    // where the copy of the registration belongs.
+    let settings = StreamSettings { stream_name: "GRIDCASE_CASES_SEALED".into(), ..StreamSettings::default() };
+    let sealed_log = EventLog::open(nats.client().await, settings).await.unwrap();
+    act::command(&sealed_log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    let output = reseal(&[]).await;
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && said.contains("something else wrote to the new stream"), "{said}");
 }

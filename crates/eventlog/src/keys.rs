@@ -93,16 +93,16 @@ struct Creation {
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
-/// Most keys in one batch (nats-server takes at most 1,000).
-const MAX_BATCH: usize = 256;
+/// Most keys in one batch, unless configured (nats-server takes at most 1,000).
+pub const DEFAULT_BATCH_MAX: u16 = 256;
 
 /// The group commit's task: whatever queued while the last batch was being
 /// stored goes as the next batch; a lone key goes back to its caller.
-async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::mpsc::Receiver<Creation>) {
-    let mut batch: Vec<Creation> = Vec::with_capacity(MAX_BATCH);
+async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::mpsc::Receiver<Creation>, max: usize) {
+    let mut batch: Vec<Creation> = Vec::with_capacity(max);
     while let Some(first) = queue.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max {
             match queue.try_recv() {
                 // The same case twice (a filing retried while it was still
                 // in flight): the server would refuse the whole batch (the
@@ -162,12 +162,25 @@ async fn commit_batch(context: &jetstream::Context, batch: &[Creation]) -> bool 
 impl KeyStore {
     /// Open the bucket, creating its stream (file storage, `replicas`
     /// copies, one value per key) if it does not exist. Without master keys
-    /// the store can only erase.
+    /// the store can only erase. New keys go in batches of up to
+    /// [`DEFAULT_BATCH_MAX`].
     pub async fn open(
         context: &jetstream::Context,
         bucket: &str,
         replicas: usize,
         master: Option<Arc<MasterKeys>>,
+    ) -> Result<Self, KeyStoreError> {
+        Self::open_batching(context, bucket, replicas, master, usize::from(DEFAULT_BATCH_MAX)).await
+    }
+
+    /// [`KeyStore::open`], with new keys in batches of up to `batch_max`
+    /// (1: each alone).
+    pub async fn open_batching(
+        context: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        master: Option<Arc<MasterKeys>>,
+        batch_max: usize,
     ) -> Result<Self, KeyStoreError> {
         let name = format!("KV_{bucket}");
         let stream = match context.get_stream(&name).await {
@@ -208,9 +221,10 @@ impl KeyStore {
                 ),
             }
         }
-        let creator = (batches && master.is_some()).then(|| {
-            let (sender, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
-            tokio::spawn(create_in_batches(context.clone(), queue));
+        let batch_max = batch_max.clamp(1, 1000);
+        let creator = (batches && master.is_some() && batch_max > 1).then(|| {
+            let (sender, queue) = tokio::sync::mpsc::channel(4 * batch_max);
+            tokio::spawn(create_in_batches(context.clone(), queue, batch_max));
             sender
         });
         Ok(Self { kv, stream, master, creator })

@@ -172,52 +172,76 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     };
     let mut seeds = vec![("file_case_request", "filing".to_owned(), filing.encode_to_vec())];
     let reason = || "居民申请".to_owned();
+    let attachments = || filing.attachments.clone();
     let case_id = || "019a0000-0000-7000-8000-000000000001".to_owned();
-    // One accepted request of each type, in the order of `check_wire`'s
-    // kinds (a test checks that each passes as the kind it is filed under).
-    let lifecycle: Vec<Vec<u8>> = vec![
-        cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec(),
-        cases::VoidRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::DispatchRequest { context: context(), unit: "unit.property.990101001".into() }.encode_to_vec(),
-        cases::AcknowledgeRequest { context: context() }.encode_to_vec(),
-        cases::ReturnRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::ReassignRequest { context: context(), unit: "unit.urban.990101".into(), reason: "改派".into() }
+    // One accepted request of each kind of `check_wire`, by name.
+    let example = |name: &str| -> Vec<u8> {
+        match name {
+            "Register" => cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec(),
+            "Void" => cases::VoidRequest { context: context(), reason: reason() }.encode_to_vec(),
+            "Dispatch" => {
+                cases::DispatchRequest { context: context(), unit: "unit.property.990101001".into() }.encode_to_vec()
+            }
+            "Acknowledge" => cases::AcknowledgeRequest { context: context() }.encode_to_vec(),
+            "Return" => cases::ReturnRequest { context: context(), reason: reason() }.encode_to_vec(),
+            "Reassign" => {
+                cases::ReassignRequest { context: context(), unit: "unit.urban.990101".into(), reason: "改派".into() }
+                    .encode_to_vec()
+            }
+            "AddProgress" => {
+                cases::AddProgressRequest { context: context(), note: "已联系".into(), attachments: attachments() }
+                    .encode_to_vec()
+            }
+            "RequestExtension" => {
+                cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }
+                    .encode_to_vec()
+            }
+            "DecideExtension" => cases::DecideExtensionRequest {
+                context: context(),
+                approve: true,
+                approved_working_days: 2,
+                reason: String::new(),
+            }
             .encode_to_vec(),
-        cases::AddProgressRequest {
-            context: context(),
-            note: "已联系".into(),
-            attachments: filing.attachments.clone(),
+            "RequestHold" => cases::RequestHoldRequest { context: context(), reason: reason() }.encode_to_vec(),
+            "DecideHold" => {
+                cases::DecideHoldRequest { context: context(), approve: false, reason: reason() }.encode_to_vec()
+            }
+            "Resume" => cases::ResumeRequest { context: context() }.encode_to_vec(),
+            "Resolve" => {
+                cases::ResolveRequest { context: context(), summary: "已修复".into(), evidence: attachments() }
+                    .encode_to_vec()
+            }
+            "Verify" => {
+                cases::VerifyRequest { context: context(), passed: false, reason: "未修好".into() }.encode_to_vec()
+            }
+            "RecordFeedback" => {
+                cases::RecordFeedbackRequest { context: context(), feedback: 1, comment: "满意".into() }.encode_to_vec()
+            }
+            "Reopen" => cases::ReopenRequest { context: context(), reason: reason() }.encode_to_vec(),
+            "Cancel" => cases::CancelRequest { context: context(), reason: reason() }.encode_to_vec(),
+            "Supervise" => {
+                cases::SuperviseRequest { context: context(), level: 3, reason: "超期".into() }.encode_to_vec()
+            }
+            "SetUrgent" => {
+                cases::SetUrgentRequest { context: context(), urgent: true, reason: String::new() }.encode_to_vec()
+            }
+            "EraseResidentData" => {
+                cases::EraseResidentDataRequest { context: context(), reason: reason() }.encode_to_vec()
+            }
+            "GetCase" => cases::GetCaseRequest { case_id: case_id() }.encode_to_vec(),
+            "GetHistory" => cases::GetHistoryRequest { case_id: case_id() }.encode_to_vec(),
+            other => panic!("no example of the request kind {other}: add one"),
         }
-        .encode_to_vec(),
-        cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }.encode_to_vec(),
-        cases::DecideExtensionRequest {
-            context: context(),
-            approve: true,
-            approved_working_days: 2,
-            reason: String::new(),
-        }
-        .encode_to_vec(),
-        cases::RequestHoldRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::DecideHoldRequest { context: context(), approve: false, reason: reason() }.encode_to_vec(),
-        cases::ResumeRequest { context: context() }.encode_to_vec(),
-        cases::ResolveRequest { context: context(), summary: "已修复".into(), evidence: filing.attachments.clone() }
-            .encode_to_vec(),
-        cases::VerifyRequest { context: context(), passed: false, reason: "未修好".into() }.encode_to_vec(),
-        cases::RecordFeedbackRequest { context: context(), feedback: 1, comment: "满意".into() }.encode_to_vec(),
-        cases::ReopenRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::CancelRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::SuperviseRequest { context: context(), level: 3, reason: "超期".into() }.encode_to_vec(),
-        cases::SetUrgentRequest { context: context(), urgent: true, reason: String::new() }.encode_to_vec(),
-        cases::EraseResidentDataRequest { context: context(), reason: reason() }.encode_to_vec(),
-        cases::GetCaseRequest { case_id: case_id() }.encode_to_vec(),
-        cases::GetHistoryRequest { case_id: case_id() }.encode_to_vec(),
-    ];
-    assert_eq!(lifecycle.len(), gridcase_intake::requests::REQUEST_TYPES, "one seed per request type");
-    let lifecycle = lifecycle.into_iter().enumerate().map(|(which, body)| (which as u8, body));
-    for (which, body) in lifecycle {
+    };
+    let lifecycle = gridcase_intake::requests::KINDS
+        .iter()
+        .enumerate()
+        .map(|(which, (name, _))| (which as u8, *name, example(name)));
+    for (which, name, body) in lifecycle {
         let mut data = vec![which];
         data.extend(body);
-        seeds.push(("lifecycle_requests", format!("kind-{which:02}"), data));
+        seeds.push(("lifecycle_requests", format!("kind-{which:02}-{name}"), data));
     }
     seeds
 }
@@ -230,7 +254,7 @@ mod tests {
     fn every_lifecycle_seed_passes_the_check_of_its_kind() {
         let seeds: Vec<_> =
             super::generated_seeds().into_iter().filter(|(target, _, _)| *target == "lifecycle_requests").collect();
-        assert_eq!(seeds.len(), gridcase_intake::requests::REQUEST_TYPES);
+        assert_eq!(seeds.len(), gridcase_intake::requests::KINDS.len());
         for (_, name, data) in seeds {
             let (which, body) = data.split_first().expect("a kind byte");
             assert!(gridcase_intake::requests::check_wire(*which, body, &super::limits()), "{name} is refused");

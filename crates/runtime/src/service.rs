@@ -226,6 +226,13 @@ pub struct KeyArgs {
     /// JetStream key-value bucket holding the per-case data keys (wrapped).
     #[arg(long, env = "GRIDCASE_KEY_BUCKET", default_value = gridcase_eventlog::keys::DEFAULT_BUCKET)]
     pub key_bucket: String,
+
+    /// Most new data keys stored in one atomic batch (the keys of filings
+    /// that arrive while the previous batch is stored go together); 1:
+    /// every key alone.
+    #[arg(long, env = "GRIDCASE_KEY_BATCH_MAX", default_value_t = gridcase_eventlog::keys::DEFAULT_BATCH_MAX,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub key_batch_max: u16,
 }
 
 impl KeyArgs {
@@ -258,8 +265,14 @@ impl KeyArgs {
             "--master-key-file (GRIDCASE_MASTER_KEY_FILE) is required: residents' contact details are sealed \
              under keys it wraps; `gridctl master-key new ID > FILE` makes one"
         );
-        KeyStore::open(log.context(), &self.key_bucket, log.settings().replicas, master)
-            .await
-            .context("opening the key store")
+        KeyStore::open_batching(
+            log.context(),
+            &self.key_bucket,
+            log.settings().replicas,
+            master,
+            usize::from(self.key_batch_max),
+        )
+        .await
+        .context("opening the key store")
     }
 }

@@ -313,20 +313,47 @@ fn resume(
     let value: Value = serde_json::from_slice(&record.payload)?;
     let case_id: CaseId = serde_json::from_value(value["case_id"].clone())?;
     counts.resumed += 1;
-    if copy.payload == record.payload && !rechained.contains_key(&case_id) {
+    let sealed_here = holds_unsealed_contact(&value);
+    if !sealed_here && !rechained.contains_key(&case_id) {
+        // What the copy leaves alone is there byte for byte.
+        anyhow::ensure!(
+            copy.payload == record.payload,
+            "message {sequence} of the new stream differs from the old one, which a reseal copies as it is: \
+             something else wrote to the new stream"
+        );
         counts.messages += 1;
         return Ok(());
     }
+    // A resealed event: the old one but for the sealed details and the
+    // chain, linked to the copy of the event before it.
     let copied: Value = serde_json::from_slice(&copy.payload)?;
+    let previous = rechained.get(&case_id).map(|hash| Value::String(hash.clone())).unwrap_or(Value::Null);
     anyhow::ensure!(
-        copied["case_id"] == value["case_id"] && copied["type"] == value["type"],
-        "message {sequence} of the new stream is not the old one resealed"
+        without_sealing(&copied) == without_sealing(&value)
+            && copied["prev_hash"] == previous
+            && (!sealed_here || copied["payload"]["resident_contact"].get("sealed").is_some()),
+        "message {sequence} of the new stream is not the old one resealed: something else wrote to the new stream"
     );
-    counts.contacts_sealed += u64::from(holds_unsealed_contact(&value));
+    counts.contacts_sealed += u64::from(sealed_here);
     counts.rechained += 1;
     counts.messages += 1;
     rechained.insert(case_id, copied["hash"].as_str().unwrap_or_default().to_owned());
     Ok(())
+}
+
+/// An event's JSON without what a reseal changes: the contact details, the
+/// payload version, the chain's hashes.
+fn without_sealing(value: &Value) -> Value {
+    let mut value = value.clone();
+    if let Some(object) = value.as_object_mut() {
+        for field in ["hash", "prev_hash", "schema_version"] {
+            object.remove(field);
+        }
+    }
+    if let Some(payload) = value.get_mut("payload").and_then(Value::as_object_mut) {
+        payload.remove("resident_contact");
+    }
+    value
 }
 
 /// What `delete_retired` removed.
@@ -337,10 +364,12 @@ pub struct Deleted {
     pub snapshot_bucket: Option<String>,
 }
 
-/// Delete `retired`, a stream a reseal retired, once `successor` holds its
-/// every message (at least as many, the last one at the same sequence and
-/// subject); and `snapshot_bucket`, the dispatcher's snapshots that name
-/// its hashes, if given. Only then is the old clear text gone from NATS.
+/// Delete `retired`, a stream a reseal retired, once the stream in use
+/// (`--stream`) is checked to be its successor: a copy of each of its
+/// messages at the same sequence (same subject and event, the sealing and
+/// the chain aside), every chain verified, no clear text; and
+/// `snapshot_bucket`, the dispatcher's snapshots that name its hashes, if
+/// given. Only then is the old clear text gone from NATS.
 pub async fn delete_retired(
     common: &CommonArgs,
     retired: &str,
@@ -369,13 +398,33 @@ pub async fn delete_retired(
         there >= last,
         "{successor} holds {there} messages, fewer than the {last} of {retired}: finish the reseal first"
     );
+    // Message by message, the successor holds a copy of each (same
+    // sequence, subject and event, the sealing and the chain aside); every
+    // chain of it verifies and none of its filings holds clear text.
     if last > 0 {
-        let (before, after) = (old.get_raw_message(last).await?, new.get_raw_message(last).await?);
-        anyhow::ensure!(
-            before.subject == after.subject,
-            "message {last} of {successor} is not a copy of {retired}'s: is it its successor?"
-        );
+        let mut before = std::pin::pin!(messages(&old).await?);
+        let mut after = std::pin::pin!(messages(&new).await?);
+        for _ in 0..last {
+            let ended = || anyhow::anyhow!("a stream ended early");
+            let (a, b) = (before.next().await.ok_or_else(ended)??, after.next().await.ok_or_else(ended)??);
+            let parse = |stored: &Stored| serde_json::from_slice::<Value>(&stored.payload).unwrap_or(Value::Null);
+            anyhow::ensure!(
+                a.sequence == b.sequence
+                    && a.subject == b.subject
+                    && without_sealing(&parse(&a)) == without_sealing(&parse(&b)),
+                "message {} of {successor} is not a copy of {retired}'s: is it its successor? Nothing was deleted",
+                a.sequence
+            );
+        }
     }
+    let mut clear = 0u64;
+    verify(&new, there, |stored| {
+        let value: Value = serde_json::from_slice(&stored.payload).unwrap_or(Value::Null);
+        clear += u64::from(holds_unsealed_contact(&value));
+    })
+    .await
+    .with_context(|| format!("{successor} does not verify; nothing was deleted"))?;
+    anyhow::ensure!(clear == 0, "{clear} filings of {successor} hold contact details in clear; nothing was deleted");
     js.delete_stream(retired).await.with_context(|| format!("deleting {retired}"))?;
     if let Some(bucket) = snapshot_bucket {
         use jetstream::context::DeleteStreamErrorKind;

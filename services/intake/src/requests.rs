@@ -381,42 +381,46 @@ impl Check for api::GetHistoryRequest {
     }
 }
 
-/// One request off the wire, of the type `which` picks among every request
-/// of the case service: decoded, then run through the check its handler
-/// makes (the fuzz target `lifecycle_requests`). Whether it passed.
-pub fn check_wire(which: u8, bytes: &[u8], limits: &Limits) -> bool {
-    fn run<R: Check + prost::Message + Default>(bytes: &[u8], limits: &Limits) -> bool {
-        R::decode(bytes).is_ok_and(|request| request.check(limits).is_ok())
-    }
-    let checks: [fn(&[u8], &Limits) -> bool; REQUEST_TYPES] = [
-        run::<api::RegisterRequest>,
-        run::<api::VoidRequest>,
-        run::<api::DispatchRequest>,
-        run::<api::AcknowledgeRequest>,
-        run::<api::ReturnRequest>,
-        run::<api::ReassignRequest>,
-        run::<api::AddProgressRequest>,
-        run::<api::RequestExtensionRequest>,
-        run::<api::DecideExtensionRequest>,
-        run::<api::RequestHoldRequest>,
-        run::<api::DecideHoldRequest>,
-        run::<api::ResumeRequest>,
-        run::<api::ResolveRequest>,
-        run::<api::VerifyRequest>,
-        run::<api::RecordFeedbackRequest>,
-        run::<api::ReopenRequest>,
-        run::<api::CancelRequest>,
-        run::<api::SuperviseRequest>,
-        run::<api::SetUrgentRequest>,
-        run::<api::EraseResidentDataRequest>,
-        run::<api::GetCaseRequest>,
-        run::<api::GetHistoryRequest>,
-    ];
-    checks[usize::from(which) % REQUEST_TYPES](bytes, limits)
+fn wire<R: Check + prost::Message + Default>(bytes: &[u8], limits: &Limits) -> bool {
+    R::decode(bytes).is_ok_and(|request| request.check(limits).is_ok())
 }
 
-/// The case service's request types (each has a [`Check`]).
-pub const REQUEST_TYPES: usize = 22;
+/// A wire check: the bytes decoded as one request type, then checked.
+pub type WireCheck = fn(&[u8], &Limits) -> bool;
+
+/// Every request type of the case service, by its RPC's name, with its wire
+/// check: the kinds of the fuzz target `lifecycle_requests`, in order.
+pub const KINDS: [(&str, WireCheck); 22] = [
+    ("Register", wire::<api::RegisterRequest>),
+    ("Void", wire::<api::VoidRequest>),
+    ("Dispatch", wire::<api::DispatchRequest>),
+    ("Acknowledge", wire::<api::AcknowledgeRequest>),
+    ("Return", wire::<api::ReturnRequest>),
+    ("Reassign", wire::<api::ReassignRequest>),
+    ("AddProgress", wire::<api::AddProgressRequest>),
+    ("RequestExtension", wire::<api::RequestExtensionRequest>),
+    ("DecideExtension", wire::<api::DecideExtensionRequest>),
+    ("RequestHold", wire::<api::RequestHoldRequest>),
+    ("DecideHold", wire::<api::DecideHoldRequest>),
+    ("Resume", wire::<api::ResumeRequest>),
+    ("Resolve", wire::<api::ResolveRequest>),
+    ("Verify", wire::<api::VerifyRequest>),
+    ("RecordFeedback", wire::<api::RecordFeedbackRequest>),
+    ("Reopen", wire::<api::ReopenRequest>),
+    ("Cancel", wire::<api::CancelRequest>),
+    ("Supervise", wire::<api::SuperviseRequest>),
+    ("SetUrgent", wire::<api::SetUrgentRequest>),
+    ("EraseResidentData", wire::<api::EraseResidentDataRequest>),
+    ("GetCase", wire::<api::GetCaseRequest>),
+    ("GetHistory", wire::<api::GetHistoryRequest>),
+];
+
+/// One request off the wire, of the kind `which` picks among [`KINDS`]:
+/// decoded, then run through the check its handler makes (the fuzz target
+/// `lifecycle_requests`). Whether it passed.
+pub fn check_wire(which: u8, bytes: &[u8], limits: &Limits) -> bool {
+    (KINDS[usize::from(which) % KINDS.len()].1)(bytes, limits)
+}
 
 #[cfg(test)]
 mod tests {
@@ -487,12 +491,13 @@ mod tests {
     fn the_wire_checks_cover_every_request_type_and_accept_good_ones() {
         use prost::Message as _;
         let good = api::EraseResidentDataRequest { context: ctx(), reason: "居民申请".into() }.encode_to_vec();
-        let erase = 19;
+        let erase = KINDS.iter().position(|(name, _)| *name == "EraseResidentData").unwrap() as u8;
         assert!(check_wire(erase, &good, &limits()));
         assert!(!check_wire(erase, &[], &limits()), "an empty request has no context");
-        assert!(check_wire(erase + REQUEST_TYPES as u8, &good, &limits()), "the kind wraps around");
+        assert!(check_wire(erase + KINDS.len() as u8, &good, &limits()), "the kind wraps around");
         let get = api::GetCaseRequest { case_id: "019a0000-0000-7000-8000-000000000001".into() }.encode_to_vec();
-        assert!(check_wire(20, &get, &limits()));
-        assert!(!check_wire(20, &api::GetCaseRequest { case_id: "x".into() }.encode_to_vec(), &limits()));
+        let get_case = KINDS.iter().position(|(name, _)| *name == "GetCase").unwrap() as u8;
+        assert!(check_wire(get_case, &get, &limits()));
+        assert!(!check_wire(get_case, &api::GetCaseRequest { case_id: "x".into() }.encode_to_vec(), &limits()));
     }
 }
