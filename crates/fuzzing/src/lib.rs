@@ -28,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("jwt", jwt),
     ("file_case_request", file_case_request),
     ("lifecycle_requests", lifecycle_requests),
+    ("query_requests", query_requests),
 ];
 
 /// A stored event as read from the stream (another writer's, or altered):
@@ -141,6 +142,13 @@ pub fn lifecycle_requests(data: &[u8]) {
     let _ = gridcase_intake::requests::check_wire(*which, body, &limits());
 }
 
+/// Every request of the query service off the wire (the first byte picks
+/// which), then the field checks its handler makes before the database.
+pub fn query_requests(data: &[u8]) {
+    let Some((which, body)) = data.split_first() else { return };
+    let _ = gridcase_projection::query::requests::check_wire(*which, body, now());
+}
+
 /// Inputs of the protobuf targets, encoded here (`gridcase-fuzz
 /// --write-seeds` writes them into the corpus): (target, file name, bytes).
 pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -243,6 +251,52 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         data.extend(body);
         seeds.push(("lifecycle_requests", format!("kind-{which:02}-{name}"), data));
     }
+    use gridcase_proto::query::v1 as query;
+    let list = || query::ListCasesRequest {
+        region_prefix: "990101001".into(),
+        grid_code: "990101001001001".into(),
+        states: vec![common::CaseState::Dispatched as i32],
+        tier: common::Tier::Urgent as i32,
+        unit: "unit.property.990101001".into(),
+        overdue_only: true,
+        filed_from: Some(prost_types::Timestamp { seconds: now().as_second() - 86_400, nanos: 0 }),
+        filed_to: Some(prost_types::Timestamp { seconds: now().as_second(), nanos: 0 }),
+        page_size: 50,
+        page_token: "1767225600000000:019a0000-0000-7000-8000-000000000001".into(),
+    };
+    let ledger = || query::LedgerRequest {
+        org_kind: "township".into(),
+        org: "990101001".into(),
+        from_day: "2026-01-01".into(),
+        to_day: "2026-03-31".into(),
+        period: query::Period::Month as i32,
+    };
+    let query_example = |name: &str| -> Vec<u8> {
+        match name {
+            "GetCase" => query::GetCaseRequest { case_id: case_id() }.encode_to_vec(),
+            "GetCaseHistory" => query::GetCaseHistoryRequest { case_id: case_id() }.encode_to_vec(),
+            "ListCases" => list().encode_to_vec(),
+            "OverdueReport" => query::OverdueReportRequest { region_prefix: "990101001".into() }.encode_to_vec(),
+            "Ledger" => ledger().encode_to_vec(),
+            "ExportCases" => {
+                query::ExportCasesRequest { filter: Some(list()), format: query::ExportFormat::Xlsx as i32 }
+                    .encode_to_vec()
+            }
+            "ExportLedger" => {
+                query::ExportLedgerRequest { ledger: Some(ledger()), format: query::ExportFormat::Csv as i32 }
+                    .encode_to_vec()
+            }
+            "WatchCases" => {
+                query::WatchCasesRequest { township: "990101001".into(), after_sequence: 12 }.encode_to_vec()
+            }
+            other => panic!("no example of the query request kind {other}: add one"),
+        }
+    };
+    for (which, (name, _)) in gridcase_projection::query::requests::KINDS.iter().enumerate() {
+        let mut data = vec![which as u8];
+        data.extend(query_example(name));
+        seeds.push(("query_requests", format!("kind-{which:02}-{name}"), data));
+    }
     seeds
 }
 
@@ -250,6 +304,17 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 mod tests {
     /// Each lifecycle seed is an accepted request of the kind it is filed
     /// under: the seeds and the kinds of `check_wire` are in the same order.
+    #[test]
+    fn every_query_seed_passes_the_check_of_its_kind() {
+        let seeds: Vec<_> =
+            super::generated_seeds().into_iter().filter(|(target, _, _)| *target == "query_requests").collect();
+        assert_eq!(seeds.len(), gridcase_projection::query::requests::KINDS.len());
+        for (_, name, data) in seeds {
+            let (which, body) = data.split_first().expect("a kind byte");
+            assert!(gridcase_projection::query::requests::check_wire(*which, body, super::now()), "{name} is refused");
+        }
+    }
+
     #[test]
     fn every_lifecycle_seed_passes_the_check_of_its_kind() {
         let seeds: Vec<_> =

@@ -59,32 +59,49 @@ fn ledger_row(kind: &str, org: &str, sums: &LedgerSums, overdue_open: u64) -> ap
     }
 }
 
+/// A ledger request's fields, checked.
+pub(super) struct LedgerParams {
+    pub kind: OrgKind,
+    pub from: jiff::civil::Date,
+    pub to: jiff::civil::Date,
+    pub period: api::Period,
+}
+
+/// Check a ledger request's fields (pure; every violation at once).
+#[allow(clippy::result_large_err)]
+pub(super) fn ledger_params(request: &api::LedgerRequest) -> Result<LedgerParams, GrpcStatus> {
+    let mut v = Violations::new();
+    let kind = OrgKind::parse(&request.org_kind);
+    if kind.is_none() {
+        v.add("org_kind", "UNKNOWN_VALUE", "must be township, village, grid, unit or worker");
+    }
+    let day = |field: &str, text: &str, v: &mut Violations| match text.parse::<jiff::civil::Date>() {
+        Ok(day) => Some(day),
+        Err(_) => {
+            v.add(field, "MALFORMED", "must be a date like 2026-03-09");
+            None
+        }
+    };
+    let from = day("from_day", &request.from_day, &mut v);
+    let to = day("to_day", &request.to_day, &mut v);
+    let period = api::Period::try_from(request.period).unwrap_or(api::Period::Unspecified);
+    if period == api::Period::Unspecified {
+        v.add("period", "REQUIRED", "must be PERIOD_DAY, PERIOD_MONTH or PERIOD_TOTAL");
+    }
+    v.into_result()?;
+    match (kind, from, to) {
+        (Some(kind), Some(from), Some(to)) => Ok(LedgerParams { kind, from, to, period }),
+        _ => Err(gridcase_runtime::grpc::internal(&"a ledger request passed its checks with a field unparsed")),
+    }
+}
+
 impl QueryApi {
     pub(super) async fn ledger_rows(
         &self,
         scope: &ListScope,
         request: &api::LedgerRequest,
     ) -> Result<Vec<api::LedgerRow>, GrpcStatus> {
-        let mut v = Violations::new();
-        let kind = OrgKind::parse(&request.org_kind);
-        if kind.is_none() {
-            v.add("org_kind", "UNKNOWN_VALUE", "must be township, village, grid, unit or worker");
-        }
-        let day = |field: &str, text: &str, v: &mut Violations| match text.parse::<jiff::civil::Date>() {
-            Ok(day) => Some(day),
-            Err(_) => {
-                v.add(field, "MALFORMED", "must be a date like 2026-03-09");
-                None
-            }
-        };
-        let from = day("from_day", &request.from_day, &mut v);
-        let to = day("to_day", &request.to_day, &mut v);
-        let period = api::Period::try_from(request.period).unwrap_or(api::Period::Unspecified);
-        if period == api::Period::Unspecified {
-            v.add("period", "REQUIRED", "must be PERIOD_DAY, PERIOD_MONTH or PERIOD_TOTAL");
-        }
-        v.into_result()?;
-        let (kind, from, to) = (kind.expect("validated"), from.expect("validated"), to.expect("validated"));
+        let LedgerParams { kind, from, to, period } = ledger_params(request)?;
         let period_sql = match period {
             api::Period::Day => "day::text",
             api::Period::Month => "to_char(day, 'YYYY-MM')",

@@ -4,6 +4,7 @@
 
 mod export;
 mod ledger;
+pub mod requests;
 pub mod sql;
 mod watch;
 
@@ -71,6 +72,17 @@ fn running_overdue(row: &CaseRow, now: Timestamp) -> Vec<(Clock, Timestamp)> {
         .filter(|clock| clock.runs_in(row.case.status))
         .filter_map(|clock| row.case.deadlines.get(&clock).filter(|due| **due < now).map(|due| (clock, *due)))
         .collect()
+}
+
+/// An overdue report's region prefix: digits (empty: the caller's whole territory).
+#[allow(clippy::result_large_err)]
+fn report_prefix(prefix: &str) -> Result<(), GrpcStatus> {
+    if prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    let mut v = Violations::new();
+    v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
+    Err(v.into_status())
 }
 
 fn parse_case_id(text: &str) -> Result<CaseId, GrpcStatus> {
@@ -331,11 +343,7 @@ impl QueryService for QueryApi {
         request: Request<api::OverdueReportRequest>,
     ) -> Result<Response<api::OverdueReportResponse>, GrpcStatus> {
         let prefix = request.get_ref().region_prefix.clone();
-        if !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            let mut v = Violations::new();
-            v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
-            return Err(v.into_status());
-        }
+        report_prefix(&prefix)?;
         let scope = report_scope(Access::of(&request)?, &[&prefix])?;
         let now = self.clock.now();
         let mut builder = QueryBuilder::new("SELECT case_id FROM cases WHERE grid LIKE ");

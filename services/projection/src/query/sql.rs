@@ -126,6 +126,7 @@ pub fn filtered_query(
             .page_token
             .split_once(':')
             .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, uuid::Uuid::parse_str(id).ok()?)))
+            .filter(|(at, _)| Timestamp::from_microsecond(*at).is_ok())
         {
             Some(key) => Some(key),
             None => {
@@ -134,6 +135,19 @@ pub fn filtered_query(
             }
         }
     };
+    // Times a calendar can hold (a client's `seconds` may be anything).
+    let mut time = |field: &str, at: Option<&prost_types::Timestamp>| {
+        let at = at?;
+        match Timestamp::new(at.seconds, at.nanos) {
+            Ok(at) => Some(micros(at)),
+            Err(_) => {
+                v.add(field, "OUT_OF_RANGE", "must be a time between the years -9999 and 9999");
+                None
+            }
+        }
+    };
+    let (filed_from, filed_to) =
+        (time("filed_from", filter.filed_from.as_ref()), time("filed_to", filter.filed_to.as_ref()));
     v.into_result()?;
     let mut builder = QueryBuilder::new(format!("SELECT {columns} FROM cases WHERE TRUE"));
     push_scope(&mut builder, scope);
@@ -158,20 +172,16 @@ pub fn filtered_query(
         builder.push(" AND ");
         overdue_condition(&mut builder, micros(now));
     }
-    if let Some(from) = &filter.filed_from {
-        builder.push(" AND filed_at >= ts_from_micros(").push_bind(filter_micros(from)).push(")");
+    if let Some(from) = filed_from {
+        builder.push(" AND filed_at >= ts_from_micros(").push_bind(from).push(")");
     }
-    if let Some(to) = &filter.filed_to {
-        builder.push(" AND filed_at < ts_from_micros(").push_bind(filter_micros(to)).push(")");
+    if let Some(to) = filed_to {
+        builder.push(" AND filed_at < ts_from_micros(").push_bind(to).push(")");
     }
     if let Some((at, id)) = after {
         builder.push(" AND (filed_at, case_id) < (ts_from_micros(").push_bind(at).push("), ").push_bind(id).push(")");
     }
     Ok(builder)
-}
-
-pub(super) fn filter_micros(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \

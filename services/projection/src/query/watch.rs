@@ -16,6 +16,16 @@ use tonic::Status as GrpcStatus;
 
 pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, GrpcStatus>> + Send>>;
 
+/// A watch request's township: a 9-digit code.
+#[allow(clippy::result_large_err)]
+pub(super) fn township_of(text: &str) -> Result<TownshipCode, GrpcStatus> {
+    TownshipCode::parse(text).map_err(|_| {
+        let mut v = Violations::new();
+        v.add("township", "MALFORMED", "must be a 9-digit township code");
+        v.into_status()
+    })
+}
+
 pub(super) async fn watch(
     log: &EventLog,
     access: Access,
@@ -23,11 +33,7 @@ pub(super) async fn watch(
     stopping: Option<Shutdown>,
 ) -> Result<WatchStream, GrpcStatus> {
     let api::WatchCasesRequest { township, after_sequence: request_after } = request;
-    let Ok(township_code) = TownshipCode::parse(&township) else {
-        let mut v = Violations::new();
-        v.add("township", "MALFORMED", "must be a 9-digit township code");
-        return Err(v.into_status());
-    };
+    let township_code = township_of(&township)?;
     access.check(Target::Region(&township))?;
     let from = match request_after {
         0 => ReadFrom::New,
