@@ -29,6 +29,7 @@ pub const TARGETS: &[Target] = &[
     ("file_case_request", file_case_request),
     ("lifecycle_requests", lifecycle_requests),
     ("query_requests", query_requests),
+    ("upload_requests", upload_requests),
 ];
 
 /// A stored event as read from the stream (another writer's, or altered):
@@ -147,6 +148,25 @@ pub fn lifecycle_requests(data: &[u8]) {
 pub fn query_requests(data: &[u8]) {
     let Some((which, body)) = data.split_first() else { return };
     let _ = gridcase_projection::query::requests::check_wire(*which, body, now());
+}
+
+/// An attachment upload off the wire: length-delimited
+/// `UploadAttachmentRequest` messages, fed one by one to intake's upload
+/// check as the stream would, then its end (a 64 KiB limit, so the limit is
+/// reached too).
+pub fn upload_requests(data: &[u8]) {
+    use prost::Message as _;
+    let mut upload = gridcase_intake::validate::Upload::new(64 * 1024);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Ok(part) = gridcase_proto::intake::v1::UploadAttachmentRequest::decode_length_delimited(&mut rest) else {
+            return;
+        };
+        if upload.part(part).is_err() {
+            return;
+        }
+    }
+    let _ = upload.finish();
 }
 
 /// Inputs of the protobuf targets, encoded here (`gridcase-fuzz
@@ -292,6 +312,23 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             other => panic!("no example of the query request kind {other}: add one"),
         }
     };
+    {
+        use gridcase_proto::intake::v1::{
+            AttachmentMetadata, UploadAttachmentRequest, upload_attachment_request::Part,
+        };
+        let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00];
+        jpeg.extend(std::iter::repeat_n(0u8, 300));
+        let parts = [
+            Part::Metadata(AttachmentMetadata { content_type: "image/jpeg".into(), ..Default::default() }),
+            Part::Chunk(jpeg[..100].to_vec()),
+            Part::Chunk(jpeg[100..].to_vec()),
+        ];
+        let mut data = Vec::new();
+        for part in parts {
+            UploadAttachmentRequest { part: Some(part) }.encode_length_delimited(&mut data).expect("to memory");
+        }
+        seeds.push(("upload_requests", "jpeg-in-two-chunks".to_owned(), data));
+    }
     for (which, (name, _)) in gridcase_projection::query::requests::KINDS.iter().enumerate() {
         let mut data = vec![which as u8];
         data.extend(query_example(name));
@@ -304,6 +341,23 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 mod tests {
     /// Each lifecycle seed is an accepted request of the kind it is filed
     /// under: the seeds and the kinds of `check_wire` are in the same order.
+    #[test]
+    fn the_upload_seed_is_an_upload_intake_accepts() {
+        use prost::Message as _;
+        let (_, _, data) = super::generated_seeds()
+            .into_iter()
+            .find(|(target, _, _)| *target == "upload_requests")
+            .expect("an upload seed");
+        let mut upload = gridcase_intake::validate::Upload::new(64 * 1024);
+        let mut rest = data.as_slice();
+        while !rest.is_empty() {
+            let part = gridcase_proto::intake::v1::UploadAttachmentRequest::decode_length_delimited(&mut rest).unwrap();
+            upload.part(part).expect("each part accepted");
+        }
+        let (content_type, content) = upload.finish().expect("the upload accepted");
+        assert_eq!((content_type.as_str(), content.len()), ("image/jpeg", 311));
+    }
+
     #[test]
     fn every_query_seed_passes_the_check_of_its_kind() {
         let seeds: Vec<_> =

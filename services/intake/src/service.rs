@@ -9,7 +9,7 @@ use gridcase_domain::{Command, Contact, Event};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
 use gridcase_eventlog::{AttachmentStore, CaseSubject, KeyStore, StoredEvent};
 use gridcase_proto::common::v1 as common;
-use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService, upload_attachment_request::Part};
+use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService};
 use gridcase_reference::Reference;
 use gridcase_runtime::{Access, Clock, Violations, grpc};
 use tonic::{Request, Response, Status, Streaming};
@@ -17,7 +17,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 
 use crate::personal;
-use crate::validate::{self, CONTENT_TYPES, Limits};
+use crate::validate::{self, Limits};
 
 pub struct IntakeApi {
     pub(crate) store: Arc<CaseStore>,
@@ -105,54 +105,18 @@ impl IntakeService for IntakeApi {
     ) -> Result<Response<api::UploadAttachmentResponse>, Status> {
         Access::of(&request)?;
         let mut parts = request.into_inner();
-        let mut v = Violations::new();
-        let metadata = match parts.next().await.transpose()? {
-            Some(api::UploadAttachmentRequest { part: Some(Part::Metadata(metadata)) }) => metadata,
-            _ => {
-                v.add("metadata", "REQUIRED", "the first message must carry the attachment's metadata");
-                return Err(v.into_status());
-            }
-        };
-        if !CONTENT_TYPES.contains(&metadata.content_type.as_str()) {
-            v.add("metadata.content_type", "UNSUPPORTED", format!("must be one of {}", CONTENT_TYPES.join(", ")));
-            return Err(v.into_status());
-        }
-        let limit = self.limits.max_attachment_bytes;
-        let mut content = Vec::new();
+        let mut upload = validate::Upload::new(self.limits.max_attachment_bytes);
         while let Some(part) = parts.next().await.transpose()? {
-            match part.part {
-                Some(Part::Chunk(chunk)) => {
-                    if content.len() as u64 + chunk.len() as u64 > limit {
-                        v.add("chunk", "TOO_LARGE", format!("the attachment exceeds the limit of {limit} bytes"));
-                        return Err(v.into_status());
-                    }
-                    content.extend_from_slice(&chunk);
-                }
-                _ => {
-                    v.add("metadata", "UNEXPECTED", "metadata may only come first; then send chunks");
-                    return Err(v.into_status());
-                }
-            }
+            upload.part(part)?;
         }
-        if content.is_empty() {
-            v.add("chunk", "REQUIRED", "the attachment is empty");
-            return Err(v.into_status());
-        }
-        if let Err(found) = validate::content_matches(&metadata.content_type, &content) {
-            v.add(
-                "metadata.content_type",
-                "CONTENT_MISMATCH",
-                format!("the content is not {}: its leading bytes say {found}", metadata.content_type),
-            );
-            return Err(v.into_status());
-        }
+        let (content_type, content) = upload.finish()?;
         let stored = self.attachments.put(&content).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
         info!(sha256 = %stored.sha256, size = stored.size, "attachment stored");
         Ok(Response::new(api::UploadAttachmentResponse {
             attachment: Some(common::AttachmentRef {
                 sha256: stored.sha256.to_string(),
                 size: stored.size,
-                content_type: metadata.content_type,
+                content_type,
             }),
         }))
     }

@@ -249,3 +249,77 @@ fn text_rule(error: &gridcase_domain::TextError) -> &'static str {
         gridcase_domain::TextError::ControlCharacters => "MALFORMED",
     }
 }
+
+/// An attachment upload checked part by part, as the parts arrive: the
+/// metadata first (a supported content type), then chunks up to the limit;
+/// [`Upload::finish`] checks that there was content and that its leading
+/// bytes are of the declared type. Pure: the handler feeds it the stream.
+pub struct Upload {
+    content_type: Option<String>,
+    content: Vec<u8>,
+    limit: u64,
+}
+
+fn refused(field: &str, rule: &str, description: impl Into<String>) -> tonic::Status {
+    let mut v = Violations::new();
+    v.add(field, rule, description);
+    v.into_status()
+}
+
+impl Upload {
+    pub fn new(limit: u64) -> Self {
+        Self { content_type: None, content: Vec::new(), limit }
+    }
+
+    /// The next part of the stream.
+    #[allow(clippy::result_large_err)]
+    pub fn part(&mut self, part: api::UploadAttachmentRequest) -> Result<(), tonic::Status> {
+        use api::upload_attachment_request::Part;
+        match (&self.content_type, part.part) {
+            (None, Some(Part::Metadata(metadata))) => {
+                if !CONTENT_TYPES.contains(&metadata.content_type.as_str()) {
+                    return Err(refused(
+                        "metadata.content_type",
+                        "UNSUPPORTED",
+                        format!("must be one of {}", CONTENT_TYPES.join(", ")),
+                    ));
+                }
+                self.content_type = Some(metadata.content_type);
+                Ok(())
+            }
+            (None, _) => Err(refused("metadata", "REQUIRED", "the first message must carry the attachment's metadata")),
+            (Some(_), Some(Part::Chunk(chunk))) => {
+                if self.content.len() as u64 + chunk.len() as u64 > self.limit {
+                    let limit = self.limit;
+                    return Err(refused(
+                        "chunk",
+                        "TOO_LARGE",
+                        format!("the attachment exceeds the limit of {limit} bytes"),
+                    ));
+                }
+                self.content.extend_from_slice(&chunk);
+                Ok(())
+            }
+            (Some(_), _) => Err(refused("metadata", "UNEXPECTED", "metadata may only come first; then send chunks")),
+        }
+    }
+
+    /// The end of the stream: the content type and the content, checked.
+    #[allow(clippy::result_large_err)]
+    pub fn finish(self) -> Result<(String, Vec<u8>), tonic::Status> {
+        let Some(content_type) = self.content_type else {
+            return Err(refused("metadata", "REQUIRED", "the first message must carry the attachment's metadata"));
+        };
+        if self.content.is_empty() {
+            return Err(refused("chunk", "REQUIRED", "the attachment is empty"));
+        }
+        if let Err(found) = content_matches(&content_type, &self.content) {
+            return Err(refused(
+                "metadata.content_type",
+                "CONTENT_MISMATCH",
+                format!("the content is not {content_type}: its leading bytes say {found}"),
+            ));
+        }
+        Ok((content_type, self.content))
+    }
+}
