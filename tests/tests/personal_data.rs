@@ -594,6 +594,19 @@ async fn the_master_key_rotates_with_gridctl_and_the_old_key_can_then_be_destroy
     }
 }
 
+/// `gridctl --json log reseal` of `nats`'s case stream into
+/// GRIDCASE_CASES_SEALED, with the tests' master key and `more` arguments.
+async fn gridctl_reseal(nats: &NatsServer, more: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
+        .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
+        .arg("--master-key-file")
+        .arg(gridcase_tests::identity::master_key_file())
+        .args(more)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// History written before sealing: `gridctl log reseal` copies the stream
 /// into a new one with the contact details sealed and the chains re-sealed,
 /// verified before and after; intake then runs on the new stream.
@@ -648,14 +661,7 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     // destroyed the key): the reseal goes by the erasure event.
 
     let reseal = async |more: &[&str]| {
-        let output = tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
-            .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
-            .arg("--master-key-file")
-            .arg(gridcase_tests::identity::master_key_file())
-            .args(more)
-            .output()
-            .await
-            .unwrap();
+        let output = gridctl_reseal(&nats, more).await;
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
@@ -1097,24 +1103,14 @@ async fn a_resumed_reseal_refuses_a_new_stream_that_something_else_wrote_to() {
     act::command(&log, &subject, Command::File(filing), Role::GridWorker, "cc-990101001", now).await.unwrap();
     let register = || Command::Register { tier: Tier::Normal, note: None, policy: None };
     act::command(&log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
-    let reseal = async |more: &[&str]| {
-        tokio::process::Command::new(gridcase_tests::service_binaries().join("gridctl"))
-            .args(["--json", "log", "reseal", "--nats-url", &nats.url(), "--to-stream", "GRIDCASE_CASES_SEALED"])
-            .arg("--master-key-file")
-            .arg(gridcase_tests::identity::master_key_file())
-            .args(more)
-            .output()
-            .await
-            .unwrap()
-    };
-    assert!(reseal(&["--max-messages", "1"]).await.status.success());
+    assert!(gridctl_reseal(&nats, &["--max-messages", "1"]).await.status.success());
 
     // Another writer on the new stream: an event of the same case and type
     // where the copy of the registration belongs.
     let settings = StreamSettings { stream_name: "GRIDCASE_CASES_SEALED".into(), ..StreamSettings::default() };
     let sealed_log = EventLog::open(nats.client().await, settings).await.unwrap();
     act::command(&sealed_log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
-    let output = reseal(&[]).await;
+    let output = gridctl_reseal(&nats, &[]).await;
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && said.contains("something else wrote to the new stream"), "{said}");
 }

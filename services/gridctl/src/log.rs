@@ -414,8 +414,13 @@ fn confirm(
 }
 
 async fn connect(common: &CommonArgs) -> anyhow::Result<async_nats::Client> {
+    connect_as(common, "gridctl").await
+}
+
+/// Connect to `common`'s NATS with `name` as the connection's name.
+pub(crate) async fn connect_as(common: &CommonArgs, name: &str) -> anyhow::Result<async_nats::Client> {
     common
-        .nats_options("gridctl")
+        .nats_options(name)
         .await?
         .connect(common.nats_servers()?.as_slice())
         .await

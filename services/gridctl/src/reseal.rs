@@ -189,12 +189,7 @@ pub struct Reseal<'a> {
 pub async fn reseal(job: Reseal<'_>) -> anyhow::Result<Resealed> {
     let Reseal { common, keys, to_stream, max_messages } = job;
     anyhow::ensure!(to_stream != common.stream, "--to-stream must name a new stream, not {}", common.stream);
-    let client = common
-        .nats_options("gridctl-reseal")
-        .await?
-        .connect(common.nats_servers()?.as_slice())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", common.nats_url))?;
+    let client = crate::log::connect_as(common, "gridctl-reseal").await?;
     let js = jetstream::new(client.clone());
     let mut source = js.get_stream(&common.stream).await.with_context(|| format!("stream {}", common.stream))?;
     let info = source.info().await?.clone();
@@ -377,12 +372,7 @@ pub async fn delete_retired(
 ) -> anyhow::Result<Deleted> {
     let successor = &common.stream;
     anyhow::ensure!(retired != successor, "--retired names the stream in use ({successor})");
-    let client = common
-        .nats_options("gridctl-delete-retired")
-        .await?
-        .connect(common.nats_servers()?.as_slice())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", common.nats_url))?;
+    let client = crate::log::connect_as(common, "gridctl-delete-retired").await?;
     let js = jetstream::new(client.clone());
     let mut old = js.get_stream(retired).await.with_context(|| format!("stream {retired}"))?;
     let info = old.info().await?.clone();
