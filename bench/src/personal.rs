@@ -33,7 +33,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let nats = NatsServer::start();
     println!("nats-server {} (file storage, sync_interval: always)", nats_version());
     println!("{cases} filings of each kind, concurrency {concurrency}; {erase} erasures\n");
-    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(gridcase_runtime::SystemClock)).await;
+    // The first intake exports its metrics: where a filing's time goes.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut config = TestIntake::config(&nats.url());
+    config.no_metrics = false;
+    config.metrics_addr = metrics_addr;
+    let intake = TestIntake::spawn_with(config, Arc::new(gridcase_runtime::SystemClock)).await;
     // A second intake that stores each new key alone (--key-batch-max 1):
     // what the keys' group commit gains, in the same run.
     let mut alone_config = TestIntake::config(&nats.url());
@@ -72,14 +77,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (plain_ids, sealed_ids) = (Arc::default(), Arc::default());
     run_phase("warm-up", 1000.min(cases), concurrency, file(false, Arc::default())).await?;
     run_phase("warm-up", 1000.min(cases), concurrency, file(true, Arc::default())).await?;
+    let before_plain = Means::scrape(metrics_addr).await?;
     let plain =
         run_phase("FileCase, no contact details", cases, concurrency, file(false, Arc::clone(&plain_ids))).await?;
+    let before_sealed = Means::scrape(metrics_addr).await?;
     let sealed =
         run_phase("FileCase, contact details sealed", cases, concurrency, file(true, Arc::clone(&sealed_ids))).await?;
+    let after_sealed = Means::scrape(metrics_addr).await?;
     run_phase("warm-up", 1000.min(cases), concurrency, file_on(alone_client.clone(), true, Arc::default())).await?;
+    let before_alone = Means::scrape(metrics_addr).await?;
     let sealed_alone =
         run_phase("FileCase, sealed, keys one by one", cases, concurrency, file_on(alone_client, true, Arc::default()))
             .await?;
+    let after_alone = Means::scrape(metrics_addr).await?;
 
     let get = |ids: Arc<std::sync::Mutex<Vec<CaseId>>>| {
         let (client, reader) = (cases_client.clone(), reader.clone());
@@ -230,9 +240,58 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         ms(&get_sealed) - ms(&get_plain),
         erased.elapsed.as_secs_f64(),
     );
+    println!("\nwhere a filing's time goes (means, from intake's metrics; FileCase as the server measured it):");
+    // (The second intake records into the same process-wide recorder.)
+    let phases = [
+        ("no contact details", &before_plain, &before_sealed),
+        ("sealed", &before_sealed, &after_sealed),
+        ("sealed, keys alone", &before_alone, &after_alone),
+    ];
+    for (label, from, to) in phases {
+        let mean =
+            |series: &[&str]| to.mean_since(from, series).map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1e3));
+        println!(
+            "  {label:<20} FileCase {}   key made and stored {}   event appended {}",
+            mean(&["gridcase_grpc_request_duration_seconds{method=\"/gridcase.intake.v1.IntakeService/FileCase\"}"]),
+            mean(&[
+                "gridcase_key_create_duration_seconds{stored=\"batch\"}",
+                "gridcase_key_create_duration_seconds{stored=\"alone\"}"
+            ]),
+            mean(&["gridcase_append_duration_seconds{outcome=\"stored\"}"]),
+        );
+    }
     intake.stop().await?;
     alone.stop().await?;
     Ok(())
+}
+
+/// Histogram sums and counts of a metrics page, by `name{labels}`.
+struct Means(std::collections::BTreeMap<String, f64>);
+
+impl Means {
+    async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        gridcase_tests::scrape_metrics(addr).await.map(Self).context("scraping intake's metrics")
+    }
+
+    /// The mean of histogram series (`name{labels}`, together) over what
+    /// was recorded between `earlier` and this scrape.
+    fn mean_since(&self, earlier: &Self, series: &[&str]) -> Option<f64> {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for series in series {
+            let (name, labels) = series.split_once('{').map_or((*series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+            let key = |suffix: &str| match labels {
+                "" => format!("{name}_{suffix}"),
+                labels => format!("{name}_{suffix}{{{labels}}}"),
+            };
+            let delta = |suffix: &str| {
+                let key = key(suffix);
+                Some(self.0.get(&key)? - earlier.0.get(&key).copied().unwrap_or(0.0))
+            };
+            sum += delta("sum")?;
+            count += delta("count")?;
+        }
+        (count > 0.0).then(|| sum / count)
+    }
 }
 
 fn ms(figures: &Figures) -> f64 {

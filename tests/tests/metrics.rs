@@ -114,6 +114,7 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
         "gridcase_appends_total{outcome=\"stored\"}",
         "gridcase_appends_total{outcome=\"unavailable\"}",
         "gridcase_attachment_bytes_total",
+        "gridcase_key_create_duration_seconds_count{stored=\"batch\"}",
     ];
     for name in common.iter().chain(&[
         "gridcase_grpc_requests_total{method=\"/gridcase.intake.v1.IntakeService/FileCase\",code=\"OK\"}",

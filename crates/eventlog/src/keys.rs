@@ -32,6 +32,22 @@ use crate::sealing::{DataKey, MasterKeys, SealError, WrappedKey};
 
 pub const DEFAULT_BUCKET: &str = "gridcase-keys";
 
+/// Histogram: how long making and storing a new case's data key took, by
+/// how it was stored (`batch`: in a group commit; `alone`).
+pub const METRIC_KEY_CREATE_DURATION: &str = "gridcase_key_create_duration_seconds";
+
+/// Register the key store's metrics (the process's exporter calls it).
+pub fn register_metrics() {
+    metrics::describe_histogram!(
+        METRIC_KEY_CREATE_DURATION,
+        metrics::Unit::Seconds,
+        "Making and storing a new case's data key, by how it was stored: in a group-committed batch, or alone."
+    );
+    for stored in ["batch", "alone"] {
+        let _ = metrics::histogram!(METRIC_KEY_CREATE_DURATION, "stored" => stored);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
     #[error("the key store (NATS) failed: {0}")]
@@ -260,6 +276,7 @@ impl KeyStore {
     /// data were erased never gets a key again. A new case (the usual one)
     /// costs one append; only when the subject holds something is it read.
     pub async fn key_for_new_case(&self, case_id: &CaseId) -> Result<DataKey, KeyStoreError> {
+        let started = std::time::Instant::now();
         let master = self.master()?;
         let key = DataKey::generate().map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
         let wrapped = master.wrap(case_id, &key).map_err(|source| KeyStoreError::Key { case_id: *case_id, source })?;
@@ -269,13 +286,17 @@ impl KeyStore {
             let subject = format!("{}{case_id}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix));
             let creation = Creation { subject, value: value.clone(), done };
             if creator.send(creation).await.is_ok() && stored.await == Ok(true) {
+                metrics::histogram!(METRIC_KEY_CREATE_DURATION, "stored" => "batch").record(started.elapsed());
                 return Ok(key);
             }
         }
         // Alone. Revision 0: only if the subject has never held anything,
         // not even an erasure's marker.
         match self.kv.update(case_id.to_string(), value, 0).await {
-            Ok(_) => Ok(key),
+            Ok(_) => {
+                metrics::histogram!(METRIC_KEY_CREATE_DURATION, "stored" => "alone").record(started.elapsed());
+                Ok(key)
+            }
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => match self.key(case_id).await? {
                 KeyState::Present(key) => Ok(key),
                 KeyState::Erased => Err(KeyStoreError::Erased),

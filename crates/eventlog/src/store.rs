@@ -34,6 +34,7 @@ pub const OUTCOMES: [&str; 5] = ["stored", "replayed", "conflict", "unavailable"
 
 /// Register the case store's metrics at zero (the process's exporter calls it).
 pub fn register_metrics() {
+    crate::keys::register_metrics();
     metrics::describe_counter!(
         METRIC_APPENDS,
         "Appends to the case log by outcome: stored (by this call), replayed (the same event was already \
