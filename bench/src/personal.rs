@@ -250,13 +250,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for (label, from, to) in phases {
         let mean =
             |series: &[&str]| to.mean_since(from, series).map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1e3));
+        let count = |series: &str| to.count_since(from, series).unwrap_or(0.0);
+        let (batched, alone) = (
+            count("gridcase_key_create_duration_seconds{stored=\"batch\"}"),
+            count("gridcase_key_create_duration_seconds{stored=\"alone\"}"),
+        );
         println!(
-            "  {label:<20} FileCase {}   key made and stored {}   event appended {}",
+            "  {label:<20} FileCase {}   key made and stored {} ({:.0}% in batches)   event appended {}",
             mean(&["gridcase_grpc_request_duration_seconds{method=\"/gridcase.intake.v1.IntakeService/FileCase\"}"]),
             mean(&[
                 "gridcase_key_create_duration_seconds{stored=\"batch\"}",
                 "gridcase_key_create_duration_seconds{stored=\"alone\"}"
             ]),
+            if batched + alone > 0.0 { 100.0 * batched / (batched + alone) } else { 0.0 },
             mean(&["gridcase_append_duration_seconds{outcome=\"stored\"}"]),
         );
     }
@@ -275,6 +281,12 @@ impl Means {
 
     /// The mean of histogram series (`name{labels}`, together) over what
     /// was recorded between `earlier` and this scrape.
+    fn count_since(&self, earlier: &Self, series: &str) -> Option<f64> {
+        let (name, labels) = series.split_once('{')?;
+        let key = format!("{name}_count{{{}}}", labels.trim_end_matches('}'));
+        Some(self.0.get(&key)? - earlier.0.get(&key).copied().unwrap_or(0.0))
+    }
+
     fn mean_since(&self, earlier: &Self, series: &[&str]) -> Option<f64> {
         let (mut sum, mut count) = (0.0, 0.0);
         for series in series {

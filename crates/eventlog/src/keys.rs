@@ -33,7 +33,9 @@ use crate::sealing::{DataKey, MasterKeys, SealError, WrappedKey};
 pub const DEFAULT_BUCKET: &str = "gridcase-keys";
 
 /// Histogram: how long making and storing a new case's data key took, by
-/// how it was stored (`batch`: in a group commit; `alone`).
+/// how it was stored (`batch`: through the group commit, in a batch or as
+/// the lone key of its turn; `alone`: by the caller, after a refused batch
+/// or with group commit off).
 pub const METRIC_KEY_CREATE_DURATION: &str = "gridcase_key_create_duration_seconds";
 
 /// Register the key store's metrics (the process's exporter calls it).
@@ -41,7 +43,7 @@ pub fn register_metrics() {
     metrics::describe_histogram!(
         METRIC_KEY_CREATE_DURATION,
         metrics::Unit::Seconds,
-        "Making and storing a new case's data key, by how it was stored: in a group-committed batch, or alone."
+        "Making and storing a new case's data key, by how it was stored: through the group commit (batch), or by its caller alone."
     );
     for stored in ["batch", "alone"] {
         let _ = metrics::histogram!(METRIC_KEY_CREATE_DURATION, "stored" => stored);
@@ -113,7 +115,7 @@ struct Creation {
 pub const DEFAULT_BATCH_MAX: u16 = 256;
 
 /// The group commit's task: whatever queued while the last batch was being
-/// stored goes as the next batch; a lone key goes back to its caller.
+/// stored goes as the next batch (a lone key as a lone create).
 async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::mpsc::Receiver<Creation>, max: usize) {
     let mut batch: Vec<Creation> = Vec::with_capacity(max);
     while let Some(first) = queue.recv().await {
@@ -131,18 +133,32 @@ async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::
                 Err(_) => break,
             }
         }
-        let stored = batch.len() > 1 && commit_batch(&context, &batch).await;
+        // One write in flight at a time (two measured no better): what
+        // arrives meanwhile is the next batch.
+        let stored = commit_batch(&context, &batch).await;
         for creation in batch.drain(..) {
             let _ = creation.done.send(stored);
         }
     }
 }
 
-/// Store `batch` as one atomic batch; whether the server confirmed it.
+/// Store `batch` as one atomic batch (one key: a lone create); whether the
+/// server confirmed it.
 async fn commit_batch(context: &jetstream::Context, batch: &[Creation]) -> bool {
     use async_nats::header::{
         NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     };
+    if let [creation] = batch {
+        // One key: a lone create, sent from here all the same, so that what
+        // arrives while it is stored gathers into the next batch.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let publish = jetstream::message::PublishMessage::build().payload(creation.value.clone()).headers(headers);
+        return match context.send_publish(creation.subject.clone(), publish).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let client = context.client();
     for (index, creation) in batch.iter().enumerate() {
