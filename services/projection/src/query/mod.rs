@@ -74,6 +74,17 @@ fn running_overdue(row: &CaseRow, now: Timestamp) -> Vec<(Clock, Timestamp)> {
         .collect()
 }
 
+/// What a case export says of the resident's contact details: never the
+/// details themselves (GetCase shows them to those allowed), only whether
+/// they are on file or were erased.
+fn export_contact(contact_state: &str) -> &'static str {
+    match contact_state {
+        "given" => "on file",
+        "erased" => "erased",
+        _ => "",
+    }
+}
+
 /// An overdue report's region prefix: digits (empty: the caller's whole territory).
 #[allow(clippy::result_large_err)]
 fn report_prefix(prefix: &str) -> Result<(), GrpcStatus> {
@@ -433,6 +444,7 @@ impl QueryService for QueryApi {
                         row.get::<String, _>(7),
                         from_micros(row.get(8)).to_string(),
                         s.overdue.to_string(),
+                        export_contact(&row.get::<String, _>(13)).to_owned(),
                     ]
                 });
                 if tx.send(record).await.is_err() {
@@ -440,10 +452,21 @@ impl QueryService for QueryApi {
                 }
             }
         });
-        let header =
-            ["case_id", "state", "township", "grid", "category", "tier", "unit", "supervision", "filed_at", "overdue"]
-                .map(String::from)
-                .to_vec();
+        let header = [
+            "case_id",
+            "state",
+            "township",
+            "grid",
+            "category",
+            "tier",
+            "unit",
+            "supervision",
+            "filed_at",
+            "overdue",
+            "resident_contact",
+        ]
+        .map(String::from)
+        .to_vec();
         let numeric = vec![false; header.len()];
         let chunks = export(format, header, numeric, tokio_stream::wrappers::ReceiverStream::new(rx));
         // Each chunk says how far the export has got, for a client's progress bar.

@@ -185,7 +185,7 @@ pub fn filtered_query(
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \
-    micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due)";
+    micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state";
 
 pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseSummary {
     let status = Status::from_name(row.get::<&str, _>(1)).unwrap_or(Status::Reported);
