@@ -40,6 +40,13 @@ impl Violations {
         )
     }
 
+    /// INVALID_ARGUMENT for a single violated field.
+    pub fn one(field: impl Into<String>, rule: &str, description: impl Into<String>) -> Status {
+        let mut v = Self::new();
+        v.add(field, rule, description);
+        v.into_status()
+    }
+
     /// `Ok(())` when nothing was violated, the status otherwise.
     #[allow(clippy::result_large_err)]
     pub fn into_result(self) -> Result<(), Status> {

@@ -361,9 +361,7 @@ impl Check for api::SuperviseRequest {
 /// A case id in a read request (GetCase, GetHistory).
 pub(crate) fn case_id(text: &str) -> Result<CaseId, Status> {
     CaseId::parse(text.trim()).map_err(|e| {
-        let mut v = Violations::new();
-        v.add("case_id", if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" }, e.to_string());
-        v.into_status()
+        Violations::one("case_id", if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" }, e.to_string())
     })
 }
 

@@ -260,12 +260,6 @@ pub struct Upload {
     limit: u64,
 }
 
-fn refused(field: &str, rule: &str, description: impl Into<String>) -> tonic::Status {
-    let mut v = Violations::new();
-    v.add(field, rule, description);
-    v.into_status()
-}
-
 impl Upload {
     pub fn new(limit: u64) -> Self {
         Self { content_type: None, content: Vec::new(), limit }
@@ -278,7 +272,7 @@ impl Upload {
         match (&self.content_type, part.part) {
             (None, Some(Part::Metadata(metadata))) => {
                 if !CONTENT_TYPES.contains(&metadata.content_type.as_str()) {
-                    return Err(refused(
+                    return Err(Violations::one(
                         "metadata.content_type",
                         "UNSUPPORTED",
                         format!("must be one of {}", CONTENT_TYPES.join(", ")),
@@ -287,11 +281,13 @@ impl Upload {
                 self.content_type = Some(metadata.content_type);
                 Ok(())
             }
-            (None, _) => Err(refused("metadata", "REQUIRED", "the first message must carry the attachment's metadata")),
+            (None, _) => {
+                Err(Violations::one("metadata", "REQUIRED", "the first message must carry the attachment's metadata"))
+            }
             (Some(_), Some(Part::Chunk(chunk))) => {
                 if self.content.len() as u64 + chunk.len() as u64 > self.limit {
                     let limit = self.limit;
-                    return Err(refused(
+                    return Err(Violations::one(
                         "chunk",
                         "TOO_LARGE",
                         format!("the attachment exceeds the limit of {limit} bytes"),
@@ -300,7 +296,9 @@ impl Upload {
                 self.content.extend_from_slice(&chunk);
                 Ok(())
             }
-            (Some(_), _) => Err(refused("metadata", "UNEXPECTED", "metadata may only come first; then send chunks")),
+            (Some(_), _) => {
+                Err(Violations::one("metadata", "UNEXPECTED", "metadata may only come first; then send chunks"))
+            }
         }
     }
 
@@ -308,13 +306,17 @@ impl Upload {
     #[allow(clippy::result_large_err)]
     pub fn finish(self) -> Result<(String, Vec<u8>), tonic::Status> {
         let Some(content_type) = self.content_type else {
-            return Err(refused("metadata", "REQUIRED", "the first message must carry the attachment's metadata"));
+            return Err(Violations::one(
+                "metadata",
+                "REQUIRED",
+                "the first message must carry the attachment's metadata",
+            ));
         };
         if self.content.is_empty() {
-            return Err(refused("chunk", "REQUIRED", "the attachment is empty"));
+            return Err(Violations::one("chunk", "REQUIRED", "the attachment is empty"));
         }
         if let Err(found) = content_matches(&content_type, &self.content) {
-            return Err(refused(
+            return Err(Violations::one(
                 "metadata.content_type",
                 "CONTENT_MISMATCH",
                 format!("the content is not {content_type}: its leading bytes say {found}"),

@@ -91,9 +91,7 @@ fn report_prefix(prefix: &str) -> Result<(), GrpcStatus> {
     if prefix.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(());
     }
-    let mut v = Violations::new();
-    v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
-    Err(v.into_status())
+    Err(Violations::one("region_prefix", "MALFORMED", "must be a region-code prefix (digits)"))
 }
 
 fn parse_case_id(text: &str) -> Result<CaseId, GrpcStatus> {

@@ -19,11 +19,7 @@ pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, 
 /// A watch request's township: a 9-digit code.
 #[allow(clippy::result_large_err)]
 pub(super) fn township_of(text: &str) -> Result<TownshipCode, GrpcStatus> {
-    TownshipCode::parse(text).map_err(|_| {
-        let mut v = Violations::new();
-        v.add("township", "MALFORMED", "must be a 9-digit township code");
-        v.into_status()
-    })
+    TownshipCode::parse(text).map_err(|_| Violations::one("township", "MALFORMED", "must be a 9-digit township code"))
 }
 
 pub(super) async fn watch(
