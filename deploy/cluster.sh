@@ -53,7 +53,7 @@ for i in $(seq 1 "$NODES"); do
   NATS_URLS="${NATS_URLS:+$NATS_URLS,}nats://127.0.0.1:$((BASE + i))"
 done
 SERVICES=(intake-1 intake-2 projection-1 projection-2 dispatcher-1 dispatcher-2)
-USERS=(intake dispatcher projection operator)
+USERS=(intake dispatcher projection operator steward backup)
 
 mkdir -p "$RUN/logs"
 
@@ -321,6 +321,8 @@ NATS_URLS=$NATS_URLS
 NATS_MONITOR=$monitor
 NATS_TLS_CA=$SECRETS/ca.pem
 NATS_OPERATOR_CREDENTIALS=$SECRETS/operator.nk
+NATS_STEWARD_CREDENTIALS=$SECRETS/steward.nk
+NATS_BACKUP_CREDENTIALS=$SECRETS/backup.nk
 DEV_TOKEN_SECRET=$SECRETS/dev-token-secret
 DATABASE_URL=postgres://gridcase@127.0.0.1:$PG_PORT/gridcase
 INTAKE=$(service_addr intake-1),$(service_addr intake-2)
@@ -366,10 +368,10 @@ up() {
   make_secrets
   for i in $(seq 1 "$NODES"); do start_nats "$i"; done
   wait_for_jetstream
-  # The operator sets the stream and the bucket up (or moves them from one
-  # replica to three); the services may not change them.
-  say "case stream and attachment bucket: $NODES replica(s)"
-  GRIDCASE_NATS_URL="$NATS_URLS" GRIDCASE_NATS_CREDENTIALS="$SECRETS/operator.nk" \
+  # The break-glass user sets the streams and buckets up (or moves them
+  # from one replica to three); no daily user may change them.
+  say "case stream, attachment stream and key bucket: $NODES replica(s)"
+  GRIDCASE_NATS_URL="$NATS_URLS" GRIDCASE_NATS_CREDENTIALS="$SECRETS/steward.nk" \
     GRIDCASE_NATS_TLS_CA="$SECRETS/ca.pem" GRIDCASE_STREAM_REPLICAS="$NODES" \
     "$BIN/gridctl" log set-replicas >/dev/null
   start_postgres

@@ -17,8 +17,9 @@ pub struct NatsServer {
     store: Option<PathBuf>,
 }
 
-/// The NATS users of the shipped `deploy/nats/permissions.conf`.
-pub const NATS_USERS: [&str; 4] = ["intake", "dispatcher", "projection", "operator"];
+/// The NATS users of the shipped `deploy/nats/permissions.conf`: the daily
+/// ones, the break-glass `steward` and the `backup` account's.
+pub const NATS_USERS: [&str; 6] = ["intake", "dispatcher", "projection", "operator", "steward", "backup"];
 
 /// The nats-server binary to test against: `$GRIDCASE_NATS_SERVER`, else the
 /// one `deploy/install-deps.sh` installs under `.tools/`, else `nats-server`

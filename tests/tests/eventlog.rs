@@ -198,19 +198,37 @@ async fn an_append_that_cannot_be_stored_within_its_deadline_is_unavailable() {
 }
 
 #[tokio::test]
-async fn the_log_refuses_a_stream_without_file_storage() {
+async fn the_log_writes_nothing_to_a_stream_without_file_storage() {
     let nats = NatsServer::start();
     let js = async_nats::jetstream::new(nats.client().await);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "GRIDCASE_CASES".into(),
         subjects: vec!["gridcase.case.>".into()],
         storage: async_nats::jetstream::stream::StorageType::Memory,
+        allow_atomic_publish: true,
         ..Default::default()
     })
     .await
     .unwrap();
-    let error = EventLog::open(nats.client().await, StreamSettings::default()).await.err().expect("refused");
-    assert!(error.to_string().contains("storage must be file"), "{error}");
+    // Opened for reading, never written to: a stream kept in memory loses
+    // everything when the server stops.
+    let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
+    let problems = log.integrity().writable().expect_err("writes are stopped");
+    assert!(problems.contains("storage is not file"), "{problems}");
+    let store = gridcase_eventlog::store::CaseStore::new(log);
+    let case_id = CaseId::new_v7();
+    let head = gridcase_eventlog::store::Head::new_case(case_id, subject(&case_id));
+    let first = event(case_id, 1, None, "kept in memory");
+    let filing = first.decode().unwrap();
+    let provenance = gridcase_eventlog::store::Provenance {
+        event_id: first.event_id,
+        occurred_at: first.occurred_at,
+        actor: first.actor.clone(),
+        command_id: None,
+    };
+    let answer = store.commit(&head, &filing, provenance).await;
+    assert!(matches!(answer, Err(gridcase_eventlog::store::CommitError::Stopped(_))), "{answer:?}");
+    assert_eq!(store.log().last_sequence().await.unwrap(), 0, "nothing was appended");
 }
 
 #[tokio::test]

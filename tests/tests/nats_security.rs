@@ -116,7 +116,7 @@ async fn each_service_works_with_its_own_credentials_and_nothing_more() {
         let stream = js.get_stream_no_info("GRIDCASE_CASES").await.unwrap();
         assert!(stream.purge().await.is_err(), "{user} purged the stream");
         violation(&mut errors).await;
-        assert!(js.delete_object_store("gridcase-attachments").await.is_err(), "{user} deleted the attachments");
+        assert!(js.delete_stream("GRIDCASE_ATTACHMENTS").await.is_err(), "{user} deleted the attachments");
         violation(&mut errors).await;
     }
     for user in ["intake", "dispatcher", "projection"] {

@@ -9,7 +9,7 @@
 //! The bucket's stream is created here rather than by the key-value API so
 //! that it allows deleting a message: erasure first deletes the key's message
 //! with the server's secure erase (the stored bytes are overwritten), then
-//! leaves a purge marker, so a later read can tell "erased" from "never
+//! leaves a delete marker, so a later read can tell "erased" from "never
 //! had one". What erasure cannot reach by itself: copies of the wrapped key in
 //! backups of the bucket and in replicas' write-ahead logs. Those are sealed
 //! under the master key; rotating the master key ([`KeyStore::rewrap`]) and
@@ -191,6 +191,39 @@ async fn commit_batch(context: &jetstream::Context, batch: &[Creation]) -> bool 
     false
 }
 
+/// The key bucket's stream: one value per case, kept until erased one by
+/// one (secure erase); no limits, no purge, no roll-ups, no TTLs, so no
+/// client can drop keys in bulk.
+pub fn stream_config(bucket: &str, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("gridcase: each case's data key, wrapped under the master key".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_messages: -1,
+        max_bytes: -1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        allow_rollup: false,
+        deny_delete: false,
+        deny_purge: true,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// The key bucket as [`crate::integrity::watch`] checks it.
+pub fn watched(bucket: &str, replicas: usize) -> (crate::integrity::Watched, stream::Config) {
+    let watched = crate::integrity::Watched {
+        stream: format!("KV_{bucket}"),
+        keeps: crate::integrity::Keeps::OneKeyPerCase,
+        subjects: format!("$KV.{bucket}.>"),
+    };
+    (watched, stream_config(bucket, replicas))
+}
+
 impl KeyStore {
     /// Open the bucket, creating its stream (file storage, `replicas`
     /// copies, one value per key) if it does not exist. Without master keys
@@ -217,41 +250,22 @@ impl KeyStore {
         let name = format!("KV_{bucket}");
         let stream = match context.get_stream(&name).await {
             Ok(stream) => stream,
-            Err(_) => context
-                .get_or_create_stream(stream::Config {
-                    name: name.clone(),
-                    description: Some("gridcase: each case's data key, wrapped under the master key".into()),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    allow_rollup: true,
-                    deny_delete: false,
-                    deny_purge: false,
-                    allow_direct: true,
-                    allow_atomic_publish: true,
-                    discard: stream::DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
+            Err(_) => context.get_or_create_stream(stream_config(bucket, replicas)).await.map_err(nats)?,
         };
         if stream.cached_info().config.deny_delete {
             return Err(KeyStoreError::DenyDelete(name));
         }
         let kv = context.get_key_value(bucket).await.map_err(nats)?;
-        let mut batches = stream.cached_info().config.allow_atomic_publish;
+        // A bucket made before keys were group-committed takes them one by
+        // one until an operator applies gridcase's configuration
+        // (`gridctl log set-replicas`, which needs the break-glass user).
+        let batches = stream.cached_info().config.allow_atomic_publish;
         if !batches && master.is_some() {
-            // A bucket made before keys were group-committed.
-            let mut config = stream.cached_info().config.clone();
-            config.allow_atomic_publish = true;
-            match context.update_stream(config).await {
-                Ok(info) => batches = info.config.allow_atomic_publish,
-                Err(error) => tracing::warn!(
-                    stream = %name, %error,
-                    "the key bucket does not allow atomic batches and could not be changed: new keys are stored one by one"
-                ),
-            }
+            tracing::warn!(
+                stream = %name,
+                "the key bucket does not allow atomic batches: new keys are stored one by one \
+                 (gridctl log set-replicas applies gridcase's configuration)"
+            );
         }
         let batch_max = batch_max.clamp(1, 1000);
         let creator = (batches && master.is_some() && batch_max > 1).then(|| {
@@ -345,10 +359,12 @@ impl KeyStore {
                 }
                 None => {}
             }
-            match self.kv.purge_expect_revision(case_id.to_string(), Some(0)).await {
+            // The marker is a delete, not a purge: the bucket allows no
+            // roll-ups (a purge is one), so no client can drop keys in bulk.
+            match self.kv.delete_expect_revision(case_id.to_string(), Some(0)).await {
                 Ok(()) => return Ok(()),
                 // Something was written meanwhile: look again.
-                Err(error) if error.kind() == kv::PurgeErrorKind::WrongLastRevision => continue,
+                Err(error) if error.kind() == kv::DeleteErrorKind::WrongLastRevision => continue,
                 Err(error) => return Err(nats(error)),
             }
         }

@@ -13,7 +13,8 @@
 //! * [`store`]: the one write path: load a case, commit one event (or a
 //!   chain of events of one case).
 //! * [`batch`]: group commit: concurrent appends as one atomic batch.
-//! * [`attachments`]: the object-store bucket for photos.
+//! * [`attachments`]: photos, content-addressed and write-once on a stream of their own.
+//! * [`integrity`]: whether the streams still keep their history; writes stop when not.
 //! * [`sealing`]: residents' personal fields sealed under a per-case data
 //!   key, data keys wrapped under the master key (no IO).
 //! * [`keys`]: the key store (a key-value bucket) and erasure.
@@ -21,6 +22,7 @@
 pub mod attachments;
 pub mod batch;
 pub mod cloudevents;
+pub mod integrity;
 pub mod keys;
 pub mod log;
 pub mod reader;

@@ -91,6 +91,10 @@ pub enum LogError {
     StreamMisconfigured { stream: String, problem: String },
     #[error("a stored event could not be read at stream sequence {sequence}: {source}")]
     Corrupt { sequence: u64, source: DecodeError },
+    /// Reading the whole stream in order, the next message was not the next
+    /// sequence: the messages between are gone from the log.
+    #[error("the case stream lost history: stream sequence {found} came where {expected} was due")]
+    HistoryLost { expected: u64, found: u64 },
     #[error("event log error: {0}")]
     Other(String),
 }
@@ -145,6 +149,7 @@ pub struct EventLog {
     context: jetstream::Context,
     stream: stream::Stream,
     settings: StreamSettings,
+    integrity: crate::integrity::Integrity,
 }
 
 /// The oldest nats-server gridcase runs on: 2.12 brought atomic batch
@@ -187,8 +192,12 @@ impl EventLog {
         }
     }
 
-    /// Connect the log to JetStream, creating the stream if it does not exist
-    /// and refusing to run on one that lets history be erased.
+    /// Connect the log to JetStream, creating the stream if it does not
+    /// exist. An existing stream is never changed here (the services'
+    /// credentials cannot change it: that is the break-glass user's,
+    /// `gridctl log set-replicas`); one that no longer keeps every event is
+    /// opened all the same, for reading, with [`EventLog::integrity`] broken
+    /// so that nothing is written on top of it.
     pub async fn open(client: async_nats::Client, settings: StreamSettings) -> Result<Self, LogError> {
         let version = client.server_info().version;
         if !server_supported(&version) {
@@ -205,40 +214,58 @@ impl EventLog {
             .map_err(|e| LogError::Unavailable(format!("cannot open stream {}: {e}", settings.stream_name)))?;
         let info = stream.info().await.map_err(|e| LogError::Unavailable(e.to_string()))?.clone();
         let have = &info.config;
-        let mut problems = Vec::new();
-        if have.storage != StorageType::File {
-            problems.push("storage must be file");
-        }
-        if !have.subjects.contains(&CaseSubject::all_filter()) {
-            problems.push("subjects must include gridcase.case.>");
-        }
-        if !problems.is_empty() {
+        if !have.allow_atomic_publish {
             return Err(LogError::StreamMisconfigured {
                 stream: settings.stream_name.clone(),
-                problem: problems.join("; "),
+                problem: "it does not allow atomic batches (allow_atomic), which group commit needs: \
+                          `gridctl log set-replicas` with the break-glass user's credentials applies gridcase's \
+                          configuration (nats-server 2.12 or newer)"
+                    .into(),
             });
         }
-        if !have.deny_delete
-            || !have.deny_purge
-            || !have.allow_direct
-            || have.duplicate_window != wanted.duplicate_window
-            || have.num_replicas != wanted.num_replicas
-            || !have.allow_atomic_publish
-        {
-            warn!(stream = %settings.stream_name, "stream settings differ from gridcase's; updating them");
-            let updated = context.update_stream(wanted).await.map_err(|e| LogError::StreamMisconfigured {
-                stream: settings.stream_name.clone(),
-                problem: e.to_string(),
-            })?;
-            // A server that does not know the setting ignores it.
-            if !updated.config.allow_atomic_publish {
-                return Err(LogError::StreamMisconfigured {
-                    stream: settings.stream_name.clone(),
-                    problem: "the server does not keep allow_atomic (atomic batch publish): it needs nats-server 2.12 or newer".into(),
-                });
+        for (setting, have, want) in [
+            ("replicas", have.num_replicas.to_string(), wanted.num_replicas.to_string()),
+            ("duplicate window", format!("{:?}", have.duplicate_window), format!("{:?}", wanted.duplicate_window)),
+            ("direct gets", have.allow_direct.to_string(), wanted.allow_direct.to_string()),
+        ] {
+            if have != want {
+                warn!(stream = %settings.stream_name, setting, %have, %want,
+                    "the stream's setting differs from this service's: `gridctl log set-replicas` (break-glass user) applies it");
             }
         }
-        Ok(Self { context, stream, settings })
+        let integrity = crate::integrity::Integrity::default();
+        let watched = Self::watched(&settings);
+        let mut problems = crate::integrity::config_problems(&watched, have);
+        problems.extend(crate::integrity::state_problems(
+            watched.keeps,
+            None,
+            &crate::integrity::Extent::of(&info.state),
+        ));
+        if !problems.is_empty() {
+            tracing::error!(
+                stream = %settings.stream_name,
+                problems = ?problems,
+                changed = ?crate::integrity::config_changes(&wanted, have),
+                "the case stream no longer keeps every event: this service will not write to it"
+            );
+        }
+        integrity.set(&settings.stream_name, problems);
+        Ok(Self { context, stream, settings, integrity })
+    }
+
+    /// The case stream as [`crate::integrity::watch`] checks it.
+    pub fn watched(settings: &StreamSettings) -> crate::integrity::Watched {
+        crate::integrity::Watched {
+            stream: settings.stream_name.clone(),
+            keeps: crate::integrity::Keeps::Everything,
+            subjects: CaseSubject::all_filter(),
+        }
+    }
+
+    /// Whether the streams this process writes to still keep their
+    /// history; shared by every clone of the log.
+    pub fn integrity(&self) -> &crate::integrity::Integrity {
+        &self.integrity
     }
 
     pub fn settings(&self) -> &StreamSettings {

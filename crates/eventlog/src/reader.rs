@@ -56,6 +56,12 @@ impl Record {
 pub struct CaseStreamReader {
     messages: Ordered,
     caught_up_at_start: bool,
+    /// Reading the whole stream: the sequence due next (none before the
+    /// first record of a read from now). The stream keeps every message, so
+    /// any other is history lost.
+    due: Option<u64>,
+    whole_stream: bool,
+    log: EventLog,
 }
 
 impl CaseStreamReader {
@@ -80,6 +86,21 @@ impl Stream for CaseStreamReader {
         // The message is taken apart, not copied: the headers alone are a
         // map of a dozen entries.
         let async_nats::Message { subject, payload, headers, .. } = message.message;
+        if let Ok((sequence, _)) = record
+            && self.whole_stream
+        {
+            let due = self.due.replace(sequence + 1);
+            if let Some(expected) = due
+                && sequence != expected
+            {
+                let problem = format!("read in order, stream sequence {sequence} came where {expected} was due");
+                tracing::error!(stream = %self.log.settings().stream_name, expected, found = sequence,
+                    "the case stream lost history: nothing is written on top of it");
+                let key = format!("{} as read", self.log.settings().stream_name);
+                self.log.integrity().set(&key, vec![problem]);
+                return Poll::Ready(Some(Err(LogError::HistoryLost { expected, found: sequence })));
+            }
+        }
         Poll::Ready(Some(match record {
             Ok((sequence, pending)) => Ok(Record { sequence, subject: subject.to_string(), payload, headers, pending }),
             Err(error) => Err(LogError::Other(format!("a delivered message without its stream position: {error}"))),
@@ -99,11 +120,16 @@ impl EventLog {
         };
         let consumer = self
             .stream()
-            .create_consumer(OrderedConfig { filter_subject: filter, deliver_policy, ..Default::default() })
+            .create_consumer(OrderedConfig { filter_subject: filter.clone(), deliver_policy, ..Default::default() })
             .await
             .map_err(|e| LogError::Unavailable(format!("creating an ordered consumer: {e}")))?;
         let caught_up_at_start = consumer.cached_info().num_pending == 0;
         let messages = consumer.messages().await.map_err(|e| LogError::Unavailable(format!("reading: {e}")))?;
-        Ok(CaseStreamReader { messages, caught_up_at_start })
+        let whole_stream = filter == crate::CaseSubject::all_filter();
+        let due = match from {
+            ReadFrom::Sequence(start) => Some(start.max(1)),
+            ReadFrom::New => None,
+        };
+        Ok(CaseStreamReader { messages, caught_up_at_start, due, whole_stream, log: self.clone() })
     }
 }

@@ -30,7 +30,7 @@ use crate::subject::CaseSubject;
 pub const METRIC_APPENDS: &str = "gridcase_appends_total";
 pub const METRIC_APPEND_DURATION: &str = "gridcase_append_duration_seconds";
 /// The outcomes of a commit, as the metrics label them.
-pub const OUTCOMES: [&str; 5] = ["stored", "replayed", "conflict", "unavailable", "refused"];
+pub const OUTCOMES: [&str; 6] = ["stored", "replayed", "conflict", "unavailable", "refused", "stopped"];
 
 /// Register the case store's metrics at zero (the process's exporter calls it).
 pub fn register_metrics() {
@@ -38,7 +38,8 @@ pub fn register_metrics() {
     metrics::describe_counter!(
         METRIC_APPENDS,
         "Appends to the case log by outcome: stored (by this call), replayed (the same event was already \
-         stored), conflict, unavailable (not durable within the append deadline), refused."
+         stored), conflict, unavailable (not durable within the append deadline), refused, stopped (not sent: \
+         the log no longer keeps its history)."
     );
     metrics::describe_histogram!(
         METRIC_APPEND_DURATION,
@@ -50,6 +51,12 @@ pub fn register_metrics() {
         // Registered, a histogram is exported (empty) before its first sample.
         let _ = metrics::histogram!(METRIC_APPEND_DURATION, "outcome" => outcome);
     }
+    metrics::describe_counter!(
+        METRIC_CHAIN_BREAKS,
+        "Case histories found broken when loaded: the log no longer holds a case's first events, or a gap."
+    );
+    metrics::counter!(METRIC_CHAIN_BREAKS).absolute(0);
+    crate::integrity::register_metrics();
     metrics::describe_histogram!(
         crate::batch::METRIC_WRITE_EVENTS,
         "Events per write to the case log: an atomic batch of a group commit, or 1 for an append sent alone."
@@ -78,6 +85,7 @@ pub fn error_outcome(error: &CommitError) -> &'static str {
         CommitError::Conflict => "conflict",
         CommitError::Unavailable(_) => "unavailable",
         CommitError::Refused(_) => "refused",
+        CommitError::Stopped(_) => "stopped",
     }
 }
 
@@ -176,6 +184,11 @@ pub enum CommitError {
     /// message too large, …): sending it again changes nothing.
     #[error("the event log refused the event: {0}")]
     Refused(String),
+    /// Nothing was sent: a stream this process writes to no longer keeps
+    /// its history ([`crate::integrity`]), and nothing is written on top of
+    /// it until an operator restores it.
+    #[error("writes to the event log are stopped: {0}")]
+    Stopped(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +198,52 @@ pub enum LoadError {
     /// A stored event of a known type that does not decode: a broken invariant.
     #[error("case {case_id}: {source}")]
     Undecodable { case_id: CaseId, source: DecodeError },
+    /// The case's history as the log holds it does not start at its filing
+    /// or skips events: the log lost part of it. Nothing may be appended on
+    /// top of it.
+    #[error("case {case_id}: its history is broken: {detail}")]
+    ChainBroken { case_id: CaseId, detail: String },
+}
+
+/// Histories found broken on loading (a case's chain without its head or with a gap).
+pub const METRIC_CHAIN_BREAKS: &str = "gridcase_chain_breaks_total";
+
+/// Whether `history` runs from the case's first event with nothing missing:
+/// versions 1, 2, 3… each chained to the hash of the one before. Hashes are
+/// not recomputed here (`verify_history` does that); this only sees what
+/// the log lost.
+pub fn check_links(history: &[Positioned]) -> Result<(), String> {
+    let mut previous: Option<&Positioned> = None;
+    for (index, positioned) in history.iter().enumerate() {
+        let event = &positioned.event;
+        let expected = index as u64 + 1;
+        if event.case_version != expected {
+            return Err(match previous {
+                None => format!(
+                    "the first event the log holds (stream sequence {}) is version {}: the case's first {} event(s) are gone",
+                    positioned.stream_sequence,
+                    event.case_version,
+                    event.case_version.saturating_sub(1)
+                ),
+                Some(before) => format!(
+                    "version {} (stream sequence {}) follows version {} (stream sequence {}): events are missing",
+                    event.case_version, positioned.stream_sequence, before.event.case_version, before.stream_sequence
+                ),
+            });
+        }
+        let chained = match previous {
+            None => event.prev_hash.is_none(),
+            Some(before) => event.prev_hash.as_deref() == Some(before.event.hash.as_str()),
+        };
+        if !chained {
+            return Err(format!(
+                "version {} (stream sequence {}) does not chain to the event before it",
+                event.case_version, positioned.stream_sequence
+            ));
+        }
+        previous = Some(positioned);
+    }
+    Ok(())
 }
 
 /// Fold a history into the case. Events of a type this version does not
@@ -269,6 +328,11 @@ impl CaseStore {
     /// The case on `subject`, folded from its history.
     pub async fn load_subject(&self, case_id: CaseId, subject: CaseSubject) -> Result<Option<Loaded>, LoadError> {
         let history = self.read(|| self.log.history(&subject)).await?;
+        if let Err(detail) = check_links(&history) {
+            metrics::counter!(METRIC_CHAIN_BREAKS).increment(1);
+            tracing::error!(%case_id, %subject, %detail, "a case's history in the log is broken: nothing is appended to it");
+            return Err(LoadError::ChainBroken { case_id, detail });
+        }
         let Some(case) = fold(&history).map_err(|source| LoadError::Undecodable { case_id, source })? else {
             return Ok(None);
         };
@@ -297,6 +361,12 @@ impl CaseStore {
     ) -> Result<Vec<Committed>, CommitError> {
         assert!(!steps.is_empty(), "a commit has at least one event");
         let started = std::time::Instant::now();
+        if let Err(problems) = self.log.integrity().writable() {
+            for _ in &steps {
+                metrics::counter!(METRIC_APPENDS, "outcome" => "stopped").increment(1);
+            }
+            return Err(CommitError::Stopped(problems));
+        }
         let mut encoded = Vec::with_capacity(steps.len());
         let mut spans = Vec::with_capacity(steps.len());
         let (mut version, mut previous) = (head.version, head.last_hash.clone());

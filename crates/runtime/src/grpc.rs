@@ -61,6 +61,29 @@ pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Status {
     Status::unavailable(format!("{what} is unavailable; retry the same request later"))
 }
 
+/// UNAVAILABLE while writes are stopped because the log no longer keeps its
+/// history ([`gridcase_eventlog::integrity`]): the client keeps its request
+/// and sends it again later; operators have the alert and the details.
+pub fn writes_stopped(problems: &str) -> Status {
+    tracing::warn!(%problems, "a write refused: the case log no longer keeps its history");
+    Status::unavailable(
+        "gridcase is not accepting changes now: the case log's safeguards were changed and operators have been \
+         alerted; keep the request and send it again later",
+    )
+}
+
+/// Ok while the log keeps its history; [`writes_stopped`] otherwise.
+#[allow(clippy::result_large_err)]
+pub fn writable(log: &gridcase_eventlog::EventLog) -> Result<(), Status> {
+    log.integrity().writable().map_err(|problems| writes_stopped(&problems))
+}
+
+/// DATA_LOSS for a case whose history the log no longer holds whole; the
+/// detail is logged (by the case store), not sent.
+pub fn history_broken(case_id: &dyn std::fmt::Display) -> Status {
+    Status::data_loss(format!("the history of case {case_id} is damaged in the log; operators have been alerted"))
+}
+
 /// INTERNAL for a bug or a broken invariant; the detail is logged, not sent.
 pub fn internal(error: &dyn std::fmt::Display) -> Status {
     tracing::error!(%error, "internal error");

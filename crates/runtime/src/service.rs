@@ -88,6 +88,12 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
 
+    /// How often the case stream (and the buckets the service uses) is
+    /// checked to still keep its history: no retention limit, roll-up, TTL
+    /// or deletion allowed, nothing gone. Writes stop while it does not.
+    #[arg(long, env = "GRIDCASE_INTEGRITY_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub integrity_interval: Duration,
+
     /// Log format: text for terminals, json for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -170,6 +176,27 @@ impl CommonArgs {
             .context("opening the case event log")?;
         Ok((client, log))
     }
+}
+
+/// Check, at once and every `--integrity-interval` until `stop`, that the
+/// case stream and the streams in `also` keep their history; the verdict
+/// goes to the log's [`gridcase_eventlog::integrity::Integrity`] (writes
+/// stop, health and the metric follow it).
+pub fn watch_history(
+    log: &EventLog,
+    also: Vec<(gridcase_eventlog::integrity::Watched, async_nats::jetstream::stream::Config)>,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let mut streams = vec![(EventLog::watched(log.settings()), EventLog::stream_config(log.settings()))];
+    streams.extend(also);
+    tokio::spawn(gridcase_eventlog::integrity::watch(
+        log.context().clone(),
+        streams,
+        log.integrity().clone(),
+        interval,
+        stop,
+    ))
 }
 
 /// Where the dispatch policy and the working calendar are.

@@ -237,6 +237,12 @@ impl Application {
             gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
 
+        let history = gridcase_runtime::service::watch_history(
+            self.store.log(),
+            vec![gridcase_eventlog::keys::watched(&self.config.keys.key_bucket, self.store.log().settings().replicas)],
+            self.config.common.integrity_interval,
+            shutdown.clone().requested(),
+        );
         let mut worker = Worker {
             store: self.store.clone(),
             keys: self.keys.clone(),
@@ -254,6 +260,8 @@ impl Application {
             behind_since: None,
             lag_checked_at: None,
             health: health.clone(),
+            caught_up: false,
+            serving: None,
             calendar_reported: None,
             idle: self.idle.clone(),
             position: 0,
@@ -280,6 +288,7 @@ impl Application {
                 .await
                 .unwrap_or(Ok(()));
         let _ = health_task.await;
+        history.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
         }
@@ -319,6 +328,10 @@ struct Worker {
     /// When the lag was last measured against the stream's end.
     lag_checked_at: Option<std::time::Instant>,
     health: tonic_health::server::HealthReporter,
+    /// Caught up with the stream once (health).
+    caught_up: bool,
+    /// What health last said (none: not yet).
+    serving: Option<bool>,
     calendar_reported: Option<bool>,
     idle: tokio::sync::watch::Sender<Idle>,
     /// The stream sequence of the last event observed.
@@ -573,6 +586,7 @@ impl Worker {
     /// (at most `room` commits started).
     async fn on_tick(&mut self, caught_up: bool, room: usize) -> Vec<Commit> {
         self.check_calendar().await;
+        self.report_health().await;
         metrics::gauge!(METRIC_OPEN_CASES).set(self.cases.len() as f64);
         // The lag also while no record arrives (a reader stalled behind a
         // growing stream): the stream's end against what was read, once a
@@ -620,9 +634,21 @@ impl Worker {
 
     async fn mark_caught_up(&mut self) {
         info!(cases = self.cases.len(), "caught up with the case stream");
-        self.health.set_service_status("", ServingStatus::Serving).await;
-        self.health.set_service_status(HEALTH_DISPATCHER, ServingStatus::Serving).await;
+        self.caught_up = true;
+        self.report_health().await;
         self.check_calendar().await;
+    }
+
+    /// SERVING once caught up, while the log keeps its history.
+    async fn report_health(&mut self) {
+        let serving = self.caught_up && self.store.log().integrity().writable().is_ok();
+        if self.serving == Some(serving) {
+            return;
+        }
+        self.serving = Some(serving);
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.health.set_service_status("", status).await;
+        self.health.set_service_status(HEALTH_DISPATCHER, status).await;
     }
 
     /// Next year's calendar file must exist before the year starts.
@@ -805,7 +831,9 @@ impl Worker {
     /// and start committing them: at most `room` commits; the cases left
     /// over stay dirty.
     fn act(&mut self, room: usize) -> Vec<Commit> {
-        if self.dirty.is_empty() || room == 0 {
+        // No step is taken on a log that no longer keeps its history: the
+        // cases stay dirty and are looked at once it does again.
+        if self.dirty.is_empty() || room == 0 || self.store.log().integrity().writable().is_err() {
             return Vec::new();
         }
         let now = self.clock.now();
@@ -894,6 +922,12 @@ impl Worker {
                 } else {
                     self.in_flight.insert(case_id, InFlight::NextEvent);
                 }
+            }
+            Err(CommitError::Stopped(_)) => {
+                // Writes stopped meanwhile: the case is looked at again once
+                // they resume (`act` takes no step until then).
+                self.in_flight.remove(&case_id);
+                self.dirty.insert(case_id);
             }
             Err(CommitError::Refused(error)) => {
                 // Sending it again would change nothing: the case waits

@@ -131,14 +131,20 @@ impl SnapshotStore {
         replicas: usize,
         rules: String,
     ) -> anyhow::Result<Self> {
-        let bucket = gridcase_eventlog::attachments::open_bucket(
-            context,
-            bucket,
-            "gridcase dispatcher: the snapshot of open cases",
-            replicas,
-        )
-        .await
-        .with_context(|| format!("opening the object-store bucket {bucket}"))?;
+        let name = bucket;
+        let bucket = match context.get_object_store(name).await {
+            Ok(store) => store,
+            Err(_) => context
+                .create_object_store(object_store::Config {
+                    bucket: name.to_owned(),
+                    description: Some("gridcase dispatcher: the snapshot of open cases".to_owned()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("opening the object-store bucket {name}"))?,
+        };
         Ok(Self { bucket, rules })
     }
 

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use gridcase_eventlog::{AttachmentStore, CaseSubject, EventLog, StreamSettings, attachments::DEFAULT_BUCKET};
+use gridcase_eventlog::{AttachmentStore, CaseSubject, EventLog, StreamSettings, attachments::DEFAULT_STREAM};
 use gridcase_tests::{NatsServer, given};
 
 const GRID: &str = "990101001001001";
@@ -66,15 +66,27 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     let old_log = EventLog::open(old.client().await, StreamSettings::default()).await.unwrap();
     file_cases(&old_log, 5).await;
     file_as_a_batch(&old).await;
-    let photo = gridcase_tests::fixtures::jpeg(70_000);
-    AttachmentStore::open(old_log.context(), DEFAULT_BUCKET, 1).await.unwrap().put(&photo).await.unwrap();
+    // A photo of this version (in the attachment stream, in chunks), and
+    // one an older version kept in its object-store bucket.
+    let photo = gridcase_tests::fixtures::jpeg(700_000);
+    AttachmentStore::open(old_log.context(), DEFAULT_STREAM, 1).await.unwrap().put(&photo).await.unwrap();
+    let old_photo = gridcase_tests::fixtures::jpeg(30_000);
+    let legacy = old_log
+        .context()
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "gridcase-attachments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    legacy.put(sha256_hex(&old_photo).as_str(), &mut old_photo.as_slice()).await.unwrap();
 
     // The destination has the shipped users; the copy runs as intake.
     let new = NatsServer::start_secured();
     let copied = copy(&old, &new).expect("copied");
     assert_eq!(copied["copied"], 12);
     assert_eq!(copied["already_there"], 0);
-    assert_eq!(copied["attachments"], 1);
+    assert_eq!(copied["attachments"], 2);
 
     let new_log = EventLog::open(new.client().await, StreamSettings::default()).await.unwrap();
     let (old_stream, new_stream) = (
@@ -109,9 +121,11 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     let history = new_log.history(&subject).await.unwrap();
     assert_eq!(history.len(), 2);
     gridcase_eventlog::verify_history(&history).expect("the chain verifies on the copy");
-    let digest = gridcase_domain::Sha256Digest::parse(&sha256_hex(&photo)).unwrap();
-    let bucket = AttachmentStore::open(new_log.context(), DEFAULT_BUCKET, 1).await.unwrap();
-    assert_eq!(bucket.get(&digest).await.unwrap(), photo, "the photo came along");
+    let attachments = AttachmentStore::open(new_log.context(), DEFAULT_STREAM, 1).await.unwrap();
+    for (photo, which) in [(&photo, "the photo"), (&old_photo, "the photo of the older version")] {
+        let digest = gridcase_domain::Sha256Digest::parse(&sha256_hex(photo)).unwrap();
+        assert_eq!(attachments.get(&digest).await.unwrap().as_ref(), Some(photo), "{which} came along");
+    }
 
     // More history on the old node (the services were still running): the
     // copy resumes where it stopped, and a second run changes nothing.

@@ -96,6 +96,7 @@ impl CaseApi {
             Ok(Some(loaded)) => Ok(loaded),
             Ok(None) => Err(case_not_found(case_id)),
             Err(LoadError::Log(error)) => Err(grpc::unavailable("the event log", &error)),
+            Err(LoadError::ChainBroken { .. }) => Err(grpc::history_broken(case_id)),
             Err(error) => Err(grpc::internal(&error)),
         }
     }
@@ -218,6 +219,7 @@ impl CaseApi {
                 Err(CommitError::Conflict) => continue,
                 Err(CommitError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
                 Err(CommitError::Refused(error)) => return Err(grpc::internal(&error)),
+                Err(CommitError::Stopped(problems)) => return Err(grpc::writes_stopped(&problems)),
             }
         }
         Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))

@@ -49,12 +49,13 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]
     pub reference_dir: PathBuf,
 
-    /// JetStream object-store bucket holding attachments.
-    #[arg(long, env = "GRIDCASE_ATTACHMENT_BUCKET", default_value = "gridcase-attachments")]
-    pub attachment_bucket: String,
+    /// JetStream stream holding attachments (photos), each under its SHA-256, written once.
+    #[arg(long, env = "GRIDCASE_ATTACHMENT_STREAM", default_value = gridcase_eventlog::attachments::DEFAULT_STREAM)]
+    pub attachment_stream: String,
 
-    /// Largest attachment accepted by UploadAttachment, in bytes.
-    #[arg(long, env = "GRIDCASE_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    /// Largest attachment accepted by UploadAttachment, in bytes (at most 250 MiB).
+    #[arg(long, env = "GRIDCASE_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=gridcase_eventlog::attachments::MAX_BYTES))]
     pub max_attachment_bytes: u64,
 
     /// How far ahead of the server clock a device's reported_at may be.

@@ -58,7 +58,7 @@ impl Application {
             "reference data loaded"
         );
         let (client, log) = config.common.open_log("gridcase-intake").await?;
-        let attachments = AttachmentStore::open(log.context(), &config.attachment_bucket, log.settings().replicas)
+        let attachments = AttachmentStore::open(log.context(), &config.attachment_stream, log.settings().replicas)
             .await
             .context("opening the attachment bucket")?;
         let keys = config.keys.open(&log, true).await?;
@@ -103,21 +103,34 @@ impl Application {
         health.set_serving::<IntakeServiceServer<IntakeApi>>().await;
 
         // Health follows the NATS connection: NOT_SERVING while it is down.
+        // And the log's integrity: NOT_SERVING while writes are stopped.
+        let replicas = usize::from(self.config.common.stream_replicas);
+        let history = gridcase_runtime::service::watch_history(
+            self.api.store.log(),
+            vec![
+                gridcase_eventlog::attachments::watched(&self.config.attachment_stream, replicas),
+                gridcase_eventlog::keys::watched(&self.config.keys.key_bucket, replicas),
+            ],
+            self.config.common.integrity_interval,
+            shutdown.clone().requested(),
+        );
+        let integrity = self.api.store.log().integrity().clone();
         let watch_client = self.client.clone();
         let watch_shutdown = shutdown.clone();
         let watcher = tokio::spawn(async move {
             let mut last = None;
             loop {
                 let connected = watch_client.connection_state() == async_nats::connection::State::Connected;
-                if last != Some(connected) {
-                    let status = if connected { ServingStatus::Serving } else { ServingStatus::NotServing };
+                let serving = connected && integrity.writable().is_ok();
+                if last != Some(serving) {
+                    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
                     health.set_service_status("", status).await;
                     health.set_service_status("gridcase.intake.v1.IntakeService", status).await;
                     health.set_service_status("gridcase.cases.v1.CaseService", status).await;
                     if !connected {
                         warn!("NATS connection lost: reporting NOT_SERVING");
                     }
-                    last = Some(connected);
+                    last = Some(serving);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -138,6 +151,7 @@ impl Application {
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;
         watcher.abort();
+        history.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
         }

@@ -53,6 +53,8 @@ impl IntakeService for IntakeApi {
         access.check(Target::Filing { grid: file.grid.as_str() })?;
         let actor = access.actor()?;
         check_uploaded(&self.attachments, "attachments", &file.attachments).await?;
+        // Before a key is made for the contact details.
+        grpc::writable(self.store.log())?;
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
@@ -95,6 +97,7 @@ impl IntakeService for IntakeApi {
             }
             Err(CommitError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
             Err(CommitError::Refused(error)) => Err(grpc::internal(&error)),
+            Err(CommitError::Stopped(problems)) => Err(grpc::writes_stopped(&problems)),
         }
     }
 
@@ -110,6 +113,7 @@ impl IntakeService for IntakeApi {
             upload.part(part)?;
         }
         let (content_type, content) = upload.finish()?;
+        grpc::writable(self.store.log())?;
         let stored = self.attachments.put(&content).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
         info!(sha256 = %stored.sha256, size = stored.size, "attachment stored");
         Ok(Response::new(api::UploadAttachmentResponse {

@@ -218,6 +218,9 @@ pub const BEHIND_FACTOR: usize = 10;
 /// `until_caught_up`, until the stream's end as it was at the start). The
 /// live service passes the connection that holds the writer lock
 /// ([`store::Writer`]): if that session ends, its writes end with it.
+///
+/// While the log does not keep its history ([`gridcase_eventlog::integrity`])
+/// nothing is applied.
 pub async fn run(
     connection: &mut PgConnection,
     log: &EventLog,
@@ -226,6 +229,11 @@ pub async fn run(
     until_caught_up: bool,
 ) -> anyhow::Result<u64> {
     loop {
+        // Nothing is projected from a log that no longer keeps its history:
+        // the read models stay as they were (they may hold what the log lost).
+        if !wait_while_broken(log, &shutdown).await {
+            return store::position(&mut *connection).await.map(|(p, _)| p);
+        }
         let (position, _) = store::position(&mut *connection).await?;
         let last = log.last_sequence().await.context("reading the stream's end")?;
         if until_caught_up && position >= last {
@@ -276,6 +284,9 @@ pub async fn run(
                     Err(_) => break,
                 };
             }
+            if log.integrity().writable().is_err() {
+                break 'batches;
+            }
             match apply_batch(&mut *connection, &batch).await? {
                 Applied::UpTo(position) => {
                     crate::metrics::progress(position, batch.len());
@@ -293,4 +304,21 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Wait while the log does not keep its history; false if shutdown came first.
+async fn wait_while_broken(log: &EventLog, shutdown: &Shutdown) -> bool {
+    let mut broken = log.integrity().subscribe();
+    let mut said = false;
+    while *broken.borrow_and_update() {
+        if !said {
+            warn!("the case log does not keep its history: projecting is paused until it does");
+            said = true;
+        }
+        tokio::select! {
+            _ = shutdown.clone().requested() => return false,
+            changed = broken.changed() => if changed.is_err() { return false },
+        }
+    }
+    true
 }

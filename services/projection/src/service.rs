@@ -98,6 +98,31 @@ impl Application {
         }
         let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
+        // The case stream's integrity: checked on an interval; while it does
+        // not keep its history nothing is projected and health says NOT_SERVING
+        // (queries are still answered, from what was projected).
+        let history = gridcase_runtime::service::watch_history(
+            &self.log,
+            Vec::new(),
+            self.config.common.integrity_interval,
+            shutdown.clone().requested(),
+        );
+        let (health, mut broken, stop) = (server.health(), self.log.integrity().subscribe(), shutdown.clone());
+        let health_task = tokio::spawn(async move {
+            loop {
+                let status = if *broken.borrow_and_update() {
+                    tonic_health::ServingStatus::NotServing
+                } else {
+                    tonic_health::ServingStatus::Serving
+                };
+                health.set_service_status("", status).await;
+                health.set_service_status("gridcase.query.v1.QueryService", status).await;
+                tokio::select! {
+                    _ = stop.clone().requested() => return,
+                    changed = broken.changed() => if changed.is_err() { return },
+                }
+            }
+        });
 
         // The projector runs until shutdown, in one process at a time: this
         // one writes while it holds the writer lock, otherwise it stands by
@@ -147,6 +172,8 @@ impl Application {
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;
         let _ = projector.await;
+        history.abort();
+        health_task.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");
         }
