@@ -535,6 +535,35 @@ pub async fn query_client(endpoint: String, who: &Identity) -> QueryClient {
     gridcase_proto::query::v1::query_service_client::QueryServiceClient::with_interceptor(channel, who.bearer())
 }
 
+/// Wait until `condition` holds, looking again every 20 ms; after 30 s the
+/// test fails naming `what` it waited for. The one way tests wait for
+/// something they can observe (never a fixed sleep).
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "waited 30 s for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the gRPC health service at `endpoint` says `service` ("" for the
+/// whole server) is SERVING.
+pub async fn serving(endpoint: &str, service: &str) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned()).expect("endpoint").connect().await
+    else {
+        return false;
+    };
+    match HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await {
+        Ok(answer) => answer.into_inner().status == ServingStatus::Serving as i32,
+        Err(_) => false,
+    }
+}
+
 /// The last sequence of the case stream.
 pub async fn stream_end(nats: &NatsServer) -> u64 {
     let js = async_nats::jetstream::new(nats.client().await);

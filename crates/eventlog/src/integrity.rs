@@ -222,7 +222,11 @@ impl Integrity {
             return Ok(());
         }
         let problems = self.problems();
-        Err(problems.iter().map(|(stream, list)| format!("{stream}: {}", list.join("; "))).collect::<Vec<_>>().join("; "))
+        Err(problems
+            .iter()
+            .map(|(stream, list)| format!("{stream}: {}", list.join("; ")))
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 
     /// Every stream's current problems.
@@ -325,8 +329,10 @@ pub async fn watch(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut seen: Vec<Seen> =
-        streams.iter().map(|(_, expected)| Seen { config: expected.clone(), extent: None, sticky: Vec::new() }).collect();
+    let mut seen: Vec<Seen> = streams
+        .iter()
+        .map(|(_, expected)| Seen { config: expected.clone(), extent: None, sticky: Vec::new() })
+        .collect();
     tokio::pin!(stop);
     loop {
         for ((watched, _), seen) in streams.iter().zip(seen.iter_mut()) {
@@ -350,7 +356,11 @@ mod tests {
     }
 
     fn keys() -> Watched {
-        Watched { stream: "KV_gridcase-keys".into(), keeps: Keeps::OneKeyPerCase, subjects: "$KV.gridcase-keys.>".into() }
+        Watched {
+            stream: "KV_gridcase-keys".into(),
+            keeps: Keeps::OneKeyPerCase,
+            subjects: "$KV.gridcase-keys.>".into(),
+        }
     }
 
     fn kept() -> stream::Config {

@@ -157,7 +157,8 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             let js = jetstream::new(client);
             let mut report = Vec::new();
             for (watched, _) in watched(&nats, &keys.key_bucket) {
-                let mut stream = js.get_stream(&watched.stream).await.with_context(|| format!("stream {}", watched.stream))?;
+                let mut stream =
+                    js.get_stream(&watched.stream).await.with_context(|| format!("stream {}", watched.stream))?;
                 let info = stream.info().await?.clone();
                 let mut problems = integrity::config_problems(&watched, &info.config);
                 problems.extend(integrity::state_problems(watched.keeps, None, &integrity::Extent::of(&info.state)));
@@ -261,7 +262,10 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             let store = AttachmentStore::open(&js, &nats.attachment_stream, replicas).await?;
             let migrated = copy_legacy_bucket(&js, &bucket, &store).await?;
             if json_output {
-                println!("{}", json!({ "bucket": bucket, "copied": migrated.copied, "already_there": migrated.already_there }));
+                println!(
+                    "{}",
+                    json!({ "bucket": bucket, "copied": migrated.copied, "already_there": migrated.already_there })
+                );
             } else {
                 println!(
                     "{} attachments copied from {bucket} into {} ({} were there already)",
@@ -386,7 +390,8 @@ pub(crate) async fn copy(
     let there = log.last_sequence().await?;
     let destination = log.context().get_stream(&to.stream).await?.info().await?.state.clone();
     anyhow::ensure!(
-        destination.messages == 0 || (destination.first_sequence == 1 && destination.messages == destination.last_sequence),
+        destination.messages == 0
+            || (destination.first_sequence == 1 && destination.messages == destination.last_sequence),
         "the destination stream {} has gaps (first {}, last {}, {} messages): it lost history; \
          a copy goes only into an empty stream or the intact start of a copy",
         to.stream,
@@ -460,11 +465,7 @@ pub(crate) async fn copy(
 
 /// Copy every attachment of the stream `name` on `source` that `to` lacks;
 /// how many were copied. A source without that stream has none.
-async fn copy_attachment_stream(
-    source: &jetstream::Context,
-    name: &str,
-    to: &AttachmentStore,
-) -> anyhow::Result<u64> {
+async fn copy_attachment_stream(source: &jetstream::Context, name: &str, to: &AttachmentStore) -> anyhow::Result<u64> {
     use futures::StreamExt as _;
     let Ok(mut stream) = source.get_stream(name).await else { return Ok(0) };
     let last = stream.info().await?.state.last_sequence;
@@ -484,7 +485,8 @@ async fn copy_attachment_stream(
     let mut copied = 0;
     while let Some(message) = messages.next().await {
         let message = message?;
-        let sequence = message.info().map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?.stream_sequence;
+        let sequence =
+            message.info().map_err(|e| anyhow::anyhow!("a message without its position: {e}"))?.stream_sequence;
         let subject = message.subject.to_string();
         let header = |name: &str| {
             message.headers.as_ref().and_then(|h| h.get(name)).and_then(|v| v.as_str().parse::<u64>().ok())
@@ -522,7 +524,11 @@ struct Migrated {
 
 /// Copy the attachments of an object-store bucket of older versions (each
 /// named by its SHA-256) that `to` lacks. A source without it has none.
-async fn copy_legacy_bucket(source: &jetstream::Context, bucket: &str, to: &AttachmentStore) -> anyhow::Result<Migrated> {
+async fn copy_legacy_bucket(
+    source: &jetstream::Context,
+    bucket: &str,
+    to: &AttachmentStore,
+) -> anyhow::Result<Migrated> {
     use futures::StreamExt as _;
     use tokio::io::AsyncReadExt as _;
     let mut migrated = Migrated::default();
