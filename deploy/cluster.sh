@@ -391,7 +391,9 @@ EOT
 
 down() {
   local part
-  for part in dispatcher-2 dispatcher-1 projection-2 projection-1 intake-2 intake-1; do stop_part "$part"; done
+  # The services drain at once, each within its grace period.
+  for part in dispatcher-2 dispatcher-1 projection-2 projection-1 intake-2 intake-1; do stop_part "$part" & done
+  wait
   stop_part postgres
   for part in nats-3 nats-2 nats-1; do stop "$part"; done
   say "stopped (state kept in $RUN)"

@@ -340,10 +340,10 @@ async fn keep_replicas(js: &jetstream::Context, name: &str, replicas: usize) -> 
 /// What a copy did.
 #[derive(Debug, Default)]
 pub(crate) struct Copied {
-    messages: u64,
-    already_there: u64,
-    last_sequence: u64,
-    attachments: u64,
+    pub(crate) messages: u64,
+    pub(crate) already_there: u64,
+    pub(crate) last_sequence: u64,
+    pub(crate) attachments: u64,
 }
 
 pub(crate) fn report_copy(copied: &Copied, json_output: bool) {

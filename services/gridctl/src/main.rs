@@ -2,6 +2,7 @@
 //! (IntakeService, CaseService, QueryService, AuthService, ReferenceService), apart from `deadline`, which computes on the
 //! policy and calendar files directly.
 
+mod backup;
 mod client;
 mod deadline;
 mod export;
@@ -59,6 +60,8 @@ enum Commands {
     Export(export::Command),
     #[command(flatten)]
     Keys(keys::Command),
+    #[command(flatten)]
+    Backup(backup::Command),
 }
 
 #[tokio::main]
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         Commands::Log(command) => log::run(command, cli.json).await,
         Commands::Export(command) => export::run(command, &cli.connection, cli.json).await,
         Commands::Keys(command) => keys::run(command, cli.json).await,
+        Commands::Backup(command) => backup::run(command, cli.json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,7 +55,7 @@ pub struct Resealed {
 }
 
 /// One stored message.
-struct Stored {
+pub(crate) struct Stored {
     sequence: u64,
     subject: String,
     payload: bytes::Bytes,
@@ -89,7 +89,11 @@ async fn messages(
 }
 
 /// Check every chain of `stream` (messages 1 to `last`); the chains' count.
-async fn verify(stream: &jetstream::stream::Stream, last: u64, mut also: impl FnMut(&Stored)) -> anyhow::Result<u64> {
+pub(crate) async fn verify(
+    stream: &jetstream::stream::Stream,
+    last: u64,
+    mut also: impl FnMut(&Stored),
+) -> anyhow::Result<u64> {
     let mut chains = Chains::default();
     if last > 0 {
         let mut all = std::pin::pin!(messages(stream).await?);
