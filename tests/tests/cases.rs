@@ -586,8 +586,8 @@ async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure()
     assert_eq!(history.events[9].reason, "现场仍有问题");
     assert_eq!(history.events[13].reason, "居民不满意");
     let filed_payload = &history.events[0].payload_json;
-    // Sealed under the case's key: neither the number nor a masked copy.
-    assert!(filed_payload.contains("\"sealed\"") && !filed_payload.contains("5678"), "{filed_payload}");
+    // An audit view: the contact masked for every role, not its sealed form.
+    assert!(filed_payload.contains("****") && !filed_payload.contains("ciphertext"), "{filed_payload}");
 
     let view =
         client.get_case(request(&cc, api::GetCaseRequest { case_id: case_id.to_string() })).await.unwrap().into_inner();

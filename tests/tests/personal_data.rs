@@ -151,8 +151,12 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
         .await
         .unwrap()
         .into_inner();
-    // Sealed: the payload holds ciphertext, nothing to mask.
-    assert!(history.events[0].payload_json.contains("\"sealed\""), "{}", history.events[0].payload_json);
+    // The filing shows the contact masked, never its sealed form.
+    let filed: serde_json::Value = serde_json::from_str(&history.events[0].payload_json).unwrap();
+    let shown = &filed["resident_contact"];
+    assert_eq!(shown["phone"], MASKED, "{filed}");
+    assert!(shown["name"].as_str().is_some_and(|name| name.starts_with('王') && name.contains('*')), "{filed}");
+    assert!(!history.events[0].payload_json.contains("ciphertext"), "{filed}");
     assert_no_personal_data("GetHistory", &format!("{history:?}"));
 
     // The read models: the masked number, nothing more.
@@ -249,8 +253,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     }
     // Sealed details: the read model keeps their ciphertext, no masked copy.
     let sealed_rows: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM read.cases WHERE contact_state = 'given' AND contact_sealed IS NOT NULL \
-         AND contact_phone_masked IS NULL",
+        "SELECT count(*) FROM read.cases WHERE contact_state = 'given' AND contact_sealed IS NOT NULL",
     )
     .fetch_one(&projection.pool)
     .await
@@ -290,6 +293,8 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
         ("resident_data_erased", "cc-op-1")
     );
     assert_eq!(last.reason, "居民申请删除个人信息");
+    let filed: serde_json::Value = serde_json::from_str(&history.events[0].payload_json).unwrap();
+    assert_eq!(filed["resident_contact"], serde_json::json!({ "erased": true }), "{filed}");
     projection.caught_up_to(stream_end(&nats).await).await;
     let record = county_query.get_case(query_api::GetCaseRequest { case_id: case_id.to_string() }).await.unwrap();
     let record = record.into_inner();
@@ -376,7 +381,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     // live read models are: the case erased, every ledger the same.
     let admin = gridcase_projection::store::connect(&db.url, "public", 1).await.unwrap();
     let read_models = async || -> Vec<String> {
-        let cases = "SELECT concat_ws('|', case_id, state, contact_state, contact_sealed, contact_phone_masked) \
+        let cases = "SELECT concat_ws('|', case_id, state, contact_state, contact_sealed) \
                      FROM read.cases ORDER BY case_id";
         let ledgers = "SELECT row_to_json(l)::text AS j FROM read.ledger_daily l ORDER BY j";
         let mut rows: Vec<String> = sqlx::query_scalar(cases).fetch_all(&admin).await.unwrap();
@@ -941,6 +946,18 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
         .unwrap();
     let mut cases = lifecycle::client(deployment.intake.clone()).await;
     dispatched(&mut cases, old).await;
+    // The query service masks details recorded in clear too (from the
+    // filing's redacted envelope: the read model has no column for them).
+    let auditor = Identity::new("audit-1", "county_auditor", "co-990101", "990101");
+    let mut query = query_client(deployment.query.clone(), &auditor).await;
+    gridcase_tests::eventually("the query service to show the clear filing's number masked", || {
+        let mut query = query.clone();
+        async move {
+            let record = query.get_case(query_api::GetCaseRequest { case_id: old.to_string() }).await;
+            record.is_ok_and(|r| r.into_inner().contact_phone_masked == MASKED)
+        }
+    })
+    .await;
     let before = every_message(&js, "GRIDCASE_CASES").await;
     assert!(before.iter().any(|text| text.contains(PHONE)), "the old filing holds the number in clear");
 

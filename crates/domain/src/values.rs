@@ -183,6 +183,9 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// Every clock, in the order a case meets them.
+    pub const ALL: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
+
     /// Whether this clock runs while a case is in `status`.
     pub fn runs_in(self, status: Status) -> bool {
         match self {

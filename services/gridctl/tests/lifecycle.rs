@@ -158,7 +158,9 @@ async fn an_operator_walks_a_case_from_filing_to_closure_with_gridctl() {
     assert_eq!(events[6]["attachments"][0]["size"], 150_000, "evidence photo");
     assert_eq!(events[4]["reason"], "等待防水材料");
     assert_eq!(events[3]["actor"]["organisation"], "unit.property.990101001");
-    assert_eq!(events[0]["payload"]["resident_contact"]["sealed"]["alg"], "AES-256-GCM");
+    // A history is an audit view: the contact masked, not its sealed form.
+    assert_eq!(events[0]["payload"]["resident_contact"]["phone"], "138****5678");
+    assert!(events[0]["payload"]["resident_contact"].get("sealed").is_none());
 
     // A forbidden move gets a precise refusal and a failure exit code.
     assert!(!refused.status.success());

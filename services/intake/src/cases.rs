@@ -504,7 +504,20 @@ impl CaseService for CaseApi {
         let case_id = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
         let chain = verify_history(&loaded.history);
-        let events = loaded.history.iter().map(history_event).collect::<Result<Vec<_>, Status>>()?;
+        // A history is an audit view: the resident's contact details
+        // masked for every role, or said to be erased; never their sealed form.
+        let contact = resident_contact(&self.keys, &loaded, ContactView::Masked).await?.map(|shown| {
+            if shown.erased {
+                serde_json::json!({ "erased": true })
+            } else {
+                serde_json::json!({ "name": shown.name, "phone": shown.phone })
+            }
+        });
+        let events = loaded
+            .history
+            .iter()
+            .map(|positioned| history_event(positioned, contact.as_ref()))
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(api::History {
             case_id: case_id.to_string(),
             events,
@@ -541,10 +554,11 @@ async fn resident_contact(
     }))
 }
 
-/// One event as people read it; residents' contact details masked. An event
+/// One event as people read it, the resident's contact details shown as
+/// `contact` (masked, or erased) wherever the payload holds them. An event
 /// of a type this version does not know is shown with its stored type and
 /// payload, and no reason or attachments.
-fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
+fn history_event(positioned: &Positioned, contact: Option<&serde_json::Value>) -> Result<api::HistoryEvent, Status> {
     let stored = &positioned.event;
     let event = match stored.decode() {
         Ok(event) => Some(event),
@@ -553,7 +567,10 @@ fn history_event(positioned: &Positioned) -> Result<api::HistoryEvent, Status> {
     };
     let reason = event.as_ref().and_then(Event::reason);
     let attachments = event.as_ref().map(Event::attachments).unwrap_or_default();
-    let payload = stored.redacted().payload;
+    let mut payload = stored.redacted().payload;
+    if let Some(recorded) = payload.get_mut("resident_contact") {
+        *recorded = contact.cloned().unwrap_or_else(|| serde_json::json!({ "erased": true }));
+    }
     Ok(api::HistoryEvent {
         case_version: stored.case_version,
         event_id: stored.event_id.to_string(),

@@ -6,29 +6,15 @@
 
 use std::io::Write as _;
 
-use gridcase_domain::Clock;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::project::{CaseRow, LedgerKey, Measure};
-use crate::store::{EventRow, due_column};
+use crate::project::{LedgerKey, Measure};
+use crate::store::EventRow;
 
 /// The columns of `case_events` in the order [`event`] writes them.
 pub const EVENT_COLUMNS: &str = "stream_sequence, event_id, case_id, case_version, event_type, occurred_at, \
     actor_person, actor_role, actor_organisation, reason, hash, prev_hash, envelope";
-
-/// The columns of `cases` in the order [`case`] writes them.
-pub fn case_columns() -> String {
-    let due: Vec<&str> = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify].map(due_column).to_vec();
-    format!(
-        "case_id, version, last_sequence, state, county, township, village, grid, category, description, \
-         reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, filed_at, registered_at, \
-         dispatched_at, acknowledged_at, resolved_at, closed_at, {}, marks, pending_extension_days, \
-         approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, last_hash, contact_state, \
-         contact_sealed",
-        due.join(", ")
-    )
-}
 
 /// The columns of `ledger_daily` in the order [`ledger`] writes them.
 pub fn ledger_columns() -> String {
@@ -52,41 +38,41 @@ impl Rows {
         self.started = true;
     }
 
-    fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.bytes.push(b'\n');
         self.started = false;
         self.count += 1;
     }
 
-    fn null(&mut self) {
+    pub(crate) fn null(&mut self) {
         self.field();
         self.bytes.extend_from_slice(b"\\N");
     }
 
-    fn raw(&mut self, value: impl std::fmt::Display) {
+    pub(crate) fn raw(&mut self, value: impl std::fmt::Display) {
         self.field();
         write!(self.bytes, "{value}").expect("writing to memory");
     }
 
-    fn text(&mut self, value: &str) {
+    pub(crate) fn text(&mut self, value: &str) {
         self.field();
         escape_into(&mut self.bytes, value);
     }
 
-    fn opt_text(&mut self, value: Option<&str>) {
+    pub(crate) fn opt_text(&mut self, value: Option<&str>) {
         match value {
             Some(value) => self.text(value),
             None => self.null(),
         }
     }
 
-    fn uuid(&mut self, value: &Uuid) {
+    pub(crate) fn uuid(&mut self, value: &Uuid) {
         self.field();
         let mut buffer = Uuid::encode_buffer();
         self.bytes.extend_from_slice(value.hyphenated().encode_lower(&mut buffer).as_bytes());
     }
 
-    fn instant(&mut self, value: Option<Timestamp>) {
+    pub(crate) fn instant(&mut self, value: Option<Timestamp>) {
         match value {
             // Truncated to the microsecond, as the live statements store it.
             Some(at) => self.raw(Timestamp::from_microsecond(at.as_microsecond()).expect("in range")),
@@ -139,52 +125,6 @@ pub fn event(rows: &mut Rows, e: &EventRow) {
     rows.text(&e.hash);
     rows.opt_text(e.prev_hash.as_deref());
     rows.text(&e.envelope);
-    rows.end();
-}
-
-/// One case row.
-pub fn case(rows: &mut Rows, r: &CaseRow) {
-    let case = &r.case;
-    rows.uuid(case.id.as_uuid());
-    rows.raw(case.version);
-    rows.raw(r.last_sequence);
-    rows.text(case.status.name());
-    rows.text(case.grid.county());
-    rows.text(&case.grid.township().to_string());
-    rows.text(case.grid.village());
-    rows.text(case.grid.as_str());
-    rows.text(case.category.as_str());
-    rows.text(&r.description);
-    rows.text(&r.reported_by);
-    rows.opt_text(r.contact_phone_masked.as_deref());
-    rows.opt_text(case.severity_hint.map(|t| t.as_str()));
-    rows.opt_text(case.tier.map(|t| t.as_str()));
-    rows.opt_text(case.unit.as_ref().map(|u| u.to_string()).as_deref());
-    rows.text(case.supervision.name());
-    rows.raw(if case.urgent { 't' } else { 'f' });
-    rows.instant(Some(r.filed_at));
-    for at in [r.registered_at, r.dispatched_at, r.acknowledged_at, r.resolved_at, r.closed_at] {
-        rows.instant(at);
-    }
-    for clock in [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify] {
-        rows.instant(case.deadlines.get(&clock).copied());
-    }
-    // A text array of `clock:mark` names (letters and underscores only).
-    let marks: Vec<String> = case.marks.iter().map(|(c, m)| format!("{}:{}", c.name(), m.name())).collect();
-    rows.text(&format!("{{{}}}", marks.join(",")));
-    match case.pending_extension {
-        Some(days) => rows.raw(days),
-        None => rows.null(),
-    }
-    rows.raw(case.approved_extension_days);
-    rows.raw(if case.hold_requested { 't' } else { 'f' });
-    rows.opt_text(case.feedback.map(|f| f.name()));
-    rows.raw(case.returns);
-    rows.raw(case.reworks);
-    rows.raw(case.reopenings);
-    rows.text(&r.last_hash);
-    rows.text(crate::store::contact_state_name(case.contact));
-    rows.opt_text(r.contact_sealed.as_deref());
     rows.end();
 }
 

@@ -3,6 +3,7 @@
 //! logic and the bulk `store`), rebuilds them from scratch (`rebuild`, loading with `copy`), and
 //! serves them (`query`).
 
+pub mod case_table;
 pub mod config;
 pub mod copy;
 pub mod metrics;

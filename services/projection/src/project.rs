@@ -17,9 +17,6 @@ pub struct CaseRow {
     pub last_sequence: u64,
     pub description: String,
     pub reported_by: String,
-    /// The phone number masked, for contact details recorded in clear
-    /// (history from before sealing).
-    pub contact_phone_masked: Option<String>,
     /// Sealed contact details as stored ([`SealedJson`]): ciphertext only;
     /// the query service opens them with the case's key to mask them.
     pub contact_sealed: Option<String>,
@@ -210,10 +207,6 @@ pub fn apply(
             last_sequence: sequence,
             description: filing.description.to_string(),
             reported_by: stored.actor.person.clone(),
-            contact_phone_masked: match &filing.contact {
-                Some(Contact::Clear(clear)) => clear.phone.as_ref().map(|p| p.masked()),
-                _ => None,
-            },
             contact_sealed: match &filing.contact {
                 Some(Contact::Sealed(sealed)) => Some(SealedJson::to_json(sealed)),
                 _ => None,
@@ -288,7 +281,6 @@ pub fn apply(
         // Nothing of the details stays in the row (the fold marked the
         // case's contact erased); the ciphertext no longer opens anyway.
         Event::ResidentDataErased { .. } => {
-            row.contact_phone_masked = None;
             row.contact_sealed = None;
         }
         _ => {}

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::case_table;
 use crate::copy::{self, Rows};
 use crate::project::{CaseRow, LedgerKey, Measure};
 use crate::projector;
@@ -299,7 +300,7 @@ enum Side {
 }
 
 async fn side_writer(mut connection: PgConnection, mut commands: mpsc::Receiver<Side>) -> anyhow::Result<()> {
-    let cases = format!("COPY cases ({}) FROM STDIN", copy::case_columns());
+    let cases = format!("COPY cases ({}) FROM STDIN", case_table::copy_columns());
     let ledger = format!("COPY ledger_delta ({}) FROM STDIN", copy::ledger_columns());
     while let Some(command) = commands.recv().await {
         match command {
@@ -311,13 +312,13 @@ async fn side_writer(mut connection: PgConnection, mut commands: mpsc::Receiver<
             Side::ReadBack(id, answer) => {
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM cases WHERE case_id = $1 RETURNING {}",
-                    store::CASE_COLUMNS
+                    *case_table::SELECT
                 )))
                 .bind(id)
                 .fetch_optional(&mut connection)
                 .await
                 .map_err(anyhow::Error::from)
-                .and_then(|row| row.as_ref().map(store::case_row).transpose());
+                .and_then(|row| row.as_ref().map(case_table::read).transpose());
                 answer.send(row).ok();
             }
         }
@@ -476,7 +477,7 @@ impl Fold {
         let mut rows = Rows::default();
         let idle = self.held.extract_if(|_, held| held.row.is_some() && held.at <= cutoff);
         for (key, held) in idle {
-            copy::case(&mut rows, held.row.as_ref().expect("only held rows"));
+            case_table::copy_row(&mut rows, held.row.as_ref().expect("only held rows"));
             self.let_go.insert(key);
         }
         self.figures.let_go += rows.count as u64;
@@ -501,7 +502,7 @@ impl Fold {
         let mut rows = Rows::default();
         for held in self.held.values() {
             if let Some(row) = &held.row {
-                copy::case(&mut rows, row);
+                case_table::copy_row(&mut rows, row);
                 if rows.bytes.len() >= self.options.segment_bytes {
                     self.figures.cases += rows.count as u64;
                     self.side(Side::Cases(std::mem::take(&mut rows).bytes)).await?;

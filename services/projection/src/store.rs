@@ -2,19 +2,18 @@
 //! projected events (case rows, audit events, ledger counters and the stream
 //! position) in one transaction with a handful of bulk statements.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gridcase_domain::{
-    Case, CaseId, CategoryCode, Clock, ClockMark, ContactState, Feedback, GridCode, OrgCode, Status, Supervision, Tier,
-};
+use gridcase_domain::{CaseId, ContactState};
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::case_table;
 use crate::project::{CaseRow, LedgerKey, Measure};
 
 /// The name of this projection's position row.
@@ -167,81 +166,6 @@ pub async fn lock_position(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result
     Ok(row.get::<i64, _>(0) as u64)
 }
 
-/// The columns of `cases` that [`case_row`] reads, in its order.
-pub const CASE_COLUMNS: &str = "case_id, version, last_sequence, state, county, township, village, grid, category, \
-    description, reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, \
-    micros(filed_at), micros(registered_at), micros(dispatched_at), micros(acknowledged_at), micros(resolved_at), \
-    micros(closed_at), micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), \
-    marks, pending_extension_days, approved_extension_days, hold_requested, feedback, returns, reworks, reopenings, \
-    last_hash, contact_state, contact_sealed";
-
-fn corrupt(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("read model holds an invalid {what}")
-}
-
-/// A case row from a `SELECT {CASE_COLUMNS}`.
-pub fn case_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
-    let ts = |i: usize| row.get::<Option<i64>, _>(i).map(from_micros);
-    let mut deadlines = BTreeMap::new();
-    for (index, clock) in [(23, Clock::Register), (24, Clock::Acknowledge), (25, Clock::Resolve), (26, Clock::Verify)] {
-        if let Some(due) = ts(index) {
-            deadlines.insert(clock, due);
-        }
-    }
-    let mut marks = BTreeSet::new();
-    for mark in row.get::<Vec<String>, _>(27) {
-        let (clock, kind) = mark.split_once(':').ok_or_else(|| corrupt("mark"))?;
-        marks.insert((
-            Clock::from_name(clock).ok_or_else(|| corrupt("mark clock"))?,
-            ClockMark::from_name(kind).ok_or_else(|| corrupt("mark kind"))?,
-        ));
-    }
-    let case = Case {
-        id: CaseId::from_uuid(row.get::<Uuid, _>(0)).map_err(|_| corrupt("case id"))?,
-        grid: GridCode::parse(row.get::<&str, _>(7)).map_err(|_| corrupt("grid"))?,
-        category: CategoryCode::parse(row.get::<&str, _>(8)).map_err(|_| corrupt("category"))?,
-        status: Status::from_name(row.get::<&str, _>(3)).ok_or_else(|| corrupt("state"))?,
-        version: row.get::<i64, _>(1) as u64,
-        severity_hint: row
-            .get::<Option<&str>, _>(12)
-            .map(|t| Tier::parse(t).ok_or_else(|| corrupt("hint")))
-            .transpose()?,
-        tier: row.get::<Option<&str>, _>(13).map(|t| Tier::parse(t).ok_or_else(|| corrupt("tier"))).transpose()?,
-        unit: row.get::<Option<&str>, _>(14).map(|u| OrgCode::parse(u).map_err(|_| corrupt("unit"))).transpose()?,
-        supervision: Supervision::from_name(row.get::<&str, _>(15)).ok_or_else(|| corrupt("supervision"))?,
-        urgent: row.get(16),
-        deadlines,
-        marks,
-        pending_extension: row.get::<Option<i32>, _>(28).map(|d| d as u32),
-        approved_extension_days: row.get::<i32, _>(29) as u32,
-        hold_requested: row.get(30),
-        feedback: row
-            .get::<Option<&str>, _>(31)
-            .map(|f| Feedback::from_name(f).ok_or_else(|| corrupt("feedback")))
-            .transpose()?,
-        returns: row.get::<i32, _>(32) as u32,
-        reworks: row.get::<i32, _>(33) as u32,
-        reopenings: row.get::<i32, _>(34) as u32,
-        contact: contact_state(row.get::<&str, _>(36)).ok_or_else(|| corrupt("contact state"))?,
-    };
-    Ok(CaseRow {
-        case,
-        last_sequence: row.get::<i64, _>(2) as u64,
-        description: row.get(9),
-        reported_by: row.get(10),
-        contact_phone_masked: row.get(11),
-        filed_at: ts(17).ok_or_else(|| corrupt("filing time"))?,
-        registered_at: ts(18),
-        dispatched_at: ts(19),
-        acknowledged_at: ts(20),
-        resolved_at: ts(21),
-        closed_at: ts(22),
-        last_hash: row.get(35),
-        contact_sealed: row.get(37),
-    })
-}
-
-/// The name `cases.contact_state` stores.
 pub fn contact_state_name(state: ContactState) -> &'static str {
     match state {
         ContactState::None => "none",
@@ -250,7 +174,7 @@ pub fn contact_state_name(state: ContactState) -> &'static str {
     }
 }
 
-fn contact_state(name: &str) -> Option<ContactState> {
+pub(crate) fn contact_state(name: &str) -> Option<ContactState> {
     [ContactState::None, ContactState::Given, ContactState::Erased].into_iter().find(|s| contact_state_name(*s) == name)
 }
 
@@ -269,11 +193,12 @@ pub async fn last_hashes(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> a
 
 /// The rows of these cases, if they exist.
 pub async fn load_cases(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> anyhow::Result<HashMap<CaseId, CaseRow>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ANY($1)")))
-        .bind(ids)
-        .fetch_all(executor)
-        .await?;
-    rows.iter().map(|row| case_row(row).map(|r| (r.case.id, r))).collect()
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM cases WHERE case_id = ANY($1)", *case_table::SELECT)))
+            .bind(ids)
+            .fetch_all(executor)
+            .await?;
+    rows.iter().map(|row| case_table::read(row).map(|r| (r.case.id, r))).collect()
 }
 
 /// One audit-history row.
@@ -358,87 +283,11 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> anyhow:
 }
 
 async fn write_cases(tx: &mut Transaction<'_, Postgres>, rows: &[CaseRow]) -> anyhow::Result<()> {
-    let due = |clock: Clock| rows.iter().map(|r| r.case.deadlines.get(&clock).map(|t| micros(*t))).collect::<Vec<_>>();
-    let ts = |f: fn(&CaseRow) -> Option<Timestamp>| rows.iter().map(|r| f(r).map(micros)).collect::<Vec<_>>();
-    let text = |f: fn(&CaseRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let int = |f: fn(&CaseRow) -> u32| rows.iter().map(|r| f(r) as i32).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO cases (case_id, version, last_sequence, state, county, township, village, grid, category, \
-         description, reported_by, contact_phone_masked, severity_hint, tier, unit, supervision, urgent, filed_at, \
-         registered_at, dispatched_at, acknowledged_at, resolved_at, closed_at, register_due, acknowledge_due, \
-         resolve_due, verify_due, marks, pending_extension_days, approved_extension_days, hold_requested, feedback, \
-         returns, reworks, reopenings, last_hash, contact_state, contact_sealed) \
-         SELECT id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, ts_from_micros(f), \
-         ts_from_micros(rg), ts_from_micros(dp), ts_from_micros(ak), ts_from_micros(rs), ts_from_micros(cl), \
-         ts_from_micros(d1), ts_from_micros(d2), ts_from_micros(d3), ts_from_micros(d4), \
-         CASE WHEN mk = '' THEN ARRAY[]::text[] ELSE string_to_array(mk, ',') END, pe, ae, hr, fb, re, rw, ro, lh, \
-         cs, cx \
-         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
-         $16::text[], $17::bool[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
-         $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], $28::text[], $29::int[], \
-         $30::int[], $31::bool[], $32::text[], $33::int[], $34::int[], $35::int[], $36::text[], $37::text[], \
-         $38::text[]) \
-         AS x(id, v, ls, st, co, tw, vi, gr, ca, de, rb, cp, sh, ti, un, su, ur, f, rg, dp, ak, rs, cl, d1, d2, d3, d4, \
-         mk, pe, ae, hr, fb, re, rw, ro, lh, cs, cx) \
-         ON CONFLICT (case_id) DO UPDATE SET version = EXCLUDED.version, last_sequence = EXCLUDED.last_sequence, \
-         state = EXCLUDED.state, tier = EXCLUDED.tier, unit = EXCLUDED.unit, supervision = EXCLUDED.supervision, \
-         urgent = EXCLUDED.urgent, registered_at = EXCLUDED.registered_at, dispatched_at = EXCLUDED.dispatched_at, \
-         acknowledged_at = EXCLUDED.acknowledged_at, resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at, \
-         register_due = EXCLUDED.register_due, acknowledge_due = EXCLUDED.acknowledge_due, \
-         resolve_due = EXCLUDED.resolve_due, verify_due = EXCLUDED.verify_due, marks = EXCLUDED.marks, \
-         pending_extension_days = EXCLUDED.pending_extension_days, \
-         approved_extension_days = EXCLUDED.approved_extension_days, hold_requested = EXCLUDED.hold_requested, \
-         feedback = EXCLUDED.feedback, returns = EXCLUDED.returns, reworks = EXCLUDED.reworks, \
-         reopenings = EXCLUDED.reopenings, last_hash = EXCLUDED.last_hash, \
-         contact_phone_masked = EXCLUDED.contact_phone_masked, contact_state = EXCLUDED.contact_state, \
-         contact_sealed = EXCLUDED.contact_sealed",
-    )
-    .bind(rows.iter().map(|r| *r.case.id.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.version as i64).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_sequence as i64).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.status.name().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.grid.county().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.grid.township().to_string()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.grid.village().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.grid.as_str().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.category.as_str().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.reported_by.clone()).collect::<Vec<_>>())
-    .bind(text(|r| r.contact_phone_masked.clone()))
-    .bind(text(|r| r.case.severity_hint.map(|t| t.as_str().to_owned())))
-    .bind(text(|r| r.case.tier.map(|t| t.as_str().to_owned())))
-    .bind(text(|r| r.case.unit.as_ref().map(|u| u.to_string())))
-    .bind(rows.iter().map(|r| r.case.supervision.name().to_owned()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.case.urgent).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| micros(r.filed_at)).collect::<Vec<_>>())
-    .bind(ts(|r| r.registered_at))
-    .bind(ts(|r| r.dispatched_at))
-    .bind(ts(|r| r.acknowledged_at))
-    .bind(ts(|r| r.resolved_at))
-    .bind(ts(|r| r.closed_at))
-    .bind(due(Clock::Register))
-    .bind(due(Clock::Acknowledge))
-    .bind(due(Clock::Resolve))
-    .bind(due(Clock::Verify))
-    .bind(
-        rows.iter()
-            .map(|r| r.case.marks.iter().map(|(c, m)| format!("{}:{}", c.name(), m.name())).collect::<Vec<_>>().join(","))
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.case.pending_extension.map(|d| d as i32)).collect::<Vec<_>>())
-    .bind(int(|r| r.case.approved_extension_days))
-    .bind(rows.iter().map(|r| r.case.hold_requested).collect::<Vec<_>>())
-    .bind(text(|r| r.case.feedback.map(|f| f.name().to_owned())))
-    .bind(int(|r| r.case.returns))
-    .bind(int(|r| r.case.reworks))
-    .bind(int(|r| r.case.reopenings))
-    .bind(rows.iter().map(|r| r.last_hash.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| contact_state_name(r.case.contact).to_owned()).collect::<Vec<_>>())
-    .bind(text(|r| r.contact_sealed.clone()))
-    .execute(&mut **tx)
-    .await
-    .context("writing case rows")?;
+    static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(case_table::upsert_sql);
+    case_table::bind(sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str())), rows)
+        .execute(&mut **tx)
+        .await
+        .context("writing case rows")?;
     Ok(())
 }
 

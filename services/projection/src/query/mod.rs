@@ -50,7 +50,7 @@ pub struct QueryApi {
     pub shutdown: Option<gridcase_runtime::Shutdown>,
 }
 
-pub(super) const CLOCKS: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
+pub(super) const CLOCKS: [Clock; 4] = Clock::ALL;
 
 pub(super) fn db_error(error: impl std::fmt::Display) -> GrpcStatus {
     grpc::unavailable("the read-model database", &error)
@@ -182,24 +182,37 @@ fn compare_kept(kept: &[StoredEvent], logged: &[Positioned]) -> Result<(), Strin
 /// The resident's phone number masked (138****5678), and whether the
 /// contact details were erased. Sealed details are opened with the case's
 /// key here, at read time; the read model holds only their ciphertext.
-async fn masked_phone(keys: &KeyStore, row: &CaseRow) -> Result<(String, bool), GrpcStatus> {
-    if row.case.contact == ContactState::Erased {
-        return Ok((String::new(), true));
-    }
-    if let Some(masked) = &row.contact_phone_masked {
-        return Ok((masked.clone(), false));
-    }
-    let Some(sealed) = &row.contact_sealed else { return Ok((String::new(), false)) };
-    let sealed = SealedJson::from_json(sealed).map_err(|e| grpc::internal(&e))?;
+/// Details recorded in clear (before sealing) are masked in the filing's
+/// redacted envelope, which the audit history keeps.
+async fn masked_phone(pool: &PgPool, keys: &KeyStore, row: &CaseRow) -> Result<(String, bool), GrpcStatus> {
     let case_id = &row.case.id;
-    match keys.key(case_id).await {
-        Ok(KeyState::Present(key)) => {
-            let contact = open_contact(&key, case_id, &sealed).map_err(|e| grpc::internal(&e))?;
-            Ok((contact.phone.map(|p| p.masked()).unwrap_or_default(), false))
+    match (row.case.contact, &row.contact_sealed) {
+        (ContactState::Erased, _) => Ok((String::new(), true)),
+        (ContactState::None, _) => Ok((String::new(), false)),
+        (ContactState::Given, Some(sealed)) => {
+            let sealed = SealedJson::from_json(sealed).map_err(|e| grpc::internal(&e))?;
+            match keys.key(case_id).await {
+                Ok(KeyState::Present(key)) => {
+                    let contact = open_contact(&key, case_id, &sealed).map_err(|e| grpc::internal(&e))?;
+                    Ok((contact.phone.map(|p| p.masked()).unwrap_or_default(), false))
+                }
+                // The key is gone: erased, the erasure event not projected yet.
+                Ok(KeyState::Absent | KeyState::Erased) => Ok((String::new(), true)),
+                Err(error) => Err(grpc::unavailable("the key store", &error)),
+            }
         }
-        // The key is gone: erased, the erasure event not projected yet.
-        Ok(KeyState::Absent | KeyState::Erased) => Ok((String::new(), true)),
-        Err(error) => Err(grpc::unavailable("the key store", &error)),
+        (ContactState::Given, None) => {
+            let phone: Option<String> = sqlx::query_scalar(
+                "SELECT envelope::jsonb #>> '{payload,resident_contact,phone}' FROM case_events \
+                 WHERE case_id = $1 AND case_version = 1",
+            )
+            .bind(case_id.as_uuid())
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| grpc::unavailable("the read models", &e))?
+            .flatten();
+            Ok((phone.unwrap_or_default(), false))
+        }
     }
 }
 
@@ -217,7 +230,7 @@ impl QueryService for QueryApi {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let row = self.case_row(access, &case_id).await?;
-        let (contact_phone_masked, contact_erased) = masked_phone(&self.keys, &row).await?;
+        let (contact_phone_masked, contact_erased) = masked_phone(&self.pool, &self.keys, &row).await?;
         let now = self.clock.now();
         let case = &row.case;
         let deadlines = CLOCKS
