@@ -209,11 +209,11 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO cases (case_id, version, last_sequence, state, county, township, village, grid, category, description, \
          reported_by, supervision, urgent, filed_at, acknowledge_due, resolve_due, marks, approved_extension_days, hold_requested, \
-         returns, reworks, reopenings, tier, unit) \
+         returns, reworks, reopenings, tier, unit, last_hash) \
          SELECT id, 3, 0, CASE WHEN i % 50 = 0 THEN 'IN_PROGRESS' ELSE 'CLOSED' END, '990101', \
          '990101' || lpad((1 + i % 3)::text, 3, '0'), '990101' || lpad((1 + i % 3)::text, 3, '0') || '001', \
          '990101' || lpad((1 + i % 3)::text, 3, '0') || '001001', '0101', 'synthetic', 'bench', 'NONE', false, \
-         f, f + interval '8 hours', f + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.urban.990101' \
+         f, f + interval '8 hours', f + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.urban.990101', md5(id::text) \
          FROM UNNEST($1::uuid[]) WITH ORDINALITY AS u(id, i), \
          LATERAL (SELECT CASE WHEN i % 50 = 0 THEN now() - ((i / 50) % 14400 || ' minutes')::interval \
                               ELSE now() - (i || ' minutes')::interval END AS f) AS filed",
