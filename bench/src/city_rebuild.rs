@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
-use gridcase_eventlog::{CaseSubject, EventLog, ReadFrom, StreamSettings};
+use gridcase_envelope::CaseSubject;
+use gridcase_eventlog::{EventLog, ReadFrom, StreamSettings};
 use gridcase_projection::{rebuild, store};
 use gridcase_tests::NatsServer;
 use sqlx::{Connection as _, PgConnection};

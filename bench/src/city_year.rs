@@ -27,8 +27,9 @@ use gridcase_domain::{
     Case, CaseId, CategoryCode, Command, Event, Feedback, Filing, GridCode, Location, OrgCode, PersonName, PhoneNumber,
     ResidentContact, Role, Status, Text, Tier,
 };
-use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings, cloudevents};
+use gridcase_envelope::schema::{Actor, EventMeta};
+use gridcase_envelope::{CaseSubject, StoredEvent};
+use gridcase_eventlog::{EventLog, StreamSettings, cloudevents};
 use gridcase_policy::Policy;
 use gridcase_reference::Reference;
 use gridcase_tests::{NatsServer, TestDispatcher};
@@ -830,7 +831,7 @@ mod tests {
             if seen.insert(mark.subject.clone()) {
                 let subject = CaseSubject::from_subject(&mark.subject).unwrap();
                 let history = log.history(&subject).await.unwrap();
-                gridcase_eventlog::verify_history(&history).unwrap();
+                gridcase_envelope::verify_history(&history).unwrap();
             }
         }
         assert!(seen.len() > 10);

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gridcase_domain::Role;
-use gridcase_eventlog::schema::Actor;
-use gridcase_eventlog::store::{CaseStore, Head, Provenance};
-use gridcase_eventlog::{EventLog, GroupCommit, StoredEvent, StreamSettings};
+use gridcase_envelope::Head;
+use gridcase_envelope::StoredEvent;
+use gridcase_envelope::schema::Actor;
+use gridcase_eventlog::store::{CaseStore, Provenance};
+use gridcase_eventlog::{EventLog, GroupCommit, StreamSettings};
 use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDispatcher};
 use tokio::sync::Mutex;

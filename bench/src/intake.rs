@@ -20,7 +20,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use gridcase_domain::CaseId;
-use gridcase_eventlog::{CaseSubject, EventLog, GroupCommit, ReadFrom, StreamSettings};
+use gridcase_envelope::CaseSubject;
+use gridcase_eventlog::{EventLog, GroupCommit, ReadFrom, StreamSettings};
 use gridcase_tests::fixtures::{filing, intake_client};
 use gridcase_tests::{NatsServer, TestIntake};
 

@@ -20,8 +20,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
-use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{CaseSubject, GroupCommit, StoredEvent, cloudevents};
+use gridcase_envelope::schema::{Actor, EventMeta};
+use gridcase_envelope::{CaseSubject, StoredEvent};
+use gridcase_eventlog::{GroupCommit, cloudevents};
 use gridcase_tests::fixtures::filing;
 
 #[derive(Parser)]

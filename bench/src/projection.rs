@@ -14,9 +14,11 @@ use futures::StreamExt;
 use gridcase_domain::{
     CaseId, CategoryCode, Command, Deadlines, Event, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
 };
-use gridcase_eventlog::schema::Actor;
-use gridcase_eventlog::store::{CaseStore, Committed, Head, Provenance};
-use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings};
+use gridcase_envelope::CaseSubject;
+use gridcase_envelope::Head;
+use gridcase_envelope::schema::Actor;
+use gridcase_eventlog::store::{CaseStore, Committed, Provenance};
+use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_proto::query::v1 as api;
 use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDatabase, TestProjection, stream_end};

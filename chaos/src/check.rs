@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use gridcase_eventlog::{CaseSubject, EventLog, Positioned, ReadFrom, StoredEvent, StreamSettings};
+use gridcase_envelope::{CaseSubject, Positioned, StoredEvent};
+use gridcase_eventlog::{EventLog, ReadFrom, StreamSettings};
 
 use crate::load::{Operation, Outcome};
 use crate::topology::Topology;
@@ -152,7 +153,7 @@ pub async fn check(topology: &Topology, log: &EventLog, outcomes: &[Outcome]) ->
     let mut commands: HashMap<(String, String), usize> = HashMap::new();
     for (subject, history) in &cases {
         verdict.events += history.len();
-        if let Err(broken) = gridcase_eventlog::verify_history(history) {
+        if let Err(broken) = gridcase_envelope::verify_history(history) {
             verdict.broken_chains += 1;
             verdict.problems.push(format!("{subject}: {broken}"));
         }

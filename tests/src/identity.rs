@@ -47,8 +47,8 @@ pub fn master_key_file() -> PathBuf {
 }
 
 /// The master keys of [`master_key_file`], for tests that open sealed data.
-pub fn master_keys() -> std::sync::Arc<gridcase_eventlog::sealing::MasterKeys> {
-    std::sync::Arc::new(gridcase_eventlog::sealing::MasterKeys::parse(TEST_MASTER_KEYS).expect("test master keys"))
+pub fn master_keys() -> std::sync::Arc<gridcase_envelope::sealing::MasterKeys> {
+    std::sync::Arc::new(gridcase_envelope::sealing::MasterKeys::parse(TEST_MASTER_KEYS).expect("test master keys"))
 }
 
 /// The issuer of test tokens (the services' default issuer and audience).

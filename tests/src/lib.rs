@@ -49,7 +49,7 @@ impl Backends {
 /// subject's last sequence to be `expected`. Its stream sequence.
 pub async fn append_foreign(
     nats: &NatsServer,
-    subject: &gridcase_eventlog::CaseSubject,
+    subject: &gridcase_envelope::CaseSubject,
     body: &[u8],
     expected: u64,
 ) -> u64 {
@@ -330,9 +330,11 @@ impl TestDispatcher {
 /// load the case, decide, commit after its head.
 pub mod act {
     use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
-    use gridcase_eventlog::schema::Actor;
-    use gridcase_eventlog::store::{CaseStore, Committed, Head, Provenance};
-    use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent};
+    use gridcase_envelope::Head;
+    use gridcase_envelope::schema::Actor;
+    use gridcase_envelope::{CaseSubject, StoredEvent};
+    use gridcase_eventlog::EventLog;
+    use gridcase_eventlog::store::{CaseStore, Committed, Provenance};
     use jiff::Timestamp;
 
     pub fn subject(grid: &str, case_id: CaseId) -> CaseSubject {

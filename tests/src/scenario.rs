@@ -7,7 +7,8 @@
 use gridcase_domain::{
     CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
 };
-use gridcase_eventlog::{CaseSubject, EventLog};
+use gridcase_envelope::CaseSubject;
+use gridcase_eventlog::EventLog;
 use jiff::Timestamp;
 
 use crate::act;

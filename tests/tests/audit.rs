@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use gridcase_domain::CaseId;
-use gridcase_eventlog::StoredEvent;
+use gridcase_envelope::StoredEvent;
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::cases::v1 as cases_api;
 use gridcase_proto::query::v1 as api;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridcase_domain::{CaseId, Clock, ClockMark, Command, Event, Role, Supervision, Text, Tier};
-use gridcase_eventlog::{CaseSubject, EventLog, StoredEvent, StreamSettings};
+use gridcase_envelope::{CaseSubject, StoredEvent};
+use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_runtime::FixedClock;
 use gridcase_tests::act;
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
@@ -142,7 +143,7 @@ async fn filed_cases_come_out_dispatched_with_deadlines_an_independent_calculati
         assert_eq!((got_unit.as_str(), got_ack, got_resolve), (unit, bj(ack), bj(resolve)), "{category} {tier}");
         assert!(!basis.fallback);
         assert_eq!(events[2].0.actor.role, Role::System);
-        gridcase_eventlog::verify_chain(&events.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
+        gridcase_envelope::verify_chain(&events.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
         // Registration and dispatch went out together: one atomic batch.
         let history = system.log.history(&subject).await.unwrap();
         let stream = system.log.context().get_stream("GRIDCASE_CASES").await.unwrap();

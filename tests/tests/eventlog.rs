@@ -3,8 +3,9 @@
 //! and acknowledged events that survive a crash.
 
 use gridcase_domain::{CaseId, Event, Role, Text, Tier};
-use gridcase_eventlog::schema::{Actor, EventMeta};
-use gridcase_eventlog::{AppendError, CaseSubject, EventLog, StoredEvent, StreamSettings, verify_chain};
+use gridcase_envelope::schema::{Actor, EventMeta};
+use gridcase_envelope::{CaseSubject, StoredEvent, verify_chain};
+use gridcase_eventlog::{AppendError, EventLog, StreamSettings};
 use gridcase_tests::NatsServer;
 use std::time::Duration;
 
@@ -217,7 +218,7 @@ async fn the_log_writes_nothing_to_a_stream_without_file_storage() {
     assert!(problems.contains("storage is not file"), "{problems}");
     let store = gridcase_eventlog::store::CaseStore::new(log);
     let case_id = CaseId::new_v7();
-    let head = gridcase_eventlog::store::Head::new_case(case_id, subject(&case_id));
+    let head = gridcase_envelope::Head::new_case(case_id, subject(&case_id));
     let first = event(case_id, 1, None, "kept in memory");
     let filing = first.decode().unwrap();
     let provenance = gridcase_eventlog::store::Provenance {

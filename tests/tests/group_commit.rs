@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use gridcase_domain::{CaseId, Event, Role, Text};
-use gridcase_eventlog::schema::Actor;
-use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head};
-use gridcase_eventlog::{CaseSubject, EventLog, GroupCommit, StreamSettings, verify_history};
+use gridcase_envelope::Head;
+use gridcase_envelope::schema::Actor;
+use gridcase_envelope::{CaseSubject, verify_history};
+use gridcase_eventlog::store::{CaseStore, CommitError, Committed};
+use gridcase_eventlog::{EventLog, GroupCommit, StreamSettings};
 use gridcase_tests::NatsServer;
 use gridcase_tests::gate::Gate;
 use gridcase_tests::scenario::filing;
@@ -55,7 +57,7 @@ fn subject(case_id: &CaseId) -> CaseSubject {
     gridcase_tests::act::subject(GRID, *case_id)
 }
 
-fn stored(committed: &Committed) -> &gridcase_eventlog::Positioned {
+fn stored(committed: &Committed) -> &gridcase_envelope::Positioned {
     match committed {
         Committed::Stored(positioned) => positioned,
         other => panic!("expected the event stored by this call, got {other:?}"),

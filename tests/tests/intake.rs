@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gridcase_domain::{CaseId, Event};
-use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings, verify_chain};
+use gridcase_envelope::{CaseSubject, verify_chain};
+use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
@@ -61,7 +62,7 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
         .await
         .unwrap();
     let gridcase_eventlog::KeyState::Present(key) = keys.key(&case_id).await.unwrap() else { panic!("no key") };
-    let opened = gridcase_eventlog::sealing::open_contact(&key, &case_id, &sealed).unwrap();
+    let opened = gridcase_envelope::sealing::open_contact(&key, &case_id, &sealed).unwrap();
     assert_eq!(opened.phone.unwrap().expose(), "13912345678");
     assert_eq!(opened.name.unwrap().expose(), "李四");
     assert_eq!((filed.location.latitude_e6, filed.location.longitude_e6), (30_274_100, 120_155_100));

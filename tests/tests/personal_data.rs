@@ -579,7 +579,7 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
 #[tokio::test]
 async fn the_master_key_rotates_with_gridctl_and_the_old_key_can_then_be_destroyed() {
     use gridcase_domain::{PersonName, PhoneNumber, ResidentContact};
-    use gridcase_eventlog::sealing::{MasterKeys, open_contact, seal_contact};
+    use gridcase_envelope::sealing::{MasterKeys, open_contact, seal_contact};
     use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings};
 
     let nats = NatsServer::start();
@@ -659,8 +659,9 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
         CategoryCode, Command, Contact, Event, Filing, GridCode, Location, PersonName, PhoneNumber, ResidentContact,
         Role, Text, Tier,
     };
-    use gridcase_eventlog::sealing::open_contact;
-    use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings, verify_history};
+    use gridcase_envelope::sealing::open_contact;
+    use gridcase_envelope::verify_history;
+    use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings};
     use gridcase_tests::act;
 
     let nats = NatsServer::start();
@@ -949,7 +950,7 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     // The query service masks details recorded in clear too (from the
     // filing's redacted envelope: the read model has no column for them).
     let auditor = Identity::new("audit-1", "county_auditor", "co-990101", "990101");
-    let mut query = query_client(deployment.query.clone(), &auditor).await;
+    let query = query_client(deployment.query.clone(), &auditor).await;
     gridcase_tests::eventually("the query service to show the clear filing's number masked", || {
         let mut query = query.clone();
         async move {
@@ -1053,7 +1054,7 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
 #[tokio::test(flavor = "current_thread")]
 async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_back() {
     use gridcase_domain::{PhoneNumber, ResidentContact};
-    use gridcase_eventlog::sealing::{DataKey, open_contact, seal_contact};
+    use gridcase_envelope::sealing::{DataKey, open_contact, seal_contact};
     use gridcase_eventlog::{KeyState, KeyStore, KeyStoreError};
 
     // Two keys are the same if what one seals the other opens.

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gridcase_domain::{CaseId, Command, Deadlines, Event, Feedback, OrgCode, Role, Supervision, Text, Tier};
-use gridcase_eventlog::{CaseSubject, EventLog, StreamSettings};
+use gridcase_envelope::CaseSubject;
+use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::query::v1 as api;
 use gridcase_runtime::FixedClock;
@@ -541,14 +542,14 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
     let (case_id, subject) = (case.id, case.subject);
     // A newer writer appends an event of a type this version does not know.
     let first = log.first(&subject).await.unwrap().unwrap();
-    let mut future = gridcase_eventlog::StoredEvent::seal(
+    let mut future = gridcase_envelope::StoredEvent::seal(
         &Event::Resumed,
-        gridcase_eventlog::schema::EventMeta {
+        gridcase_envelope::schema::EventMeta {
             event_id: uuid::Uuid::now_v7(),
             case_id,
             case_version: 2,
             occurred_at: at,
-            actor: gridcase_eventlog::Actor {
+            actor: gridcase_envelope::Actor {
                 person: "city-1".into(),
                 role: Role::System,
                 organisation: "city".into(),
@@ -597,14 +598,14 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     // another township, and a step on that copy.
     let copy = act::subject(GRIDS[2], case_id);
     let copy_filing = gridcase_domain::decide(None, &filing(case_id, GRIDS[2], "0204", at), at).unwrap();
-    let sealed = gridcase_eventlog::StoredEvent::seal(
+    let sealed = gridcase_envelope::StoredEvent::seal(
         &copy_filing,
-        gridcase_eventlog::schema::EventMeta {
+        gridcase_envelope::schema::EventMeta {
             event_id: uuid::Uuid::now_v7(),
             case_id,
             case_version: 1,
             occurred_at: at,
-            actor: gridcase_eventlog::Actor {
+            actor: gridcase_envelope::Actor {
                 person: "gridworker-1".into(),
                 role: Role::GridWorker,
                 organisation: "cc-990101101".into(),

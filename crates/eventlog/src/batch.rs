@@ -42,8 +42,8 @@ use tracing::{debug, warn};
 use crate::log::{
     AppendError, AppendOutcome, ERR_SUBJECT_SEQUENCE_NOT_READY, ERR_WRONG_LAST_SEQUENCE, EventLog, LogError, Sending,
 };
-use crate::schema::StoredEvent;
-use crate::subject::CaseSubject;
+use gridcase_envelope::schema::StoredEvent;
+use gridcase_envelope::subject::CaseSubject;
 
 /// The batch arrived incomplete (a message lost on the way): send it again.
 const ERR_INCOMPLETE_BATCH: u64 = 10176;

@@ -4,7 +4,7 @@
 
 use async_nats::HeaderMap;
 
-use crate::schema::StoredEvent;
+use gridcase_envelope::schema::StoredEvent;
 
 pub const SPEC_VERSION: &str = "1.0";
 pub const CONTENT_TYPE: &str = "application/json";

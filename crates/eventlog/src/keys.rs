@@ -28,7 +28,7 @@ use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use gridcase_domain::CaseId;
 
-use crate::sealing::{DataKey, MasterKeys, SealError, WrappedKey};
+use gridcase_envelope::sealing::{DataKey, MasterKeys, SealError, WrappedKey};
 
 pub const DEFAULT_BUCKET: &str = "gridcase-keys";
 

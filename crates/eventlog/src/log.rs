@@ -20,9 +20,10 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use gridcase_envelope::schema::{DecodeError, StoredEvent};
+use gridcase_envelope::{CaseSubject, Positioned};
+
 use crate::cloudevents;
-use crate::schema::{DecodeError, StoredEvent};
-use crate::subject::CaseSubject;
 
 /// The subject (a wildcard may stand in it) the expected last subject
 /// sequence is checked on, instead of the message's own: a filing expects
@@ -127,21 +128,6 @@ pub struct AppendOutcome {
     /// False when this call stored it, even if only a retried send of it
     /// got the answer.
     pub stored_before_this_call: bool,
-}
-
-/// A stored event, where it sits in the stream, and the bytes it is stored
-/// as (its hash is verified over those: [`verify_history`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Positioned {
-    pub stream_sequence: u64,
-    pub event: StoredEvent,
-    pub stored: Bytes,
-}
-
-/// Verify a case's history as read from the log: the hash of every event
-/// over its values as stored, the versions and the chain.
-pub fn verify_history(history: &[Positioned]) -> Result<(), crate::ChainBreak> {
-    crate::schema::verify_chain_as_stored(history.iter().map(|p| (&p.event, p.stored.as_ref())))
 }
 
 #[derive(Clone)]

@@ -110,7 +110,7 @@ impl Stream for CaseStreamReader {
 
 impl EventLog {
     /// Read the messages whose subject matches `filter` (e.g.
-    /// [`crate::CaseSubject::all_filter`] or one township's), in stream order,
+    /// [`gridcase_envelope::CaseSubject::all_filter`] or one township's), in stream order,
     /// from `from`.
     pub async fn read(&self, filter: String, from: ReadFrom) -> Result<CaseStreamReader, LogError> {
         let deliver_policy = match from {
@@ -125,7 +125,7 @@ impl EventLog {
             .map_err(|e| LogError::Unavailable(format!("creating an ordered consumer: {e}")))?;
         let caught_up_at_start = consumer.cached_info().num_pending == 0;
         let messages = consumer.messages().await.map_err(|e| LogError::Unavailable(format!("reading: {e}")))?;
-        let whole_stream = filter == crate::CaseSubject::all_filter();
+        let whole_stream = filter == gridcase_envelope::CaseSubject::all_filter();
         let due = match from {
             ReadFrom::Sequence(start) => Some(start.max(1)),
             ReadFrom::New => None,

@@ -22,10 +22,11 @@ use gridcase_domain::{Case, CaseId, Event};
 use jiff::Timestamp;
 use uuid::Uuid;
 
+use gridcase_envelope::schema::{Actor, DecodeError, EventMeta, StoredEvent};
+use gridcase_envelope::{CaseSubject, Head, Positioned, check_links, fold};
+
 use crate::batch::{Batcher, Encoded};
-use crate::log::{AppendError, EventLog, LogError, Positioned, Retry};
-use crate::schema::{Actor, DecodeError, EventMeta, StoredEvent};
-use crate::subject::CaseSubject;
+use crate::log::{AppendError, EventLog, LogError, Retry};
 
 pub const METRIC_APPENDS: &str = "gridcase_appends_total";
 pub const METRIC_APPEND_DURATION: &str = "gridcase_append_duration_seconds";
@@ -92,37 +93,6 @@ pub fn error_outcome(error: &CommitError) -> &'static str {
 /// The case-id → subject cache is cleared when it grows past this (a
 /// case's subject never changes, so a miss only costs one lookup).
 const SUBJECT_CACHE_LIMIT: usize = 100_000;
-
-/// Where a case stands in the log: what the next event chains to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub case_id: CaseId,
-    pub subject: CaseSubject,
-    /// The stream sequence of the case's last event (0: no event yet).
-    pub last_sequence: u64,
-    /// The hash of the case's last event (none: no event yet).
-    pub last_hash: Option<String>,
-    /// The case version of its last event (0: no event yet).
-    pub version: u64,
-}
-
-impl Head {
-    /// A case not filed yet: its filing must find the subject empty.
-    pub fn new_case(case_id: CaseId, subject: CaseSubject) -> Self {
-        Self { case_id, subject, last_sequence: 0, last_hash: None, version: 0 }
-    }
-
-    /// The head after `positioned`, the case's newest event.
-    pub fn after(&self, positioned: &Positioned) -> Self {
-        Self {
-            case_id: self.case_id,
-            subject: self.subject.clone(),
-            last_sequence: positioned.stream_sequence,
-            last_hash: Some(positioned.event.hash.clone()),
-            version: positioned.event.case_version,
-        }
-    }
-}
 
 /// A case as its history folds.
 #[derive(Debug, Clone)]
@@ -207,59 +177,6 @@ pub enum LoadError {
 
 /// Histories found broken on loading (a case's chain without its head or with a gap).
 pub const METRIC_CHAIN_BREAKS: &str = "gridcase_chain_breaks_total";
-
-/// Whether `history` runs from the case's first event with nothing missing:
-/// versions 1, 2, 3… each chained to the hash of the one before. Hashes are
-/// not recomputed here (`verify_history` does that); this only sees what
-/// the log lost.
-pub fn check_links(history: &[Positioned]) -> Result<(), String> {
-    let mut previous: Option<&Positioned> = None;
-    for (index, positioned) in history.iter().enumerate() {
-        let event = &positioned.event;
-        let expected = index as u64 + 1;
-        if event.case_version != expected {
-            return Err(match previous {
-                None => format!(
-                    "the first event the log holds (stream sequence {}) is version {}: the case's first {} event(s) are gone",
-                    positioned.stream_sequence,
-                    event.case_version,
-                    event.case_version.saturating_sub(1)
-                ),
-                Some(before) => format!(
-                    "version {} (stream sequence {}) follows version {} (stream sequence {}): events are missing",
-                    event.case_version, positioned.stream_sequence, before.event.case_version, before.stream_sequence
-                ),
-            });
-        }
-        let chained = match previous {
-            None => event.prev_hash.is_none(),
-            Some(before) => event.prev_hash.as_deref() == Some(before.event.hash.as_str()),
-        };
-        if !chained {
-            return Err(format!(
-                "version {} (stream sequence {}) does not chain to the event before it",
-                event.case_version, positioned.stream_sequence
-            ));
-        }
-        previous = Some(positioned);
-    }
-    Ok(())
-}
-
-/// Fold a history into the case. Events of a type this version does not
-/// know (written by a newer one) are passed over, as every consumer of the
-/// log passes them over.
-pub fn fold(history: &[Positioned]) -> Result<Option<Case>, DecodeError> {
-    let mut state = None;
-    for positioned in history {
-        match positioned.event.decode() {
-            Ok(event) => state = gridcase_domain::evolve(state, &event),
-            Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(state)
-}
 
 pub struct CaseStore {
     log: EventLog,

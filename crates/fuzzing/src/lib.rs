@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use gridcase_auth::{KeySet, VerifierSettings};
-use gridcase_eventlog::StoredEvent;
+use gridcase_envelope::StoredEvent;
 use jiff::Timestamp;
 
 /// A target: a name (its corpus folder) and the function.
@@ -35,26 +35,26 @@ pub const TARGETS: &[Target] = &[
 /// A stored event as read from the stream (another writer's, or altered):
 /// the envelope, its payload, the hash over the stored values, the redacted copy.
 pub fn stored_event(data: &[u8]) {
-    let _ = gridcase_eventlog::hash_as_stored(data);
+    let _ = gridcase_envelope::hash_as_stored(data);
     if let Ok(stored) = StoredEvent::from_json_bytes(data) {
         let _ = stored.decode();
         let _ = stored.redacted_json();
         let _ = stored.compute_hash();
-        let _ = gridcase_eventlog::verify_chain(std::slice::from_ref(&stored));
+        let _ = gridcase_envelope::verify_chain(std::slice::from_ref(&stored));
     }
 }
 
 /// Sealed contact details as the read models keep them.
 pub fn sealed_json(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = gridcase_eventlog::sealing::SealedJson::from_json(text);
+        let _ = gridcase_envelope::sealing::SealedJson::from_json(text);
     }
 }
 
 /// The master key file.
 pub fn master_keys(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = gridcase_eventlog::sealing::MasterKeys::parse(text);
+        let _ = gridcase_envelope::sealing::MasterKeys::parse(text);
     }
 }
 

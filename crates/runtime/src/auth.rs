@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use gridcase_auth::policy::{CaseScope, Decision, Target};
 use gridcase_auth::token::{DevIssuer, KeySet, TokenAlgorithm, Verified, VerifierSettings};
 use gridcase_auth::{Operation, Principal, authorize};
-use gridcase_eventlog::schema::Actor;
+use gridcase_envelope::schema::Actor;
 use tonic::Status;
 
 use crate::{Clock, parse_duration};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_calendar::{Calendar, YearTable};
-use gridcase_eventlog::sealing::MasterKeys;
+use gridcase_envelope::sealing::MasterKeys;
 use gridcase_eventlog::{EventLog, KeyStore, StreamSettings};
 use gridcase_policy::Policy;
 

@@ -16,8 +16,8 @@ use gridcase_calendar::Calendar;
 use gridcase_domain::{
     Case, Clock, ClockMark, Command, ContactState, Event, OrgCode, Role, Status, Supervision, Text, Tier,
 };
-use gridcase_eventlog::store::Head;
-use gridcase_eventlog::{CaseSubject, StoredEvent};
+use gridcase_envelope::Head;
+use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_policy::{ClockTiming, Computed, Limit, Marks, Planner, Policy, Span};
 use gridcase_reference::Reference;
 use jiff::{SignedDuration, Timestamp};

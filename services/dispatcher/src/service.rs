@@ -22,9 +22,11 @@ use futures::stream::FuturesUnordered;
 use gridcase_calendar::Calendar;
 use gridcase_domain::Event;
 use gridcase_domain::{CaseId, Role};
-use gridcase_eventlog::schema::Actor;
-use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Head, Provenance};
-use gridcase_eventlog::{CaseSubject, KeyStore, ReadFrom, StoredEvent};
+use gridcase_envelope::Head;
+use gridcase_envelope::schema::Actor;
+use gridcase_envelope::{CaseSubject, StoredEvent};
+use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Provenance};
+use gridcase_eventlog::{KeyStore, ReadFrom};
 use gridcase_policy::Policy;
 use gridcase_reference::Reference;
 use gridcase_runtime::{Clock, Shutdown, SystemClock};
@@ -677,7 +679,7 @@ impl Worker {
     fn observe(
         &mut self,
         subject: &str,
-        stored: Result<StoredEvent, gridcase_eventlog::DecodeError>,
+        stored: Result<StoredEvent, gridcase_envelope::DecodeError>,
         sequence: u64,
         headers: Option<&async_nats::HeaderMap>,
     ) -> Option<CaseSubject> {
@@ -755,7 +757,7 @@ impl Worker {
     fn loaded(
         &mut self,
         case_id: CaseId,
-        history: Result<Vec<gridcase_eventlog::Positioned>, gridcase_eventlog::LogError>,
+        history: Result<Vec<gridcase_envelope::Positioned>, gridcase_eventlog::LogError>,
     ) -> Option<CaseSubject> {
         let loading = self.loading.get(&case_id)?;
         let history = match history {
@@ -982,7 +984,7 @@ struct Loading {
 type Load = std::pin::Pin<
     Box<
         dyn std::future::Future<
-                Output = (CaseId, Result<Vec<gridcase_eventlog::Positioned>, gridcase_eventlog::LogError>),
+                Output = (CaseId, Result<Vec<gridcase_envelope::Positioned>, gridcase_eventlog::LogError>),
             > + Send,
     >,
 >;
@@ -1101,7 +1103,7 @@ fn follow_on(core: &Core<'_>, tracked: &Tracked, first: &(Event, Action), now: T
     let provenance = step_provenance(action, now);
     let sealed = StoredEvent::seal(
         event,
-        gridcase_eventlog::schema::EventMeta {
+        gridcase_envelope::schema::EventMeta {
             event_id: provenance.event_id,
             case_id: tracked.case.id,
             case_version: tracked.case.version + 1,

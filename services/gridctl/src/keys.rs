@@ -9,7 +9,7 @@
 //! are unreadable from then on.
 
 use anyhow::Context as _;
-use gridcase_eventlog::sealing::MasterKeys;
+use gridcase_envelope::sealing::MasterKeys;
 use gridcase_runtime::{CommonArgs, KeyArgs};
 
 #[derive(Debug, clap::Subcommand)]

@@ -32,8 +32,9 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt as _;
 use gridcase_domain::{CaseId, ResidentContact};
-use gridcase_eventlog::sealing::{DataKey, SealedJson, seal_contact};
-use gridcase_eventlog::{EventLog, KeyStore, KeyStoreError, hash_as_stored};
+use gridcase_envelope::hash_as_stored;
+use gridcase_envelope::sealing::{DataKey, SealedJson, seal_contact};
+use gridcase_eventlog::{EventLog, KeyStore, KeyStoreError};
 use gridcase_runtime::{CommonArgs, KeyArgs};
 use serde_json::Value;
 

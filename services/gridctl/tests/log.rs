@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use gridcase_eventlog::{AttachmentStore, CaseSubject, EventLog, StreamSettings, attachments::DEFAULT_STREAM};
+use gridcase_envelope::CaseSubject;
+use gridcase_eventlog::{AttachmentStore, EventLog, StreamSettings, attachments::DEFAULT_STREAM};
 use gridcase_tests::{NatsServer, given};
 
 const GRID: &str = "990101001001001";
@@ -120,7 +121,7 @@ async fn log_copy_moves_the_history_message_for_message_and_resumes() {
     let subject = CaseSubject::from_subject(old_stream.get_raw_message(1).await.unwrap().subject.as_str()).unwrap();
     let history = new_log.history(&subject).await.unwrap();
     assert_eq!(history.len(), 2);
-    gridcase_eventlog::verify_history(&history).expect("the chain verifies on the copy");
+    gridcase_envelope::verify_history(&history).expect("the chain verifies on the copy");
     let attachments = AttachmentStore::open(new_log.context(), DEFAULT_STREAM, 1).await.unwrap();
     for (photo, which) in [(&photo, "the photo"), (&old_photo, "the photo of the older version")] {
         let digest = gridcase_domain::Sha256Digest::parse(&sha256_hex(photo)).unwrap();

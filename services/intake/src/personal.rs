@@ -3,7 +3,7 @@
 //! someone allowed to see them (masked for the others).
 
 use gridcase_domain::{CaseId, Contact, ResidentContact};
-use gridcase_eventlog::sealing::{open_contact, seal_contact};
+use gridcase_envelope::sealing::{open_contact, seal_contact};
 use gridcase_eventlog::{KeyState, KeyStore, KeyStoreError};
 use gridcase_runtime::grpc;
 use tonic::Status;

@@ -3,8 +3,8 @@
 //! ledger counts it moves. The store writes the results in bulk.
 
 use gridcase_domain::{Case, Clock, Contact, Event, Feedback, OrgCode, Status};
-use gridcase_eventlog::StoredEvent;
-use gridcase_eventlog::sealing::SealedJson;
+use gridcase_envelope::StoredEvent;
+use gridcase_envelope::sealing::SealedJson;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gridcase_calendar::{Calendar, YearTable};
 use gridcase_domain::{CaseId, CategoryCode, Deadlines, Filing, GridCode, Location, Text};
-use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_envelope::schema::{Actor, EventMeta};
 use uuid::Uuid;
 
 use super::*;

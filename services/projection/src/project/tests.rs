@@ -3,7 +3,7 @@
 use gridcase_domain::{
     CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
 };
-use gridcase_eventlog::schema::{Actor, EventMeta};
+use gridcase_envelope::schema::{Actor, EventMeta};
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
