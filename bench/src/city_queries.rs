@@ -27,7 +27,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
 /// The queries, through a projection service on the data set's stream and
 /// read models.
 pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) -> anyhow::Result<()> {
-    let clock = gridcase_runtime::FixedClock::new(data.end);
+    let clock = gridcase_process::ManualTimeSource::new(data.end);
     let mut config = TestProjection::config(&nats.url(), url);
     config.rules.calendar_dir = gridcase_tests::workspace_root().join("deploy/calendar");
     let projection = TestProjection::spawn_with(config, Arc::new(clock)).await;

@@ -92,9 +92,9 @@ fn write_reference(dir: &Path, townships: usize, grids: usize) -> anyhow::Result
 }
 
 /// The rules every service of the data set runs with (the shipped ones).
-fn rules() -> gridcase_runtime::PolicyArgs {
+fn rules() -> gridcase_resources::PolicyArgs {
     let root = gridcase_tests::workspace_root();
-    gridcase_runtime::PolicyArgs {
+    gridcase_resources::PolicyArgs {
         policy: root.join("deploy/policy/policy.toml"),
         calendar_dir: root.join("deploy/calendar"),
     }
@@ -700,7 +700,7 @@ pub async fn dispatcher(options: Measure) -> anyhow::Result<Vec<Start>> {
         "data set: {} cases, {} events of {} over {} townships; {} open at the end; clock at {}",
         data.cases, data.events, data.year, data.townships, data.open, data.end
     );
-    let clock = gridcase_runtime::FixedClock::new(data.end);
+    let clock = gridcase_process::ManualTimeSource::new(data.end);
     let config = |bucket: &str| {
         let mut config = TestDispatcher::config(&nats.url());
         config.reference_dir = reference_dir(&options.dir);

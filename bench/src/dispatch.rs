@@ -22,7 +22,7 @@ use gridcase_envelope::StoredEvent;
 use gridcase_envelope::schema::Actor;
 use gridcase_eventlog::store::{CaseStore, Provenance};
 use gridcase_eventlog::{EventLog, GroupCommit, StreamSettings};
-use gridcase_runtime::SystemClock;
+use gridcase_process::SystemTimeSource;
 use gridcase_tests::{NatsServer, TestDispatcher};
 use tokio::sync::Mutex;
 
@@ -185,7 +185,7 @@ async fn measure(cases: usize, rate: f64, group_commit_events: usize, label: &'s
     let mut config = quiet(TestDispatcher::config(&nats.url()));
     config.common.group_commit_events = group_commit_events as u16;
     let started = Instant::now();
-    let dispatcher = TestDispatcher::spawn_with(config, Arc::new(SystemClock)).await;
+    let dispatcher = TestDispatcher::spawn_with(config, Arc::new(SystemTimeSource)).await;
     wait_for(&watch, cases).await;
     let backlog = started.elapsed();
     let end = log.last_sequence().await?;

@@ -247,7 +247,7 @@ async fn spawn_intake(nats: &NatsServer, group_commit: GroupCommit) -> TestIntak
     config.common.group_commit_events = group_commit.max_events as u16;
     config.common.group_commit_in_flight = group_commit.max_in_flight as u16;
     config.common.group_commit_wait = group_commit.max_wait;
-    TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_runtime::SystemClock)).await
+    TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_process::SystemTimeSource)).await
 }
 
 /// `count` calls started at `rate` per second whatever their answers (an

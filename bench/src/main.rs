@@ -160,7 +160,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     // Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (the
     // observability benchmark sets it for its traced runs).
-    let telemetry = gridcase_runtime::telemetry::init(gridcase_runtime::LogFormat::Text, "warn", "gridcase-bench");
+    let telemetry = gridcase_process::telemetry::init(gridcase_process::LogFormat::Text, "warn", "gridcase-bench");
     let result = run(Cli::parse().bench).await;
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     result

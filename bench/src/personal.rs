@@ -38,12 +38,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut config = TestIntake::config(&nats.url());
     config.no_metrics = false;
     config.metrics_addr = metrics_addr;
-    let intake = TestIntake::spawn_with(config, Arc::new(gridcase_runtime::SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(gridcase_process::SystemTimeSource)).await;
     // A second intake that stores each new key alone (--key-batch-max 1):
     // what the keys' group commit gains, in the same run.
     let mut alone_config = TestIntake::config(&nats.url());
     alone_config.keys.key_batch_max = 1;
-    let alone = TestIntake::spawn_with(alone_config, Arc::new(gridcase_runtime::SystemClock)).await;
+    let alone = TestIntake::spawn_with(alone_config, Arc::new(gridcase_process::SystemTimeSource)).await;
     let alone_client = intake_client(alone.endpoint()).await;
     let client = intake_client(intake.endpoint()).await;
     let cases_client = CaseServiceClient::connect(intake.endpoint()).await?;

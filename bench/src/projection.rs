@@ -19,8 +19,8 @@ use gridcase_envelope::Head;
 use gridcase_envelope::schema::Actor;
 use gridcase_eventlog::store::{CaseStore, Committed, Provenance};
 use gridcase_eventlog::{EventLog, StreamSettings};
+use gridcase_process::SystemTimeSource;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::SystemClock;
 use gridcase_tests::{NatsServer, TestDatabase, TestProjection, stream_end};
 use jiff::{SignedDuration, Timestamp};
 
@@ -134,7 +134,7 @@ pub async fn run(cases: usize, query_cases: usize) -> anyhow::Result<()> {
 
     // Live: the projection runs while the events are appended.
     let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemClock)).await;
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
     let started = Instant::now();
     let store = Arc::new(CaseStore::new(log.clone()));
     let append = append_all(&store, cases, 64).await?;

@@ -44,18 +44,18 @@ struct Cli {
     #[arg(long, default_value = "deploy/cluster.sh")]
     script: PathBuf,
     /// How long a client retries one operation before giving up on it.
-    #[arg(long, default_value = "60s", value_parser = gridcase_runtime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = gridcase_process::parse_duration)]
     give_up_after: Duration,
     /// How long to wait for the system to settle before checking.
-    #[arg(long, default_value = "120s", value_parser = gridcase_runtime::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = gridcase_process::parse_duration)]
     settle_timeout: Duration,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // The harness exports no traces of its own.
-    let _logs = gridcase_runtime::telemetry::install(
-        gridcase_runtime::LogFormat::Text,
+    let _logs = gridcase_process::telemetry::install(
+        gridcase_process::LogFormat::Text,
         "warn,sqlx=error,gridcase_chaos=info",
         None,
     );

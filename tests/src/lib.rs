@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gridcase_intake::{Application, Config};
-use gridcase_runtime::shutdown::ShutdownTrigger;
-use gridcase_runtime::{Clock, Shutdown, SystemClock};
+use gridcase_process::shutdown::ShutdownTrigger;
+use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -163,10 +163,10 @@ impl TestIntake {
     }
 
     pub async fn spawn(nats_url: &str) -> Self {
-        Self::spawn_with(Self::config(nats_url), Arc::new(SystemClock)).await
+        Self::spawn_with(Self::config(nats_url), Arc::new(SystemTimeSource)).await
     }
 
-    pub async fn spawn_with(config: Config, clock: Arc<dyn Clock>) -> Self {
+    pub async fn spawn_with(config: Config, clock: Arc<dyn TimeSource>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a free port");
         let app = Application::build(config, listener, clock).await.expect("intake builds");
         let addr = app.local_addr().expect("local addr");
@@ -269,11 +269,14 @@ impl TestDispatcher {
         config
     }
 
-    pub async fn spawn_with(config: gridcase_dispatcher::Config, clock: Arc<dyn Clock>) -> Self {
+    pub async fn spawn_with(config: gridcase_dispatcher::Config, clock: Arc<dyn TimeSource>) -> Self {
         Self::try_spawn_with(config, clock).await.expect("dispatcher builds")
     }
 
-    pub async fn try_spawn_with(config: gridcase_dispatcher::Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn try_spawn_with(
+        config: gridcase_dispatcher::Config,
+        clock: Arc<dyn TimeSource>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let app = gridcase_dispatcher::Application::build(config, listener, clock).await?;
         let health_addr = app.health_addr()?;
@@ -490,7 +493,7 @@ impl TestProjection {
         config
     }
 
-    pub async fn spawn_with(config: gridcase_projection::Config, clock: Arc<dyn Clock>) -> Self {
+    pub async fn spawn_with(config: gridcase_projection::Config, clock: Arc<dyn TimeSource>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let app =
             gridcase_projection::service::Application::build(config, listener, clock).await.expect("projection builds");
@@ -540,14 +543,24 @@ pub async fn query_client(endpoint: String, who: &Identity) -> QueryClient {
 /// Wait until `condition` holds, looking again every 20 ms; after 30 s the
 /// test fails naming `what` it waited for. The one way tests wait for
 /// something they can observe (never a fixed sleep).
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    eventually_within(what, std::time::Duration::from_secs(30), condition).await
+}
+
+/// [`eventually`], waiting up to `patience` (what a server does on a
+/// schedule of its own, such as a mirror's retries).
+pub async fn eventually_within<F, Fut>(what: &str, patience: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "waited 30 s for {what}");
+        assert!(tokio::time::Instant::now() < deadline, "waited {patience:?} for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

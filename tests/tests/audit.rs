@@ -10,10 +10,10 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use gridcase_domain::CaseId;
 use gridcase_envelope::StoredEvent;
+use gridcase_process::ManualTimeSource;
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::cases::v1 as cases_api;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::FixedClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::lifecycle::{self, centre, request};
 use gridcase_tests::{
@@ -106,7 +106,7 @@ async fn hashes_are_verified_over_the_stored_values_and_a_missing_row_is_told_fr
     // The query service's history: verified against the log too.
     let projection = TestProjection::spawn_with(
         TestProjection::config(&nats.url(), &db.url),
-        Arc::new(FixedClock::new(Timestamp::now())),
+        Arc::new(ManualTimeSource::new(Timestamp::now())),
     )
     .await;
     projection.caught_up_to(stream_end(&nats).await).await;
@@ -184,7 +184,7 @@ async fn the_watch_shows_exactly_what_the_log_stores_once_each_and_resumes_after
     let intake = TestIntake::spawn(&nats.url()).await;
     let projection = TestProjection::spawn_with(
         TestProjection::config(&nats.url(), &db.url),
-        Arc::new(FixedClock::new(Timestamp::now())),
+        Arc::new(ManualTimeSource::new(Timestamp::now())),
     )
     .await;
     let mut query = county_query(&projection).await;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gridcase_domain::CaseId;
+use gridcase_process::SystemTimeSource;
 use gridcase_proto::admin::v1 as admin_api;
 use gridcase_proto::admin::v1::reference_service_client::ReferenceServiceClient;
 use gridcase_proto::auth::v1 as auth_api;
@@ -14,7 +15,6 @@ use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as intake_api;
 use gridcase_proto::query::v1 as query_api;
 use gridcase_proto::query::v1::query_service_client::QueryServiceClient;
-use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::{filing, intake_client};
 use gridcase_tests::identity::issuer;
 use gridcase_tests::lifecycle::{self, context};
@@ -266,7 +266,7 @@ async fn start() -> Running {
     let intake = TestIntake::spawn(&nats.url()).await;
     let db = TestDatabase::create().await;
     let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemClock)).await;
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
     Running { nats, intake, projection, _db: db }
 }
 
@@ -657,7 +657,7 @@ async fn development_tokens_only_from_a_server_with_a_development_secret() {
     let mut config = TestIntake::config(&nats.url());
     config.auth.dev_secret_file = None;
     config.auth.keys = vec![format!("idp-2026:EdDSA:{}", keys.display())];
-    let production = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let production = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let mut auth = AuthServiceClient::connect(production.endpoint()).await.unwrap();
     let status = auth
         .issue_dev_token(auth_api::IssueDevTokenRequest {
@@ -690,14 +690,14 @@ async fn development_tokens_only_from_a_server_with_a_development_secret() {
     let mut config = TestIntake::config(&nats.url());
     config.auth.keys = vec![format!("idp-2026:EdDSA:{}", keys.display())];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemClock)).await.err().unwrap();
+    let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemTimeSource)).await.err().unwrap();
     assert!(format!("{error:#}").contains("exclusive"), "{error:#}");
 
     // A server without any key refuses to start.
     let mut config = TestIntake::config(&nats.url());
     config.auth.dev_secret_file = None;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemClock)).await.err().unwrap();
+    let error = gridcase_intake::Application::build(config, listener, Arc::new(SystemTimeSource)).await.err().unwrap();
     assert!(format!("{error:#}").contains("no token keys are configured"), "{error:#}");
 }
 
@@ -707,7 +707,7 @@ async fn a_watch_ends_when_its_token_expires() {
     let db = TestDatabase::create().await;
     let mut config = TestProjection::config(&nats.url(), &db.url);
     config.auth.clock_skew = std::time::Duration::from_secs(1);
-    let projection = TestProjection::spawn_with(config, Arc::new(SystemClock)).await;
+    let projection = TestProjection::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let centre = &people()["centre_a"];
     let token = issuer().mint(&centre.principal, jiff::Timestamp::now(), 2);
     let mut request =

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use gridcase_chaos::{Topology, check, load};
-use gridcase_tests::{eventually, serving, workspace_root};
+use gridcase_tests::{eventually, eventually_within, serving, workspace_root};
 
 async fn connect(topology: &Topology, seed_file: &std::path::Path) -> async_nats::Client {
     let seed = std::fs::read_to_string(seed_file).unwrap();
@@ -134,7 +134,10 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     assert!(after.outcomes.iter().all(|o| o.acknowledged_after.is_some() || o.refused.is_some()));
     let grown = log.last_sequence().await.unwrap();
     assert!(grown > end);
-    eventually("the mirror to follow the restored stream", || async {
+    // The mirror lost its origin while the stream was replaced: it finds
+    // the restored one at its next retry (JetStream backs off up to 2 min).
+    let patience = Duration::from_secs(150);
+    eventually_within("the mirror to follow the restored stream", patience, || async {
         mirrored(&backup, "BACKUP_GRIDCASE_CASES").await == grown
     })
     .await;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridcase_domain::{CaseId, Status as State};
+use gridcase_process::{ManualTimeSource, SystemTimeSource};
 use gridcase_proto::cases::v1 as api;
 use gridcase_proto::common::v1 as common;
-use gridcase_runtime::{FixedClock, SystemClock};
 use gridcase_tests::fixtures::{as_worker, filing, intake_client};
 use gridcase_tests::lifecycle::{self, Client, centre, request, unit};
 use gridcase_tests::{NatsServer, TestDispatcher, TestIntake};
@@ -599,12 +599,12 @@ async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure()
 #[tokio::test]
 async fn scenario_b_a_hold_pauses_the_resolve_clock_and_resuming_rearms_it() {
     let nats = NatsServer::start();
-    let clock = FixedClock::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
+    let clock = ManualTimeSource::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let mut dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
     let mut client = lifecycle::client(intake.endpoint()).await;
     let case_id = CaseId::new_v7();
-    let report = gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_runtime::Clock::now(&clock));
+    let report = gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_process::TimeSource::now(&clock));
     intake_client(intake.endpoint()).await.file_case(as_worker(report)).await.unwrap();
     // The dispatcher registers and dispatches it (route 0101 → urban management).
     let view = wait_for_state(&mut client, case_id, common::CaseState::Dispatched).await;
@@ -672,7 +672,7 @@ async fn wait_for_state(client: &mut Client, case_id: CaseId, state: common::Cas
 #[tokio::test]
 async fn scenario_c_a_duplicate_report_is_voided_with_its_reason() {
     let nats = NatsServer::start();
-    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(SystemTimeSource)).await;
     let mut client = lifecycle::client(intake.endpoint()).await;
     let case_id = file_new(&intake).await;
     let voided = client

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gridcase_domain::{CaseId, Clock, ClockMark, Command, Event, Role, Supervision, Text, Tier};
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, StreamSettings};
-use gridcase_runtime::FixedClock;
+use gridcase_process::ManualTimeSource;
 use gridcase_tests::act;
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
 use gridcase_tests::{NatsServer, TestDispatcher, TestIntake};
@@ -22,14 +22,14 @@ fn bj(text: &str) -> Timestamp {
 
 struct System {
     nats: NatsServer,
-    clock: FixedClock,
+    clock: ManualTimeSource,
     intake: TestIntake,
     log: EventLog,
 }
 
 async fn system(at: &str) -> System {
     let nats = NatsServer::start();
-    let clock = FixedClock::new(bj(at));
+    let clock = ManualTimeSource::new(bj(at));
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
     System { nats, clock, intake, log }
@@ -93,9 +93,9 @@ trait NowForTests {
     fn now_for_tests(&self) -> Timestamp;
 }
 
-impl NowForTests for FixedClock {
+impl NowForTests for ManualTimeSource {
     fn now_for_tests(&self) -> Timestamp {
-        gridcase_runtime::Clock::now(self)
+        gridcase_process::TimeSource::now(self)
     }
 }
 
@@ -195,7 +195,7 @@ async fn two_dispatchers_racing_take_every_step_once() {
         system.until_kind(subject, "supervised").await;
     }
     system.clock.advance(SignedDuration::from_secs(1));
-    let now = gridcase_runtime::Clock::now(&system.clock);
+    let now = gridcase_process::TimeSource::now(&system.clock);
     a.settled_at(now, &system.nats).await;
     b.settled_at(now, &system.nats).await;
     a.stop().await.unwrap();
@@ -293,7 +293,7 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
     let events = system.until_kind(&subject, "dispatched").await;
     assert_eq!(dispatched(&events).2, bj("2026-03-09 09:00"));
     let unit = "unit.urban.990101";
-    let now = gridcase_runtime::Clock::now(&system.clock);
+    let now = gridcase_process::TimeSource::now(&system.clock);
     act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, now).await.unwrap();
     let reason = |s: &str| Text::reason(s).unwrap();
     act::command(
@@ -365,7 +365,7 @@ async fn a_malformed_policy_stops_start_up_with_the_line() {
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     let mut config = TestDispatcher::config(&nats.url());
     config.rules.policy = dir.path().join("policy.toml");
-    let error = TestDispatcher::try_spawn_with(config, Arc::new(FixedClock::new(bj("2026-03-09 09:00"))))
+    let error = TestDispatcher::try_spawn_with(config, Arc::new(ManualTimeSource::new(bj("2026-03-09 09:00"))))
         .await
         .err()
         .expect("start-up refused");

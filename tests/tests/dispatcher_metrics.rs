@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gridcase_domain::CaseId;
 use gridcase_eventlog::{EventLog, StreamSettings};
-use gridcase_runtime::FixedClock;
+use gridcase_process::ManualTimeSource;
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
 use gridcase_tests::{NatsServer, TestDispatcher, TestIntake, act};
 
@@ -22,7 +22,7 @@ fn free_port() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_steps_they_stored() {
     let nats = NatsServer::start();
-    let clock = FixedClock::new("2026-03-09T01:00:00Z".parse().unwrap());
+    let clock = ManualTimeSource::new("2026-03-09T01:00:00Z".parse().unwrap());
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
 
@@ -56,7 +56,7 @@ async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_st
         let key = format!("gridcase_dispatcher_steps_total{{step=\"{step}\"}}");
         assert_eq!(first.get(&key), Some(&0.0), "{key} at zero from the start: {first:?}");
     }
-    let now = gridcase_runtime::Clock::now(&clock);
+    let now = gridcase_process::TimeSource::now(&clock);
     let mut b = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
     b.settled_at(now, &nats).await;
 

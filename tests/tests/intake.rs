@@ -8,10 +8,10 @@ use futures::StreamExt;
 use gridcase_domain::{CaseId, Event};
 use gridcase_envelope::{CaseSubject, verify_chain};
 use gridcase_eventlog::{EventLog, StreamSettings};
+use gridcase_process::SystemTimeSource;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
-use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::{as_worker, filing, intake_client, worker};
 use gridcase_tests::identity;
 use gridcase_tests::{Identity, NatsServer, TestIntake};
@@ -294,7 +294,7 @@ async fn photos_upload_in_chunks_are_referenced_by_digest_and_oversize_ones_are_
     let nats = NatsServer::start();
     let mut config = TestIntake::config(&nats.url());
     config.max_attachment_bytes = 64 * 1024;
-    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let mut client = intake_client(intake.endpoint()).await;
 
     let photo = gridcase_tests::fixtures::jpeg(40_000);
@@ -394,7 +394,7 @@ async fn nats_going_down_gives_unavailable_loses_nothing_acknowledged_and_recove
     let mut config = TestIntake::config(&nats.url());
     config.common.publish_timeout = Duration::from_millis(500);
     config.common.append_deadline = Duration::from_secs(1);
-    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let mut client = intake_client(intake.endpoint()).await;
 
     let before = filing(CaseId::new_v7());
@@ -623,7 +623,7 @@ async fn a_list_of_nats_urls_is_used_as_a_cluster_and_a_dead_one_is_passed_over(
     let mut config = TestIntake::config(&nats.url());
     // Port 1 answers nobody: the client moves on to the live server.
     config.common.nats_url = format!("nats://127.0.0.1:1, {}", nats.url());
-    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let mut client = intake_client(intake.endpoint()).await;
     let receipt = client.file_case(as_worker(filing(CaseId::new_v7()))).await.expect("filed").into_inner();
     assert!(receipt.stream_sequence > 0);

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use gridcase_domain::CaseId;
+use gridcase_process::ManualTimeSource;
 use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
-use gridcase_runtime::FixedClock;
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
 use gridcase_tests::{NatsServer, TestDatabase, TestDispatcher, TestIntake, TestProjection, stream_end};
 use jiff::Timestamp;
@@ -54,7 +54,7 @@ async fn each_service_works_with_its_own_credentials_and_nothing_more() {
     let nats = NatsServer::start_secured();
     let db = TestDatabase::create().await;
     let now: Timestamp = "2026-03-02T01:00:00Z".parse().unwrap();
-    let clock = FixedClock::new(now);
+    let clock = ManualTimeSource::new(now);
 
     // A connection without credentials is refused.
     let anonymous = async_nats::ConnectOptions::new().connect(nats.url()).await;
@@ -180,7 +180,7 @@ async fn no_daily_credential_can_shrink_history_and_the_services_stop_writing_wh
     let nats = NatsServer::start_secured();
     let db = TestDatabase::create().await;
     let now: Timestamp = "2026-03-02T01:00:00Z".parse().unwrap();
-    let clock = FixedClock::new(now);
+    let clock = ManualTimeSource::new(now);
     let check_often = Duration::from_millis(100);
 
     let mut intake_config = TestIntake::config(&nats.url());

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gridcase_domain::CaseId;
+use gridcase_process::SystemTimeSource;
 use gridcase_proto::cases::v1 as cases_api;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as intake_api;
 use gridcase_proto::query::v1 as query_api;
-use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::{filing, intake_client};
 use gridcase_tests::lifecycle::{self, context};
 use gridcase_tests::{
@@ -68,9 +68,9 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     let nats = NatsServer::start();
     let db = TestDatabase::create().await;
     let intake = TestIntake::spawn(&nats.url()).await;
-    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemClock)).await;
+    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
     let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemClock)).await;
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
 
     let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
     let centre = Identity::new("cc-op-1", "command_centre", "cc-990101001", "990101001");
@@ -467,7 +467,7 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
         KeyStore::open(log.context(), "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
     assert!(matches!(keys.key(&case_id).await.unwrap(), KeyState::Present(_)), "the key is still there");
 
-    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemClock)).await;
+    let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match keys.key(&case_id).await.unwrap() {
@@ -484,7 +484,7 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
 /// at it, exactly one erasure is recorded and the key is destroyed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retention_policy_erases_contact_details_once_when_their_day_comes() {
-    use gridcase_runtime::FixedClock;
+    use gridcase_process::ManualTimeSource;
     use gridcase_tests::lifecycle::{centre, unit};
 
     let dir = tempfile::tempdir().unwrap();
@@ -494,7 +494,7 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
     std::fs::write(&policy, format!("{text}\n[retention]\ncontact_days = 30\n")).unwrap();
 
     let nats = NatsServer::start();
-    let clock = FixedClock::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
+    let clock = ManualTimeSource::new("2026-03-02T01:00:00Z".parse().unwrap()); // Monday 09:00 in Beijing
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let mut dispatchers = Vec::new();
     for _ in 0..2 {
@@ -506,7 +506,7 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
     let case_id = CaseId::new_v7();
     let report = intake_api::FileCaseRequest {
         resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
-        ..gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_runtime::Clock::now(&clock))
+        ..gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_process::TimeSource::now(&clock))
     };
     intake_client(intake.endpoint()).await.file_case(worker.request(report)).await.unwrap();
 
@@ -771,7 +771,7 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     // Intake on the new stream: the details show, and the chain goes on.
     let mut config = TestIntake::config(&nats.url());
     config.common.stream = "GRIDCASE_CASES_SEALED".into();
-    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let mut cases = lifecycle::client(intake.endpoint()).await;
     let centre = gridcase_tests::lifecycle::centre();
     let view = cases.get_case(centre.request(cases_api::GetCaseRequest { case_id: old.to_string() })).await.unwrap();

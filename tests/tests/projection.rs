@@ -6,9 +6,9 @@ use std::sync::Arc;
 use gridcase_domain::{CaseId, Command, Deadlines, Event, Feedback, OrgCode, Role, Supervision, Text, Tier};
 use gridcase_envelope::CaseSubject;
 use gridcase_eventlog::{EventLog, StreamSettings};
+use gridcase_process::ManualTimeSource;
 use gridcase_projection::{rebuild, store};
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::FixedClock;
 use gridcase_tests::scenario::filing;
 use gridcase_tests::{
     Backends, Identity, NatsServer, OwnPostgres, QueryClient, TestDatabase, TestProjection, act, append_foreign, given,
@@ -103,7 +103,8 @@ async fn random_histories(log: &EventLog, walks: &[Vec<u8>], start: Timestamp) -
 
 async fn projected(nats: &NatsServer, db: &TestDatabase, now: Timestamp) -> TestProjection {
     let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(FixedClock::new(now))).await;
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(ManualTimeSource::new(now)))
+            .await;
     projection.caught_up_to(stream_end(nats).await).await;
     projection
 }
@@ -190,12 +191,12 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     let mut config = TestProjection::config(&nats.url(), &db.url);
     config.batch_size = 7;
     for _ in 0..5 {
-        let projection = TestProjection::spawn_with(config.clone(), Arc::new(FixedClock::new(now))).await;
+        let projection = TestProjection::spawn_with(config.clone(), Arc::new(ManualTimeSource::new(now))).await;
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         projection.kill();
     }
     writer.await.unwrap();
-    let projection = TestProjection::spawn_with(config.clone(), Arc::new(FixedClock::new(now))).await;
+    let projection = TestProjection::spawn_with(config.clone(), Arc::new(ManualTimeSource::new(now))).await;
     let end = stream_end(&nats).await;
     projection.caught_up_to(end).await;
 
@@ -622,7 +623,8 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
         .unwrap();
 
     let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(FixedClock::new(at))).await;
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(ManualTimeSource::new(at)))
+            .await;
     projection.caught_up_to(stream_end(&nats).await).await;
     let (_, skipped) = store::position(&projection.pool).await.unwrap();
     assert_eq!(skipped, 2, "the copy's filing and its registration");
@@ -693,9 +695,9 @@ async fn of_two_projection_processes_one_writes_and_the_other_takes_over_when_it
         config.writer_poll = std::time::Duration::from_millis(100);
         config
     };
-    let first = TestProjection::spawn_with(config(), Arc::new(FixedClock::new(Timestamp::now()))).await;
+    let first = TestProjection::spawn_with(config(), Arc::new(ManualTimeSource::new(Timestamp::now()))).await;
     until_writer_lock_holders(&first.pool, 1).await;
-    let second = TestProjection::spawn_with(config(), Arc::new(FixedClock::new(Timestamp::now()))).await;
+    let second = TestProjection::spawn_with(config(), Arc::new(ManualTimeSource::new(Timestamp::now()))).await;
 
     for grid in GRIDS {
         given(&backends.log, grid).filed("0101").await;
@@ -727,7 +729,7 @@ async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_un
     let mut config = TestProjection::config(&nats.url(), &postgres.url());
     config.batch_size = 5;
     config.writer_poll = std::time::Duration::from_millis(100);
-    let projection = TestProjection::spawn_with(config, Arc::new(FixedClock::new(now))).await;
+    let projection = TestProjection::spawn_with(config, Arc::new(ManualTimeSource::new(now))).await;
     let mut client = query(&projection).await;
 
     let walks: Vec<Vec<u8>> =

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use gridcase_process::SystemTimeSource;
 use gridcase_proto::auth::v1::WhoAmIRequest;
 use gridcase_proto::auth::v1::auth_service_client::AuthServiceClient;
-use gridcase_runtime::SystemClock;
 use gridcase_tests::fixtures::worker;
 use gridcase_tests::{NatsServer, TestIntake, service_binaries};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -79,7 +79,7 @@ async fn with_a_certificate_intake_speaks_only_tls_and_checks_client_certificate
     config.tls.tls_cert = Some(pki.path("server.pem"));
     config.tls.tls_key = Some(pki.path("server-key.pem"));
     config.tls.tls_client_ca = Some(pki.path("ca.pem"));
-    let intake = TestIntake::spawn_with(config, Arc::new(SystemClock)).await;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
     let port = intake.addr.port();
 
     // Plain text: refused (the connection fails, or the call does).

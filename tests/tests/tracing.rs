@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use gridcase_domain::CaseId;
+use gridcase_process::{LogFormat, ManualTimeSource};
 use gridcase_proto::intake::v1 as api;
-use gridcase_runtime::{FixedClock, LogFormat};
 use gridcase_tests::fixtures::{as_worker, filing_at, intake_client};
 use gridcase_tests::{NatsServer, TestDatabase, TestDispatcher, TestIntake, TestProjection, stream_end};
 use opentelemetry::trace::TraceId;
@@ -27,14 +27,14 @@ async fn one_filed_case_is_one_trace_through_intake_the_dispatcher_and_the_proje
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
-        .with_resource(gridcase_runtime::telemetry::resource("gridcase-tests"))
+        .with_resource(gridcase_process::telemetry::resource("gridcase-tests"))
         .build();
-    let _telemetry = gridcase_runtime::telemetry::install(LogFormat::Text, "warn", Some(provider.clone()));
+    let _telemetry = gridcase_process::telemetry::install(LogFormat::Text, "warn", Some(provider.clone()));
 
     let nats = NatsServer::start();
     let db = TestDatabase::create().await;
     let now: jiff::Timestamp = "2026-03-09T01:00:00Z".parse().unwrap();
-    let clock = FixedClock::new(now);
+    let clock = ManualTimeSource::new(now);
     let intake = TestIntake::spawn_with(TestIntake::config(&nats.url()), Arc::new(clock.clone())).await;
     let mut dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(clock.clone())).await;
     let projection =

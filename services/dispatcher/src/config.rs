@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs, parse_duration};
+use gridcase_grpc::ServerTlsArgs;
+use gridcase_process::parse_duration;
+use gridcase_resources::{CommonArgs, KeyArgs, PolicyArgs};
 
 /// gridcase dispatcher: registers and routes reported cases by policy, sets
 /// their deadlines on the working calendar, and watches every deadline

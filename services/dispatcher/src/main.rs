@@ -10,8 +10,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let telemetry = gridcase_runtime::telemetry::init(config.common.log_format, "info", "gridcase-dispatcher");
-    let code = gridcase_runtime::exit_code("gridcase-dispatcher", run(config).await);
+    let telemetry = gridcase_process::telemetry::init(config.common.log_format, "info", "gridcase-dispatcher");
+    let code = gridcase_process::exit_code("gridcase-dispatcher", run(config).await);
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     code
 }

@@ -28,8 +28,8 @@ use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Provenance};
 use gridcase_eventlog::{KeyStore, ReadFrom};
 use gridcase_policy::Policy;
+use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use gridcase_reference::Reference;
-use gridcase_runtime::{Clock, Shutdown, SystemClock};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
@@ -155,7 +155,7 @@ pub struct Application {
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn TimeSource>,
 }
 
 fn actor() -> Actor {
@@ -164,7 +164,11 @@ fn actor() -> Actor {
 
 impl Application {
     /// Load and validate policy, calendar and reference data, connect to NATS.
-    pub async fn build(config: Config, health_listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: Config,
+        health_listener: TcpListener,
+        clock: Arc<dyn TimeSource>,
+    ) -> anyhow::Result<Self> {
         let (policy, calendar) = config.rules.load()?;
         let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
         info!(
@@ -228,18 +232,21 @@ impl Application {
             builder = builder.tls_config(tls).context("the health listener's TLS configuration")?;
         }
         let health_server = builder.add_service(health_service).serve_with_incoming_shutdown(
-            gridcase_runtime::grpc::incoming(self.health_listener),
+            gridcase_grpc::status::incoming(self.health_listener),
             shutdown.clone().requested(),
         );
         let health_task = tokio::spawn(health_server);
         info!(health = %self.config.addr, "dispatcher health service listening");
 
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr, register_metrics)?;
-            gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
+            gridcase_process::exporter::install(self.config.metrics_addr, || {
+                gridcase_resources::register_metrics();
+                register_metrics();
+            })?;
+            gridcase_resources::nats::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
 
-        let history = gridcase_runtime::service::watch_history(
+        let history = gridcase_resources::nats::watch_history(
             self.store.log(),
             vec![gridcase_eventlog::keys::watched(&self.config.keys.key_bucket, self.store.log().settings().replicas)],
             self.config.common.integrity_interval,
@@ -286,7 +293,7 @@ impl Application {
         // start: its event id is deterministic).
         let grace = self.config.common.shutdown_grace;
         let result =
-            gridcase_runtime::shutdown::drain_with_grace(worker.run(&self.config, shutdown.clone()), shutdown, grace)
+            gridcase_process::shutdown::drain_with_grace(worker.run(&self.config, shutdown.clone()), shutdown, grace)
                 .await
                 .unwrap_or(Ok(()));
         let _ = health_task.await;
@@ -309,7 +316,7 @@ struct Worker {
     policy: Arc<Policy>,
     calendar: Arc<Calendar>,
     reference: Arc<Reference>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn TimeSource>,
     cases: HashMap<CaseId, Tracked>,
     /// Cases to look at once caught up.
     dirty: BTreeSet<CaseId>,
@@ -1140,7 +1147,7 @@ async fn clock_moved(changes: &mut Option<tokio::sync::watch::Receiver<Timestamp
 /// Build and run with the system clock, stopping on SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-    let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+    let app = Application::build(config, listener, Arc::new(SystemTimeSource)).await?;
     app.run(Shutdown::on_signals()).await
 }
 

@@ -11,7 +11,7 @@
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use gridcase_eventlog::{EventLog, attachments, integrity};
-use gridcase_runtime::CommonArgs;
+use gridcase_resources::CommonArgs;
 use serde_json::json;
 
 /// The names the mirrors take in the backup account.

@@ -10,7 +10,7 @@
 
 use anyhow::Context as _;
 use gridcase_envelope::sealing::MasterKeys;
-use gridcase_runtime::{CommonArgs, KeyArgs};
+use gridcase_resources::{CommonArgs, KeyArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 use async_nats::jetstream;
 use gridcase_eventlog::{AttachmentStore, EventLog, attachments, integrity};
-use gridcase_runtime::CommonArgs;
+use gridcase_resources::CommonArgs;
 use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
@@ -125,7 +125,7 @@ pub struct ResealArgs {
     #[arg(long, value_name = "N")]
     pub max_messages: Option<u64>,
     #[command(flatten)]
-    pub keys: gridcase_runtime::KeyArgs,
+    pub keys: gridcase_resources::KeyArgs,
 }
 
 /// The data-key bucket, for the commands that look at every stream.

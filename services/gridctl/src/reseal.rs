@@ -35,7 +35,7 @@ use gridcase_domain::{CaseId, ResidentContact};
 use gridcase_envelope::hash_as_stored;
 use gridcase_envelope::sealing::{DataKey, SealedJson, seal_contact};
 use gridcase_eventlog::{EventLog, KeyStore, KeyStoreError};
-use gridcase_runtime::{CommonArgs, KeyArgs};
+use gridcase_resources::{CommonArgs, KeyArgs};
 use serde_json::Value;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]

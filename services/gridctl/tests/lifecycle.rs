@@ -207,7 +207,7 @@ async fn gridctl_lists_overdue_cases_and_the_ledger_from_the_query_service() {
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(240);
     let projection = TestProjection::spawn_with(
         TestProjection::config(&nats.url(), &db.url),
-        Arc::new(gridcase_runtime::FixedClock::new(later)),
+        Arc::new(gridcase_process::ManualTimeSource::new(later)),
     )
     .await;
     let (addr, query_addr) = (intake.endpoint(), projection.endpoint());
@@ -306,7 +306,7 @@ async fn gridctl_token_mints_only_from_a_server_with_a_development_secret() {
     config.auth.dev_secret_file = None;
     let public_key = gridcase_tests::workspace_root().join("crates/auth/testdata/idp-ed25519.pub.pem");
     config.auth.keys = vec![format!("idp-2026:EdDSA:{}", public_key.display())];
-    let production = TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_runtime::SystemClock)).await;
+    let production = TestIntake::spawn_with(config, std::sync::Arc::new(gridcase_process::SystemTimeSource)).await;
     let (dev_addr, production_addr) = (dev.endpoint(), production.endpoint());
     tokio::task::spawn_blocking(move || {
         let gridctl = |addr: &str, args: &[&str]| {

@@ -13,12 +13,13 @@ use gridcase_envelope::fold;
 use gridcase_envelope::{DecodeError, Positioned, StoredEvent, verify_history};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance};
 use gridcase_eventlog::{AttachmentStore, KeyStore};
+use gridcase_grpc::auth::case_not_found;
+use gridcase_grpc::{Access, status};
 use gridcase_policy::{Planner, Policy};
+use gridcase_process::TimeSource;
 use gridcase_proto::cases::v1::{self as api, case_service_server::CaseService};
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
-use gridcase_runtime::auth::case_not_found;
-use gridcase_runtime::{Access, Clock, grpc};
 use jiff::Timestamp;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
@@ -52,7 +53,7 @@ pub struct CaseApi {
     pub(crate) reference: Arc<gridcase_reference::Reference>,
     pub(crate) calendar: Arc<Calendar>,
     pub(crate) limits: Limits,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn TimeSource>,
 }
 
 /// What access to a loaded case depends on.
@@ -97,9 +98,9 @@ impl CaseApi {
         match self.store.load(case_id).await {
             Ok(Some(loaded)) => Ok(loaded),
             Ok(None) => Err(case_not_found(case_id)),
-            Err(LoadError::Log(error)) => Err(grpc::unavailable("the event log", &error)),
-            Err(LoadError::ChainBroken { .. }) => Err(grpc::history_broken(case_id)),
-            Err(error) => Err(grpc::internal(&error)),
+            Err(LoadError::Log(error)) => Err(status::unavailable("the event log", &error)),
+            Err(LoadError::ChainBroken { .. }) => Err(status::history_broken(case_id)),
+            Err(error) => Err(status::internal(&error)),
         }
     }
 
@@ -112,10 +113,10 @@ impl CaseApi {
     }
 
     fn result(loaded_up_to: &[Positioned], replayed: bool) -> Result<api::CommandResult, Status> {
-        let last = loaded_up_to.last().ok_or_else(|| grpc::internal(&"empty history"))?;
+        let last = loaded_up_to.last().ok_or_else(|| status::internal(&"empty history"))?;
         let case = fold(loaded_up_to)
-            .map_err(|e| grpc::internal(&e))?
-            .ok_or_else(|| grpc::internal(&"history without a filing"))?;
+            .map_err(|e| status::internal(&e))?
+            .ok_or_else(|| status::internal(&"history without a filing"))?;
         Ok(api::CommandResult {
             case_id: case.id.to_string(),
             version: last.event.case_version,
@@ -205,7 +206,7 @@ impl CaseApi {
                     continue;
                 }
                 Ok(Committed::AlreadyStored(_)) => {
-                    return Err(grpc::internal(&"an event reported stored is not in the case's history"));
+                    return Err(status::internal(&"an event reported stored is not in the case's history"));
                 }
                 Ok(Committed::Stored(positioned)) => {
                     info!(%case_id, event = %positioned.event.event_type, version = positioned.event.case_version, "lifecycle command recorded");
@@ -219,9 +220,9 @@ impl CaseApi {
                     )));
                 }
                 Err(CommitError::Conflict) => continue,
-                Err(CommitError::Unavailable(error)) => return Err(grpc::unavailable("the event log", &error)),
-                Err(CommitError::Refused(error)) => return Err(grpc::internal(&error)),
-                Err(CommitError::Stopped(problems)) => return Err(grpc::writes_stopped(&problems)),
+                Err(CommitError::Unavailable(error)) => return Err(status::unavailable("the event log", &error)),
+                Err(CommitError::Refused(error)) => return Err(status::internal(&error)),
+                Err(CommitError::Stopped(problems)) => return Err(status::writes_stopped(&problems)),
             }
         }
         Err(Status::aborted(format!("case {case_id} keeps changing; retry the command")))
@@ -234,7 +235,7 @@ impl CaseApi {
     where
         F: Fn(&Case, Timestamp) -> Result<Command, Status>,
     {
-        let Some(case) = fold(before).map_err(|e| grpc::internal(&e))? else { return Ok(false) };
+        let Some(case) = fold(before).map_err(|e| status::internal(&e))? else { return Ok(false) };
         let Ok(recorded) = original.decode() else { return Ok(false) };
         let at = original.occurred_at;
         let Ok(command) = make(&case, at) else { return Ok(false) };
@@ -536,9 +537,9 @@ async fn resident_contact(
     loaded: &Loaded,
     view: ContactView,
 ) -> Result<Option<api::ResidentContact>, Status> {
-    let first = loaded.history.first().ok_or_else(|| grpc::internal(&"empty history"))?;
-    let Event::Filed(filing) = first.event.decode().map_err(|e| grpc::internal(&e))? else {
-        return Err(grpc::internal(&"a history that does not start with a filing"));
+    let first = loaded.history.first().ok_or_else(|| status::internal(&"empty history"))?;
+    let Event::Filed(filing) = first.event.decode().map_err(|e| status::internal(&e))? else {
+        return Err(status::internal(&"a history that does not start with a filing"));
     };
     let Some(contact) = filing.contact else { return Ok(None) };
     let erased = api::ResidentContact { erased: true, ..Default::default() };
@@ -565,7 +566,7 @@ fn history_event(positioned: &Positioned, contact: Option<&serde_json::Value>) -
     let event = match stored.decode() {
         Ok(event) => Some(event),
         Err(DecodeError::UnknownType(_) | DecodeError::UnsupportedVersion { .. }) => None,
-        Err(error) => return Err(grpc::internal(&error)),
+        Err(error) => return Err(status::internal(&error)),
     };
     let reason = event.as_ref().and_then(Event::reason);
     let attachments = event.as_ref().map(Event::attachments).unwrap_or_default();
@@ -592,7 +593,7 @@ fn history_event(positioned: &Positioned, contact: Option<&serde_json::Value>) -
                 content_type: a.content_type.clone(),
             })
             .collect(),
-        payload_json: serde_json::to_string(&payload).map_err(|e| grpc::internal(&e))?,
+        payload_json: serde_json::to_string(&payload).map_err(|e| status::internal(&e))?,
         hash: stored.hash.clone(),
         prev_hash: stored.prev_hash.clone().unwrap_or_default(),
         stream_sequence: positioned.stream_sequence,

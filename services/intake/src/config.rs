@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs, parse_duration};
+use gridcase_grpc::{AuthArgs, ServerTlsArgs};
+use gridcase_process::parse_duration;
+use gridcase_resources::{CommonArgs, KeyArgs, PolicyArgs};
 
 /// gridcase intake: the gRPC services grid workers file cases through
 /// (IntakeService) and command centres and handling units move them along

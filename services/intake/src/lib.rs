@@ -16,11 +16,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridcase_eventlog::AttachmentStore;
 use gridcase_eventlog::store::CaseStore;
+use gridcase_grpc::{Authenticator, GrpcServer};
+use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use gridcase_proto::admin::v1::reference_service_server::ReferenceServiceServer;
 use gridcase_proto::cases::v1::case_service_server::CaseServiceServer;
 use gridcase_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use gridcase_reference::Reference;
-use gridcase_runtime::{Authenticator, Clock, GrpcServer, Shutdown, SystemClock};
 use jiff::SignedDuration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
@@ -46,8 +47,8 @@ impl Application {
     /// Load the reference data, connect to NATS and open the event log.
     /// Tokens are checked against the system clock; `clock` is the
     /// business clock (deadlines, reported_at).
-    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let auth = config.auth.load(Arc::new(SystemClock))?;
+    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn TimeSource>) -> anyhow::Result<Self> {
+        let auth = config.auth.load(Arc::new(SystemTimeSource))?;
         let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
         info!(
             regions = reference.registry.len(),
@@ -93,10 +94,11 @@ impl Application {
     /// the configured grace period.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr, || {
-                gridcase_runtime::metrics::register_grpc(&SERVED)
+            gridcase_process::exporter::install(self.config.metrics_addr, || {
+                gridcase_resources::register_metrics();
+                gridcase_grpc::metrics::register_grpc(&SERVED)
             })?;
-            gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
+            gridcase_resources::nats::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
         let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
         let health = server.health();
@@ -105,7 +107,7 @@ impl Application {
         // Health follows the NATS connection: NOT_SERVING while it is down.
         // And the log's integrity: NOT_SERVING while writes are stopped.
         let replicas = usize::from(self.config.common.stream_replicas);
-        let history = gridcase_runtime::service::watch_history(
+        let history = gridcase_resources::nats::watch_history(
             self.api.store.log(),
             vec![
                 gridcase_eventlog::attachments::watched(&self.config.attachment_stream, replicas),
@@ -171,6 +173,6 @@ const SERVED: [&str; 4] = [
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-    let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+    let app = Application::build(config, listener, Arc::new(SystemTimeSource)).await?;
     app.run(Shutdown::on_signals()).await
 }

@@ -5,13 +5,13 @@
 use gridcase_domain::{CaseId, Contact, ResidentContact};
 use gridcase_envelope::sealing::{open_contact, seal_contact};
 use gridcase_eventlog::{KeyState, KeyStore, KeyStoreError};
-use gridcase_runtime::grpc;
+use gridcase_grpc::status;
 use tonic::Status;
 
 fn key_store_status(error: &KeyStoreError) -> Status {
     match error {
-        KeyStoreError::Nats(_) => grpc::unavailable("the key store", error),
-        _ => grpc::internal(error),
+        KeyStoreError::Nats(_) => status::unavailable("the key store", error),
+        _ => status::internal(error),
     }
 }
 
@@ -25,7 +25,7 @@ pub async fn seal(keys: &KeyStore, case_id: &CaseId, contact: Contact) -> Result
         Err(KeyStoreError::Erased) => return Err(None),
         Err(error) => return Err(Some(key_store_status(&error))),
     };
-    let sealed = seal_contact(&key, case_id, &clear).map_err(|e| Some(grpc::internal(&e)))?;
+    let sealed = seal_contact(&key, case_id, &clear).map_err(|e| Some(status::internal(&e)))?;
     Ok(Contact::Sealed(sealed))
 }
 
@@ -35,7 +35,7 @@ pub async fn open(keys: &KeyStore, case_id: &CaseId, contact: &Contact) -> Resul
     match contact {
         Contact::Clear(clear) => Ok(Some(clear.clone())),
         Contact::Sealed(sealed) => match keys.key(case_id).await.map_err(|e| key_store_status(&e))? {
-            KeyState::Present(key) => open_contact(&key, case_id, sealed).map(Some).map_err(|e| grpc::internal(&e)),
+            KeyState::Present(key) => open_contact(&key, case_id, sealed).map(Some).map_err(|e| status::internal(&e)),
             KeyState::Absent | KeyState::Erased => Ok(None),
         },
     }

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use gridcase_grpc::{Access, Violations};
 use gridcase_proto::admin::v1::{self as api, reference_service_server::ReferenceService};
 use gridcase_reference::{Reference, ReferenceError, Registry, Taxonomy, sha256_hex};
-use gridcase_runtime::{Access, Violations};
 use tonic::{Request, Response, Status};
 use tracing::info;
 

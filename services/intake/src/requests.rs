@@ -8,10 +8,10 @@
 use gridcase_domain::{
     AttachmentRef, CaseId, Feedback, OrgCode, Supervision as SupervisionLevel, Text, TextError, Tier,
 };
+use gridcase_grpc::{Violations, status};
 use gridcase_proto::cases::v1 as api;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
-use gridcase_runtime::{Violations, grpc};
 use tonic::Status;
 
 use crate::validate::{self, Limits};
@@ -88,7 +88,7 @@ fn unit(field: &str, value: &str, v: &mut Violations) -> Option<OrgCode> {
 /// that is a bug of this module, answered INTERNAL, never a panic.
 fn done<T>(v: Violations, parsed: impl FnOnce() -> Option<T>) -> Result<T, Status> {
     v.into_result()?;
-    parsed().ok_or_else(|| grpc::internal(&"a request passed its checks with a field unparsed"))
+    parsed().ok_or_else(|| status::internal(&"a request passed its checks with a field unparsed"))
 }
 
 /// A command whose only field is a required reason.

@@ -10,10 +10,11 @@ use gridcase_envelope::Head;
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Provenance};
 use gridcase_eventlog::{AttachmentStore, KeyStore};
+use gridcase_grpc::{Access, Violations, status};
+use gridcase_process::TimeSource;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1::{self as api, intake_service_server::IntakeService};
 use gridcase_reference::Reference;
-use gridcase_runtime::{Access, Clock, Violations, grpc};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 use uuid::Uuid;
@@ -27,7 +28,7 @@ pub struct IntakeApi {
     pub(crate) keys: KeyStore,
     pub(crate) reference: Arc<Reference>,
     pub(crate) limits: Limits,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn TimeSource>,
 }
 
 impl IntakeApi {
@@ -56,7 +57,7 @@ impl IntakeService for IntakeApi {
         let actor = access.actor()?;
         check_uploaded(&self.attachments, "attachments", &file.attachments).await?;
         // Before a key is made for the contact details.
-        grpc::writable(self.store.log())?;
+        self.store.log().integrity().writable().map_err(|problems| status::writes_stopped(&problems))?;
 
         let subject = CaseSubject::for_grid(&file.grid, &file.case_id);
         let case_id = file.case_id;
@@ -71,7 +72,7 @@ impl IntakeService for IntakeApi {
         // A case id names one case in the whole log: the filing's append
         // expects no event of this id in any township (the case store's
         // expectation for a new case), so one filed elsewhere is a conflict.
-        let filed = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| grpc::internal(&e))?;
+        let filed = gridcase_domain::decide(None, &Command::File(file), now).map_err(|e| status::internal(&e))?;
         let provenance =
             Provenance { event_id: Uuid::now_v7(), occurred_at: now, actor: actor.clone(), command_id: None };
         match self.store.commit(&Head::new_case(case_id, subject.clone()), &filed, provenance).await {
@@ -86,10 +87,10 @@ impl IntakeService for IntakeApi {
                 // the original receipt; anything else is refused alike, so
                 // nobody learns what someone else filed.
                 let original =
-                    self.store.log().first(&subject).await.map_err(|e| grpc::unavailable("the event log", &e))?;
+                    self.store.log().first(&subject).await.map_err(|e| status::unavailable("the event log", &e))?;
                 // Nothing under this township: the id was filed in another one.
                 let Some(original) = original else { return Err(taken(&case_id)) };
-                let original_event = original.event.decode().map_err(|e| grpc::internal(&e))?;
+                let original_event = original.event.decode().map_err(|e| status::internal(&e))?;
                 if original.event.actor == actor && same_filing(&self.keys, original_event, &asked).await? {
                     info!(sequence = original.stream_sequence, "retried filing answered with the original receipt");
                     Ok(Response::new(Self::receipt(&original.event, original.stream_sequence, true)))
@@ -97,9 +98,9 @@ impl IntakeService for IntakeApi {
                     Err(taken(&case_id))
                 }
             }
-            Err(CommitError::Unavailable(error)) => Err(grpc::unavailable("the event log", &error)),
-            Err(CommitError::Refused(error)) => Err(grpc::internal(&error)),
-            Err(CommitError::Stopped(problems)) => Err(grpc::writes_stopped(&problems)),
+            Err(CommitError::Unavailable(error)) => Err(status::unavailable("the event log", &error)),
+            Err(CommitError::Refused(error)) => Err(status::internal(&error)),
+            Err(CommitError::Stopped(problems)) => Err(status::writes_stopped(&problems)),
         }
     }
 
@@ -115,8 +116,9 @@ impl IntakeService for IntakeApi {
             upload.part(part)?;
         }
         let (content_type, content) = upload.finish()?;
-        grpc::writable(self.store.log())?;
-        let stored = self.attachments.put(&content).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
+        self.store.log().integrity().writable().map_err(|problems| status::writes_stopped(&problems))?;
+        let stored =
+            self.attachments.put(&content).await.map_err(|e| status::unavailable("the attachment store", &e))?;
         info!(sha256 = %stored.sha256, size = stored.size, "attachment stored");
         Ok(Response::new(api::UploadAttachmentResponse {
             attachment: Some(common::AttachmentRef {
@@ -136,7 +138,8 @@ pub(crate) async fn check_uploaded(
 ) -> Result<(), Status> {
     let mut v = Violations::new();
     for (index, attachment) in attachments.iter().enumerate() {
-        let stored = store.find(&attachment.sha256).await.map_err(|e| grpc::unavailable("the attachment store", &e))?;
+        let stored =
+            store.find(&attachment.sha256).await.map_err(|e| status::unavailable("the attachment store", &e))?;
         match stored {
             None => v.add(
                 format!("{field}[{index}].sha256"),

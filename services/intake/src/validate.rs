@@ -5,10 +5,10 @@ use gridcase_domain::{
     AttachmentRef, CaseId, CategoryCode, Filing, GridCode, Location, LocationError, PersonName, PhoneNumber,
     ResidentContact, Sha256Digest, Text,
 };
+use gridcase_grpc::Violations;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as api;
 use gridcase_reference::Reference;
-use gridcase_runtime::Violations;
 use jiff::{SignedDuration, Timestamp};
 
 /// Content types an attachment may have.

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 
-use gridcase_runtime::{AuthArgs, CommonArgs, KeyArgs, PolicyArgs, ServerTlsArgs};
+use gridcase_grpc::{AuthArgs, ServerTlsArgs};
+use gridcase_resources::{CommonArgs, KeyArgs, PolicyArgs};
 
 /// gridcase projection and query service: builds the read models (case
 /// ledgers, overdue reports, audited histories) in PostgreSQL from the event
@@ -54,7 +55,7 @@ pub struct Config {
     pub no_metrics: bool,
 
     /// How often open and overdue cases per township are counted for the metrics.
-    #[arg(long, env = "GRIDCASE_CASES_METRICS_INTERVAL", default_value = "30s", value_parser = gridcase_runtime::parse_duration)]
+    #[arg(long, env = "GRIDCASE_CASES_METRICS_INTERVAL", default_value = "30s", value_parser = gridcase_process::parse_duration)]
     pub cases_metrics_interval: std::time::Duration,
 
     /// Address the QueryService listens on.
@@ -86,7 +87,7 @@ pub struct Config {
 
     /// How often a standby projection process (another one holds the writer
     /// lock) checks whether it can take over writing the read models.
-    #[arg(long, env = "GRIDCASE_WRITER_POLL", default_value = "1s", value_parser = gridcase_runtime::parse_duration)]
+    #[arg(long, env = "GRIDCASE_WRITER_POLL", default_value = "1s", value_parser = gridcase_process::parse_duration)]
     pub writer_poll: std::time::Duration,
 
     /// Connections to PostgreSQL (queries; the writer has one of its own).

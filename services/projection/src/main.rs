@@ -10,8 +10,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = gridcase_runtime::telemetry::init(cli.config.common.log_format, "info", "gridcase-projection");
-    let code = gridcase_runtime::exit_code("gridcase-projection", gridcase_projection::service::run(cli).await);
+    let telemetry = gridcase_process::telemetry::init(cli.config.common.log_format, "info", "gridcase-projection");
+    let code = gridcase_process::exit_code("gridcase-projection", gridcase_projection::service::run(cli).await);
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     code
 }

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use gridcase_domain::{CaseId, Event};
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, ReadFrom};
-use gridcase_runtime::Shutdown;
+use gridcase_process::Shutdown;
 use sqlx::{Connection as _, PgConnection};
 use tracing::{debug, info, warn};
 

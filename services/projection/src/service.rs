@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridcase_eventlog::EventLog;
+use gridcase_grpc::{Authenticator, GrpcServer};
+use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use gridcase_proto::query::v1::query_service_server::QueryServiceServer;
-use gridcase_runtime::{Authenticator, Clock, GrpcServer, Shutdown, SystemClock};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -28,8 +29,8 @@ pub struct Application {
 impl Application {
     /// Tokens are checked against the system clock; `clock` is the
     /// business clock (what "overdue now" means).
-    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let auth = config.auth.load(Arc::new(SystemClock))?;
+    pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn TimeSource>) -> anyhow::Result<Self> {
+        let auth = config.auth.load(Arc::new(SystemTimeSource))?;
         let (policy, calendar) = config.rules.load()?;
         let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
         store::migrate(&pool, &config.schema).await?;
@@ -57,14 +58,15 @@ impl Application {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         if !self.config.no_metrics {
-            gridcase_runtime::metrics::install(self.config.metrics_addr, || {
-                gridcase_runtime::metrics::register_grpc(&[
+            gridcase_process::exporter::install(self.config.metrics_addr, || {
+                gridcase_resources::register_metrics();
+                gridcase_grpc::metrics::register_grpc(&[
                     "gridcase.query.v1.QueryService",
                     "gridcase.auth.v1.AuthService",
                 ]);
                 crate::metrics::register();
             })?;
-            gridcase_runtime::metrics::watch_nats(self.client.clone(), shutdown.clone().requested());
+            gridcase_resources::nats::watch_nats(self.client.clone(), shutdown.clone().requested());
             // The read models' lag against the stream's end, every second
             // (a stalled projector shows too).
             let (pool, log, stop) = (self.pool.clone(), self.log.clone(), shutdown.clone());
@@ -101,7 +103,7 @@ impl Application {
         // The case stream's integrity: checked on an interval; while it does
         // not keep its history nothing is projected and health says NOT_SERVING
         // (queries are still answered, from what was projected).
-        let history = gridcase_runtime::service::watch_history(
+        let history = gridcase_resources::nats::watch_history(
             &self.log,
             Vec::new(),
             self.config.common.integrity_interval,
@@ -188,7 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.mode.unwrap_or(Mode::Serve) {
         Mode::Serve => {
             let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-            let app = Application::build(config, listener, Arc::new(SystemClock)).await?;
+            let app = Application::build(config, listener, Arc::new(SystemTimeSource)).await?;
             app.run(Shutdown::on_signals()).await
         }
         Mode::Migrate => {
@@ -200,7 +202,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Mode::Rebuild => {
             // Progress in the metrics too, when the serving process does not hold the address.
             if !config.no_metrics {
-                match gridcase_runtime::metrics::install(config.metrics_addr, crate::metrics::register) {
+                match gridcase_process::exporter::install(config.metrics_addr, || {
+                    gridcase_resources::register_metrics();
+                    crate::metrics::register();
+                }) {
                     Ok(()) => {}
                     Err(error) => {
                         warn!(error = format!("{error:#}"), "the rebuild reports its progress in the log only")

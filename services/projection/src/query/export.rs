@@ -4,8 +4,8 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use gridcase_grpc::{Violations, status};
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::{Violations, grpc};
 use tonic::Status as GrpcStatus;
 
 pub(super) type ExportStream = Pin<Box<dyn Stream<Item = Result<api::ExportChunk, GrpcStatus>> + Send>>;
@@ -145,12 +145,12 @@ where
         drop(row_tx);
         let file = match writer.await {
             Ok(Ok(file)) => file,
-            Ok(Err(error)) => return drop(tx.send(Err(grpc::internal(&error))).await),
-            Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+            Ok(Err(error)) => return drop(tx.send(Err(status::internal(&error))).await),
+            Err(error) => return drop(tx.send(Err(status::internal(&error))).await),
         };
         let mut source = match tokio::fs::File::open(file.path()).await {
             Ok(source) => source,
-            Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+            Err(error) => return drop(tx.send(Err(status::internal(&error))).await),
         };
         loop {
             let mut data = vec![0u8; 64 * 1024];
@@ -162,7 +162,7 @@ where
                         return;
                     }
                 }
-                Err(error) => return drop(tx.send(Err(grpc::internal(&error))).await),
+                Err(error) => return drop(tx.send(Err(status::internal(&error))).await),
             }
         }
     });

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use gridcase_auth::policy::ListScope;
+use gridcase_grpc::Violations;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::Violations;
 use sqlx::{QueryBuilder, Row};
 use tonic::Status as GrpcStatus;
 
@@ -91,7 +91,7 @@ pub(super) fn ledger_params(request: &api::LedgerRequest) -> Result<LedgerParams
     v.into_result()?;
     match (kind, from, to) {
         (Some(kind), Some(from), Some(to)) => Ok(LedgerParams { kind, from, to, period }),
-        _ => Err(gridcase_runtime::grpc::internal(&"a ledger request passed its checks with a field unparsed")),
+        _ => Err(gridcase_grpc::status::internal(&"a ledger request passed its checks with a field unparsed")),
     }
 }
 

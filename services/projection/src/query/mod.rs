@@ -18,12 +18,13 @@ use gridcase_domain::{CaseId, Clock, ClockMark, ContactState};
 use gridcase_envelope::sealing::{SealedJson, open_contact};
 use gridcase_envelope::{CaseSubject, Positioned, StoredEvent, verify_history};
 use gridcase_eventlog::{EventLog, KeyState, KeyStore};
+use gridcase_grpc::auth::case_not_found;
+use gridcase_grpc::{Access, Violations, status};
 use gridcase_policy::{Limit, Planner, Policy};
+use gridcase_process::TimeSource;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
 use gridcase_proto::query::v1::{self as api, query_service_server::QueryService};
-use gridcase_runtime::auth::case_not_found;
-use gridcase_runtime::{Access, Clock as TimeSource, Violations, grpc};
 use jiff::Timestamp;
 use sqlx::{PgPool, QueryBuilder, Row};
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -48,13 +49,13 @@ pub struct QueryApi {
     pub clock: Arc<dyn TimeSource>,
     /// The service's shutdown: open watches end with it, so they never
     /// hold a graceful stop for the whole grace period.
-    pub shutdown: Option<gridcase_runtime::Shutdown>,
+    pub shutdown: Option<gridcase_process::Shutdown>,
 }
 
 pub(super) const CLOCKS: [Clock; 4] = Clock::ALL;
 
 pub(super) fn db_error(error: impl std::fmt::Display) -> GrpcStatus {
-    grpc::unavailable("the read-model database", &error)
+    status::unavailable("the read-model database", &error)
 }
 
 /// A failure reading case rows: the database away (UNAVAILABLE) or a row
@@ -63,7 +64,7 @@ fn load_error(error: anyhow::Error) -> GrpcStatus {
     if error.downcast_ref::<sqlx::Error>().is_some() {
         db_error(format!("{error:#}"))
     } else {
-        grpc::internal(&format!("{error:#}"))
+        status::internal(&format!("{error:#}"))
     }
 }
 
@@ -191,15 +192,15 @@ async fn masked_phone(pool: &PgPool, keys: &KeyStore, row: &CaseRow) -> Result<(
         (ContactState::Erased, _) => Ok((String::new(), true)),
         (ContactState::None, _) => Ok((String::new(), false)),
         (ContactState::Given, Some(sealed)) => {
-            let sealed = SealedJson::from_json(sealed).map_err(|e| grpc::internal(&e))?;
+            let sealed = SealedJson::from_json(sealed).map_err(|e| status::internal(&e))?;
             match keys.key(case_id).await {
                 Ok(KeyState::Present(key)) => {
-                    let contact = open_contact(&key, case_id, &sealed).map_err(|e| grpc::internal(&e))?;
+                    let contact = open_contact(&key, case_id, &sealed).map_err(|e| status::internal(&e))?;
                     Ok((contact.phone.map(|p| p.masked()).unwrap_or_default(), false))
                 }
                 // The key is gone: erased, the erasure event not projected yet.
                 Ok(KeyState::Absent | KeyState::Erased) => Ok((String::new(), true)),
-                Err(error) => Err(grpc::unavailable("the key store", &error)),
+                Err(error) => Err(status::unavailable("the key store", &error)),
             }
         }
         (ContactState::Given, None) => {
@@ -210,7 +211,7 @@ async fn masked_phone(pool: &PgPool, keys: &KeyStore, row: &CaseRow) -> Result<(
             .bind(case_id.as_uuid())
             .fetch_optional(pool)
             .await
-            .map_err(|e| grpc::unavailable("the read models", &e))?
+            .map_err(|e| status::unavailable("the read models", &e))?
             .flatten();
             Ok((phone.unwrap_or_default(), false))
         }
@@ -296,7 +297,7 @@ impl QueryService for QueryApi {
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             let envelope: &str = row.get(1);
-            let event = StoredEvent::from_json_bytes(envelope.as_bytes()).map_err(|e| grpc::internal(&e))?;
+            let event = StoredEvent::from_json_bytes(envelope.as_bytes()).map_err(|e| status::internal(&e))?;
             let attachments = event
                 .payload
                 .get("attachments")

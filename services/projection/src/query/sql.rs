@@ -4,9 +4,9 @@
 use gridcase_auth::Territory;
 use gridcase_auth::policy::{ListScope, Target, list_scope};
 use gridcase_domain::{Clock, Status};
+use gridcase_grpc::{Access, Violations};
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::{Access, Violations};
 use jiff::Timestamp;
 use sqlx::{Postgres, QueryBuilder, Row};
 use tonic::Status as GrpcStatus;

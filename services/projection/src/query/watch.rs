@@ -9,9 +9,10 @@ use gridcase_auth::policy::Target;
 use gridcase_domain::TownshipCode;
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, ReadFrom};
+use gridcase_grpc::{Access, Violations, status};
+use gridcase_process::Shutdown;
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
-use gridcase_runtime::{Access, Shutdown, Violations, grpc};
 use jiff::Timestamp;
 use tonic::Status as GrpcStatus;
 
@@ -39,7 +40,7 @@ pub(super) async fn watch(
     let reader = log
         .read(CaseSubject::township_filter(&township_code), from)
         .await
-        .map_err(|e| grpc::unavailable("the event log", &e))?;
+        .map_err(|e| status::unavailable("the event log", &e))?;
     let changes = reader.filter_map(move |record| {
         let township = township.clone();
         async move {

@@ -29,7 +29,7 @@ use gridcase_auth::{Operation, Principal, authorize};
 use gridcase_envelope::schema::Actor;
 use tonic::Status;
 
-use crate::{Clock, parse_duration};
+use gridcase_process::{TimeSource, parse_duration};
 
 /// Where tokens come from and how strictly they are checked.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,7 +69,7 @@ impl AuthArgs {
     /// Load the keys; refuses to start without any, and with both an
     /// identity provider's keys and a development secret (a production
     /// server that also mints tokens for anyone who asks).
-    pub fn load(&self, clock: Arc<dyn Clock>) -> anyhow::Result<Authenticator> {
+    pub fn load(&self, clock: Arc<dyn TimeSource>) -> anyhow::Result<Authenticator> {
         if !self.keys.is_empty() && self.dev_secret_file.is_some() {
             anyhow::bail!(
                 "--auth-key and --auth-dev-secret-file are exclusive: a server that trusts an identity provider \
@@ -123,7 +123,7 @@ impl AuthArgs {
 pub struct Authenticator {
     keys: Arc<KeySet>,
     dev: Option<DevIssuer>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn TimeSource>,
     verified: Arc<VerifiedTokens>,
 }
 

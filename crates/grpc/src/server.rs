@@ -16,7 +16,7 @@ use tower_layer::{Identity, Stack};
 
 use crate::auth::{AuthApi, AuthLayer, Authenticator};
 use crate::metrics::GrpcMetricsLayer;
-use crate::shutdown::{Shutdown, drain_with_grace};
+use gridcase_process::shutdown::{Shutdown, drain_with_grace};
 
 /// The router a service adds its own services to.
 pub type ServiceRouter = Router<Stack<AuthLayer, Stack<GrpcMetricsLayer, Identity>>>;
@@ -46,7 +46,7 @@ impl GrpcServer {
         let router = builder
             .trace_fn(|request| {
                 let span = tracing::info_span!("grpc", path = %request.uri().path());
-                crate::telemetry::continue_from_http(&span, request.headers());
+                crate::trace::continue_from_http(&span, request.headers());
                 span
             })
             // Outermost, so refusals by the authentication layer are counted too.
@@ -74,7 +74,7 @@ impl GrpcServer {
     /// finish for at most `grace`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown, grace: Duration) -> anyhow::Result<()> {
         let server =
-            self.router.serve_with_incoming_shutdown(crate::grpc::incoming(listener), shutdown.clone().requested());
+            self.router.serve_with_incoming_shutdown(crate::status::incoming(listener), shutdown.clone().requested());
         match drain_with_grace(server, shutdown, grace).await {
             Some(served) => served.context("serving gRPC"),
             None => {

@@ -1,23 +1,30 @@
-//! What every gridcase service shares around its pure core: the shutdown
-//! signal and draining, telemetry, the clock, authentication and authorization at the gRPC edge and the
-//! mapping of failures to gRPC statuses with machine-readable details.
+//! The process shell every gridcase service shares, whatever it serves:
+//! the shutdown signal and draining ([`shutdown`]), logs and trace export
+//! ([`telemetry`]), where "now" comes from ([`time`]), the Prometheus
+//! exporter ([`exporter`]), flag parsing and the exit code.
 
-pub mod auth;
-pub mod clock;
-pub mod grpc;
-pub mod metrics;
-pub mod server;
-pub mod service;
+pub mod exporter;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 
-pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
-pub use clock::{Clock, FixedClock, SystemClock};
-pub use grpc::Violations;
-pub use server::{GrpcServer, ServerTlsArgs};
-pub use service::{CommonArgs, KeyArgs, PolicyArgs, exit_code};
-pub use shutdown::Shutdown;
+use std::process::ExitCode;
+
+pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use telemetry::LogFormat;
+pub use time::{ManualTimeSource, SystemTimeSource, TimeSource};
+
+/// The process exit code for a service's result, logging the failure.
+pub fn exit_code(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{name} failed");
+            eprintln!("{name}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Parse a human duration such as `5s`, `250ms`, `10m` or `1h 30m` (for flags).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -72,12 +72,6 @@ pub fn writes_stopped(problems: &str) -> Status {
     )
 }
 
-/// Ok while the log keeps its history; [`writes_stopped`] otherwise.
-#[allow(clippy::result_large_err)]
-pub fn writable(log: &gridcase_eventlog::EventLog) -> Result<(), Status> {
-    log.integrity().writable().map_err(|problems| writes_stopped(&problems))
-}
-
 /// DATA_LOSS for a case whose history the log no longer holds whole; the
 /// detail is logged (by the case store), not sent.
 pub fn history_broken(case_id: &dyn std::fmt::Display) -> Status {

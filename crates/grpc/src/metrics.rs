@@ -1,20 +1,13 @@
-//! Prometheus metrics, the same way in every service: one exporter per
-//! process (OpenMetrics/Prometheus text on `/metrics`), the gRPC metrics
-//! layer in front of every gRPC server, and the NATS connection gauge.
-//! Every metric a service documents is registered at start-up, at zero, so
-//! the first scrape already shows it.
+//! The gRPC metrics layer in front of every gRPC server: calls by method
+//! and status code, latency; every method registered at zero.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-
-use anyhow::Context as _;
+use std::time::Instant;
 
 pub const GRPC_REQUESTS: &str = "gridcase_grpc_requests_total";
 pub const GRPC_DURATION: &str = "gridcase_grpc_request_duration_seconds";
-pub const NATS_CONNECTED: &str = "gridcase_nats_connected";
 
 /// The methods this process serves: any other path a caller sends is
 /// labelled `unknown`, so strangers cannot grow the set of series.
@@ -25,40 +18,6 @@ fn method_label(path: &str) -> String {
         Some(known) if known.contains(path) => path.to_owned(),
         _ => "unknown".to_owned(),
     }
-}
-
-/// Latency buckets (seconds): 1 ms to 30 s.
-const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-/// Buckets of the histograms that count events (names ending in `_events`:
-/// events per write, per projection transaction): 1 to 1,000.
-const COUNT_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
-
-/// Serve `/metrics` on `addr` (this process's one recorder): register the
-/// metrics every service has and the caller's (`register`), then answer
-/// scrapes, so the first scrape already shows every metric. Call it within
-/// the Tokio runtime.
-pub fn install(addr: SocketAddr, register: impl FnOnce()) -> anyhow::Result<()> {
-    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets(&LATENCY_BUCKETS)
-        .context("latency buckets")?
-        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_events".into()), &COUNT_BUCKETS)
-        .context("count buckets")?
-        .build()
-        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
-    metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
-    metrics::describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, 0 while it is down.");
-    metrics::gauge!(NATS_CONNECTED).set(0.0);
-    gridcase_eventlog::store::register_metrics();
-    register();
-    tokio::spawn(async move {
-        if let Err(error) = exporter.await {
-            tracing::error!(?error, "the metrics endpoint stopped");
-        }
-    });
-    tracing::info!(%addr, "metrics endpoint listening");
-    Ok(())
 }
 
 /// Register the gRPC metrics of every method of `services` (full names such
@@ -95,21 +54,6 @@ fn grpc_methods(services: &[&str]) -> Vec<String> {
         }
     }
     paths
-}
-
-/// Keep [`NATS_CONNECTED`] in step with `client`'s connection until `stop`.
-pub fn watch_nats(client: async_nats::Client, stop: impl Future<Output = ()> + Send + 'static) {
-    tokio::spawn(async move {
-        tokio::pin!(stop);
-        loop {
-            let connected = client.connection_state() == async_nats::connection::State::Connected;
-            metrics::gauge!(NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    });
 }
 
 /// The gRPC metrics layer: every call counted by method and status code,

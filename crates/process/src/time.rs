@@ -1,3 +1,6 @@
+//! Where services get "now". Pure code never asks: it is given `now`. (Not
+//! to be confused with a case's deadline clocks, `gridcase_domain::Clock`.)
+
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -5,7 +8,7 @@ use tokio::sync::watch;
 
 /// Where services get "now": the system clock in production, a clock a test
 /// sets by hand elsewhere. Pure code never asks; it is given `now`.
-pub trait Clock: Send + Sync + 'static {
+pub trait TimeSource: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 
     /// Told whenever the clock is moved by hand (a test's clock), so a
@@ -17,19 +20,19 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub struct SystemTimeSource;
 
-impl Clock for SystemClock {
+impl TimeSource for SystemTimeSource {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
 }
 
-/// A clock that only moves when told to.
+/// A time source that only moves when told to (tests, benchmarks).
 #[derive(Debug, Clone)]
-pub struct FixedClock(Arc<watch::Sender<Timestamp>>);
+pub struct ManualTimeSource(Arc<watch::Sender<Timestamp>>);
 
-impl FixedClock {
+impl ManualTimeSource {
     pub fn new(at: Timestamp) -> Self {
         Self(Arc::new(watch::Sender::new(at)))
     }
@@ -43,7 +46,7 @@ impl FixedClock {
     }
 }
 
-impl Clock for FixedClock {
+impl TimeSource for ManualTimeSource {
     fn now(&self) -> Timestamp {
         *self.0.borrow()
     }

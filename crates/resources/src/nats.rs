@@ -1,18 +1,13 @@
-//! What every service's configuration and start-up share: the NATS
-//! connection, the case stream, time-outs, logging, and the exit code.
+//! The NATS connection every service opens, the case log on it, and the
+//! watches that go with them (the connection gauge, the log's integrity).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gridcase_calendar::{Calendar, YearTable};
-use gridcase_envelope::sealing::MasterKeys;
-use gridcase_eventlog::{EventLog, KeyStore, StreamSettings};
-use gridcase_policy::Policy;
+use gridcase_eventlog::{EventLog, StreamSettings};
 
-use crate::{LogFormat, parse_duration};
+use gridcase_process::{LogFormat, parse_duration};
 
 /// Flags every gridcase service takes (flattened into each service's `Config`).
 #[derive(Debug, Clone, clap::Args)]
@@ -199,107 +194,20 @@ pub fn watch_history(
     ))
 }
 
-/// Where the dispatch policy and the working calendar are.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PolicyArgs {
-    /// Dispatch policy file (tiers, routes, thresholds, escalation).
-    #[arg(long, env = "GRIDCASE_POLICY", default_value = "deploy/policy/policy.toml")]
-    pub policy: PathBuf,
+/// 1 while the NATS connection is up, 0 while it is down.
+pub const NATS_CONNECTED: &str = "gridcase_nats_connected";
 
-    /// Directory of working-calendar year files (2025.toml, 2026.toml, …).
-    #[arg(long, env = "GRIDCASE_CALENDAR_DIR", default_value = "deploy/calendar")]
-    pub calendar_dir: PathBuf,
-}
-
-impl PolicyArgs {
-    /// Load and validate both; errors name the file and line.
-    pub fn load(&self) -> anyhow::Result<(Policy, Calendar)> {
-        let policy = Policy::load(&self.policy).context("loading the dispatch policy")?;
-        let years = YearTable::load_dir(&self.calendar_dir).context("loading the working calendar")?;
-        let calendar = Calendar::new(Arc::new(years), policy.default_hours.clone());
-        tracing::info!(
-            policy = %policy.stamp(),
-            routes = policy.routes.len(),
-            calendar_years = ?calendar.years().years().map(|y| y.year).collect::<Vec<_>>(),
-            "dispatch policy and calendar loaded"
-        );
-        Ok((policy, calendar))
-    }
-}
-
-/// The process exit code for a service's result, logging the failure.
-pub fn exit_code(name: &str, result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "{name} failed");
-            eprintln!("{name}: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Where residents' data keys are and what wraps them.
-#[derive(Debug, Clone, clap::Args)]
-pub struct KeyArgs {
-    /// Master key file: one `<id> <64 hex digits>` line per key, the first
-    /// current (it wraps new data keys), the others only unwrapping keys from
-    /// before a rotation. Residents' contact details are sealed under
-    /// per-case data keys wrapped by it. Readable by the service's user only.
-    /// `gridctl master-key new ID` prints a line.
-    #[arg(long, env = "GRIDCASE_MASTER_KEY_FILE", value_name = "FILE")]
-    pub master_key_file: Option<PathBuf>,
-
-    /// JetStream key-value bucket holding the per-case data keys (wrapped).
-    #[arg(long, env = "GRIDCASE_KEY_BUCKET", default_value = gridcase_eventlog::keys::DEFAULT_BUCKET)]
-    pub key_bucket: String,
-
-    /// Most new data keys stored in one atomic batch (the keys of filings
-    /// that arrive while the previous batch is stored go together); 1:
-    /// every key alone.
-    #[arg(long, env = "GRIDCASE_KEY_BATCH_MAX", default_value_t = gridcase_eventlog::keys::DEFAULT_BATCH_MAX,
-          value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub key_batch_max: u16,
-}
-
-impl KeyArgs {
-    /// The master keys of `--master-key-file`, if one is set.
-    pub fn master_keys(&self) -> anyhow::Result<Option<Arc<MasterKeys>>> {
-        let Some(path) = &self.master_key_file else { return Ok(None) };
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading the master key file {}", path.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777),
-                    "the master key file is readable by other users: chmod 600 it");
+/// Keep [`NATS_CONNECTED`] in step with `client`'s connection until `stop`.
+pub fn watch_nats(client: async_nats::Client, stop: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            metrics::gauge!(NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-        let keys = MasterKeys::parse(&text).with_context(|| format!("master key file {}", path.display()))?;
-        tracing::info!(current = keys.current_id(), keys = keys.ids().count(), "master keys loaded");
-        Ok(Some(Arc::new(keys)))
-    }
-
-    /// Open the key store on the log's JetStream. `need_master`: the service
-    /// seals or opens personal data and must not start without the key file.
-    pub async fn open(&self, log: &EventLog, need_master: bool) -> anyhow::Result<KeyStore> {
-        // A service that only erases keys does not read the file at all.
-        let master = if need_master { self.master_keys()? } else { None };
-        anyhow::ensure!(
-            master.is_some() || !need_master,
-            "--master-key-file (GRIDCASE_MASTER_KEY_FILE) is required: residents' contact details are sealed \
-             under keys it wraps; `gridctl master-key new ID > FILE` makes one"
-        );
-        KeyStore::open_batching(
-            log.context(),
-            &self.key_bucket,
-            log.settings().replicas,
-            master,
-            usize::from(self.key_batch_max),
-        )
-        .await
-        .context("opening the key store")
-    }
+    });
 }
