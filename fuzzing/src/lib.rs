@@ -115,7 +115,7 @@ pub fn jwt(data: &[u8]) {
 fn reference() -> &'static gridcase_reference::Reference {
     static REFERENCE: OnceLock<gridcase_reference::Reference> = OnceLock::new();
     REFERENCE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/reference");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/reference");
         gridcase_reference::Reference::load(&dir).expect("the shipped reference data")
     })
 }

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_target_has_a_corpus_and_replays_it_clean() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         for (name, target) in gridcase_fuzzing::TARGETS {
             let corpus = load_corpus(&root.join(name)).unwrap();
             assert!(!corpus.is_empty(), "{name}: empty corpus");
