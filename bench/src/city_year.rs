@@ -241,7 +241,8 @@ impl Generator<'_> {
         self.batch.push(Message { subject, headers, payload: Bytes::from(stored.to_json_bytes()) });
         // The dispatcher lets a closed case go and folds its whole history
         // again when it is reopened: the same as folding on without a break.
-        sim.tracked = self.core.observe(sim.tracked.take(), &stored, &event, self.sequence);
+        let observed = gridcase_dispatcher::schedule::observed(&stored, self.sequence);
+        sim.tracked = self.core.observe(sim.tracked.take(), &observed, &event);
         sim.case = gridcase_domain::evolve(sim.case.take(), &event);
         sim.last_sequence = self.sequence;
         sim.last_hash = Some(stored.hash);
@@ -269,7 +270,7 @@ impl Generator<'_> {
             let Some(action) = self.core.next_action(tracked, now) else { return };
             let event =
                 gridcase_domain::decide(Some(&tracked.case), &action.command, now).expect("the dispatcher's step");
-            let provenance = gridcase_dispatcher::service::step_provenance(&action, now);
+            let provenance = gridcase_dispatcher::commit::step_provenance(&action, now);
             self.emit(sim, event, provenance.event_id, now, provenance.actor, None);
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use gridcase_chaos::{Topology, check, load};
-use gridcase_tests::{eventually, eventually_within, serving, workspace_root};
+use gridcase_tests::{eventually, serving, workspace_root};
 
 async fn connect(topology: &Topology, seed_file: &std::path::Path) -> async_nats::Client {
     let seed = std::fs::read_to_string(seed_file).unwrap();
@@ -51,11 +51,13 @@ async fn mirrored(backup: &jetstream::Context, name: &str) -> u64 {
 async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back() {
     let run = tempfile::Builder::new().prefix("gridcase-backup-").tempdir().unwrap();
     std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let offset = u64::from(std::process::id()) % 400 * 20 + 10;
+    // Ports below the ephemeral range and clear of the chaos test's (which
+    // may run at the same time: 10001-22003 and 20001-28052).
+    let jitter = u64::from(std::process::id()) % 10;
     let env = vec![
         ("GRIDCASE_CLUSTER_DIR".to_owned(), run.path().display().to_string()),
-        ("GRIDCASE_CLUSTER_PORT_BASE".to_owned(), (10_000 + offset).to_string()),
-        ("GRIDCASE_CLUSTER_SERVICE_PORT_BASE".to_owned(), (20_000 + offset).to_string()),
+        ("GRIDCASE_CLUSTER_PORT_BASE".to_owned(), (28_100 + jitter * 10).to_string()),
+        ("GRIDCASE_CLUSTER_SERVICE_PORT_BASE".to_owned(), (32_300 + jitter * 40).to_string()),
         ("GRIDCASE_CLUSTER_NODES".to_owned(), "1".to_owned()),
         ("GRIDCASE_BIN_DIR".to_owned(), gridcase_tests::service_binaries().display().to_string()),
         ("GRIDCASE_SKIP_INSTALL".to_owned(), "1".to_owned()),
@@ -136,11 +138,16 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     assert!(grown > end);
     // The mirror lost its origin while the stream was replaced: it finds
     // the restored one at its next retry (JetStream backs off up to 2 min).
-    let patience = Duration::from_secs(150);
-    eventually_within("the mirror to follow the restored stream", patience, || async {
-        mirrored(&backup, "BACKUP_GRIDCASE_CASES").await == grown
-    })
-    .await;
-
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while mirrored(&backup, "BACKUP_GRIDCASE_CASES").await < grown {
+        if std::time::Instant::now() > deadline {
+            let mut mirror = backup.get_stream("BACKUP_GRIDCASE_CASES").await.unwrap();
+            let info = mirror.info().await.unwrap().clone();
+            let log = std::fs::read_to_string(run.path().join("logs/nats-1.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!("the mirror did not follow ({:?}, {:?}); nats-1's log ends:\n{}", info.mirror, info.state, tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     script("cluster.sh", &env, &["down"]);
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use crate::{
-    CaseId, CategoryCode, Clock, ClockMark, Command, ContactState, DomainError, Event, Feedback, GridCode, OrgCode,
-    Status, Supervision, Tier,
+    CaseId, CategoryCode, Clock, ClockMark, ClockTerms, Command, ContactState, DomainError, Event, Feedback, GridCode,
+    OrgCode, Status, Supervision, Tier,
 };
 
 /// Deadlines a dispatch sets, computed by the caller on the working calendar.
@@ -27,6 +27,11 @@ pub struct DeadlineBasis {
     pub calendar: String,
     /// True when a year without a calendar file was counted Monday–Friday.
     pub fallback: bool,
+    /// How each clock the event sets counts its time (absent from events
+    /// written before terms were recorded: payload version 1 or 2; readers
+    /// derive them from the policy then).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<Clock, ClockTerms>,
 }
 
 /// The longest extension one request may ask for, in working days.
@@ -50,6 +55,11 @@ pub struct Case {
     pub supervision: Supervision,
     pub urgent: bool,
     pub deadlines: BTreeMap<Clock, Timestamp>,
+    /// How each clock counts its time, as recorded when its deadline was set
+    /// (none recorded for deadlines set before terms were: see
+    /// `gridcase_policy::Policy::clock_terms`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<Clock, ClockTerms>,
     pub marks: BTreeSet<(Clock, ClockMark)>,
     pub pending_extension: Option<u32>,
     pub approved_extension_days: u32,
@@ -311,6 +321,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 supervision: Supervision::None,
                 urgent: false,
                 deadlines: BTreeMap::new(),
+                terms: BTreeMap::new(),
                 marks: BTreeSet::new(),
                 pending_extension: None,
                 approved_extension_days: 0,
@@ -329,7 +340,13 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
     let restart = |case: &mut Case, clocks: &[Clock]| {
         for clock in clocks {
             case.deadlines.remove(clock);
+            case.terms.remove(clock);
             case.marks.retain(|(marked, _)| marked != clock);
+        }
+    };
+    let record_terms = |case: &mut Case, basis: &Option<DeadlineBasis>| {
+        if let Some(basis) = basis {
+            case.terms.extend(basis.terms.iter().map(|(clock, terms)| (*clock, terms.clone())));
         }
     };
     match event {
@@ -343,11 +360,12 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
             case.status = Status::Voided;
             restart(&mut case, &[Clock::Register]);
         }
-        Event::Dispatched { unit, acknowledge_due, resolve_due, .. }
-        | Event::Reassigned { to: unit, acknowledge_due, resolve_due, .. } => {
+        Event::Dispatched { unit, acknowledge_due, resolve_due, basis }
+        | Event::Reassigned { to: unit, acknowledge_due, resolve_due, basis, .. } => {
             case.status = Status::Dispatched;
             case.unit = Some(unit.clone());
             restart(&mut case, &[Clock::Acknowledge, Clock::Resolve]);
+            record_terms(&mut case, basis);
             case.deadlines.insert(Clock::Acknowledge, *acknowledge_due);
             case.deadlines.insert(Clock::Resolve, *resolve_due);
         }
@@ -407,9 +425,10 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
         }
         Event::Supervised { to, .. } => case.supervision = *to,
         Event::UrgencySet { urgent, .. } => case.urgent = *urgent,
-        Event::DeadlineSet { clock, due, .. } => {
+        Event::DeadlineSet { clock, due, basis } => {
             restart(&mut case, &[*clock]);
             case.deadlines.insert(*clock, *due);
+            record_terms(&mut case, basis);
         }
         Event::ClockMarked { clock, mark, .. } => {
             case.marks.insert((*clock, *mark));

@@ -197,6 +197,17 @@ impl Clock {
     }
 }
 
+/// How a clock of a case counts its time: working time (on whose working
+/// hours; none: the default hours, the command centre's) or calendar time.
+/// Decided when its deadline is set, and recorded with it, so that a
+/// policy changed later does not change how an existing deadline runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ClockTerms {
+    pub working: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours_of: Option<crate::OrgCode>,
+}
+
 /// What the deadline watch records about a clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -30,10 +30,16 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// The newest version of the payload shapes defined in this module. Version
 /// 2 differs from 1 in one place: a `filed` payload's `resident_contact` is
 /// sealed (`{"sealed": {"alg", "nonce", "ciphertext"}}`) rather than in
-/// clear. Events are stamped with the lowest version that reads them, so a
-/// reader of version 1 skips (and counts) exactly the filings it could not
-/// read right, and every other event stays as version 1 wrote it.
-pub const PAYLOAD_VERSION: u32 = 2;
+/// clear. Version 3 adds one field: the `basis` of a `dispatched`,
+/// `reassigned` or `deadline_set` payload records each clock's `terms`
+/// (`{"RESOLVE": {"working": true, "hours_of": "unit.…"}}`). Events are
+/// stamped with the lowest version that reads them, so an older reader
+/// skips (and counts) exactly the events it could not read right, and
+/// every other event stays as version 1 wrote it. Reading an event of an
+/// older version is upcasting it: version 1 and 2 deadline events have no
+/// terms, and readers derive them from the policy at hand
+/// (`gridcase_policy::Policy::clock_terms`).
+pub const PAYLOAD_VERSION: u32 = 3;
 
 /// Who acted: a person, in a role, for an organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,10 +253,20 @@ pub enum ChainBreak {
     ForeignEvent { case_version: u64, event_id: Uuid, other: CaseId },
 }
 
-/// The lowest payload version that reads `event` right.
+/// The lowest payload version that reads `event` right: 2 for a filing
+/// whose contact details are sealed, 3 for a deadline event that records
+/// how its clocks count time (an older reader would pass over the terms
+/// and count them by its own policy), 1 for everything else.
 fn schema_version(event: &Event) -> u32 {
+    let records_terms =
+        |basis: &Option<gridcase_domain::DeadlineBasis>| basis.as_ref().is_some_and(|b| !b.terms.is_empty());
     match event {
         Event::Filed(Filing { contact: Some(Contact::Sealed(_)), .. }) => 2,
+        Event::Dispatched { basis, .. } | Event::Reassigned { basis, .. } | Event::DeadlineSet { basis, .. }
+            if records_terms(basis) =>
+        {
+            3
+        }
         _ => 1,
     }
 }

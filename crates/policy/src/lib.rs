@@ -18,11 +18,11 @@ mod planner;
 use std::collections::{BTreeMap, BTreeSet};
 
 use gridcase_calendar::WorkingHours;
-use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
+use gridcase_domain::{Case, CategoryCode, Clock, ClockTerms, GridCode, OrgCode, Tier};
 
 pub use limit::{Limit, LimitError, Span};
 pub use parse::PolicyError;
-pub use planner::{ClockTiming, Computed, Marks, Planner};
+pub use planner::{ClockTiming, Marks, Planner};
 
 /// The limits of one tier (or a route's overrides of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,37 @@ impl Policy {
         unit: Option<&OrgCode>,
     ) -> Limit {
         self.limit_of(clock, tier, self.route_for(category, grid, unit))
+    }
+
+    /// How a clock of `case` counts its time: as recorded when its deadline
+    /// was set, or, for a deadline set before terms were recorded (payload
+    /// versions 1 and 2), as this policy would set it now. The one answer
+    /// to "does this clock run in working time, on whose hours" for the
+    /// dispatcher, the query service and gridctl.
+    pub fn clock_terms(&self, clock: Clock, case: &Case) -> ClockTerms {
+        case.terms
+            .get(&clock)
+            .cloned()
+            .unwrap_or_else(|| self.terms_for(clock, case.tier, &case.category, &case.grid, case.unit.as_ref()))
+    }
+
+    /// The terms this policy gives a clock of a case of `tier`, `category`
+    /// and `grid` handled by `unit` (none yet): working time unless its limit
+    /// is in calendar time, on the hours [`Policy::clock_hours`] names.
+    pub fn terms_for(
+        &self,
+        clock: Clock,
+        tier: Option<Tier>,
+        category: &CategoryCode,
+        grid: &GridCode,
+        unit: Option<&OrgCode>,
+    ) -> ClockTerms {
+        Self::terms(clock, &self.clock_limit(clock, tier, category, grid, unit), unit)
+    }
+
+    /// The terms of a clock under `limit` for a case handled by `unit`.
+    pub fn terms(clock: Clock, limit: &Limit, unit: Option<&OrgCode>) -> ClockTerms {
+        ClockTerms { working: !matches!(limit, Limit::Calendar(_)), hours_of: Self::clock_hours(clock, unit).cloned() }
     }
 
     /// Whose working hours a clock runs on: the handling unit's for the

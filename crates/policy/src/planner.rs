@@ -18,19 +18,11 @@
 
 use std::collections::BTreeSet;
 
-use gridcase_calendar::Calendar;
-use gridcase_domain::{CategoryCode, Clock, DeadlineBasis, Deadlines, GridCode, OrgCode, Tier};
+use gridcase_calendar::{Calendar, Computed};
+use gridcase_domain::{CategoryCode, Clock, ClockTerms, DeadlineBasis, Deadlines, GridCode, OrgCode, Tier};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::{Limit, Policy, Span};
-
-/// An instant computed on the calendar, with the years it relied on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Computed {
-    pub at: Timestamp,
-    pub years: BTreeSet<i16>,
-    pub fallback_years: BTreeSet<i16>,
-}
 
 /// The timing of one running clock. A clock that was paused (hold)
 /// restarts at a new `origin` with part of its allowance already used, so
@@ -83,13 +75,12 @@ impl<'a> Planner<'a> {
     }
 
     /// The instant `span` after `start` on `organisation`'s calendar.
-    pub fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> Computed {
+    pub fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> Computed<Timestamp> {
         match span {
-            Span::Calendar(d) => Computed { at: start + d, ..Computed::default() },
-            Span::Working(d) => {
-                let computed = self.calendar_for(organisation).add_working(start, d);
-                Computed { at: computed.value, years: computed.years, fallback_years: computed.fallback_years }
+            Span::Calendar(d) => {
+                Computed { value: start + d, years: Default::default(), fallback_years: Default::default() }
             }
+            Span::Working(d) => self.calendar_for(organisation).add_working(start, d),
         }
     }
 
@@ -150,7 +141,7 @@ impl<'a> Planner<'a> {
             }
             let rest = target - timing.used_before;
             let span = if timing.working { Span::Working(rest) } else { Span::Calendar(rest) };
-            self.add(timing.origin, span, timing.hours_of.as_ref()).at
+            self.add(timing.origin, span, timing.hours_of.as_ref()).value
         };
         Marks {
             warning: at(thresholds.warning_percent),
@@ -159,8 +150,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// What deadlines computed from these instants rest on.
-    pub fn basis<'c>(&self, computed: impl IntoIterator<Item = &'c Computed>) -> DeadlineBasis {
+    /// What deadlines computed from these instants rest on, with how each
+    /// clock they set counts its time.
+    pub fn basis<'c>(
+        &self,
+        terms: impl IntoIterator<Item = (Clock, ClockTerms)>,
+        computed: impl IntoIterator<Item = &'c Computed<Timestamp>>,
+    ) -> DeadlineBasis {
         let (mut years, mut fallback) = (BTreeSet::new(), BTreeSet::new());
         for c in computed {
             years.extend(c.years.iter().copied());
@@ -170,6 +166,7 @@ impl<'a> Planner<'a> {
             policy: self.policy.stamp(),
             calendar: self.calendar.describe(&years, &fallback),
             fallback: !fallback.is_empty(),
+            terms: terms.into_iter().collect(),
         }
     }
 
@@ -186,8 +183,10 @@ impl<'a> Planner<'a> {
         let limit = |clock| self.policy.clock_limit(clock, Some(tier), category, grid, Some(unit));
         let acknowledge = self.add(now, self.span_of(&limit(Clock::Acknowledge), Some(unit)), Some(unit));
         let resolve = self.add(now, self.span_of(&limit(Clock::Resolve), Some(unit)), Some(unit));
-        let basis = self.basis([&acknowledge, &resolve]);
+        let terms = [Clock::Acknowledge, Clock::Resolve]
+            .map(|clock| (clock, self.policy.terms_for(clock, Some(tier), category, grid, Some(unit))));
+        let basis = self.basis(terms, [&acknowledge, &resolve]);
         let fallback = acknowledge.fallback_years.union(&resolve.fallback_years).copied().collect();
-        (Deadlines { acknowledge_due: acknowledge.at, resolve_due: resolve.at, basis: Some(basis) }, fallback)
+        (Deadlines { acknowledge_due: acknowledge.value, resolve_due: resolve.value, basis: Some(basis) }, fallback)
     }
 }

@@ -80,7 +80,12 @@ fn route_overrides_replace_only_what_they_name() {
 /// A clock started at `from` with `limit` (and `extra` running time on
 /// top), on the default hours: its deadline and marks, as the dispatcher
 /// computes them.
-fn plan(policy: &Policy, from: Timestamp, limit: &Limit, extra: SignedDuration) -> (Computed, Marks) {
+fn plan(
+    policy: &Policy,
+    from: Timestamp,
+    limit: &Limit,
+    extra: SignedDuration,
+) -> (gridcase_calendar::Computed<Timestamp>, Marks) {
     let calendar = calendar();
     let planner = Planner::new(policy, &calendar);
     let span = match planner.span_of(limit, None) {
@@ -88,7 +93,7 @@ fn plan(policy: &Policy, from: Timestamp, limit: &Limit, extra: SignedDuration) 
         Span::Working(d) => Span::Working(d + extra),
     };
     let due = planner.add(from, span, None);
-    let marks = planner.marks(&planner.timing(from, due.at, matches!(span, Span::Working(_)), None));
+    let marks = planner.marks(&planner.timing(from, due.value, matches!(span, Span::Working(_)), None));
     (due, marks)
 }
 
@@ -98,8 +103,8 @@ fn a_normal_case_dispatched_before_the_spring_festival() {
     let policy = shipped();
     let (due, marks) = plan(&policy, bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::ZERO);
     assert_eq!(marks.warning, bj("2026-02-26 11:00"), "70% of 40 working hours");
-    assert_eq!(due.at, bj("2026-02-27 17:00"));
-    assert_eq!(marks.yellow_card, due.at);
+    assert_eq!(due.value, bj("2026-02-27 17:00"));
+    assert_eq!(marks.yellow_card, due.value);
     assert_eq!(marks.red_card, bj("2026-03-05 17:00"), "twice the limit, across the working Saturday 02-28");
     assert!(due.fallback_years.is_empty());
     assert!(due.years.contains(&2026));
@@ -107,7 +112,7 @@ fn a_normal_case_dispatched_before_the_spring_festival() {
     let (extended, _) = plan(&policy, bj("2026-02-13 17:00"), &Limit::WorkingDays(5), SignedDuration::from_hours(16));
     // 16 more working hours after Fri 02-27 17:00: 1 h that Friday, 8 h on the
     // working Saturday 02-28, 7 h on Monday 03-02.
-    assert_eq!(extended.at, bj("2026-03-02 17:00"), "2 approved working days on top");
+    assert_eq!(extended.value, bj("2026-03-02 17:00"), "2 approved working days on top");
 }
 
 #[test]
@@ -116,7 +121,7 @@ fn a_critical_clock_runs_through_the_holiday_night() {
     let thirty_minutes = Limit::Calendar(SignedDuration::from_mins(30));
     let (due, marks) = plan(&policy, bj("2026-02-15 03:00"), &thirty_minutes, SignedDuration::ZERO);
     assert_eq!(marks.warning, bj("2026-02-15 03:21"));
-    assert_eq!(due.at, bj("2026-02-15 03:30"));
+    assert_eq!(due.value, bj("2026-02-15 03:30"));
     assert_eq!(marks.red_card, bj("2026-02-15 04:00"));
     assert!(due.years.is_empty(), "calendar time consults no calendar file");
 }
@@ -132,7 +137,7 @@ fn a_paused_clock_warns_at_its_share_of_running_time() {
     assert_eq!(first.allowed, SignedDuration::from_hours(40));
     let left = planner.left_at(&first, bj("2026-03-03 18:00"));
     assert_eq!(left, SignedDuration::from_hours(24), "the hold keeps what was left");
-    let due = planner.add(bj("2026-03-09 08:00"), Span::Working(left), None).at;
+    let due = planner.add(bj("2026-03-09 08:00"), Span::Working(left), None).value;
     assert_eq!(due, bj("2026-03-11 18:00"));
     let resumed = planner.moved(&first, due, Some((bj("2026-03-09 08:00"), left)));
     assert_eq!(

@@ -12,13 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use gridcase_calendar::Calendar;
+use gridcase_calendar::{Calendar, Computed};
 use gridcase_domain::{
-    Case, Clock, ClockMark, Command, ContactState, Event, OrgCode, Role, Status, Supervision, Text, Tier,
+    Case, Clock, ClockMark, ClockTerms, Command, ContactState, Event, OrgCode, Role, Status, Supervision, Text, Tier,
 };
-use gridcase_envelope::Head;
-use gridcase_envelope::{CaseSubject, StoredEvent};
-use gridcase_policy::{ClockTiming, Computed, Limit, Marks, Planner, Policy, Span};
+use gridcase_envelope::{CaseSubject, Head};
+use gridcase_policy::{ClockTiming, Limit, Marks, Planner, Policy, Span};
 use gridcase_reference::Reference;
 use jiff::{SignedDuration, Timestamp};
 
@@ -54,6 +53,17 @@ pub struct Tracked {
     /// it, or voided, cancelled): the retention of their contact details
     /// counts from the latest of these.
     pub retention_from: Option<Timestamp>,
+}
+
+/// What the core needs of a stored event beside the event itself: when
+/// and by whom it happened, where it sits in the stream, its hash (what
+/// the case's next event chains to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub at: Timestamp,
+    pub role: Role,
+    pub sequence: u64,
+    pub hash: String,
 }
 
 /// Whether a case in this state can need no deadline step of the
@@ -118,41 +128,49 @@ impl<'a> Core<'a> {
 
     /// The instant `span` after `start` on `organisation`'s calendar, with
     /// the years it used and those without a calendar file.
-    fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> Computed {
+    fn add(&self, start: Timestamp, span: Span, organisation: Option<&OrgCode>) -> Computed<Timestamp> {
         self.planner().add(start, span, organisation)
     }
 
     /// A clock started at `origin`, due at `due`, with nothing used before.
-    fn fresh(&self, origin: Timestamp, due: Timestamp, working: bool, hours_of: Option<OrgCode>) -> ClockTiming {
-        self.planner().timing(origin, due, working, hours_of)
+    fn fresh(&self, origin: Timestamp, due: Timestamp, terms: ClockTerms) -> ClockTiming {
+        self.planner().timing(origin, due, terms.working, terms.hours_of)
     }
 
-    /// A step setting one deadline, with what it was computed from.
-    fn set_deadline(&self, tracked: &Tracked, clock: Clock, computed: Computed, detail: &str) -> Option<Action> {
-        let basis = Some(self.planner().basis([&computed]));
+    /// A step setting one deadline, with what it was computed from and how
+    /// the clock counts its time.
+    fn set_deadline(
+        &self,
+        tracked: &Tracked,
+        clock: Clock,
+        terms: ClockTerms,
+        computed: Computed<Timestamp>,
+        detail: &str,
+    ) -> Option<Action> {
+        let basis = Some(self.planner().basis([(clock, terms)], [&computed]));
         let fallback = computed.fallback_years.into_iter().collect();
-        self.action(tracked, Command::SetDeadline { clock, due: computed.at, basis }, detail, fallback)
+        self.action(tracked, Command::SetDeadline { clock, due: computed.value, basis }, detail, fallback)
+    }
+
+    /// The terms of a clock that starts now: the policy's, as it stands.
+    fn fresh_terms(&self, case: &Case, clock: Clock) -> ClockTerms {
+        self.policy.terms_for(clock, case.tier, &case.category, &case.grid, case.unit.as_ref())
     }
 
     fn tier_limit(&self, case: &Case, clock: Clock) -> Limit {
         self.policy.clock_limit(clock, case.tier, &case.category, &case.grid, case.unit.as_ref())
     }
 
-    /// Fold one stored event (already decoded) into what we know of its case.
-    pub fn observe(
-        &self,
-        tracked: Option<Tracked>,
-        stored: &StoredEvent,
-        event: &Event,
-        sequence: u64,
-    ) -> Option<Tracked> {
-        let at = stored.occurred_at;
+    /// Fold one event (`observed` says when, by whom, where in the stream)
+    /// into what we know of its case.
+    pub fn observe(&self, tracked: Option<Tracked>, observed: &Observed, event: &Event) -> Option<Tracked> {
+        let (at, sequence) = (observed.at, observed.sequence);
         let mut tracked = match (tracked, event) {
             (None, Event::Filed(filed)) => Tracked {
                 case: gridcase_domain::evolve(None, event)?,
                 subject: CaseSubject::for_grid(&filed.grid, &filed.case_id),
                 last_sequence: sequence,
-                last_hash: stored.hash.clone(),
+                last_hash: observed.hash.clone(),
                 filed_at: at,
                 clocks: BTreeMap::new(),
                 waiting_noted: false,
@@ -168,13 +186,10 @@ impl<'a> Core<'a> {
             (Some(mut tracked), _) => {
                 tracked.case = gridcase_domain::evolve(Some(tracked.case), event)?;
                 tracked.last_sequence = sequence;
-                tracked.last_hash = stored.hash.clone();
+                tracked.last_hash = observed.hash.clone();
                 tracked
             }
         };
-        let unit = tracked.case.unit.clone();
-        let limit_is_working =
-            |core: &Core, case: &Case, clock| !matches!(core.tier_limit(case, clock), Limit::Calendar(_));
         match event {
             Event::Registered { .. } => {
                 tracked.clocks.remove(&Clock::Register);
@@ -191,8 +206,8 @@ impl<'a> Core<'a> {
             | Event::Reassigned { acknowledge_due, resolve_due, .. } => {
                 tracked.awaiting_first_dispatch = false;
                 for (clock, due) in [(Clock::Acknowledge, *acknowledge_due), (Clock::Resolve, *resolve_due)] {
-                    let working = limit_is_working(self, &tracked.case, clock);
-                    tracked.clocks.insert(clock, self.fresh(at, due, working, unit.clone()));
+                    let terms = self.policy.clock_terms(clock, &tracked.case);
+                    tracked.clocks.insert(clock, self.fresh(at, due, terms));
                 }
                 tracked.extension_to_apply = 0;
                 tracked.hold = None;
@@ -208,7 +223,7 @@ impl<'a> Core<'a> {
                 tracked.awaiting_first_dispatch = false;
             }
             Event::ProgressAdded { note, .. }
-                if stored.actor.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) =>
+                if observed.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) =>
             {
                 tracked.waiting_noted = true;
             }
@@ -241,8 +256,7 @@ impl<'a> Core<'a> {
                 tracked.retention_from = None;
             }
             Event::DeadlineSet { clock, due, .. } => {
-                let working = limit_is_working(self, &tracked.case, *clock);
-                let hours_of = Policy::clock_hours(*clock, unit.as_ref()).cloned();
+                let terms = self.policy.clock_terms(*clock, &tracked.case);
                 let resumed_with = tracked.resume_remaining.map(|(_, left)| left);
                 let moved = match tracked.clocks.get(clock) {
                     // The same resolve clock moved: after a hold it runs again
@@ -252,7 +266,7 @@ impl<'a> Core<'a> {
                     }
                     _ => None,
                 };
-                let timing = moved.unwrap_or_else(|| self.fresh(at, *due, working, hours_of));
+                let timing = moved.unwrap_or_else(|| self.fresh(at, *due, terms));
                 tracked.clocks.insert(*clock, timing);
                 if *clock == Clock::Resolve {
                     tracked.extension_to_apply = 0;
@@ -331,7 +345,8 @@ impl<'a> Core<'a> {
                 if !case.deadlines.contains_key(&Clock::Register) {
                     let span = self.span_of(&self.policy.register, None);
                     let computed = self.add(tracked.filed_at, span, None);
-                    return self.set_deadline(tracked, Clock::Register, computed, "register");
+                    let terms = self.fresh_terms(case, Clock::Register);
+                    return self.set_deadline(tracked, Clock::Register, terms, computed, "register");
                 }
             }
             Status::Registered if tracked.awaiting_first_dispatch => {
@@ -359,34 +374,35 @@ impl<'a> Core<'a> {
         let unit = case.unit.as_ref();
         let resolve_settable = matches!(case.status, Status::Dispatched | Status::InProgress | Status::OnHold);
         if resolve_settable && let Some(timing) = resolve {
+            // A moved deadline keeps how its clock counts time.
+            let terms = ClockTerms { working: timing.working, hours_of: timing.hours_of.clone() };
             if tracked.extension_to_apply > 0 {
                 let span = self.span_of(&Limit::WorkingDays(tracked.extension_to_apply), unit);
-                return self.set_deadline(tracked, Clock::Resolve, self.add(timing.due, span, unit), "extension");
+                let due = self.add(timing.due, span, unit);
+                return self.set_deadline(tracked, Clock::Resolve, terms, due, "extension");
             }
             if case.status == Status::InProgress
                 && let Some((resumed_at, left)) = tracked.resume_remaining
             {
                 // The clock runs again from the moment work resumed.
                 let span = if timing.working { Span::Working(left) } else { Span::Calendar(left) };
-                return self.set_deadline(tracked, Clock::Resolve, self.add(resumed_at, span, unit), "resume");
+                let due = self.add(resumed_at, span, unit);
+                return self.set_deadline(tracked, Clock::Resolve, terms, due, "resume");
             }
         }
         if case.status == Status::InProgress
             && let Some(reopened) = tracked.reopened_at
         {
             let span = self.span_of(&self.tier_limit(case, Clock::Resolve), unit);
-            return self.set_deadline(tracked, Clock::Resolve, self.add(reopened, span, unit), "reopened");
+            let terms = self.fresh_terms(case, Clock::Resolve);
+            return self.set_deadline(tracked, Clock::Resolve, terms, self.add(reopened, span, unit), "reopened");
         }
         if case.status == Status::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
             // The verify clock starts at the resolution and runs on the
             // command centre's (default) hours.
             let span = self.span_of(&self.tier_limit(case, Clock::Verify), None);
-            return self.set_deadline(
-                tracked,
-                Clock::Verify,
-                self.add(tracked.resolved_at.unwrap_or(now), span, None),
-                "verify",
-            );
+            let due = self.add(tracked.resolved_at.unwrap_or(now), span, None);
+            return self.set_deadline(tracked, Clock::Verify, self.fresh_terms(case, Clock::Verify), due, "verify");
         }
         None
     }
@@ -442,6 +458,23 @@ impl<'a> Core<'a> {
             }
         }
         None
+    }
+
+    /// The step that follows `first` at once, if the state after it calls
+    /// for one now (registration, then dispatch): decided from the case as
+    /// `first` will leave it, so it is the step the dispatcher would take
+    /// when `first` comes back from the log, with the same key. (The hash
+    /// `first` will have is not known before it is chained; nothing decided
+    /// here depends on it.)
+    pub fn follow_on(&self, tracked: &Tracked, first: &(Event, Action), now: Timestamp) -> Option<(Event, Action)> {
+        let observed = Observed { at: now, role: Role::System, sequence: tracked.last_sequence, hash: String::new() };
+        let after = self.observe(Some(tracked.clone()), &observed, &first.0)?;
+        if after.case.status.is_final() {
+            return None;
+        }
+        let next = self.next_action(&after, now)?;
+        let event = gridcase_domain::decide(Some(&after.case), &next.command, now).ok()?;
+        Some((event, next))
     }
 
     /// The earliest future instant at which `next_action` may have work for

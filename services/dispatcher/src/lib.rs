@@ -1,9 +1,15 @@
-//! gridcase dispatcher, as a library. See `core` for the decisions and
-//! `service` for the shell that feeds it events from JetStream and appends
-//! its steps; `snapshot` keeps what it knows of open cases between starts.
+//! gridcase dispatcher, as a library: `core` decides a case's next step,
+//! `schedule` decides which case to look at when (both pure: no IO, no
+//! async, `now` an argument); `service` is the shell that feeds them the
+//! stream and carries out what they ask for, `commit` appends the steps,
+//! `snapshot` keeps what it knows of open cases between starts, `metrics`
+//! names what it exports.
 
+pub mod commit;
 pub mod config;
 pub mod core;
+pub mod metrics;
+pub mod schedule;
 pub mod service;
 pub mod snapshot;
 

@@ -22,6 +22,11 @@ use jiff::Timestamp;
 
 use crate::core::{Action, Core, Observed, Tracked};
 
+/// What the core needs of a stored event (it knows nothing of the format).
+pub fn observed(stored: &StoredEvent, sequence: u64) -> Observed {
+    Observed { at: stored.occurred_at, role: stored.actor.role, sequence, hash: stored.hash.clone() }
+}
+
 /// Where a step of ours on a case stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InFlight {
@@ -181,14 +186,16 @@ impl Schedule {
     }
 
     /// Whether everything read so far has been decided: nothing dirty, no
-    /// step in flight, no history being read, and the stream read to the end
-    /// as last seen. Then [`Schedule::woken_at`] and the position say what the
+    /// step in flight, no history being read. Then, read to the end of the
+    /// stream, [`Schedule::woken_at`] and the position say what the
     /// dispatcher has caught up with.
-    pub fn idle(&self) -> bool {
-        self.position >= self.seen_end
-            && self.dirty.is_empty()
-            && self.in_flight.is_empty()
-            && self.loading.is_empty()
+    pub fn settled(&self) -> bool {
+        self.dirty.is_empty() && self.in_flight.is_empty() && self.loading.is_empty()
+    }
+
+    /// Cases waiting to be looked at.
+    pub fn dirty_cases(&self) -> usize {
+        self.dirty.len()
     }
 
     /// The clock time of the last look at the wake-ups.
@@ -238,7 +245,7 @@ impl Schedule {
             self.loading.insert(case_id, Loading { subject: subject.clone(), seen: sequence });
             return Observation::Load(subject);
         }
-        let observation = match core.observe(tracked, &Observed::of(stored, sequence), &event) {
+        let observation = match core.observe(tracked, &observed(stored, sequence), &event) {
             Some(tracked) if core.keeps(&tracked) => {
                 self.cases.insert(case_id, tracked);
                 self.dirty.insert(case_id);
@@ -266,15 +273,10 @@ impl Schedule {
         history: Result<Vec<(u64, &StoredEvent)>, LoadFailure>,
     ) -> Loaded {
         let Some(loading) = self.loading.get(&case_id) else { return Loaded::Unknown };
-        let unreadable = |schedule: &mut Self| {
-            schedule.unreadable.insert(case_id);
-            schedule.loading.remove(&case_id);
-            Loaded::Unreadable
-        };
         let history = match history {
             Ok(history) => history,
             Err(LoadFailure::Unavailable) => return Loaded::Again(loading.subject.clone()),
-            Err(LoadFailure::Unreadable) => return unreadable(self),
+            Err(LoadFailure::Unreadable) => return self.leave_alone(case_id),
         };
         let last = history.last().map_or(0, |(sequence, _)| *sequence);
         if loading.seen > last {
@@ -282,8 +284,8 @@ impl Schedule {
         }
         let mut tracked = None;
         for (sequence, stored) in history {
-            let Ok(event) = stored.decode() else { return unreadable(self) };
-            tracked = core.observe(tracked, &Observed::of(stored, sequence), &event);
+            let Ok(event) = stored.decode() else { return self.leave_alone(case_id) };
+            tracked = core.observe(tracked, &observed(stored, sequence), &event);
         }
         self.loading.remove(&case_id);
         if let Some(tracked) = tracked.filter(|t| core.keeps(t)) {
@@ -291,6 +293,13 @@ impl Schedule {
             self.dirty.insert(case_id);
         }
         Loaded::Done
+    }
+
+    /// A reopened case whose history cannot be read: left alone.
+    fn leave_alone(&mut self, case_id: CaseId) -> Loaded {
+        self.unreadable.insert(case_id);
+        self.loading.remove(&case_id);
+        Loaded::Unreadable
     }
 
     /// The event at `sequence` of `case_id` was read: a step of ours in

@@ -38,7 +38,7 @@ const OBJECT: &str = "open-cases";
 /// anything it holds (the domain's `Case`, a `ClockTiming`) changes shape:
 /// the format test below pins it, and a snapshot of another format is not
 /// read (the next start replays the stream once and writes the new format).
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The first line of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -218,6 +218,13 @@ mod tests {
             supervision: Supervision::YellowCard,
             urgent: false,
             deadlines: BTreeMap::from([(Clock::Resolve, at("2026-03-20T01:00:00Z"))]),
+            terms: BTreeMap::from([(
+                Clock::Resolve,
+                gridcase_domain::ClockTerms {
+                    working: true,
+                    hours_of: Some(OrgCode::parse("unit-990101-cg").unwrap()),
+                },
+            )]),
             marks: [(Clock::Acknowledge, ClockMark::Warning)].into_iter().collect(),
             pending_extension: None,
             approved_extension_days: 2,
@@ -274,9 +281,9 @@ mod tests {
     /// misread).
     #[test]
     fn the_format_of_a_case_line_is_pinned() {
-        assert_eq!(FORMAT, 2, "bumped: update the expected line below to the new shape");
+        assert_eq!(FORMAT, 3, "bumped: update the expected line below to the new shape");
         let line = serde_json::to_string(&tracked()).unwrap();
-        let expected = r#"{"case":{"id":"019a0000-0000-7000-8000-000000000001","grid":"990101001001001","category":"0101","status":"ON_HOLD","version":7,"severity_hint":"URGENT","tier":"NORMAL","unit":"unit-990101-cg","supervision":"YELLOW_CARD","urgent":false,"deadlines":{"RESOLVE":"2026-03-20T01:00:00Z"},"marks":[["ACKNOWLEDGE","WARNING"]],"pending_extension":null,"approved_extension_days":2,"hold_requested":false,"feedback":null,"returns":1,"reworks":0,"reopenings":0,"contact":"given"},"subject":"gridcase.case.990101001.019a0000-0000-7000-8000-000000000001","last_sequence":42,"last_hash":"abababababababababababababababababababababababababababababababab","filed_at":"2026-03-09T01:00:00Z","clocks":{"RESOLVE":{"origin":"2026-03-10T01:00:00Z","used_before":"PT3H","allowed":"PT40H","due":"2026-03-20T01:00:00Z","working":true,"hours_of":"unit-990101-cg"}},"waiting_noted":false,"hold":["2026-03-12T02:00:00Z","PT1H30M"],"extension_to_apply":0,"resume_remaining":null,"resolved_at":null,"reopened_at":null,"awaiting_first_dispatch":false,"retention_from":null}"#;
+        let expected = r#"{"case":{"id":"019a0000-0000-7000-8000-000000000001","grid":"990101001001001","category":"0101","status":"ON_HOLD","version":7,"severity_hint":"URGENT","tier":"NORMAL","unit":"unit-990101-cg","supervision":"YELLOW_CARD","urgent":false,"deadlines":{"RESOLVE":"2026-03-20T01:00:00Z"},"terms":{"RESOLVE":{"working":true,"hours_of":"unit-990101-cg"}},"marks":[["ACKNOWLEDGE","WARNING"]],"pending_extension":null,"approved_extension_days":2,"hold_requested":false,"feedback":null,"returns":1,"reworks":0,"reopenings":0,"contact":"given"},"subject":"gridcase.case.990101001.019a0000-0000-7000-8000-000000000001","last_sequence":42,"last_hash":"abababababababababababababababababababababababababababababababab","filed_at":"2026-03-09T01:00:00Z","clocks":{"RESOLVE":{"origin":"2026-03-10T01:00:00Z","used_before":"PT3H","allowed":"PT40H","due":"2026-03-20T01:00:00Z","working":true,"hours_of":"unit-990101-cg"}},"waiting_noted":false,"hold":["2026-03-12T02:00:00Z","PT1H30M"],"extension_to_apply":0,"resume_remaining":null,"resolved_at":null,"reopened_at":null,"awaiting_first_dispatch":false,"retention_from":null}"#;
         assert_eq!(line, expected);
     }
 
@@ -300,12 +307,164 @@ mod tests {
 
         assert!(refusal(&good, "policy p@2; calendar 2026:x").contains("other rules"));
         let other_format = assemble(&Header { format: FORMAT + 1, ..header(count) }, &body).unwrap();
-        assert!(refusal(&other_format, "policy p@1; calendar 2026:x").contains("format 3"));
+        assert!(refusal(&other_format, "policy p@1; calendar 2026:x").contains(&format!("format {}", FORMAT + 1)));
         let cut_short = assemble(&header(2), &body).unwrap();
         assert!(refusal(&cut_short, "policy p@1; calendar 2026:x").contains("1 cases where the header says 2"));
         let torn = &good[..good.len() - 20];
         assert!(refusal(torn, "policy p@1; calendar 2026:x").contains("does not parse"));
         assert!(refusal(b"", "x").contains("empty"));
         assert!(refusal(b"garbage\n", "x").contains("header does not parse"));
+    }
+}
+
+/// The snapshot of open cases as this instance has used it: the sequence it
+/// resumed from (none: it replayed the whole stream) and the sequence the
+/// last snapshot it saved covers (0: none yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshots {
+    pub resumed_from: Option<u64>,
+    pub saved: u64,
+}
+
+/// When the snapshot of open cases is saved, and where.
+pub struct SnapshotState {
+    /// None: snapshots are off (`--no-snapshot`).
+    store: Option<SnapshotStore>,
+    /// Saved at most this often, when the stream has moved.
+    every: std::time::Duration,
+    /// When the last save started (or the instance did).
+    started_at: Option<std::time::Instant>,
+    /// The sequence the last snapshot saved (or started, or resumed from) covers.
+    covers: u64,
+    /// The save under way, if any.
+    saving: Option<tokio::task::JoinHandle<()>>,
+    progress: std::sync::Arc<tokio::sync::watch::Sender<Snapshots>>,
+}
+
+impl SnapshotState {
+    /// The first save comes an interval after the start.
+    pub fn new(
+        store: Option<SnapshotStore>,
+        every: std::time::Duration,
+        progress: std::sync::Arc<tokio::sync::watch::Sender<Snapshots>>,
+    ) -> Self {
+        Self { store, every, started_at: Some(std::time::Instant::now()), covers: 0, saving: None, progress }
+    }
+
+    /// Whether a snapshot should be saved now that `position` is folded.
+    pub fn due(&self, position: u64) -> bool {
+        self.store.is_some()
+            && position > self.covers
+            && self.saving.as_ref().is_none_or(|saving| saving.is_finished())
+            && self.started_at.is_none_or(|at| at.elapsed() >= self.every)
+    }
+
+    /// The saved snapshot, if there is one that can be trusted (why not is logged).
+    pub async fn load(&self, log: &EventLog) -> Option<Snapshot> {
+        let store = self.store.as_ref()?;
+        let started = std::time::Instant::now();
+        let snapshot = match store.load(log).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                tracing::info!("no snapshot of open cases saved yet: reading the whole stream");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "the snapshot of open cases cannot be used: reading the whole stream"
+                );
+                return None;
+            }
+        };
+        tracing::info!(
+            position = snapshot.header.covers.sequence,
+            cases = snapshot.cases.len(),
+            saved_at = %snapshot.header.written_at,
+            seconds = started.elapsed().as_secs_f64(),
+            "resuming from the snapshot of open cases"
+        );
+        Some(snapshot)
+    }
+
+    /// The instance resumed from a snapshot covering `position`.
+    pub fn resumed(&mut self, position: u64) {
+        self.covers = position;
+        self.progress.send_modify(|progress| progress.resumed_from = Some(position));
+    }
+
+    /// Save what `schedule` has folded as the snapshot: the case lines are
+    /// encoded here (they are the state as of its position); finding the
+    /// covered message and writing go on in the background.
+    pub fn save(&mut self, schedule: &crate::schedule::Schedule, written_at: Timestamp, log: EventLog) {
+        let store = self.store.clone().expect("snapshots are on");
+        let started = std::time::Instant::now();
+        let position = schedule.position();
+        let encoded = encode_cases(schedule.cases.values());
+        let unreadable: Vec<CaseId> = schedule.unreadable.iter().copied().collect();
+        let loading = schedule.loading_subjects();
+        let progress = self.progress.clone();
+        let encode_seconds = started.elapsed().as_secs_f64();
+        self.started_at = Some(started);
+        let task = tokio::spawn(async move {
+            let saved = async {
+                let (cases, body) = encoded?;
+                let covers = log
+                    .mark_at(position)
+                    .await?
+                    .with_context(|| format!("the stream holds no message at {position}"))?;
+                let header = Header {
+                    format: FORMAT,
+                    covers,
+                    rules: store.rules().to_owned(),
+                    cases,
+                    unreadable,
+                    loading,
+                    written_at,
+                };
+                let bytes = assemble(&header, &body)?;
+                store.save(&bytes).await?;
+                Ok::<_, anyhow::Error>((cases, bytes.len()))
+            };
+            match saved.await {
+                Ok((cases, bytes)) => {
+                    tracing::info!(
+                        position,
+                        cases,
+                        bytes,
+                        encode_seconds,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "snapshot of open cases saved"
+                    );
+                    metrics::gauge!(crate::metrics::METRIC_SNAPSHOT_SEQUENCE).set(position as f64);
+                    progress.send_modify(|progress| progress.saved = progress.saved.max(position));
+                }
+                Err(error) => {
+                    tracing::warn!(position, error = format!("{error:#}"), "saving the snapshot of open cases failed");
+                    metrics::counter!(crate::metrics::METRIC_SNAPSHOT_FAILURES).increment(1);
+                }
+            }
+        });
+        self.covers = position;
+        self.saving = Some(task);
+    }
+
+    /// On stopping: let the save under way finish, then save what is
+    /// folded beyond what was saved or resumed from.
+    pub async fn finish(&mut self, schedule: &crate::schedule::Schedule, now: Timestamp, log: EventLog) {
+        if let Some(saving) = self.saving.take() {
+            let _ = saving.await;
+        }
+        // Saved, or resumed from, as far as this (a save that failed does not count).
+        let kept = {
+            let progress = self.progress.borrow();
+            progress.saved.max(progress.resumed_from.unwrap_or(0))
+        };
+        if self.store.is_some() && schedule.position() > kept {
+            self.save(schedule, now, log);
+            if let Some(saving) = self.saving.take() {
+                let _ = saving.await;
+            }
+        }
     }
 }

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gridcase_calendar::{Calendar, TIME_ZONE, YearTable};
+use gridcase_calendar::{Calendar, Computed, TIME_ZONE, YearTable};
 use gridcase_domain::{CategoryCode, Clock, GridCode, OrgCode, Tier};
-use gridcase_policy::{Computed, Limit, Planner, Policy};
+use gridcase_policy::{Limit, Planner, Policy};
 use jiff::Timestamp;
 
 #[derive(clap::Args)]
@@ -107,15 +107,15 @@ pub fn run(args: Args, json: bool) -> anyhow::Result<()> {
         if clock == Clock::Resolve && extra_days > 0 {
             // Approved extensions move the deadline by working days, as the dispatcher re-arms it.
             let extension = planner.span_of(&Limit::WorkingDays(extra_days), hours_of);
-            let moved = planner.add(due.at, extension, hours_of);
+            let moved = planner.add(due.value, extension, hours_of);
             due = Computed {
-                at: moved.at,
+                value: moved.value,
                 years: due.years.union(&moved.years).copied().collect(),
                 fallback_years: due.fallback_years.union(&moved.fallback_years).copied().collect(),
             };
         }
-        let working = !matches!(limit, Limit::Calendar(_));
-        let marks = planner.marks(&planner.timing(args.from, due.at, working, hours_of.cloned()));
+        let terms = Policy::terms(clock, &limit, unit.as_ref());
+        let marks = planner.marks(&planner.timing(args.from, due.value, terms.working, terms.hours_of));
         used.extend(due.years.iter().copied());
         missing.extend(due.fallback_years.iter().copied());
         clocks.push(ClockReport {
@@ -126,7 +126,7 @@ pub fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 limit.to_string()
             },
             warning: show(marks.warning),
-            due: show(due.at),
+            due: show(due.value),
             red_card: show(marks.red_card),
         });
     }

@@ -67,7 +67,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 37] = [
+pub const COLUMNS: [Column; 38] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -107,6 +107,9 @@ pub const COLUMNS: [Column; 37] = [
     column("last_hash", Kind::Text, false, |r| text(&r.last_hash)),
     column("contact_state", Kind::Text, false, |r| text(contact_state_name(r.case.contact))),
     column("contact_sealed", Kind::Text, false, |r| Cell::Text(r.contact_sealed.clone())),
+    column("clock_terms", Kind::Text, false, |r| {
+        Cell::Text((!r.case.terms.is_empty()).then(|| serde_json::to_string(&r.case.terms).expect("terms serialise")))
+    }),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -270,6 +273,10 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         reworks: small("reworks"),
         reopenings: small("reopenings"),
         contact: contact_state(row.get::<&str, _>("contact_state")).ok_or_else(|| corrupt("contact state"))?,
+        terms: match row.get::<Option<&str>, _>("clock_terms") {
+            Some(json) => serde_json::from_str(json).map_err(|_| corrupt("clock terms"))?,
+            None => BTreeMap::new(),
+        },
     };
     Ok(CaseRow {
         case,

@@ -5,6 +5,7 @@ fn basis() -> Option<DeadlineBasis> {
         policy: "demo-2026.1@0123456789ab".into(),
         calendar: "2026:ba9876543210".into(),
         fallback: false,
+        terms: Default::default(),
     })
 }
 
@@ -118,6 +119,35 @@ fn a_sealed_filing_is_payload_version_2_and_everything_else_stays_1() {
     }
 }
 
+#[test]
+fn a_deadline_that_records_its_clocks_terms_is_payload_version_3() {
+    use gridcase_domain::{ClockTerms, OrgCode};
+    let mut basis = basis().unwrap();
+    basis.terms.insert(
+        Clock::Resolve,
+        ClockTerms { working: true, hours_of: Some(OrgCode::parse("unit.property.990101001").unwrap()) },
+    );
+    basis.terms.insert(Clock::Acknowledge, ClockTerms { working: false, hours_of: None });
+    let dispatched = Event::Dispatched {
+        unit: OrgCode::parse("unit.property.990101001").unwrap(),
+        acknowledge_due: at("2026-02-13T13:00:00Z"),
+        resolve_due: at("2026-02-16T09:00:00Z"),
+        basis: Some(basis),
+    };
+    let stored = StoredEvent::seal(&dispatched, meta(3), Some("a".repeat(64)));
+    assert_eq!(stored.schema_version, 3);
+    insta::assert_snapshot!("v3_dispatched", serde_json::to_string_pretty(&stored).unwrap());
+    assert_eq!(stored.decode().unwrap(), dispatched, "the terms read back");
+    // A reader of version 2 would pass over the terms: it must skip the event instead.
+    let mut older = stored.clone();
+    older.schema_version = 4;
+    assert!(matches!(older.decode(), Err(DecodeError::UnsupportedVersion { version: 4, .. })));
+    // An event of version 1 (no terms) reads as it did: the terms are empty.
+    let v1 = chain(&one_of_each()).into_iter().find(|e| e.event_type == "dispatched").unwrap();
+    let Event::Dispatched { basis, .. } = v1.decode().unwrap() else { panic!("a dispatch") };
+    assert!(basis.unwrap().terms.is_empty());
+}
+
 fn meta(case_version: u64) -> EventMeta {
     EventMeta {
         event_id: Uuid::parse_str("019a0000-0000-7000-8000-0000000000aa").unwrap(),
@@ -171,8 +201,9 @@ fn an_unknown_type_is_reported_not_fatal() {
     stored.event_type = "escalated_to_city".into();
     assert!(matches!(stored.decode(), Err(DecodeError::UnknownType(t)) if t == "escalated_to_city"));
     let mut newer = chain(&one_of_each()).remove(1);
-    newer.schema_version = 3;
-    assert!(matches!(newer.decode(), Err(DecodeError::UnsupportedVersion { version: 3, .. })));
+    newer.schema_version = PAYLOAD_VERSION + 1;
+    let version = PAYLOAD_VERSION + 1;
+    assert!(matches!(newer.decode(), Err(DecodeError::UnsupportedVersion { version: v, .. }) if v == version));
 }
 
 #[test]

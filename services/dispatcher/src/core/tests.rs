@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use gridcase_calendar::{Calendar, YearTable};
 use gridcase_domain::{CaseId, CategoryCode, Deadlines, Filing, GridCode, Location, Text};
-use gridcase_envelope::schema::{Actor, EventMeta};
-use uuid::Uuid;
 
 use super::*;
 
@@ -33,15 +31,13 @@ fn bj(text: &str) -> Timestamp {
     format!("{}:00+08:00[Asia/Shanghai]", text.replace(' ', "T")).parse::<jiff::Zoned>().unwrap().timestamp()
 }
 
-fn actor(role: Role) -> Actor {
-    Actor { person: "someone".into(), role, organisation: "cc-990101001".into() }
-}
-
 /// A case as the dispatcher sees it, and the clock of the test.
 struct Scenario<'w> {
     core: Core<'w>,
     tracked: Option<Tracked>,
     sequence: u64,
+    /// Every event so far, as the core observed it.
+    history: Vec<(Observed, Event)>,
 }
 
 impl<'w> Scenario<'w> {
@@ -50,6 +46,7 @@ impl<'w> Scenario<'w> {
             core: Core { policy: &world.policy, calendar: &world.calendar, reference: &world.reference },
             tracked: None,
             sequence: 0,
+            history: Vec::new(),
         }
     }
 
@@ -61,25 +58,10 @@ impl<'w> Scenario<'w> {
     fn apply(&mut self, command: Command, at: Timestamp, role: Role) {
         let state = self.tracked.as_ref().map(|t| &t.case);
         let event = gridcase_domain::decide(state, &command, at).unwrap_or_else(|e| panic!("{}: {e}", command.name()));
-        {
-            let case_id = match &event {
-                Event::Filed(f) => f.case_id,
-                _ => self.tracked().case.id,
-            };
-            let version = self.tracked.as_ref().map_or(1, |t| t.case.version + 1);
-            let prev = self.tracked.as_ref().map(|t| t.last_hash.clone());
-            let meta = EventMeta {
-                event_id: Uuid::now_v7(),
-                case_id,
-                case_version: version,
-                occurred_at: at,
-                actor: actor(role),
-                command_id: None,
-            };
-            let stored = StoredEvent::seal(&event, meta, prev);
-            self.sequence += 1;
-            self.tracked = self.core.observe(self.tracked.take(), &stored, &event, self.sequence);
-        }
+        self.sequence += 1;
+        let observed = Observed { at, role, sequence: self.sequence, hash: format!("hash-{}", self.sequence) };
+        self.tracked = self.core.observe(self.tracked.take(), &observed, &event);
+        self.history.push((observed, event));
     }
 
     fn file(&mut self, category: &str, grid: &str, hint: Option<Tier>, at: Timestamp) {
@@ -432,4 +414,61 @@ fn world_without_retention() -> World {
     let world = world();
     assert_eq!(world.policy.retention, None, "the shipped policy sets no retention");
     world
+}
+
+/// The shipped policy with NORMAL cases to be resolved in 120 calendar
+/// hours instead of 5 working days.
+fn world_with_calendar_time_resolution() -> World {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replacen("resolve = \"5 working days\"", "resolve = \"120 hours\"", 1);
+    assert_ne!(changed, text, "the shipped policy resolves NORMAL cases in 5 working days");
+    World { policy: Policy::parse(&path, &changed).unwrap(), ..world() }
+}
+
+/// Fold `history` with `core` (a restart that replays the stream).
+fn replay_with(core: &Core<'_>, history: &[(Observed, Event)]) -> Tracked {
+    history.iter().fold(None, |tracked, (observed, event)| core.observe(tracked, observed, event)).unwrap()
+}
+
+#[test]
+fn a_policy_changed_after_dispatch_does_not_change_how_a_case_clocks_run() {
+    let world = world();
+    let mut s = Scenario::new(&world);
+    let friday = bj("2026-02-13 17:00");
+    s.file("0101", STREET_GRID, None, friday); // NORMAL: resolved in 5 working days
+    assert_eq!(s.settle(friday), ["register", "dispatch"]);
+    let before = s.tracked().clocks.clone();
+    assert!(before[&Clock::Resolve].working);
+    let wakeup = s.core.next_wakeup(s.tracked(), friday);
+
+    // The policy changes: NORMAL cases would now count calendar time.
+    let changed = world_with_calendar_time_resolution();
+    let core = Core { policy: &changed.policy, calendar: &changed.calendar, reference: &changed.reference };
+    let case = &s.tracked().case;
+    assert!(!core.policy.terms_for(Clock::Resolve, case.tier, &case.category, &case.grid, case.unit.as_ref()).working);
+
+    // A restart folds the case's history under the new policy: its clocks
+    // run as they were set (the terms recorded with the deadlines), so the
+    // warning, the overdue mark and the cards fall when they did.
+    let again = replay_with(&core, &s.history);
+    assert_eq!(again.clocks, before);
+    assert_eq!(core.next_wakeup(&again, friday), wakeup);
+
+    // Without recorded terms (a deadline set before they were), the clock
+    // would follow today's policy: what recording them prevents.
+    let unrecorded: Vec<(Observed, Event)> = s
+        .history
+        .iter()
+        .cloned()
+        .map(|(observed, event)| match event {
+            Event::Dispatched { unit, acknowledge_due, resolve_due, basis } => {
+                let basis = basis.map(|b| gridcase_domain::DeadlineBasis { terms: Default::default(), ..b });
+                (observed, Event::Dispatched { unit, acknowledge_due, resolve_due, basis })
+            }
+            other => (observed, other),
+        })
+        .collect();
+    assert!(!replay_with(&core, &unrecorded).clocks[&Clock::Resolve].working, "upcast from today's policy");
+    assert!(replay_with(&s.core, &unrecorded).clocks[&Clock::Resolve].working, "the same policy: as before");
 }

@@ -20,7 +20,7 @@ use gridcase_envelope::{CaseSubject, Positioned, StoredEvent, verify_history};
 use gridcase_eventlog::{EventLog, KeyState, KeyStore};
 use gridcase_grpc::auth::case_not_found;
 use gridcase_grpc::{Access, Violations, status};
-use gridcase_policy::{Limit, Planner, Policy};
+use gridcase_policy::{Planner, Policy};
 use gridcase_process::TimeSource;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
@@ -131,20 +131,13 @@ impl QueryApi {
         compare_kept(kept, &logged)
     }
 
-    /// Whether a clock of this case runs in working time (the rulebook's
-    /// limit for it is in working hours or days).
-    fn working(&self, row: &CaseRow, clock: Clock) -> bool {
-        let case = &row.case;
-        let limit = self.policy.clock_limit(clock, case.tier, &case.category, &case.grid, case.unit.as_ref());
-        !matches!(limit, Limit::Calendar(_))
-    }
-
-    /// How long a clock has been overdue, in its own kind of time.
+    /// How long a clock has been overdue, in its own kind of time (as
+    /// recorded with its deadline: [`Policy::clock_terms`]).
     fn overdue_by(&self, row: &CaseRow, clock: Clock, due: Timestamp, now: Timestamp) -> (i64, &'static str) {
-        let working = self.working(row, clock);
-        let hours_of = Policy::clock_hours(clock, row.case.unit.as_ref());
-        let elapsed = Planner::new(&self.policy, &self.calendar).running(working, hours_of, due, now);
-        (elapsed.as_secs(), if working { "working time" } else { "calendar time" })
+        let terms = self.policy.clock_terms(clock, &row.case);
+        let planner = Planner::new(&self.policy, &self.calendar);
+        let elapsed = planner.running(terms.working, terms.hours_of.as_ref(), due, now);
+        (elapsed.as_secs(), if terms.working { "working time" } else { "calendar time" })
     }
 }
 
