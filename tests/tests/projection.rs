@@ -327,6 +327,63 @@ async fn the_overdue_report_measures_working_time_across_the_spring_festival() {
     projection.stop().await.unwrap();
 }
 
+/// The overdue report's items (the acknowledge and the resolve clocks).
+async fn overdue_items(projection: &TestProjection) -> Vec<api::OverdueItem> {
+    let report = query(projection)
+        .await
+        .overdue_report(api::OverdueReportRequest { region_prefix: "990101001".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.total, 2);
+    report.groups[0].items.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_changed_after_dispatch_does_not_change_an_open_case_s_remaining_time() {
+    use gridcase_calendar::{Calendar, YearTable};
+    use gridcase_policy::{Planner, Policy};
+    let Backends { nats, db, log } = Backends::start().await;
+    let root = gridcase_tests::workspace_root();
+    let shipped = root.join("deploy/policy/policy.toml");
+    let policy = Policy::load(&shipped).unwrap();
+    let years = YearTable::load_dir(&root.join("deploy/calendar")).unwrap();
+    let calendar = Calendar::new(Arc::new(years), policy.default_hours.clone());
+    // Dispatched on Friday 02-13 17:00 as a command centre does: with the
+    // deadlines the policy gives a NORMAL case (5 working days to resolve)
+    // and the terms they run on.
+    let friday = bj("2026-02-13 17:00");
+    let case = given(&log, GRIDS[0]).at(friday).filed("0101").await.registered().await;
+    let (unit, grid) = (OrgCode::parse(UNITS[0]).unwrap(), gridcase_domain::GridCode::parse(GRIDS[0]).unwrap());
+    let category = gridcase_domain::CategoryCode::parse("0101").unwrap();
+    let (deadlines, _) = Planner::new(&policy, &calendar).dispatch(Tier::Normal, &category, &grid, &unit, friday);
+    let resolve_due = deadlines.resolve_due;
+    case.by_centre(Command::Dispatch { unit, deadlines }).await;
+
+    let later = resolve_due + SignedDuration::from_hours(50);
+    let before = projected(&nats, &db, later).await;
+    let measured = overdue_items(&before).await;
+    let resolve = measured.iter().find(|i| i.clock == gridcase_proto::common::v1::Clock::Resolve as i32).unwrap();
+    assert_eq!(resolve.unit_of_time, "working time");
+    assert!(resolve.overdue_seconds > 0);
+    before.stop().await.unwrap();
+
+    // The policy changes: NORMAL cases would now be resolved in 120
+    // calendar hours. The query service restarted on it measures the case
+    // dispatched before as it was dispatched.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let changed = text.replacen("resolve = \"5 working days\"", "resolve = \"120 hours\"", 1);
+    assert_ne!(changed, text);
+    std::fs::write(dir.path().join("policy.toml"), changed).unwrap();
+    let mut config = TestProjection::config(&nats.url(), &db.url);
+    config.rules.policy = dir.path().join("policy.toml");
+    let after = TestProjection::spawn_with(config, Arc::new(ManualTimeSource::new(later))).await;
+    after.caught_up_to(stream_end(&nats).await).await;
+    assert_eq!(overdue_items(&after).await, measured, "the same overdue time, in the same kind of time");
+    after.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_numbers_match_the_events_and_the_csv_export_reads_back_the_same() {
     let Backends { nats, db, log } = Backends::start().await;
