@@ -24,8 +24,8 @@ use bytes::Bytes;
 use gridcase_calendar::Calendar;
 use gridcase_dispatcher::core::{Core, Tracked};
 use gridcase_domain::{
-    Case, CaseId, CategoryCode, Command, Event, Feedback, Filing, GridCode, Location, OrgCode, PersonName, PhoneNumber,
-    ResidentContact, Role, Status, Text, Tier,
+    ActorRole, Case, CaseId, CategoryCode, Command, Event, Feedback, Filing, GridCode, Location, OrgCode, PersonName,
+    PhoneNumber, ResidentContact, State, Text, Tier,
 };
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent};
@@ -212,7 +212,7 @@ impl Generator<'_> {
         command_id: Option<String>,
     ) {
         let version = sim.case.as_ref().map_or(0, |case| case.version) + 1;
-        let stored = StoredEvent::seal(
+        let stored = StoredEvent::chained(
             &event,
             EventMeta { event_id, case_id: sim.case_id, case_version: version, occurred_at: at, actor, command_id },
             sim.last_hash.clone(),
@@ -264,7 +264,7 @@ impl Generator<'_> {
     fn dispatcher_steps(&mut self, sim: &mut Sim, now: Timestamp) {
         for _ in 0..8 {
             let Some(tracked) = &sim.tracked else { return };
-            if gridcase_dispatcher::core::dormant(tracked.case.status) {
+            if gridcase_dispatcher::core::dormant(tracked.case.state) {
                 return;
             }
             let Some(action) = self.core.next_action(tracked, now) else { return };
@@ -289,24 +289,24 @@ impl Generator<'_> {
         };
         let centre = Actor {
             person: format!("duty-{}", sim.township),
-            role: Role::CommandCentre,
+            role: ActorRole::CommandCentre,
             organisation: format!("cc-{}", sim.township),
         };
         let unit_actor = |unit: &OrgCode| Actor {
             person: format!("staff-{}", unit.as_str().rsplit('.').nth(1).unwrap_or("unit")),
-            role: Role::HandlingUnit,
+            role: ActorRole::HandlingUnit,
             organisation: unit.to_string(),
         };
         let reason = |text: &str| Text::reason(text).expect("a reason");
         let route = self.policy.route(&case.category, &case.grid);
-        match case.status {
-            Status::Reported if draw.cancel => {
+        match case.state {
+            State::Reported if draw.cancel => {
                 Some((minutes(60), Command::Cancel { reason: reason("居民已自行解决") }, centre))
             }
-            Status::Reported if self.policy.registers_by_hand(&case.category) || route.is_none() => {
+            State::Reported if self.policy.registers_by_hand(&case.category) || route.is_none() => {
                 Some((minutes(120), Command::Register { tier: Tier::Normal, note: None, policy: None }, centre))
             }
-            Status::Registered if route.is_none() || case.returns > 0 => {
+            State::Registered if route.is_none() || case.returns > 0 => {
                 let unit = route.map_or_else(
                     || OrgCode::parse(&format!("unit.mediation.{}", sim.township)).expect("a unit code"),
                     |route| route.unit.clone(),
@@ -317,7 +317,7 @@ impl Generator<'_> {
                 let (deadlines, _) = planner.dispatch(tier, &case.category, &case.grid, &unit, at);
                 Some((at, Command::Dispatch { unit, deadlines }, centre))
             }
-            Status::Dispatched => {
+            State::Dispatched => {
                 let unit = case.unit.clone()?;
                 if draw.returned && !sim.returns_done {
                     Some((minutes(30), Command::Return { reason: reason("非本单位职责") }, unit_actor(&unit)))
@@ -329,7 +329,7 @@ impl Generator<'_> {
                     ))
                 }
             }
-            Status::InProgress => {
+            State::InProgress => {
                 let unit = case.unit.clone()?;
                 if case.pending_extension.is_some() {
                     let command = Command::DecideExtension { approved_working_days: Some(2), reason: None };
@@ -344,17 +344,17 @@ impl Generator<'_> {
                     Some((at, command, unit_actor(&unit)))
                 }
             }
-            Status::Resolved => {
+            State::Resolved => {
                 let passed = !(draw.rework && case.reworks == 0);
                 let reason = (!passed).then(|| reason("现场核查未整改到位"));
                 let at = within(gridcase_domain::Clock::Verify, draw.verify_share, 240);
                 Some((at, Command::Verify { passed, reason }, centre))
             }
-            Status::Closed if case.feedback.is_none() && !sim.feedback_done => {
+            State::Closed if case.feedback.is_none() && !sim.feedback_done => {
                 let feedback = draw.feedback?;
                 Some((minutes(24 * 60), Command::RecordFeedback { feedback, comment: None }, centre))
             }
-            Status::Closed if case.feedback == Some(Feedback::Unsatisfied) && draw.reopen && case.reopenings == 0 => {
+            State::Closed if case.feedback == Some(Feedback::Unsatisfied) && draw.reopen && case.reopenings == 0 => {
                 Some((minutes(120), Command::Reopen { reason: reason("居民不满意") }, centre))
             }
             _ => None,
@@ -578,7 +578,7 @@ fn simulate(
             };
             let worker = Actor {
                 person: format!("gw-{township}-{:02}", generator.rng.usize(..workers_per_township)),
-                role: Role::GridWorker,
+                role: ActorRole::GridWorker,
                 organisation: format!("cc-{township}"),
             };
             let mut sim = Sim {
@@ -619,7 +619,7 @@ fn simulate(
     generator.flush();
     let open = sims
         .values()
-        .filter(|sim| sim.case.as_ref().is_some_and(|case| !case.status.is_final() && case.status != Status::Closed))
+        .filter(|sim| sim.case.as_ref().is_some_and(|case| !case.state.is_final() && case.state != State::Closed))
         .count();
     Ok(DataSet {
         year,
@@ -641,9 +641,9 @@ fn advance(generator: &mut Generator<'_>, sim: &mut Sim, now: Timestamp) {
     if let Some((at, command, actor)) = generator.people_next(sim)
         && at <= now
     {
-        let before = sim.case.as_ref().map(|case| case.status);
+        let before = sim.case.as_ref().map(|case| case.state);
         generator.people_step(sim, now, command, actor);
-        if sim.case.as_ref().map(|case| case.status) != before {
+        if sim.case.as_ref().map(|case| case.state) != before {
             sim.since = now;
         }
         generator.dispatcher_steps(sim, now);

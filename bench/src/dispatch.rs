@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gridcase_domain::Role;
+use gridcase_domain::ActorRole;
 use gridcase_envelope::Head;
 use gridcase_envelope::StoredEvent;
 use gridcase_envelope::schema::Actor;
@@ -41,7 +41,7 @@ async fn file_through(store: &CaseStore) -> anyhow::Result<()> {
     let provenance = Provenance {
         event_id: uuid::Uuid::now_v7(),
         occurred_at: jiff::Timestamp::now(),
-        actor: Actor { person: "gw-0042".into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
+        actor: Actor { person: "gw-0042".into(), role: ActorRole::GridWorker, organisation: "cc-990101001".into() },
         command_id: None,
     };
     store.commit(&Head::new_case(case_id, subject), &event, provenance).await?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
+use gridcase_domain::{ActorRole, CaseId, Command, Event, GridCode};
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{GroupCommit, cloudevents};
@@ -309,14 +309,14 @@ pub(crate) fn filing_event() -> (CaseSubject, CaseId, Event) {
 /// One filing event as intake would store it, with its subject, headers and id.
 pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
     let (subject, case_id, event) = filing_event();
-    let stored = StoredEvent::seal(
+    let stored = StoredEvent::chained(
         &event,
         EventMeta {
             event_id: uuid::Uuid::now_v7(),
             case_id,
             case_version: 1,
             occurred_at: jiff::Timestamp::now(),
-            actor: Actor { person: "gw-0042".into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
+            actor: Actor { person: "gw-0042".into(), role: ActorRole::GridWorker, organisation: "cc-990101001".into() },
             command_id: None,
         },
         None,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gridcase_domain::{
-    CaseId, CategoryCode, Command, Deadlines, Event, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
+    ActorRole, CaseId, CategoryCode, Command, Deadlines, Event, Filing, GridCode, Location, OrgCode, Text, Tier,
 };
 use gridcase_envelope::CaseSubject;
 use gridcase_envelope::Head;
@@ -96,7 +96,7 @@ async fn append_all(store: &Arc<CaseStore>, cases: usize, concurrency: usize) ->
                         occurred_at: at,
                         actor: Actor {
                             person: "bench".into(),
-                            role: Role::GridWorker,
+                            role: ActorRole::GridWorker,
                             organisation: "cc-990101001".into(),
                         },
                         command_id: None,

@@ -1,7 +1,7 @@
 //! Conversions between the domain's values and the protobuf enums, in one place.
 
 use crate::common::v1 as pb;
-use gridcase_domain::{Clock, Feedback, Status, Supervision, Tier};
+use gridcase_domain::{Clock, Feedback, State, Supervision, Tier};
 
 pub fn tier_from_proto(value: i32) -> Option<Tier> {
     match pb::Tier::try_from(value).ok()? {
@@ -23,32 +23,32 @@ pub fn tier_to_proto(tier: Option<Tier>) -> pb::Tier {
     }
 }
 
-pub fn state_from_proto(value: i32) -> Option<Status> {
+pub fn state_from_proto(value: i32) -> Option<State> {
     Some(match pb::CaseState::try_from(value).ok()? {
-        pb::CaseState::Reported => Status::Reported,
-        pb::CaseState::Registered => Status::Registered,
-        pb::CaseState::Voided => Status::Voided,
-        pb::CaseState::Dispatched => Status::Dispatched,
-        pb::CaseState::InProgress => Status::InProgress,
-        pb::CaseState::OnHold => Status::OnHold,
-        pb::CaseState::Resolved => Status::Resolved,
-        pb::CaseState::Closed => Status::Closed,
-        pb::CaseState::Cancelled => Status::Cancelled,
+        pb::CaseState::Reported => State::Reported,
+        pb::CaseState::Registered => State::Registered,
+        pb::CaseState::Voided => State::Voided,
+        pb::CaseState::Dispatched => State::Dispatched,
+        pb::CaseState::InProgress => State::InProgress,
+        pb::CaseState::OnHold => State::OnHold,
+        pb::CaseState::Resolved => State::Resolved,
+        pb::CaseState::Closed => State::Closed,
+        pb::CaseState::Cancelled => State::Cancelled,
         pb::CaseState::Unspecified => return None,
     })
 }
 
-pub fn state_to_proto(status: Status) -> pb::CaseState {
+pub fn state_to_proto(status: State) -> pb::CaseState {
     match status {
-        Status::Reported => pb::CaseState::Reported,
-        Status::Registered => pb::CaseState::Registered,
-        Status::Voided => pb::CaseState::Voided,
-        Status::Dispatched => pb::CaseState::Dispatched,
-        Status::InProgress => pb::CaseState::InProgress,
-        Status::OnHold => pb::CaseState::OnHold,
-        Status::Resolved => pb::CaseState::Resolved,
-        Status::Closed => pb::CaseState::Closed,
-        Status::Cancelled => pb::CaseState::Cancelled,
+        State::Reported => pb::CaseState::Reported,
+        State::Registered => pb::CaseState::Registered,
+        State::Voided => pb::CaseState::Voided,
+        State::Dispatched => pb::CaseState::Dispatched,
+        State::InProgress => pb::CaseState::InProgress,
+        State::OnHold => pb::CaseState::OnHold,
+        State::Resolved => pb::CaseState::Resolved,
+        State::Closed => pb::CaseState::Closed,
+        State::Cancelled => pb::CaseState::Cancelled,
     }
 }
 

@@ -332,7 +332,7 @@ impl TestDispatcher {
 /// Acting on cases straight through the case store, as the services do:
 /// load the case, decide, commit after its head.
 pub mod act {
-    use gridcase_domain::{CaseId, Command, Event, GridCode, Role};
+    use gridcase_domain::{ActorRole, CaseId, Command, Event, GridCode};
     use gridcase_envelope::Head;
     use gridcase_envelope::schema::Actor;
     use gridcase_envelope::{CaseSubject, StoredEvent};
@@ -362,7 +362,7 @@ pub mod act {
         log: &EventLog,
         subject: &CaseSubject,
         command: Command,
-        role: Role,
+        role: ActorRole,
         organisation: &str,
         now: Timestamp,
     ) -> anyhow::Result<u64> {

@@ -5,7 +5,7 @@
 //! store at the scenario's clock, as the services would record it.
 
 use gridcase_domain::{
-    CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
+    ActorRole, CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Text, Tier,
 };
 use gridcase_envelope::CaseSubject;
 use gridcase_eventlog::EventLog;
@@ -71,7 +71,7 @@ impl<'a> Scenario<'a> {
     }
 
     /// `role` of `organisation` does `command` now; panics if the rules refuse.
-    pub async fn by(self, command: Command, role: Role, organisation: &str) -> Self {
+    pub async fn by(self, command: Command, role: ActorRole, organisation: &str) -> Self {
         let name = command.name();
         act::command(self.log, &self.subject, command, role, organisation, self.at)
             .await
@@ -82,19 +82,19 @@ impl<'a> Scenario<'a> {
     /// The township's command centre does `command` now.
     pub async fn by_centre(self, command: Command) -> Self {
         let centre = self.centre();
-        self.by(command, Role::CommandCentre, &centre).await
+        self.by(command, ActorRole::CommandCentre, &centre).await
     }
 
     /// The unit the case is dispatched to does `command` now.
     pub async fn by_unit(self, command: Command) -> Self {
         let unit = self.unit.clone().expect("the case was dispatched in the scenario");
-        self.by(command, Role::HandlingUnit, unit.as_str()).await
+        self.by(command, ActorRole::HandlingUnit, unit.as_str()).await
     }
 
     pub async fn filed(self, category: &str) -> Self {
         let grid = self.grid.clone().expect("a case the scenario files: given(log, grid)");
         let (command, centre) = (filing(self.id, grid.as_str(), category, self.at), self.centre());
-        self.by(command, Role::GridWorker, &centre).await
+        self.by(command, ActorRole::GridWorker, &centre).await
     }
 
     pub async fn registered(self) -> Self {

@@ -145,7 +145,12 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
             let info = mirror.info().await.unwrap().clone();
             let log = std::fs::read_to_string(run.path().join("logs/nats-1.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!("the mirror did not follow ({:?}, {:?}); nats-1's log ends:\n{}", info.mirror, info.state, tail.join("\n"));
+            panic!(
+                "the mirror did not follow ({:?}, {:?}); nats-1's log ends:\n{}",
+                info.mirror,
+                info.state,
+                tail.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

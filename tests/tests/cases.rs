@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gridcase_domain::{CaseId, Status as State};
+use gridcase_domain::{CaseId, State};
 use gridcase_process::{ManualTimeSource, SystemTimeSource};
 use gridcase_proto::cases::v1 as api;
 use gridcase_proto::common::v1 as common;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gridcase_domain::{CaseId, Clock, ClockMark, Command, Event, Role, Supervision, Text, Tier};
+use gridcase_domain::{ActorRole, CaseId, Clock, ClockMark, Command, Event, Supervision, Text, Tier};
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_process::ManualTimeSource;
@@ -142,7 +142,7 @@ async fn filed_cases_come_out_dispatched_with_deadlines_an_independent_calculati
         let (got_unit, got_ack, got_resolve, basis) = dispatched(&events);
         assert_eq!((got_unit.as_str(), got_ack, got_resolve), (unit, bj(ack), bj(resolve)), "{category} {tier}");
         assert!(!basis.fallback);
-        assert_eq!(events[2].0.actor.role, Role::System);
+        assert_eq!(events[2].0.actor.role, ActorRole::System);
         gridcase_envelope::verify_chain(&events.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()).unwrap();
         // Registration and dispatch went out together: one atomic batch.
         let history = system.log.history(&subject).await.unwrap();
@@ -175,7 +175,7 @@ async fn a_one_minute_tier_makes_a_case_overdue_and_escalated_a_minute_later_unt
     let Event::Supervised { to, escalated_to, .. } = &events[4].1 else { panic!() };
     assert_eq!(*to, Supervision::YellowCard);
     assert_eq!(escalated_to.as_ref().unwrap().as_str(), "co-990101");
-    assert!(events.iter().skip(1).all(|(stored, _)| stored.actor.role == Role::System), "nobody touched it");
+    assert!(events.iter().skip(1).all(|(stored, _)| stored.actor.role == ActorRole::System), "nobody touched it");
 }
 
 #[tokio::test]
@@ -294,13 +294,13 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
     assert_eq!(dispatched(&events).2, bj("2026-03-09 09:00"));
     let unit = "unit.urban.990101";
     let now = gridcase_process::TimeSource::now(&system.clock);
-    act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, now).await.unwrap();
+    act::command(&system.log, &subject, Command::Acknowledge, ActorRole::HandlingUnit, unit, now).await.unwrap();
     let reason = |s: &str| Text::reason(s).unwrap();
     act::command(
         &system.log,
         &subject,
         Command::RequestExtension { working_days: 3, reason: reason("需采购材料") },
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
         unit,
         now,
     )
@@ -310,7 +310,7 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
         &system.log,
         &subject,
         Command::DecideExtension { approved_working_days: Some(2), reason: None },
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
         "cc-990101001",
         now,
     )
@@ -327,7 +327,7 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
         &system.log,
         &subject,
         Command::RequestHold { reason: reason("雨季无法施工") },
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
         unit,
         now,
     )
@@ -337,16 +337,23 @@ async fn extensions_and_holds_move_the_resolve_deadline() {
         &system.log,
         &subject,
         Command::DecideHold { approve: true, reason: None },
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
         "cc-990101001",
         now,
     )
     .await
     .unwrap();
     system.clock.set(bj("2026-03-23 09:00"));
-    act::command(&system.log, &subject, Command::Resume, Role::CommandCentre, "cc-990101001", bj("2026-03-23 09:00"))
-        .await
-        .unwrap();
+    act::command(
+        &system.log,
+        &subject,
+        Command::Resume,
+        ActorRole::CommandCentre,
+        "cc-990101001",
+        bj("2026-03-23 09:00"),
+    )
+    .await
+    .unwrap();
     let events = system.until(&subject, "a second deadline_set", |e| count(e, "deadline_set") == 2).await;
     let Event::DeadlineSet { due, .. } = &events.last().unwrap().1 else { panic!() };
     // 6 working days were left at the hold (Tue 03-03 09:00 → Wed 03-11 09:00).
@@ -415,7 +422,7 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     let events = system.until_kind(&manhole, "dispatched").await;
     assert_eq!(dispatched(&events).2, bj("2026-03-09 15:00"));
     let unit = "unit.utilities.990101";
-    act::command(&system.log, &manhole, Command::Acknowledge, Role::HandlingUnit, unit, bj("2026-03-09 09:10"))
+    act::command(&system.log, &manhole, Command::Acknowledge, ActorRole::HandlingUnit, unit, bj("2026-03-09 09:10"))
         .await
         .unwrap();
     system.clock.set(bj("2026-03-09 15:00"));
@@ -423,7 +430,7 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     assert_eq!(marks(&events), [(Clock::Resolve, ClockMark::Overdue)]);
 
     let resolve = Command::Resolve { summary: Text::reason("已加盖临时井盖").unwrap(), evidence: vec![] };
-    act::command(&system.log, &manhole, resolve, Role::HandlingUnit, unit, bj("2026-03-09 15:30")).await.unwrap();
+    act::command(&system.log, &manhole, resolve, ActorRole::HandlingUnit, unit, bj("2026-03-09 15:30")).await.unwrap();
     system.clock.set(bj("2026-03-09 15:30"));
     let events = system.until_kind(&manhole, "deadline_set").await;
     let Event::DeadlineSet { clock, due, .. } = &events.last().unwrap().1 else { panic!() };
@@ -442,7 +449,7 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
         &system.log,
         &rubbish,
         Command::Return { reason },
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
         "unit.urban.990101",
         bj("2026-03-11 10:00"),
     )
@@ -458,7 +465,7 @@ async fn resolve_and_verify_clocks_run_out_too_and_a_redispatch_restarts_the_clo
     };
     let redispatch =
         Command::Dispatch { unit: gridcase_domain::OrgCode::parse("unit.property.990101001").unwrap(), deadlines };
-    act::command(&system.log, &rubbish, redispatch, Role::CommandCentre, "cc-990101001", bj("2026-03-12 09:30"))
+    act::command(&system.log, &rubbish, redispatch, ActorRole::CommandCentre, "cc-990101001", bj("2026-03-12 09:30"))
         .await
         .unwrap();
     system.clock.set(bj("2026-03-13 09:30"));
@@ -602,16 +609,20 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     system.until_kind(&subject, "dispatched").await;
     let (unit, centre) = ("unit.urban.990101", "cc-990101001");
     let text = |s: &str| Text::reason(s).unwrap();
-    act::command(&system.log, &subject, Command::Acknowledge, Role::HandlingUnit, unit, bj("2026-03-09 09:30"))
+    act::command(&system.log, &subject, Command::Acknowledge, ActorRole::HandlingUnit, unit, bj("2026-03-09 09:30"))
         .await
         .unwrap();
     let resolve = Command::Resolve { summary: text("已清运"), evidence: vec![] };
-    act::command(&system.log, &subject, resolve, Role::HandlingUnit, unit, bj("2026-03-09 10:00")).await.unwrap();
+    act::command(&system.log, &subject, resolve, ActorRole::HandlingUnit, unit, bj("2026-03-09 10:00")).await.unwrap();
     system.until_kind(&subject, "deadline_set").await; // the verify clock
     let verify = Command::Verify { passed: true, reason: None };
-    act::command(&system.log, &subject, verify, Role::CommandCentre, centre, bj("2026-03-09 11:00")).await.unwrap();
+    act::command(&system.log, &subject, verify, ActorRole::CommandCentre, centre, bj("2026-03-09 11:00"))
+        .await
+        .unwrap();
     let feedback = Command::RecordFeedback { feedback: Feedback::Unsatisfied, comment: None };
-    act::command(&system.log, &subject, feedback, Role::CommandCentre, centre, bj("2026-03-09 12:00")).await.unwrap();
+    act::command(&system.log, &subject, feedback, ActorRole::CommandCentre, centre, bj("2026-03-09 12:00"))
+        .await
+        .unwrap();
     // Another case moves the stream on past the closed one's last event.
     let other = system.file("0101", None).await;
     system.until_kind(&other, "dispatched").await;
@@ -640,7 +651,9 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     second.settled_at(bj("2026-03-10 09:00"), &system.nats).await;
     assert_eq!(second.snapshots().resumed_from, Some(header.covers.sequence));
     let reopen = Command::Reopen { reason: text("居民不满意") };
-    act::command(&system.log, &subject, reopen, Role::CommandCentre, centre, bj("2026-03-10 09:00")).await.unwrap();
+    act::command(&system.log, &subject, reopen, ActorRole::CommandCentre, centre, bj("2026-03-10 09:00"))
+        .await
+        .unwrap();
     let events = system.until(&subject, "a fresh resolve deadline", |e| count(e, "deadline_set") == 2).await;
     let Event::DeadlineSet { clock, due, .. } = &events.last().unwrap().1 else { panic!("{:?}", kinds(&events)) };
     assert_eq!((*clock, *due), (Clock::Resolve, bj("2026-03-17 09:00")), "5 working days from the reopening");
@@ -650,5 +663,5 @@ async fn a_closed_case_is_let_go_and_its_reopening_is_read_back_with_a_fresh_res
     let (_, lines) = snapshot_lines(&system, gridcase_dispatcher::snapshot::DEFAULT_BUCKET).await;
     assert_eq!(lines.len(), 2);
     let reopened = lines.iter().find(|line| line.contains(&case_id)).expect("the reopened case is kept");
-    assert!(reopened.contains(r#""status":"IN_PROGRESS""#), "{reopened}");
+    assert!(reopened.contains(r#""state":"IN_PROGRESS""#), "{reopened}");
 }

@@ -2,7 +2,7 @@
 //! optimistic concurrency, idempotent retries, history that cannot be erased,
 //! and acknowledged events that survive a crash.
 
-use gridcase_domain::{CaseId, Event, Role, Text, Tier};
+use gridcase_domain::{ActorRole, CaseId, Event, Text, Tier};
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent, verify_chain};
 use gridcase_eventlog::{AppendError, EventLog, StreamSettings};
@@ -22,14 +22,18 @@ fn event(case_id: CaseId, case_version: u64, prev_hash: Option<String>, note: &s
     } else {
         Event::ProgressAdded { note: Text::reason(note).unwrap(), attachments: vec![] }
     };
-    StoredEvent::seal(
+    StoredEvent::chained(
         &event,
         EventMeta {
             event_id: Uuid::now_v7(),
             case_id,
             case_version,
             occurred_at: Timestamp::now(),
-            actor: Actor { person: "cc-op-1".into(), role: Role::CommandCentre, organisation: "cc-990101101".into() },
+            actor: Actor {
+                person: "cc-op-1".into(),
+                role: ActorRole::CommandCentre,
+                organisation: "cc-990101101".into(),
+            },
             command_id: None,
         },
         prev_hash,

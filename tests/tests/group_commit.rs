@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use gridcase_domain::{CaseId, Event, Role, Text};
+use gridcase_domain::{ActorRole, CaseId, Event, Text};
 use gridcase_envelope::Head;
 use gridcase_envelope::schema::Actor;
 use gridcase_envelope::{CaseSubject, verify_history};
@@ -40,7 +40,7 @@ fn provenance() -> gridcase_eventlog::store::Provenance {
     gridcase_eventlog::store::Provenance {
         event_id: Uuid::now_v7(),
         occurred_at: Timestamp::now(),
-        actor: Actor { person: "cc-op-1".into(), role: Role::CommandCentre, organisation: "cc-990101101".into() },
+        actor: Actor { person: "cc-op-1".into(), role: ActorRole::CommandCentre, organisation: "cc-990101101".into() },
         command_id: None,
     }
 }

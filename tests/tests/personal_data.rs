@@ -443,7 +443,7 @@ fn xlsx_text(bytes: Vec<u8>) -> String {
 /// between the two): the dispatcher, reading the erasure, destroys it.
 #[tokio::test]
 async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
-    use gridcase_domain::{Command, Role, Text};
+    use gridcase_domain::{ActorRole, Command, Text};
     use gridcase_eventlog::{EventLog, KeyState, KeyStore, StreamSettings};
     use gridcase_tests::act;
 
@@ -462,7 +462,9 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
     let log = EventLog::open(nats.client().await, StreamSettings::default()).await.unwrap();
     let subject = act::subject("990101001001001", case_id);
     let erase = Command::EraseResidentData { reason: Text::reason("居民申请删除").unwrap() };
-    act::command(&log, &subject, erase, Role::CommandCentre, "cc-990101001", jiff::Timestamp::now()).await.unwrap();
+    act::command(&log, &subject, erase, ActorRole::CommandCentre, "cc-990101001", jiff::Timestamp::now())
+        .await
+        .unwrap();
     let keys =
         KeyStore::open(log.context(), "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
     assert!(matches!(keys.key(&case_id).await.unwrap(), KeyState::Present(_)), "the key is still there");
@@ -656,8 +658,8 @@ async fn gridctl_reseal(nats: &NatsServer, more: &[&str]) -> std::process::Outpu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_text() {
     use gridcase_domain::{
-        CategoryCode, Command, Contact, Event, Filing, GridCode, Location, PersonName, PhoneNumber, ResidentContact,
-        Role, Text, Tier,
+        ActorRole, CategoryCode, Command, Contact, Event, Filing, GridCode, Location, PersonName, PhoneNumber,
+        ResidentContact, Text, Tier,
     };
     use gridcase_envelope::sealing::open_contact;
     use gridcase_envelope::verify_history;
@@ -690,15 +692,15 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     };
     // As the version before sealing wrote them.
     let (old, plain, erased) = (CaseId::new_v7(), CaseId::new_v7(), CaseId::new_v7());
-    run(old, file(old, Some(Contact::Clear(clear.clone()))), Role::GridWorker).await;
-    run(plain, file(plain, None), Role::GridWorker).await;
-    run(old, Command::Register { tier: Tier::Normal, note: None, policy: None }, Role::CommandCentre).await;
-    run(erased, file(erased, Some(Contact::Clear(clear.clone()))), Role::GridWorker).await;
+    run(old, file(old, Some(Contact::Clear(clear.clone()))), ActorRole::GridWorker).await;
+    run(plain, file(plain, None), ActorRole::GridWorker).await;
+    run(old, Command::Register { tier: Tier::Normal, note: None, policy: None }, ActorRole::CommandCentre).await;
+    run(erased, file(erased, Some(Contact::Clear(clear.clone()))), ActorRole::GridWorker).await;
     let progress = Command::AddProgress { note: Text::reason("已联系居民").unwrap(), attachments: vec![] };
-    run(old, progress, Role::CommandCentre).await;
-    run(plain, Command::Register { tier: Tier::Normal, note: None, policy: None }, Role::CommandCentre).await;
+    run(old, progress, ActorRole::CommandCentre).await;
+    run(plain, Command::Register { tier: Tier::Normal, note: None, policy: None }, ActorRole::CommandCentre).await;
     let erase = Command::EraseResidentData { reason: Text::reason("居民申请").unwrap() };
-    run(erased, erase, Role::CommandCentre).await;
+    run(erased, erase, ActorRole::CommandCentre).await;
     let keys =
         KeyStore::open(log.context(), "gridcase-keys", 1, Some(gridcase_tests::identity::master_keys())).await.unwrap();
     // No erasure marker in the key store (as if intake stopped before it
@@ -910,8 +912,8 @@ async fn dispatched(cases: &mut lifecycle::Client, case_id: CaseId) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     use gridcase_domain::{
-        CategoryCode, Command, Contact, Filing, GridCode, Location, PersonName, PhoneNumber, ResidentContact, Role,
-        Text,
+        ActorRole, CategoryCode, Command, Contact, Filing, GridCode, Location, PersonName, PhoneNumber,
+        ResidentContact, Text,
     };
     use gridcase_eventlog::{EventLog, StreamSettings};
     use gridcase_tests::act;
@@ -942,7 +944,7 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
         attachments: vec![],
     });
     let subject = act::subject("990101001001001", old);
-    act::command(&log, &subject, before_sealing, Role::GridWorker, "cc-990101001", jiff::Timestamp::now())
+    act::command(&log, &subject, before_sealing, ActorRole::GridWorker, "cc-990101001", jiff::Timestamp::now())
         .await
         .unwrap();
     let mut cases = lifecycle::client(deployment.intake.clone()).await;
@@ -1139,7 +1141,7 @@ async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_
 /// rather than take that event for a copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_reseal_refuses_a_new_stream_that_something_else_wrote_to() {
-    use gridcase_domain::{Command, Contact, PersonName, PhoneNumber, ResidentContact, Role, Tier};
+    use gridcase_domain::{ActorRole, Command, Contact, PersonName, PhoneNumber, ResidentContact, Tier};
     use gridcase_eventlog::{EventLog, StreamSettings};
     use gridcase_tests::act;
 
@@ -1156,16 +1158,16 @@ async fn a_resumed_reseal_refuses_a_new_stream_that_something_else_wrote_to() {
         unreachable!()
     };
     filing.contact = Some(Contact::Clear(clear));
-    act::command(&log, &subject, Command::File(filing), Role::GridWorker, "cc-990101001", now).await.unwrap();
+    act::command(&log, &subject, Command::File(filing), ActorRole::GridWorker, "cc-990101001", now).await.unwrap();
     let register = || Command::Register { tier: Tier::Normal, note: None, policy: None };
-    act::command(&log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    act::command(&log, &subject, register(), ActorRole::CommandCentre, "cc-990101001", now).await.unwrap();
     assert!(gridctl_reseal(&nats, &["--max-messages", "1"]).await.status.success());
 
     // Another writer on the new stream: an event of the same case and type
     // where the copy of the registration belongs.
     let settings = StreamSettings { stream_name: "GRIDCASE_CASES_SEALED".into(), ..StreamSettings::default() };
     let sealed_log = EventLog::open(nats.client().await, settings).await.unwrap();
-    act::command(&sealed_log, &subject, register(), Role::CommandCentre, "cc-990101001", now).await.unwrap();
+    act::command(&sealed_log, &subject, register(), ActorRole::CommandCentre, "cc-990101001", now).await.unwrap();
     let output = gridctl_reseal(&nats, &[]).await;
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && said.contains("something else wrote to the new stream"), "{said}");

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gridcase_domain::{CaseId, Command, Deadlines, Event, Feedback, OrgCode, Role, Supervision, Text, Tier};
+use gridcase_domain::{ActorRole, CaseId, Command, Deadlines, Event, Feedback, OrgCode, Supervision, Text, Tier};
 use gridcase_envelope::CaseSubject;
 use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_process::ManualTimeSource;
@@ -30,7 +30,7 @@ fn text(s: &str) -> Text {
 }
 
 /// The commands a random walk picks from, given the moment.
-fn candidates(at: Timestamp, pick: u8) -> Vec<(Command, Role, &'static str)> {
+fn candidates(at: Timestamp, pick: u8) -> Vec<(Command, ActorRole, &'static str)> {
     let unit = UNITS[pick as usize % 2];
     let deadlines = Deadlines {
         acknowledge_due: at + SignedDuration::from_hours(8),
@@ -38,21 +38,25 @@ fn candidates(at: Timestamp, pick: u8) -> Vec<(Command, Role, &'static str)> {
         basis: None,
     };
     vec![
-        (Command::Register { tier: Tier::Normal, note: None, policy: None }, Role::CommandCentre, "cc-990101001"),
-        (Command::Void { reason: text("重复") }, Role::CommandCentre, "cc-990101001"),
-        (Command::Dispatch { unit: OrgCode::parse(unit).unwrap(), deadlines }, Role::CommandCentre, "cc-990101001"),
-        (Command::Acknowledge, Role::HandlingUnit, unit),
-        (Command::Return { reason: text("派错") }, Role::HandlingUnit, unit),
-        (Command::RequestExtension { working_days: 2, reason: text("材料") }, Role::HandlingUnit, unit),
+        (Command::Register { tier: Tier::Normal, note: None, policy: None }, ActorRole::CommandCentre, "cc-990101001"),
+        (Command::Void { reason: text("重复") }, ActorRole::CommandCentre, "cc-990101001"),
         (
-            Command::DecideExtension { approved_working_days: Some(1), reason: None },
-            Role::CommandCentre,
+            Command::Dispatch { unit: OrgCode::parse(unit).unwrap(), deadlines },
+            ActorRole::CommandCentre,
             "cc-990101001",
         ),
-        (Command::Resolve { summary: text("已处理"), evidence: vec![] }, Role::HandlingUnit, unit),
+        (Command::Acknowledge, ActorRole::HandlingUnit, unit),
+        (Command::Return { reason: text("派错") }, ActorRole::HandlingUnit, unit),
+        (Command::RequestExtension { working_days: 2, reason: text("材料") }, ActorRole::HandlingUnit, unit),
+        (
+            Command::DecideExtension { approved_working_days: Some(1), reason: None },
+            ActorRole::CommandCentre,
+            "cc-990101001",
+        ),
+        (Command::Resolve { summary: text("已处理"), evidence: vec![] }, ActorRole::HandlingUnit, unit),
         (
             Command::Verify { passed: !pick.is_multiple_of(3), reason: Some(text("核查")) },
-            Role::CommandCentre,
+            ActorRole::CommandCentre,
             "cc-990101001",
         ),
         (
@@ -60,16 +64,16 @@ fn candidates(at: Timestamp, pick: u8) -> Vec<(Command, Role, &'static str)> {
                 feedback: [Feedback::Satisfied, Feedback::BasicallySatisfied, Feedback::Unsatisfied][pick as usize % 3],
                 comment: None,
             },
-            Role::CommandCentre,
+            ActorRole::CommandCentre,
             "cc-990101001",
         ),
-        (Command::Reopen { reason: text("不满意") }, Role::CommandCentre, "cc-990101001"),
+        (Command::Reopen { reason: text("不满意") }, ActorRole::CommandCentre, "cc-990101001"),
         (
             Command::Supervise { level: Supervision::Normal, reason: text("督办"), escalated_to: None },
-            Role::CommandCentre,
+            ActorRole::CommandCentre,
             "cc-990101001",
         ),
-        (Command::Cancel { reason: text("撤销") }, Role::CommandCentre, "cc-990101001"),
+        (Command::Cancel { reason: text("撤销") }, ActorRole::CommandCentre, "cc-990101001"),
     ]
 }
 
@@ -82,7 +86,7 @@ async fn random_histories(log: &EventLog, walks: &[Vec<u8>], start: Timestamp) -
         let subject = act::subject(grid, case_id);
         let mut at = start + SignedDuration::from_hours(index as i64 * 7);
         let category = ["0101", "0204", "0301"][index % 3];
-        act::command(log, &subject, filing(case_id, grid, category, at), Role::GridWorker, "cc-990101001", at)
+        act::command(log, &subject, filing(case_id, grid, category, at), ActorRole::GridWorker, "cc-990101001", at)
             .await
             .unwrap();
         for pick in walk {
@@ -564,7 +568,7 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
         &log,
         &act::subject(GRIDS[2], other),
         filing(other, GRIDS[2], "0101", at),
-        Role::GridWorker,
+        ActorRole::GridWorker,
         "cc-990101101",
         at,
     )
@@ -574,7 +578,7 @@ async fn exports_as_xlsx_read_back_with_the_same_numbers_and_watch_follows_one_t
         &log,
         &act::subject(GRIDS[0], mine),
         filing(mine, GRIDS[0], "0101", at),
-        Role::GridWorker,
+        ActorRole::GridWorker,
         "cc-990101001",
         at,
     )
@@ -600,7 +604,7 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
     let (case_id, subject) = (case.id, case.subject);
     // A newer writer appends an event of a type this version does not know.
     let first = log.first(&subject).await.unwrap().unwrap();
-    let mut future = gridcase_envelope::StoredEvent::seal(
+    let mut future = gridcase_envelope::StoredEvent::chained(
         &Event::Resumed,
         gridcase_envelope::schema::EventMeta {
             event_id: uuid::Uuid::now_v7(),
@@ -609,7 +613,7 @@ async fn an_event_type_written_by_a_newer_version_is_kept_in_the_audit_history_s
             occurred_at: at,
             actor: gridcase_envelope::Actor {
                 person: "city-1".into(),
-                role: Role::System,
+                role: ActorRole::System,
                 organisation: "city".into(),
             },
             command_id: None,
@@ -649,14 +653,14 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     let at = bj("2026-03-09 09:00");
     let case_id = CaseId::new_v7();
     let original = act::subject(GRIDS[0], case_id);
-    act::command(&log, &original, filing(case_id, GRIDS[0], "0101", at), Role::GridWorker, "cc-990101001", at)
+    act::command(&log, &original, filing(case_id, GRIDS[0], "0101", at), ActorRole::GridWorker, "cc-990101001", at)
         .await
         .unwrap();
     // Written past gridcase (whose case store refuses it): the same id in
     // another township, and a step on that copy.
     let copy = act::subject(GRIDS[2], case_id);
     let copy_filing = gridcase_domain::decide(None, &filing(case_id, GRIDS[2], "0204", at), at).unwrap();
-    let sealed = gridcase_envelope::StoredEvent::seal(
+    let sealed = gridcase_envelope::StoredEvent::chained(
         &copy_filing,
         gridcase_envelope::schema::EventMeta {
             event_id: uuid::Uuid::now_v7(),
@@ -665,7 +669,7 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
             occurred_at: at,
             actor: gridcase_envelope::Actor {
                 person: "gridworker-1".into(),
-                role: Role::GridWorker,
+                role: ActorRole::GridWorker,
                 organisation: "cc-990101101".into(),
             },
             command_id: None,
@@ -674,8 +678,8 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     );
     gridcase_tests::append_foreign(&nats, &copy, &sealed.to_json_bytes(), 0).await;
     let register = Command::Register { tier: Tier::Normal, note: None, policy: None };
-    act::command(&log, &copy, register, Role::CommandCentre, "cc-990101101", at).await.unwrap();
-    act::command(&log, &original, Command::Void { reason: text("重复") }, Role::CommandCentre, "cc-990101001", at)
+    act::command(&log, &copy, register, ActorRole::CommandCentre, "cc-990101101", at).await.unwrap();
+    act::command(&log, &original, Command::Void { reason: text("重复") }, ActorRole::CommandCentre, "cc-990101001", at)
         .await
         .unwrap();
 
@@ -688,8 +692,8 @@ async fn a_case_id_filed_again_in_another_township_is_skipped_not_folded_and_sta
     let rows = store::load_cases(&projection.pool, &[*case_id.as_uuid()]).await.unwrap();
     let row = &rows[&case_id];
     assert_eq!(
-        (row.case.grid.as_str(), row.case.category.as_str(), row.case.status, row.case.version),
-        (GRIDS[0], "0101", gridcase_domain::Status::Voided, 2),
+        (row.case.grid.as_str(), row.case.category.as_str(), row.case.state, row.case.version),
+        (GRIDS[0], "0101", gridcase_domain::State::Voided, 2),
         "the original case, untouched by the copy"
     );
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM case_events WHERE case_id = $1")

@@ -16,5 +16,5 @@ pub mod principal;
 pub mod token;
 
 pub use policy::{CaseScope, ContactView, Decision, ListScope, Operation, Target, authorize, contact_view, list_scope};
-pub use principal::{Principal, PrincipalError, Role, Territory};
+pub use principal::{Principal, PrincipalError, Territory, TokenRole};
 pub use token::{Claims, DevIssuer, KeyError, KeySet, TokenAlgorithm, TokenError, Verified, VerifierSettings};

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::principal::{Principal, Role, Territory};
+use crate::principal::{Principal, Territory, TokenRole};
 
 /// Every operation the gRPC services offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,12 +186,12 @@ impl fmt::Display for Operation {
 }
 
 /// Which operations each role may do at all, wherever.
-fn role_may(role: Role, operation: Operation) -> bool {
+fn role_may(role: TokenRole, operation: Operation) -> bool {
     match role {
-        Role::GridWorker | Role::GridLeader => {
+        TokenRole::GridWorker | TokenRole::GridLeader => {
             matches!(operation, FileCase | UploadAttachment | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI)
         }
-        Role::HandlingUnit => matches!(
+        TokenRole::HandlingUnit => matches!(
             operation,
             UploadAttachment
                 | Acknowledge
@@ -206,7 +206,7 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | ListCases
                 | WhoAmI
         ),
-        Role::CommandCentre => matches!(
+        TokenRole::CommandCentre => matches!(
             operation,
             UploadAttachment
                 | Register
@@ -236,7 +236,7 @@ fn role_may(role: Role, operation: Operation) -> bool {
         ),
         // The county audits, and answers residents' requests to erase
         // their data across its townships.
-        Role::CountyAuditor => matches!(
+        TokenRole::CountyAuditor => matches!(
             operation,
             EraseResidentData
                 | ReadCase
@@ -249,7 +249,7 @@ fn role_may(role: Role, operation: Operation) -> bool {
                 | WatchCases
                 | WhoAmI
         ),
-        Role::Admin => matches!(operation, WhoAmI | ReadReference | ValidateReference),
+        TokenRole::Admin => matches!(operation, WhoAmI | ReadReference | ValidateReference),
     }
 }
 
@@ -289,12 +289,12 @@ pub enum Decision {
 /// Whether `principal` sees the case at all.
 fn sees(principal: &Principal, case: &CaseScope) -> bool {
     match (principal.role, &principal.territory) {
-        (Role::GridWorker, _) => case.reporter == principal.subject,
-        (Role::GridLeader | Role::CommandCentre | Role::CountyAuditor, territory) => {
+        (TokenRole::GridWorker, _) => case.reporter == principal.subject,
+        (TokenRole::GridLeader | TokenRole::CommandCentre | TokenRole::CountyAuditor, territory) => {
             territory.contains_grid(&case.grid)
         }
-        (Role::HandlingUnit, Territory::Unit(unit)) => case.unit.as_deref() == Some(unit.as_str()),
-        (Role::HandlingUnit, Territory::Region(_)) | (Role::Admin, _) => false,
+        (TokenRole::HandlingUnit, Territory::Unit(unit)) => case.unit.as_deref() == Some(unit.as_str()),
+        (TokenRole::HandlingUnit, Territory::Region(_)) | (TokenRole::Admin, _) => false,
     }
 }
 
@@ -326,11 +326,13 @@ pub struct ListScope {
 
 pub fn list_scope(principal: &Principal) -> Option<ListScope> {
     match (principal.role, &principal.territory) {
-        (Role::GridWorker, _) => Some(ListScope { reporter: Some(principal.subject.clone()), ..ListScope::default() }),
-        (Role::GridLeader | Role::CommandCentre | Role::CountyAuditor, Territory::Region(prefix)) => {
+        (TokenRole::GridWorker, _) => {
+            Some(ListScope { reporter: Some(principal.subject.clone()), ..ListScope::default() })
+        }
+        (TokenRole::GridLeader | TokenRole::CommandCentre | TokenRole::CountyAuditor, Territory::Region(prefix)) => {
             Some(ListScope { region_prefix: Some(prefix.clone()), ..ListScope::default() })
         }
-        (Role::HandlingUnit, Territory::Unit(unit)) => {
+        (TokenRole::HandlingUnit, Territory::Unit(unit)) => {
             Some(ListScope { unit: Some(unit.to_string()), ..ListScope::default() })
         }
         _ => None,
@@ -350,8 +352,10 @@ pub enum ContactView {
 
 /// How `principal` sees the contact details of a case it may read.
 pub fn contact_view(principal: &Principal, case: &CaseScope) -> ContactView {
-    let calls_back =
-        matches!(principal.role, Role::GridWorker | Role::GridLeader | Role::HandlingUnit | Role::CommandCentre);
+    let calls_back = matches!(
+        principal.role,
+        TokenRole::GridWorker | TokenRole::GridLeader | TokenRole::HandlingUnit | TokenRole::CommandCentre
+    );
     if calls_back && sees(principal, case) { ContactView::Full } else { ContactView::Masked }
 }
 

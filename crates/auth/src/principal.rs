@@ -7,7 +7,7 @@ use gridcase_domain::OrgCode;
 
 /// The roles of `shared/domain.md`, as tokens name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
+pub enum TokenRole {
     /// 网格员: files cases in their own grid, adds information, sees the cases they filed.
     GridWorker,
     /// 网格长: as a grid worker, and sees every case of their grid.
@@ -22,37 +22,43 @@ pub enum Role {
     Admin,
 }
 
-impl Role {
-    pub const ALL: [Role; 6] =
-        [Role::GridWorker, Role::GridLeader, Role::HandlingUnit, Role::CommandCentre, Role::CountyAuditor, Role::Admin];
+impl TokenRole {
+    pub const ALL: [TokenRole; 6] = [
+        TokenRole::GridWorker,
+        TokenRole::GridLeader,
+        TokenRole::HandlingUnit,
+        TokenRole::CommandCentre,
+        TokenRole::CountyAuditor,
+        TokenRole::Admin,
+    ];
 
     /// The claim value: `grid_worker`, `grid_leader`, `handling_unit`,
     /// `command_centre`, `county_auditor`, `admin`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::GridWorker => "grid_worker",
-            Role::GridLeader => "grid_leader",
-            Role::HandlingUnit => "handling_unit",
-            Role::CommandCentre => "command_centre",
-            Role::CountyAuditor => "county_auditor",
-            Role::Admin => "admin",
+            TokenRole::GridWorker => "grid_worker",
+            TokenRole::GridLeader => "grid_leader",
+            TokenRole::HandlingUnit => "handling_unit",
+            TokenRole::CommandCentre => "command_centre",
+            TokenRole::CountyAuditor => "county_auditor",
+            TokenRole::Admin => "admin",
         }
     }
 
-    pub fn parse(text: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|role| role.as_str() == text)
+    pub fn parse(text: &str) -> Option<TokenRole> {
+        TokenRole::ALL.into_iter().find(|role| role.as_str() == text)
     }
 
     /// The role recorded as the actor of the events this role causes; admins
     /// cause none.
-    pub fn actor_role(self) -> Option<gridcase_domain::Role> {
+    pub fn actor_role(self) -> Option<gridcase_domain::ActorRole> {
         match self {
-            Role::GridWorker => Some(gridcase_domain::Role::GridWorker),
-            Role::GridLeader => Some(gridcase_domain::Role::GridLeader),
-            Role::HandlingUnit => Some(gridcase_domain::Role::HandlingUnit),
-            Role::CommandCentre => Some(gridcase_domain::Role::CommandCentre),
-            Role::CountyAuditor => Some(gridcase_domain::Role::CountyOffice),
-            Role::Admin => None,
+            TokenRole::GridWorker => Some(gridcase_domain::ActorRole::GridWorker),
+            TokenRole::GridLeader => Some(gridcase_domain::ActorRole::GridLeader),
+            TokenRole::HandlingUnit => Some(gridcase_domain::ActorRole::HandlingUnit),
+            TokenRole::CommandCentre => Some(gridcase_domain::ActorRole::CommandCentre),
+            TokenRole::CountyAuditor => Some(gridcase_domain::ActorRole::CountyAuditor),
+            TokenRole::Admin => None,
         }
     }
 
@@ -66,16 +72,16 @@ impl Role {
     /// What a territory of this role looks like, for error messages.
     pub fn territory_shape(self) -> &'static str {
         match self {
-            Role::GridWorker | Role::GridLeader => "a 15-digit grid or 17-digit micro-grid code",
-            Role::HandlingUnit => "the unit's organisation code",
-            Role::CommandCentre => "a 9-digit township code",
-            Role::CountyAuditor => "a 6-digit county code",
-            Role::Admin => "a 6-digit county code",
+            TokenRole::GridWorker | TokenRole::GridLeader => "a 15-digit grid or 17-digit micro-grid code",
+            TokenRole::HandlingUnit => "the unit's organisation code",
+            TokenRole::CommandCentre => "a 9-digit township code",
+            TokenRole::CountyAuditor => "a 6-digit county code",
+            TokenRole::Admin => "a 6-digit county code",
         }
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for TokenRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -124,14 +130,14 @@ pub enum PrincipalError {
     #[error("claim org must be 1-64 letters, digits or -_.:")]
     BadOrganisation,
     #[error("claim territory of a {role} must be {shape}")]
-    BadTerritory { role: Role, shape: &'static str },
+    BadTerritory { role: TokenRole, shape: &'static str },
 }
 
 /// A caller whose token verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub subject: String,
-    pub role: Role,
+    pub role: TokenRole,
     pub organisation: OrgCode,
     pub territory: Territory,
 }
@@ -149,17 +155,19 @@ impl Principal {
         if !subject_ok {
             return Err(PrincipalError::BadSubject);
         }
-        let role = Role::parse(role).ok_or(PrincipalError::UnknownRole)?;
+        let role = TokenRole::parse(role).ok_or(PrincipalError::UnknownRole)?;
         let organisation = OrgCode::parse(organisation).map_err(|_| PrincipalError::BadOrganisation)?;
         let bad = PrincipalError::BadTerritory { role, shape: role.territory_shape() };
         let territory = match role {
-            Role::GridWorker | Role::GridLeader => {
+            TokenRole::GridWorker | TokenRole::GridLeader => {
                 gridcase_domain::GridCode::parse(territory).map_err(|_| bad)?;
                 Territory::Region(territory.to_owned())
             }
-            Role::CommandCentre if digits(territory, &[9]) => Territory::Region(territory.to_owned()),
-            Role::CountyAuditor | Role::Admin if digits(territory, &[6]) => Territory::Region(territory.to_owned()),
-            Role::HandlingUnit => Territory::Unit(OrgCode::parse(territory).map_err(|_| bad)?),
+            TokenRole::CommandCentre if digits(territory, &[9]) => Territory::Region(territory.to_owned()),
+            TokenRole::CountyAuditor | TokenRole::Admin if digits(territory, &[6]) => {
+                Territory::Region(territory.to_owned())
+            }
+            TokenRole::HandlingUnit => Territory::Unit(OrgCode::parse(territory).map_err(|_| bad)?),
             _ => return Err(bad),
         };
         Ok(Self { subject: subject.to_owned(), role, organisation, territory })
@@ -207,9 +215,9 @@ mod tests {
 
     #[test]
     fn roles_take_the_right_article_in_messages() {
-        assert_eq!(Role::Admin.with_article(), "an admin");
-        assert_eq!(Role::CountyAuditor.with_article(), "a county_auditor");
-        assert_eq!(Role::GridWorker.with_article(), "a grid_worker");
+        assert_eq!(TokenRole::Admin.with_article(), "an admin");
+        assert_eq!(TokenRole::CountyAuditor.with_article(), "a county_auditor");
+        assert_eq!(TokenRole::GridWorker.with_article(), "a grid_worker");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::{
     CaseId, CategoryCode, Clock, ClockMark, ClockTerms, Command, ContactState, DomainError, Event, Feedback, GridCode,
-    OrgCode, Status, Supervision, Tier,
+    OrgCode, State, Supervision, Tier,
 };
 
 /// Deadlines a dispatch sets, computed by the caller on the working calendar.
@@ -46,7 +46,7 @@ pub struct Case {
     pub id: CaseId,
     pub grid: GridCode,
     pub category: CategoryCode,
-    pub status: Status,
+    pub state: State,
     /// How many events the case has: 1 after filing.
     pub version: u64,
     pub severity_hint: Option<Tier>,
@@ -84,10 +84,10 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
         (None, _) => return Err(DomainError::NotFiled),
         (Some(case), _) => case,
     };
-    let status = case.status;
-    let refuse = || DomainError::TransitionNotAllowed { command: command.name(), status };
-    let require = |allowed: &[Status]| {
-        if allowed.contains(&status) { Ok(()) } else { Err(refuse()) }
+    let state = case.state;
+    let refuse = || DomainError::TransitionNotAllowed { command: command.name(), state };
+    let require = |allowed: &[State]| {
+        if allowed.contains(&state) { Ok(()) } else { Err(refuse()) }
     };
     if let Command::EraseResidentData { reason } = command {
         // Personal data may be erased whatever the case's state, closed and
@@ -98,7 +98,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             ContactState::Given => Ok(Event::ResidentDataErased { reason: reason.clone() }),
         };
     }
-    if status.is_final() {
+    if state.is_final() {
         return Err(refuse());
     }
     let check_deadlines = |deadlines: &crate::case::Deadlines| {
@@ -109,7 +109,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
         }
         Ok(())
     };
-    use Status::*;
+    use State::*;
     let event = match command {
         Command::File(_) => unreachable!("handled above"),
         Command::Register { tier, note, policy } => {
@@ -156,7 +156,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             }
         }
         Command::AddProgress { note, attachments } => {
-            if status == Closed {
+            if state == Closed {
                 return Err(refuse());
             }
             Event::ProgressAdded { note: note.clone(), attachments: attachments.clone() }
@@ -246,7 +246,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
         }
         Command::Cancel { reason } => Event::Cancelled { reason: reason.clone() },
         Command::Supervise { level, reason, escalated_to } => {
-            if status == Closed {
+            if state == Closed {
                 return Err(refuse());
             }
             if *level <= case.supervision {
@@ -260,7 +260,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             }
         }
         Command::SetUrgent { urgent, reason } => {
-            if status == Closed {
+            if state == Closed {
                 return Err(refuse());
             }
             if *urgent == case.urgent {
@@ -270,15 +270,15 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
         }
         Command::SetDeadline { clock, due, basis } => {
             // The resolve clock is paused on hold, but its deadline may be moved.
-            let settable = clock.runs_in(status) || (*clock == Clock::Resolve && status == OnHold);
+            let settable = clock.runs_in(state) || (*clock == Clock::Resolve && state == OnHold);
             if !settable {
-                return Err(DomainError::ClockNotRunning { clock: *clock, status });
+                return Err(DomainError::ClockNotRunning { clock: *clock, state });
             }
             Event::DeadlineSet { clock: *clock, due: *due, basis: basis.clone() }
         }
         Command::MarkClock { clock, mark, due } => {
-            if !clock.runs_in(status) {
-                return Err(DomainError::ClockNotRunning { clock: *clock, status });
+            if !clock.runs_in(state) {
+                return Err(DomainError::ClockNotRunning { clock: *clock, state });
             }
             if case.deadlines.get(clock) != Some(due) {
                 return Err(DomainError::StaleDeadline { clock: *clock, due: *due });
@@ -313,7 +313,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 id: filed.case_id,
                 grid: filed.grid.clone(),
                 category: filed.category.clone(),
-                status: Status::Reported,
+                state: State::Reported,
                 version: 1,
                 severity_hint: filed.severity_hint,
                 tier: None,
@@ -352,17 +352,17 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
     match event {
         Event::Filed(_) => {}
         Event::Registered { tier, .. } => {
-            case.status = Status::Registered;
+            case.state = State::Registered;
             case.tier = Some(*tier);
             restart(&mut case, &[Clock::Register]);
         }
         Event::Voided { .. } => {
-            case.status = Status::Voided;
+            case.state = State::Voided;
             restart(&mut case, &[Clock::Register]);
         }
         Event::Dispatched { unit, acknowledge_due, resolve_due, basis }
         | Event::Reassigned { to: unit, acknowledge_due, resolve_due, basis, .. } => {
-            case.status = Status::Dispatched;
+            case.state = State::Dispatched;
             case.unit = Some(unit.clone());
             restart(&mut case, &[Clock::Acknowledge, Clock::Resolve]);
             record_terms(&mut case, basis);
@@ -370,11 +370,11 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
             case.deadlines.insert(Clock::Resolve, *resolve_due);
         }
         Event::Acknowledged { .. } => {
-            case.status = Status::InProgress;
+            case.state = State::InProgress;
             restart(&mut case, &[Clock::Acknowledge]);
         }
         Event::Returned { .. } => {
-            case.status = Status::Registered;
+            case.state = State::Registered;
             case.unit = None;
             case.returns += 1;
             case.pending_extension = None;
@@ -391,35 +391,35 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
         Event::HoldRequested { .. } => case.hold_requested = true,
         Event::HoldApproved { .. } => {
             case.hold_requested = false;
-            case.status = Status::OnHold;
+            case.state = State::OnHold;
         }
         Event::HoldRejected { .. } => case.hold_requested = false,
-        Event::Resumed => case.status = Status::InProgress,
+        Event::Resumed => case.state = State::InProgress,
         Event::Resolved { .. } => {
-            case.status = Status::Resolved;
+            case.state = State::Resolved;
             case.pending_extension = None;
             case.hold_requested = false;
             // The resolve deadline stays: a rework resumes against it.
             restart(&mut case, &[Clock::Verify]);
         }
         Event::VerificationPassed { .. } => {
-            case.status = Status::Closed;
+            case.state = State::Closed;
             case.feedback = None;
             restart(&mut case, &[Clock::Verify]);
         }
         Event::VerificationFailed { .. } => {
-            case.status = Status::InProgress;
+            case.state = State::InProgress;
             case.reworks += 1;
             restart(&mut case, &[Clock::Verify]);
         }
         Event::FeedbackRecorded { feedback, .. } => case.feedback = Some(*feedback),
         Event::Reopened { .. } => {
-            case.status = Status::InProgress;
+            case.state = State::InProgress;
             case.reopenings += 1;
             case.feedback = None;
         }
         Event::Cancelled { .. } => {
-            case.status = Status::Cancelled;
+            case.state = State::Cancelled;
             case.deadlines.clear();
             case.marks.clear();
         }

@@ -1,6 +1,6 @@
 use jiff::Timestamp;
 
-use crate::{Clock, ClockMark, Status, Supervision};
+use crate::{Clock, ClockMark, State, Supervision};
 
 /// A business rule that refused a command. Each variant names the rule; none
 /// is a technical failure (those belong to the services).
@@ -10,8 +10,8 @@ pub enum DomainError {
     AlreadyFiled,
     #[error("no such case: it has not been filed")]
     NotFiled,
-    #[error("cannot {command} a case that is {status}")]
-    TransitionNotAllowed { command: &'static str, status: Status },
+    #[error("cannot {command} a case that is {state}")]
+    TransitionNotAllowed { command: &'static str, state: State },
     #[error("a reason is required to {command} a case")]
     ReasonRequired { command: &'static str },
     #[error("deadline {due} for the {clock:?} clock lies before now ({now})")]
@@ -38,8 +38,8 @@ pub enum DomainError {
     SupervisionNotRaised { current: Supervision, requested: Supervision },
     #[error("the urgent flag is already {urgent}")]
     UrgencyUnchanged { urgent: bool },
-    #[error("the {clock:?} clock is not running while the case is {status}")]
-    ClockNotRunning { clock: Clock, status: Status },
+    #[error("the {clock:?} clock is not running while the case is {state}")]
+    ClockNotRunning { clock: Clock, state: State },
     #[error("the {clock:?} clock has no deadline, or a different one than {due}")]
     StaleDeadline { clock: Clock, due: Timestamp },
     #[error("{mark:?} was already recorded for the {clock:?} clock")]

@@ -38,10 +38,11 @@ impl fmt::Display for Tier {
     }
 }
 
-/// Who acts on a case.
+/// Who acted on a case, as its events record it (a token's role,
+/// `gridcase_auth::TokenRole`, maps onto one of these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Role {
+pub enum ActorRole {
     /// 网格员
     GridWorker,
     /// 网格长
@@ -50,33 +51,41 @@ pub enum Role {
     HandlingUnit,
     /// 网格化管理指挥中心 / 综治中心
     CommandCentre,
-    /// 县网格办 / 政法委 (reads and audits; changes nothing)
-    CountyOffice,
+    /// 县网格办 / 政法委 (reads and audits; changes nothing). Stored as
+    /// `COUNTY_OFFICE`, as history has it.
+    #[serde(rename = "COUNTY_OFFICE")]
+    CountyAuditor,
     /// A gridcase service acting by policy (the dispatcher, the deadline watch).
     System,
 }
 
-impl Role {
-    pub const ALL: [Role; 6] =
-        [Role::GridWorker, Role::GridLeader, Role::HandlingUnit, Role::CommandCentre, Role::CountyOffice, Role::System];
+impl ActorRole {
+    pub const ALL: [ActorRole; 6] = [
+        ActorRole::GridWorker,
+        ActorRole::GridLeader,
+        ActorRole::HandlingUnit,
+        ActorRole::CommandCentre,
+        ActorRole::CountyAuditor,
+        ActorRole::System,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::GridWorker => "GRID_WORKER",
-            Role::GridLeader => "GRID_LEADER",
-            Role::HandlingUnit => "HANDLING_UNIT",
-            Role::CommandCentre => "COMMAND_CENTRE",
-            Role::CountyOffice => "COUNTY_OFFICE",
-            Role::System => "SYSTEM",
+            ActorRole::GridWorker => "GRID_WORKER",
+            ActorRole::GridLeader => "GRID_LEADER",
+            ActorRole::HandlingUnit => "HANDLING_UNIT",
+            ActorRole::CommandCentre => "COMMAND_CENTRE",
+            ActorRole::CountyAuditor => "COUNTY_OFFICE",
+            ActorRole::System => "SYSTEM",
         }
     }
 
-    pub fn parse(text: &str) -> Option<Role> {
+    pub fn parse(text: &str) -> Option<ActorRole> {
         Self::ALL.into_iter().find(|role| role.as_str().eq_ignore_ascii_case(text))
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for ActorRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -108,7 +117,7 @@ pub enum Feedback {
 /// The state of a case in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
+pub enum State {
     /// 已上报/待受理
     Reported,
     /// 已立案/待派遣
@@ -129,40 +138,40 @@ pub enum Status {
     Cancelled,
 }
 
-impl Status {
-    pub const ALL: [Status; 9] = [
-        Status::Reported,
-        Status::Registered,
-        Status::Voided,
-        Status::Dispatched,
-        Status::InProgress,
-        Status::OnHold,
-        Status::Resolved,
-        Status::Closed,
-        Status::Cancelled,
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Reported,
+        State::Registered,
+        State::Voided,
+        State::Dispatched,
+        State::InProgress,
+        State::OnHold,
+        State::Resolved,
+        State::Closed,
+        State::Cancelled,
     ];
 
     /// Final states accept no further command.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Voided | Status::Cancelled)
+        matches!(self, State::Voided | State::Cancelled)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Reported => "REPORTED",
-            Status::Registered => "REGISTERED",
-            Status::Voided => "VOIDED",
-            Status::Dispatched => "DISPATCHED",
-            Status::InProgress => "IN_PROGRESS",
-            Status::OnHold => "ON_HOLD",
-            Status::Resolved => "RESOLVED",
-            Status::Closed => "CLOSED",
-            Status::Cancelled => "CANCELLED",
+            State::Reported => "REPORTED",
+            State::Registered => "REGISTERED",
+            State::Voided => "VOIDED",
+            State::Dispatched => "DISPATCHED",
+            State::InProgress => "IN_PROGRESS",
+            State::OnHold => "ON_HOLD",
+            State::Resolved => "RESOLVED",
+            State::Closed => "CLOSED",
+            State::Cancelled => "CANCELLED",
         }
     }
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -186,13 +195,13 @@ impl Clock {
     /// Every clock, in the order a case meets them.
     pub const ALL: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
 
-    /// Whether this clock runs while a case is in `status`.
-    pub fn runs_in(self, status: Status) -> bool {
+    /// Whether this clock runs while a case is in `state`.
+    pub fn runs_in(self, state: State) -> bool {
         match self {
-            Clock::Register => status == Status::Reported,
-            Clock::Acknowledge => status == Status::Dispatched,
-            Clock::Resolve => matches!(status, Status::Dispatched | Status::InProgress),
-            Clock::Verify => status == Status::Resolved,
+            Clock::Register => state == State::Reported,
+            Clock::Acknowledge => state == State::Dispatched,
+            Clock::Resolve => matches!(state, State::Dispatched | State::InProgress),
+            Clock::Verify => state == State::Resolved,
         }
     }
 }
@@ -366,7 +375,7 @@ macro_rules! names {
     };
 }
 
-names!(Status {
+names!(State {
     Reported => "REPORTED",
     Registered => "REGISTERED",
     Voided => "VOIDED",
@@ -388,10 +397,10 @@ mod name_tests {
 
     #[test]
     fn names_match_the_serde_names_and_parse_back() {
-        for status in Status::ALL {
-            assert_eq!(Status::from_name(status.name()), Some(status));
-            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{}\"", status.name()));
-            assert_eq!(status.name(), status.as_str());
+        for state in State::ALL {
+            assert_eq!(State::from_name(state.name()), Some(state));
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{}\"", state.name()));
+            assert_eq!(state.name(), state.as_str());
         }
         for level in [Supervision::None, Supervision::Normal, Supervision::YellowCard, Supervision::RedCard] {
             assert_eq!(Supervision::from_name(level.name()), Some(level));
@@ -405,6 +414,6 @@ mod name_tests {
             assert_eq!(Feedback::from_name(feedback.name()), Some(feedback));
             assert_eq!(serde_json::to_string(&feedback).unwrap(), format!("\"{}\"", feedback.name()));
         }
-        assert_eq!(Status::from_name("LOST"), None);
+        assert_eq!(State::from_name("LOST"), None);
     }
 }

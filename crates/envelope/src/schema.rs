@@ -14,8 +14,8 @@
 //! breaks the chain and the `case_version` sequence.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing, GridCode,
-    Location, OrgCode, ResidentContact, Role, SealedData, Supervision, Text, Tier,
+    ActorRole, AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing,
+    GridCode, Location, OrgCode, ResidentContact, SealedData, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ pub const PAYLOAD_VERSION: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub person: String,
-    pub role: Role,
+    pub role: ActorRole,
     pub organisation: String,
 }
 
@@ -95,7 +95,7 @@ pub enum DecodeError {
 
 impl StoredEvent {
     /// Wrap a domain event in an envelope chained to `prev_hash`.
-    pub fn seal(event: &Event, meta: EventMeta, prev_hash: Option<String>) -> Self {
+    pub fn chained(event: &Event, meta: EventMeta, prev_hash: Option<String>) -> Self {
         let tagged = serde_json::to_value(PayloadV1::from_event(event)).expect("payloads serialise");
         let Value::Object(mut tagged) = tagged else { unreachable!("adjacently tagged enum is an object") };
         let event_type = match tagged.remove("type") {
@@ -182,7 +182,7 @@ impl StoredEvent {
     }
 
     /// SHA-256 (lowercase hex) of the canonical bytes of every field but
-    /// `hash`, as this build renders the envelope (what [`StoredEvent::seal`]
+    /// `hash`, as this build renders the envelope (what [`StoredEvent::chained`]
     /// stores). To verify an event someone else wrote, use [`hash_as_stored`]
     /// on the bytes read from the log.
     pub fn compute_hash(&self) -> String {

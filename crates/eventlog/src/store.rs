@@ -289,7 +289,7 @@ impl CaseStore {
         let (mut version, mut previous) = (head.version, head.last_hash.clone());
         for (event, provenance) in steps {
             version += 1;
-            let stored = StoredEvent::seal(
+            let stored = StoredEvent::chained(
                 event,
                 EventMeta {
                     event_id: provenance.event_id,

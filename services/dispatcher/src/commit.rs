@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gridcase_domain::Role;
+use gridcase_domain::ActorRole;
 use gridcase_envelope::schema::Actor;
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Provenance};
 use jiff::Timestamp;
@@ -18,7 +18,7 @@ use crate::schedule::StepCommit;
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b9c_2f1e_4a3d_5c7b_8e9f_0a1b_2c3d_4e5f);
 
 fn actor() -> Actor {
-    Actor { person: "gridcase-dispatcher".into(), role: Role::System, organisation: "gridcase".into() }
+    Actor { person: "gridcase-dispatcher".into(), role: ActorRole::System, organisation: "gridcase".into() }
 }
 
 /// Who, when and under which id a step is recorded: the id derives from the

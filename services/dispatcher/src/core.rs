@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use gridcase_calendar::{Calendar, Computed};
 use gridcase_domain::{
-    Case, Clock, ClockMark, ClockTerms, Command, ContactState, Event, OrgCode, Role, Status, Supervision, Text, Tier,
+    ActorRole, Case, Clock, ClockMark, ClockTerms, Command, ContactState, Event, OrgCode, State, Supervision, Text,
+    Tier,
 };
 use gridcase_envelope::{CaseSubject, Head};
 use gridcase_policy::{ClockTiming, Limit, Marks, Planner, Policy, Span};
@@ -61,7 +62,7 @@ pub struct Tracked {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub at: Timestamp,
-    pub role: Role,
+    pub role: ActorRole,
     pub sequence: u64,
     pub hash: String,
 }
@@ -71,8 +72,8 @@ pub struct Observed {
 /// reopening, which the dispatcher reads, takes it out). Such cases are not
 /// kept ([`Core::keeps`]) unless a retention erasure is still to come, so
 /// what the dispatcher holds grows with open cases, not with the history.
-pub fn dormant(status: Status) -> bool {
-    status.is_final() || status == Status::Closed
+pub fn dormant(state: State) -> bool {
+    state.is_final() || state == State::Closed
 }
 
 /// One step for the dispatcher to take on one case.
@@ -199,9 +200,7 @@ impl<'a> Core<'a> {
                 tracked.clocks.clear();
                 tracked.retention_from = Some(at);
             }
-            Event::FeedbackRecorded { .. } if tracked.case.status == Status::Closed => {
-                tracked.retention_from = Some(at)
-            }
+            Event::FeedbackRecorded { .. } if tracked.case.state == State::Closed => tracked.retention_from = Some(at),
             Event::Dispatched { acknowledge_due, resolve_due, .. }
             | Event::Reassigned { acknowledge_due, resolve_due, .. } => {
                 tracked.awaiting_first_dispatch = false;
@@ -223,7 +222,7 @@ impl<'a> Core<'a> {
                 tracked.awaiting_first_dispatch = false;
             }
             Event::ProgressAdded { note, .. }
-                if observed.role == Role::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) =>
+                if observed.role == ActorRole::System && note.as_str().starts_with(WAITING_NOTE_PREFIX) =>
             {
                 tracked.waiting_noted = true;
             }
@@ -288,7 +287,7 @@ impl<'a> Core<'a> {
     /// will: details still there, and the case ended for the resident.
     pub fn retention_due(&self, tracked: &Tracked) -> Option<Timestamp> {
         let retention = self.policy.retention?;
-        if tracked.case.contact != ContactState::Given || !dormant(tracked.case.status) {
+        if tracked.case.contact != ContactState::Given || !dormant(tracked.case.state) {
             return None;
         }
         let from = tracked.retention_from?;
@@ -300,7 +299,7 @@ impl<'a> Core<'a> {
     /// be erased.
     pub fn keeps(&self, tracked: &Tracked) -> bool {
         let retention_pending = self.policy.retention.is_some() && tracked.case.contact == ContactState::Given;
-        !dormant(tracked.case.status) || retention_pending
+        !dormant(tracked.case.state) || retention_pending
     }
 
     /// The next step for a case at `now`, if any.
@@ -318,8 +317,8 @@ impl<'a> Core<'a> {
             return self.action(tracked, Command::EraseResidentData { reason }, "retention", vec![]);
         }
         let route = self.policy.route(&case.category, &case.grid);
-        match case.status {
-            Status::Reported => {
+        match case.state {
+            State::Reported => {
                 let manual = self.policy.registers_by_hand(&case.category) || route.is_none();
                 if !manual {
                     let default = self.reference.taxonomy.category(&case.category).map(|c| c.default_tier);
@@ -349,7 +348,7 @@ impl<'a> Core<'a> {
                     return self.set_deadline(tracked, Clock::Register, terms, computed, "register");
                 }
             }
-            Status::Registered if tracked.awaiting_first_dispatch => {
+            State::Registered if tracked.awaiting_first_dispatch => {
                 if let Some(route) = route {
                     let tier = case.tier.unwrap_or(Tier::Normal);
                     let (deadlines, fallback) =
@@ -372,7 +371,7 @@ impl<'a> Core<'a> {
         let case = &tracked.case;
         let resolve = tracked.clocks.get(&Clock::Resolve);
         let unit = case.unit.as_ref();
-        let resolve_settable = matches!(case.status, Status::Dispatched | Status::InProgress | Status::OnHold);
+        let resolve_settable = matches!(case.state, State::Dispatched | State::InProgress | State::OnHold);
         if resolve_settable && let Some(timing) = resolve {
             // A moved deadline keeps how its clock counts time.
             let terms = ClockTerms { working: timing.working, hours_of: timing.hours_of.clone() };
@@ -381,7 +380,7 @@ impl<'a> Core<'a> {
                 let due = self.add(timing.due, span, unit);
                 return self.set_deadline(tracked, Clock::Resolve, terms, due, "extension");
             }
-            if case.status == Status::InProgress
+            if case.state == State::InProgress
                 && let Some((resumed_at, left)) = tracked.resume_remaining
             {
                 // The clock runs again from the moment work resumed.
@@ -390,14 +389,14 @@ impl<'a> Core<'a> {
                 return self.set_deadline(tracked, Clock::Resolve, terms, due, "resume");
             }
         }
-        if case.status == Status::InProgress
+        if case.state == State::InProgress
             && let Some(reopened) = tracked.reopened_at
         {
             let span = self.span_of(&self.tier_limit(case, Clock::Resolve), unit);
             let terms = self.fresh_terms(case, Clock::Resolve);
             return self.set_deadline(tracked, Clock::Resolve, terms, self.add(reopened, span, unit), "reopened");
         }
-        if case.status == Status::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
+        if case.state == State::Resolved && !case.deadlines.contains_key(&Clock::Verify) {
             // The verify clock starts at the resolution and runs on the
             // command centre's (default) hours.
             let span = self.span_of(&self.tier_limit(case, Clock::Verify), None);
@@ -424,7 +423,7 @@ impl<'a> Core<'a> {
         let case = &tracked.case;
         for (clock, timing) in &tracked.clocks {
             // Only clocks that run in this state, with the deadline the case holds.
-            if !clock.runs_in(case.status) || case.deadlines.get(clock) != Some(&timing.due) {
+            if !clock.runs_in(case.state) || case.deadlines.get(clock) != Some(&timing.due) {
                 continue;
             }
             let Marks { warning, yellow_card: yellow, red_card: red } = self.planner().marks(timing);
@@ -467,9 +466,10 @@ impl<'a> Core<'a> {
     /// `first` will have is not known before it is chained; nothing decided
     /// here depends on it.)
     pub fn follow_on(&self, tracked: &Tracked, first: &(Event, Action), now: Timestamp) -> Option<(Event, Action)> {
-        let observed = Observed { at: now, role: Role::System, sequence: tracked.last_sequence, hash: String::new() };
+        let observed =
+            Observed { at: now, role: ActorRole::System, sequence: tracked.last_sequence, hash: String::new() };
         let after = self.observe(Some(tracked.clone()), &observed, &first.0)?;
-        if after.case.status.is_final() {
+        if after.case.state.is_final() {
             return None;
         }
         let next = self.next_action(&after, now)?;
@@ -484,7 +484,7 @@ impl<'a> Core<'a> {
         tracked
             .clocks
             .iter()
-            .filter(|(clock, timing)| clock.runs_in(case.status) && case.deadlines.get(clock) == Some(&timing.due))
+            .filter(|(clock, timing)| clock.runs_in(case.state) && case.deadlines.get(clock) == Some(&timing.due))
             .flat_map(|(_, timing)| {
                 let marks = self.planner().marks(timing);
                 [marks.warning, timing.due, marks.yellow_card, marks.red_card]

@@ -121,7 +121,7 @@ impl CaseApi {
             case_id: case.id.to_string(),
             version: last.event.case_version,
             stream_sequence: last.stream_sequence,
-            state: convert::state_to_proto(case.status) as i32,
+            state: convert::state_to_proto(case.state) as i32,
             event_type: last.event.event_type.clone(),
             replayed,
             recorded_at: Some(convert::timestamp_to_proto(last.event.occurred_at)),
@@ -482,7 +482,7 @@ impl CaseService for CaseApi {
         Ok(Response::new(api::CaseView {
             case_id: case.id.to_string(),
             version,
-            state: convert::state_to_proto(case.status) as i32,
+            state: convert::state_to_proto(case.state) as i32,
             grid_code: case.grid.to_string(),
             category_code: case.category.to_string(),
             tier: convert::tier_to_proto(case.tier) as i32,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gridcase_domain::{
-    Case, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, OrgCode, Status, Supervision, Tier,
+    Case, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, OrgCode, State, Supervision, Tier,
 };
 use jiff::Timestamp;
 use sqlx::Row as _;
@@ -71,7 +71,7 @@ pub const COLUMNS: [Column; 38] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
-    column("state", Kind::Text, false, |r| text(r.case.status.name())),
+    column("state", Kind::Text, false, |r| text(r.case.state.name())),
     column("county", Kind::Text, true, |r| text(r.case.grid.county())),
     column("township", Kind::Text, true, |r| Cell::Text(Some(r.case.grid.township().to_string()))),
     column("village", Kind::Text, true, |r| text(r.case.grid.village())),
@@ -253,7 +253,7 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         id: CaseId::from_uuid(row.get::<Uuid, _>("case_id")).map_err(|_| corrupt("case id"))?,
         grid: GridCode::parse(row.get::<&str, _>("grid")).map_err(|_| corrupt("grid"))?,
         category: CategoryCode::parse(row.get::<&str, _>("category")).map_err(|_| corrupt("category"))?,
-        status: Status::from_name(row.get::<&str, _>("state")).ok_or_else(|| corrupt("state"))?,
+        state: State::from_name(row.get::<&str, _>("state")).ok_or_else(|| corrupt("state"))?,
         version: row.get::<i64, _>("version") as u64,
         severity_hint: optional_tier("severity_hint")?,
         tier: optional_tier("tier")?,

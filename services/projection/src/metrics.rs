@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gridcase_domain::Status;
+use gridcase_domain::State;
 use jiff::Timestamp;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -101,9 +101,9 @@ pub async fn refresh_cases(
     now: Timestamp,
     seen: &mut std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let open: Vec<String> = Status::ALL
+    let open: Vec<String> = State::ALL
         .into_iter()
-        .filter(|s| !(s.is_final() || *s == Status::Closed))
+        .filter(|s| !(s.is_final() || *s == State::Closed))
         .map(|s| format!("'{}'", s.name()))
         .collect();
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT township, count(*), count(*) FILTER (WHERE ");

@@ -2,7 +2,7 @@
 //! case (the domain's own fold plus the timestamps the ledgers need) and the
 //! ledger counts it moves. The store writes the results in bulk.
 
-use gridcase_domain::{Case, Clock, Contact, Event, Feedback, OrgCode, Status};
+use gridcase_domain::{Case, Clock, Contact, Event, Feedback, OrgCode, State};
 use gridcase_envelope::StoredEvent;
 use gridcase_envelope::sealing::SealedJson;
 use jiff::Timestamp;
@@ -165,8 +165,8 @@ impl CaseRow {
     /// deadline's day and its unit; none if it has no resolve deadline or
     /// was voided or cancelled.
     fn due_at(&self) -> Option<(Date, Option<OrgCode>)> {
-        match (self.case.status, self.case.deadlines.get(&Clock::Resolve)) {
-            (Status::Voided | Status::Cancelled, _) | (_, None) => None,
+        match (self.case.state, self.case.deadlines.get(&Clock::Resolve)) {
+            (State::Voided | State::Cancelled, _) | (_, None) => None,
             (_, Some(due)) => Some((day_of(*due), self.case.unit.clone())),
         }
     }

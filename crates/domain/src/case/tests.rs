@@ -72,19 +72,19 @@ fn verify(passed: bool) -> Command {
     Command::Verify { passed, reason: (!passed).then(|| text("仍有杂物")) }
 }
 
-/// The shortest history that leaves a case in `status`.
-fn path_to(status: Status) -> Vec<Command> {
+/// The shortest history that leaves a case in `state`.
+fn path_to(state: State) -> Vec<Command> {
     let mut path = vec![file_command(None)];
-    let steps: Vec<Command> = match status {
-        Status::Reported => vec![],
-        Status::Voided => vec![Command::Void { reason: text("重复上报") }],
-        Status::Cancelled => vec![Command::Cancel { reason: text("误报撤销") }],
-        Status::Registered => vec![register()],
-        Status::Dispatched => vec![register(), dispatch()],
-        Status::InProgress => vec![register(), dispatch(), Command::Acknowledge],
-        Status::OnHold => vec![register(), dispatch(), Command::Acknowledge, request_hold(), approve_hold()],
-        Status::Resolved => vec![register(), dispatch(), Command::Acknowledge, resolve()],
-        Status::Closed => vec![register(), dispatch(), Command::Acknowledge, resolve(), verify(true)],
+    let steps: Vec<Command> = match state {
+        State::Reported => vec![],
+        State::Voided => vec![Command::Void { reason: text("重复上报") }],
+        State::Cancelled => vec![Command::Cancel { reason: text("误报撤销") }],
+        State::Registered => vec![register()],
+        State::Dispatched => vec![register(), dispatch()],
+        State::InProgress => vec![register(), dispatch(), Command::Acknowledge],
+        State::OnHold => vec![register(), dispatch(), Command::Acknowledge, request_hold(), approve_hold()],
+        State::Resolved => vec![register(), dispatch(), Command::Acknowledge, resolve()],
+        State::Closed => vec![register(), dispatch(), Command::Acknowledge, resolve(), verify(true)],
     };
     path.extend(steps);
     path
@@ -93,8 +93,8 @@ fn path_to(status: Status) -> Vec<Command> {
 /// The lifecycle commands of the brief's transition table, each with the
 /// states it may be sent in and the state it leads to, written from
 /// `shared/domain.md` independently of `decide`.
-fn transition_table() -> Vec<(Command, Vec<Status>, Status)> {
-    use Status::*;
+fn transition_table() -> Vec<(Command, Vec<State>, State)> {
+    use State::*;
     let not_final = vec![Reported, Registered, Dispatched, InProgress, OnHold, Resolved, Closed];
     vec![
         (register(), vec![Reported], Registered),
@@ -118,19 +118,19 @@ fn transition_table() -> Vec<(Command, Vec<Status>, Status)> {
 #[test]
 fn every_transition_of_the_brief_is_allowed_and_no_other() {
     for (command, allowed_from, leads_to) in transition_table() {
-        for status in Status::ALL {
-            let state = given(&path_to(status));
-            assert_eq!(state.as_ref().unwrap().status, status, "path_to({status})");
-            let result = decide(state.as_ref(), &command, now());
-            if allowed_from.contains(&status) {
-                let event = result.unwrap_or_else(|e| panic!("{} from {status} refused: {e}", command.name()));
-                let after = evolve(state, &event).unwrap();
-                assert_eq!(after.status, leads_to, "{} from {status}", command.name());
+        for state in State::ALL {
+            let case = given(&path_to(state));
+            assert_eq!(case.as_ref().unwrap().state, state, "path_to({state})");
+            let result = decide(case.as_ref(), &command, now());
+            if allowed_from.contains(&state) {
+                let event = result.unwrap_or_else(|e| panic!("{} from {state} refused: {e}", command.name()));
+                let after = evolve(case, &event).unwrap();
+                assert_eq!(after.state, leads_to, "{} from {state}", command.name());
             } else {
                 assert_eq!(
                     result,
-                    Err(DomainError::TransitionNotAllowed { command: command.name(), status }),
-                    "{} from {status} must be refused",
+                    Err(DomainError::TransitionNotAllowed { command: command.name(), state }),
+                    "{} from {state} must be refused",
                     command.name()
                 );
             }
@@ -140,19 +140,18 @@ fn every_transition_of_the_brief_is_allowed_and_no_other() {
 
 #[test]
 fn hold_request_and_approval_move_in_progress_to_on_hold() {
-    let state = given(&path_to(Status::InProgress));
+    let state = given(&path_to(State::InProgress));
     let state = given_more(state, &[request_hold()]);
-    assert_eq!(state.as_ref().unwrap().status, Status::InProgress);
+    assert_eq!(state.as_ref().unwrap().state, State::InProgress);
     assert!(state.as_ref().unwrap().hold_requested);
     let state = given_more(state, &[approve_hold()]);
-    assert_eq!(state.as_ref().unwrap().status, Status::OnHold);
-    for status in
-        [Status::Reported, Status::Registered, Status::Dispatched, Status::OnHold, Status::Resolved, Status::Closed]
+    assert_eq!(state.as_ref().unwrap().state, State::OnHold);
+    for state in [State::Reported, State::Registered, State::Dispatched, State::OnHold, State::Resolved, State::Closed]
     {
-        let state = given(&path_to(status));
+        let case = given(&path_to(state));
         assert_eq!(
-            decide(state.as_ref(), &request_hold(), now()),
-            Err(DomainError::TransitionNotAllowed { command: "request a hold for", status })
+            decide(case.as_ref(), &request_hold(), now()),
+            Err(DomainError::TransitionNotAllowed { command: "request a hold for", state })
         );
     }
 }
@@ -167,7 +166,7 @@ fn given_more(state: CaseState, commands: &[Command]) -> CaseState {
 
 #[test]
 fn reopen_needs_unsatisfied_feedback_and_counts() {
-    let closed = given(&path_to(Status::Closed));
+    let closed = given(&path_to(State::Closed));
     let reopen = Command::Reopen { reason: text("居民反映仍未解决") };
     assert_eq!(decide(closed.as_ref(), &reopen, now()), Err(DomainError::ReopenNeedsUnsatisfiedFeedback));
     let satisfied =
@@ -182,7 +181,7 @@ fn reopen_needs_unsatisfied_feedback_and_counts() {
         Err(DomainError::FeedbackAlreadyRecorded)
     );
     let reopened = given_more(unsatisfied, &[reopen]).unwrap();
-    assert_eq!((reopened.status, reopened.reopenings, reopened.feedback), (Status::InProgress, 1, None));
+    assert_eq!((reopened.state, reopened.reopenings, reopened.feedback), (State::InProgress, 1, None));
 }
 
 #[test]
@@ -206,16 +205,16 @@ fn full_scenario_counts_returns_reworks_and_extensions() {
         verify(true),
     ])
     .unwrap();
-    assert_eq!(case.status, Status::Closed);
+    assert_eq!(case.state, State::Closed);
     assert_eq!((case.returns, case.reworks, case.reopenings, case.approved_extension_days), (1, 1, 1, 3));
     assert_eq!(case.version, 16);
 }
 
 #[test]
 fn rules_name_what_was_broken() {
-    let in_progress = given(&path_to(Status::InProgress));
+    let in_progress = given(&path_to(State::InProgress));
     let reported_critical = given(&[file_command(Some(Tier::Critical))]);
-    let dispatched = given(&path_to(Status::Dispatched));
+    let dispatched = given(&path_to(State::Dispatched));
     let cases: Vec<(CaseState, Command, DomainError)> = vec![
         (None, Command::Acknowledge, DomainError::NotFiled),
         (given(&[file_command(None)]), file_command(None), DomainError::AlreadyFiled),
@@ -252,7 +251,7 @@ fn rules_name_what_was_broken() {
             DomainError::ReasonRequired { command: "reject a hold for" },
         ),
         (
-            given(&path_to(Status::Resolved)),
+            given(&path_to(State::Resolved)),
             Command::Verify { passed: false, reason: None },
             DomainError::ReasonRequired { command: "send back for rework" },
         ),
@@ -262,7 +261,7 @@ fn rules_name_what_was_broken() {
             DomainError::SameUnit { unit: "unit.property".into() },
         ),
         (
-            given(&path_to(Status::Registered)),
+            given(&path_to(State::Registered)),
             Command::Dispatch {
                 unit: unit("u"),
                 deadlines: Deadlines {
@@ -293,7 +292,7 @@ fn rules_name_what_was_broken() {
         (
             reported_critical.clone(),
             Command::MarkClock { clock: Clock::Acknowledge, mark: ClockMark::Warning, due: now() },
-            DomainError::ClockNotRunning { clock: Clock::Acknowledge, status: Status::Reported },
+            DomainError::ClockNotRunning { clock: Clock::Acknowledge, state: State::Reported },
         ),
         (
             dispatched.clone(),
@@ -330,7 +329,7 @@ fn severity_hint_raises_the_tier_but_never_lowers_it() {
 
 #[test]
 fn deadline_watch_marks_once_per_deadline_and_rearms_on_a_new_deadline() {
-    let dispatched = given(&path_to(Status::Dispatched));
+    let dispatched = given(&path_to(State::Dispatched));
     let due = deadlines().acknowledge_due;
     let late = due + SignedDuration::from_mins(1);
     let overdue = Command::MarkClock { clock: Clock::Acknowledge, mark: ClockMark::Overdue, due };
@@ -405,12 +404,12 @@ fn any_command() -> impl Strategy<Value = Command> {
 
 /// What must hold of any state reachable through `decide`.
 fn assert_valid(case: &Case) {
-    use Status::*;
-    if matches!(case.status, Dispatched | InProgress | OnHold | Resolved) {
-        assert!(case.unit.is_some(), "{:?} without a unit", case.status);
+    use State::*;
+    if matches!(case.state, Dispatched | InProgress | OnHold | Resolved) {
+        assert!(case.unit.is_some(), "{:?} without a unit", case.state);
     }
-    if !matches!(case.status, Reported | Voided) {
-        assert!(case.tier.is_some() || case.status == Cancelled, "{:?} without a tier", case.status);
+    if !matches!(case.state, Reported | Voided) {
+        assert!(case.tier.is_some() || case.state == Cancelled, "{:?} without a tier", case.state);
     }
     if let Some(hint) = case.severity_hint
         && let Some(tier) = case.tier
@@ -420,7 +419,7 @@ fn assert_valid(case: &Case) {
     for (clock, _) in &case.marks {
         assert!(case.deadlines.contains_key(clock), "mark on {clock:?} without a deadline");
     }
-    assert!(case.pending_extension.is_none() || matches!(case.status, InProgress | OnHold | Cancelled));
+    assert!(case.pending_extension.is_none() || matches!(case.state, InProgress | OnHold | Cancelled));
 }
 
 proptest! {

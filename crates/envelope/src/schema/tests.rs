@@ -108,7 +108,7 @@ fn sealed_filing() -> Event {
 
 #[test]
 fn a_sealed_filing_is_payload_version_2_and_everything_else_stays_1() {
-    let stored = StoredEvent::seal(&sealed_filing(), meta(1), None);
+    let stored = StoredEvent::chained(&sealed_filing(), meta(1), None);
     assert_eq!(stored.schema_version, 2);
     insta::assert_snapshot!("v2_filed", serde_json::to_string_pretty(&stored).unwrap());
     assert_eq!(stored.decode().unwrap(), sealed_filing());
@@ -134,7 +134,7 @@ fn a_deadline_that_records_its_clocks_terms_is_payload_version_3() {
         resolve_due: at("2026-02-16T09:00:00Z"),
         basis: Some(basis),
     };
-    let stored = StoredEvent::seal(&dispatched, meta(3), Some("a".repeat(64)));
+    let stored = StoredEvent::chained(&dispatched, meta(3), Some("a".repeat(64)));
     assert_eq!(stored.schema_version, 3);
     insta::assert_snapshot!("v3_dispatched", serde_json::to_string_pretty(&stored).unwrap());
     assert_eq!(stored.decode().unwrap(), dispatched, "the terms read back");
@@ -154,7 +154,7 @@ fn meta(case_version: u64) -> EventMeta {
         case_id: case_id(),
         case_version,
         occurred_at: at("2026-02-13T09:00:05Z"),
-        actor: Actor { person: "gw-0042".into(), role: Role::GridWorker, organisation: "cc-110101001".into() },
+        actor: Actor { person: "gw-0042".into(), role: ActorRole::GridWorker, organisation: "cc-110101001".into() },
         command_id: None,
     }
 }
@@ -163,7 +163,7 @@ fn chain(events: &[Event]) -> Vec<StoredEvent> {
     let mut stored: Vec<StoredEvent> = Vec::new();
     for (index, event) in events.iter().enumerate() {
         let prev = stored.last().map(|e| e.hash.clone());
-        stored.push(StoredEvent::seal(event, meta(index as u64 + 1), prev));
+        stored.push(StoredEvent::chained(event, meta(index as u64 + 1), prev));
     }
     stored
 }
@@ -249,7 +249,7 @@ fn redacted_json_is_the_json_of_the_redacted_copy() {
 
 #[test]
 fn a_malformed_sealed_contact_is_an_error_never_an_empty_clear_one() {
-    let stored = StoredEvent::seal(&sealed_filing(), meta(1), None);
+    let stored = StoredEvent::chained(&sealed_filing(), meta(1), None);
     let with_contact = |contact: serde_json::Value| {
         let mut altered = stored.clone();
         altered.payload["resident_contact"] = contact;

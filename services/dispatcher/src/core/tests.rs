@@ -55,7 +55,7 @@ impl<'w> Scenario<'w> {
     }
 
     /// A person (or the dispatcher) does `command` at `at`.
-    fn apply(&mut self, command: Command, at: Timestamp, role: Role) {
+    fn apply(&mut self, command: Command, at: Timestamp, role: ActorRole) {
         let state = self.tracked.as_ref().map(|t| &t.case);
         let event = gridcase_domain::decide(state, &command, at).unwrap_or_else(|e| panic!("{}: {e}", command.name()));
         self.sequence += 1;
@@ -76,13 +76,13 @@ impl<'w> Scenario<'w> {
             contact: None,
             attachments: vec![],
         });
-        self.apply(command, at, Role::GridWorker);
+        self.apply(command, at, ActorRole::GridWorker);
     }
 
     /// Ask the dispatcher for its next step at `now` and take it.
     fn step(&mut self, now: Timestamp) -> Option<Command> {
         let action = self.core.next_action(self.tracked(), now)?;
-        self.apply(action.command.clone(), now, Role::System);
+        self.apply(action.command.clone(), now, ActorRole::System);
         Some(action.command)
     }
 
@@ -107,11 +107,11 @@ impl<'w> Scenario<'w> {
         self.tracked = Some(with_contact);
         self.settle(monday);
         assert_eq!(self.core.retention_due(self.tracked()), None, "an open case keeps its contact details");
-        self.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+        self.apply(Command::Acknowledge, bj("2026-03-02 10:00"), ActorRole::HandlingUnit);
         let resolve = Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] };
-        self.apply(resolve, bj("2026-03-03 10:00"), Role::HandlingUnit);
+        self.apply(resolve, bj("2026-03-03 10:00"), ActorRole::HandlingUnit);
         self.settle(bj("2026-03-03 10:00"));
-        self.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+        self.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), ActorRole::CommandCentre);
     }
 
     fn due(&self, clock: Clock) -> Option<Timestamp> {
@@ -129,7 +129,7 @@ fn a_routed_case_is_registered_and_dispatched_with_deadlines_on_the_calendar() {
     s.file("0101", STREET_GRID, None, friday); // exposed rubbish: NORMAL, urban management
     assert_eq!(s.settle(friday), ["register", "dispatch"]);
     let case = &s.tracked().case;
-    assert_eq!(case.status, Status::Dispatched);
+    assert_eq!(case.state, State::Dispatched);
     assert_eq!(case.tier, Some(Tier::Normal));
     assert_eq!(case.unit.as_ref().unwrap().as_str(), "unit.urban.990101");
     assert_eq!(s.due(Clock::Acknowledge), Some(bj("2026-02-14 17:00")), "Saturday 02-14 is a working day");
@@ -211,14 +211,14 @@ fn an_unrouted_case_waits_for_manual_registration_visibly_and_its_register_clock
     let at = bj("2026-03-09 09:00");
     s.file("0901", STREET_GRID, None, at); // suggestions: registered by hand, no route
     assert_eq!(s.settle(at), ["add progress to", "set a deadline of"]);
-    assert_eq!(s.tracked().case.status, Status::Reported);
+    assert_eq!(s.tracked().case.state, State::Reported);
     assert_eq!(s.due(Clock::Register), Some(bj("2026-03-10 09:00")));
     assert_eq!(s.settle(bj("2026-03-10 09:00")), ["mark a clock of", "supervise"]);
     // The centre registers it by hand: it has no route, so it waits to be dispatched by hand too.
     s.apply(
         Command::Register { tier: Tier::Complex, note: None, policy: None },
         bj("2026-03-10 10:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert!(s.settle(bj("2026-03-10 10:00")).is_empty());
 }
@@ -230,16 +230,16 @@ fn an_extension_moves_the_resolve_deadline_by_the_approved_working_days() {
     let friday = bj("2026-02-13 17:00");
     s.file("0101", STREET_GRID, None, friday);
     s.settle(friday);
-    s.apply(Command::Acknowledge, bj("2026-02-14 09:00"), Role::HandlingUnit);
+    s.apply(Command::Acknowledge, bj("2026-02-14 09:00"), ActorRole::HandlingUnit);
     s.apply(
         Command::RequestExtension { working_days: 3, reason: Text::reason("需采购材料").unwrap() },
         bj("2026-02-24 09:00"),
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
     );
     s.apply(
         Command::DecideExtension { approved_working_days: Some(2), reason: None },
         bj("2026-02-24 10:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert_eq!(s.settle(bj("2026-02-24 10:00")), ["set a deadline of"]);
     // 02-27 17:00 plus 16 working hours: Fri 1 h, Sat 02-28 (working) 8 h, Mon 03-02 7 h.
@@ -254,16 +254,16 @@ fn a_hold_pauses_the_resolve_clock_and_resuming_rearms_what_was_left() {
     s.file("0101", STREET_GRID, None, monday);
     s.settle(monday);
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-09 09:00")));
-    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), ActorRole::HandlingUnit);
     s.apply(
         Command::RequestHold { reason: Text::reason("冬季无法施工").unwrap() },
         bj("2026-03-03 09:00"),
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
     );
-    s.apply(Command::DecideHold { approve: true, reason: None }, bj("2026-03-03 09:00"), Role::CommandCentre);
+    s.apply(Command::DecideHold { approve: true, reason: None }, bj("2026-03-03 09:00"), ActorRole::CommandCentre);
     // On hold the resolve clock does not run: no overdue even long after the old deadline.
     assert!(s.settle(bj("2026-03-20 09:00")).is_empty());
-    s.apply(Command::Resume, bj("2026-03-23 09:00"), Role::CommandCentre);
+    s.apply(Command::Resume, bj("2026-03-23 09:00"), ActorRole::CommandCentre);
     assert_eq!(s.settle(bj("2026-03-23 09:00")), ["set a deadline of"]);
     // 4 working days were left at the hold (Tue 09:00 → next Mon 09:00): due Fri 03-27 09:00.
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-03-27 09:00")));
@@ -282,7 +282,7 @@ fn a_returned_case_waits_for_the_centre_and_a_redispatch_restarts_the_clocks() {
     s.apply(
         Command::Return { reason: Text::reason("非本单位职责").unwrap() },
         bj("2026-03-02 10:00"),
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
     );
     assert!(s.settle(bj("2026-03-05 10:00")).is_empty(), "no automatic redispatch to the unit that returned it");
     let deadlines =
@@ -290,7 +290,7 @@ fn a_returned_case_waits_for_the_centre_and_a_redispatch_restarts_the_clocks() {
     s.apply(
         Command::Dispatch { unit: OrgCode::parse("unit.property.990101001").unwrap(), deadlines },
         bj("2026-03-05 10:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert!(s.tracked().case.marks.is_empty());
     assert_eq!(s.settle(bj("2026-03-06 10:00")), ["mark a clock of", "supervise"]);
@@ -303,24 +303,24 @@ fn a_resolved_case_gets_a_verify_deadline_and_a_reopened_one_a_fresh_resolve_dea
     let monday = bj("2026-03-02 09:00");
     s.file("0101", STREET_GRID, None, monday);
     s.settle(monday);
-    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), Role::HandlingUnit);
+    s.apply(Command::Acknowledge, bj("2026-03-02 10:00"), ActorRole::HandlingUnit);
     s.apply(
         Command::Resolve { summary: Text::reason("已清理").unwrap(), evidence: vec![] },
         bj("2026-03-03 10:00"),
-        Role::HandlingUnit,
+        ActorRole::HandlingUnit,
     );
     assert_eq!(s.settle(bj("2026-03-03 10:00")), ["set a deadline of"]);
     assert_eq!(s.due(Clock::Verify), Some(bj("2026-03-05 10:00")), "2 working days to verify");
-    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), Role::CommandCentre);
+    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-03-04 10:00"), ActorRole::CommandCentre);
     s.apply(
         Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
         bj("2026-03-04 11:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     s.apply(
         Command::Reopen { reason: Text::reason("居民不满意").unwrap() },
         bj("2026-03-04 14:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert_eq!(s.settle(bj("2026-03-04 14:00")), ["set a deadline of"]);
     // 5 fresh working days from Wed 14:00 land exactly on Wed 03-11 12:00.
@@ -368,7 +368,7 @@ fn the_retention_policy_erases_contact_details_once_its_days_after_the_feedback(
     s.apply(
         Command::RecordFeedback { feedback: gridcase_domain::Feedback::Satisfied, comment: None },
         feedback_at,
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     let due = bj("2026-04-04 11:00");
     assert_eq!(s.core.retention_due(s.tracked()), Some(due), "30 calendar days after the feedback");
@@ -391,16 +391,20 @@ fn a_reopening_restarts_the_retention_wait_and_a_withdrawn_case_counts_from_its_
     s.apply(
         Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
         bj("2026-03-04 11:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-03-14 11:00")));
     s.apply(
         Command::Reopen { reason: Text::reason("居民不满意").unwrap() },
         bj("2026-03-05 09:00"),
-        Role::CommandCentre,
+        ActorRole::CommandCentre,
     );
     assert_eq!(s.core.retention_due(s.tracked()), None, "open again: the resident may be called");
-    s.apply(Command::Cancel { reason: Text::reason("居民撤回").unwrap() }, bj("2026-03-06 09:00"), Role::CommandCentre);
+    s.apply(
+        Command::Cancel { reason: Text::reason("居民撤回").unwrap() },
+        bj("2026-03-06 09:00"),
+        ActorRole::CommandCentre,
+    );
     assert_eq!(s.core.retention_due(s.tracked()), Some(bj("2026-03-16 09:00")), "from the withdrawal");
 
     // Without a retention policy a closed case is let go, details and all.

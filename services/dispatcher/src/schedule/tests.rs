@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gridcase_calendar::{Calendar, YearTable};
-use gridcase_domain::{CaseId, CategoryCode, Command, Filing, GridCode, Location, Role, Text};
+use gridcase_domain::{ActorRole, CaseId, CategoryCode, Command, Filing, GridCode, Location, Text};
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_policy::Policy;
@@ -64,7 +64,7 @@ impl Log {
         expected: u64,
         event: &Event,
         id: Uuid,
-        role: Role,
+        role: ActorRole,
         at: Timestamp,
     ) -> Result<u64, u64> {
         let history = self.cases.entry(case_id).or_default();
@@ -79,7 +79,7 @@ impl Log {
             actor: Actor { person: "someone".into(), role, organisation: "cc-990101001".into() },
             command_id: None,
         };
-        let stored = StoredEvent::seal(event, meta, history.last().map(|(_, e)| e.hash.clone()));
+        let stored = StoredEvent::chained(event, meta, history.last().map(|(_, e)| e.hash.clone()));
         self.stream.push((subject.to_string(), stored.clone()));
         let sequence = self.stream.len() as u64;
         history.push((sequence, stored));
@@ -94,7 +94,7 @@ impl Log {
         for (index, (event, action)) in steps.steps.iter().enumerate() {
             let id = crate::commit::step_provenance(action, now).event_id;
             let expected = head.version + index as u64;
-            match self.append(head.case_id, &head.subject, expected, event, id, Role::System, now) {
+            match self.append(head.case_id, &head.subject, expected, event, id, ActorRole::System, now) {
                 Ok(sequence) => last = sequence,
                 Err(_) => {
                     // The step's own event there (an earlier send landed): stored before.
@@ -114,7 +114,7 @@ impl Log {
         let mut seen = std::collections::HashSet::new();
         self.stream
             .iter()
-            .filter(|(_, stored)| stored.actor.role == Role::System)
+            .filter(|(_, stored)| stored.actor.role == ActorRole::System)
             .filter(|(_, stored)| !seen.insert(stored.event_id))
             .map(|(_, stored)| format!("{} v{} {}", stored.case_id, stored.case_version, stored.event_type))
             .collect()
@@ -143,7 +143,7 @@ fn file(log: &mut Log, at: Timestamp) -> (CaseId, CaseSubject) {
     };
     let subject = CaseSubject::for_grid(&grid, &case_id);
     let event = gridcase_domain::decide(None, &Command::File(filing), at).unwrap();
-    log.append(case_id, &subject, 0, &event, Uuid::now_v7(), Role::GridWorker, at).unwrap();
+    log.append(case_id, &subject, 0, &event, Uuid::now_v7(), ActorRole::GridWorker, at).unwrap();
     (case_id, subject)
 }
 
@@ -203,7 +203,7 @@ fn a_step_that_lost_to_another_writer_waits_for_the_winning_event() {
         now,
     )
     .unwrap();
-    log.append(case_id, &subject, 1, &by_hand, Uuid::now_v7(), Role::CommandCentre, now).unwrap();
+    log.append(case_id, &subject, 1, &by_hand, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     let answer = log.commit(&register, now);
     assert_eq!(answer, Answer::Conflict);
     schedule.settle(&register.head, answer);
@@ -244,12 +244,12 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     schedule.settle(&steps.head, log.commit(&steps, now));
     // The unit resolves, the centre verifies: closed, let go.
     for (command, role) in [
-        (Command::Acknowledge, Role::HandlingUnit),
-        (Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] }, Role::HandlingUnit),
-        (Command::Verify { passed: true, reason: None }, Role::CommandCentre),
+        (Command::Acknowledge, ActorRole::HandlingUnit),
+        (Command::Resolve { summary: Text::reason("已修复").unwrap(), evidence: vec![] }, ActorRole::HandlingUnit),
+        (Command::Verify { passed: true, reason: None }, ActorRole::CommandCentre),
         (
             Command::RecordFeedback { feedback: gridcase_domain::Feedback::Unsatisfied, comment: None },
-            Role::CommandCentre,
+            ActorRole::CommandCentre,
         ),
     ] {
         let case = replay(&log.cases[&case_id]);
@@ -268,7 +268,7 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     let reopen =
         gridcase_domain::decide(Some(&case), &Command::Reopen { reason: Text::reason("又坏了").unwrap() }, now)
             .unwrap();
-    log.append(case_id, &subject, case.version, &reopen, Uuid::now_v7(), Role::CommandCentre, now).unwrap();
+    log.append(case_id, &subject, case.version, &reopen, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     let (subject_read, stored) = &log.stream[read];
     read += 1;
     assert_eq!(schedule.observe(&core, subject_read, Ok(stored), read as u64), Observation::Load(subject.clone()));
@@ -276,7 +276,7 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     let case = replay(&log.cases[&case_id]);
     let note = Command::AddProgress { note: Text::reason("已安排").unwrap(), attachments: vec![] };
     let event = gridcase_domain::decide(Some(&case), &note, now).unwrap();
-    log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), Role::CommandCentre, now).unwrap();
+    log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     read_on(&mut schedule, &core, &log, &mut read);
     let old: Vec<(u64, &StoredEvent)> = history_then.iter().map(|(s, e)| (*s, e)).collect();
     assert_eq!(schedule.loaded(&core, case_id, Ok(old)), Loaded::Again(subject.clone()), "read again");
@@ -403,7 +403,7 @@ mod property {
                         let history = &log.cases[&case_id];
                         let case = replay(history);
                         if let Ok(event) = gridcase_domain::decide(Some(&case), &Command::Acknowledge, now) {
-                            log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), Role::HandlingUnit, now).unwrap();
+                            log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), ActorRole::HandlingUnit, now).unwrap();
                         }
                     }
                     Happening::Acknowledge(_) => {}

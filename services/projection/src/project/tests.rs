@@ -1,7 +1,7 @@
 //! What single events do to a case row and the ledgers.
 
 use gridcase_domain::{
-    CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Role, Text, Tier,
+    ActorRole, CaseId, CategoryCode, Command, Deadlines, Filing, GridCode, Location, OrgCode, Text, Tier,
 };
 use gridcase_envelope::schema::{Actor, EventMeta};
 use jiff::{SignedDuration, Timestamp};
@@ -37,10 +37,14 @@ impl Walk {
                 case_id,
                 case_version: self.sequence,
                 occurred_at: at,
-                actor: Actor { person: person.into(), role: Role::GridWorker, organisation: "cc-990101001".into() },
+                actor: Actor {
+                    person: person.into(),
+                    role: ActorRole::GridWorker,
+                    organisation: "cc-990101001".into(),
+                },
                 command_id: None,
             };
-            let stored = StoredEvent::seal(&event, meta, None);
+            let stored = StoredEvent::chained(&event, meta, None);
             let (row, changes) = apply(self.row.take(), &stored, &event, self.sequence);
             self.row = row;
             self.changes.extend(changes);

@@ -6,14 +6,14 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use gridcase_grpc::{Violations, status};
 use gridcase_proto::query::v1 as api;
-use tonic::Status as GrpcStatus;
+use tonic::Status;
 
-pub(super) type ExportStream = Pin<Box<dyn Stream<Item = Result<api::ExportChunk, GrpcStatus>> + Send>>;
+pub(super) type ExportStream = Pin<Box<dyn Stream<Item = Result<api::ExportChunk, Status>> + Send>>;
 
 /// Buffer CSV rows and hand them out in chunks of about 64 KiB.
 pub(super) fn csv_chunks<S>(header: Vec<String>, rows: S) -> ExportStream
 where
-    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+    S: Stream<Item = Result<Vec<String>, Status>> + Send + 'static,
 {
     const CHUNK: usize = 64 * 1024;
     let stream = async_stream_chunks(header, rows, CHUNK);
@@ -24,9 +24,9 @@ pub(super) fn async_stream_chunks<S>(
     header: Vec<String>,
     rows: S,
     chunk: usize,
-) -> impl Stream<Item = Result<api::ExportChunk, GrpcStatus>> + Send
+) -> impl Stream<Item = Result<api::ExportChunk, Status>> + Send
 where
-    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+    S: Stream<Item = Result<Vec<String>, Status>> + Send + 'static,
 {
     let mut buffer = Vec::with_capacity(chunk + 1024);
     append_record(&mut buffer, &header);
@@ -71,7 +71,7 @@ pub(super) enum Format {
 }
 
 #[allow(clippy::result_large_err)]
-pub(super) fn export_format(format: i32) -> Result<Format, GrpcStatus> {
+pub(super) fn export_format(format: i32) -> Result<Format, Status> {
     match api::ExportFormat::try_from(format) {
         Ok(api::ExportFormat::Csv) => Ok(Format::Csv),
         Ok(api::ExportFormat::Xlsx) => Ok(Format::Xlsx),
@@ -88,7 +88,7 @@ pub(super) fn export_format(format: i32) -> Result<Format, GrpcStatus> {
 /// then streamed from disk. Either way memory stays bounded.
 pub(super) fn export<S>(format: Format, header: Vec<String>, numeric: Vec<bool>, rows: S) -> ExportStream
 where
-    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+    S: Stream<Item = Result<Vec<String>, Status>> + Send + 'static,
 {
     match format {
         Format::Csv => csv_chunks(header, rows),
@@ -98,9 +98,9 @@ where
 
 pub(super) fn xlsx_chunks<S>(header: Vec<String>, numeric: Vec<bool>, rows: S) -> ExportStream
 where
-    S: Stream<Item = Result<Vec<String>, GrpcStatus>> + Send + 'static,
+    S: Stream<Item = Result<Vec<String>, Status>> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::ExportChunk, GrpcStatus>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<api::ExportChunk, Status>>(4);
     tokio::spawn(async move {
         // Rows cross to the blocking writer over a tokio channel: the async
         // side awaits room, the writer thread blocks on its own receiving end,

@@ -7,7 +7,7 @@ use gridcase_auth::policy::ListScope;
 use gridcase_grpc::Violations;
 use gridcase_proto::query::v1 as api;
 use sqlx::{QueryBuilder, Row};
-use tonic::Status as GrpcStatus;
+use tonic::Status;
 
 use super::export::f64_text;
 use super::sql::{overdue_condition, push_scope};
@@ -69,7 +69,7 @@ pub(super) struct LedgerParams {
 
 /// Check a ledger request's fields (pure; every violation at once).
 #[allow(clippy::result_large_err)]
-pub(super) fn ledger_params(request: &api::LedgerRequest) -> Result<LedgerParams, GrpcStatus> {
+pub(super) fn ledger_params(request: &api::LedgerRequest) -> Result<LedgerParams, Status> {
     let mut v = Violations::new();
     let kind = OrgKind::parse(&request.org_kind);
     if kind.is_none() {
@@ -100,7 +100,7 @@ impl QueryApi {
         &self,
         scope: &ListScope,
         request: &api::LedgerRequest,
-    ) -> Result<Vec<api::LedgerRow>, GrpcStatus> {
+    ) -> Result<Vec<api::LedgerRow>, Status> {
         let LedgerParams { kind, from, to, period } = ledger_params(request)?;
         let period_sql = match period {
             api::Period::Day => "day::text",
@@ -146,7 +146,7 @@ impl QueryApi {
             .collect())
     }
 
-    async fn overdue_by_org(&self, scope: &ListScope, kind: OrgKind) -> Result<BTreeMap<String, u64>, GrpcStatus> {
+    async fn overdue_by_org(&self, scope: &ListScope, kind: OrgKind) -> Result<BTreeMap<String, u64>, Status> {
         let column = match kind {
             OrgKind::Township => "township",
             OrgKind::Village => "village",

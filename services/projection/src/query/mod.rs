@@ -27,7 +27,7 @@ use gridcase_proto::convert;
 use gridcase_proto::query::v1::{self as api, query_service_server::QueryService};
 use jiff::Timestamp;
 use sqlx::{PgPool, QueryBuilder, Row};
-use tonic::{Request, Response, Status as GrpcStatus};
+use tonic::{Request, Response, Status};
 
 use crate::project::CaseRow;
 use crate::store::{self, from_micros, micros};
@@ -54,13 +54,13 @@ pub struct QueryApi {
 
 pub(super) const CLOCKS: [Clock; 4] = Clock::ALL;
 
-pub(super) fn db_error(error: impl std::fmt::Display) -> GrpcStatus {
+pub(super) fn db_error(error: impl std::fmt::Display) -> Status {
     status::unavailable("the read-model database", &error)
 }
 
 /// A failure reading case rows: the database away (UNAVAILABLE) or a row
 /// that does not decode (INTERNAL: a bug or a hand-edited table).
-fn load_error(error: anyhow::Error) -> GrpcStatus {
+fn load_error(error: anyhow::Error) -> Status {
     if error.downcast_ref::<sqlx::Error>().is_some() {
         db_error(format!("{error:#}"))
     } else {
@@ -71,7 +71,7 @@ fn load_error(error: anyhow::Error) -> GrpcStatus {
 fn running_overdue(row: &CaseRow, now: Timestamp) -> Vec<(Clock, Timestamp)> {
     CLOCKS
         .into_iter()
-        .filter(|clock| clock.runs_in(row.case.status))
+        .filter(|clock| clock.runs_in(row.case.state))
         .filter_map(|clock| row.case.deadlines.get(&clock).filter(|due| **due < now).map(|due| (clock, *due)))
         .collect()
 }
@@ -89,14 +89,14 @@ fn export_contact(contact_state: &str) -> &'static str {
 
 /// An overdue report's region prefix: digits (empty: the caller's whole territory).
 #[allow(clippy::result_large_err)]
-fn report_prefix(prefix: &str) -> Result<(), GrpcStatus> {
+fn report_prefix(prefix: &str) -> Result<(), Status> {
     if prefix.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(());
     }
     Err(Violations::one("region_prefix", "MALFORMED", "must be a region-code prefix (digits)"))
 }
 
-fn parse_case_id(text: &str) -> Result<CaseId, GrpcStatus> {
+fn parse_case_id(text: &str) -> Result<CaseId, Status> {
     CaseId::parse(text.trim()).map_err(|e| {
         let mut v = Violations::new();
         v.add("case_id", if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" }, e.to_string());
@@ -107,7 +107,7 @@ fn parse_case_id(text: &str) -> Result<CaseId, GrpcStatus> {
 impl QueryApi {
     /// A case row the caller may see: one outside their territory is
     /// NOT_FOUND, word for word as a missing one.
-    async fn case_row(&self, access: &Access, case_id: &CaseId) -> Result<CaseRow, GrpcStatus> {
+    async fn case_row(&self, access: &Access, case_id: &CaseId) -> Result<CaseRow, Status> {
         let row = store::load_cases(&self.pool, &[*case_id.as_uuid()])
             .await
             .map_err(load_error)?
@@ -179,7 +179,7 @@ fn compare_kept(kept: &[StoredEvent], logged: &[Positioned]) -> Result<(), Strin
 /// key here, at read time; the read model holds only their ciphertext.
 /// Details recorded in clear (before sealing) are masked in the filing's
 /// redacted envelope, which the audit history keeps.
-async fn masked_phone(pool: &PgPool, keys: &KeyStore, row: &CaseRow) -> Result<(String, bool), GrpcStatus> {
+async fn masked_phone(pool: &PgPool, keys: &KeyStore, row: &CaseRow) -> Result<(String, bool), Status> {
     let case_id = &row.case.id;
     match (row.case.contact, &row.contact_sealed) {
         (ContactState::Erased, _) => Ok((String::new(), true)),
@@ -221,7 +221,7 @@ fn row_scope(row: &CaseRow) -> CaseScope {
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {
-    async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseRecord>, GrpcStatus> {
+    async fn get_case(&self, request: Request<api::GetCaseRequest>) -> Result<Response<api::CaseRecord>, Status> {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let row = self.case_row(access, &case_id).await?;
@@ -232,7 +232,7 @@ impl QueryService for QueryApi {
             .into_iter()
             .filter_map(|clock| {
                 let due = *case.deadlines.get(&clock)?;
-                let running = clock.runs_in(case.status);
+                let running = clock.runs_in(case.state);
                 Some(api::DeadlineStatus {
                     clock: convert::clock_to_proto(clock) as i32,
                     due: Some(convert::timestamp_to_proto(due)),
@@ -246,7 +246,7 @@ impl QueryService for QueryApi {
         Ok(Response::new(api::CaseRecord {
             case_id: case.id.to_string(),
             version: case.version,
-            state: convert::state_to_proto(case.status) as i32,
+            state: convert::state_to_proto(case.state) as i32,
             township: case.grid.township().to_string(),
             village: case.grid.village().to_owned(),
             grid_code: case.grid.to_string(),
@@ -272,7 +272,7 @@ impl QueryService for QueryApi {
     async fn get_case_history(
         &self,
         request: Request<api::GetCaseHistoryRequest>,
-    ) -> Result<Response<api::CaseHistory>, GrpcStatus> {
+    ) -> Result<Response<api::CaseHistory>, Status> {
         let access = Access::of(&request)?;
         let case_id = parse_case_id(&request.get_ref().case_id)?;
         let case = self.case_row(access, &case_id).await?;
@@ -334,7 +334,7 @@ impl QueryService for QueryApi {
     async fn list_cases(
         &self,
         request: Request<api::ListCasesRequest>,
-    ) -> Result<Response<api::ListCasesResponse>, GrpcStatus> {
+    ) -> Result<Response<api::ListCasesResponse>, Status> {
         let scope =
             scope_for(Access::of(&request)?, &[&request.get_ref().region_prefix, &request.get_ref().grid_code])?;
         let filter = request.into_inner();
@@ -358,7 +358,7 @@ impl QueryService for QueryApi {
     async fn overdue_report(
         &self,
         request: Request<api::OverdueReportRequest>,
-    ) -> Result<Response<api::OverdueReportResponse>, GrpcStatus> {
+    ) -> Result<Response<api::OverdueReportResponse>, Status> {
         let prefix = request.get_ref().region_prefix.clone();
         report_prefix(&prefix)?;
         let scope = report_scope(Access::of(&request)?, &[&prefix])?;
@@ -403,17 +403,14 @@ impl QueryService for QueryApi {
         Ok(Response::new(api::OverdueReportResponse { as_of: Some(convert::timestamp_to_proto(now)), groups, total }))
     }
 
-    async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, GrpcStatus> {
+    async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, Status> {
         let scope = report_scope(Access::of(&request)?, &ledger_regions(request.get_ref()))?;
         Ok(Response::new(api::LedgerResponse { rows: self.ledger_rows(&scope, request.get_ref()).await? }))
     }
 
     type ExportCasesStream = ExportStream;
 
-    async fn export_cases(
-        &self,
-        request: Request<api::ExportCasesRequest>,
-    ) -> Result<Response<ExportStream>, GrpcStatus> {
+    async fn export_cases(&self, request: Request<api::ExportCasesRequest>) -> Result<Response<ExportStream>, Status> {
         let access = Access::of(&request)?.clone();
         let request = request.into_inner();
         let format = export_format(request.format)?;
@@ -431,7 +428,7 @@ impl QueryService for QueryApi {
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = done.clone();
         // Rows flow from the database cursor through a small channel: bounded memory.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, GrpcStatus>>(256);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, Status>>(256);
         tokio::spawn(async move {
             let mut progress = export::Progress::new("cases", total);
             let mut rows = builder.build().fetch(&pool);
@@ -488,7 +485,7 @@ impl QueryService for QueryApi {
 
     type WatchCasesStream = WatchStream;
 
-    async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, GrpcStatus> {
+    async fn watch_cases(&self, request: Request<api::WatchCasesRequest>) -> Result<Response<WatchStream>, Status> {
         let access = Access::of(&request)?.clone();
         let stopping = self.shutdown.clone();
         Ok(Response::new(watch::watch(&self.log, access, request.into_inner(), stopping).await?))
@@ -499,7 +496,7 @@ impl QueryService for QueryApi {
     async fn export_ledger(
         &self,
         request: Request<api::ExportLedgerRequest>,
-    ) -> Result<Response<ExportStream>, GrpcStatus> {
+    ) -> Result<Response<ExportStream>, Status> {
         let access = Access::of(&request)?.clone();
         let request = request.into_inner();
         let format = export_format(request.format)?;

@@ -3,13 +3,13 @@
 
 use gridcase_auth::Territory;
 use gridcase_auth::policy::{ListScope, Target, list_scope};
-use gridcase_domain::{Clock, Status};
+use gridcase_domain::{Clock, State};
 use gridcase_grpc::{Access, Violations};
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
 use jiff::Timestamp;
 use sqlx::{Postgres, QueryBuilder, Row};
-use tonic::Status as GrpcStatus;
+use tonic::Status;
 
 use super::CLOCKS;
 use crate::store::{self, from_micros, micros};
@@ -23,7 +23,7 @@ pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
         .into_iter()
         .map(|clock| {
             let states: Vec<String> =
-                Status::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
+                State::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
             format!("(state IN ({}) AND {} < ts_from_micros({now}))", states.join(", "), store::due_column(clock))
         })
         .collect();
@@ -33,10 +33,9 @@ pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
 /// What the caller may list, report on or export: their scope, with the
 /// regions they asked for checked against their territory.
 #[allow(clippy::result_large_err)]
-pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
-    let scope = list_scope(&access.principal).ok_or_else(|| {
-        GrpcStatus::permission_denied(format!("{} reads no cases", access.principal.role.with_article()))
-    })?;
+pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, Status> {
+    let scope = list_scope(&access.principal)
+        .ok_or_else(|| Status::permission_denied(format!("{} reads no cases", access.principal.role.with_article())))?;
     // Everyone with a region territory (a grid worker's is their grid) may
     // name only regions inside it; a unit's lists are cut by the unit.
     if matches!(access.principal.territory, Territory::Region(_)) {
@@ -50,13 +49,10 @@ pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, 
 /// The scope of a report (overdue, ledger): always a region, so unit and
 /// worker rows are cut to the caller's townships.
 #[allow(clippy::result_large_err)]
-pub(super) fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, GrpcStatus> {
+pub(super) fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, Status> {
     let scope = scope_for(access, regions)?;
     if scope.region_prefix.is_none() {
-        return Err(GrpcStatus::permission_denied(format!(
-            "{} reads no reports",
-            access.principal.role.with_article()
-        )));
+        return Err(Status::permission_denied(format!("{} reads no reports", access.principal.role.with_article())));
     }
     Ok(scope)
 }
@@ -92,7 +88,7 @@ pub fn list_query(
     scope: &ListScope,
     now: Timestamp,
     columns: &str,
-) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
+) -> Result<QueryBuilder<Postgres>, Status> {
     let mut builder = filtered_query(filter, scope, now, columns)?;
     builder.push(" ORDER BY filed_at DESC, case_id DESC");
     Ok(builder)
@@ -105,7 +101,7 @@ pub fn filtered_query(
     scope: &ListScope,
     now: Timestamp,
     columns: &str,
-) -> Result<QueryBuilder<Postgres>, GrpcStatus> {
+) -> Result<QueryBuilder<Postgres>, Status> {
     let mut v = Violations::new();
     if !filter.region_prefix.bytes().all(|b| b.is_ascii_digit()) || filter.region_prefix.len() > 17 {
         v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
@@ -188,7 +184,7 @@ pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, catego
     micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state";
 
 pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseSummary {
-    let status = Status::from_name(row.get::<&str, _>(1)).unwrap_or(Status::Reported);
+    let status = State::from_name(row.get::<&str, _>(1)).unwrap_or(State::Reported);
     let overdue = [(9, Clock::Register), (10, Clock::Acknowledge), (11, Clock::Resolve), (12, Clock::Verify)]
         .into_iter()
         .any(|(i, clock)| {

@@ -14,13 +14,13 @@ use gridcase_process::Shutdown;
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
 use jiff::Timestamp;
-use tonic::Status as GrpcStatus;
+use tonic::Status;
 
-pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, GrpcStatus>> + Send>>;
+pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, Status>> + Send>>;
 
 /// A watch request's township: a 9-digit code.
 #[allow(clippy::result_large_err)]
-pub(super) fn township_of(text: &str) -> Result<TownshipCode, GrpcStatus> {
+pub(super) fn township_of(text: &str) -> Result<TownshipCode, Status> {
     TownshipCode::parse(text).map_err(|_| Violations::one("township", "MALFORMED", "must be a 9-digit township code"))
 }
 
@@ -29,7 +29,7 @@ pub(super) async fn watch(
     access: Access,
     request: api::WatchCasesRequest,
     stopping: Option<Shutdown>,
-) -> Result<WatchStream, GrpcStatus> {
+) -> Result<WatchStream, Status> {
     let api::WatchCasesRequest { township, after_sequence: request_after } = request;
     let township_code = township_of(&township)?;
     access.check(Target::Region(&township))?;
@@ -92,9 +92,9 @@ pub(super) async fn watch(
     };
     let closing = futures::stream::once(async move {
         Err(if Timestamp::now() >= valid_until {
-            GrpcStatus::unauthenticated("the token has expired: watch again with a fresh one")
+            Status::unauthenticated("the token has expired: watch again with a fresh one")
         } else {
-            GrpcStatus::unavailable("the query service is stopping: watch again after the last stream_sequence you saw")
+            Status::unavailable("the query service is stopping: watch again after the last stream_sequence you saw")
         })
     });
     Ok(Box::pin(changes.take_until(ends).chain(closing)))
