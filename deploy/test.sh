@@ -10,8 +10,19 @@ deploy/install-deps.sh
 export GRIDCASE_NATS_SERVER="$ROOT/.tools/nats/bin/nats-server"
 echo "testing against $("$GRIDCASE_NATS_SERVER" --version)"
 
+# The rules of the code, as CI enforces them: formatted, and no clippy
+# warning (the workspace's lints table says what is allowed and why).
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+done
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 # The chaos test runs the service binaries themselves (deploy/cluster.sh).
 cargo build --workspace --bins --quiet
+# Its faults come at seeded points: a fixed seed, so that CI injects the
+# same schedule on every run (GRIDCASE_CHAOS_SEED to try others).
+export GRIDCASE_CHAOS_SEED="${GRIDCASE_CHAOS_SEED:-20261206}"
 export GRIDCASE_BIN_DIR="$ROOT/target/debug"
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let include = protoc_bin_vendored::include_path()?;
-    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = [
         "gridcase/common/v1/common.proto",
@@ -19,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gridcase_descriptor.bin"))
-        .compile_protos(&protos.map(PathBuf::from), &[PathBuf::from("."), include])?;
+        .compile_with_config(config, &protos.map(PathBuf::from), &[PathBuf::from("."), include])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -153,8 +153,14 @@ impl Load {
                         let case_id = gridcase_domain::CaseId::new_v7().to_string();
                         let grid = GRIDS[worker % GRIDS.len()];
                         let category = CATEGORIES[rng.usize(..CATEGORIES.len())];
-                        let outcome =
-                            file(&shared, &channels, &token, worker, &case_id, grid, category, give_up_after).await;
+                        let outcome = file(
+                            &shared,
+                            &channels,
+                            &token,
+                            Filed { worker, case_id: &case_id, grid, category },
+                            give_up_after,
+                        )
+                        .await;
                         if outcome.acknowledged_after.is_some() {
                             mine.push(case_id);
                         }
@@ -193,15 +199,19 @@ fn authorised<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one filing files: which worker, under which id, where, what.
+struct Filed<'a> {
+    worker: usize,
+    case_id: &'a str,
+    grid: &'a str,
+    category: &'a str,
+}
+
 async fn file(
     shared: &Shared,
     channels: &[Channel],
     token: &str,
-    worker: usize,
-    case_id: &str,
-    grid: &str,
-    category: &str,
+    Filed { worker, case_id, grid, category }: Filed<'_>,
     give_up_after: Duration,
 ) -> Outcome {
     let reported = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use gridcase_domain::CaseId;
 use gridcase_eventlog::{EventLog, StreamSettings};
@@ -34,14 +33,9 @@ async fn every_metric_is_exported_at_zero_and_racing_instances_count_only_the_st
     with_metrics.no_metrics = false;
     with_metrics.metrics_addr = metrics_addr;
     let mut a = TestDispatcher::spawn_with(with_metrics, Arc::new(clock.clone())).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        if let Some(page) = scrape(metrics_addr).await {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "the metrics endpoint never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    gridcase_tests::eventually("the metrics endpoint to answer", || async { scrape(metrics_addr).await.is_some() })
+        .await;
+    let first = scrape(metrics_addr).await.expect("the metrics endpoint answers");
     // Every documented metric is there from the start, before it ever moved.
     for name in [
         "gridcase_dispatcher_conflicts_total",

@@ -1,7 +1,7 @@
 //! The case domain of gridcase, free of IO and async.
 //!
 //! Architecture invariant: this crate depends on no async runtime, broker,
-//! database or RPC crate (`tests/domain_is_pure.rs` fails if it does). Every
+//! database or RPC crate (`tests/tests/suite/architecture.rs` fails if it does). Every
 //! decision takes the current state, a command and `now`; facts from the
 //! outside world (grid registry, policy, calendar) are looked up by services
 //! and passed in as plain values.

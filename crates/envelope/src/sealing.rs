@@ -98,11 +98,10 @@ fn open(key: &LessSafeKey, aad: &[u8], sealed: &SealedData) -> Result<Vec<u8>, S
     Ok(buffer)
 }
 
+/// Overwrite with zeros in a way the compiler may not drop as a dead store
+/// (the `zeroize` crate, RustCrypto's, which `ring`'s users rely on too).
 fn zero(bytes: &mut [u8]) {
-    for byte in bytes.iter_mut() {
-        // Volatile so the compiler cannot drop the store as dead.
-        unsafe { std::ptr::write_volatile(byte, 0) };
-    }
+    zeroize::Zeroize::zeroize(bytes);
 }
 
 fn contact_aad(case_id: &CaseId) -> Vec<u8> {

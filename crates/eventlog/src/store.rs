@@ -121,7 +121,6 @@ pub struct Provenance {
 
 /// A successful commit.
 // Returned once per commit and consumed at once: boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Committed {
     /// This call stored the event.

@@ -181,7 +181,6 @@ impl Authenticator {
 
     /// Decide on a call before its body is read: `Ok(None)` for a public
     /// method, `Ok(Some(access))` for an admitted one.
-    #[allow(clippy::result_large_err)]
     pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Access>, Status> {
         if Operation::is_public_path(path) {
             return Ok(None);
@@ -196,7 +195,6 @@ impl Authenticator {
         Ok(Some(access))
     }
 
-    #[allow(clippy::result_large_err)]
     fn verify(&self, headers: &http::HeaderMap) -> Result<Verified, Status> {
         let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
             Status::unauthenticated("no bearer token: send the metadata `authorization: Bearer <token>`")
@@ -292,7 +290,6 @@ pub fn case_not_found(case_id: &dyn fmt::Display) -> Status {
 
 impl Access {
     /// The access the layer admitted this request with.
-    #[allow(clippy::result_large_err)]
     pub fn of<T>(request: &tonic::Request<T>) -> Result<&Access, Status> {
         request.extensions().get::<Access>().ok_or_else(|| {
             tracing::error!("a handler ran without the authentication layer in front of it");
@@ -301,7 +298,6 @@ impl Access {
     }
 
     /// Ask the policy about a grid, region or the service itself.
-    #[allow(clippy::result_large_err)]
     pub fn check(&self, target: Target<'_>) -> Result<(), Status> {
         match authorize(&self.principal, self.operation, target) {
             Decision::Allow => Ok(()),
@@ -315,7 +311,6 @@ impl Access {
 
     /// Ask the policy about an existing case; one outside the caller's
     /// territory is NOT_FOUND, word for word as a missing one.
-    #[allow(clippy::result_large_err)]
     pub fn case(&self, case_id: &dyn fmt::Display, scope: &CaseScope) -> Result<(), Status> {
         match authorize(&self.principal, self.operation, Target::Case(scope)) {
             Decision::Allow => Ok(()),
@@ -328,7 +323,6 @@ impl Access {
     }
 
     /// The actor recorded on the events this call causes.
-    #[allow(clippy::result_large_err)]
     pub fn actor(&self) -> Result<Actor, Status> {
         let role = self.principal.role.actor_role().ok_or_else(|| {
             Status::permission_denied(format!("{} records no case events", self.principal.role.with_article()))

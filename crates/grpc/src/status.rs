@@ -48,7 +48,6 @@ impl Violations {
     }
 
     /// `Ok(())` when nothing was violated, the status otherwise.
-    #[allow(clippy::result_large_err)]
     pub fn into_result(self) -> Result<(), Status> {
         if self.is_empty() { Ok(()) } else { Err(self.into_status()) }
     }

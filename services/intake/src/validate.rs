@@ -266,7 +266,6 @@ impl Upload {
     }
 
     /// The next part of the stream.
-    #[allow(clippy::result_large_err)]
     pub fn part(&mut self, part: api::UploadAttachmentRequest) -> Result<(), tonic::Status> {
         use api::upload_attachment_request::Part;
         match (&self.content_type, part.part) {
@@ -303,7 +302,6 @@ impl Upload {
     }
 
     /// The end of the stream: the content type and the content, checked.
-    #[allow(clippy::result_large_err)]
     pub fn finish(self) -> Result<(String, Vec<u8>), tonic::Status> {
         let Some(content_type) = self.content_type else {
             return Err(Violations::one(

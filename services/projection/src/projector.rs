@@ -74,7 +74,6 @@ pub fn decode(sequence: u64, payload: &[u8]) -> Option<(StoredEvent, Option<Even
 /// last kept event. An event that does not chain to it (a case id reused, or
 /// a forged append) is refused: the row comes back unchanged in `Err`, and
 /// the caller counts the event skipped and keeps nothing of it.
-#[allow(clippy::result_large_err)]
 pub fn fold(
     row: Option<CaseRow>,
     last_hash: Option<&String>,

@@ -59,9 +59,7 @@ impl Log {
     /// version); the sequence it got, or the version it stands at.
     fn append(
         &mut self,
-        case_id: CaseId,
-        subject: &CaseSubject,
-        expected: u64,
+        (case_id, subject, expected): (CaseId, &CaseSubject, u64),
         event: &Event,
         id: Uuid,
         role: ActorRole,
@@ -94,7 +92,7 @@ impl Log {
         for (index, (event, action)) in steps.steps.iter().enumerate() {
             let id = crate::commit::step_provenance(action, now).event_id;
             let expected = head.version + index as u64;
-            match self.append(head.case_id, &head.subject, expected, event, id, ActorRole::System, now) {
+            match self.append((head.case_id, &head.subject, expected), event, id, ActorRole::System, now) {
                 Ok(sequence) => last = sequence,
                 Err(_) => {
                     // The step's own event there (an earlier send landed): stored before.
@@ -143,7 +141,7 @@ fn file(log: &mut Log, at: Timestamp) -> (CaseId, CaseSubject) {
     };
     let subject = CaseSubject::for_grid(&grid, &case_id);
     let event = gridcase_domain::decide(None, &Command::File(filing), at).unwrap();
-    log.append(case_id, &subject, 0, &event, Uuid::now_v7(), ActorRole::GridWorker, at).unwrap();
+    log.append((case_id, &subject, 0), &event, Uuid::now_v7(), ActorRole::GridWorker, at).unwrap();
     (case_id, subject)
 }
 
@@ -203,7 +201,7 @@ fn a_step_that_lost_to_another_writer_waits_for_the_winning_event() {
         now,
     )
     .unwrap();
-    log.append(case_id, &subject, 1, &by_hand, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
+    log.append((case_id, &subject, 1), &by_hand, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     let answer = log.commit(&register, now);
     assert_eq!(answer, Answer::Conflict);
     schedule.settle(&register.head, answer);
@@ -254,7 +252,7 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     ] {
         let case = replay(&log.cases[&case_id]);
         let event = gridcase_domain::decide(Some(&case), &command, now).unwrap();
-        log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), role, now).unwrap();
+        log.append((case_id, &subject, case.version), &event, Uuid::now_v7(), role, now).unwrap();
         read_on(&mut schedule, &core, &log, &mut read);
         for steps in schedule.act(&core, now, 10) {
             schedule.settle(&steps.head, log.commit(&steps, now));
@@ -268,7 +266,7 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     let reopen =
         gridcase_domain::decide(Some(&case), &Command::Reopen { reason: Text::reason("又坏了").unwrap() }, now)
             .unwrap();
-    log.append(case_id, &subject, case.version, &reopen, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
+    log.append((case_id, &subject, case.version), &reopen, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     let (subject_read, stored) = &log.stream[read];
     read += 1;
     assert_eq!(schedule.observe(&core, subject_read, Ok(stored), read as u64), Observation::Load(subject.clone()));
@@ -276,7 +274,7 @@ fn a_reopened_case_is_read_again_whole_and_a_later_event_reads_it_once_more() {
     let case = replay(&log.cases[&case_id]);
     let note = Command::AddProgress { note: Text::reason("已安排").unwrap(), attachments: vec![] };
     let event = gridcase_domain::decide(Some(&case), &note, now).unwrap();
-    log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
+    log.append((case_id, &subject, case.version), &event, Uuid::now_v7(), ActorRole::CommandCentre, now).unwrap();
     read_on(&mut schedule, &core, &log, &mut read);
     let old: Vec<(u64, &StoredEvent)> = history_then.iter().map(|(s, e)| (*s, e)).collect();
     assert_eq!(schedule.loaded(&core, case_id, Ok(old)), Loaded::Again(subject.clone()), "read again");
@@ -403,7 +401,7 @@ mod property {
                         let history = &log.cases[&case_id];
                         let case = replay(history);
                         if let Ok(event) = gridcase_domain::decide(Some(&case), &Command::Acknowledge, now) {
-                            log.append(case_id, &subject, case.version, &event, Uuid::now_v7(), ActorRole::HandlingUnit, now).unwrap();
+                            log.append((case_id, &subject, case.version), &event, Uuid::now_v7(), ActorRole::HandlingUnit, now).unwrap();
                         }
                     }
                     Happening::Acknowledge(_) => {}

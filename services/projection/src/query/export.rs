@@ -70,7 +70,6 @@ pub(super) enum Format {
     Xlsx,
 }
 
-#[allow(clippy::result_large_err)]
 pub(super) fn export_format(format: i32) -> Result<Format, Status> {
     match api::ExportFormat::try_from(format) {
         Ok(api::ExportFormat::Csv) => Ok(Format::Csv),

@@ -68,7 +68,6 @@ pub(super) struct LedgerParams {
 }
 
 /// Check a ledger request's fields (pure; every violation at once).
-#[allow(clippy::result_large_err)]
 pub(super) fn ledger_params(request: &api::LedgerRequest) -> Result<LedgerParams, Status> {
     let mut v = Violations::new();
     let kind = OrgKind::parse(&request.org_kind);

@@ -88,7 +88,6 @@ fn export_contact(contact_state: &str) -> &'static str {
 }
 
 /// An overdue report's region prefix: digits (empty: the caller's whole territory).
-#[allow(clippy::result_large_err)]
 fn report_prefix(prefix: &str) -> Result<(), Status> {
     if prefix.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(());

@@ -32,7 +32,6 @@ pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
 
 /// What the caller may list, report on or export: their scope, with the
 /// regions they asked for checked against their territory.
-#[allow(clippy::result_large_err)]
 pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, Status> {
     let scope = list_scope(&access.principal)
         .ok_or_else(|| Status::permission_denied(format!("{} reads no cases", access.principal.role.with_article())))?;
@@ -48,7 +47,6 @@ pub(super) fn scope_for(access: &Access, regions: &[&str]) -> Result<ListScope, 
 
 /// The scope of a report (overdue, ledger): always a region, so unit and
 /// worker rows are cut to the caller's townships.
-#[allow(clippy::result_large_err)]
 pub(super) fn report_scope(access: &Access, regions: &[&str]) -> Result<ListScope, Status> {
     let scope = scope_for(access, regions)?;
     if scope.region_prefix.is_none() {
@@ -82,7 +80,6 @@ pub(super) fn push_region(builder: &mut QueryBuilder<Postgres>, prefix: &str) {
 
 /// The SQL of a case list: its filters within the caller's scope, newest
 /// first, after the page token.
-#[allow(clippy::result_large_err)]
 pub fn list_query(
     filter: &api::ListCasesRequest,
     scope: &ListScope,

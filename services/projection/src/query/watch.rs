@@ -19,7 +19,6 @@ use tonic::Status;
 pub(super) type WatchStream = Pin<Box<dyn Stream<Item = Result<api::CaseChange, Status>> + Send>>;
 
 /// A watch request's township: a 9-digit code.
-#[allow(clippy::result_large_err)]
 pub(super) fn township_of(text: &str) -> Result<TownshipCode, Status> {
     TownshipCode::parse(text).map_err(|_| Violations::one("township", "MALFORMED", "must be a 9-digit township code"))
 }

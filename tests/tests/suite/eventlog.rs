@@ -284,15 +284,11 @@ async fn the_shipped_nats_configuration_fsyncs_before_acknowledging_and_starts()
         .spawn()
         .unwrap();
     let url = format!("nats://127.0.0.1:{port}");
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = async_nats::connect(&url).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let client = client.expect("the shipped configuration starts a server");
+    gridcase_tests::eventually("the shipped configuration to start a server", || async {
+        async_nats::connect(&url).await.is_ok()
+    })
+    .await;
+    let client = async_nats::connect(&url).await.expect("the shipped configuration starts a server");
     let log = EventLog::open(client, StreamSettings::default()).await.expect("JetStream is enabled");
     let case_id = CaseId::new_v7();
     log.append(&subject(&case_id), 0, &event(case_id, 1, None, "shipped config")).await.unwrap();

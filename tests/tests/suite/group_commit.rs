@@ -164,11 +164,10 @@ async fn a_batch_whose_answer_was_lost_is_recognised_when_sent_again_and_stored_
     let replayed_steps = steps.clone();
     let commit = store.commit_chain(&head, steps);
     let lose_the_answer = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while observer.last_sequence().await.expect("stream end") < filing.stream_sequence + 2 {
-            assert!(tokio::time::Instant::now() < deadline, "the batch never reached the stream");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        gridcase_tests::eventually("the batch to reach the stream", || async {
+            observer.last_sequence().await.expect("stream end") >= filing.stream_sequence + 2
+        })
+        .await;
         gate.cut().await;
     };
     let (answer, ()) = tokio::join!(commit, lose_the_answer);
@@ -242,9 +241,10 @@ async fn a_crash_mid_batch_stores_all_of_each_batch_or_none_of_it() {
         }));
     }
     let observer = EventLog::open(nats.client().await, StreamSettings::default()).await.expect("observer");
-    while observer.last_sequence().await.expect("stream end") < 600 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    gridcase_tests::eventually("600 events stored", || async {
+        observer.last_sequence().await.expect("stream end") >= 600
+    })
+    .await;
     nats.kill();
     let mut cases = Vec::new();
     for writer in writers {

@@ -2,7 +2,6 @@
 //! retries, races, and the scenarios of the brief.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use gridcase_domain::{CaseId, State};
 use gridcase_process::{ManualTimeSource, SystemTimeSource};
@@ -632,41 +631,42 @@ async fn scenario_b_a_hold_pauses_the_resolve_clock_and_resuming_rearms_it() {
     assert!(view.deadlines.iter().all(|d| !d.overdue), "no overdue while on hold: {:?}", view.deadlines);
 
     send(&mut client, case_id, Op::Resume, None).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let view = client
+    let view = |client: Client| async move {
+        let mut client = client;
+        client
             .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
             .await
             .unwrap()
-            .into_inner();
-        if resolve_due(&view) != Some(first_due) {
-            // 4 working days were left at the hold; resumed Monday 03-23 09:00 → Friday 03-27 09:00.
-            assert_eq!(
-                resolve_due(&view),
-                Some("2026-03-27T01:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second())
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "the resolve deadline was never re-armed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .into_inner()
+    };
+    gridcase_tests::eventually("the resolve deadline to be re-armed", || {
+        let client = client.clone();
+        async move { resolve_due(&view(client).await) != Some(first_due) }
+    })
+    .await;
+    // 4 working days were left at the hold; resumed Monday 03-23 09:00 → Friday 03-27 09:00.
+    assert_eq!(
+        resolve_due(&view(client.clone()).await),
+        Some("2026-03-27T01:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second())
+    );
     dispatcher.stop().await.unwrap();
 }
 
 async fn wait_for_state(client: &mut Client, case_id: CaseId, state: common::CaseState) -> api::CaseView {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let view = client
+    let view = |client: Client| async move {
+        let mut client = client;
+        client
             .get_case(request(&centre(), api::GetCaseRequest { case_id: case_id.to_string() }))
             .await
             .unwrap()
-            .into_inner();
-        if view.state == state as i32 {
-            return view;
-        }
-        assert!(Instant::now() < deadline, "case never reached {state:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .into_inner()
+    };
+    gridcase_tests::eventually(&format!("the case to reach {state:?}"), || {
+        let client = client.clone();
+        async move { view(client).await.state == state as i32 }
+    })
+    .await;
+    view(client.clone()).await
 }
 
 #[tokio::test]

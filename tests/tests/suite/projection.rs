@@ -196,7 +196,13 @@ async fn a_projector_killed_at_random_points_ends_equal_to_a_rebuild_and_redeliv
     config.batch_size = 7;
     for _ in 0..5 {
         let projection = TestProjection::spawn_with(config.clone(), Arc::new(ManualTimeSource::new(now))).await;
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // Killed once it has written a batch or two of what came since the last kill.
+        let (from, _) = store::position(&projection.pool).await.unwrap();
+        let end = stream_end(&nats).await;
+        gridcase_tests::eventually("the projector to write", || async {
+            store::position(&projection.pool).await.unwrap().0 >= (from + 10).min(end)
+        })
+        .await;
         projection.kill();
     }
     writer.await.unwrap();
@@ -741,11 +747,8 @@ async fn writer_lock_holders(pool: &sqlx::PgPool) -> i64 {
 
 /// Wait (bounded) until `holders` sessions hold the writer lock.
 async fn until_writer_lock_holders(pool: &sqlx::PgPool, holders: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while writer_lock_holders(pool).await != holders {
-        assert!(std::time::Instant::now() < deadline, "never {holders} writer lock holder(s)");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let what = format!("{holders} writer lock holder(s)");
+    gridcase_tests::eventually(&what, || async { writer_lock_holders(pool).await == holders }).await;
 }
 
 #[tokio::test]
@@ -800,11 +803,10 @@ async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_un
         tokio::spawn(async move { random_histories(&log, &walks, bj("2026-03-02 09:00")).await })
     };
     // Crash PostgreSQL once the projector is writing, mid-load.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store::position(&projection.pool).await.map(|(p, _)| p).unwrap_or(0) < 10 {
-        assert!(std::time::Instant::now() < deadline, "the projector never started writing");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    gridcase_tests::eventually("the projector to start writing", || async {
+        store::position(&projection.pool).await.map(|(p, _)| p).unwrap_or(0) >= 10
+    })
+    .await;
     tokio::task::block_in_place(|| postgres.kill());
     let status = client.list_cases(api::ListCasesRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");

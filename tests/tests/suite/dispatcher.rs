@@ -3,7 +3,6 @@
 //! the test moves by hand.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use gridcase_domain::{ActorRole, CaseId, Clock, ClockMark, Command, Event, Supervision, Text, Tier};
 use gridcase_envelope::{CaseSubject, StoredEvent};
@@ -61,15 +60,9 @@ impl System {
         what: &str,
         done: impl Fn(&[(StoredEvent, Event)]) -> bool,
     ) -> Vec<(StoredEvent, Event)> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let events = act::events(&self.log, subject).await;
-            if done(&events) {
-                return events;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; history: {:?}", kinds(&events));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let done = &done;
+        gridcase_tests::eventually(what, || async move { done(&act::events(&self.log, subject).await) }).await;
+        act::events(&self.log, subject).await
     }
 
     async fn until_kind(&self, subject: &CaseSubject, kind: &str) -> Vec<(StoredEvent, Event)> {
@@ -395,11 +388,10 @@ async fn health_says_when_next_years_calendar_is_missing() {
         let mut health = health.clone();
         async move { health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status() }
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(gridcase_dispatcher::service::HEALTH_DISPATCHER).await != ServingStatus::Serving {
-        assert!(Instant::now() < deadline, "dispatcher never became SERVING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gridcase_tests::eventually("the dispatcher to report SERVING", || async {
+        status(gridcase_dispatcher::service::HEALTH_DISPATCHER).await == ServingStatus::Serving
+    })
+    .await;
     assert_eq!(status(gridcase_dispatcher::service::HEALTH_CALENDAR).await, ServingStatus::NotServing);
     let _ = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
 }

@@ -29,7 +29,11 @@ async fn the_cluster_loses_and_doubles_nothing_while_each_kind_of_part_is_killed
         ("GRIDCASE_BIN_DIR".to_owned(), gridcase_tests::service_binaries().display().to_string()),
         ("GRIDCASE_SKIP_INSTALL".to_owned(), "1".to_owned()),
     ];
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    // deploy/test.sh pins the seed (as it pins the fuzzer's); run alone, a new one each time.
+    let seed = match std::env::var("GRIDCASE_CHAOS_SEED") {
+        Ok(seed) => seed.parse().expect("GRIDCASE_CHAOS_SEED is a number"),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
     println!("chaos seed {seed}");
     let report = gridcase_chaos::run(Settings {
         script: workspace_root().join("deploy/cluster.sh"),

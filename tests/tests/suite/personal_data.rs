@@ -107,15 +107,11 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     // The dispatcher registers and dispatches it by policy; the unit works it, the centre closes it.
     let mut cases = lifecycle::client(intake.endpoint()).await;
     let get = |who: &Identity| cases_api::GetCaseRequest { case_id: case_id.to_string() }.with(who);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = cases.get_case(get(&centre)).await.unwrap().into_inner();
-        if view.state == common::CaseState::Dispatched as i32 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not dispatched by policy: {view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gridcase_tests::eventually("the case to be dispatched by policy", || {
+        let (mut cases, request) = (cases.clone(), get(&centre));
+        async move { cases.get_case(request).await.unwrap().into_inner().state == common::CaseState::Dispatched as i32 }
+    })
+    .await;
     cases.acknowledge(unit.request(cases_api::AcknowledgeRequest { context: context(case_id) })).await.unwrap();
     cases
         .resolve(unit.request(cases_api::ResolveRequest {
@@ -470,14 +466,10 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
     assert!(matches!(keys.key(&case_id).await.unwrap(), KeyState::Present(_)), "the key is still there");
 
     let dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match keys.key(&case_id).await.unwrap() {
-            KeyState::Erased => break,
-            state => assert!(std::time::Instant::now() < deadline, "the dispatcher left the key: {state:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gridcase_tests::eventually("the dispatcher to destroy the key", || async {
+        matches!(keys.key(&case_id).await.unwrap(), KeyState::Erased)
+    })
+    .await;
     dispatcher.stop().await.unwrap();
 }
 
@@ -514,15 +506,12 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
 
     let mut cases = lifecycle::client(intake.endpoint()).await;
     let get = || centre().request(cases_api::GetCaseRequest { case_id: case_id.to_string() });
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let view = cases.get_case(get()).await.unwrap().into_inner();
-        if view.state == common::CaseState::Dispatched as i32 {
-            break view;
-        }
-        assert!(std::time::Instant::now() < deadline, "not dispatched by policy: {view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    gridcase_tests::eventually("the case to be dispatched by policy", || {
+        let mut cases = cases.clone();
+        async move { cases.get_case(get()).await.unwrap().into_inner().state == common::CaseState::Dispatched as i32 }
+    })
+    .await;
+    let view = cases.get_case(get()).await.unwrap().into_inner();
     let unit = unit(&view.unit);
     cases.acknowledge(unit.request(cases_api::AcknowledgeRequest { context: context(case_id) })).await.unwrap();
     let summary = "已修复".to_owned();

@@ -528,10 +528,12 @@ async fn shutdown_drains_a_call_in_flight_and_then_stops_accepting() {
     let call = tokio::spawn(async move {
         client.upload_attachment(as_worker(tokio_stream::wrappers::ReceiverStream::new(receiver))).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the call reach the server
+    // The call is on the wire: its stream has taken both parts.
+    gridcase_tests::eventually("the call to take its first parts", || async { sender.capacity() == 4 }).await;
 
     let stopping = tokio::spawn(intake.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await; // SIGTERM has arrived
+    // Stopping has begun once the server takes no new connection.
+    gridcase_tests::eventually("the server to stop accepting", || intake_client_fails(endpoint.clone())).await;
     assert!(!stopping.is_finished(), "the server waits for the call in flight");
     for part in parts {
         sender.send(part).await.unwrap();

@@ -150,11 +150,11 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
     // two appends, the projection's position and its open cases.
     let mut client = intake_client(format!("http://{intake_addr}")).await;
     let case_id = CaseId::new_v7();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.file_case(as_worker(filing(case_id))).await.is_err() {
-        assert!(Instant::now() < deadline, "intake never took the filing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gridcase_tests::eventually("intake to take the filing", || {
+        let mut client = client.clone();
+        async move { client.file_case(as_worker(filing(case_id))).await.is_ok() }
+    })
+    .await;
     let intake_page = scrape_until(intake_metrics, "a filing counted", |page| {
         page.get("gridcase_grpc_requests_total{method=\"/gridcase.intake.v1.IntakeService/FileCase\",code=\"OK\"}")
             >= Some(&1.0)
