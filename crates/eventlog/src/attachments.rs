@@ -138,35 +138,28 @@ impl AttachmentStore {
 
     /// The chunks as one atomic batch, the first expecting an empty subject.
     async fn write(&self, sha256: &Sha256Digest, content: &[u8]) -> Result<(), AttachmentError> {
-        use async_nats::header::{
-            NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-        };
+        use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
         let subject = subject(sha256);
         let chunks: Vec<&[u8]> = if content.is_empty() { vec![&[][..]] } else { content.chunks(CHUNK_BYTES).collect() };
         let total = chunks.len();
-        let batch_id = uuid::Uuid::new_v4().simple().to_string();
-        let client = self.context.client();
-        for (index, chunk) in chunks.into_iter().enumerate() {
-            let mut headers = HeaderMap::new();
-            headers.insert(HEADER_SIZE, content.len().to_string().as_str());
-            headers.insert(HEADER_CHUNKS, total.to_string().as_str());
-            headers.insert(NATS_BATCH_ID, batch_id.as_str());
-            headers.insert(NATS_BATCH_SEQUENCE, (index + 1).to_string().as_str());
-            if index == 0 {
-                headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-            }
-            let payload = Bytes::copy_from_slice(chunk);
-            if index + 1 < total {
-                // Only the commit is answered; the chunks before it travel
-                // in order on the same connection.
-                client.publish_with_headers(subject.clone(), headers, payload).await.map_err(unavailable)?;
-                continue;
-            }
-            headers.insert(NATS_BATCH_COMMIT, "1");
-            let publish = jetstream::message::PublishMessage::build().payload(payload).headers(headers);
-            let ack = self.context.send_publish(subject.clone(), publish).await.map_err(unavailable)?;
-            ack.await.map_err(unavailable)?;
-        }
+        let messages = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(index, chunk)| {
+                let mut headers = HeaderMap::new();
+                headers.insert(HEADER_SIZE, content.len().to_string().as_str());
+                headers.insert(HEADER_CHUNKS, total.to_string().as_str());
+                if index == 0 {
+                    headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+                }
+                (subject.clone(), headers, Bytes::copy_from_slice(chunk))
+            })
+            .collect();
+        let ack = crate::group::publish_atomic(&self.context, messages).await.map_err(|error| match error {
+            crate::group::AtomicError::Connection(error) => unavailable(error),
+            crate::group::AtomicError::Publish(error) => unavailable(error),
+        })?;
+        ack.await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -1,16 +1,9 @@
-//! Group commit: appends that arrive while another write is in flight go
-//! out together as one JetStream atomic batch, so they share one fsync
-//! (nats-server 2.15 and later), while each keeps its own expected
-//! per-subject sequence and each caller gets its own answer.
+//! The case stream's writer of the group commit ([`crate::group`]): an
+//! append is one case's events, the first expecting the subject's last
+//! sequence; a lone single event goes the single path
+//! ([`EventLog::append_single`]), anything else as one atomic batch.
 //!
-//! One task per case store owns the queue. It sends an append at once when
-//! nothing holds it back (low load costs a channel hop, not a wait), and
-//! gathers whatever queued while earlier writes were in flight into the next
-//! batch, up to [`GroupCommit::max_events`] events. A lone single event goes
-//! the single path ([`EventLog::append_single`]); anything else goes as an
-//! atomic batch.
-//!
-//! What an atomic batch cannot tell, the task finds out:
+//! What an atomic batch cannot tell, the writer finds out:
 //!
 //! * **A refused batch names no culprit.** Each append in it is looked up:
 //!   the event right after its expected position is its own (an earlier
@@ -21,24 +14,20 @@
 //! * **No message ids.** Batches carry no `Nats-Msg-Id`; a batch sent again
 //!   after its answer was lost is refused on the expected sequences and
 //!   resolved as above, by event id and hash.
-//! * **One subject, one batch.** Two appends to the same case never share a
-//!   batch or fly at once (the server could not check the second's
-//!   expectation); a chain of events of one case ([`crate::store::CaseStore::commit_chain`])
-//!   is one append whose first event carries the expectation.
+//! * **One subject, one batch.** A chain of events of one case
+//!   ([`crate::store::CaseStore::commit_chain`]) is one append whose first
+//!   event carries the expectation.
 
-use std::collections::{HashSet, VecDeque};
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::group::{AtomicError, GroupCommit, Queued, Settled, Writer, publish_atomic};
 use crate::log::{
     AppendError, AppendOutcome, ERR_SUBJECT_SEQUENCE_NOT_READY, ERR_WRONG_LAST_SEQUENCE, EventLog, LogError, Sending,
 };
@@ -47,26 +36,6 @@ use gridcase_envelope::subject::CaseSubject;
 
 /// The batch arrived incomplete (a message lost on the way): send it again.
 const ERR_INCOMPLETE_BATCH: u64 = 10176;
-
-/// How appends are gathered into atomic batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupCommit {
-    /// Most events in one batch (nats-server takes at most 1,000). 1: every
-    /// single event goes alone (no group commit; chains still go as one batch).
-    pub max_events: usize,
-    /// How long the first append of a batch may wait for others to join
-    /// it before the batch goes unfilled (0: a batch goes as soon as a write
-    /// slot is free, holding whatever queued while the others were in flight).
-    pub max_wait: Duration,
-    /// Writes (batches or lone appends) in flight at once.
-    pub max_in_flight: usize,
-}
-
-impl Default for GroupCommit {
-    fn default() -> Self {
-        Self { max_events: 500, max_wait: Duration::ZERO, max_in_flight: 1 }
-    }
-}
 
 /// One event ready to send: its stored form, bytes and headers (CloudEvents,
 /// trace context).
@@ -87,6 +56,24 @@ struct Submission {
     alone: bool,
     queued_at: Instant,
     answer: oneshot::Sender<Answer>,
+}
+
+impl Queued for Submission {
+    fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+    fn size(&self) -> usize {
+        self.events.len()
+    }
+    fn alone(&self) -> bool {
+        self.alone
+    }
+    fn sent_before(&self) -> bool {
+        self.sending.sent > 0
+    }
+    fn queued_at(&self) -> Instant {
+        self.queued_at
+    }
 }
 
 /// A submission's events back, with one outcome per event or the error.
@@ -112,7 +99,8 @@ impl Batcher {
     pub(crate) fn start(log: EventLog) -> Self {
         let (inbox, queue) = mpsc::unbounded_channel();
         let append_deadline = log.settings().append_deadline;
-        tokio::spawn(run(log, queue));
+        let settings: GroupCommit = log.settings().group_commit;
+        tokio::spawn(crate::group::run(CaseWriter { log }, settings, queue));
         Self { inbox, append_deadline }
     }
 
@@ -139,124 +127,43 @@ impl Batcher {
     }
 }
 
-type Sent = Pin<Box<dyn std::future::Future<Output = Vec<(Submission, Verdict)>> + Send>>;
-type Paused = Pin<Box<dyn std::future::Future<Output = Submission> + Send>>;
+/// The case stream's side of the group commit.
+#[derive(Clone)]
+struct CaseWriter {
+    log: EventLog,
+}
 
-async fn run(log: EventLog, mut inbox: mpsc::UnboundedReceiver<Submission>) {
-    let settings = log.settings().group_commit;
-    let max_in_flight = settings.max_in_flight.max(1);
-    let mut queue: VecDeque<Submission> = VecDeque::new();
-    // Subjects with a write in flight: nothing else is sent to them meanwhile.
-    let mut busy: HashSet<String> = HashSet::new();
-    let mut in_flight: FuturesUnordered<Sent> = FuturesUnordered::new();
-    let mut paused: FuturesUnordered<Paused> = FuturesUnordered::new();
-    let mut open = true;
-    loop {
-        loop {
-            match inbox.try_recv() {
-                Ok(submission) => queue.push_back(submission),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        // Launch what can go: a free write slot, subjects not busy, and
-        // (with a wait configured) a full batch or appends that have waited
-        // long enough. Appends sent before (and refused or unanswered) wait no more.
-        let mut linger_until = None;
-        while in_flight.len() < max_in_flight && !queue.is_empty() {
-            if !settings.max_wait.is_zero() && queue.iter().all(|s| s.sending.sent == 0) {
-                let queued: usize = queue.iter().map(|s| s.events.len()).sum();
-                let oldest = queue.iter().map(|s| s.queued_at).min().expect("queue not empty");
-                if queued < settings.max_events && oldest.elapsed() < settings.max_wait {
-                    linger_until = Some(oldest + settings.max_wait);
-                    break;
-                }
-            }
-            let batch = take(&mut queue, &mut busy, settings.max_events.max(1));
-            if batch.is_empty() {
-                break;
-            }
-            in_flight.push(Box::pin(send(log.clone(), batch)));
-        }
-        if !open && queue.is_empty() && in_flight.is_empty() && paused.is_empty() {
-            return;
-        }
-        let linger = async {
-            match linger_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                for (submission, verdict) in done {
-                    busy.remove(submission.subject.as_str());
-                    settle(&log, submission, verdict, &mut queue, &mut paused);
-                }
-            }
-            Some(submission) = paused.next(), if !paused.is_empty() => queue.push_front(submission),
-            received = inbox.recv(), if open => match received {
-                Some(submission) => queue.push_back(submission),
-                None => open = false,
-            },
-            () = linger => {}
-        }
+impl Writer for CaseWriter {
+    type Submission = Submission;
+
+    async fn write(&self, batch: Vec<Submission>) -> Vec<Settled<Submission>> {
+        send(self.log.clone(), batch)
+            .await
+            .into_iter()
+            .map(|(submission, verdict)| settle(&self.log, submission, verdict))
+            .collect()
     }
 }
 
-/// Answer a submission, or queue it again (within its deadline).
-fn settle(
-    log: &EventLog,
-    mut submission: Submission,
-    verdict: Verdict,
-    queue: &mut VecDeque<Submission>,
-    paused: &mut FuturesUnordered<Paused>,
-) {
+/// Answer a submission, or send it again (within its deadline).
+fn settle(log: &EventLog, mut submission: Submission, verdict: Verdict) -> Settled<Submission> {
     match verdict {
         Verdict::Answer(answer) => {
             // The caller may have gone (a cancelled request): the outcome stands.
             let _ = submission.answer.send((submission.events, answer));
+            Settled::Done
         }
         Verdict::Again { .. } if submission.sending.retry.attempt_time(log.settings().publish_timeout).is_none() => {
             let failure = submission.sending.retry.last_failure.clone();
             let _ = submission.answer.send((submission.events, Err(AppendError::Unavailable(failure))));
+            Settled::Done
         }
-        Verdict::Again { pause: false } => queue.push_front(submission),
-        Verdict::Again { pause: true } => paused.push(Box::pin(async move {
+        Verdict::Again { pause: false } => Settled::Again(submission),
+        Verdict::Again { pause: true } => Settled::Later(Box::pin(async move {
             submission.sending.retry.pause().await;
             submission
         })),
     }
-}
-
-/// The next batch from the queue, in arrival order: submissions whose
-/// subject is neither busy nor already in the batch, up to `max_events`
-/// events (a longer chain goes alone), an `alone` one by itself.
-fn take(queue: &mut VecDeque<Submission>, busy: &mut HashSet<String>, max_events: usize) -> Vec<Submission> {
-    let mut batch: Vec<Submission> = Vec::new();
-    let mut events = 0;
-    let mut index = 0;
-    while index < queue.len() && events < max_events {
-        let candidate = &queue[index];
-        let subject = candidate.subject.as_str();
-        let fits = events == 0 || (events + candidate.events.len() <= max_events && !candidate.alone);
-        if !fits || busy.contains(subject) {
-            index += 1;
-            continue;
-        }
-        let submission = queue.remove(index).expect("index in range");
-        events += submission.events.len();
-        busy.insert(submission.subject.as_str().to_owned());
-        let alone = submission.alone;
-        batch.push(submission);
-        if alone {
-            break;
-        }
-    }
-    batch
 }
 
 /// Events per write (a lone append counts one), the group commit's measure.
@@ -461,7 +368,7 @@ async fn publish_batch(log: &EventLog, batch: &[Submission]) -> Result<u64, Batc
     // Handing hundreds of messages to the connection would spend the task's
     // cooperative budget and queue it behind every other task (under load,
     // milliseconds per yield): the hand-over runs unconstrained, it never blocks.
-    let ack = tokio::task::unconstrained(hand_over(log, batch, total)).await?;
+    let ack = tokio::task::unconstrained(hand_over(log, batch)).await?;
     match ack.await {
         Ok(ack) if ack.batch_size == Some(total as u64) && ack.sequence >= total as u64 => {
             Ok(ack.sequence + 1 - total as u64)
@@ -475,20 +382,11 @@ async fn publish_batch(log: &EventLog, batch: &[Submission]) -> Result<u64, Batc
 }
 
 /// Send the batch's messages, the last one committing it; its acknowledgement to come.
-async fn hand_over(
-    log: &EventLog,
-    batch: &[Submission],
-    total: usize,
-) -> Result<jetstream::context::PublishAckFuture, BatchFailure> {
-    let batch_id = uuid::Uuid::new_v4().simple().to_string();
-    let client = log.context().client();
-    let mut number = 0usize;
+async fn hand_over(log: &EventLog, batch: &[Submission]) -> Result<jetstream::context::PublishAckFuture, BatchFailure> {
+    let mut messages = Vec::with_capacity(batch.iter().map(|s| s.events.len()).sum());
     for submission in batch {
         for (index, event) in submission.events.iter().enumerate() {
-            number += 1;
             let mut headers = event.headers.clone();
-            headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
-            headers.insert(async_nats::header::NATS_BATCH_SEQUENCE, number.to_string().as_str());
             if index == 0 {
                 headers.insert(
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -500,22 +398,13 @@ async fn hand_over(
                     headers.insert(crate::log::EXPECTED_SUBJECT_FOR_SEQUENCE, locator.as_str());
                 }
             }
-            let subject = submission.subject.to_string();
-            if number < total {
-                // Only the commit is answered; the ones before it travel in
-                // order on the same connection.
-                client
-                    .publish_with_headers(subject, headers, event.payload.clone())
-                    .await
-                    .map_err(|e| BatchFailure::NoAnswer(e.to_string()))?;
-                continue;
-            }
-            headers.insert(async_nats::header::NATS_BATCH_COMMIT, "1");
-            let publish = PublishMessage::build().payload(event.payload.clone()).headers(headers);
-            return log.context().send_publish(subject, publish).await.map_err(classify);
+            messages.push((submission.subject.to_string(), headers, event.payload.clone()));
         }
     }
-    unreachable!("a batch has at least one event")
+    publish_atomic(log.context(), messages).await.map_err(|error| match error {
+        AtomicError::Connection(failure) => BatchFailure::NoAnswer(failure),
+        AtomicError::Publish(error) => classify(error),
+    })
 }
 
 fn classify(error: jetstream::context::PublishError) -> BatchFailure {

@@ -23,6 +23,7 @@
 //! again one key at a time, which tells a retry from a conflict.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
@@ -100,7 +101,7 @@ pub struct KeyStore {
     master: Option<Arc<MasterKeys>>,
     /// The group commit of new keys (none when the bucket's stream does not
     /// allow atomic batches, or there is no master key to make keys with).
-    creator: Option<tokio::sync::mpsc::Sender<Creation>>,
+    creator: Option<tokio::sync::mpsc::UnboundedSender<Creation>>,
 }
 
 /// One new key for the group commit: stored in a batch (`true`), or to be
@@ -108,87 +109,82 @@ pub struct KeyStore {
 struct Creation {
     subject: String,
     value: Bytes,
+    queued_at: tokio::time::Instant,
     done: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl crate::group::Queued for Creation {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn alone(&self) -> bool {
+        false
+    }
+    fn sent_before(&self) -> bool {
+        false
+    }
+    fn queued_at(&self) -> tokio::time::Instant {
+        self.queued_at
+    }
 }
 
 /// Most keys in one batch, unless configured (nats-server takes at most 1,000).
 pub const DEFAULT_BATCH_MAX: u16 = 256;
 
-/// The group commit's task: whatever queued while the last batch was being
-/// stored goes as the next batch (a lone key as a lone create).
-async fn create_in_batches(context: jetstream::Context, mut queue: tokio::sync::mpsc::Receiver<Creation>, max: usize) {
-    let mut batch: Vec<Creation> = Vec::with_capacity(max);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < max {
-            match queue.try_recv() {
-                // The same case twice (a filing retried while it was still
-                // in flight): the server would refuse the whole batch (the
-                // second expects an empty subject too), so the second goes
-                // alone, where it finds the first's key.
-                Ok(creation) if batch.iter().any(|queued| queued.subject == creation.subject) => {
-                    let _ = creation.done.send(false);
-                }
-                Ok(creation) => batch.push(creation),
-                Err(_) => break,
-            }
-        }
-        // One write in flight at a time (two measured no better): what
-        // arrives meanwhile is the next batch.
-        let stored = commit_batch(&context, &batch).await;
-        for creation in batch.drain(..) {
+/// The key bucket's side of the group commit: whatever queued while the
+/// last batch was being stored goes as the next one, each key expecting an
+/// empty subject (a lone key as a lone create). A batch refused or not
+/// answered is not resolved here: each of its keys is created again by its
+/// own caller, alone, where a conflict is read and told from a retry.
+#[derive(Clone)]
+struct KeyWriter {
+    context: jetstream::Context,
+}
+
+impl crate::group::Writer for KeyWriter {
+    type Submission = Creation;
+
+    async fn write(&self, batch: Vec<Creation>) -> Vec<crate::group::Settled<Creation>> {
+        let stored = commit_batch(&self.context, &batch).await;
+        for creation in batch {
             let _ = creation.done.send(stored);
         }
+        Vec::new()
     }
 }
 
 /// Store `batch` as one atomic batch (one key: a lone create); whether the
 /// server confirmed it.
 async fn commit_batch(context: &jetstream::Context, batch: &[Creation]) -> bool {
-    use async_nats::header::{
-        NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+    let expect_empty = || {
+        let mut headers = async_nats::HeaderMap::new();
+        // As a lone create: only if the subject has never held anything.
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        headers
     };
     if let [creation] = batch {
-        // One key: a lone create, sent from here all the same, so that what
-        // arrives while it is stored gathers into the next batch.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        let publish = jetstream::message::PublishMessage::build().payload(creation.value.clone()).headers(headers);
+        let publish =
+            jetstream::message::PublishMessage::build().payload(creation.value.clone()).headers(expect_empty());
         return match context.send_publish(creation.subject.clone(), publish).await {
             Ok(ack) => ack.await.is_ok(),
             Err(_) => false,
         };
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let client = context.client();
-    for (index, creation) in batch.iter().enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(NATS_BATCH_ID, id.as_str());
-        headers.insert(NATS_BATCH_SEQUENCE, (index + 1).to_string().as_str());
-        // As a lone create: only if the subject has never held anything.
-        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        if index + 1 < batch.len() {
-            // Only the commit is answered; the ones before it travel in
-            // order on the same connection.
-            if client.publish_with_headers(creation.subject.clone(), headers, creation.value.clone()).await.is_err() {
-                return false;
+    let messages = batch.iter().map(|c| (c.subject.clone(), expect_empty(), c.value.clone())).collect();
+    match crate::group::publish_atomic(context, messages).await {
+        Ok(ack) => match ack.await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, keys = batch.len(), "a batch of new keys was refused; creating them one by one");
+                false
             }
-            continue;
-        }
-        headers.insert(NATS_BATCH_COMMIT, "1");
-        let publish = jetstream::message::PublishMessage::build().payload(creation.value.clone()).headers(headers);
-        return match context.send_publish(creation.subject.clone(), publish).await {
-            Ok(ack) => match ack.await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::debug!(%error, keys = batch.len(), "a batch of new keys was refused; creating them one by one");
-                    false
-                }
-            },
-            Err(_) => false,
-        };
+        },
+        Err(_) => false,
     }
-    false
 }
 
 /// The key bucket's stream: one value per case, kept until erased one by
@@ -269,8 +265,12 @@ impl KeyStore {
         }
         let batch_max = batch_max.clamp(1, 1000);
         let creator = (batches && master.is_some() && batch_max > 1).then(|| {
-            let (sender, queue) = tokio::sync::mpsc::channel(4 * batch_max);
-            tokio::spawn(create_in_batches(context.clone(), queue, batch_max));
+            let (sender, queue) = tokio::sync::mpsc::unbounded_channel();
+            // One write in flight at a time (two measured no better): what
+            // arrives meanwhile is the next batch.
+            let settings =
+                crate::group::GroupCommit { max_events: batch_max, max_wait: Duration::ZERO, max_in_flight: 1 };
+            tokio::spawn(crate::group::run(KeyWriter { context: context.clone() }, settings, queue));
             sender
         });
         Ok(Self { kv, stream, master, creator })
@@ -314,8 +314,8 @@ impl KeyStore {
         if let Some(creator) = &self.creator {
             let (done, stored) = tokio::sync::oneshot::channel();
             let subject = format!("{}{case_id}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix));
-            let creation = Creation { subject, value: value.clone(), done };
-            if creator.send(creation).await.is_ok() && stored.await == Ok(true) {
+            let creation = Creation { subject, value: value.clone(), queued_at: tokio::time::Instant::now(), done };
+            if creator.send(creation).is_ok() && stored.await == Ok(true) {
                 metrics::histogram!(METRIC_KEY_CREATE_DURATION, "stored" => "batch").record(started.elapsed());
                 return Ok(key);
             }

@@ -9,7 +9,8 @@
 //!   signal (dispatcher, projector, live watch).
 //! * [`store`]: the one write path: load a case, commit one event (or a
 //!   chain of events of one case).
-//! * [`batch`]: group commit: concurrent appends as one atomic batch.
+//! * [`group`]: group commit, the one mechanism: concurrent writes as one atomic batch.
+//! * [`batch`]: the case stream's writer of the group commit.
 //! * [`attachments`]: photos, content-addressed and write-once on a stream of their own.
 //! * [`integrity`]: whether the streams still keep their history; writes stop when not.
 //! * [`keys`]: the key store (a key-value bucket) and erasure.
@@ -18,6 +19,7 @@
 pub mod attachments;
 pub mod batch;
 pub mod cloudevents;
+pub mod group;
 pub mod integrity;
 pub mod keys;
 pub mod log;
@@ -26,7 +28,7 @@ pub mod store;
 pub mod trace;
 
 pub use attachments::{AttachmentError, AttachmentStore};
-pub use batch::GroupCommit;
+pub use group::GroupCommit;
 pub use keys::{KeyState, KeyStore, KeyStoreError};
 pub use log::{AppendError, AppendOutcome, EventLog, LogError, StreamMark, StreamSettings};
 pub use reader::{CaseStreamReader, ReadFrom, Record};

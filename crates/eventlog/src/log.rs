@@ -55,7 +55,7 @@ pub struct StreamSettings {
     /// on a single server, 3 on a three-node cluster.
     pub replicas: usize,
     /// How the case store gathers appends into atomic batches.
-    pub group_commit: crate::batch::GroupCommit,
+    pub group_commit: crate::group::GroupCommit,
 }
 
 /// One message of the stream, as [`EventLog::mark_at`] finds it.
@@ -75,7 +75,7 @@ impl Default for StreamSettings {
             publish_timeout: Duration::from_secs(2),
             append_deadline: Duration::from_secs(15),
             replicas: 1,
-            group_commit: crate::batch::GroupCommit::default(),
+            group_commit: crate::group::GroupCommit::default(),
         }
     }
 }
