@@ -21,7 +21,7 @@ type Filter<'a> = Box<dyn Fn(usize) -> api::ListCasesRequest + 'a>;
 pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
     let data = city_year::load_manifest(&options.dir)?;
     let nats = NatsServer::start_with_store(&city_year::store(&options.dir));
-    measure(&nats, &crate::city_rebuild::database_url(admin_url)?, &data).await
+    measure(&nats, &city_year::database_url(admin_url)?, &data).await
 }
 
 /// The queries, through a projection service on the data set's stream and
@@ -255,7 +255,7 @@ pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) ->
     println!("(overdue clocks at the year's end over all townships: {overdue_total})");
 
     // The plans of the heaviest statements.
-    let now = gridcase_projection::store::micros(data.end);
+    let now = gridcase_projection::columns::micros(data.end);
     let mut overdue = sqlx::QueryBuilder::new(
         "SELECT case_id FROM cases WHERE grid LIKE '990101007%' AND township = '990101007' AND ",
     );

@@ -20,16 +20,7 @@ use gridcase_projection::{rebuild, store};
 use gridcase_tests::NatsServer;
 use sqlx::{Connection as _, PgConnection};
 
-use crate::city_year::{self, Measure, peak_rss_mib};
-
-/// The database the city-year read models are rebuilt into.
-pub const DATABASE: &str = "gridcase_cityyear";
-
-/// `postgres://…/gridcase_cityyear` from the server's admin URL.
-pub fn database_url(admin_url: &str) -> anyhow::Result<String> {
-    let (base, _) = admin_url.rsplit_once('/').context("a database URL with a database name")?;
-    Ok(format!("{base}/{DATABASE}"))
-}
+use crate::city_year::{self, DATABASE, Measure, database_url, peak_rss_mib};
 
 pub async fn run(options: Measure, admin_url: &str, baseline: bool, raw_read: bool) -> anyhow::Result<()> {
     let data = city_year::load_manifest(&options.dir)?;

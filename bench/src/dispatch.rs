@@ -26,7 +26,8 @@ use gridcase_process::SystemTimeSource;
 use gridcase_tests::{NatsServer, TestDispatcher};
 use tokio::sync::Mutex;
 
-use crate::{Figures, nats_version, raw_event, run_phase};
+use crate::raw::{filing_event, publish, publish_batch, raw_event, writes_between};
+use crate::{Figures, nats_version, run_phase};
 
 const APPEND_CONCURRENCY: usize = 64;
 
@@ -37,7 +38,7 @@ async fn file_raw(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
 
 /// File a case as intake does: through a case store (group commit).
 async fn file_through(store: &CaseStore) -> anyhow::Result<()> {
-    let (subject, case_id, event) = crate::filing_event();
+    let (subject, case_id, event) = filing_event();
     let provenance = Provenance {
         event_id: uuid::Uuid::now_v7(),
         occurred_at: jiff::Timestamp::now(),
@@ -52,23 +53,6 @@ async fn file_through(store: &CaseStore) -> anyhow::Result<()> {
 async fn baseline_append(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
     let (subject, payload, headers, id) = raw_event();
     publish(js, subject.replacen("gridcase.case", "bench.baseline", 1), payload, headers, id).await
-}
-
-/// Append one stored event as a new case (expected subject sequence 0).
-pub(crate) async fn publish(
-    js: &async_nats::jetstream::Context,
-    subject: String,
-    payload: bytes::Bytes,
-    headers: async_nats::HeaderMap,
-    id: String,
-) -> anyhow::Result<()> {
-    let message = async_nats::jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .headers(headers)
-        .message_id(id)
-        .expected_last_subject_sequence(0);
-    js.send_publish(subject, message).await?.await?;
-    Ok(())
 }
 
 #[derive(Default)]
@@ -131,7 +115,7 @@ pub async fn run(cases: usize, rate: f64) -> anyhow::Result<()> {
         let batch = batches.next().expect("batch");
         async move {
             let started = Instant::now();
-            crate::intake::publish_batch(&js, batch).await?;
+            publish_batch(&js, batch).await?;
             Ok(started.elapsed())
         }
     })
@@ -189,7 +173,7 @@ async fn measure(cases: usize, rate: f64, group_commit_events: usize, label: &'s
     wait_for(&watch, cases).await;
     let backlog = started.elapsed();
     let end = log.last_sequence().await?;
-    let (writes, events) = crate::intake::writes_between(&log, filed + 1, end).await?;
+    let (writes, events) = writes_between(&log, filed + 1, end).await?;
 
     {
         let mut w = watch.lock().await;

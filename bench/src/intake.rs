@@ -17,15 +17,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use futures::StreamExt;
 use gridcase_domain::CaseId;
-use gridcase_envelope::CaseSubject;
-use gridcase_eventlog::{EventLog, GroupCommit, ReadFrom, StreamSettings};
+use gridcase_eventlog::{EventLog, GroupCommit, StreamSettings};
 use gridcase_tests::fixtures::{filing, intake_client};
 use gridcase_tests::{NatsServer, TestIntake};
 
-use crate::{Figures, cpu, nats_version, raw_event, run_phase};
+use crate::raw::{Raw, publish, publish_batch, raw_event, writes_between};
+use crate::{Figures, cpu, nats_version, run_phase};
 use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use tonic::transport::Channel;
 
@@ -37,8 +36,6 @@ pub struct Options {
     /// Filings per second of the open-loop phase.
     pub rate: f64,
 }
-
-type Raw = (String, Bytes, async_nats::HeaderMap, String);
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let Options { cases, concurrency, warmup, group_commit, rate } = options;
@@ -104,7 +101,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let js = js.clone();
         async move {
             let started = Instant::now();
-            crate::dispatch::publish(&js, raw.0, raw.1, raw.2, raw.3).await?;
+            publish(&js, raw.0, raw.1, raw.2, raw.3).await?;
             Ok::<Duration, anyhow::Error>(started.elapsed())
         }
     };
@@ -278,55 +275,4 @@ where
     }
     let label: &'static str = Box::leak(format!("intake FileCase at {rate:.0}/s, group commit").into_boxed_str());
     Ok(Figures { label, count, elapsed: started.elapsed(), latencies })
-}
-
-/// How many writes stored the events between two stream sequences: one per
-/// atomic batch (its id) plus one per event stored alone.
-pub(crate) async fn writes_between(log: &EventLog, start: u64, end: u64) -> anyhow::Result<(usize, usize)> {
-    let mut reader = log.read(CaseSubject::all_filter(), ReadFrom::Sequence(start)).await?;
-    let mut batch_ids = std::collections::HashSet::new();
-    let (mut alone, mut events) = (0, 0);
-    while let Some(record) = reader.next().await {
-        let record = record?;
-        if record.sequence > end {
-            break;
-        }
-        events += 1;
-        match record.headers.as_ref().and_then(|h| h.get("Nats-Batch-Id")) {
-            Some(id) => {
-                batch_ids.insert(id.to_string());
-            }
-            None => alone += 1,
-        }
-        if record.sequence == end {
-            break;
-        }
-    }
-    Ok((batch_ids.len() + alone, events))
-}
-
-/// One raw atomic batch: every message with its per-subject expectation,
-/// the last one committing and answered.
-pub(crate) async fn publish_batch(js: &async_nats::jetstream::Context, batch: Vec<Raw>) -> anyhow::Result<()> {
-    let client = js.client();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let total = batch.len();
-    for (index, (subject, payload, mut headers, _)) in batch.into_iter().enumerate() {
-        headers.insert("Nats-Batch-Id", id.as_str());
-        headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-        if index + 1 < total {
-            client.publish_with_headers(subject, headers, payload).await?;
-        } else {
-            headers.insert("Nats-Batch-Commit", "1");
-            let message = async_nats::jetstream::message::PublishMessage::build().payload(payload).headers(headers);
-            let ack = js.send_publish(subject, message).await?.await?;
-            anyhow::ensure!(
-                ack.batch_size == Some(total as u64),
-                "batch of {total} acknowledged as {:?}",
-                ack.batch_size
-            );
-        }
-    }
-    Ok(())
 }

@@ -4,7 +4,9 @@
 //!
 //!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
+mod city_dispatcher;
 mod city_queries;
+mod city_reads;
 mod city_rebuild;
 mod city_year;
 mod cpu;
@@ -13,17 +15,13 @@ mod intake;
 mod observability;
 mod personal;
 mod projection;
+mod raw;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use gridcase_domain::{ActorRole, CaseId, Command, Event, GridCode};
-use gridcase_envelope::schema::{Actor, EventMeta};
-use gridcase_envelope::{CaseSubject, StoredEvent};
-use gridcase_eventlog::{GroupCommit, cloudevents};
-use gridcase_tests::fixtures::filing;
+use gridcase_eventlog::GroupCommit;
 
 #[derive(Parser)]
 #[command(
@@ -195,7 +193,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             city_year::generate(city_year::Generate { dir, cases, townships, grids, year, seed }).await
         }
         Bench::CityYear { step: CityYear::Dispatcher { dir } } => {
-            let starts = city_year::dispatcher(city_year::Measure { dir }).await?;
+            let starts = city_dispatcher::dispatcher(city_year::Measure { dir }).await?;
             for start in starts.iter().filter(|start| start.steps > 0) {
                 println!(
                     "NOTE: a start (resumed from {:?}) appended {} steps: the data set lacks steps the dispatcher takes",
@@ -205,7 +203,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             Ok(())
         }
         Bench::CityYear { step: CityYear::Reads { dir, samples } } => {
-            city_year::reads(city_year::Measure { dir }, samples).await
+            city_reads::reads(city_year::Measure { dir }, samples).await
         }
         Bench::CityYear { step: CityYear::Rebuild { dir, admin_url, no_baseline, no_raw_read } } => {
             city_rebuild::run(city_year::Measure { dir }, &admin_url, !no_baseline, !no_raw_read).await
@@ -284,49 +282,6 @@ enum CityYear {
         #[arg(long, default_value_t = 1000)]
         samples: usize,
     },
-}
-
-/// A new case's filing as intake decides it: its subject and event.
-pub(crate) fn filing_event() -> (CaseSubject, CaseId, Event) {
-    let request = filing(CaseId::new_v7());
-    let case_id = CaseId::parse(&request.case_id).expect("case id");
-    let grid = GridCode::parse(&request.grid_code).expect("grid");
-    let command = Command::File(gridcase_domain::Filing {
-        case_id,
-        grid: grid.clone(),
-        category: gridcase_domain::CategoryCode::parse(&request.category_code).expect("category"),
-        description: gridcase_domain::Text::parse(&request.description, 2000).expect("text"),
-        location: gridcase_domain::Location::from_degrees(30.2741, 120.1551, Some("东门路12号")).expect("location"),
-        reported_at: jiff::Timestamp::now(),
-        severity_hint: None,
-        contact: None,
-        attachments: vec![],
-    });
-    let event: Event = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
-    (CaseSubject::for_grid(&grid, &case_id), case_id, event)
-}
-
-/// One filing event as intake would store it, with its subject, headers and id.
-pub(crate) fn raw_event() -> (String, Bytes, async_nats::HeaderMap, String) {
-    let (subject, case_id, event) = filing_event();
-    let stored = StoredEvent::chained(
-        &event,
-        EventMeta {
-            event_id: uuid::Uuid::now_v7(),
-            case_id,
-            case_version: 1,
-            occurred_at: jiff::Timestamp::now(),
-            actor: Actor { person: "gw-0042".into(), role: ActorRole::GridWorker, organisation: "cc-990101001".into() },
-            command_id: None,
-        },
-        None,
-    );
-    (
-        subject.to_string(),
-        Bytes::from(stored.to_json_bytes()),
-        cloudevents::headers(&stored),
-        stored.event_id.to_string(),
-    )
 }
 
 pub(crate) async fn run_phase<F, Fut>(

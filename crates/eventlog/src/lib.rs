@@ -5,6 +5,7 @@
 //!   CloudEvent in binary mode.
 //! * [`log`]: appends with per-case optimistic concurrency and reads histories
 //!   back, on NATS JetStream.
+//! * `retry`: an append's attempts within its deadline, with backoff.
 //! * [`reader`]: the stream read in order from a sequence, with a caught-up
 //!   signal (dispatcher, projector, live watch).
 //! * [`store`]: the one write path: load a case, commit one event (or a
@@ -24,6 +25,7 @@ pub mod integrity;
 pub mod keys;
 pub mod log;
 pub mod reader;
+mod retry;
 pub mod store;
 pub mod trace;
 

@@ -155,16 +155,20 @@ impl CommonArgs {
         Ok(options)
     }
 
-    /// Connect to NATS as `name` (reconnecting forever, quickly) and open the
-    /// case event log; fails fast when NATS is unreachable or too old.
-    pub async fn open_log(&self, name: &str) -> anyhow::Result<(async_nats::Client, EventLog)> {
-        let servers = self.nats_servers()?;
-        let client = self
-            .nats_options(name)
+    /// Connect to NATS as `name` (reconnecting forever, quickly); fails fast
+    /// when NATS is unreachable.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        self.nats_options(name)
             .await?
-            .connect(servers.as_slice())
+            .connect(self.nats_servers()?.as_slice())
             .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+
+    /// Connect to NATS as `name` and open the case event log; fails fast
+    /// when NATS is unreachable or too old.
+    pub async fn open_log(&self, name: &str) -> anyhow::Result<(async_nats::Client, EventLog)> {
+        let client = self.connect(name).await?;
         let log = tokio::time::timeout(Duration::from_secs(30), EventLog::open(client.clone(), self.stream_settings()))
             .await
             .with_context(|| format!("NATS at {} did not answer within 30s", self.nats_url))?

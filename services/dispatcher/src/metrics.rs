@@ -1,5 +1,6 @@
 //! The dispatcher's metrics: their names, their registration at zero (so
-//! the first scrape shows them all), and the calendar's days-left figure.
+//! the first scrape shows them all), the calendar's days-left figure and
+//! how far behind the stream it is.
 
 /// The metrics, each exported from start-up (at zero) by [`register_metrics`].
 pub(crate) const METRIC_STEPS: &str = "gridcase_dispatcher_steps_total";
@@ -22,6 +23,40 @@ pub(crate) fn calendar_days_left(years: &gridcase_calendar::YearTable, now: jiff
     let tz = jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("the bundled time zone");
     let Ok(end) = jiff::civil::date(last + 1, 1, 1).to_zoned(tz) else { return 0.0 };
     ((end.timestamp().as_second() - now.as_second()) as f64 / 86_400.0).max(0.0)
+}
+
+/// How long this instance has been behind the stream: the lag metric.
+#[derive(Default)]
+pub(crate) struct Lag {
+    behind_since: Option<std::time::Instant>,
+    /// When the lag was last measured against the stream's end.
+    checked_at: Option<std::time::Instant>,
+}
+
+impl Lag {
+    /// Messages still `pending` after the one just read.
+    pub(crate) fn note(&mut self, pending: u64) {
+        let lag = if pending == 0 {
+            self.behind_since = None;
+            0.0
+        } else {
+            self.behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
+        };
+        metrics::gauge!(METRIC_LAG_SECONDS).set(lag);
+    }
+
+    /// Whether to measure against the stream's end again: once a second at
+    /// most.
+    pub(crate) fn check_due(&self) -> bool {
+        self.checked_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+    }
+
+    /// Measured against the stream's end: `pending` messages not read.
+    pub(crate) fn checked(&mut self, pending: u64) {
+        self.checked_at = Some(std::time::Instant::now());
+        metrics::gauge!(METRIC_PENDING).set(pending as f64);
+        self.note(pending);
+    }
 }
 
 /// Describe every metric and give it its zero value, so a scrape right after

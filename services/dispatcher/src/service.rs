@@ -31,23 +31,20 @@ use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use gridcase_reference::Reference;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tonic_health::ServingStatus;
 use tracing::{debug, error, info, warn};
 
 use crate::commit::{Commit, Done, commit};
 use crate::config::Config;
 use crate::core::Core;
+use crate::health::Health;
+pub use crate::health::{HEALTH_CALENDAR, HEALTH_DISPATCHER};
 use crate::metrics::*;
 use crate::schedule::{Answer, LoadFailure, Loaded, Observation, Schedule};
 pub use crate::snapshot::Snapshots;
 use crate::snapshot::{SnapshotState, SnapshotStore};
 
-/// Health service names.
-pub const HEALTH_DISPATCHER: &str = "gridcase.dispatcher.v1.Dispatcher";
-pub const HEALTH_CALENDAR: &str = "gridcase.dispatcher.v1.Calendar";
-
 /// Dirty cases that make a batch worth deciding before the consumer is idle.
-const APPEND_CONCURRENCY: usize = 64;
+const DIRTY_BATCH: usize = 64;
 /// Commits in flight at once (the case store gathers them into batches).
 const MAX_COMMITS: usize = 2000;
 /// Under continuous load, act at least this often.
@@ -140,8 +137,7 @@ impl Application {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::NotServing).await;
-        health.set_service_status(HEALTH_DISPATCHER, ServingStatus::NotServing).await;
+        let health = Health::start(health).await;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.config.tls.config()? {
             builder = builder.tls_config(tls).context("the health listener's TLS configuration")?;
@@ -183,7 +179,7 @@ impl Application {
             clock: self.clock.clone(),
             traces: HashMap::new(),
             lag: Lag::default(),
-            health: Health { reporter: health.clone(), caught_up: false, serving: None, calendar_ready: None },
+            health,
             idle: self.idle.clone(),
         };
         // On shutdown the worker finishes the steps it is committing, for at
@@ -202,23 +198,6 @@ impl Application {
         info!("dispatcher stopped");
         result
     }
-}
-
-/// What health says: SERVING once caught up, while the log keeps its
-/// history; the calendar's own status beside.
-struct Health {
-    reporter: tonic_health::server::HealthReporter,
-    caught_up: bool,
-    serving: Option<bool>,
-    calendar_ready: Option<bool>,
-}
-
-/// How long this instance has been behind the stream.
-#[derive(Default)]
-struct Lag {
-    behind_since: Option<std::time::Instant>,
-    /// When the lag was last measured against the stream's end.
-    checked_at: Option<std::time::Instant>,
 }
 
 struct Worker {
@@ -324,7 +303,7 @@ impl Worker {
                     }
                     self.schedule.saw_end(record.sequence, record.pending);
                     metrics::gauge!(METRIC_PENDING).set(record.pending as f64);
-                    self.note_lag(record.pending);
+                    self.lag.note(record.pending);
                     // While reading a long way behind (a first start on years
                     // of history), the tick below seldom gets its turn: save
                     // here too, so a crash does not start the reading over.
@@ -335,7 +314,7 @@ impl Worker {
                         caught_up = true;
                         self.mark_caught_up().await;
                     }
-                    let batch_ready = last_act.elapsed() >= ACT_INTERVAL || self.schedule.dirty_cases() >= APPEND_CONCURRENCY;
+                    let batch_ready = last_act.elapsed() >= ACT_INTERVAL || self.schedule.dirty_cases() >= DIRTY_BATCH;
                     if caught_up && (record.caught_up() || batch_ready) {
                         commits.extend(self.act(MAX_COMMITS.saturating_sub(commits.len())));
                         last_act = std::time::Instant::now();
@@ -443,19 +422,17 @@ impl Worker {
     /// The deadline watch's turn: the calendar check, then every case due
     /// (at most `room` commits started).
     async fn on_tick(&mut self, caught_up: bool, room: usize) -> Vec<Commit> {
-        self.check_calendar().await;
+        self.health.check_calendar(&self.calendar, self.clock.now()).await;
         self.report_health().await;
         metrics::gauge!(METRIC_OPEN_CASES).set(self.schedule.open_cases() as f64);
         // The lag also while no record arrives (a reader stalled behind a
         // growing stream): the stream's end against what was read, once a
         // second at most (a tick can be far shorter, and a hand-moved clock
         // ticks at once).
-        let due = self.lag.checked_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        if due && let Ok(end) = self.store.log().last_sequence().await {
-            self.lag.checked_at = Some(std::time::Instant::now());
-            let pending = end.saturating_sub(self.schedule.position());
-            metrics::gauge!(METRIC_PENDING).set(pending as f64);
-            self.note_lag(pending);
+        if self.lag.check_due()
+            && let Ok(end) = self.store.log().last_sequence().await
+        {
+            self.lag.checked(end.saturating_sub(self.schedule.position()));
         }
         if !caught_up {
             return Vec::new();
@@ -537,17 +514,6 @@ impl Worker {
         self.schedule.settle(&steps.head, answer);
     }
 
-    /// How long this instance has been behind the stream (the lag metric).
-    fn note_lag(&mut self, pending: u64) {
-        let lag = if pending == 0 {
-            self.lag.behind_since = None;
-            0.0
-        } else {
-            self.lag.behind_since.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
-        };
-        metrics::gauge!(METRIC_LAG_SECONDS).set(lag);
-    }
-
     /// Tell waiters when nothing is left to do: read to the end of the
     /// stream, every due case looked at, no step of ours still in flight.
     fn report_idle(&self, at_stream_end: bool) {
@@ -562,43 +528,13 @@ impl Worker {
     }
 
     async fn mark_caught_up(&mut self) {
-        info!(cases = self.schedule.open_cases(), "caught up with the case stream");
-        self.health.caught_up = true;
-        self.report_health().await;
-        self.check_calendar().await;
+        let writable = self.store.log().integrity().writable().is_ok();
+        self.health.caught_up(self.schedule.open_cases(), writable).await;
+        self.health.check_calendar(&self.calendar, self.clock.now()).await;
     }
 
-    /// SERVING once caught up, while the log keeps its history.
     async fn report_health(&mut self) {
-        let serving = self.health.caught_up && self.store.log().integrity().writable().is_ok();
-        if self.health.serving == Some(serving) {
-            return;
-        }
-        self.health.serving = Some(serving);
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        self.health.reporter.set_service_status("", status).await;
-        self.health.reporter.set_service_status(HEALTH_DISPATCHER, status).await;
-    }
-
-    /// Next year's calendar file must exist before the year starts.
-    async fn check_calendar(&mut self) {
-        let now = self.clock.now();
-        let year = now.to_zoned(jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).expect("tz")).year();
-        let ready = self.calendar.years().has(year) && self.calendar.years().has(year + 1);
-        metrics::gauge!(METRIC_CALENDAR_MISSING).set(if ready { 0.0 } else { 1.0 });
-        metrics::gauge!(METRIC_CALENDAR_DAYS_LEFT).set(calendar_days_left(self.calendar.years(), now));
-        if self.health.calendar_ready != Some(ready) {
-            self.health.calendar_ready = Some(ready);
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            self.health.reporter.set_service_status(HEALTH_CALENDAR, status).await;
-            if !ready {
-                warn!(
-                    this_year = year,
-                    next_year = year + 1,
-                    "a working-calendar file is missing: deadlines in that year count Monday-Friday; add deploy/calendar/<year>.toml"
-                );
-            }
-        }
+        self.health.report(self.store.log().integrity().writable().is_ok()).await;
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
     let Command::Backup(command) = command;
     match command {
         Backup::Init { args } => {
-            let client = crate::log::connect_as(&args.common, "gridctl-backup").await?;
+            let client = args.common.connect("gridctl-backup").await?;
             let js = jetstream::new(client.clone());
             let mut made = Vec::new();
             for (origin, config) in mirrors(&args) {
@@ -145,7 +145,7 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Backup::Status { args } => {
-            let client = crate::log::connect_as(&args.common, "gridctl-backup").await?;
+            let client = args.common.connect("gridctl-backup").await?;
             let js = jetstream::new(client.clone());
             let mut report = Vec::new();
             for (origin, config) in mirrors(&args) {
@@ -188,8 +188,8 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
                 stream: CASES.to_owned(),
                 ..args.common.clone()
             };
-            let source = jetstream::new(crate::log::connect_as(&from, "gridctl-backup").await?);
-            let target = jetstream::new(crate::log::connect_as(&args.common, "gridctl-restore").await?);
+            let source = jetstream::new(from.connect("gridctl-backup").await?);
+            let target = jetstream::new(args.common.connect("gridctl-restore").await?);
             let settings = args.common.stream_settings();
             let cases = (EventLog::watched(&settings), CASES);
             let replicas = usize::from(args.common.stream_replicas);
@@ -200,7 +200,7 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
                     replaced.push(watched.stream.clone());
                 }
             }
-            let copied = crate::log::copy(&from, ATTACHMENTS, &args.common, &args.attachment_stream).await?;
+            let copied = crate::copy::copy(&from, ATTACHMENTS, &args.common, &args.attachment_stream).await?;
             let mut stream = target.get_stream(&args.common.stream).await?;
             let last = stream.info().await?.state.last_sequence;
             let cases = crate::reseal::verify(&stream, last, |_| {}).await.context("verifying the restored stream")?;
@@ -216,7 +216,7 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
                 if !replaced.is_empty() {
                     println!("deleted the damaged {} (the backup holds all they held)", replaced.join(" and "));
                 }
-                crate::log::report_copy(&copied, false);
+                crate::copy::report_copy(&copied, false);
                 println!("the chains of {cases} cases verified; now rebuild the read models and start the services");
             }
             Ok(())

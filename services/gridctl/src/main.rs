@@ -4,6 +4,7 @@
 
 mod backup;
 mod client;
+mod copy;
 mod deadline;
 mod export;
 mod keys;

@@ -194,7 +194,7 @@ pub struct Reseal<'a> {
 pub async fn reseal(job: Reseal<'_>) -> anyhow::Result<Resealed> {
     let Reseal { common, keys, to_stream, max_messages } = job;
     anyhow::ensure!(to_stream != common.stream, "--to-stream must name a new stream, not {}", common.stream);
-    let client = crate::log::connect_as(common, "gridctl-reseal").await?;
+    let client = common.connect("gridctl-reseal").await?;
     let js = jetstream::new(client.clone());
     let mut source = js.get_stream(&common.stream).await.with_context(|| format!("stream {}", common.stream))?;
     let info = source.info().await?.clone();
@@ -261,7 +261,7 @@ pub async fn reseal(job: Reseal<'_>) -> anyhow::Result<Resealed> {
             }
             let (payload, headers) = transform(&store, &erased, &mut rechained, &mut counts, &stored).await?;
             let mut publish = jetstream::message::PublishMessage::build().payload(payload);
-            if let Some(headers) = crate::log::copyable_headers(headers.as_ref()) {
+            if let Some(headers) = crate::copy::copyable_headers(headers.as_ref()) {
                 publish = publish.headers(headers);
             }
             let ack = target
@@ -377,7 +377,7 @@ pub async fn delete_retired(
 ) -> anyhow::Result<Deleted> {
     let successor = &common.stream;
     anyhow::ensure!(retired != successor, "--retired names the stream in use ({successor})");
-    let client = crate::log::connect_as(common, "gridctl-delete-retired").await?;
+    let client = common.connect("gridctl-delete-retired").await?;
     let js = jetstream::new(client.clone());
     let mut old = js.get_stream(retired).await.with_context(|| format!("stream {retired}"))?;
     let info = old.info().await?.clone();

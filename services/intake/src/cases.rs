@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gridcase_auth::policy::{CaseScope, ContactView, contact_view};
 use gridcase_calendar::Calendar;
-use gridcase_domain::{Case, CaseId, Command, ContactState, DomainError, Event, Text};
+use gridcase_domain::{Case, CaseId, Command, DomainError, Event, Text};
 use gridcase_envelope::fold;
 use gridcase_envelope::{DecodeError, Positioned, StoredEvent, verify_history};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance};
@@ -466,7 +466,7 @@ impl CaseService for CaseApi {
         let case_id = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
         let resident_contact =
-            resident_contact(&self.keys, &loaded, contact_view(&access.principal, &scope(&loaded))).await?;
+            personal::shown(&self.keys, &loaded, contact_view(&access.principal, &scope(&loaded))).await?;
         let version = loaded.head.version;
         let case = loaded.case;
         let deadlines = case
@@ -509,7 +509,7 @@ impl CaseService for CaseApi {
         let chain = verify_history(&loaded.history);
         // A history is an audit view: the resident's contact details
         // masked for every role, or said to be erased; never their sealed form.
-        let contact = resident_contact(&self.keys, &loaded, ContactView::Masked).await?.map(|shown| {
+        let contact = personal::shown(&self.keys, &loaded, ContactView::Masked).await?.map(|shown| {
             if shown.erased {
                 serde_json::json!({ "erased": true })
             } else {
@@ -528,33 +528,6 @@ impl CaseService for CaseApi {
             chain_problem: chain.err().map(|e| e.to_string()).unwrap_or_default(),
         }))
     }
-}
-
-/// The resident's contact details from the filing, as `view` allows: opened
-/// with the case's key; empty and marked erased once they were erased.
-async fn resident_contact(
-    keys: &KeyStore,
-    loaded: &Loaded,
-    view: ContactView,
-) -> Result<Option<api::ResidentContact>, Status> {
-    let first = loaded.history.first().ok_or_else(|| status::internal(&"empty history"))?;
-    let Event::Filed(filing) = first.event.decode().map_err(|e| status::internal(&e))? else {
-        return Err(status::internal(&"a history that does not start with a filing"));
-    };
-    let Some(contact) = filing.contact else { return Ok(None) };
-    let erased = api::ResidentContact { erased: true, ..Default::default() };
-    if loaded.case.contact == ContactState::Erased {
-        return Ok(Some(erased));
-    }
-    let Some(contact) = personal::open(keys, &filing.case_id, &contact).await? else { return Ok(Some(erased)) };
-    let masked = view == ContactView::Masked;
-    let shown = |full: &str, masked_text: String| if masked { masked_text } else { full.to_owned() };
-    Ok(Some(api::ResidentContact {
-        name: contact.name.as_ref().map(|n| shown(n.expose(), n.masked())).unwrap_or_default(),
-        phone: contact.phone.as_ref().map(|p| shown(p.expose(), p.masked())).unwrap_or_default(),
-        masked,
-        erased: false,
-    }))
 }
 
 /// One event as people read it, the resident's contact details shown as

@@ -13,9 +13,9 @@ use jiff::Timestamp;
 use sqlx::Row as _;
 use uuid::Uuid;
 
+use crate::columns::{contact_state, contact_state_name, due_column, from_micros, micros};
 use crate::copy::Rows;
 use crate::project::CaseRow;
-use crate::store::{contact_state, contact_state_name, due_column, from_micros, micros};
 
 /// How a column is stored (and bound: every kind has an array type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

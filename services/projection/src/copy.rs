@@ -9,8 +9,8 @@ use std::io::Write as _;
 use jiff::Timestamp;
 use uuid::Uuid;
 
+use crate::project::EventRow;
 use crate::project::{LedgerKey, Measure};
-use crate::store::EventRow;
 
 /// The columns of `case_events` in the order [`event`] writes them.
 pub const EVENT_COLUMNS: &str = "stream_sequence, event_id, case_id, case_version, event_type, occurred_at, \

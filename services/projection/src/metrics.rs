@@ -107,7 +107,7 @@ pub async fn refresh_cases(
         .map(|s| format!("'{}'", s.name()))
         .collect();
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT township, count(*), count(*) FILTER (WHERE ");
-    crate::query::sql::overdue_condition(&mut query, crate::store::micros(now));
+    crate::query::sql::overdue_condition(&mut query, crate::columns::micros(now));
     query.push(format!(") FROM cases WHERE state IN ({}) GROUP BY township", open.join(", ")));
     let counted: Vec<(String, i64, i64)> =
         query.build().fetch_all(pool).await?.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();

@@ -8,6 +8,24 @@ use gridcase_envelope::sealing::SealedJson;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
+use uuid::Uuid;
+
+/// One audit-history row.
+pub struct EventRow {
+    pub stream_sequence: u64,
+    pub event_id: Uuid,
+    pub case_id: Uuid,
+    pub case_version: u64,
+    pub event_type: String,
+    pub occurred_at: Timestamp,
+    pub actor_person: String,
+    pub actor_role: String,
+    pub actor_organisation: String,
+    pub reason: Option<String>,
+    pub hash: String,
+    pub prev_hash: Option<String>,
+    pub envelope: String,
+}
 
 /// The read-model row of one case.
 #[derive(Debug, Clone, PartialEq, Eq)]

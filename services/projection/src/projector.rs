@@ -25,8 +25,9 @@ use gridcase_process::Shutdown;
 use sqlx::{Connection as _, PgConnection};
 use tracing::{debug, info, warn};
 
+use crate::project::EventRow;
 use crate::project::{self, CaseRow};
-use crate::store::{self, Batch, EventRow};
+use crate::store::{self, Batch};
 
 /// What a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

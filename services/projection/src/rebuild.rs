@@ -35,7 +35,7 @@ use gridcase_domain::Event;
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, ReadFrom};
 use jiff::{SignedDuration, Timestamp};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -45,6 +45,12 @@ use crate::copy::{self, Rows};
 use crate::project::{CaseRow, LedgerKey, Measure};
 use crate::projector;
 use crate::store::{self, quote};
+
+mod indexes;
+mod writers;
+
+use indexes::Deferred;
+use writers::{Side, bulk_connection, events_writer, side_writer};
 
 /// How a rebuild divides its work.
 #[derive(Debug, Clone)]
@@ -182,81 +188,6 @@ pub async fn build(database_url: &str, schema: &str, log: &EventLog, options: &O
     Ok(Built { pool, position: last, figures })
 }
 
-/// The keys and indexes of the read models, dropped while loading and built
-/// again afterwards from their own definitions (the migrations stay the one
-/// place that defines them). `cases_pkey` stays: a case let go is read back
-/// through it.
-struct Deferred {
-    /// (table, the statement that builds it again)
-    restore: Vec<(String, String)>,
-}
-
-impl Deferred {
-    async fn take(pool: &PgPool, schema: &str) -> anyhow::Result<Deferred> {
-        let tables = ["case_events", "cases", "ledger_daily"].map(str::to_owned).to_vec();
-        let constraints: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT t.relname::text, c.conname::text, pg_get_constraintdef(c.oid) FROM pg_constraint c \
-             JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
-             WHERE n.nspname = $1 AND t.relname = ANY($2) AND c.contype IN ('p', 'u') AND c.conname <> 'cases_pkey'",
-        )
-        .bind(schema)
-        .bind(&tables)
-        .fetch_all(pool)
-        .await?;
-        let indexes: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes i WHERE schemaname = $1 \
-             AND tablename = ANY($2) AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
-             JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = $1 AND c.conname = i.indexname)",
-        )
-        .bind(schema)
-        .bind(&tables)
-        .fetch_all(pool)
-        .await?;
-        let mut restore = Vec::new();
-        for (table, name, definition) in constraints {
-            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {} DROP CONSTRAINT {}", quote(&table), quote(&name))))
-                .execute(pool)
-                .await?;
-            restore.push((
-                table.clone(),
-                format!("ALTER TABLE {} ADD CONSTRAINT {} {definition}", quote(&table), quote(&name)),
-            ));
-        }
-        for (table, name, definition) in indexes {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {}", quote(&name)))).execute(pool).await?;
-            restore.push((table, definition));
-        }
-        Ok(Deferred { restore })
-    }
-
-    /// Build everything again: the history's key on one connection, the
-    /// rest on another, at the same time.
-    async fn restore(self, pool: &PgPool, memory: &str) -> anyhow::Result<()> {
-        let (history, rest): (Vec<_>, Vec<_>) = self.restore.into_iter().partition(|(table, _)| table == "case_events");
-        let run = |statements: Vec<(String, String)>| {
-            let pool = pool.clone();
-            let memory = memory.to_owned();
-            async move {
-                let mut connection = pool.acquire().await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("SET maintenance_work_mem = '{}'", memory.replace('\'', ""))))
-                    .execute(&mut *connection)
-                    .await?;
-                for (_, statement) in statements {
-                    let started = Instant::now();
-                    sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-                        .execute(&mut *connection)
-                        .await
-                        .with_context(|| statement.clone())?;
-                    info!(statement, seconds = started.elapsed().as_secs_f64(), "rebuild: index built");
-                }
-                anyhow::Ok(())
-            }
-        };
-        let (a, b) = tokio::join!(run(history), run(rest));
-        a.and(b)
-    }
-}
-
 /// One decoded message of a chunk: its COPY line lies in the chunk's bytes.
 struct Decoded {
     sequence: u64,
@@ -290,65 +221,6 @@ fn decode_chunk(records: Vec<(u64, bytes::Bytes)>, folds: usize) -> Vec<DecodedC
 /// Which fold a case belongs to.
 fn fold_of(case: &Uuid, folds: usize) -> usize {
     (case.as_u128() % folds as u128) as usize
-}
-
-/// What the side writer does, in order.
-enum Side {
-    Cases(Vec<u8>),
-    Ledger(Vec<u8>),
-    /// Read a case back (and remove its row: it is written again later).
-    ReadBack(Uuid, oneshot::Sender<anyhow::Result<Option<CaseRow>>>),
-}
-
-async fn side_writer(mut connection: PgConnection, mut commands: mpsc::Receiver<Side>) -> anyhow::Result<()> {
-    let cases = format!("COPY cases ({}) FROM STDIN", case_table::copy_columns());
-    let ledger = format!("COPY ledger_delta ({}) FROM STDIN", copy::ledger_columns());
-    while let Some(command) = commands.recv().await {
-        match command {
-            Side::Cases(bytes) | Side::Ledger(bytes) if bytes.is_empty() => {}
-            Side::Cases(bytes) => copy_segment(&mut connection, &cases, bytes).await.context("loading case rows")?,
-            Side::Ledger(bytes) => {
-                copy_segment(&mut connection, &ledger, bytes).await.context("loading ledger deltas")?
-            }
-            Side::ReadBack(id, answer) => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM cases WHERE case_id = $1 RETURNING {}",
-                    *case_table::SELECT
-                )))
-                .bind(id)
-                .fetch_optional(&mut connection)
-                .await
-                .map_err(anyhow::Error::from)
-                .and_then(|row| row.as_ref().map(case_table::read).transpose());
-                answer.send(row).ok();
-            }
-        }
-    }
-    connection.close().await.ok();
-    Ok(())
-}
-
-async fn copy_segment(connection: &mut PgConnection, statement: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-    let mut copy = connection.copy_in_raw(statement).await?;
-    copy.send(bytes).await?;
-    copy.finish().await?;
-    Ok(())
-}
-
-/// The history in one COPY, in the transaction that emptied the table, so
-/// its rows are written frozen (no later rewrite to set hint bits).
-async fn events_writer(mut connection: PgConnection, mut segments: mpsc::Receiver<Vec<u8>>) -> anyhow::Result<()> {
-    let mut tx = connection.begin().await?;
-    sqlx::raw_sql("TRUNCATE case_events").execute(&mut *tx).await?;
-    let mut copy =
-        tx.copy_in_raw(&format!("COPY case_events ({}) FROM STDIN WITH (FREEZE)", copy::EVENT_COLUMNS)).await?;
-    while let Some(segment) = segments.recv().await {
-        copy.send(segment).await.context("loading the history")?;
-    }
-    copy.finish().await.context("loading the history")?;
-    tx.commit().await?;
-    connection.close().await.ok();
-    Ok(())
 }
 
 /// A case in memory: its row (none for events of a case never filed), the
@@ -513,14 +385,6 @@ impl Fold {
         self.figures.cases += rows.count as u64;
         self.side(Side::Cases(rows.bytes)).await
     }
-}
-
-async fn bulk_connection(pool: &PgPool) -> anyhow::Result<PgConnection> {
-    let mut connection = pool.acquire().await?.detach();
-    // A rebuild that dies is started again from scratch: its commits need
-    // not wait for the disk.
-    sqlx::raw_sql("SET synchronous_commit = off").execute(&mut connection).await?;
-    Ok(connection)
 }
 
 /// Read the stream up to `last`, fold it and load the rows.

@@ -7,37 +7,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gridcase_domain::{CaseId, ContactState};
-use jiff::Timestamp;
+use gridcase_domain::CaseId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::case_table;
-use crate::project::{CaseRow, LedgerKey, Measure};
+use crate::columns::micros;
+use crate::project::{CaseRow, EventRow, LedgerKey, Measure};
 
 /// The name of this projection's position row.
 pub const PROJECTION: &str = "cases";
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
-
-pub fn micros(at: Timestamp) -> i64 {
-    at.as_microsecond()
-}
-
-pub fn from_micros(micros: i64) -> Timestamp {
-    Timestamp::from_microsecond(micros).expect("instants in the database are in range")
-}
-
-/// The column of `cases` holding a clock's current deadline.
-pub fn due_column(clock: gridcase_domain::Clock) -> &'static str {
-    match clock {
-        gridcase_domain::Clock::Register => "register_due",
-        gridcase_domain::Clock::Acknowledge => "acknowledge_due",
-        gridcase_domain::Clock::Resolve => "resolve_due",
-        gridcase_domain::Clock::Verify => "verify_due",
-    }
-}
 
 /// How long a query waits for a connection before it is answered
 /// UNAVAILABLE (the database is down or every connection is busy).
@@ -166,18 +148,6 @@ pub async fn lock_position(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result
     Ok(row.get::<i64, _>(0) as u64)
 }
 
-pub fn contact_state_name(state: ContactState) -> &'static str {
-    match state {
-        ContactState::None => "none",
-        ContactState::Given => "given",
-        ContactState::Erased => "erased",
-    }
-}
-
-pub(crate) fn contact_state(name: &str) -> Option<ContactState> {
-    [ContactState::None, ContactState::Given, ContactState::Erased].into_iter().find(|s| contact_state_name(*s) == name)
-}
-
 /// The hash of the last kept event of each of these cases that has one.
 pub async fn last_hashes(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, String>> {
     let rows = sqlx::query(
@@ -199,23 +169,6 @@ pub async fn load_cases(executor: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> an
             .fetch_all(executor)
             .await?;
     rows.iter().map(|row| case_table::read(row).map(|r| (r.case.id, r))).collect()
-}
-
-/// One audit-history row.
-pub struct EventRow {
-    pub stream_sequence: u64,
-    pub event_id: Uuid,
-    pub case_id: Uuid,
-    pub case_version: u64,
-    pub event_type: String,
-    pub occurred_at: Timestamp,
-    pub actor_person: String,
-    pub actor_role: String,
-    pub actor_organisation: String,
-    pub reason: Option<String>,
-    pub hash: String,
-    pub prev_hash: Option<String>,
-    pub envelope: String,
 }
 
 /// Everything one batch changes.

@@ -1,4 +1,7 @@
-use gridcase_domain::{PersonName, PhoneNumber, Sha256Digest};
+use gridcase_domain::{
+    AttachmentRef, CategoryCode, Clock, ClockMark, DeadlineBasis, Feedback, GridCode, Location, OrgCode, PersonName,
+    PhoneNumber, ResidentContact, SealedData, Sha256Digest, Supervision, Text, Tier,
+};
 
 fn basis() -> Option<DeadlineBasis> {
     Some(DeadlineBasis {

@@ -12,8 +12,8 @@ use tonic::Status;
 use super::export::f64_text;
 use super::sql::{overdue_condition, push_scope};
 use super::{QueryApi, db_error};
+use crate::columns::micros;
 use crate::project::{Measure, OrgKind};
-use crate::store::micros;
 
 /// Ledger rows summed over a period.
 struct LedgerSums {

@@ -29,8 +29,9 @@ use jiff::Timestamp;
 use sqlx::{PgPool, QueryBuilder, Row};
 use tonic::{Request, Response, Status};
 
+use crate::columns::{from_micros, micros};
 use crate::project::CaseRow;
-use crate::store::{self, from_micros, micros};
+use crate::store;
 use export::{ExportStream, export, export_format};
 use ledger::{LEDGER_HEADER, ledger_record, ledger_regions};
 pub use sql::list_query;

@@ -12,7 +12,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use tonic::Status;
 
 use super::CLOCKS;
-use crate::store::{self, from_micros, micros};
+use crate::columns::{self, from_micros, micros};
 
 /// The SQL condition "some clock that runs in the case's state is past due
 /// at `now`", from the domain's own definition of which clock runs in which
@@ -24,7 +24,7 @@ pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
         .map(|clock| {
             let states: Vec<String> =
                 State::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
-            format!("(state IN ({}) AND {} < ts_from_micros({now}))", states.join(", "), store::due_column(clock))
+            format!("(state IN ({}) AND {} < ts_from_micros({now}))", states.join(", "), columns::due_column(clock))
         })
         .collect();
     builder.push(format!("({})", clocks.join(" OR ")));
