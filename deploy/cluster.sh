@@ -375,7 +375,7 @@ up() {
     GRIDCASE_NATS_TLS_CA="$SECRETS/ca.pem" GRIDCASE_STREAM_REPLICAS="$NODES" \
     "$BIN/gridctl" log set-replicas >/dev/null
   start_postgres
-  # intake-1 first: it creates the stream (three replicas) and the bucket.
+  # intake-1 first: it creates the streams (three replicas) and the key bucket.
   for name in "${SERVICES[@]}"; do
     stop "$name"
     start_service "$name"

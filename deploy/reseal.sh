@@ -5,7 +5,7 @@
 # details in clear) that must become erasable.
 #   1. stops intake, the projection and the dispatcher (NATS stays up);
 #   2. gridctl log reseal: verifies every chain of the old stream, copies it
-#      (contact details sealed, their chains re-sealed; the old stream gives
+#      (contact details sealed, their chains re-chained; the old stream gives
 #      up its subjects), verifies every chain of the new one and that no
 #      filing in it holds clear text;
 #   3. records the new stream and a new dispatcher snapshot bucket in

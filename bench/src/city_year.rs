@@ -9,8 +9,8 @@
 //! dispatch, deadlines, warnings, overdue marks, cards), with its event ids;
 //! the people's steps (acknowledge, return, extension, resolve, verify,
 //! feedback, reopen, cancel, registration and dispatch by hand) come from
-//! `decide` at drawn delays, with intake's event ids. Every event is sealed
-//! and chained as the case store seals it, with the same headers, and
+//! `decide` at drawn delays, with intake's event ids. Every event is
+//! chained as the case store chains it, with the same headers, and
 //! written in atomic batches whose first message of each case carries its
 //! expected per-subject sequence (a new case: none of its id anywhere).
 //! Nothing else writes to the stream, so the stream sequences are known.

@@ -247,8 +247,6 @@ enum CityYear {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
-    /// The write path's reads on the data set: locating and loading random
-    /// cases, beside a raw read of one message.
     /// The projection's rebuild on the data set, beside a raw read of the
     /// stream and a raw COPY of the same rows; the read models stay in the
     /// database gridcase_cityyear for `queries`.
@@ -275,6 +273,8 @@ enum CityYear {
         #[arg(long, env = "GRIDCASE_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         admin_url: String,
     },
+    /// The write path's reads on the data set: locating and loading random
+    /// cases, beside a raw read of one message.
     Reads {
         #[arg(long)]
         dir: std::path::PathBuf,

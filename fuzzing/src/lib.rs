@@ -339,8 +339,6 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
-    /// Each lifecycle seed is an accepted request of the kind it is filed
-    /// under: the seeds and the kinds of `check_wire` are in the same order.
     #[test]
     fn the_upload_seed_is_an_upload_intake_accepts() {
         use prost::Message as _;
@@ -369,6 +367,8 @@ mod tests {
         }
     }
 
+    /// Each lifecycle seed is an accepted request of the kind it is filed
+    /// under: the seeds and the kinds of `check_wire` are in the same order.
     #[test]
     fn every_lifecycle_seed_passes_the_check_of_its_kind() {
         let seeds: Vec<_> =

@@ -60,7 +60,6 @@ pub async fn append_foreign(
     ack.sequence
 }
 
-/// The workspace root (for deploy/ files).
 /// A Prometheus metrics page (`GET /metrics` on `addr`) as `name{labels}` →
 /// value; `None` while nothing answers there.
 pub async fn scrape_metrics(addr: SocketAddr) -> Option<std::collections::BTreeMap<String, f64>> {
@@ -93,6 +92,7 @@ pub fn service_binaries() -> PathBuf {
     dir
 }
 
+/// The workspace root (for deploy/ files).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }

@@ -1,5 +1,5 @@
 //! The year simulated hour by hour on a thread of its own: filings, the
-//! dispatcher's steps (its own `Core`) and the people's (`decide`), sealed,
+//! dispatcher's steps (its own `Core`) and the people's (`decide`),
 //! chained and handed to the publisher in atomic batches.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -39,7 +39,7 @@ struct Draw {
     feedback: Option<Feedback>,
     reopen: bool,
     /// When the people act, as a share of the time their clock allows (from
-    /// the status's start to its deadline): most well within it, some late.
+    /// the state's start to its deadline): most well within it, some late.
     ack_share: f64,
     resolve_share: f64,
     verify_share: f64,
@@ -56,7 +56,7 @@ struct Sim {
     case: Option<Case>,
     last_sequence: u64,
     last_hash: Option<String>,
-    /// When the case entered its present status.
+    /// When the case entered its present state.
     since: Timestamp,
     draw: Draw,
     returns_done: bool,
@@ -113,7 +113,7 @@ impl Generator<'_> {
         }
     }
 
-    /// Seal `event` after the case's head and add it to the batch being
+    /// Chain `event` after the case's head and add it to the batch being
     /// built; fold it into the dispatcher's and the domain's view.
     fn emit(
         &mut self,
@@ -193,7 +193,7 @@ impl Generator<'_> {
         let case = sim.case.as_ref()?;
         let draw = &sim.draw;
         let minutes = |m: i64| sim.since + SignedDuration::from_mins(m);
-        // A share of the time from the status's start to the clock's deadline.
+        // A share of the time from the state's start to the clock's deadline.
         let within = |clock: gridcase_domain::Clock, share: f64, otherwise: i64| match case.deadlines.get(&clock) {
             Some(due) if *due > sim.since => {
                 sim.since + SignedDuration::from_secs_f64(due.duration_since(sim.since).as_secs_f64() * share)

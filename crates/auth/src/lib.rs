@@ -6,7 +6,7 @@
 //!   caller is.
 //! * [`policy`]: the one authorization function, [`authorize`], pure and
 //!   table-tested: may this principal do this operation on this target?
-//!   Every service asks it, through the layer in `gridcase-runtime`, and
+//!   Every service asks it, through the layer in `gridcase-grpc`, and
 //!   nothing else decides.
 //!
 //! Like the domain crate, this one does no IO and reads no clock.

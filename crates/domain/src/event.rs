@@ -22,7 +22,7 @@ pub struct Filing {
 }
 
 /// What happened to a case. Who, when and why-in-general live in the stored
-/// envelope (eventlog crate); the event holds the facts of the change.
+/// envelope (envelope crate); the event holds the facts of the change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Filed(Filing),
@@ -132,7 +132,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// Every event kind's stable name, as stored (the eventlog's `type`).
+    /// Every event kind's stable name, as stored (the envelope's `type`).
     pub const KINDS: [&'static str; 26] = [
         "filed",
         "registered",

@@ -170,7 +170,7 @@ pub enum Contact {
 }
 
 /// An AEAD ciphertext and the nonce it was sealed with. Which algorithm,
-/// which key and which associated data is the eventlog's sealing module's
+/// which key and which associated data is the envelope's sealing module's
 /// business.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedData {

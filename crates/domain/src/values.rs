@@ -1,5 +1,5 @@
 //! Small value types of the case domain. Their serde names are part of the
-//! stored-event wire format (see the eventlog crate's snapshot tests): renaming
+//! stored-event wire format (see the envelope crate's snapshot tests): renaming
 //! a variant here fails those snapshots rather than silently breaking history.
 
 use std::fmt;
@@ -327,7 +327,7 @@ impl From<Sha256Digest> for String {
     }
 }
 
-/// A photo or other file stored in the attachment bucket, referenced by its
+/// A photo or other file stored in the attachment stream, referenced by its
 /// content digest and size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttachmentRef {

@@ -3,9 +3,9 @@
 //! Each case that records a resident's contact details gets its own random
 //! data key (AES-256-GCM). The details are sealed under it before the filing
 //! is appended, so the log, its copies and the read models only ever hold
-//! ciphertext; destroying the data key (see [`crate::keys`]) erases them
-//! everywhere at once while the events, and the hashes over them, stay as
-//! they are. Data keys are stored wrapped (sealed) under a master key from
+//! ciphertext; destroying the data key (see `gridcase_eventlog::keys`) erases
+//! them everywhere at once while the events, and the hashes over them, stay
+//! as they are. Data keys are stored wrapped (sealed) under a master key from
 //! the operator's key file ([`MasterKeys`]); the file may list older master
 //! keys, which still unwrap but no longer wrap, so the master key can be
 //! rotated.

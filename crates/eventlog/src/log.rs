@@ -1,13 +1,14 @@
 //! The case event log on NATS JetStream.
 //!
 //! One stream holds every case; each case has its own subject (see
-//! [`crate::subject`]). Every append states the last sequence of that subject
-//! it expects (`Nats-Expected-Last-Subject-Sequence`, 0 for a new case), so
-//! two writers never interleave histories and a case is created once, forever,
-//! not only inside the duplicate window. Every append carries its event id as
-//! `Nats-Msg-Id`, so a retry inside the window is a duplicate, not a second
-//! event; outside the window (or when the server answers a stale expectation
-//! first) the event found at the expected position is compared with ours.
+//! [`gridcase_envelope::subject`]). Every append states the last sequence of
+//! that subject it expects (`Nats-Expected-Last-Subject-Sequence`, 0 for a
+//! new case), so two writers never interleave histories and a case is created
+//! once, forever, not only inside the duplicate window. Every append carries
+//! its event id as `Nats-Msg-Id`, so a retry inside the window is a
+//! duplicate, not a second event; outside the window (or when the server
+//! answers a stale expectation first) the event found at the expected
+//! position is compared with ours.
 
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ pub struct StreamSettings {
     /// with backoff, until this much time has passed. Then the caller is
     /// told the log is unavailable.
     pub append_deadline: Duration,
-    /// Copies JetStream keeps of the stream (and the attachment bucket): 1
+    /// Copies JetStream keeps of the stream (and the attachment stream): 1
     /// on a single server, 3 on a three-node cluster.
     pub replicas: usize,
     /// How the case store gathers appends into atomic batches.

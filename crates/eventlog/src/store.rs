@@ -1,19 +1,22 @@
-//! The case store: the one write path of gridcase. Intake (filing), the
-//! lifecycle API, the dispatcher and the test helpers all go through it;
-//! nothing else appends to the event log.
+//! The case store: the one write path of gridcase's events. Intake
+//! (filing), the lifecycle API, the dispatcher and the test helpers all go
+//! through it; nothing else decides an event (the operator's copies,
+//! `gridctl log copy|reseal` and `backup restore`, move stored messages).
 //!
 //! * [`CaseStore::load`] reads a case's history and folds it: the case, its
 //!   subject, where it stands in the stream ([`Head`]).
-//! * [`CaseStore::commit`] seals one decided event after the head (version,
+//! * [`CaseStore::commit`] chains one decided event after the head (version,
 //!   hash chain), appends it with the expected per-subject sequence
-//!   (gathered with concurrent commits into one atomic batch: [`crate::batch`]), and
+//!   (gathered with concurrent commits into one atomic batch: [`crate::group`],
+//!   the case stream's writer in [`crate::batch`]), and
 //!   interprets the log's answer once: [`Committed::Stored`] (by this call),
 //!   [`Committed::AlreadyStored`] (this very event, same id, was in the log
 //!   before this call: a retry of something that had landed, or another
 //!   instance taking the same step), [`CommitError::Conflict`] (the case
 //!   moved on), [`CommitError::Unavailable`] (nothing is known to be
-//!   stored; the same commit may be tried again) or [`CommitError::Refused`]
-//!   (the log will never take it).
+//!   stored; the same commit may be tried again), [`CommitError::Refused`]
+//!   (the log will never take it) or [`CommitError::Stopped`] (the log no
+//!   longer keeps its history: nothing was sent).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -259,13 +262,13 @@ impl CaseStore {
         Ok(Some(Loaded { head, history, case }))
     }
 
-    /// Seal `event` as the case's next event after `head` and append it.
+    /// Chain `event` as the case's next event after `head` and append it.
     pub async fn commit(&self, head: &Head, event: &Event, provenance: Provenance) -> Result<Committed, CommitError> {
         let mut committed = self.commit_chain(head, vec![(event, provenance)]).await?;
         Ok(committed.pop().expect("one outcome per event"))
     }
 
-    /// Seal `steps` as the case's next events after `head`, each chained to
+    /// Chain `steps` as the case's next events after `head`, each chained to
     /// the one before, and append them together (one atomic batch): all of
     /// them are stored or none. One outcome per event, in order. If only the
     /// start of the chain is found in the log (another writer took the first

@@ -61,7 +61,7 @@ pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Status {
 }
 
 /// UNAVAILABLE while writes are stopped because the log no longer keeps its
-/// history ([`gridcase_eventlog::integrity`]): the client keeps its request
+/// history (`gridcase_eventlog::integrity`): the client keeps its request
 /// and sends it again later; operators have the alert and the details.
 pub fn writes_stopped(problems: &str) -> Status {
     tracing::warn!(%problems, "a write refused: the case log no longer keeps its history");

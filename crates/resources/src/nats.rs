@@ -17,7 +17,7 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
-    /// Copies JetStream keeps of the case stream and the attachment bucket:
+    /// Copies JetStream keeps of the case stream and the attachment stream:
     /// 1 on a single server, 3 on a three-node cluster (at most 5).
     #[arg(long, env = "GRIDCASE_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
@@ -83,7 +83,7 @@ pub struct CommonArgs {
     #[arg(long, env = "GRIDCASE_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
 
-    /// How often the case stream (and the buckets the service uses) is
+    /// How often the case stream (and the other streams the service uses) is
     /// checked to still keep its history: no retention limit, roll-up, TTL
     /// or deletion allowed, nothing gone. Writes stop while it does not.
     #[arg(long, env = "GRIDCASE_INTEGRITY_INTERVAL", default_value = "30s", value_parser = parse_duration)]

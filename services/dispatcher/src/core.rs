@@ -76,7 +76,6 @@ pub fn dormant(state: State) -> bool {
     state.is_final() || state == State::Closed
 }
 
-/// One step for the dispatcher to take on one case.
 /// The event types of the steps the dispatcher takes.
 pub const STEP_KINDS: [&str; 7] = [
     "registered",
@@ -88,6 +87,7 @@ pub const STEP_KINDS: [&str; 7] = [
     "resident_data_erased",
 ];
 
+/// One step for the dispatcher to take on one case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub command: Command,

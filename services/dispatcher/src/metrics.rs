@@ -2,7 +2,7 @@
 //! the first scrape shows them all), the calendar's days-left figure and
 //! how far behind the stream it is.
 
-/// The metrics, each exported from start-up (at zero) by [`register_metrics`].
+// The metrics, each exported from start-up (at zero) by `register_metrics`.
 pub(crate) const METRIC_STEPS: &str = "gridcase_dispatcher_steps_total";
 pub(crate) const METRIC_CONFLICTS: &str = "gridcase_dispatcher_conflicts_total";
 pub(crate) const METRIC_PENDING: &str = "gridcase_dispatcher_pending_messages";

@@ -14,11 +14,11 @@ use gridcase_eventlog::{EventLog, attachments, integrity};
 use gridcase_resources::CommonArgs;
 use serde_json::json;
 
-/// The names the mirrors take in the backup account.
+// The names the mirrors take in the backup account.
 pub const CASES: &str = "BACKUP_GRIDCASE_CASES";
 pub const ATTACHMENTS: &str = "BACKUP_GRIDCASE_ATTACHMENTS";
-/// Where the backup account finds the GRIDCASE account's JetStream API
-/// (its imports), and where the mirrors' messages are delivered.
+// Where the backup account finds the GRIDCASE account's JetStream API
+// (its imports), and where the mirrors' messages are delivered.
 const API_PREFIX: &str = "gridcase-backup.api";
 const DELIVER_PREFIX: &str = "gridcase-backup.deliver";
 
@@ -217,7 +217,10 @@ pub async fn run(command: Command, json_output: bool) -> anyhow::Result<()> {
                     println!("deleted the damaged {} (the backup holds all they held)", replaced.join(" and "));
                 }
                 crate::copy::report_copy(&copied, false);
-                println!("the chains of {cases} cases verified; now rebuild the read models and start the services");
+                println!(
+                    "the chains of {cases} cases verified; start the services (read models that were built from \
+                     another history are rebuilt with gridcase-projection rebuild)"
+                );
             }
             Ok(())
         }

@@ -1,5 +1,5 @@
 //! `gridctl log …`: the operator's view of the case
-//! stream and the attachment bucket on NATS JetStream (not through the
+//! stream and the attachment stream on NATS JetStream (not through the
 //! services: straight to NATS, as the operator user of
 //! deploy/nats/permissions.conf).
 
@@ -13,7 +13,7 @@ use crate::copy::{copy, copy_legacy_bucket, report_copy};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// The case stream and the attachment bucket on NATS (operators).
+    /// The case stream and the attachment stream on NATS (operators).
     #[command(subcommand)]
     Log(Log),
 }
@@ -40,7 +40,7 @@ pub enum Log {
         #[command(flatten)]
         keys: KeyBucketArgs,
     },
-    /// Copy the case stream and the attachment bucket from another NATS
+    /// Copy the case stream and the attachment stream from another NATS
     /// (the single node a deployment outgrew) into this one (the cluster,
     /// --stream-replicas copies), message for message: same subjects,
     /// headers, bodies and stream sequences, so every hash chain and the
@@ -79,7 +79,7 @@ pub enum Log {
     },
     /// Copy the case stream (--stream) into a new one (--to-stream) with
     /// every resident's contact details sealed and every chain they are in
-    /// re-sealed, verifying all chains before and after; for history
+    /// re-chained, verifying all chains before and after; for history
     /// written before sealing, which must become erasable. Stop the
     /// services first; then point them at the new stream (deploy/reseal.sh
     /// does all of it for the deployment deploy/up.sh runs). The old stream

@@ -1,6 +1,8 @@
 //! `gridctl`: gridcase from a terminal. It speaks only the public gRPC APIs
-//! (IntakeService, CaseService, QueryService, AuthService, ReferenceService), apart from `deadline`, which computes on the
-//! policy and calendar files directly.
+//! (IntakeService, CaseService, QueryService, AuthService, ReferenceService),
+//! apart from `deadline`, which computes on the policy and calendar files
+//! directly, the operator's `log`, `backup` and `keys`, which go straight to
+//! NATS, and `nats-key` and `master-key`, which only make keys.
 
 mod backup;
 mod client;

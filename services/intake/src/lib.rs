@@ -61,7 +61,7 @@ impl Application {
         let (client, log) = config.common.open_log("gridcase-intake").await?;
         let attachments = AttachmentStore::open(log.context(), &config.attachment_stream, log.settings().replicas)
             .await
-            .context("opening the attachment bucket")?;
+            .context("opening the attachment stream")?;
         let keys = config.keys.open(&log, true).await?;
         let limits = Limits {
             max_attachment_bytes: config.max_attachment_bytes,
@@ -162,7 +162,6 @@ impl Application {
     }
 }
 
-/// Build and run with the system clock, stopping on SIGTERM/SIGINT.
 /// The gRPC services intake serves (their methods' metrics start at zero).
 const SERVED: [&str; 4] = [
     "gridcase.intake.v1.IntakeService",
@@ -171,6 +170,7 @@ const SERVED: [&str; 4] = [
     "gridcase.admin.v1.ReferenceService",
 ];
 
+/// Build and run with the system clock, stopping on SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let app = Application::build(config, listener, Arc::new(SystemTimeSource)).await?;

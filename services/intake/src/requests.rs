@@ -197,7 +197,7 @@ impl Check for api::ReassignRequest {
 }
 
 /// A text with photos (progress, resolution): the references checked here,
-/// the photos' presence in the bucket by the handler.
+/// the photos' presence in the attachment stream by the handler.
 pub(crate) struct WithAttachments {
     pub ctx: Context,
     pub text: Text,

@@ -73,6 +73,7 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
 
     // The mirrors, in an account the daily users cannot see.
     let made = script("backup.sh", &env, &["init"]);
+    eprintln!("deploy/backup.sh init:\n{made}");
     assert!(made.contains("BACKUP_GRIDCASE_CASES mirrors GRIDCASE_CASES (created)"), "{made}");
     assert!(made.contains("BACKUP_GRIDCASE_ATTACHMENTS mirrors GRIDCASE_ATTACHMENTS (created)"), "{made}");
     assert!(script("backup.sh", &env, &["init"]).contains("(there already)"), "init runs again");
@@ -111,13 +112,16 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     steward.update_stream(config).await.unwrap();
     let left = steward.get_stream("GRIDCASE_CASES").await.unwrap().info().await.unwrap().state.messages;
     assert!(left < end, "the server discarded history ({left} of {end} left)");
+    eprintln!("the steward set max_messages_per_subject 1: {left} of {end} messages left");
     let intake = format!("http://{}", topology.intake[0]);
     eventually("intake to report NOT_SERVING", || async { !serving(&intake, "").await }).await;
+    eprintln!("intake reports NOT_SERVING; deploy/backup.sh status:\n{}", script("backup.sh", &env, &["status"]));
     assert_eq!(mirrored(&backup, "BACKUP_GRIDCASE_CASES").await, end, "the mirror kept everything");
 
     // The restore: every acknowledged operation there once, chains whole,
     // the dispatcher's steps once, the ledgers equal to a rebuild.
     let restored = script("backup.sh", &env, &["restore"]);
+    eprintln!("deploy/backup.sh restore:\n{restored}");
     assert!(restored.contains("deleted GRIDCASE_CASES, which no longer kept its history"), "{restored}");
     let log = check::open_log(&topology).await.unwrap();
     assert_eq!(log.last_sequence().await.unwrap(), end);
@@ -126,6 +130,11 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     assert!(verdict.clean(), "{:?}", verdict.problems);
     assert_eq!(verdict.acknowledged_filings, filed.len());
     assert!(verdict.acknowledged_notes > 0);
+    eprintln!(
+        "restored: stream ends at {end} again, intake serves; the check found {} acknowledged filings and {} notes, \
+         each once, chains whole, no problem",
+        verdict.acknowledged_filings, verdict.acknowledged_notes
+    );
 
     // gridcase goes on: new filings are taken and the mirror follows them.
     let channels = load::channels(&topology.intake).unwrap();

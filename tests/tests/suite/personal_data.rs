@@ -642,7 +642,7 @@ async fn gridctl_reseal(nats: &NatsServer, more: &[&str]) -> std::process::Outpu
 }
 
 /// History written before sealing: `gridctl log reseal` copies the stream
-/// into a new one with the contact details sealed and the chains re-sealed,
+/// into a new one with the contact details sealed and the chains re-chained,
 /// verified before and after; intake then runs on the new stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_text() {
@@ -996,12 +996,12 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     let record = query.get_case(query_api::GetCaseRequest { case_id: old.to_string() }).await.unwrap().into_inner();
     assert_eq!(record.contact_phone_masked, MASKED);
     // The read models were rebuilt from the new stream: their history holds
-    // its hashes (the old case's chain was sealed anew).
+    // its hashes (the old case's events were chained anew).
     let audit = query.get_case_history(query_api::GetCaseHistoryRequest { case_id: old.to_string() }).await;
     let audit: Vec<String> = audit.unwrap().into_inner().events.into_iter().map(|e| e.hash).collect();
     let now_in_log: Vec<String> = history.events.iter().map(|e| e.hash.clone()).collect();
     assert_eq!(audit, now_in_log, "the read models hold the new stream's hashes");
-    assert!(!before.iter().any(|text| text.contains(&format!("\"{}\"", audit[0]))), "the chain was sealed anew");
+    assert!(!before.iter().any(|text| text.contains(&format!("\"{}\"", audit[0]))), "the chain was made anew");
 
     let new = CaseId::new_v7();
     let mut intake = intake_client(deployment.intake.clone()).await;

@@ -16,8 +16,8 @@ use crate::columns::{self, from_micros, micros};
 
 /// The SQL condition "some clock that runs in the case's state is past due
 /// at `now`", from the domain's own definition of which clock runs in which
-/// state (`Clock::runs_in`) and the store's due columns. `now` is an integer
-/// we computed, so it is written into the SQL as is.
+/// state (`Clock::runs_in`) and the due columns (`columns::due_column`).
+/// `now` is an integer we computed, so it is written into the SQL as is.
 pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
     let clocks: Vec<String> = CLOCKS
         .into_iter()
