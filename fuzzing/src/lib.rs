@@ -309,6 +309,7 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "WatchCases" => {
                 query::WatchCasesRequest { township: "990101001".into(), after_sequence: 12 }.encode_to_vec()
             }
+            "CountCases" => query::CountCasesRequest { region_prefix: "990101001".into() }.encode_to_vec(),
             other => panic!("no example of the query request kind {other}: add one"),
         }
     };

@@ -92,6 +92,8 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.query.v1.QueryService/GetCase", ReadCase),
     ("/gridcase.query.v1.QueryService/GetCaseHistory", ReadHistory),
     ("/gridcase.query.v1.QueryService/ListCases", ListCases),
+    // Counting is listing: the counts of what the caller may list.
+    ("/gridcase.query.v1.QueryService/CountCases", ListCases),
     ("/gridcase.query.v1.QueryService/OverdueReport", OverdueReport),
     ("/gridcase.query.v1.QueryService/Ledger", Ledger),
     ("/gridcase.query.v1.QueryService/ExportCases", ExportCases),
@@ -185,8 +187,9 @@ impl fmt::Display for Operation {
     }
 }
 
-/// Which operations each role may do at all, wherever.
-fn role_may(role: TokenRole, operation: Operation) -> bool {
+/// Which operations each role may do at all, wherever (a console offers
+/// only these; the services decide each call with [`authorize`]).
+pub fn role_may(role: TokenRole, operation: Operation) -> bool {
     match role {
         TokenRole::GridWorker | TokenRole::GridLeader => {
             matches!(operation, FileCase | UploadAttachment | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI)

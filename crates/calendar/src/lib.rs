@@ -119,6 +119,13 @@ impl Calendar {
         kind.working
     }
 
+    /// The first instant of the day after `at`'s day in Asia/Shanghai: the
+    /// end of "today" for a board's "due today".
+    pub fn end_of_day(&self, at: Timestamp) -> Timestamp {
+        let tomorrow = self.civil(at).date().tomorrow().expect("Asia/Shanghai dates are in range");
+        self.instant(tomorrow.to_datetime(jiff::civil::Time::midnight()))
+    }
+
     fn civil(&self, at: Timestamp) -> DateTime {
         self.tz.to_datetime(at)
     }

@@ -206,3 +206,18 @@ proptest! {
         prop_assert_eq!(calendar.working_elapsed(start, due).value, amount);
     }
 }
+
+#[test]
+fn the_end_of_a_day_is_the_next_midnight_in_beijing() {
+    let calendar = shipped();
+    for (at, end) in [
+        ("2026-03-06 00:00", "2026-03-07 00:00"),
+        ("2026-03-06 23:59", "2026-03-07 00:00"),
+        ("2026-12-31 08:00", "2027-01-01 00:00"),
+    ] {
+        assert_eq!(show(calendar.end_of_day(bj(at))), end, "end of the day of {at}");
+    }
+    // 16:30 UTC is already the next day in Beijing (UTC+8).
+    let late_utc: Timestamp = "2026-03-06T16:30:00Z".parse().unwrap();
+    assert_eq!(show(calendar.end_of_day(late_utc)), "2026-03-08 00:00");
+}

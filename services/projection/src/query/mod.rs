@@ -35,7 +35,7 @@ use crate::store;
 use export::{ExportStream, export, export_format};
 use ledger::{LEDGER_HEADER, ledger_record, ledger_regions};
 pub use sql::list_query;
-use sql::{SUMMARY_COLUMNS, overdue_condition, push_scope, report_scope, scope_for, summary};
+use sql::{SUMMARY_COLUMNS, counts_query, overdue_condition, push_scope, report_scope, scope_for, summary};
 use watch::WatchStream;
 
 pub struct QueryApi {
@@ -129,6 +129,19 @@ impl QueryApi {
         })?;
         verify_history(&logged).map_err(|e| e.to_string())?;
         compare_kept(kept, &logged)
+    }
+
+    /// Time left until `due` at `now` in the clock's own kind of time
+    /// (negative once past), and whether that is working time.
+    fn remaining(&self, row: &CaseRow, clock: Clock, due: Timestamp, now: Timestamp) -> (i64, bool) {
+        let terms = self.policy.clock_terms(clock, &row.case);
+        let planner = Planner::new(&self.policy, &self.calendar);
+        let seconds = if due >= now {
+            planner.running(terms.working, terms.hours_of.as_ref(), now, due).as_secs()
+        } else {
+            -planner.running(terms.working, terms.hours_of.as_ref(), due, now).as_secs()
+        };
+        (seconds, terms.working)
     }
 
     /// How long a clock has been overdue, in its own kind of time (as
@@ -233,6 +246,7 @@ impl QueryService for QueryApi {
             .filter_map(|clock| {
                 let due = *case.deadlines.get(&clock)?;
                 let running = clock.runs_in(case.state);
+                let (remaining_seconds, working_time) = self.remaining(&row, clock, due, now);
                 Some(api::DeadlineStatus {
                     clock: convert::clock_to_proto(clock) as i32,
                     due: Some(convert::timestamp_to_proto(due)),
@@ -240,6 +254,8 @@ impl QueryService for QueryApi {
                     overdue: running && due < now,
                     warned: case.marks.contains(&(clock, ClockMark::Warning)),
                     marked_overdue: case.marks.contains(&(clock, ClockMark::Overdue)),
+                    remaining_seconds,
+                    working_time,
                 })
             })
             .collect();
@@ -401,6 +417,29 @@ impl QueryService for QueryApi {
             })
             .collect();
         Ok(Response::new(api::OverdueReportResponse { as_of: Some(convert::timestamp_to_proto(now)), groups, total }))
+    }
+
+    async fn count_cases(&self, request: Request<api::CountCasesRequest>) -> Result<Response<api::CaseCounts>, Status> {
+        let prefix = request.get_ref().region_prefix.clone();
+        report_prefix(&prefix)?;
+        let scope = scope_for(Access::of(&request)?, &[&prefix])?;
+        let now = self.clock.now();
+        let end_of_today = self.calendar.end_of_day(now);
+        let row = counts_query(&scope, &prefix, micros(now), micros(end_of_today))
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let count = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(Response::new(api::CaseCounts {
+            as_of: Some(convert::timestamp_to_proto(now)),
+            open: count(0),
+            due_today: count(1),
+            overdue: count(2),
+            on_hold: count(3),
+            yellow_card: count(4),
+            red_card: count(5),
+        }))
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, Status> {

@@ -3,7 +3,7 @@
 
 use gridcase_auth::Territory;
 use gridcase_auth::policy::{ListScope, Target, list_scope};
-use gridcase_domain::{Clock, State};
+use gridcase_domain::{Clock, State, Supervision};
 use gridcase_grpc::{Access, Violations};
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
@@ -19,15 +19,48 @@ use crate::columns::{self, from_micros, micros};
 /// state (`Clock::runs_in`) and the due columns (`columns::due_column`).
 /// `now` is an integer we computed, so it is written into the SQL as is.
 pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
+    builder.push(running_due_between(None, now));
+}
+
+/// "Some clock that runs in the case's state falls due in [from, to)"
+/// (from the beginning of time when `from` is None), as SQL; both bounds
+/// are integers we computed.
+fn running_due_between(from: Option<i64>, to: i64) -> String {
     let clocks: Vec<String> = CLOCKS
         .into_iter()
         .map(|clock| {
             let states: Vec<String> =
                 State::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
-            format!("(state IN ({}) AND {} < ts_from_micros({now}))", states.join(", "), columns::due_column(clock))
+            let due = columns::due_column(clock);
+            let lower = from.map(|from| format!(" AND {due} >= ts_from_micros({from})")).unwrap_or_default();
+            format!("(state IN ({}){lower} AND {due} < ts_from_micros({to}))", states.join(", "))
         })
         .collect();
-    builder.push(format!("({})", clocks.join(" OR ")));
+    format!("({})", clocks.join(" OR "))
+}
+
+/// The board's counts of open cases (`CaseCounts`, in its field order)
+/// within the scope and region: one pass over the township's open cases.
+/// "Due today" is a running deadline in [now, end of today).
+pub(super) fn counts_query(scope: &ListScope, region: &str, now: i64, end_of_today: i64) -> QueryBuilder<Postgres> {
+    let open: Vec<String> =
+        State::ALL.into_iter().filter(|s| !s.is_final()).map(|s| format!("'{}'", s.name())).collect();
+    let mut builder = QueryBuilder::new(format!(
+        "SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), \
+         count(*) FILTER (WHERE state = '{}'), count(*) FILTER (WHERE supervision = '{}'), \
+         count(*) FILTER (WHERE supervision = '{}') FROM cases WHERE state IN ({})",
+        running_due_between(Some(now), end_of_today),
+        running_due_between(None, now),
+        State::OnHold.name(),
+        Supervision::YellowCard.name(),
+        Supervision::RedCard.name(),
+        open.join(", "),
+    ));
+    push_scope(&mut builder, scope);
+    if !region.is_empty() {
+        push_region(&mut builder, region);
+    }
+    builder
 }
 
 /// What the caller may list, report on or export: their scope, with the
