@@ -1,7 +1,8 @@
 //! gridcase's gRPC contracts. Generated code stays in this crate, and so do
 //! the conversions between its enums and the domain's values (`convert`),
-//! shared by every service.
+//! shared by every service, and how a client reaches a service (`client`).
 
+pub mod client;
 pub mod convert;
 
 pub mod common {

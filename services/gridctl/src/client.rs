@@ -3,7 +3,8 @@ use gridcase_proto::cases::v1::case_service_client::CaseServiceClient;
 use gridcase_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use std::path::PathBuf;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use gridcase_proto::client::ClientTls;
+use tonic::transport::Channel;
 
 /// Where gridcase is and who is acting.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,16 +39,8 @@ pub struct Connection {
 impl Connection {
     /// A channel to `addr` (named `flag` in errors), over TLS when a CA is set.
     async fn connect(&self, addr: &str, flag: &str, what: &str) -> anyhow::Result<Channel> {
-        let mut endpoint =
-            tonic::transport::Endpoint::from_shared(addr.to_owned()).with_context(|| format!("{flag} {addr}"))?;
-        if let Some(ca) = &self.tls_ca {
-            let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS for {addr}"))?;
-        }
+        let tls = ClientTls { ca: self.tls_ca.clone(), cert: self.tls_cert.clone(), key: self.tls_key.clone() };
+        let endpoint = gridcase_proto::client::endpoint(addr, flag, &tls)?;
         endpoint.connect().await.with_context(|| format!("cannot reach {what} at {addr}"))
     }
 
