@@ -7,14 +7,15 @@
 #     NKey users and permissions of deploy/nats/permissions.conf;
 #   * a PostgreSQL server of its own (own data directory and port);
 #   * two of each gridcase service: intake-1/2, dispatcher-1/2 (both
-#     active), projection-1/2 (one writes, one stands by), on the case
+#     active), projection-1/2 (one writes, one stands by), web-1/2 (the
+#     console, each in front of intake-N and projection-N), on the case
 #     stream with three replicas.
 #
 # Usage: deploy/cluster.sh up        install, build, start everything (again: restart the services)
 #        deploy/cluster.sh down      stop everything (state stays in the run directory)
 #        deploy/cluster.sh status    what runs, and where
 #        deploy/cluster.sh start NAME | stop NAME | kill NAME
-#                                    one part: nats-1..3, postgres, intake-1/2, dispatcher-1/2, projection-1/2
+#                                    one part: nats-1..3, postgres, intake-1/2, dispatcher-1/2, projection-1/2, web-1/2
 #        deploy/cluster.sh env NAME  the environment NAME runs with (for gridctl and scripts)
 #        deploy/cluster.sh topology  where everything listens, as KEY=VALUE lines (gridcase-chaos reads them)
 #
@@ -26,7 +27,8 @@
 #                               monitoring B+4001..3, PostgreSQL B+1212 (5442)
 #   GRIDCASE_CLUSTER_SERVICE_PORT_BASE  S (default 50060): intake S+1/2, queries S+11/12,
 #                               dispatcher health S+21/22; metrics: dispatcher S+31/32,
-#                               intake S+41/42, projection S+51/52
+#                               intake S+41/42, projection S+51/52; the console (HTTP)
+#                               S+61/62, its metrics S+71/72
 #   GRIDCASE_BIN_DIR            gridcase binaries to run (default: build target/release)
 #   GRIDCASE_SKIP_INSTALL=1     do not run deploy/install-deps.sh (a caller did)
 set -Eeuo pipefail
@@ -52,7 +54,7 @@ for i in $(seq 1 "$NODES"); do
   NATS_PARTS+=("nats-$i")
   NATS_URLS="${NATS_URLS:+$NATS_URLS,}nats://127.0.0.1:$((BASE + i))"
 done
-SERVICES=(intake-1 intake-2 projection-1 projection-2 dispatcher-1 dispatcher-2)
+SERVICES=(intake-1 intake-2 projection-1 projection-2 dispatcher-1 dispatcher-2 web-1 web-2)
 USERS=(intake dispatcher projection operator steward backup)
 
 mkdir -p "$RUN/logs"
@@ -244,6 +246,10 @@ GRIDCASE_DISPATCHER_ADDR=127.0.0.1:$((SVC + 20 + n))
 GRIDCASE_DISPATCHER_METRICS_ADDR=127.0.0.1:$((SVC + 30 + n))
 GRIDCASE_INTAKE_METRICS_ADDR=127.0.0.1:$((SVC + 40 + n))
 GRIDCASE_PROJECTION_METRICS_ADDR=127.0.0.1:$((SVC + 50 + n))
+GRIDCASE_WEB_ADDR=127.0.0.1:$((SVC + 60 + n))
+GRIDCASE_WEB_METRICS_ADDR=127.0.0.1:$((SVC + 70 + n))
+GRIDCASE_WEB_INTAKE_URL=http://127.0.0.1:$((SVC + n))
+GRIDCASE_WEB_QUERY_URL=http://127.0.0.1:$((SVC + 10 + n))
 EOT
 }
 
@@ -253,6 +259,7 @@ service_addr() { # name: where it listens (gRPC)
     intake-*) echo "127.0.0.1:$((SVC + n))" ;;
     projection-*) echo "127.0.0.1:$((SVC + 10 + n))" ;;
     dispatcher-*) echo "127.0.0.1:$((SVC + 20 + n))" ;;
+    web-*) echo "127.0.0.1:$((SVC + 60 + n))" ;;
   esac
 }
 
@@ -277,7 +284,7 @@ start_part() {
     nats-[123]) [ "${1#nats-}" -le "$NODES" ] || { say "no part named $1 with $NODES node(s)"; exit 2; }
       start_nats "${1#nats-}" ;;
     postgres) start_postgres ;;
-    intake-[12] | dispatcher-[12] | projection-[12]) start_service "$1" ;;
+    intake-[12] | dispatcher-[12] | projection-[12] | web-[12]) start_service "$1" ;;
     *) say "no part named $1"; exit 2 ;;
   esac
 }
@@ -328,6 +335,7 @@ DATABASE_URL=postgres://gridcase@127.0.0.1:$PG_PORT/gridcase
 INTAKE=$(service_addr intake-1),$(service_addr intake-2)
 QUERY=$(service_addr projection-1),$(service_addr projection-2)
 DISPATCHER=$(service_addr dispatcher-1),$(service_addr dispatcher-2)
+WEB=$(service_addr web-1),$(service_addr web-2)
 EOT
 }
 
@@ -363,7 +371,7 @@ up() {
   if [ -z "${GRIDCASE_BIN_DIR:-}" ]; then
     say "building the services (release)"
     (cd "$ROOT" && cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher \
-      --bin gridcase-projection --bin gridctl)
+      --bin gridcase-projection --bin gridcase-web --bin gridctl)
   fi
   make_secrets
   for i in $(seq 1 "$NODES"); do start_nats "$i"; done
@@ -383,6 +391,7 @@ up() {
   status
   cat <<EOT
 gridcase runs on $NODES nats-server node(s) (run directory $RUN).
+  console: http://$(service_addr web-1)/ and http://$(service_addr web-2)/
   gridctl: $BIN/gridctl --addr http://$(service_addr intake-1) --query-addr http://$(service_addr projection-1) …
   tokens:  development secret $SECRETS/dev-token-secret
   stop:    deploy/cluster.sh down
@@ -392,7 +401,7 @@ EOT
 down() {
   local part
   # The services drain at once, each within its grace period.
-  for part in dispatcher-2 dispatcher-1 projection-2 projection-1 intake-2 intake-1; do stop_part "$part" & done
+  for part in web-2 web-1 dispatcher-2 dispatcher-1 projection-2 projection-1 intake-2 intake-1; do stop_part "$part" & done
   wait
   stop_part postgres
   for part in nats-3 nats-2 nats-1; do stop "$part"; done

@@ -11,6 +11,10 @@
 # says what failed and what to do. Needs root (or sudo) for apt-get and for
 # starting PostgreSQL.
 #
+# With --browser (the test command passes it) also a browser for the
+# console's end-to-end tests: Debian's chromium and chromium-driver, and
+# fonts-noto-cjk (without a CJK font, Chinese renders as empty boxes).
+#
 #   GRIDCASE_NATS_VERSION    nats-server version to install (default below)
 #   GRIDCASE_DATABASE_URL    a database managed elsewhere: checked, not created
 set -Eeuo pipefail
@@ -190,6 +194,23 @@ ensure_database() {
     "check pg_hba.conf allows password (scram-sha-256 or md5) logins from 127.0.0.1"
 }
 
+install_browser() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing+=(fonts-noto-cjk)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} (the console's browser tests)"
+    apt_install "${missing[@]}"
+  fi
+}
+
+for argument in "$@"; do
+  case "$argument" in
+    --browser) install_browser ;;
+    *) fail "unknown argument $argument" "usage: deploy/install-deps.sh [--browser]" ;;
+  esac
+done
 install_nats
 # The cluster topology (deploy/cluster.sh) makes its development TLS
 # certificates with openssl.

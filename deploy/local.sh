@@ -32,6 +32,10 @@ export GRIDCASE_DATABASE_URL="${GRIDCASE_DATABASE_URL:-postgres://gridcase:gridc
 export GRIDCASE_QUERY_ADDR="${GRIDCASE_QUERY_ADDR:-127.0.0.1:50052}"
 export GRIDCASE_INTAKE_METRICS_ADDR="${GRIDCASE_INTAKE_METRICS_ADDR:-127.0.0.1:9465}"
 export GRIDCASE_PROJECTION_METRICS_ADDR="${GRIDCASE_PROJECTION_METRICS_ADDR:-127.0.0.1:9466}"
+export GRIDCASE_WEB_ADDR="${GRIDCASE_WEB_ADDR:-127.0.0.1:8080}"
+export GRIDCASE_WEB_METRICS_ADDR="${GRIDCASE_WEB_METRICS_ADDR:-127.0.0.1:9467}"
+export GRIDCASE_WEB_INTAKE_URL="${GRIDCASE_WEB_INTAKE_URL:-http://$GRIDCASE_INTAKE_ADDR}"
+export GRIDCASE_WEB_QUERY_URL="${GRIDCASE_WEB_QUERY_URL:-http://$GRIDCASE_QUERY_ADDR}"
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
 export GRIDCASE_STREAM="${GRIDCASE_STREAM:-GRIDCASE_CASES}"
 export GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET="${GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET:-gridcase-dispatcher}"
@@ -83,6 +87,7 @@ start_nats() {
 # The services (not NATS), stopped in the order that loses no work: the
 # dispatcher and the projection read what intake writes.
 stop_services() {
+  stop web
   stop dispatcher
   stop projection
   stop intake
@@ -104,4 +109,9 @@ start_services() {
   say "starting gridcase-dispatcher (health on $GRIDCASE_DISPATCHER_ADDR)"
   start dispatcher "$BIN/gridcase-dispatcher"
   wait_for_port dispatcher "$GRIDCASE_DISPATCHER_ADDR"
+
+  stop web
+  say "starting gridcase-web (the console) on $GRIDCASE_WEB_ADDR"
+  start web "$BIN/gridcase-web"
+  wait_for_port web "$GRIDCASE_WEB_ADDR"
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-deploy/install-deps.sh
+deploy/install-deps.sh --browser
 export GRIDCASE_NATS_SERVER="$ROOT/.tools/nats/bin/nats-server"
 echo "testing against $("$GRIDCASE_NATS_SERVER" --version)"
 

@@ -30,7 +30,7 @@ fi
 
 if [ -z "${GRIDCASE_BIN_DIR:-}" ]; then
   say "building the services (release)"
-  cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridcase-projection --bin gridctl
+  cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridcase-projection --bin gridcase-web --bin gridctl
 fi
 
 start_nats
@@ -39,6 +39,9 @@ start_services
 GRIDCTL="$BIN/gridctl"
 cat <<EOT
 gridcase is up.
+  console          http://$GRIDCASE_WEB_ADDR/   (the command centre's board, desk, cases and ledgers;
+                   development sign-in: pick a role, e.g. command centre of 990101001)
+                   metrics http://$GRIDCASE_WEB_METRICS_ADDR/metrics
   NATS JetStream   $GRIDCASE_NATS_URL   ($("$NATS_BIN" --version), store $RUN/nats)
   case stream      $GRIDCASE_STREAM
   PostgreSQL       ${GRIDCASE_DATABASE_URL%%://*}://…@${GRIDCASE_DATABASE_URL##*@}

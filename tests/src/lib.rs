@@ -5,6 +5,7 @@
 //!   as `deploy/nats/nats-server.conf` configures production.
 //! * [`TestIntake`] runs the intake service in-process on `127.0.0.1:0`.
 
+pub mod browser;
 pub mod gate;
 pub mod identity;
 pub mod nats;
@@ -21,6 +22,7 @@ use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use browser::{Browser, TestWeb};
 pub use identity::Identity;
 pub use nats::NatsServer;
 pub use postgres::OwnPostgres;
@@ -77,12 +79,17 @@ pub async fn scrape_metrics(addr: SocketAddr) -> Option<std::collections::BTreeM
     )
 }
 
+/// A port nothing listens on now (for servers started as processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
 /// Where the service binaries are (`GRIDCASE_BIN_DIR`, else target/debug);
 /// tests that run them as processes need them built first (`cargo build
 /// --bins`; deploy/test.sh does).
 pub fn service_binaries() -> PathBuf {
     let dir = std::env::var_os("GRIDCASE_BIN_DIR").map_or_else(|| workspace_root().join("target/debug"), PathBuf::from);
-    for binary in ["gridcase-intake", "gridcase-dispatcher", "gridcase-projection", "gridctl"] {
+    for binary in ["gridcase-intake", "gridcase-dispatcher", "gridcase-projection", "gridcase-web", "gridctl"] {
         assert!(
             dir.join(binary).exists(),
             "{} is missing: build the service binaries first (cargo build --bins; deploy/test.sh does)",
@@ -495,6 +502,15 @@ impl TestProjection {
 
     pub async fn spawn_with(config: gridcase_projection::Config, clock: Arc<dyn TimeSource>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::spawn_on(config, listener, clock).await
+    }
+
+    /// On a given listener (a restarted service on the address its clients know).
+    pub async fn spawn_on(
+        config: gridcase_projection::Config,
+        listener: TcpListener,
+        clock: Arc<dyn TimeSource>,
+    ) -> Self {
         let app =
             gridcase_projection::service::Application::build(config, listener, clock).await.expect("projection builds");
         let addr = app.local_addr().expect("addr");

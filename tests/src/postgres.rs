@@ -4,6 +4,7 @@
 //! them); when the tests run as root the server runs as the `postgres` user,
 //! which PostgreSQL requires.
 
+use crate::free_port;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -33,10 +34,6 @@ fn bin_dir() -> PathBuf {
         .collect();
     versions.sort();
     versions.pop().expect("a PostgreSQL server binary").1
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 impl OwnPostgres {

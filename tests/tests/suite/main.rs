@@ -11,6 +11,7 @@ mod auth;
 mod backup;
 mod cases;
 mod chaos;
+mod console;
 mod dispatcher;
 mod docs;
 mod eventlog;

@@ -792,7 +792,7 @@ impl LocalDeployment {
         let run = tempfile::Builder::new().prefix("gridcase-local-").tempdir().unwrap();
         // Free ports, held together so that no two are the same.
         let held: Vec<std::net::TcpListener> =
-            (0..7).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            (0..9).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let port = |i: usize| held[i].local_addr().unwrap().port();
         let addr = |i: usize| format!("127.0.0.1:{}", port(i));
         let env = vec![
@@ -807,6 +807,8 @@ impl LocalDeployment {
             ("GRIDCASE_DISPATCHER_METRICS_ADDR", addr(4)),
             ("GRIDCASE_INTAKE_METRICS_ADDR", addr(5)),
             ("GRIDCASE_PROJECTION_METRICS_ADDR", addr(6)),
+            ("GRIDCASE_WEB_ADDR", addr(7)),
+            ("GRIDCASE_WEB_METRICS_ADDR", addr(8)),
             ("GRIDCASE_DATABASE_URL", database_url.to_owned()),
             ("GRIDCASE_AUTH_DEV_SECRET_FILE", gridcase_tests::identity::dev_secret_file().display().to_string()),
         ];

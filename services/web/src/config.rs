@@ -1,0 +1,87 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gridcase_process::{LogFormat, parse_duration};
+use gridcase_proto::client::ClientTls;
+
+use crate::i18n::Lang;
+
+/// gridcase web: the command centre's console. A live board, the overdue
+/// desk, case pages and ledgers, served over HTTP. It keeps no state of its
+/// own: every page and action calls the intake and query services as the
+/// signed-in user, whose token rides in the session cookie, so every
+/// refusal, mask and scope comes from those services.
+///
+/// Every flag can also be set by the environment variable shown beside it.
+/// Defaults suit a single machine running `deploy/up.sh`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "gridcase-web", version, about, long_about = None)]
+pub struct Config {
+    /// Address the console listens on (HTTP).
+    #[arg(long, env = "GRIDCASE_WEB_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// The intake service (CaseService, AuthService).
+    #[arg(long, env = "GRIDCASE_WEB_INTAKE_URL", default_value = "http://127.0.0.1:50051")]
+    pub intake_url: String,
+
+    /// The query service (read models, the live watch).
+    #[arg(long, env = "GRIDCASE_WEB_QUERY_URL", default_value = "http://127.0.0.1:50052")]
+    pub query_url: String,
+
+    /// CA certificate (PEM) the services' TLS certificates are checked
+    /// against; set, the console speaks TLS to them (give https:// URLs).
+    #[arg(long, env = "GRIDCASE_WEB_UPSTREAM_TLS_CA", value_name = "FILE")]
+    pub upstream_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for services that require one.
+    #[arg(long, env = "GRIDCASE_WEB_UPSTREAM_TLS_CERT", requires = "upstream_tls_key", value_name = "FILE")]
+    pub upstream_tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "GRIDCASE_WEB_UPSTREAM_TLS_KEY", requires = "upstream_tls_cert", value_name = "FILE")]
+    pub upstream_tls_key: Option<PathBuf>,
+
+    /// Mark the session cookie Secure (sent over HTTPS only). Set it
+    /// whenever browsers reach the console over TLS (a TLS-terminating
+    /// proxy in front of it).
+    #[arg(long, env = "GRIDCASE_WEB_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
+    /// The interface language until a user picks one (zh or en).
+    #[arg(long, env = "GRIDCASE_WEB_LANGUAGE", default_value = "zh", value_parser = Lang::parse_flag)]
+    pub language: Lang,
+
+    /// Address of the Prometheus metrics endpoint (/metrics).
+    #[arg(long, env = "GRIDCASE_WEB_METRICS_ADDR", default_value = "127.0.0.1:9467")]
+    pub metrics_addr: SocketAddr,
+
+    /// Serve no metrics endpoint.
+    #[arg(long, env = "GRIDCASE_WEB_NO_METRICS")]
+    pub no_metrics: bool,
+
+    /// How long a graceful stop waits for requests in progress; live
+    /// streams end at once (browsers reconnect and resume).
+    #[arg(long, env = "GRIDCASE_WEB_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format: text for people, json for collectors.
+    #[arg(long, env = "GRIDCASE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The configuration with every default, for tests and embedding.
+    pub fn defaults() -> Self {
+        <Self as clap::Parser>::parse_from(["gridcase-web"])
+    }
+
+    pub fn upstream_tls(&self) -> ClientTls {
+        ClientTls {
+            ca: self.upstream_tls_ca.clone(),
+            cert: self.upstream_tls_cert.clone(),
+            key: self.upstream_tls_key.clone(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! gridcase web, as a library: `main` parses the configuration and calls
+//! [`run`]; tests build the same [`Application`] on their own listener.
+//!
+//! The console keeps no state: each request calls the intake and query
+//! services as the signed-in user ([`upstream`]), whose token is the
+//! session ([`session`]). Pages ([`pages`]) are rendered on the server
+//! and escaped by default; the live board's feed is the query service's
+//! watch relayed as Server-Sent Events ([`live`]).
+
+pub mod assets;
+pub mod config;
+pub mod i18n;
+pub mod live;
+pub mod metrics;
+pub mod pages;
+pub mod session;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gridcase_process::Shutdown;
+use http::{HeaderValue, StatusCode, header};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use upstream::Upstream;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub upstream: Upstream,
+    pub config: Arc<Config>,
+    /// Live feeds end when the console stops (browsers reconnect elsewhere).
+    pub shutdown: Shutdown,
+}
+
+/// The console's Content-Security-Policy: its own script and stylesheet
+/// only, no inline script or style, no frames, forms only to itself.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Every answer's security headers.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// A form sent from another site is refused before any handler runs (with
+/// SameSite=Strict cookies and the CSRF token, a third line of defence; it
+/// also covers the sign-in form, which has no session yet).
+async fn same_origin(request: Request, next: Next) -> Response {
+    if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if let (Some(host), Some(origin)) = (host, origin) {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if origin_host != host {
+                return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the services the console calls answer their health checks.
+async fn readyz(State(state): State<AppState>) -> Response {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let check = |channel: tonic::transport::Channel| async move {
+        let answer = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+        matches!(answer.map(|a| a.into_inner().status()), Ok(ServingStatus::Serving))
+    };
+    let (intake, query) = futures::join!(check(state.upstream.intake_channel()), check(state.upstream.query_channel()));
+    let body = format!(
+        "intake {}\nquery {}\n",
+        if intake { "ok" } else { "unavailable" },
+        if query { "ok" } else { "unavailable" }
+    );
+    let status = if intake && query { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, body).into_response()
+}
+
+async fn not_found(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
+    let lang = session::lang(&headers, state.config.language);
+    let refusal =
+        upstream::Refusal { code: tonic::Code::NotFound, message: lang.t("page_not_found").to_owned(), fields: vec![] };
+    pages::layout::refusal_page(lang, &refusal)
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::board::show))
+        .route("/board/counts", get(pages::board::counts))
+        .route("/live", get(live::feed))
+        .route("/desk", get(pages::desk::show))
+        .route("/desk/supervise", post(pages::desk::supervise))
+        .route("/desk/export", get(pages::desk::export))
+        .route("/cases/{case_id}", get(pages::case::show))
+        .route("/cases/{case_id}/act", post(pages::case::act))
+        .route("/ledger", get(pages::ledger::show))
+        .route("/signin", get(pages::signin::show).post(pages::signin::submit))
+        .route("/signout", post(pages::signin::sign_out))
+        .route("/lang", get(pages::signin::switch_language))
+        .route(assets::CSS_PATH, get(assets::css))
+        .route(assets::JS_PATH, get(assets::js))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(middleware::from_fn(same_origin))
+        .layer(middleware::from_fn(security_headers))
+        .route_layer(middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+/// The console, built and ready to serve.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+}
+
+impl Application {
+    pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        Ok(Self { config, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown`: new connections stop at once, live feeds
+    /// end (browsers reconnect and resume), requests in progress get the
+    /// grace period.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let upstream = Upstream::new(&self.config)?;
+        let grace = self.config.shutdown_grace;
+        let state = AppState { upstream, config: Arc::new(self.config), shutdown: shutdown.clone() };
+        let app = router(state);
+        let stopping = shutdown.clone();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stopping.requested().await });
+        match gridcase_process::shutdown::drain_with_grace(server.into_future(), shutdown, grace).await {
+            Some(result) => result.context("serving the console"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Run the console as the binary does: metrics, the listener, until SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if !config.no_metrics {
+        gridcase_process::exporter::install(config.metrics_addr, metrics::register)?;
+    }
+    let listener = TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
+    tracing::info!(addr = %config.addr, intake = %config.intake_url, query = %config.query_url, "console listening: open http://{}/", config.addr);
+    Application::build(config, listener).await?.run(Shutdown::on_signals()).await
+}

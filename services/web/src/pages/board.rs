@@ -1,0 +1,158 @@
+//! The live board (大屏): the territory's counts, a feed of case changes as
+//! the log stores them (relayed by [`crate::live`]), and the ranking of its
+//! villages (for a township) or townships (for the county) from the ledgers.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use gridcase_auth::Operation;
+use gridcase_proto::query::v1 as query_api;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{Nav, page, refusal_box};
+use super::{home_region, may, time, today};
+use crate::AppState;
+use crate::i18n::Lang;
+use crate::session::Session;
+use crate::upstream::{Refusal, as_user};
+
+#[derive(Deserialize, Default)]
+pub struct BoardQuery {
+    #[serde(default)]
+    region: Option<String>,
+}
+
+/// The cards of the board, by the ids the script updates them with.
+const CARDS: [(&str, &str); 6] = [
+    ("open", "open"),
+    ("due_today", "due-today"),
+    ("overdue", "overdue"),
+    ("on_hold", "on-hold"),
+    ("yellow_card", "yellow-card"),
+    ("red_card", "red-card"),
+];
+
+fn card_values(counts: &query_api::CaseCounts) -> [u64; 6] {
+    [counts.open, counts.due_today, counts.overdue, counts.on_hold, counts.yellow_card, counts.red_card]
+}
+
+pub async fn show(State(state): State<AppState>, session: Session, Query(query): Query<BoardQuery>) -> Response {
+    let lang = session.lang;
+    let region = query.region.filter(|r| !r.is_empty()).unwrap_or_else(|| home_region(&session));
+    let township = (region.len() >= 9).then(|| region[..9].to_owned());
+    let mut client = state.upstream.query.clone();
+    let counts = client
+        .count_cases(as_user(&session.token, query_api::CountCasesRequest { region_prefix: region.clone() }))
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| Refusal::from_status(&s, lang));
+    let ranking = if may(&session, Operation::Ledger) && region.len() <= 9 && !region.is_empty() {
+        Some(ranking(&state, &session, &region).await)
+    } else {
+        None
+    };
+    let body = html! {
+        section.board data-region=(region) {
+            @match &counts {
+                Ok(counts) => {
+                    div.cards {
+                        @for ((key, id), value) in CARDS.iter().zip(card_values(counts)) {
+                            div class=(format!("card {id}")) {
+                                span.label { (lang.t(key)) }
+                                span.count id=(format!("count-{id}")) { (value) }
+                            }
+                        }
+                    }
+                    p.as-of { (lang.t("as_of")) " " span #as-of { (time(counts.as_of.as_ref())) } }
+                }
+                Err(refusal) => { (refusal_box(lang, refusal)) }
+            }
+            div.columns {
+                section.feed {
+                    h2 { (lang.t("live_feed")) " " span #live-state data-on=(lang.t("live_on")) data-off=(lang.t("live_off")) { (lang.t("live_connecting")) } }
+                    @if let Some(township) = &township {
+                        ol #feed data-township=(township) data-region=(region) {}
+                    }
+                }
+                @if let Some(ranking) = ranking { (ranking) }
+            }
+        }
+    };
+    page(lang, Some(&session), Nav::Board, lang.t("board"), body).into_response()
+}
+
+/// This month's ranking of the region's villages (a township) or townships
+/// (a county): on-time closure rate, closures, satisfaction; with what is
+/// overdue and open now.
+async fn ranking(state: &AppState, session: &Session, region: &str) -> Markup {
+    let lang = session.lang;
+    let kind = if region.len() >= 9 { "village" } else { "township" };
+    let (today, month_start) = today();
+    let ledger = |from: &str, period: query_api::Period| query_api::LedgerRequest {
+        org_kind: kind.into(),
+        org: String::new(),
+        from_day: from.to_owned(),
+        to_day: today.clone(),
+        period: period as i32,
+    };
+    let (mut a, mut b) = (state.upstream.query.clone(), state.upstream.query.clone());
+    let (month, total) = futures::join!(
+        a.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Month))),
+        b.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Total))),
+    );
+    let (month, total) = match (month, total) {
+        (Ok(month), Ok(total)) => (month.into_inner().rows, total.into_inner().rows),
+        (Err(status), _) | (_, Err(status)) => return refusal_box(lang, &Refusal::from_status(&status, lang)),
+    };
+    let mut rows: Vec<_> = month.into_iter().filter(|r| r.org.starts_with(region)).collect();
+    rows.sort_by(|x, y| y.on_time_closure_rate.total_cmp(&x.on_time_closure_rate).then(x.org.cmp(&y.org)));
+    let overdue_of = |org: &str| total.iter().find(|t| t.org == org).map_or(0, |t| t.overdue_open);
+    html! {
+        section.ranking {
+            h2 { (lang.t(if kind == "village" { "village" } else { "township" })) " · " (month_start.get(..7).unwrap_or("")) }
+            table {
+                thead { tr {
+                    th { (lang.t(kind)) } th { (lang.t("filed")) } th { (lang.t("closed")) }
+                    th { (lang.t("on_time_closure_rate")) } th { (lang.t("satisfaction")) } th { (lang.t("overdue_open")) }
+                } }
+                tbody {
+                    @for row in &rows {
+                        tr {
+                            td { (row.org) } td.num { (row.filed) } td.num { (row.closed) }
+                            td.num { (percent(row.on_time_closure_rate)) }
+                            td.num { (row.satisfied + row.basically_satisfied) }
+                            td.num.overdue[overdue_of(&row.org) > 0] { (overdue_of(&row.org)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn percent(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
+}
+
+/// The board's counts as JSON, for the script to refresh the cards when a
+/// change arrives.
+pub async fn counts(State(state): State<AppState>, session: Session, Query(query): Query<BoardQuery>) -> Response {
+    let region = query.region.filter(|r| !r.is_empty()).unwrap_or_else(|| home_region(&session));
+    let mut client = state.upstream.query.clone();
+    match client.count_cases(as_user(&session.token, query_api::CountCasesRequest { region_prefix: region })).await {
+        Ok(counts) => {
+            let counts = counts.into_inner();
+            let mut body = serde_json::Map::new();
+            for ((_, id), value) in CARDS.iter().zip(card_values(&counts)) {
+                body.insert((*id).to_owned(), value.into());
+            }
+            body.insert("as_of".into(), time(counts.as_of.as_ref()).into());
+            Json(serde_json::Value::Object(body)).into_response()
+        }
+        Err(status) => {
+            let refusal = Refusal::from_status(&status, Lang::En);
+            (refusal.http_status(), Json(serde_json::json!({ "error": refusal.message }))).into_response()
+        }
+    }
+}

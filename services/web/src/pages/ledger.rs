@@ -1,0 +1,99 @@
+//! Ledgers (台账): the query service's measures per township, village,
+//! grid, unit or worker, by day, month or in total, with the export of the
+//! same rows.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use gridcase_proto::query::v1 as query_api;
+use maud::html;
+use serde::Deserialize;
+
+use super::layout::{Nav, page, refusal_box};
+use super::today;
+use crate::AppState;
+use crate::session::Session;
+use crate::upstream::{Refusal, as_user};
+
+const KINDS: [&str; 5] = ["township", "village", "grid", "unit", "worker"];
+
+#[derive(Deserialize, Default)]
+pub struct LedgerQuery {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    period: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+pub async fn show(State(state): State<AppState>, session: Session, Query(query): Query<LedgerQuery>) -> Response {
+    let lang = session.lang;
+    let (today, month_start) = today();
+    let kind = if KINDS.contains(&query.kind.as_str()) { query.kind.clone() } else { "village".into() };
+    let period = match query.period.as_str() {
+        "day" => query_api::Period::Day,
+        "total" => query_api::Period::Total,
+        _ => query_api::Period::Month,
+    };
+    let from = if query.from.is_empty() { month_start } else { query.from.clone() };
+    let to = if query.to.is_empty() { today } else { query.to.clone() };
+    let request = query_api::LedgerRequest {
+        org_kind: kind.clone(),
+        org: String::new(),
+        from_day: from.clone(),
+        to_day: to.clone(),
+        period: period as i32,
+    };
+    let mut client = state.upstream.query.clone();
+    let rows = client.ledger(as_user(&session.token, request)).await;
+    let body = html! {
+        section.ledger {
+            h1 { (lang.t("ledger")) }
+            form.filters method="get" action="/ledger" {
+                label { (lang.t("org_kind"))
+                    select name="kind" { @for k in KINDS { option value=(k) selected[k == kind] { (lang.t(k)) } } }
+                }
+                label { (lang.t("period"))
+                    select name="period" {
+                        option value="day" selected[period == query_api::Period::Day] { (lang.t("day")) }
+                        option value="month" selected[period == query_api::Period::Month] { (lang.t("month")) }
+                        option value="total" selected[period == query_api::Period::Total] { (lang.t("total")) }
+                    }
+                }
+                label { (lang.t("from")) input type="date" name="from" value=(from); }
+                label { (lang.t("to")) input type="date" name="to" value=(to); }
+                button type="submit" { (lang.t("filter")) }
+            }
+            @match &rows {
+                Err(status) => { (refusal_box(lang, &Refusal::from_status(status, lang))) }
+                Ok(rows) => {
+                    table.ledger-rows {
+                        thead { tr {
+                            th { (lang.t(KINDS.iter().find(|k| **k == kind).copied().unwrap_or("village"))) } th { (lang.t("period")) }
+                            th { (lang.t("filed")) } th { (lang.t("registered")) } th { (lang.t("closed")) }
+                            th { (lang.t("closed_on_time")) } th { (lang.t("closure_rate")) } th { (lang.t("on_time_closure_rate")) }
+                            th { (lang.t("satisfaction")) } th { (lang.t("overdue_open")) }
+                        } }
+                        tbody {
+                            @for row in &rows.get_ref().rows {
+                                tr {
+                                    td { code { (row.org) } } td { (row.period) }
+                                    td.num { (row.filed) } td.num { (row.registered) } td.num { (row.closed) }
+                                    td.num { (row.closed_on_time) }
+                                    td.num { (format!("{:.1}%", row.closure_rate * 100.0)) }
+                                    td.num { (format!("{:.1}%", row.on_time_closure_rate * 100.0)) }
+                                    td.num { (row.satisfied + row.basically_satisfied) }
+                                    td.num { (row.overdue_open) }
+                                }
+                            }
+                        }
+                    }
+                    @if rows.get_ref().rows.is_empty() { p.empty { (lang.t("none_found")) } }
+                }
+            }
+        }
+    };
+    page(lang, Some(&session), Nav::Ledger, lang.t("ledger"), body).into_response()
+}

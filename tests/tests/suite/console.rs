@@ -1,0 +1,340 @@
+//! The command centre's console in a real browser (Debian's headless
+//! Chromium, driven over WebDriver) against real services: intake and query
+//! on their own NATS server and database, the console in front of them.
+//! Screenshots of each page are saved under target/screenshots/.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridcase_domain::CaseId;
+use gridcase_process::{ManualTimeSource, TimeSource as _};
+use gridcase_proto::cases::v1 as cases_api;
+use gridcase_proto::intake::v1 as intake_api;
+use gridcase_tests::fixtures::{filing_at, intake_client, worker};
+use gridcase_tests::lifecycle::{self, centre};
+use gridcase_tests::{Backends, Browser, Identity, TestIntake, TestProjection, TestWeb, eventually_within};
+
+const UNIT: &str = "unit.utilities.990101";
+
+/// Monday 2026-12-07 10:00 in Beijing: inside working hours.
+fn monday_morning() -> jiff::Timestamp {
+    "2026-12-07T02:00:00Z".parse().unwrap()
+}
+
+struct Console {
+    backends: Backends,
+    clock: Arc<ManualTimeSource>,
+    intake: TestIntake,
+    projection: Option<TestProjection>,
+    web: Option<TestWeb>,
+}
+
+impl Console {
+    async fn start() -> Self {
+        let backends = Backends::start().await;
+        let clock = Arc::new(ManualTimeSource::new(monday_morning()));
+        let intake = TestIntake::spawn_with(TestIntake::config(&backends.nats.url()), clock.clone()).await;
+        let projection =
+            TestProjection::spawn_with(TestProjection::config(&backends.nats.url(), &backends.db.url), clock.clone())
+                .await;
+        let web = TestWeb::spawn(TestWeb::config(&intake.endpoint(), &projection.endpoint())).await;
+        Self { backends, clock, intake, projection: Some(projection), web: Some(web) }
+    }
+
+    fn web(&self) -> &TestWeb {
+        self.web.as_ref().expect("the console runs")
+    }
+
+    async fn stop_console(&mut self) -> std::net::SocketAddr {
+        let old = self.web.take().expect("the console runs");
+        let addr = old.addr;
+        old.stop().await.expect("the console stops");
+        addr
+    }
+
+    async fn start_console_on(&mut self, addr: std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("the console's address again");
+        let query = format!("http://{}", self.projection.as_ref().expect("the query service runs").addr);
+        let config = TestWeb::config(&self.intake.endpoint(), &query);
+        self.web = Some(TestWeb::spawn_on(config, listener).await);
+    }
+
+    /// File a case as the grid worker, with a resident's contact; its id.
+    async fn file(&self, description: &str) -> CaseId {
+        let case_id = CaseId::new_v7();
+        let report = intake_api::FileCaseRequest {
+            description: description.into(),
+            resident_contact: Some(intake_api::ResidentContact {
+                name: "王小明".into(), phone: "13812345678".into()
+            }),
+            ..filing_at(case_id, "0201", self.clock.now())
+        };
+        intake_client(self.intake.endpoint()).await.file_case(worker().request(report)).await.expect("filed");
+        case_id
+    }
+
+    async fn command_centre_dispatches(&self, who: &Identity, case_id: CaseId, unit: &str) {
+        let context = lifecycle::context(case_id);
+        let request = cases_api::DispatchRequest { context, unit: unit.into() };
+        lifecycle::client(self.intake.endpoint())
+            .await
+            .dispatch(lifecycle::request(who, request))
+            .await
+            .expect("dispatched");
+    }
+
+    async fn register(&self, case_id: CaseId) {
+        let request = cases_api::RegisterRequest { context: lifecycle::context(case_id), tier: 0, note: String::new() };
+        lifecycle::client(self.intake.endpoint())
+            .await
+            .register(lifecycle::request(&centre(), request))
+            .await
+            .expect("registered");
+    }
+}
+
+/// Wait for `css` to be on the page; on failure, the page's screenshot and
+/// source are kept for the reader.
+async fn wait_for(browser: &Browser, what: &str, patience: Duration, css: &str) {
+    let deadline = Instant::now() + patience;
+    while !browser.has(css).await {
+        if Instant::now() >= deadline {
+            let shot = browser.screenshot("failed").await;
+            let source = browser.client.source().await.unwrap_or_default();
+            panic!(
+                "waited {patience:?} for {what} ({css}) on {}; screenshot {}; the page:\n{source}",
+                browser.current_url().await,
+                shot.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn_overdue() {
+    let console = Console::start().await;
+    let browser = Browser::start().await;
+    let web = console.web();
+
+    // Signed out, every page leads to the sign-in.
+    browser.goto(&web.url("/desk")).await;
+    assert!(browser.current_url().await.contains("/signin?next=%2Fdesk"), "{}", browser.current_url().await);
+
+    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    wait_for(&browser, "the board's live feed to connect", Duration::from_secs(10), "body[data-live=on]").await;
+    assert_eq!(browser.text("#count-open").await, "0");
+
+    // A filing through the gRPC intake appears on the board without a reload.
+    let description = "<script>document.title='pwned'</script> 东门路12号路灯不亮 <b>夜间</b>";
+    let filed = Instant::now();
+    let case_id = console.file(description).await;
+    let row = format!("#feed li[data-case='{case_id}'][data-type=filed]");
+    wait_for(&browser, "the filing on the board", Duration::from_secs(2), &row).await;
+    eprintln!("the filing was on the board {:?} after intake acknowledged it", filed.elapsed());
+    eventually_within("the open count to reach 1", Duration::from_secs(5), || async {
+        browser.text("#count-open").await == "1"
+    })
+    .await;
+    browser.screenshot("board").await;
+
+    // The case page: the description is text, markup and all.
+    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    assert_eq!(browser.text("dd.description").await, description);
+    assert!(!browser.has("dd.description script").await && !browser.has("dd.description b").await);
+    assert_ne!(browser.client.title().await.unwrap(), "pwned");
+    // The command centre sees the contact in full (it calls residents back).
+    assert_eq!(browser.text("dd.contact").await, "王小明 13812345678");
+
+    // Register, then dispatch, from the page.
+    browser.click("form[data-action=register] button").await;
+    wait_for(
+        &browser,
+        "the case registered",
+        Duration::from_secs(10),
+        "article.case[data-state=CASE_STATE_REGISTERED]",
+    )
+    .await;
+    browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
+    browser.click("form[data-action=dispatch] button").await;
+    wait_for(
+        &browser,
+        "the case dispatched",
+        Duration::from_secs(10),
+        "article.case[data-state=CASE_STATE_DISPATCHED]",
+    )
+    .await;
+    assert_eq!(browser.text("dd.unit").await, UNIT);
+    let acknowledge_due = browser.text("section.deadlines tr[data-clock='2'] td.due").await;
+    assert!(
+        acknowledge_due.ends_with("+08:00"),
+        "deadlines are shown in Beijing time with the zone: {acknowledge_due}"
+    );
+    // The remaining time, in working hours (the read models catch up a moment later).
+    eventually_within("the remaining working time", Duration::from_secs(10), || async {
+        browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+        browser.text("section.deadlines tr[data-clock='2'] td.remaining").await.contains("工作小时")
+    })
+    .await;
+    assert!(browser.text("p.chain").await.contains("记录完整"));
+    browser.screenshot("case").await;
+
+    // Two working days later the acknowledgement is overdue: on the desk…
+    console.clock.advance(jiff::SignedDuration::from_hours(48));
+    browser.goto(&web.url("/desk")).await;
+    wait_for(
+        &browser,
+        "the case on the overdue desk",
+        Duration::from_secs(5),
+        &format!("tr.overdue[data-case='{case_id}']"),
+    )
+    .await;
+    browser.screenshot("desk").await;
+    // …and on the board, live: the next change refreshes its counts.
+    browser.goto(&web.url("/")).await;
+    wait_for(&browser, "the live feed", Duration::from_secs(10), "body[data-live=on]").await;
+    let before = browser.text("#count-overdue").await;
+    assert_eq!(before, "1", "a fresh board counts the overdue case");
+    let second = console.file("垃圾桶满溢").await;
+    wait_for(&browser, "the second filing", Duration::from_secs(5), &format!("#feed li[data-case='{second}']")).await;
+    eventually_within("the open count to reach 2", Duration::from_secs(5), || async {
+        browser.text("#count-open").await == "2"
+    })
+    .await;
+    assert_eq!(browser.text("#count-overdue").await, "1");
+
+    // The handling unit sees the case in its queue and may acknowledge it.
+    browser.sign_in(web, "utilities-1", "handling_unit", UNIT, UNIT).await;
+    browser.goto(&web.url("/desk")).await;
+    wait_for(&browser, "the unit's queue", Duration::from_secs(5), &format!("tr[data-case='{case_id}']")).await;
+    assert!(!browser.has(&format!("tr[data-case='{second}']")).await, "not yet the unit's case");
+    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    assert!(browser.has("form[data-action=acknowledge]").await);
+    assert!(!browser.has("form[data-action=dispatch]").await);
+
+    // A county auditor: the contact masked, no buttons.
+    browser.sign_in(web, "auditor-1", "county_auditor", "county-990101", "990101").await;
+    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    let contact = browser.text("dd.contact").await;
+    assert!(contact.contains("138****5678") && !contact.contains("13812345678"), "{contact}");
+    wait_for(&browser, "no buttons for the auditor", Duration::from_secs(5), "section.actions p.no-actions").await;
+    assert!(!browser.has("form.action").await, "an auditor's case page has no buttons");
+
+    // The ledger page renders the query service's rows.
+    browser.goto(&web.url("/ledger?kind=village&period=total&from=2026-12-01&to=2026-12-31")).await;
+    let village = browser.text("table.ledger-rows tbody tr:first-child").await;
+    assert!(village.starts_with("990101001001 total 2 1 0"), "village 990101001001: 2 filed, 1 registered: {village}");
+    browser.screenshot("ledger").await;
+
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_operator_s_dispatch_shows_the_conflict_and_bad_input_is_shown_beside_its_field() {
+    let console = Console::start().await;
+    let browser = Browser::start().await;
+    let web = console.web();
+    let case_id = console.file("井盖松动").await;
+    console.register(case_id).await;
+
+    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    wait_for(&browser, "the registered case", Duration::from_secs(5), "article.case[data-state=CASE_STATE_REGISTERED]")
+        .await;
+
+    // A malformed unit code: refused, the message beside the field, what was typed kept.
+    browser.fill("form[data-action=dispatch] input[name=unit]", "no such unit").await;
+    browser.click("form[data-action=dispatch] button").await;
+    wait_for(&browser, "the refusal", Duration::from_secs(5), "div.notice.refused[data-code=InvalidArgument]").await;
+    assert!(
+        browser.has("form[data-action=dispatch] label.invalid span.field-error").await,
+        "the problem beside the field"
+    );
+    assert_eq!(browser.value("form[data-action=dispatch] input[name=unit]").await, "no such unit");
+
+    // Meanwhile another operator dispatches the case.
+    let other = Identity::new("operator-2", "command_centre", "cc-990101001", "990101001");
+    console.command_centre_dispatches(&other, case_id, UNIT).await;
+
+    // The page still shows it registered; dispatching now is refused in words.
+    browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
+    browser.click("form[data-action=dispatch] button").await;
+    wait_for(&browser, "the conflict", Duration::from_secs(5), "div.notice.refused[data-code=Aborted]").await;
+    assert!(browser.text("div.notice.refused").await.contains("另一位操作员刚刚处理了此案件"));
+    // …and the page now shows the case as it stands.
+    assert!(browser.has("article.case[data-state=CASE_STATE_DISPATCHED]").await);
+    browser.close().await;
+}
+
+/// The sequences the board's feed shows.
+async fn feed_sequences(browser: &Browser) -> Vec<u64> {
+    let items = browser.client.find_all(fantoccini::Locator::Css("#feed li")).await.expect("the feed");
+    let mut sequences = Vec::new();
+    for item in items {
+        let sequence = item.attr("data-sequence").await.expect("an attribute").expect("a sequence");
+        sequences.push(sequence.parse().expect("a number"));
+    }
+    sequences
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_board_reconnects_after_the_query_service_and_the_console_restart_and_misses_nothing() {
+    let mut console = Console::start().await;
+    let browser = Browser::start().await;
+    browser.sign_in(console.web(), "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    wait_for(&browser, "the live feed", Duration::from_secs(10), "body[data-live=on]").await;
+    let mut filed = vec![console.file("第一件").await];
+    wait_for(&browser, "the first filing", Duration::from_secs(5), &format!("#feed li[data-case='{}']", filed[0]))
+        .await;
+
+    // The query service stops: the board notices; cases are filed meanwhile;
+    // it comes back on its address.
+    let projection = console.projection.take().expect("running");
+    let query_addr = projection.addr;
+    projection.stop().await.expect("the query service stops");
+    wait_for(&browser, "the board to notice", Duration::from_secs(10), "body[data-live=off]").await;
+    filed.push(console.file("第二件").await);
+    filed.push(console.file("第三件").await);
+    let listener = tokio::net::TcpListener::bind(query_addr).await.expect("the query service's address again");
+    let config = TestProjection::config(&console.backends.nats.url(), &console.backends.db.url);
+    console.projection = Some(TestProjection::spawn_on(config, listener, console.clock.clone()).await);
+    for case in &filed[1..] {
+        wait_for(
+            &browser,
+            "a filing made while the query service was away",
+            Duration::from_secs(15),
+            &format!("#feed li[data-case='{case}']"),
+        )
+        .await;
+    }
+
+    // The console itself restarts (a deployment, or the instance the browser
+    // was on lost): the page reconnects to it and resumes.
+    let web_addr = console.stop_console().await;
+    wait_for(&browser, "the board to notice", Duration::from_secs(10), "body[data-live=off]").await;
+    filed.push(console.file("第四件").await);
+    console.start_console_on(web_addr).await;
+    wait_for(
+        &browser,
+        "the filing made while the console was away",
+        Duration::from_secs(15),
+        &format!("#feed li[data-case='{}']", filed[3]),
+    )
+    .await;
+    // Once more a change after both restarts, live.
+    filed.push(console.file("第五件").await);
+    wait_for(
+        &browser,
+        "a filing after the restarts",
+        Duration::from_secs(5),
+        &format!("#feed li[data-case='{}']", filed[4]),
+    )
+    .await;
+
+    // The feed equals the log: every stored event once, none twice.
+    let end = gridcase_tests::stream_end(&console.backends.nats).await;
+    let mut shown = feed_sequences(&browser).await;
+    shown.sort_unstable();
+    assert_eq!(shown, (1..=end).collect::<Vec<_>>(), "the board shows each event of the log once");
+    browser.close().await;
+}
