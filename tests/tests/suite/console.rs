@@ -338,3 +338,54 @@ async fn the_board_reconnects_after_the_query_service_and_the_console_restart_an
     assert_eq!(shown, (1..=end).collect::<Vec<_>>(), "the board shows each event of the log once");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_sent_after_the_session_expired_is_kept_through_sign_in_and_sent_once() {
+    let console = Console::start().await;
+    let browser = Browser::start().await;
+    let web = console.web();
+    let case_id = console.file("路面塌陷").await;
+    console.register(case_id).await;
+    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
+
+    // While the operator types, their token runs out.
+    let operator = Identity::new("operator-1", "command_centre", "cc-990101001", "990101001");
+    let expired = gridcase_tests::identity::issuer().mint(
+        &operator.principal,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2),
+        3600,
+    );
+    browser.client.delete_cookie("gridcase_session").await.expect("the session cookie goes");
+    let cookie = fantoccini::cookies::Cookie::parse(format!(
+        "gridcase_session={expired}; Path=/; Domain=127.0.0.1; SameSite=Strict; HttpOnly"
+    ))
+    .expect("a cookie");
+    browser.client.add_cookie(cookie).await.expect("the expired session");
+    browser.click("form[data-action=dispatch] button").await;
+
+    // Sign-in, saying why, with what was typed carried along…
+    wait_for(&browser, "the sign-in page", Duration::from_secs(5), "section.signin input[name='carry.unit']").await;
+    assert!(browser.text("section.signin div.notice").await.contains("登录已过期"));
+    assert_eq!(browser.value("section.signin input[name='carry.unit']").await, UNIT);
+    browser.fill("section.signin input[name=subject]", "operator-1").await;
+    browser.fill("section.signin input[name=organisation]", "cc-990101001").await;
+    browser.fill("section.signin input[name=territory]", "990101001").await;
+    browser.click("section.signin button[type=submit]").await;
+
+    // …and offered again, filled in; sent, it dispatches the case once.
+    wait_for(&browser, "the kept form", Duration::from_secs(5), "main form input[name=unit]").await;
+    assert_eq!(browser.value("main form input[name=unit]").await, UNIT);
+    browser.click("main form button[type=submit]").await;
+    wait_for(
+        &browser,
+        "the case dispatched",
+        Duration::from_secs(10),
+        "article.case[data-state=CASE_STATE_DISPATCHED]",
+    )
+    .await;
+    let history = browser.client.find_all(fantoccini::Locator::Css("section.history tr[data-type=dispatched]")).await;
+    assert_eq!(history.expect("the history").len(), 1, "dispatched once");
+    browser.close().await;
+}
