@@ -156,6 +156,12 @@ impl State {
         matches!(self, State::Voided | State::Cancelled)
     }
 
+    /// Work remains: neither closed (a closed case may still be reopened,
+    /// but is no open work) nor final. What boards and gauges count as open.
+    pub fn is_open(self) -> bool {
+        !(self.is_final() || self == State::Closed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Reported => "REPORTED",

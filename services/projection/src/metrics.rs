@@ -101,11 +101,7 @@ pub async fn refresh_cases(
     now: Timestamp,
     seen: &mut std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let open: Vec<String> = State::ALL
-        .into_iter()
-        .filter(|s| !(s.is_final() || *s == State::Closed))
-        .map(|s| format!("'{}'", s.name()))
-        .collect();
+    let open: Vec<String> = State::ALL.into_iter().filter(|s| s.is_open()).map(|s| format!("'{}'", s.name())).collect();
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT township, count(*), count(*) FILTER (WHERE ");
     crate::query::sql::overdue_condition(&mut query, crate::columns::micros(now));
     query.push(format!(") FROM cases WHERE state IN ({}) GROUP BY township", open.join(", ")));

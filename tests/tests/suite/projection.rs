@@ -826,3 +826,66 @@ async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_un
     built.pool.close().await;
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_counts_open_work_only_due_today_in_beijing_and_overdue_now() {
+    let Backends { nats, db, log } = Backends::start().await;
+    let monday = bj("2026-03-09 10:00");
+    // Due later today (acknowledge by Tuesday 15:00; it is Tuesday 09:00).
+    given(&log, GRIDS[0])
+        .at(monday)
+        .filed("0101")
+        .await
+        .registered()
+        .await
+        .dispatched_to(UNITS[0], bj("2026-03-10 15:00"), bj("2026-03-20 12:00"))
+        .await;
+    // Overdue (acknowledge due Monday 12:00), under a yellow card.
+    let late = given(&log, GRIDS[1])
+        .at(monday)
+        .filed("0101")
+        .await
+        .registered()
+        .await
+        .dispatched_to(UNITS[0], bj("2026-03-09 12:00"), bj("2026-03-20 12:00"))
+        .await;
+    let reason = Text::reason("超时未签收").unwrap();
+    late.by_centre(Command::Supervise { level: Supervision::YellowCard, reason, escalated_to: None }).await;
+    // Closed and voided: no open work, whatever their deadlines said.
+    given(&log, GRIDS[0])
+        .at(monday)
+        .filed("0101")
+        .await
+        .registered()
+        .await
+        .dispatched_to(UNITS[0], bj("2026-03-09 12:00"), bj("2026-03-09 18:00"))
+        .await
+        .acknowledged()
+        .await
+        .resolved("已修复")
+        .await
+        .verified()
+        .await;
+    given(&log, GRIDS[0]).at(monday).filed("0101").await.voided("重复上报").await;
+    // Another township's case.
+    given(&log, GRIDS[2]).at(monday).filed("0101").await;
+
+    let projection = projected(&nats, &db, bj("2026-03-10 09:00")).await;
+    let mut client =
+        query_client(projection.endpoint(), &Identity::new("audit-01", "county_auditor", "county-990101", "990101"))
+            .await;
+    let counts =
+        client.count_cases(api::CountCasesRequest { region_prefix: "990101001".into() }).await.unwrap().into_inner();
+    assert_eq!(
+        (counts.open, counts.due_today, counts.overdue, counts.on_hold, counts.yellow_card, counts.red_card),
+        (2, 1, 1, 0, 1, 0),
+        "{counts:?}"
+    );
+    let county =
+        client.count_cases(api::CountCasesRequest { region_prefix: String::new() }).await.unwrap().into_inner();
+    assert_eq!(county.open, 3, "the whole county: {county:?}");
+    // A region outside the caller's territory is refused, not counted.
+    let outside = client.count_cases(api::CountCasesRequest { region_prefix: "990202".into() }).await.unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::PermissionDenied);
+    projection.stop().await.unwrap();
+}

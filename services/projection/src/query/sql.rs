@@ -43,8 +43,7 @@ fn running_due_between(from: Option<i64>, to: i64) -> String {
 /// within the scope and region: one pass over the township's open cases.
 /// "Due today" is a running deadline in [now, end of today).
 pub(super) fn counts_query(scope: &ListScope, region: &str, now: i64, end_of_today: i64) -> QueryBuilder<Postgres> {
-    let open: Vec<String> =
-        State::ALL.into_iter().filter(|s| !s.is_final()).map(|s| format!("'{}'", s.name())).collect();
+    let open: Vec<String> = State::ALL.into_iter().filter(|s| s.is_open()).map(|s| format!("'{}'", s.name())).collect();
     let mut builder = QueryBuilder::new(format!(
         "SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), \
          count(*) FILTER (WHERE state = '{}'), count(*) FILTER (WHERE supervision = '{}'), \
