@@ -9,6 +9,7 @@ mod city_queries;
 mod city_reads;
 mod city_rebuild;
 mod city_year;
+mod console;
 mod cpu;
 mod dispatch;
 mod intake;
@@ -108,6 +109,28 @@ enum Bench {
     },
     /// Projection throughput live and on rebuild beside a raw PostgreSQL COPY
     /// of the same rows; ListCases and OverdueReport latency over a large case table.
+    /// The command centre's console: the board's first render with N open
+    /// cases, the desk's first overdue page over a large table, B boards
+    /// live while filings arrive at R/s, the console's memory (run
+    /// `cargo build --release --bins` first: the console runs as its own
+    /// process).
+    Console {
+        /// Open cases in the township the board shows.
+        #[arg(long, default_value_t = 10_000)]
+        open_cases: usize,
+        /// Closed cases in the county (the table the desk's query runs over).
+        #[arg(long, default_value_t = 1_000_000)]
+        table_cases: usize,
+        /// Boards connected at once.
+        #[arg(long, default_value_t = 200)]
+        boards: usize,
+        /// Filings per second while the boards are connected.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// How long filings arrive (memory is sampled every 10 s).
+        #[arg(long, default_value_t = 30)]
+        stream_seconds: u64,
+    },
     Projection {
         /// Cases (3 events each) appended and projected.
         #[arg(long, default_value_t = 10000)]
@@ -212,6 +235,9 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             city_queries::run(city_year::Measure { dir }, &admin_url).await
         }
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
+        Bench::Console { open_cases, table_cases, boards, rate, stream_seconds } => {
+            console::run(console::Options { open_cases, table_cases, boards, rate, stream_seconds }).await
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! fantoccini client), and saves screenshots under target/screenshots/.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -62,8 +63,11 @@ impl Browser {
     /// (deploy/install-deps.sh --browser).
     pub async fn start() -> Self {
         let port = free_port();
+        // In a process group of its own, with the browser it starts: the
+        // whole group goes when the test ends, however it ends.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -166,8 +170,14 @@ impl Browser {
     }
 
     /// Close the browser and stop chromedriver.
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
+    }
+
+    /// SIGKILL to chromedriver's process group: it, the browser and every
+    /// helper process the browser started.
+    fn kill_all(&mut self) {
+        let _ = Command::new("sh").arg("-c").arg(format!("kill -KILL -{}", self.driver.id())).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -175,7 +185,6 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.kill_all();
     }
 }

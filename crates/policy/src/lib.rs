@@ -151,6 +151,19 @@ impl Policy {
             .max_by_key(|route| (route.region.len(), route.category.specificity()))
     }
 
+    /// The units a case may be dispatched to, as the policy offers them:
+    /// the unit of its route first, then every other unit routed to in its
+    /// region, each once (a command centre may still choose another).
+    pub fn units_for(&self, category: &CategoryCode, grid: &GridCode) -> Vec<&OrgCode> {
+        let mut units: Vec<&OrgCode> = self.route(category, grid).map(|route| &route.unit).into_iter().collect();
+        for route in self.routes.iter().filter(|route| grid.as_str().starts_with(&route.region)) {
+            if !units.contains(&&route.unit) {
+                units.push(&route.unit);
+            }
+        }
+        units
+    }
+
     /// The tier a case is registered at when nobody chose one: its route's
     /// tier, else its category's default tier (from the taxonomy), else
     /// NORMAL. The dispatcher registers with it, and so does a command

@@ -269,3 +269,20 @@ fn limits_and_thresholds_are_bounded_so_deadline_arithmetic_cannot_overflow() {
     assert_ne!(huge, good, "the shipped policy sets red_card_percent = 200");
     assert!(Policy::parse(Path::new("p.toml"), &huge).is_err());
 }
+
+#[test]
+fn the_units_offered_for_a_case_start_with_its_route_and_stay_in_its_region() {
+    let policy = shipped();
+    let units: Vec<String> =
+        policy.units_for(&category("0204"), &grid("990101001001001")).iter().map(|u| u.to_string()).collect();
+    assert_eq!(units[0], "unit.property.990101001", "the route for leaking roofs in town comes first");
+    assert!(units.contains(&"unit.utilities.990101".to_owned()) && units.contains(&"unit.urban.990101".to_owned()));
+    let mut unique = units.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), units.len(), "each unit once: {units:?}");
+    // The town's property company is routed to only in its own township.
+    let elsewhere: Vec<String> =
+        policy.units_for(&category("0204"), &grid("990101101001001")).iter().map(|u| u.to_string()).collect();
+    assert!(!elsewhere.contains(&"unit.property.990101001".to_owned()), "{elsewhere:?}");
+}

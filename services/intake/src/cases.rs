@@ -498,6 +498,7 @@ impl CaseService for CaseApi {
             reworks: case.reworks,
             reopenings: case.reopenings,
             resident_contact,
+            offered_units: self.policy.units_for(&case.category, &case.grid).iter().map(|u| u.to_string()).collect(),
         }))
     }
 

@@ -299,6 +299,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("approve", "批准", "Approve"),
     ("days", "天数", "Days"),
     ("note", "说明", "Note"),
+    ("trend", "近30天趋势", "Last 30 days"),
     ("page_not_found", "没有这个页面。", "There is no such page."),
     (
         "kept_typed",
@@ -340,6 +341,7 @@ mod keys {
         let sources = [
             include_str!("pages/board.rs"),
             include_str!("pages/case.rs"),
+            include_str!("pages/chart.rs"),
             include_str!("pages/desk.rs"),
             include_str!("pages/layout.rs"),
             include_str!("pages/ledger.rs"),

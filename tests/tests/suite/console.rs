@@ -45,6 +45,17 @@ impl Console {
         self.web.as_ref().expect("the console runs")
     }
 
+    /// A case filed and registered, and the operator signed in on its page.
+    async fn operator_at_a_registered_case(&self, browser: &Browser, description: &str) -> CaseId {
+        let case_id = self.file(description).await;
+        self.register(case_id).await;
+        browser.sign_in(self.web(), "operator-1", "command_centre", "cc-990101001", "990101001").await;
+        browser.goto(&self.web().url(&format!("/cases/{case_id}"))).await;
+        let registered = "article.case[data-state=CASE_STATE_REGISTERED]";
+        wait_for(browser, "the registered case", Duration::from_secs(5), registered).await;
+        case_id
+    }
+
     async fn stop_console(&mut self) -> std::net::SocketAddr {
         let old = self.web.take().expect("the console runs");
         let addr = old.addr;
@@ -138,8 +149,13 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     .await;
     browser.screenshot("board").await;
 
-    // The case page: the description is text, markup and all.
-    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    // The case page: the description is text, markup and all (once the
+    // read models, a moment behind the log, hold the case).
+    eventually_within("the case in the read models", Duration::from_secs(10), || async {
+        browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+        browser.has("dd.description").await
+    })
+    .await;
     assert_eq!(browser.text("dd.description").await, description);
     assert!(!browser.has("dd.description script").await && !browser.has("dd.description b").await);
     assert_ne!(browser.client.title().await.unwrap(), "pwned");
@@ -155,6 +171,9 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
         "article.case[data-state=CASE_STATE_REGISTERED]",
     )
     .await;
+    // The policy's units are offered, the route's first (street lights: the utilities).
+    let offered = browser.element("datalist#offered-units option").await.attr("value").await.unwrap();
+    assert_eq!(offered.as_deref(), Some(UNIT));
     browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
     browser.click("form[data-action=dispatch] button").await;
     wait_for(
@@ -224,6 +243,10 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     browser.goto(&web.url("/ledger?kind=village&period=total&from=2026-12-01&to=2026-12-31")).await;
     let village = browser.text("table.ledger-rows tbody tr:first-child").await;
     assert!(village.starts_with("990101001001 total 2 1 0"), "village 990101001001: 2 filed, 1 registered: {village}");
+    // The trend of the last 30 days, one point a day.
+    let line = browser.element("figure.trend polyline.closure").await;
+    let points = line.attr("points").await.expect("an attribute").expect("points");
+    assert_eq!(points.split(' ').count(), 30, "{points}");
     browser.screenshot("ledger").await;
 
     browser.close().await;
@@ -233,14 +256,7 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
 async fn a_second_operator_s_dispatch_shows_the_conflict_and_bad_input_is_shown_beside_its_field() {
     let console = Console::start().await;
     let browser = Browser::start().await;
-    let web = console.web();
-    let case_id = console.file("井盖松动").await;
-    console.register(case_id).await;
-
-    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
-    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
-    wait_for(&browser, "the registered case", Duration::from_secs(5), "article.case[data-state=CASE_STATE_REGISTERED]")
-        .await;
+    let case_id = console.operator_at_a_registered_case(&browser, "井盖松动").await;
 
     // A malformed unit code: refused, the message beside the field, what was typed kept.
     browser.fill("form[data-action=dispatch] input[name=unit]", "no such unit").await;
@@ -343,11 +359,7 @@ async fn the_board_reconnects_after_the_query_service_and_the_console_restart_an
 async fn a_form_sent_after_the_session_expired_is_kept_through_sign_in_and_sent_once() {
     let console = Console::start().await;
     let browser = Browser::start().await;
-    let web = console.web();
-    let case_id = console.file("路面塌陷").await;
-    console.register(case_id).await;
-    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
-    browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+    console.operator_at_a_registered_case(&browser, "路面塌陷").await;
     browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
 
     // While the operator types, their token runs out.
@@ -385,7 +397,17 @@ async fn a_form_sent_after_the_session_expired_is_kept_through_sign_in_and_sent_
         "article.case[data-state=CASE_STATE_DISPATCHED]",
     )
     .await;
-    let history = browser.client.find_all(fantoccini::Locator::Css("section.history tr[data-type=dispatched]")).await;
-    assert_eq!(history.expect("the history").len(), 1, "dispatched once");
+    // The history comes from the read models, a moment behind the log.
+    let page = browser.current_url().await;
+    let dispatched = || async {
+        let rows = browser.client.find_all(fantoccini::Locator::Css("section.history tr[data-type=dispatched]")).await;
+        rows.expect("the history").len()
+    };
+    eventually_within("the dispatch in the history", Duration::from_secs(10), || async {
+        browser.goto(&page).await;
+        dispatched().await > 0
+    })
+    .await;
+    assert_eq!(dispatched().await, 1, "dispatched once");
     browser.close().await;
 }

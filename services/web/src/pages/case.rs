@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::desk::supervision_select;
 use super::layout::{Nav, page, refusal_box};
-use super::signin::{Carried, expired_with};
+use super::signin::posted;
 use super::{Fields, command_id, may, span, time};
 use crate::AppState;
 use crate::i18n::Lang;
@@ -246,6 +246,7 @@ fn input(lang: Lang, field: Input, failed: Option<&Failed<'_>>) -> Markup {
             @match field {
                 Input::Days => { input name=(name) type="number" min="1" max="250" value=(typed) required; }
                 Input::OptionalNote => { input name=(name) value=(typed) maxlength="500"; }
+                Input::Unit => { input name=(name) value=(typed) required maxlength="64" list="offered-units"; }
                 _ => { input name=(name) value=(typed) required maxlength="500"; }
             }
             @if let Some((_, problem)) = problem { span.field-error { (problem) } }
@@ -264,6 +265,8 @@ fn actions(session: &Session, view: &cases_api::CaseView, failed: Option<&Failed
     html! {
         section.actions {
             h2 { (lang.t("actions")) }
+            // The units the dispatch policy offers, as suggestions for the unit fields.
+            datalist #offered-units { @for unit in &view.offered_units { option value=(unit) {} } }
             @if offered.is_empty() { p.empty.no-actions { (lang.t("no_actions")) } }
             @for action in offered {
                 @let failed_here = failed.filter(|f| f.action == action.name);
@@ -424,18 +427,11 @@ pub async fn act(
     body: axum::body::Bytes,
 ) -> Response {
     let fields = Fields::parse(&body);
-    let session = match session {
+    let session = match posted(&state, &headers, session, &fields, &format!("/cases/{case_id}/act")) {
         Ok(session) => session,
-        Err(NoSession::SignIn { .. }) => {
-            let lang = crate::session::lang(&headers, state.config.language);
-            return expired_with(lang, &Carried::of(&format!("/cases/{case_id}/act"), &fields));
-        }
-        Err(other) => return other.into_response(),
+        Err(answer) => return answer,
     };
     let lang = session.lang;
-    if !session.csrf_matches(fields.get("csrf")) {
-        return (StatusCode::FORBIDDEN, lang.t("bad_csrf")).into_response();
-    }
     let (action, command) = match command(&fields, &case_id) {
         Ok(command) => command,
         Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),

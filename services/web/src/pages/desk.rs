@@ -15,7 +15,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{Nav, page, refusal_box};
-use super::signin::{Carried, expired_with};
+use super::signin::posted;
 use super::{Fields, command_id, home_region, may, time};
 use crate::AppState;
 use crate::i18n::Lang;
@@ -224,18 +224,11 @@ pub async fn supervise(
     body: axum::body::Bytes,
 ) -> Response {
     let fields = Fields::parse(&body);
-    let session = match session {
+    let session = match posted(&state, &headers, session, &fields, "/desk/supervise") {
         Ok(session) => session,
-        Err(NoSession::SignIn { .. }) => {
-            let lang = crate::session::lang(&headers, state.config.language);
-            return expired_with(lang, &Carried::of("/desk/supervise", &fields));
-        }
-        Err(other) => return other.into_response(),
+        Err(answer) => return answer,
     };
     let lang = session.lang;
-    if !session.csrf_matches(fields.get("csrf")) {
-        return (StatusCode::FORBIDDEN, lang.t("bad_csrf")).into_response();
-    }
     let level = common::Supervision::from_str_name(fields.get("level")).map_or(0, |l| l as i32);
     let mut results = Vec::new();
     for case_id in fields.all("case") {

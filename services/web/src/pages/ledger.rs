@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{Nav, page, refusal_box};
-use super::today;
+use super::{chart, today};
 use crate::AppState;
 use crate::session::Session;
 use crate::upstream::{Refusal, as_user};
@@ -48,6 +48,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     };
     let mut client = state.upstream.query.clone();
     let rows = client.ledger(as_user(&session.token, request)).await;
+    let trend = trend(&state, &session).await;
     let body = html! {
         section.ledger {
             h1 { (lang.t("ledger")) }
@@ -65,6 +66,10 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                 label { (lang.t("from")) input type="date" name="from" value=(from); }
                 label { (lang.t("to")) input type="date" name="to" value=(to); }
                 button type="submit" { (lang.t("filter")) }
+            }
+            @if let Some(days) = &trend {
+                h2 { (lang.t("trend")) }
+                (chart::trend(lang, days))
             }
             @match &rows {
                 Err(status) => { (refusal_box(lang, &Refusal::from_status(status, lang))) }
@@ -96,4 +101,37 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
         }
     };
     page(lang, Some(&session), Nav::Ledger, lang.t("ledger"), body).into_response()
+}
+
+/// The last 30 days of the caller's townships, summed per day (none for
+/// a caller who reads no reports, such as a handling unit).
+async fn trend(state: &AppState, session: &Session) -> Option<Vec<chart::Day>> {
+    let zone = jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).ok()?;
+    let today = jiff::Timestamp::now().to_zoned(zone).date();
+    let from = today.checked_sub(jiff::Span::new().days(29)).ok()?;
+    let request = query_api::LedgerRequest {
+        org_kind: "township".into(),
+        org: String::new(),
+        from_day: from.to_string(),
+        to_day: today.to_string(),
+        period: query_api::Period::Day as i32,
+    };
+    let rows = state.upstream.query.clone().ledger(as_user(&session.token, request)).await.ok()?.into_inner().rows;
+    let mut days = Vec::new();
+    let mut day = from;
+    while day <= today {
+        let key = day.to_string();
+        let of_day: Vec<_> = rows.iter().filter(|r| r.period == key).collect();
+        let sum = |f: fn(&query_api::LedgerRow) -> u64| of_day.iter().map(|r| f(r)).sum::<u64>();
+        let (due, closed, on_time) = (sum(|r| r.due), sum(|r| r.closed), sum(|r| r.closed_on_time));
+        let rate = |n: u64| if due == 0 { 0.0 } else { n as f64 / due as f64 };
+        days.push(chart::Day {
+            day: key,
+            closure_rate: rate(closed),
+            on_time_closure_rate: rate(on_time),
+            filed: sum(|r| r.filed),
+        });
+        day = day.tomorrow().ok()?;
+    }
+    Some(days)
 }

@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod case;
+pub mod chart;
 pub mod desk;
 pub mod layout;
 pub mod ledger;

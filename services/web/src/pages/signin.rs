@@ -17,7 +17,9 @@ use super::Fields;
 use super::layout::{Nav, page, refusal_box};
 use crate::AppState;
 use crate::i18n::Lang;
-use crate::session::{LANG_COOKIE, SESSION_COOKIE, Session, csrf_token, lang, local_path, referer_path, set_cookie};
+use crate::session::{
+    LANG_COOKIE, NoSession, SESSION_COOKIE, Session, csrf_token, lang, local_path, referer_path, set_cookie,
+};
 use crate::upstream::Refusal;
 
 /// Roles a development sign-in may take, with an organisation and
@@ -93,10 +95,27 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, Query(query
     page(lang, None, Nav::SignIn, lang.t("sign_in"), body)
 }
 
-/// The sign-in page for a form sent with an expired session, keeping what was typed.
-pub fn expired_with(lang: Lang, carried: &Carried) -> Response {
-    let body = form(lang, &carried.action, true, Some(carried), None);
-    (StatusCode::UNAUTHORIZED, page(lang, None, Nav::SignIn, lang.t("sign_in"), body)).into_response()
+/// The session a form was sent with, its CSRF token checked; else the
+/// answer: the sign-in page keeping what was typed (the session expired:
+/// it is sent again to `action` after signing in), or a refusal.
+pub fn posted(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Result<Session, NoSession>,
+    fields: &Fields,
+    action: &str,
+) -> Result<Session, Response> {
+    match session {
+        Ok(session) if session.csrf_matches(fields.get("csrf")) => Ok(session),
+        Ok(session) => Err((StatusCode::FORBIDDEN, session.lang.t("bad_csrf")).into_response()),
+        Err(NoSession::SignIn { .. }) => {
+            let lang = lang(headers, state.config.language);
+            let carried = Carried::of(action, fields);
+            let body = form(lang, &carried.action, true, Some(&carried), None);
+            Err((StatusCode::UNAUTHORIZED, page(lang, None, Nav::SignIn, lang.t("sign_in"), body)).into_response())
+        }
+        Err(other) => Err(other.into_response()),
+    }
 }
 
 pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -163,9 +182,14 @@ fn resubmit(lang: Lang, token: &str, carried: &Carried) -> Markup {
     page(lang, None, Nav::SignIn, lang.t("sign_in"), body)
 }
 
-pub async fn sign_out(State(state): State<AppState>, session: Session, body: axum::body::Bytes) -> Response {
-    if !session.csrf_matches(Fields::parse(&body).get("csrf")) {
-        return (StatusCode::FORBIDDEN, session.lang.t("bad_csrf")).into_response();
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: Result<Session, NoSession>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(answer) = posted(&state, &headers, session, &Fields::parse(&body), "/signout") {
+        return answer;
     }
     let cookie = set_cookie(SESSION_COOKIE, "", 0, state.config.secure_cookies);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/signin")).into_response()
