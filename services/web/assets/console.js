@@ -8,7 +8,8 @@
   const township = feed.dataset.township;
   const region = feed.dataset.region || "";
   const state = document.getElementById("live-state");
-  let lastId = 0;
+  // Where the page's counts were taken: the feed resumes right after it.
+  let lastId = Number(feed.dataset.after) || 0;
   let source = null;
   let refresh = null;
 

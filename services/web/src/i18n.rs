@@ -300,6 +300,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("days", "天数", "Days"),
     ("note", "说明", "Note"),
     ("trend", "近30天趋势", "Last 30 days"),
+    ("latest", "最新上报", "Latest reports"),
     ("page_not_found", "没有这个页面。", "There is no such page."),
     (
         "kept_typed",

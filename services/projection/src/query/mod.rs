@@ -425,6 +425,7 @@ impl QueryService for QueryApi {
         let scope = scope_for(Access::of(&request)?, &[&prefix])?;
         let now = self.clock.now();
         let end_of_today = self.calendar.end_of_day(now);
+        let (as_of_sequence, _) = store::position(&self.pool).await.map_err(load_error)?;
         let row = counts_query(&scope, &prefix, micros(now), micros(end_of_today))
             .build()
             .fetch_one(&self.pool)
@@ -439,6 +440,7 @@ impl QueryService for QueryApi {
             on_hold: count(3),
             yellow_card: count(4),
             red_card: count(5),
+            as_of_sequence,
         }))
     }
 

@@ -47,6 +47,14 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
         .await
         .map(|r| r.into_inner())
         .map_err(|s| Refusal::from_status(&s, lang));
+    let latest = client
+        .list_cases(as_user(
+            &session.token,
+            query_api::ListCasesRequest { region_prefix: region.clone(), page_size: 10, ..Default::default() },
+        ))
+        .await
+        .map(|r| r.into_inner().cases)
+        .unwrap_or_default();
     let ranking = if may(&session, Operation::Ledger) && region.len() <= 9 && !region.is_empty() {
         Some(ranking(&state, &session, &region).await)
     } else {
@@ -72,10 +80,26 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                 section.feed {
                     h2 { (lang.t("live_feed")) " " span #live-state data-on=(lang.t("live_on")) data-off=(lang.t("live_off")) { (lang.t("live_connecting")) } }
                     @if let Some(township) = &township {
-                        ol #feed data-township=(township) data-region=(region) {}
+                        // The feed starts where the counts were taken: nothing
+                        // between this page and its live connection is lost.
+                        @let after = counts.as_ref().map_or(0, |c| c.as_of_sequence);
+                        ol #feed data-township=(township) data-region=(region) data-after=(after) {}
                     }
                 }
-                @if let Some(ranking) = ranking { (ranking) }
+                section.latest {
+                    h2 { (lang.t("latest")) }
+                    ol.latest {
+                        @for case in &latest {
+                            li data-case=(case.case_id) {
+                                time { (time(case.filed_at.as_ref())) } " "
+                                a href=(format!("/cases/{}", case.case_id)) { (case.case_id.get(..8).unwrap_or(&case.case_id)) } " "
+                                (lang.state(case.state)) " " code { (case.grid_code) }
+                                @if case.overdue { " " span.badge.red { (lang.t("overdue")) } }
+                            }
+                        }
+                    }
+                    @if let Some(ranking) = ranking { (ranking) }
+                }
             }
         }
     };
