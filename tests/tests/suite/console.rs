@@ -15,6 +15,7 @@ use gridcase_tests::lifecycle::{self, centre};
 use gridcase_tests::{Backends, Browser, Identity, TestIntake, TestProjection, TestWeb, eventually_within};
 
 const UNIT: &str = "unit.utilities.990101";
+const DISPATCHED: &str = "article.case[data-state=CASE_STATE_DISPATCHED]";
 
 /// Monday 2026-12-07 10:00 in Beijing: inside working hours.
 fn monday_morning() -> jiff::Timestamp {
@@ -176,13 +177,7 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     assert_eq!(offered.as_deref(), Some(UNIT));
     browser.fill("form[data-action=dispatch] input[name=unit]", UNIT).await;
     browser.click("form[data-action=dispatch] button").await;
-    wait_for(
-        &browser,
-        "the case dispatched",
-        Duration::from_secs(10),
-        "article.case[data-state=CASE_STATE_DISPATCHED]",
-    )
-    .await;
+    wait_for(&browser, "the case dispatched", Duration::from_secs(10), DISPATCHED).await;
     assert_eq!(browser.text("dd.unit").await, UNIT);
     let acknowledge_due = browser.text("section.deadlines tr[data-clock='2'] td.due").await;
     assert!(
@@ -278,7 +273,7 @@ async fn a_second_operator_s_dispatch_shows_the_conflict_and_bad_input_is_shown_
     wait_for(&browser, "the conflict", Duration::from_secs(5), "div.notice.refused[data-code=Aborted]").await;
     assert!(browser.text("div.notice.refused").await.contains("另一位操作员刚刚处理了此案件"));
     // …and the page now shows the case as it stands.
-    assert!(browser.has("article.case[data-state=CASE_STATE_DISPATCHED]").await);
+    assert!(browser.has(DISPATCHED).await);
     browser.close().await;
 }
 
@@ -390,13 +385,7 @@ async fn a_form_sent_after_the_session_expired_is_kept_through_sign_in_and_sent_
     wait_for(&browser, "the kept form", Duration::from_secs(5), "main form input[name=unit]").await;
     assert_eq!(browser.value("main form input[name=unit]").await, UNIT);
     browser.click("main form button[type=submit]").await;
-    wait_for(
-        &browser,
-        "the case dispatched",
-        Duration::from_secs(10),
-        "article.case[data-state=CASE_STATE_DISPATCHED]",
-    )
-    .await;
+    wait_for(&browser, "the case dispatched", Duration::from_secs(10), DISPATCHED).await;
     // The history comes from the read models, a moment behind the log.
     let page = browser.current_url().await;
     let dispatched = || async {

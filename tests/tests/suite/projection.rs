@@ -827,38 +827,37 @@ async fn the_projection_survives_postgresql_crashing_mid_load_and_queries_are_un
     projection.stop().await.unwrap();
 }
 
+/// A case filed and registered at `at` in `grid`, dispatched to the first
+/// unit with these deadlines (Beijing time).
+async fn dispatched<'a>(
+    log: &'a EventLog,
+    grid: &str,
+    at: Timestamp,
+    acknowledge_due: &str,
+    resolve_due: &str,
+) -> gridcase_tests::scenario::Scenario<'a> {
+    given(log, grid)
+        .at(at)
+        .filed("0101")
+        .await
+        .registered()
+        .await
+        .dispatched_to(UNITS[0], bj(acknowledge_due), bj(resolve_due))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_counts_open_work_only_due_today_in_beijing_and_overdue_now() {
     let Backends { nats, db, log } = Backends::start().await;
     let monday = bj("2026-03-09 10:00");
     // Due later today (acknowledge by Tuesday 15:00; it is Tuesday 09:00).
-    given(&log, GRIDS[0])
-        .at(monday)
-        .filed("0101")
-        .await
-        .registered()
-        .await
-        .dispatched_to(UNITS[0], bj("2026-03-10 15:00"), bj("2026-03-20 12:00"))
-        .await;
+    dispatched(&log, GRIDS[0], monday, "2026-03-10 15:00", "2026-03-20 12:00").await;
     // Overdue (acknowledge due Monday 12:00), under a yellow card.
-    let late = given(&log, GRIDS[1])
-        .at(monday)
-        .filed("0101")
-        .await
-        .registered()
-        .await
-        .dispatched_to(UNITS[0], bj("2026-03-09 12:00"), bj("2026-03-20 12:00"))
-        .await;
+    let late = dispatched(&log, GRIDS[1], monday, "2026-03-09 12:00", "2026-03-20 12:00").await;
     let reason = Text::reason("超时未签收").unwrap();
     late.by_centre(Command::Supervise { level: Supervision::YellowCard, reason, escalated_to: None }).await;
     // Closed and voided: no open work, whatever their deadlines said.
-    given(&log, GRIDS[0])
-        .at(monday)
-        .filed("0101")
-        .await
-        .registered()
-        .await
-        .dispatched_to(UNITS[0], bj("2026-03-09 12:00"), bj("2026-03-09 18:00"))
+    dispatched(&log, GRIDS[0], monday, "2026-03-09 12:00", "2026-03-09 18:00")
         .await
         .acknowledged()
         .await
