@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need (deploy/install-deps.sh),
+# The whole test suite: installs what the tests need (deploy/install-deps.sh,
+# with --browser: Debian's Chromium and chromedriver for the console's tests),
 # then runs every test of the workspace. Tests start their own nats-server
 # (own port, own store directory) and never use one left running.
 set -euo pipefail
