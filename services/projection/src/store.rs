@@ -112,9 +112,20 @@ impl Writer {
     }
 }
 
-/// Create `schema` if needed and apply the migrations in it.
+/// Create `schema` if needed and apply the migrations in it. Two
+/// projections starting at once (a cluster's pair) take turns: `CREATE
+/// SCHEMA IF NOT EXISTS` alone is not safe against a concurrent creation
+/// (the loser fails on the catalog's unique key), so it runs under a
+/// transaction-scoped advisory lock.
 pub async fn migrate(pool: &PgPool, schema: &str) -> anyhow::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))).execute(pool).await?;
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('gridcase-projection: create schema'))")
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema))))
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await.context("creating the schema")?;
     MIGRATOR.run(pool).await.context("applying migrations")?;
     Ok(())
 }
