@@ -4,6 +4,7 @@
 #   * PostgreSQL (Debian package) unless a server already answers on
 #     127.0.0.1:5432; its cluster started whatever state it is in
 #   * the gridcase role and database, reachable over TCP with a password
+#   * PostGIS for that server, created in the gridcase database and template1
 #
 # Idempotent, whatever state the machine is in: PostgreSQL absent, installed
 # and started by its package, installed and stopped, already serving with or
@@ -194,6 +195,32 @@ ensure_database() {
     "check pg_hba.conf allows password (scram-sha-256 or md5) logins from 127.0.0.1"
 }
 
+# PostGIS, for the read models' map (migration 0008): the Debian package for
+# the server's major version, and the extension created by a superuser in
+# the gridcase database and in template1 (so the databases tests create have
+# it; the gridcase role may not create it itself).
+has_postgis() { # database
+  psql "${DEFAULT_DATABASE_URL%/*}/$1" -tAc "select 1 from pg_extension where extname = 'postgis'" 2>/dev/null | grep -qx 1
+}
+
+install_postgis() {
+  if has_postgis gridcase && has_postgis template1; then return; fi
+  local version_num major
+  version_num="$(as_postgres psql -tAc 'show server_version_num' 2>/dev/null)" \
+    || fail "asking PostgreSQL (as the postgres user) for its version" \
+      "run as root, or create the extension by hand: CREATE EXTENSION postgis (as a superuser)"
+  major=$((version_num / 10000))
+  if [ ! -e "/usr/share/postgresql/$major/extension/postgis.control" ]; then
+    say "installing PostGIS for PostgreSQL $major (Debian package postgresql-$major-postgis-3)"
+    apt_install "postgresql-$major-postgis-3"
+  fi
+  local database
+  for database in template1 gridcase; do
+    as_postgres psql -d "$database" -qc "create extension if not exists postgis" >/dev/null \
+      || fail "creating the extension postgis in the database $database"
+  done
+}
+
 install_browser() {
   local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
@@ -222,5 +249,6 @@ if [ -n "${GRIDCASE_DATABASE_URL:-}" ] && [ "$GRIDCASE_DATABASE_URL" != "$DEFAUL
 else
   install_postgres
   ensure_database
-  say "ready: nats-server $NATS_VERSION in $TOOLS/nats, PostgreSQL on 127.0.0.1:5432"
+  install_postgis
+  say "ready: nats-server $NATS_VERSION in $TOOLS/nats, PostgreSQL and PostGIS on 127.0.0.1:5432"
 fi

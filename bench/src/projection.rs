@@ -60,6 +60,7 @@ fn case_events(index: usize, at: Timestamp) -> (Head, Vec<Event>) {
             severity_hint: None,
             contact: None,
             attachments: vec![],
+            outside_grid: None,
         }),
         Command::Register { tier: Tier::Normal, note: None, policy: None },
         Command::Dispatch {

@@ -28,6 +28,7 @@ pub(crate) fn filing_event() -> (CaseSubject, CaseId, Event) {
         severity_hint: None,
         contact: None,
         attachments: vec![],
+        outside_grid: None,
     });
     let event: Event = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
     (CaseSubject::for_grid(&grid, &case_id), case_id, event)

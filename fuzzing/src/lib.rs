@@ -133,6 +133,7 @@ fn limits() -> gridcase_intake::validate::Limits {
         max_attachment_bytes: 10 * 1024 * 1024,
         max_clock_skew: jiff::SignedDuration::from_mins(10),
         max_report_age: jiff::SignedDuration::from_hours(720),
+        grid_tolerance_m: 200,
     }
 }
 

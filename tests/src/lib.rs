@@ -454,6 +454,7 @@ impl TestProjection {
         config.database_url = database_url.to_owned();
         config.rules.policy = workspace_root().join("deploy/policy/policy.toml");
         config.rules.calendar_dir = workspace_root().join("deploy/calendar");
+        config.reference_dir = workspace_root().join("deploy/reference");
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.database_connections = 4;
         config.auth.dev_secret_file = Some(identity::dev_secret_file());

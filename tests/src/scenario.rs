@@ -51,6 +51,7 @@ pub fn filing(case_id: CaseId, grid: &str, category: &str, at: Timestamp) -> Com
         severity_hint: None,
         contact: None,
         attachments: vec![],
+        outside_grid: None,
     })
 }
 

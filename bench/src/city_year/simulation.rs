@@ -401,6 +401,7 @@ pub(super) fn simulate(
                 severity_hint: None,
                 contact: contact.map(gridcase_domain::Contact::Clear),
                 attachments: vec![],
+                outside_grid: None,
             };
             let worker = Actor {
                 person: format!("gw-{township}-{:02}", generator.rng.usize(..workers_per_township)),

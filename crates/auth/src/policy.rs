@@ -94,6 +94,7 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.query.v1.QueryService/ListCases", ListCases),
     // Counting is listing: the counts of what the caller may list.
     ("/gridcase.query.v1.QueryService/CountCases", ListCases),
+    ("/gridcase.query.v1.QueryService/GetGridMap", ListCases),
     ("/gridcase.query.v1.QueryService/OverdueReport", OverdueReport),
     ("/gridcase.query.v1.QueryService/Ledger", Ledger),
     ("/gridcase.query.v1.QueryService/ExportCases", ExportCases),

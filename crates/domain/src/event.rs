@@ -2,8 +2,8 @@ use jiff::Timestamp;
 
 use crate::case::DeadlineBasis;
 use crate::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode, Supervision,
-    Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode, OutsideGrid,
+    Supervision, Text, Tier,
 };
 
 /// A grid worker's report: the command's content, and the facts the
@@ -19,6 +19,9 @@ pub struct Filing {
     pub severity_hint: Option<Tier>,
     pub contact: Option<Contact>,
     pub attachments: Vec<AttachmentRef>,
+    /// Set by intake, not by the filer: the coordinates lie outside the
+    /// grid's boundary, beyond the tolerance.
+    pub outside_grid: Option<OutsideGrid>,
 }
 
 /// What happened to a case. Who, when and why-in-general live in the stored

@@ -25,6 +25,6 @@ pub use ids::{CaseId, CaseIdError};
 pub use personal::{Contact, ContactState, PersonName, PersonalDataError, PhoneNumber, ResidentContact, SealedData};
 pub use text::{Text, TextError};
 pub use values::{
-    ActorRole, AttachmentRef, Clock, ClockMark, ClockTerms, Feedback, Location, LocationError, Sha256Digest, State,
-    Supervision, Tier,
+    ActorRole, AttachmentRef, Clock, ClockMark, ClockTerms, Feedback, Location, LocationError, OutsideGrid,
+    Sha256Digest, State, Supervision, Tier,
 };

@@ -242,6 +242,24 @@ pub struct Location {
     pub address: Option<String>,
 }
 
+/// A filing whose coordinates lie outside the grid it names, further than
+/// the tolerance intake allowed: kept, and flagged for the command centre.
+/// Both figures in whole metres; the tolerance is the one in force then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutsideGrid {
+    pub distance_m: u32,
+    pub tolerance_m: u32,
+}
+
+impl OutsideGrid {
+    /// The flag for a point `distance_m` outside its grid, if that is beyond
+    /// `tolerance_m` (a point within the tolerance is not flagged).
+    pub fn beyond(distance_m: f64, tolerance_m: u32) -> Option<Self> {
+        (distance_m > f64::from(tolerance_m))
+            .then(|| Self { distance_m: distance_m.round().min(f64::from(u32::MAX)) as u32, tolerance_m })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
     #[error("latitude must be a number between -90 and 90")]
@@ -351,6 +369,14 @@ mod tests {
         assert!(Tier::Critical > Tier::Urgent && Tier::Urgent > Tier::Normal && Tier::Normal > Tier::Complex);
         assert_eq!(Tier::parse("urgent"), Some(Tier::Urgent));
         assert_eq!(Tier::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_a_point_beyond_the_tolerance_is_flagged() {
+        assert_eq!(OutsideGrid::beyond(0.0, 200), None);
+        assert_eq!(OutsideGrid::beyond(200.0, 200), None);
+        assert_eq!(OutsideGrid::beyond(200.6, 200), Some(OutsideGrid { distance_m: 201, tolerance_m: 200 }));
+        assert_eq!(OutsideGrid::beyond(12.0, 0), Some(OutsideGrid { distance_m: 12, tolerance_m: 0 }));
     }
 
     #[test]

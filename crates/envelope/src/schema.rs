@@ -37,7 +37,10 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// every other event stays as version 1 wrote it. Reading an event of an
 /// older version is upcasting it: version 1 and 2 deadline events have no
 /// terms, and readers derive them from the policy at hand
-/// (`gridcase_policy::Policy::clock_terms`).
+/// (`gridcase_policy::Policy::clock_terms`). A field an older reader may pass
+/// over and still read the rest right does not raise the version: a filing's
+/// `outside_grid` flag (an older reader shows the case without the flag; the
+/// hash is over the stored bytes, so its chain still verifies).
 pub const PAYLOAD_VERSION: u32 = 3;
 
 /// Who acted: a person, in a role, for an organisation.

@@ -9,11 +9,17 @@
 //! `code`; empty for a county); `command_centre` is required on townships.
 //!
 //! `categories.csv`: `code,major,name,default_tier`.
+//!
+//! `grids.geojson` (optional): the grids' boundaries (see [`boundaries`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod boundaries;
+
 use gridcase_domain::{CategoryCode, GridCode, OrgCode, Tier};
+
+pub use boundaries::{Boundaries, Shape};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
@@ -21,6 +27,8 @@ pub enum ReferenceError {
     Read { file: PathBuf, source: std::io::Error },
     #[error("{file}, line {line}: {problem}")]
     Invalid { file: PathBuf, line: u64, problem: String },
+    #[error("{file}{}: {problem}", feature.map(|f| format!(", feature {f}")).unwrap_or_default())]
+    Shape { file: PathBuf, feature: Option<usize>, problem: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -250,11 +258,15 @@ impl Taxonomy {
     }
 }
 
-/// Both reference files of a directory.
+/// The reference files of a directory.
 #[derive(Debug, Clone, Default)]
 pub struct Reference {
     pub registry: Registry,
     pub taxonomy: Taxonomy,
+    /// The grids' shapes; empty when the directory has no `grids.geojson`.
+    pub boundaries: Boundaries,
+    /// SHA-256 (hex) of `grids.geojson`, when there is one.
+    pub boundaries_sha256: Option<String>,
     /// SHA-256 (hex) of `regions.csv` and of `categories.csv` as loaded, so
     /// operators can tell which version a service runs with.
     pub regions_sha256: String,
@@ -264,8 +276,10 @@ pub struct Reference {
 impl Reference {
     pub const REGIONS_FILE: &str = "regions.csv";
     pub const CATEGORIES_FILE: &str = "categories.csv";
+    pub const BOUNDARIES_FILE: &str = "grids.geojson";
 
-    /// Load `regions.csv` and `categories.csv` from `dir`.
+    /// Load `regions.csv`, `categories.csv` and (if present) `grids.geojson`
+    /// from `dir`.
     pub fn load(dir: &Path) -> Result<Self, ReferenceError> {
         let read = |name: &str| {
             let path = dir.join(name);
@@ -275,8 +289,12 @@ impl Reference {
         };
         let (regions_path, regions) = read(Self::REGIONS_FILE)?;
         let (categories_path, categories) = read(Self::CATEGORIES_FILE)?;
+        let registry = Registry::parse(&regions_path, &regions)?;
+        let (boundaries, boundaries_sha256) = boundaries::load(dir, &registry)?;
         Ok(Self {
-            registry: Registry::parse(&regions_path, &regions)?,
+            registry,
+            boundaries,
+            boundaries_sha256,
             taxonomy: Taxonomy::parse(&categories_path, &categories)?,
             regions_sha256: sha256_hex(regions.as_bytes()),
             categories_sha256: sha256_hex(categories.as_bytes()),

@@ -67,6 +67,13 @@ pub struct Config {
     /// How old a report may be when it finally reaches the server (offline devices queue reports).
     #[arg(long, env = "GRIDCASE_MAX_REPORT_AGE", default_value = "720h", value_parser = parse_duration)]
     pub max_report_age: Duration,
+
+    /// How far (metres) outside its grid's boundary (reference grids.geojson)
+    /// a filing's coordinates may lie before the filing is flagged for the
+    /// command centre. It is kept either way. GPS error under tall buildings
+    /// and hand-drawn boundaries both run to tens of metres.
+    #[arg(long, env = "GRIDCASE_GRID_TOLERANCE_M", default_value_t = 200)]
+    pub grid_tolerance_m: u32,
 }
 
 impl Config {

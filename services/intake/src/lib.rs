@@ -67,6 +67,7 @@ impl Application {
             max_attachment_bytes: config.max_attachment_bytes,
             max_clock_skew: SignedDuration::try_from(config.max_clock_skew).context("max clock skew")?,
             max_report_age: SignedDuration::try_from(config.max_report_age).context("max report age")?,
+            grid_tolerance_m: config.grid_tolerance_m,
         };
         let (policy, calendar) = config.rules.load()?;
         let store = Arc::new(CaseStore::new(log));

@@ -429,6 +429,7 @@ mod tests {
             max_attachment_bytes: 1024,
             max_clock_skew: jiff::SignedDuration::from_mins(10),
             max_report_age: jiff::SignedDuration::from_hours(720),
+            grid_tolerance_m: 200,
         }
     }
 

@@ -168,11 +168,15 @@ fn taken(case_id: &gridcase_domain::CaseId) -> Status {
 /// compared opened; erased ones match nothing.
 async fn same_filing(keys: &KeyStore, stored: Event, asked: &Event) -> Result<bool, Status> {
     let Event::Filed(mut stored) = stored else { return Ok(false) };
+    let Event::Filed(asked) = asked else { return Ok(false) };
+    // The flag is intake's finding, not the filer's: a retry after the
+    // tolerance or the boundaries changed is still the same filing.
+    stored.outside_grid = asked.outside_grid;
     if let Some(contact) = &stored.contact {
         stored.contact = personal::open(keys, &stored.case_id, contact).await?.map(Contact::Clear);
         if stored.contact.is_none() {
             return Ok(false);
         }
     }
-    Ok(&Event::Filed(stored) == asked)
+    Ok(&stored == asked)
 }

@@ -2,8 +2,8 @@
 //! found. Pure: the reference data, the limits and `now` are passed in.
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Filing, GridCode, Location, LocationError, PersonName, PhoneNumber,
-    ResidentContact, Sha256Digest, Text,
+    AttachmentRef, CaseId, CategoryCode, Filing, GridCode, Location, LocationError, OutsideGrid, PersonName,
+    PhoneNumber, ResidentContact, Sha256Digest, Text,
 };
 use gridcase_grpc::Violations;
 use gridcase_proto::common::v1 as common;
@@ -34,6 +34,9 @@ pub struct Limits {
     pub max_attachment_bytes: u64,
     pub max_clock_skew: SignedDuration,
     pub max_report_age: SignedDuration,
+    /// How far (metres) outside its grid's boundary a filing may lie before
+    /// it is flagged (`Filing::outside_grid`).
+    pub grid_tolerance_m: u32,
 }
 
 pub use gridcase_proto::convert::{tier_from_proto, timestamp_from_proto, timestamp_to_proto};
@@ -187,6 +190,12 @@ pub fn file_case(
         (Some(case_id), Some(grid), Some(category), Some(description), Some(location), Some(reported_at))
             if v.is_empty() =>
         {
+            // Kept either way; flagged when the grid has a shape and the
+            // point lies beyond the tolerance outside it.
+            let outside_grid = reference
+                .boundaries
+                .distance_outside(&grid, location.latitude(), location.longitude())
+                .and_then(|metres| OutsideGrid::beyond(metres, limits.grid_tolerance_m));
             Ok(Filing {
                 case_id,
                 grid,
@@ -197,6 +206,7 @@ pub fn file_case(
                 severity_hint,
                 contact: contact.map(gridcase_domain::Contact::Clear),
                 attachments,
+                outside_grid,
             })
         }
         _ => Err(v),

@@ -67,7 +67,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 38] = [
+pub const COLUMNS: [Column; 41] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -109,6 +109,12 @@ pub const COLUMNS: [Column; 38] = [
     column("contact_sealed", Kind::Text, false, |r| Cell::Text(r.contact_sealed.clone())),
     column("clock_terms", Kind::Text, false, |r| {
         Cell::Text((!r.case.terms.is_empty()).then(|| serde_json::to_string(&r.case.terms).expect("terms serialise")))
+    }),
+    // The point itself is a generated PostGIS column (`location`) over these two.
+    column("latitude_e6", Kind::Small, true, |r| Cell::Small(r.location_e6.map(|(lat, _)| lat))),
+    column("longitude_e6", Kind::Small, true, |r| Cell::Small(r.location_e6.map(|(_, lon)| lon))),
+    column("outside_grid_m", Kind::Small, true, |r| {
+        Cell::Small(r.outside_grid_m.map(|m| m.min(i32::MAX as u32) as i32))
     }),
 ];
 
@@ -291,6 +297,8 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         closed_at: at("closed_at"),
         last_hash: row.get("last_hash"),
         contact_sealed: row.get("contact_sealed"),
+        location_e6: row.get::<Option<i32>, _>("latitude_e6").zip(row.get::<Option<i32>, _>("longitude_e6")),
+        outside_grid_m: row.get::<Option<i32>, _>("outside_grid_m").map(|m| m as u32),
     })
 }
 
@@ -309,7 +317,7 @@ mod tests {
         let sql = upsert_sql();
         assert!(sql.starts_with(&format!("INSERT INTO cases ({}) ", copy_columns())), "{sql}");
         assert!(
-            sql.contains(&format!("${}::text[]", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1))
+            sql.contains(&format!("${}::int[]", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1))
         );
     }
 }

@@ -90,6 +90,11 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_WRITER_POLL", default_value = "1s", value_parser = gridcase_process::parse_duration)]
     pub writer_poll: std::time::Duration,
 
+    /// The reference data: the grids' boundaries (grids.geojson) are loaded
+    /// into the read models at start, for the map.
+    #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]
+    pub reference_dir: std::path::PathBuf,
+
     /// Connections to PostgreSQL (queries; the writer has one of its own).
     #[arg(long, env = "GRIDCASE_DATABASE_CONNECTIONS", default_value_t = 8)]
     pub database_connections: u32,

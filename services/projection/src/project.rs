@@ -46,6 +46,10 @@ pub struct CaseRow {
     pub closed_at: Option<Timestamp>,
     /// The hash of the case's last kept event: the next one must chain to it.
     pub last_hash: String,
+    /// Where the filer stood, WGS 84 microdegrees (latitude, longitude).
+    pub location_e6: Option<(i32, i32)>,
+    /// Intake's flag: metres outside the grid's boundary, beyond tolerance.
+    pub outside_grid_m: Option<u32>,
 }
 
 /// Which kind of organisation a ledger row counts for.
@@ -236,6 +240,8 @@ pub fn apply(
             resolved_at: None,
             closed_at: None,
             last_hash: stored.hash.clone(),
+            location_e6: Some((filing.location.latitude_e6, filing.location.longitude_e6)),
+            outside_grid_m: filing.outside_grid.map(|o| o.distance_m),
         },
         (None, _) => return (None, changes),
         (Some(mut row), _) => {

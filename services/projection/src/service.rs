@@ -8,6 +8,7 @@ use gridcase_eventlog::EventLog;
 use gridcase_grpc::{Authenticator, GrpcServer};
 use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use gridcase_proto::query::v1::query_service_server::QueryServiceServer;
+use gridcase_reference::Reference;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -32,8 +33,11 @@ impl Application {
     pub async fn build(config: Config, listener: TcpListener, clock: Arc<dyn TimeSource>) -> anyhow::Result<Self> {
         let auth = config.auth.load(Arc::new(SystemTimeSource))?;
         let (policy, calendar) = config.rules.load()?;
+        let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
         let pool = store::connect(&config.database_url, &config.schema, config.database_connections).await?;
         store::migrate(&pool, &config.schema).await?;
+        let shapes = store::load_shapes(&pool, &reference).await?;
+        info!(shapes, sha256 = reference.boundaries_sha256.as_deref().unwrap_or("none"), "grid boundaries loaded");
         let (client, log) = config.common.open_log("gridcase-projection").await?;
         let keys = config.keys.open(&log, true).await?;
         let query = QueryApi {
@@ -214,7 +218,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let (client, log) = config.common.open_log("gridcase-projection-rebuild").await?;
             let target = format!("{}_rebuild", config.schema);
+            let reference = Reference::load(&config.reference_dir).context("loading the reference data")?;
             let built = rebuild::build(&config.database_url, &target, &log, &rebuild::Options::default()).await?;
+            store::load_shapes(&built.pool, &reference).await?;
             let position = built.position;
             built.pool.close().await;
             rebuild::swap(&config.database_url, &target, &config.schema).await?;

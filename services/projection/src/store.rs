@@ -28,7 +28,8 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 fn options(url: &str, schema: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
         .with_context(|| "GRIDCASE_DATABASE_URL is not a PostgreSQL URL")?
-        .options([("search_path", schema)]))
+        // PostGIS's types and functions live in public (migration 0008).
+        .options([("search_path", format!("{schema}, public"))]))
 }
 
 /// A pool whose connections work in `schema`. Connections lost when the
@@ -126,8 +127,76 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> anyhow::Result<()> {
         .execute(&mut *transaction)
         .await?;
     transaction.commit().await.context("creating the schema")?;
+    check_postgis(pool).await?;
     MIGRATOR.run(pool).await.context("applying migrations")?;
     Ok(())
+}
+
+/// Fail early, in words, when PostgreSQL has no PostGIS (migration 0008
+/// needs it).
+async fn check_postgis(pool: &PgPool) -> anyhow::Result<()> {
+    let (created, available): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis'), \
+                EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'postgis')",
+    )
+    .fetch_one(pool)
+    .await
+    .context("asking PostgreSQL for its extensions")?;
+    if !created && !available {
+        anyhow::bail!(
+            "PostgreSQL has no PostGIS: install it on the database server (Debian: postgresql-<version>-postgis-3; \
+             deploy/install-deps.sh does) and run CREATE EXTENSION postgis in the database as a superuser"
+        );
+    }
+    Ok(())
+}
+
+/// Replace the grids' boundaries with the reference data's (upserted, so
+/// two projections starting at once do not collide; grids no longer in the
+/// file removed). Returns how many shapes there are; shapes PostGIS finds
+/// invalid (self-crossing rings) are logged, and still drawn.
+pub async fn load_shapes(pool: &PgPool, reference: &gridcase_reference::Reference) -> anyhow::Result<usize> {
+    let shapes: Vec<_> = reference.boundaries.shapes().collect();
+    let mut columns: [Vec<String>; 5] = Default::default();
+    for shape in &shapes {
+        let region = reference.registry.region(&shape.code).context("a shape's grid is in the registry")?;
+        let level = match region.level {
+            gridcase_reference::Level::MicroGrid => "micro_grid",
+            _ => "grid",
+        };
+        columns[0].push(shape.code.clone());
+        columns[1].push(shape.code[..9].to_owned());
+        columns[2].push(region.name.clone());
+        columns[3].push(level.to_owned());
+        columns[4].push(shape.geometry_json.clone());
+    }
+    let [codes, townships, names, levels, geometries] = columns;
+    let mut transaction = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO grid_shapes (code, township, name, level, boundary) \
+         SELECT c, t, n, l, ST_Multi(ST_SetSRID(ST_GeomFromGeoJSON(g), 4326)) \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS x(c, t, n, l, g) \
+         ON CONFLICT (code) DO UPDATE SET township = EXCLUDED.township, name = EXCLUDED.name, \
+         level = EXCLUDED.level, boundary = EXCLUDED.boundary",
+    )
+    .bind(&codes)
+    .bind(&townships)
+    .bind(&names)
+    .bind(&levels)
+    .bind(&geometries)
+    .execute(&mut *transaction)
+    .await
+    .context("storing the grids' boundaries")?;
+    sqlx::query("DELETE FROM grid_shapes WHERE code <> ALL($1)").bind(&codes).execute(&mut *transaction).await?;
+    let invalid: Vec<(String, String)> =
+        sqlx::query_as("SELECT code, ST_IsValidReason(boundary) FROM grid_shapes WHERE NOT ST_IsValid(boundary)")
+            .fetch_all(&mut *transaction)
+            .await?;
+    transaction.commit().await.context("storing the grids' boundaries")?;
+    for (code, reason) in invalid {
+        tracing::warn!(grid = %code, reason = %reason, "a grid's boundary is not a valid polygon");
+    }
+    Ok(codes.len())
 }
 
 /// Quote an identifier for SQL.

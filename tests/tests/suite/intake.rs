@@ -635,3 +635,85 @@ async fn a_list_of_nats_urls_is_used_as_a_cluster_and_a_dead_one_is_passed_over(
     assert!(error.to_string().contains("names no server"), "{error}");
     intake.stop().await.unwrap();
 }
+
+/// The demo county's boundaries, as intake loads them.
+fn reference() -> gridcase_reference::Reference {
+    gridcase_reference::Reference::load(&gridcase_tests::workspace_root().join("deploy/reference")).unwrap()
+}
+
+/// A point due north of the default filing's that lies between `min` and
+/// `max` metres outside grid 990101001001001 (its boundary is generated, so
+/// the test finds such a point rather than hard-coding one).
+fn north_of_the_grid(min: f64, max: f64) -> (f64, f64) {
+    let reference = reference();
+    let grid = gridcase_domain::GridCode::parse("990101001001001").unwrap();
+    (0..20_000)
+        .map(|step| (30.2741 + f64::from(step) * 0.000_01, 120.1551))
+        .find(|(lat, lon)| {
+            let outside = reference.boundaries.distance_outside(&grid, *lat, *lon).unwrap();
+            (min..max).contains(&outside)
+        })
+        .expect("a point that far out")
+}
+
+#[tokio::test]
+async fn a_filing_outside_its_grid_is_kept_and_flagged_and_within_the_tolerance_it_is_not() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let log = open_log(&nats).await;
+    let flag_of = async |request: &api::FileCaseRequest| {
+        let history = log.history(&subject_of(request)).await.unwrap();
+        let Event::Filed(filed) = history[0].event.decode().unwrap() else { panic!("not a filing") };
+        filed.outside_grid
+    };
+    let at = |case_id: CaseId, (latitude, longitude): (f64, f64)| {
+        let mut request = filing(case_id);
+        request.location = Some(common::Location { latitude, longitude, address: String::new() });
+        request
+    };
+
+    // Inside the grid (the default filing's point): no flag.
+    let inside = filing(CaseId::new_v7());
+    client.file_case(as_worker(inside.clone())).await.expect("filed");
+    assert_eq!(flag_of(&inside).await, None);
+
+    // 60-150 m out: within the default tolerance of 200 m, not flagged.
+    let near = at(CaseId::new_v7(), north_of_the_grid(60.0, 150.0));
+    client.file_case(as_worker(near.clone())).await.expect("filed");
+    assert_eq!(flag_of(&near).await, None);
+
+    // 300-600 m out: kept, and flagged with the distance and the tolerance.
+    let point = north_of_the_grid(300.0, 600.0);
+    let far = at(CaseId::new_v7(), point);
+    let receipt = client.file_case(as_worker(far.clone())).await.expect("kept").into_inner();
+    let flag = flag_of(&far).await.expect("flagged");
+    let grid = gridcase_domain::GridCode::parse("990101001001001").unwrap();
+    let expected = reference().boundaries.distance_outside(&grid, point.0, point.1).unwrap();
+    assert_eq!(flag.tolerance_m, 200);
+    assert_eq!(f64::from(flag.distance_m), expected.round(), "{flag:?}");
+
+    // The filer's retry of the flagged filing is the same filing.
+    let retry = client.file_case(as_worker(far.clone())).await.expect("retried").into_inner();
+    assert!(retry.replayed);
+    assert_eq!(retry.stream_sequence, receipt.stream_sequence);
+
+    // A point in another township, kilometres from the grid it names.
+    let elsewhere = at(CaseId::new_v7(), (30.2, 120.1));
+    client.file_case(as_worker(elsewhere.clone())).await.expect("kept");
+    assert!(flag_of(&elsewhere).await.expect("flagged").distance_m > 3000);
+    intake.stop().await.unwrap();
+
+    // After the tolerance changed (1 km now), the retry is still the same
+    // filing: the flag is intake's finding, not part of what was filed.
+    let mut config = TestIntake::config(&nats.url());
+    config.grid_tolerance_m = 1000;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let retry = client.file_case(as_worker(far)).await.expect("retried").into_inner();
+    assert!(retry.replayed && retry.stream_sequence == receipt.stream_sequence, "{retry:?}");
+    let now_near = at(CaseId::new_v7(), point);
+    client.file_case(as_worker(now_near.clone())).await.expect("filed");
+    assert_eq!(flag_of(&now_near).await, None, "within 1 km");
+    intake.stop().await.unwrap();
+}

@@ -17,6 +17,7 @@ mod docs;
 mod eventlog;
 mod group_commit;
 mod intake;
+mod map;
 mod metrics;
 mod nats_security;
 mod personal_data;

@@ -673,6 +673,7 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
             severity_hint: None,
             contact,
             attachments: vec![],
+            outside_grid: None,
         })
     };
     let subject = |case_id| act::subject("990101001001001", case_id);
@@ -933,6 +934,7 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
         severity_hint: None,
         contact: Some(Contact::Clear(clear.clone())),
         attachments: vec![],
+        outside_grid: None,
     });
     let subject = act::subject("990101001001001", old);
     act::command(&log, &subject, before_sealing, ActorRole::GridWorker, "cc-990101001", jiff::Timestamp::now())

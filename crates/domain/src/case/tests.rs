@@ -41,6 +41,7 @@ fn file_command(hint: Option<Tier>) -> Command {
             size: 1024,
             content_type: "image/jpeg".into(),
         }],
+        outside_grid: None,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use gridcase_domain::{
     AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing, GridCode,
-    Location, OrgCode, ResidentContact, SealedData, Supervision, Text, Tier,
+    Location, OrgCode, OutsideGrid, ResidentContact, SealedData, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,10 @@ pub(super) enum PayloadV1 {
         resident_contact: Option<ContactV1>,
         #[serde(default)]
         attachments: Vec<AttachmentRef>,
+        /// Added after version 3 without a new version: an older reader
+        /// passes over it and reads the rest of the filing right.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outside_grid: Option<OutsideGrid>,
     },
     Registered {
         tier: Tier,
@@ -223,6 +227,7 @@ impl PayloadV1 {
                 severity_hint: filed.severity_hint,
                 resident_contact: filed.contact.map(ContactV1::from),
                 attachments: filed.attachments,
+                outside_grid: filed.outside_grid,
             },
             Event::Registered { tier, note, policy } => PayloadV1::Registered { tier, note, policy },
             Event::Voided { reason } => PayloadV1::Voided { reason },
@@ -275,6 +280,7 @@ impl PayloadV1 {
                 severity_hint,
                 resident_contact,
                 attachments,
+                outside_grid,
             } => Event::Filed(Filing {
                 case_id,
                 grid: grid_code,
@@ -285,6 +291,7 @@ impl PayloadV1 {
                 severity_hint,
                 contact: resident_contact.map(Contact::from),
                 attachments,
+                outside_grid,
             }),
             PayloadV1::Registered { tier, note, policy } => Event::Registered { tier, note, policy },
             PayloadV1::Voided { reason } => Event::Voided { reason },

@@ -55,6 +55,7 @@ fn one_of_each() -> Vec<Event> {
                 phone: Some(PhoneNumber::parse("13812345678").unwrap()),
             })),
             attachments: vec![photo()],
+            outside_grid: None,
         }),
         Event::Registered {
             tier: Tier::Urgent,

@@ -75,6 +75,7 @@ impl<'w> Scenario<'w> {
             severity_hint: hint,
             contact: None,
             attachments: vec![],
+            outside_grid: None,
         });
         self.apply(command, at, ActorRole::GridWorker);
     }

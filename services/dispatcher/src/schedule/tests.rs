@@ -138,6 +138,7 @@ fn file(log: &mut Log, at: Timestamp) -> (CaseId, CaseSubject) {
         severity_hint: None,
         contact: None,
         attachments: vec![],
+        outside_grid: None,
     };
     let subject = CaseSubject::for_grid(&grid, &case_id);
     let event = gridcase_domain::decide(None, &Command::File(filing), at).unwrap();

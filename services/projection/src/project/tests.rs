@@ -76,6 +76,7 @@ fn file(at: Timestamp) -> Command {
         severity_hint: None,
         contact: None,
         attachments: vec![],
+        outside_grid: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod export;
 mod ledger;
+mod map;
 pub mod requests;
 pub mod sql;
 mod watch;
@@ -282,6 +283,12 @@ impl QueryService for QueryApi {
             reopenings: case.reopenings,
             approved_extension_days: case.approved_extension_days,
             feedback: convert::feedback_to_proto(case.feedback) as i32,
+            location: row.location_e6.map(|(lat, lon)| common::Location {
+                latitude: f64::from(lat) / 1e6,
+                longitude: f64::from(lon) / 1e6,
+                address: String::new(),
+            }),
+            outside_grid_m: row.outside_grid_m.unwrap_or(0),
         }))
     }
 
@@ -442,6 +449,18 @@ impl QueryService for QueryApi {
             red_card: count(5),
             as_of_sequence,
         }))
+    }
+
+    async fn get_grid_map(&self, request: Request<api::GetGridMapRequest>) -> Result<Response<api::GridMap>, Status> {
+        let prefix = request.get_ref().region_prefix.clone();
+        report_prefix(&prefix)?;
+        let scope = scope_for(Access::of(&request)?, &[&prefix])?;
+        let max_cases = match request.get_ref().max_cases {
+            0 => map::MAX_CASES,
+            n => n.min(map::MAX_CASES),
+        };
+        let now = self.clock.now();
+        Ok(Response::new(map::grid_map(&self.pool, &scope, &prefix, micros(now), max_cases).await?))
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, Status> {

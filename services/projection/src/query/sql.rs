@@ -19,7 +19,12 @@ use crate::columns::{self, from_micros, micros};
 /// state (`Clock::runs_in`) and the due columns (`columns::due_column`).
 /// `now` is an integer we computed, so it is written into the SQL as is.
 pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
-    builder.push(running_due_between(None, now));
+    builder.push(overdue_sql(now));
+}
+
+/// [`overdue_condition`] as SQL text.
+pub(super) fn overdue_sql(now: i64) -> String {
+    running_due_between(None, now)
 }
 
 /// "Some clock that runs in the case's state falls due in [from, to)"
