@@ -38,6 +38,43 @@
     }, 300);
   }
 
+  // The map's points, redrawn a while after changes arrive (the grids stay).
+  const map = document.getElementById("grid-map");
+  const points = document.getElementById("map-cases");
+  let redraw = null;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function refreshMap() {
+    if (!map || !points || redraw) return;
+    redraw = setTimeout(async function () {
+      redraw = null;
+      const frame = ["west", "north", "xs", "ys", "h"].map(function (k) { return k + "=" + encodeURIComponent(map.dataset[k]); });
+      try {
+        const answer = await fetch("/board/map?region=" + encodeURIComponent(region) + "&" + frame.join("&"), { credentials: "same-origin" });
+        if (!answer.ok) return;
+        const drawn = [];
+        for (const p of await answer.json()) {
+          const link = document.createElementNS(SVG, "a");
+          link.setAttribute("href", "/cases/" + encodeURIComponent(p.case_id));
+          link.dataset.case = p.case_id;
+          const dot = document.createElementNS(SVG, "circle");
+          dot.setAttribute("class", p.class);
+          dot.setAttribute("cx", p.x.toFixed(1));
+          dot.setAttribute("cy", p.y.toFixed(1));
+          dot.setAttribute("r", p.r.toFixed(1));
+          const title = document.createElementNS(SVG, "title");
+          title.textContent = p.title;
+          dot.append(title);
+          link.append(dot);
+          drawn.push(link);
+        }
+        points.replaceChildren.apply(points, drawn);
+      } catch (e) {
+        /* the next change redraws again */
+      }
+    }, 1000);
+  }
+
   function show(change) {
     const item = document.createElement("li");
     item.dataset.case = change.case_id;
@@ -66,6 +103,7 @@
       lastId = Math.max(lastId, Number(e.lastEventId) || 0);
       show(JSON.parse(e.data));
       refreshCounts();
+      refreshMap();
     });
     source.addEventListener("signin", function () {
       source.close();
@@ -85,5 +123,5 @@
 
   connect();
   // Time alone moves cases (due today, overdue): refresh the counts each minute too.
-  setInterval(refreshCounts, 60000);
+  setInterval(function () { refreshCounts(); refreshMap(); }, 60000);
 })();

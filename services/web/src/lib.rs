@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::board::show))
         .route("/board/counts", get(pages::board::counts))
+        .route("/board/map", get(pages::board::map_points))
         .route("/live", get(live::feed))
         .route("/desk", get(pages::desk::show))
         .route("/desk/supervise", post(pages::desk::supervise))

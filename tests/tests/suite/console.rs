@@ -73,14 +73,23 @@ impl Console {
 
     /// File a case as the grid worker, with a resident's contact; its id.
     async fn file(&self, description: &str) -> CaseId {
+        self.file_at(description, None).await
+    }
+
+    /// The same, from `location` (latitude, longitude) rather than inside the grid.
+    async fn file_at(&self, description: &str, location: Option<(f64, f64)>) -> CaseId {
         let case_id = CaseId::new_v7();
-        let report = intake_api::FileCaseRequest {
+        let mut report = intake_api::FileCaseRequest {
             description: description.into(),
             resident_contact: Some(intake_api::ResidentContact {
                 name: "王小明".into(), phone: "13812345678".into()
             }),
             ..filing_at(case_id, "0201", self.clock.now())
         };
+        if let Some((latitude, longitude)) = location {
+            report.location =
+                Some(gridcase_proto::common::v1::Location { latitude, longitude, address: String::new() });
+        }
         intake_client(self.intake.endpoint()).await.file_case(worker().request(report)).await.expect("filed");
         case_id
     }
@@ -136,6 +145,13 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
     wait_for(&browser, "the board's live feed to connect", Duration::from_secs(10), "body[data-live=on]").await;
     assert_eq!(browser.text("#count-open").await, "0");
+    // The township's map: its four grids and two micro-grids, no cases yet.
+    assert_eq!(browser.client.find_all(fantoccini::Locator::Css("svg#grid-map path.grid")).await.unwrap().len(), 6);
+    assert_eq!(
+        browser.client.find_all(fantoccini::Locator::Css("svg#grid-map path.micro-grid")).await.unwrap().len(),
+        2
+    );
+    assert!(!browser.has("#map-cases circle").await);
 
     // A filing through the gRPC intake appears on the board without a reload.
     let description = "<script>document.title='pwned'</script> 东门路12号路灯不亮 <b>夜间</b>";
@@ -148,6 +164,10 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
         browser.text("#count-open").await == "1"
     })
     .await;
+    // …and on the map, as a point awaiting the centre, redrawn without a reload.
+    let point = format!("#map-cases a[data-case='{case_id}'] circle.pending");
+    wait_for(&browser, "the filing on the map", Duration::from_secs(5), &point).await;
+    assert!(!browser.has(&format!("{point}.outside")).await, "filed inside its grid");
     browser.screenshot("board").await;
 
     // The case page: the description is text, markup and all (once the
@@ -162,6 +182,9 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     assert_ne!(browser.client.title().await.unwrap(), "pwned");
     // The command centre sees the contact in full (it calls residents back).
     assert_eq!(browser.text("dd.contact").await, "王小明 13812345678");
+    // Where it was filed, on its village's map.
+    assert_eq!(browser.text("dd.location").await, "30.274100, 120.155100");
+    assert!(browser.has(&format!("section.case-map a[data-case='{case_id}'] circle.focus")).await);
 
     // Register, then dispatch, from the page.
     browser.click("form[data-action=register] button").await;
@@ -209,13 +232,26 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     wait_for(&browser, "the live feed", Duration::from_secs(10), "body[data-live=on]").await;
     let before = browser.text("#count-overdue").await;
     assert_eq!(before, "1", "a fresh board counts the overdue case");
-    let second = console.file("垃圾桶满溢").await;
+    assert!(browser.has(&format!("#map-cases a[data-case='{case_id}'] circle.handling.overdue")).await);
+    // A filing from 5 km away (in 青石镇), naming a grid of this township:
+    // kept, on the map's edge, flagged.
+    let second = console.file_at("垃圾桶满溢", Some((30.2, 120.1))).await;
     wait_for(&browser, "the second filing", Duration::from_secs(5), &format!("#feed li[data-case='{second}']")).await;
     eventually_within("the open count to reach 2", Duration::from_secs(5), || async {
         browser.text("#count-open").await == "2"
     })
     .await;
     assert_eq!(browser.text("#count-overdue").await, "1");
+    let astray = format!("#map-cases a[data-case='{second}'] circle.outside.off-map");
+    wait_for(&browser, "the flagged filing on the map's edge", Duration::from_secs(5), &astray).await;
+    browser.screenshot("board-map").await;
+    browser.goto(&web.url(&format!("/cases/{second}"))).await;
+    eventually_within("the flag on the case page", Duration::from_secs(10), || async {
+        browser.goto(&web.url(&format!("/cases/{second}"))).await;
+        browser.has("dd.location span.outside-grid").await
+    })
+    .await;
+    assert!(browser.text("dd.location span.outside-grid").await.starts_with("位置超出网格"));
 
     // The handling unit sees the case in its queue and may acknowledge it.
     browser.sign_in(web, "utilities-1", "handling_unit", UNIT, UNIT).await;

@@ -100,15 +100,17 @@ async fn the_map_draws_the_territory_s_grids_and_open_cases_and_postgis_agrees_w
     }
 
     // A region outside the caller's territory is refused; the county sees all 13 shapes.
-    let refused = client.get_grid_map(api::GetGridMapRequest { region_prefix: "990101201".into(), max_cases: 0 }).await;
+    let refused =
+        client.get_grid_map(api::GetGridMapRequest { region_prefix: "990101201".into(), ..Default::default() }).await;
     assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
     let auditor = Identity::new("audit-01", "county_auditor", "county-990101", "990101");
     let mut county = query_client(projection.endpoint(), &auditor).await;
     let all = county.get_grid_map(api::GetGridMapRequest::default()).await.unwrap().into_inner();
     assert_eq!((all.grids.len(), all.open_cases), (13, 3));
-    let cut = county.get_grid_map(api::GetGridMapRequest { region_prefix: String::new(), max_cases: 1 }).await;
-    let cut = cut.unwrap().into_inner();
+    let request = api::GetGridMapRequest { region_prefix: String::new(), max_cases: 1, without_grids: true };
+    let cut = county.get_grid_map(request).await.unwrap().into_inner();
     assert_eq!((cut.cases.len(), cut.open_cases), (1, 3), "a cut list still says how many there are");
+    assert!(cut.grids.is_empty(), "a live board's redraw asks for the points only");
     projection.stop().await.unwrap();
 
     // Restarted with boundaries of one grid only: the others are gone from

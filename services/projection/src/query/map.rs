@@ -29,7 +29,14 @@ pub(super) async fn grid_map(
     prefix: &str,
     now: i64,
     max_cases: u32,
+    with_grids: bool,
 ) -> Result<api::GridMap, Status> {
+    let grids = if with_grids { grids(pool, scope, prefix).await? } else { Vec::new() };
+    let (cases, open_cases) = cases(pool, scope, prefix, now, max_cases).await?;
+    Ok(api::GridMap { grids, cases, open_cases })
+}
+
+async fn grids(pool: &PgPool, scope: &ListScope, prefix: &str) -> Result<Vec<api::MapGrid>, Status> {
     // The region drawn: the one asked for, else the caller's; a caller
     // without one (a handling unit) sees the townships its open cases lie in.
     let region = if prefix.is_empty() { scope.region_prefix.clone().unwrap_or_default() } else { prefix.to_owned() };
@@ -45,15 +52,23 @@ pub(super) async fn grid_map(
         grids.push("code LIKE ").push_bind(format!("{region}%"));
     }
     grids.push(" ORDER BY code");
-    let grids = grids
+    Ok(grids
         .build()
         .fetch_all(pool)
         .await
         .map_err(db_error)?
         .into_iter()
         .map(|row| api::MapGrid { code: row.get(0), name: row.get(1), level: row.get(2), geometry_geojson: row.get(3) })
-        .collect();
+        .collect())
+}
 
+async fn cases(
+    pool: &PgPool,
+    scope: &ListScope,
+    prefix: &str,
+    now: i64,
+    max_cases: u32,
+) -> Result<(Vec<api::MapCase>, u64), Status> {
     let mut cases = QueryBuilder::<Postgres>::new(format!(
         "SELECT case_id::text, state, tier, grid, latitude_e6, longitude_e6, outside_grid_m, COALESCE({}, false) AS overdue, \
          count(*) OVER () FROM cases WHERE latitude_e6 IS NOT NULL AND state IN ({})",
@@ -80,5 +95,5 @@ pub(super) async fn grid_map(
             overdue: row.get(7),
         })
         .collect();
-    Ok(api::GridMap { grids, cases, open_cases })
+    Ok((cases, open_cases))
 }

@@ -460,7 +460,8 @@ impl QueryService for QueryApi {
             n => n.min(map::MAX_CASES),
         };
         let now = self.clock.now();
-        Ok(Response::new(map::grid_map(&self.pool, &scope, &prefix, micros(now), max_cases).await?))
+        let with_grids = !request.get_ref().without_grids;
+        Ok(Response::new(map::grid_map(&self.pool, &scope, &prefix, micros(now), max_cases, with_grids).await?))
     }
 
     async fn ledger(&self, request: Request<api::LedgerRequest>) -> Result<Response<api::LedgerResponse>, Status> {

@@ -11,6 +11,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{Nav, page, refusal_box};
+use super::map;
 use super::{home_region, may, time, today};
 use crate::AppState;
 use crate::i18n::Lang;
@@ -47,14 +48,19 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
         .await
         .map(|r| r.into_inner())
         .map_err(|s| Refusal::from_status(&s, lang));
-    let latest = client
-        .list_cases(as_user(
+    let (mut list_client, mut map_client) = (client.clone(), client.clone());
+    let (latest, map) = futures::join!(
+        list_client.list_cases(as_user(
             &session.token,
             query_api::ListCasesRequest { region_prefix: region.clone(), page_size: 10, ..Default::default() },
-        ))
-        .await
-        .map(|r| r.into_inner().cases)
-        .unwrap_or_default();
+        )),
+        map_client.get_grid_map(as_user(
+            &session.token,
+            query_api::GetGridMapRequest { region_prefix: region.clone(), ..Default::default() }
+        )),
+    );
+    let latest = latest.map(|r| r.into_inner().cases).unwrap_or_default();
+    let map = map.map(|r| r.into_inner()).map_err(|s| Refusal::from_status(&s, lang));
     let ranking = if may(&session, Operation::Ledger) && region.len() <= 9 && !region.is_empty() {
         Some(ranking(&state, &session, &region).await)
     } else {
@@ -77,6 +83,13 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                 Err(refusal) => { (refusal_box(lang, refusal)) }
             }
             div.columns {
+                section.map {
+                    h2 { (lang.t("map")) }
+                    @match &map {
+                        Ok(map) => { (map::render(lang, map, None)) }
+                        Err(refusal) => { (refusal_box(lang, refusal)) }
+                    }
+                }
                 section.feed {
                     h2 { (lang.t("live_feed")) " " span #live-state data-on=(lang.t("live_on")) data-off=(lang.t("live_off")) { (lang.t("live_connecting")) } }
                     @if let Some(township) = &township {
@@ -174,6 +187,37 @@ pub async fn counts(State(state): State<AppState>, session: Session, Query(query
             body.insert("as_of".into(), time(counts.as_of.as_ref()).into());
             Json(serde_json::Value::Object(body)).into_response()
         }
+        Err(status) => {
+            let refusal = Refusal::from_status(&status, Lang::En);
+            (refusal.http_status(), Json(serde_json::json!({ "error": refusal.message }))).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct MapQuery {
+    #[serde(default)]
+    region: Option<String>,
+    west: f64,
+    north: f64,
+    xs: f64,
+    ys: f64,
+    h: f64,
+}
+
+/// The board map's open cases as JSON points, placed in the frame the page
+/// drew its grids in (sent back by the script), for the script to redraw
+/// them when a change arrives. The grids are not sent again.
+pub async fn map_points(State(state): State<AppState>, session: Session, Query(query): Query<MapQuery>) -> Response {
+    let Some(frame) = map::Frame::from_parts(query.west, query.north, query.xs, query.ys, query.h) else {
+        return (http::StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": "the map's frame is not valid" })))
+            .into_response();
+    };
+    let region = query.region.filter(|r| !r.is_empty()).unwrap_or_else(|| home_region(&session));
+    let request = query_api::GetGridMapRequest { region_prefix: region, without_grids: true, ..Default::default() };
+    let mut client = state.upstream.query.clone();
+    match client.get_grid_map(as_user(&session.token, request)).await {
+        Ok(map) => Json(map::points(session.lang, &frame, &map.into_inner(), None)).into_response(),
         Err(status) => {
             let refusal = Refusal::from_status(&status, Lang::En);
             (refusal.http_status(), Json(serde_json::json!({ "error": refusal.message }))).into_response()

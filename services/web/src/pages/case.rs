@@ -147,12 +147,16 @@ async fn render(
     let record = record.ok().map(|r| r.into_inner());
     let current = record.as_ref().filter(|r| r.version == view.version);
     let status = failed.as_ref().map_or(StatusCode::OK, |f| f.refusal.http_status());
+    let map = case_map(state, session, &view, record.as_ref()).await;
     let body = html! {
         article.case data-version=(view.version) data-state=(S::try_from(view.state).map_or("", |s| s.as_str_name())) {
             h1 { (lang.t("case")) " " code { (view.case_id) } }
             @if let Some(notice) = notice { (notice) }
             @if let Some(failed) = &failed { (refusal_box(lang, failed.refusal)) }
-            (summary(lang, &view, record.as_ref()))
+            div.case-top {
+                (summary(lang, &view, record.as_ref()))
+                @if let Some(map) = map { (map) }
+            }
             (deadlines(lang, &view, current))
             (actions(session, &view, failed.as_ref()))
             @match &history {
@@ -178,6 +182,16 @@ fn summary(lang: Lang, view: &cases_api::CaseView, record: Option<&query_api::Ca
                 dt { (lang.t("filed_at")) } dd { (time(record.filed_at.as_ref())) }
                 dt { (lang.t("reported_by")) } dd { (record.reported_by) }
                 dt { (lang.t("description")) } dd.description { (record.description) }
+                @if let Some(location) = &record.location {
+                    dt { (lang.t("location")) }
+                    dd.location {
+                        (format!("{:.6}, {:.6}", location.latitude, location.longitude))
+                        @if record.outside_grid_m > 0 {
+                            " " span.badge.red.outside-grid { (lang.t("outside_grid")) " " (record.outside_grid_m) " m" }
+                            div.hint { (lang.t("outside_grid_note")) }
+                        }
+                    }
+                }
             }
             dt { (lang.t("contact")) }
             dd.contact {
@@ -191,6 +205,47 @@ fn summary(lang: Lang, view: &cases_api::CaseView, record: Option<&query_api::Ca
             }
         }
     }
+}
+
+/// The case on the map of its village's grids (its grid's, for a caller
+/// whose territory is the grid), with the village's other open cases.
+async fn case_map(
+    state: &AppState,
+    session: &Session,
+    view: &cases_api::CaseView,
+    record: Option<&query_api::CaseRecord>,
+) -> Option<Markup> {
+    let location = record?.location.as_ref()?;
+    let focus = query_api::MapCase {
+        case_id: view.case_id.clone(),
+        state: view.state,
+        tier: view.tier,
+        grid_code: view.grid_code.clone(),
+        overdue: record.is_some_and(|r| r.deadlines.iter().any(|d| d.overdue)),
+        latitude: location.latitude,
+        longitude: location.longitude,
+        outside_grid_m: record.map_or(0, |r| r.outside_grid_m),
+    };
+    let mut client = state.upstream.query.clone();
+    let mut map = None;
+    for region in [view.grid_code.get(..12).unwrap_or_default(), view.grid_code.as_str()] {
+        let request = query_api::GetGridMapRequest { region_prefix: region.to_owned(), ..Default::default() };
+        match client.get_grid_map(as_user(&session.token, request)).await {
+            Ok(answer) => {
+                map = Some(answer.into_inner());
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => continue,
+            Err(_) => return None,
+        }
+    }
+    let (lang, map) = (session.lang, map?);
+    Some(html! {
+        section.case-map {
+            h2 { (lang.t("map")) }
+            (super::map::render(lang, &map, Some(&focus)))
+        }
+    })
 }
 
 fn deadlines(lang: Lang, view: &cases_api::CaseView, record: Option<&query_api::CaseRecord>) -> Markup {

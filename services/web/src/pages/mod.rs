@@ -7,6 +7,7 @@ pub mod chart;
 pub mod desk;
 pub mod layout;
 pub mod ledger;
+pub mod map;
 pub mod signin;
 
 use gridcase_auth::{Operation, TokenRole};
