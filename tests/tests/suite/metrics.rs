@@ -181,6 +181,7 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
         .env("GRIDCASE_NATS_URL", nats.url())
         .env("GRIDCASE_DATABASE_URL", &db.url)
         .env("GRIDCASE_PROJECTION_METRICS_ADDR", free_addr().to_string())
+        .env("GRIDCASE_REFERENCE_DIR", workspace_root().join("deploy/reference"))
         .env("GRIDCASE_POLICY", workspace_root().join("deploy/policy/policy.toml"))
         .env("GRIDCASE_CALENDAR_DIR", workspace_root().join("deploy/calendar"))
         .env("GRIDCASE_AUTH_DEV_SECRET_FILE", identity::dev_secret_file())
