@@ -236,6 +236,44 @@ pub mod fixtures {
         header.iter().copied().chain((0..).map(|i: u32| (i % 251) as u8)).take(size.max(header.len())).collect()
     }
 
+    /// A real photo: a `width`×`height` PNG of a gradient (it decodes, so
+    /// the console can make a thumbnail of it).
+    pub fn photo_png(width: u32, height: u32) -> Vec<u8> {
+        let photo = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        photo.write_to(&mut png, image::ImageFormat::Png).expect("a PNG encodes");
+        png.into_inner()
+    }
+
+    /// An upload as the client sends it: metadata, then `content` in chunks.
+    pub fn upload_parts(content_type: &str, content: &[u8], chunk: usize) -> Vec<api::UploadAttachmentRequest> {
+        use api::upload_attachment_request::Part;
+        let mut parts = vec![api::UploadAttachmentRequest {
+            part: Some(Part::Metadata(api::AttachmentMetadata {
+                content_type: content_type.into(),
+                file_name: "p.jpg".into(),
+            })),
+        }];
+        parts.extend(
+            content.chunks(chunk).map(|c| api::UploadAttachmentRequest { part: Some(Part::Chunk(c.to_vec())) }),
+        );
+        parts
+    }
+
+    /// Upload `content` as the grid worker; its reference.
+    pub async fn upload(endpoint: String, content_type: &str, content: &[u8]) -> common::AttachmentRef {
+        intake_client(endpoint)
+            .await
+            .upload_attachment(as_worker(tokio_stream::iter(upload_parts(content_type, content, 64 * 1024))))
+            .await
+            .expect("uploaded")
+            .into_inner()
+            .attachment
+            .expect("a reference")
+    }
+
     /// A valid filing reported at `reported_at` (for tests on a fixed clock).
     pub fn filing_at(case_id: CaseId, category: &str, reported_at: jiff::Timestamp) -> api::FileCaseRequest {
         api::FileCaseRequest {

@@ -88,6 +88,7 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.cases.v1.CaseService/SetUrgent", SetUrgent),
     ("/gridcase.cases.v1.CaseService/EraseResidentData", EraseResidentData),
     ("/gridcase.cases.v1.CaseService/GetCase", ReadCase),
+    ("/gridcase.cases.v1.CaseService/GetAttachment", ReadCase),
     ("/gridcase.cases.v1.CaseService/GetHistory", ReadHistory),
     ("/gridcase.query.v1.QueryService/GetCase", ReadCase),
     ("/gridcase.query.v1.QueryService/GetCaseHistory", ReadHistory),

@@ -6,7 +6,7 @@
 //! (INVALID_ARGUMENT with a google.rpc.BadRequest).
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, Feedback, OrgCode, Supervision as SupervisionLevel, Text, TextError, Tier,
+    AttachmentRef, CaseId, Feedback, OrgCode, Sha256Digest, Supervision as SupervisionLevel, Text, TextError, Tier,
 };
 use gridcase_grpc::{Violations, status};
 use gridcase_proto::cases::v1 as api;
@@ -379,6 +379,24 @@ impl Check for api::GetHistoryRequest {
     }
 }
 
+impl Check for api::GetAttachmentRequest {
+    type Checked = (CaseId, Sha256Digest);
+    fn check(&self, _: &Limits) -> Result<(CaseId, Sha256Digest), Status> {
+        // Every field's problem at once.
+        let mut v = Violations::new();
+        let rule = |text: &str| if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" };
+        let case_id =
+            CaseId::parse(self.case_id.trim()).map_err(|e| v.add("case_id", rule(&self.case_id), e.to_string())).ok();
+        let sha256 = Sha256Digest::parse(self.sha256.trim())
+            .map_err(|e| v.add("sha256", rule(&self.sha256), e.to_string()))
+            .ok();
+        match (case_id, sha256) {
+            (Some(case_id), Some(sha256)) if v.is_empty() => Ok((case_id, sha256)),
+            _ => Err(v.into_status()),
+        }
+    }
+}
+
 fn wire<R: Check + prost::Message + Default>(bytes: &[u8], limits: &Limits) -> bool {
     R::decode(bytes).is_ok_and(|request| request.check(limits).is_ok())
 }
@@ -388,7 +406,7 @@ pub type WireCheck = fn(&[u8], &Limits) -> bool;
 
 /// Every request type of the case service, by its RPC's name, with its wire
 /// check: the kinds of the fuzz target `lifecycle_requests`, in order.
-pub const KINDS: [(&str, WireCheck); 22] = [
+pub const KINDS: [(&str, WireCheck); 23] = [
     ("Register", wire::<api::RegisterRequest>),
     ("Void", wire::<api::VoidRequest>),
     ("Dispatch", wire::<api::DispatchRequest>),
@@ -411,6 +429,7 @@ pub const KINDS: [(&str, WireCheck); 22] = [
     ("EraseResidentData", wire::<api::EraseResidentDataRequest>),
     ("GetCase", wire::<api::GetCaseRequest>),
     ("GetHistory", wire::<api::GetHistoryRequest>),
+    ("GetAttachment", wire::<api::GetAttachmentRequest>),
 ];
 
 /// One request off the wire, of the kind `which` picks among [`KINDS`]:

@@ -211,6 +211,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
         "The reported position lies outside the grid's boundary (beyond the tolerance); please check.",
     ),
     ("location", "位置", "Location"),
+    ("photos", "照片与附件", "Photos and files"),
     ("case", "案件", "Case"),
     ("state", "状态", "State"),
     ("tier", "等级", "Tier"),

@@ -117,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .route("/desk/export", get(pages::desk::export))
         .route("/cases/{case_id}", get(pages::case::show))
         .route("/cases/{case_id}/act", post(pages::case::act))
+        .route("/cases/{case_id}/attachments/{sha256}", get(pages::photos::full))
+        .route("/cases/{case_id}/attachments/{sha256}/thumbnail", get(pages::photos::thumbnail))
         .route("/ledger", get(pages::ledger::show))
         .route("/signin", get(pages::signin::show).post(pages::signin::submit))
         .route("/signout", post(pages::signin::sign_out))

@@ -436,3 +436,70 @@ async fn a_form_sent_after_the_session_expired_is_kept_through_sign_in_and_sent_
     assert_eq!(dispatched().await, 1, "dispatched once");
     browser.close().await;
 }
+
+/// Run `body` (an async function body) in the page; what it returns.
+async fn in_page(browser: &Browser, body: &str) -> serde_json::Value {
+    let script = format!("return (async () => {{ {body} }})();");
+    browser.client.execute(&script, vec![]).await.expect("the script runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_s_photo_shows_as_a_thumbnail_opens_whole_and_is_reached_only_through_its_case() {
+    let console = Console::start().await;
+    let browser = Browser::start().await;
+    let web = console.web();
+    let photo = gridcase_tests::fixtures::photo_png(1200, 800);
+    let uploaded = gridcase_tests::fixtures::upload(console.intake.endpoint(), "image/png", &photo).await;
+    let case_id = CaseId::new_v7();
+    let report = intake_api::FileCaseRequest {
+        attachments: vec![uploaded.clone()],
+        ..filing_at(case_id, "0201", console.clock.now())
+    };
+    intake_client(console.intake.endpoint()).await.file_case(worker().request(report)).await.expect("filed");
+    let plain = console.file("没有照片的上报").await;
+
+    browser.sign_in(web, "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    eventually_within("the photo on the case page", Duration::from_secs(10), || async {
+        browser.goto(&web.url(&format!("/cases/{case_id}"))).await;
+        browser.has("section.photos figure.photo img").await
+    })
+    .await;
+    // The thumbnail decoded in the browser: 320 wide, the photo's shape kept.
+    let size = in_page(
+        &browser,
+        "const img = document.querySelector('figure.photo img'); \
+         if (!img.complete) await new Promise(r => img.addEventListener('load', r)); \
+         return [img.naturalWidth, img.naturalHeight];",
+    )
+    .await;
+    assert_eq!(size, serde_json::json!([320, 213]));
+    browser.screenshot("case-photos").await;
+
+    // The whole photo, byte for byte (its SHA-256, computed by the browser).
+    let href = format!("/cases/{case_id}/attachments/{}", uploaded.sha256);
+    let digest = |path: String| {
+        let browser = &browser;
+        async move {
+            in_page(
+                browser,
+                &format!(
+                    "const r = await fetch('{path}'); if (!r.ok) return r.status; \
+                     const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await r.arrayBuffer())); \
+                     return [r.headers.get('content-type'), Array.from(d, b => b.toString(16).padStart(2, '0')).join('')];"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(digest(href.clone()).await, serde_json::json!(["image/png", uploaded.sha256]));
+    // The same digest through a case that does not carry it: not found.
+    assert_eq!(digest(format!("/cases/{plain}/attachments/{}", uploaded.sha256)).await, serde_json::json!(404));
+    // Another township's operator: not found either, the page and the photo.
+    browser.sign_in(web, "operator-2", "command_centre", "cc-990101201", "990101201").await;
+    assert_eq!(digest(href).await, serde_json::json!(404));
+    assert_eq!(
+        digest(format!("/cases/{case_id}/attachments/{}/thumbnail", uploaded.sha256)).await,
+        serde_json::json!(404)
+    );
+    browser.close().await;
+}

@@ -12,7 +12,7 @@ use gridcase_process::SystemTimeSource;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as api;
 use gridcase_proto::intake::v1::upload_attachment_request::Part;
-use gridcase_tests::fixtures::{as_worker, filing, intake_client, worker};
+use gridcase_tests::fixtures::{as_worker, filing, intake_client, upload_parts, worker};
 use gridcase_tests::identity;
 use gridcase_tests::{Identity, NatsServer, TestIntake};
 use tonic::Code;
@@ -276,17 +276,6 @@ async fn a_call_without_identity_is_unauthenticated() {
     let status = client.file_case(tonic::Request::new(filing(CaseId::new_v7()))).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("bearer token"), "{status:?}");
-}
-
-fn upload_parts(content_type: &str, content: &[u8], chunk: usize) -> Vec<api::UploadAttachmentRequest> {
-    let mut parts = vec![api::UploadAttachmentRequest {
-        part: Some(Part::Metadata(api::AttachmentMetadata {
-            content_type: content_type.into(),
-            file_name: "p.jpg".into(),
-        })),
-    }];
-    parts.extend(content.chunks(chunk).map(|c| api::UploadAttachmentRequest { part: Some(Part::Chunk(c.to_vec())) }));
-    parts
 }
 
 #[tokio::test]
@@ -715,5 +704,63 @@ async fn a_filing_outside_its_grid_is_kept_and_flagged_and_within_the_tolerance_
     let now_near = at(CaseId::new_v7(), point);
     client.file_case(as_worker(now_near.clone())).await.expect("filed");
     assert_eq!(flag_of(&now_near).await, None, "within 1 km");
+    intake.stop().await.unwrap();
+}
+
+/// What GetAttachment streams: the reference, then the bytes.
+async fn fetch_attachment(
+    endpoint: String,
+    who: &Identity,
+    case_id: &str,
+    sha256: &str,
+) -> Result<(common::AttachmentRef, Vec<u8>), tonic::Status> {
+    use gridcase_proto::cases::v1 as cases_api;
+    use gridcase_proto::cases::v1::attachment_part::Part as Piece;
+    let request = cases_api::GetAttachmentRequest { case_id: case_id.into(), sha256: sha256.into() };
+    let mut parts =
+        gridcase_tests::lifecycle::client(endpoint).await.get_attachment(who.request(request)).await?.into_inner();
+    let (mut reference, mut bytes) = (None, Vec::new());
+    while let Some(part) = parts.next().await {
+        match part?.part {
+            Some(Piece::Reference(r)) => reference = Some(r),
+            Some(Piece::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+            None => {}
+        }
+    }
+    Ok((reference.expect("the reference comes first"), bytes))
+}
+
+#[tokio::test]
+async fn a_case_s_photo_is_reached_through_the_case_only_and_arrives_whole() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let photo = gridcase_tests::fixtures::photo_png(900, 600);
+    let uploaded = gridcase_tests::fixtures::upload(intake.endpoint(), "image/png", &photo).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let mut request = filing(CaseId::new_v7());
+    request.attachments = vec![uploaded.clone()];
+    client.file_case(as_worker(request.clone())).await.expect("filed with a photo");
+    let plain = filing(CaseId::new_v7());
+    client.file_case(as_worker(plain.clone())).await.expect("filed without");
+
+    // The filer and the township's command centre get it whole, in 64 KiB parts.
+    for who in [worker(), gridcase_tests::lifecycle::centre()] {
+        let (reference, bytes) =
+            fetch_attachment(intake.endpoint(), &who, &request.case_id, &uploaded.sha256).await.expect("fetched");
+        assert_eq!(reference, uploaded);
+        assert_eq!(bytes, photo);
+    }
+    // Named through a case whose events do not carry it: not found, like a
+    // case out of reach; so is the right case for another township's centre.
+    let status = fetch_attachment(intake.endpoint(), &worker(), &plain.case_id, &uploaded.sha256).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let elsewhere = Identity::new("cc-02", "command_centre", "cc-990101201", "990101201");
+    let status = fetch_attachment(intake.endpoint(), &elsewhere, &request.case_id, &uploaded.sha256).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    // Both fields wrong: both named.
+    let status = fetch_attachment(intake.endpoint(), &worker(), "nope", "ABC").await.unwrap_err();
+    let fields: Vec<String> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!((status.code(), fields), (Code::InvalidArgument, vec!["case_id".to_owned(), "sha256".to_owned()]));
     intake.stop().await.unwrap();
 }

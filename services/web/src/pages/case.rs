@@ -157,6 +157,7 @@ async fn render(
                 (summary(lang, &view, record.as_ref()))
                 @if let Some(map) = map { (map) }
             }
+            @if let Ok(history) = &history { (photos(lang, history.get_ref())) }
             (deadlines(lang, &view, current))
             (actions(session, &view, failed.as_ref()))
             @match &history {
@@ -338,6 +339,37 @@ fn actions(session: &Session, view: &cases_api::CaseView, failed: Option<&Failed
     }
 }
 
+/// Every photo and file the case's events carry, as thumbnails (photos of
+/// the types a thumbnail can be made of) or labelled links, each with the
+/// event that brought it.
+fn photos(lang: Lang, history: &query_api::CaseHistory) -> Markup {
+    let all: Vec<(&query_api::HistoryEntry, &gridcase_proto::common::v1::AttachmentRef)> =
+        history.events.iter().flat_map(|e| e.attachments.iter().map(move |a| (e, a))).collect();
+    html! {
+        @if !all.is_empty() {
+            section.photos {
+                h2 { (lang.t("photos")) }
+                div.gallery {
+                    @for (entry, a) in all {
+                        @let href = format!("/cases/{}/attachments/{}", history.case_id, a.sha256);
+                        figure.photo data-sha256=(a.sha256) {
+                            a href=(href) {
+                                @if super::photos::has_thumbnail(&a.content_type) {
+                                    img src=(format!("{href}/thumbnail")) alt=(lang.event(&entry.r#type)) loading="lazy"
+                                        width=(super::photos::THUMBNAIL_PX);
+                                } @else {
+                                    span.file { (a.content_type) }
+                                }
+                            }
+                            figcaption { (lang.event(&entry.r#type)) " · " (time(entry.occurred_at.as_ref())) " · " (a.size / 1024) " KiB" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn history_table(lang: Lang, history: &query_api::CaseHistory) -> Markup {
     html! {
         section.history {
@@ -359,7 +391,9 @@ fn history_table(lang: Lang, history: &query_api::CaseHistory) -> Markup {
                             td.reason {
                                 (entry.reason)
                                 @for a in &entry.attachments {
-                                    br; span.attachment title=(a.sha256) { (a.content_type) ", " (a.size) " B, sha256 " code { (a.sha256.get(..12).unwrap_or("")) } }
+                                    br; a.attachment href=(format!("/cases/{}/attachments/{}", history.case_id, a.sha256)) title=(a.sha256) {
+                                        (a.content_type) ", " (a.size) " B, sha256 " code { (a.sha256.get(..12).unwrap_or("")) }
+                                    }
                                 }
                             }
                         }

@@ -8,6 +8,7 @@ pub mod desk;
 pub mod layout;
 pub mod ledger;
 pub mod map;
+pub mod photos;
 pub mod signin;
 
 use gridcase_auth::{Operation, TokenRole};
