@@ -98,6 +98,16 @@ pub fn clock_to_proto(clock: Clock) -> pb::Clock {
     }
 }
 
+pub fn clock_from_proto(value: i32) -> Option<Clock> {
+    match pb::Clock::try_from(value).ok()? {
+        pb::Clock::Register => Some(Clock::Register),
+        pb::Clock::Acknowledge => Some(Clock::Acknowledge),
+        pb::Clock::Resolve => Some(Clock::Resolve),
+        pb::Clock::Verify => Some(Clock::Verify),
+        pb::Clock::Unspecified => None,
+    }
+}
+
 pub fn timestamp_to_proto(ts: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ts.as_second(), nanos: ts.subsec_nanosecond() }
 }

@@ -216,6 +216,13 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     assert!(browser.text("p.chain").await.contains("记录完整"));
     browser.screenshot("case").await;
 
+    // Before that, the desk's due-soon view has it, with the clock that is next due.
+    browser.goto(&web.url("/desk?view=soon")).await;
+    let soon = format!("tr[data-case='{case_id}'] td.next-due");
+    wait_for(&browser, "the case due soon", Duration::from_secs(5), &soon).await;
+    assert!(browser.text(&soon).await.starts_with("签收"), "{}", browser.text(&soon).await);
+    assert!(!browser.has("tr.overdue").await, "nothing is overdue yet");
+
     // Two working days later the acknowledgement is overdue: on the desk…
     console.clock.advance(jiff::SignedDuration::from_hours(48));
     browser.goto(&web.url("/desk")).await;

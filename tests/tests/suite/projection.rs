@@ -888,3 +888,84 @@ async fn a_board_counts_open_work_only_due_today_in_beijing_and_overdue_now() {
     assert_eq!(outside.code(), tonic::Code::PermissionDenied);
     projection.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_lists_by_the_soonest_running_deadline_with_due_soon_clock_and_card_filters_in_keyset_pages() {
+    let Backends { nats, db, log } = Backends::start().await;
+    let monday = bj("2026-03-09 08:00");
+    let a = dispatched(&log, GRIDS[0], monday, "2026-03-10 15:00", "2026-03-20 12:00").await.id;
+    let b = dispatched(&log, GRIDS[0], monday, "2026-03-09 12:00", "2026-03-19 12:00").await;
+    let reason = Text::reason("超时未签收").unwrap();
+    let b = b.by_centre(Command::Supervise { level: Supervision::YellowCard, reason, escalated_to: None }).await.id;
+    let c = dispatched(&log, GRIDS[0], monday, "2026-03-10 10:00", "2026-03-11 09:00").await.acknowledged().await.id;
+    let d = given(&log, GRIDS[0]).at(monday).filed("0101").await.id;
+    let e = dispatched(&log, GRIDS[0], monday, "2026-03-10 11:00", "2026-03-18 12:00").await.id;
+    let projection = projected(&nats, &db, bj("2026-03-10 09:00")).await;
+    let mut client = query(&projection).await;
+    let list = |request: api::ListCasesRequest| {
+        let mut client = client.clone();
+        async move { client.list_cases(request).await }
+    };
+    let ids = |cases: &[api::CaseSummary]| cases.iter().map(|c| c.case_id.clone()).collect::<Vec<_>>();
+    let names = |expected: &[CaseId]| expected.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    let due_soonest = |page_token: String| api::ListCasesRequest {
+        region_prefix: "990101001".into(),
+        order: api::ListOrder::DueSoonest as i32,
+        page_size: 2,
+        page_token,
+        ..Default::default()
+    };
+
+    // Soonest running deadline first, the case with none last, two a page.
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(due_soonest(token)).await.unwrap().into_inner();
+        pages.push(ids(&page.cases));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, vec![names(&[b, e]), names(&[a, c]), names(&[d])]);
+    let first = list(due_soonest(String::new())).await.unwrap().into_inner();
+    assert_eq!(first.cases[0].next_due_clock, common_clock(gridcase_domain::Clock::Acknowledge));
+    assert_eq!(first.cases[0].next_due.as_ref().unwrap().seconds, bj("2026-03-09 12:00").as_second());
+
+    // Due within a day (and not yet overdue): the deadlines up to Wednesday 09:00.
+    let soon = list(api::ListCasesRequest { due_within_seconds: 86_400, page_size: 10, ..due_soonest(String::new()) });
+    assert_eq!(ids(&soon.await.unwrap().into_inner().cases), names(&[e, a, c]));
+    let soon = list(api::ListCasesRequest { due_within_seconds: 86_399, page_size: 10, ..due_soonest(String::new()) });
+    assert_eq!(ids(&soon.await.unwrap().into_inner().cases), names(&[e, a]), "one second short of C's");
+    // The resolve clock alone: every case it runs on, by its deadline.
+    let resolve = common_clock(gridcase_domain::Clock::Resolve);
+    let request = api::ListCasesRequest { clock: resolve, page_size: 10, ..due_soonest(String::new()) };
+    let listed = list(request).await.unwrap().into_inner().cases;
+    assert_eq!(ids(&listed), names(&[c, e, b, a]));
+    assert!(listed.iter().all(|s| s.next_due_clock == resolve));
+    // Overdue on the acknowledge clock; under a yellow card.
+    let acknowledge = common_clock(gridcase_domain::Clock::Acknowledge);
+    let request = api::ListCasesRequest { clock: acknowledge, overdue_only: true, ..due_soonest(String::new()) };
+    assert_eq!(ids(&list(request).await.unwrap().into_inner().cases), names(&[b]));
+    let yellow = gridcase_proto::common::v1::Supervision::YellowCard as i32;
+    let request =
+        api::ListCasesRequest { supervision: yellow, region_prefix: "990101001".into(), ..Default::default() };
+    assert_eq!(ids(&list(request).await.unwrap().into_inner().cases), names(&[b]));
+
+    // A token of the newest-first order is no token for the soonest-first
+    // one; overdue and due soon at once is a contradiction. Each named.
+    let newest = api::ListCasesRequest { region_prefix: "990101001".into(), page_size: 2, ..Default::default() };
+    let token = list(newest).await.unwrap().into_inner().next_page_token;
+    let field_of = |status: tonic::Status| {
+        use tonic_types::StatusExt;
+        status.get_error_details().bad_request().unwrap().field_violations[0].field.clone()
+    };
+    assert_eq!(field_of(list(due_soonest(token)).await.unwrap_err()), "page_token");
+    let both = api::ListCasesRequest { overdue_only: true, due_within_seconds: 60, ..Default::default() };
+    assert_eq!(field_of(list(both).await.unwrap_err()), "due_within_seconds");
+    projection.stop().await.unwrap();
+}
+
+fn common_clock(clock: gridcase_domain::Clock) -> i32 {
+    gridcase_proto::convert::clock_to_proto(clock) as i32
+}

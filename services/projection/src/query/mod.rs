@@ -368,14 +368,22 @@ impl QueryService for QueryApi {
         let rows = builder.build().fetch_all(&self.pool).await.map_err(db_error)?;
         let more = rows.len() as i64 > page_size;
         let rows = &rows[..rows.len().min(page_size as usize)];
-        let next_page_token = match (more, rows.last()) {
-            (true, Some(last)) => format!("{}:{}", last.get::<i64, _>(8), last.get::<uuid::Uuid, _>(0)),
+        let clock = sql::list_clock(&filter);
+        let cases: Vec<api::CaseSummary> = rows.iter().map(|r| summary(r, now, clock)).collect();
+        let next_page_token = match (more, rows.last(), cases.last()) {
+            (true, Some(last), Some(shown)) => {
+                let id = last.get::<uuid::Uuid, _>(0);
+                let key = if sql::due_soonest(&filter) {
+                    let due = shown.next_due.as_ref().and_then(convert::timestamp_from_proto).map(micros);
+                    sql::PageKey::Due(due, id)
+                } else {
+                    sql::PageKey::Filed(last.get::<i64, _>(8), id)
+                };
+                key.token()
+            }
             _ => String::new(),
         };
-        Ok(Response::new(api::ListCasesResponse {
-            cases: rows.iter().map(|r| summary(r, now)).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(api::ListCasesResponse { cases, next_page_token }))
     }
 
     async fn overdue_report(
@@ -496,7 +504,7 @@ impl QueryService for QueryApi {
             while let Some(row) = rows.next().await {
                 progress.row(&counted);
                 let record = row.map_err(db_error).map(|row| {
-                    let s = summary(&row, now);
+                    let s = summary(&row, now, sql::list_clock(&filter));
                     vec![
                         s.case_id,
                         row.get::<String, _>(1),

@@ -124,8 +124,73 @@ pub fn list_query(
     columns: &str,
 ) -> Result<QueryBuilder<Postgres>, Status> {
     let mut builder = filtered_query(filter, scope, now, columns)?;
-    builder.push(" ORDER BY filed_at DESC, case_id DESC");
+    if due_soonest(filter) {
+        builder.push(format!(" ORDER BY {} ASC NULLS LAST, case_id ASC", next_due_sql(list_clock(filter))));
+    } else {
+        builder.push(" ORDER BY filed_at DESC, case_id DESC");
+    }
     Ok(builder)
+}
+
+/// Whether a list is ordered by its earliest running deadline.
+pub(super) fn due_soonest(filter: &api::ListCasesRequest) -> bool {
+    filter.order == api::ListOrder::DueSoonest as i32
+}
+
+/// The clock a list is cut to, if any.
+pub(super) fn list_clock(filter: &api::ListCasesRequest) -> Option<Clock> {
+    convert::clock_from_proto(filter.clock)
+}
+
+/// The earliest deadline (of `clock`, or of any clock) that runs in the
+/// case's state, as SQL (`LEAST` passes over the NULLs of clocks that do
+/// not run); NULL when none runs.
+pub(super) fn next_due_sql(clock: Option<Clock>) -> String {
+    let clocks: Vec<String> = CLOCKS
+        .into_iter()
+        .filter(|c| clock.is_none_or(|only| only == *c))
+        .map(|clock| {
+            let states: Vec<String> =
+                State::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
+            format!("CASE WHEN state IN ({}) THEN {} END", states.join(", "), columns::due_column(clock))
+        })
+        .collect();
+    format!("LEAST({})", clocks.join(", "))
+}
+
+/// Where a page of a list ends, as its token says: the filing time (newest
+/// first), or the earliest running deadline (soonest first; None for the
+/// cases with none, listed last), with the case id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PageKey {
+    Filed(i64, uuid::Uuid),
+    Due(Option<i64>, uuid::Uuid),
+}
+
+impl PageKey {
+    pub(super) fn token(&self) -> String {
+        match self {
+            PageKey::Filed(at, id) => format!("{at}:{id}"),
+            PageKey::Due(Some(at), id) => format!("due:{at}:{id}"),
+            PageKey::Due(None, id) => format!("due:-:{id}"),
+        }
+    }
+
+    fn parse(token: &str, by_due: bool) -> Option<PageKey> {
+        let instant = |text: &str| text.parse::<i64>().ok().filter(|at| Timestamp::from_microsecond(*at).is_ok());
+        match (by_due, token.strip_prefix("due:")) {
+            (true, Some(rest)) => {
+                let (at, id) = rest.split_once(':')?;
+                let at = if at == "-" { None } else { Some(instant(at)?) };
+                Some(PageKey::Due(at, uuid::Uuid::parse_str(id).ok()?))
+            }
+            (false, None) => {
+                let (at, id) = token.split_once(':')?;
+                Some(PageKey::Filed(instant(at)?, uuid::Uuid::parse_str(id).ok()?))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `SELECT columns FROM cases` cut to the scope and the filter, unordered
@@ -152,19 +217,33 @@ pub fn filtered_query(
     let after = if filter.page_token.is_empty() {
         None
     } else {
-        match filter
-            .page_token
-            .split_once(':')
-            .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, uuid::Uuid::parse_str(id).ok()?)))
-            .filter(|(at, _)| Timestamp::from_microsecond(*at).is_ok())
-        {
+        match PageKey::parse(&filter.page_token, due_soonest(filter)) {
             Some(key) => Some(key),
             None => {
-                v.add("page_token", "MALFORMED", "is not a token this service returned");
+                v.add("page_token", "MALFORMED", "is not a token this service returned for a list in this order");
                 None
             }
         }
     };
+    if api::ListOrder::try_from(filter.order).is_err() {
+        v.add("order", "UNKNOWN_VALUE", "must be a ListOrder");
+    }
+    if filter.clock != 0 && list_clock(filter).is_none() {
+        v.add("clock", "UNKNOWN_VALUE", "must be a Clock");
+    }
+    let supervision = match filter.supervision {
+        0 => None,
+        level => match convert::supervision_from_proto(level) {
+            Some(level) => Some(level),
+            None => {
+                v.add("supervision", "UNKNOWN_VALUE", "must be a Supervision level");
+                None
+            }
+        },
+    };
+    if filter.overdue_only && filter.due_within_seconds > 0 {
+        v.add("due_within_seconds", "CONFLICT", "a list is either overdue or due soon, not both");
+    }
     // Times a calendar can hold (a client's `seconds` may be anything).
     let mut time = |field: &str, at: Option<&prost_types::Timestamp>| {
         let at = at?;
@@ -198,9 +277,28 @@ pub fn filtered_query(
     if !filter.unit.is_empty() {
         builder.push(" AND unit = ").push_bind(filter.unit.clone());
     }
+    let clock = list_clock(filter);
+    let next_due = next_due_sql(clock);
     if filter.overdue_only {
         builder.push(" AND ");
-        overdue_condition(&mut builder, micros(now));
+        match clock {
+            // Each clock's own indexed condition (the common case).
+            None => overdue_condition(&mut builder, micros(now)),
+            Some(_) => {
+                builder.push(format!("{next_due} < ts_from_micros({})", micros(now)));
+            }
+        }
+    } else if filter.due_within_seconds > 0 {
+        let until = now.as_microsecond() + i64::from(filter.due_within_seconds) * 1_000_000;
+        builder.push(format!(
+            " AND {next_due} >= ts_from_micros({}) AND {next_due} <= ts_from_micros({until})",
+            micros(now)
+        ));
+    } else if clock.is_some() {
+        builder.push(format!(" AND {next_due} IS NOT NULL"));
+    }
+    if let Some(level) = supervision {
+        builder.push(" AND supervision = ").push_bind(level.name());
     }
     if let Some(from) = filed_from {
         builder.push(" AND filed_at >= ts_from_micros(").push_bind(from).push(")");
@@ -208,8 +306,27 @@ pub fn filtered_query(
     if let Some(to) = filed_to {
         builder.push(" AND filed_at < ts_from_micros(").push_bind(to).push(")");
     }
-    if let Some((at, id)) = after {
-        builder.push(" AND (filed_at, case_id) < (ts_from_micros(").push_bind(at).push("), ").push_bind(id).push(")");
+    match after {
+        Some(PageKey::Filed(at, id)) => {
+            builder
+                .push(" AND (filed_at, case_id) < (ts_from_micros(")
+                .push_bind(at)
+                .push("), ")
+                .push_bind(id)
+                .push(")");
+        }
+        Some(PageKey::Due(Some(at), id)) => {
+            builder
+                .push(format!(" AND ({next_due} IS NULL OR ({next_due}, case_id) > (ts_from_micros("))
+                .push_bind(at)
+                .push("), ")
+                .push_bind(id)
+                .push("))");
+        }
+        Some(PageKey::Due(None, id)) => {
+            builder.push(format!(" AND {next_due} IS NULL AND case_id > ")).push_bind(id);
+        }
+        None => {}
     }
     Ok(builder)
 }
@@ -217,13 +334,18 @@ pub fn filtered_query(
 pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \
     micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state";
 
-pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseSummary {
+/// A row of [`SUMMARY_COLUMNS`] as the API shows it; `next_due` among the
+/// deadlines of `clock` only, when the list was cut to one.
+pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp, clock: Option<Clock>) -> api::CaseSummary {
     let status = State::from_name(row.get::<&str, _>(1)).unwrap_or(State::Reported);
-    let overdue = [(9, Clock::Register), (10, Clock::Acknowledge), (11, Clock::Resolve), (12, Clock::Verify)]
-        .into_iter()
-        .any(|(i, clock)| {
-            clock.runs_in(status) && row.get::<Option<i64>, _>(i).is_some_and(|due| from_micros(due) < now)
-        });
+    let running: Vec<(Clock, Timestamp)> =
+        [(9, Clock::Register), (10, Clock::Acknowledge), (11, Clock::Resolve), (12, Clock::Verify)]
+            .into_iter()
+            .filter(|(_, c)| c.runs_in(status))
+            .filter_map(|(i, c)| Some((c, from_micros(row.get::<Option<i64>, _>(i)?))))
+            .collect();
+    let overdue = running.iter().any(|(_, due)| *due < now);
+    let next = running.iter().filter(|(c, _)| clock.is_none_or(|only| only == *c)).min_by_key(|(_, due)| *due);
     api::CaseSummary {
         case_id: row.get::<uuid::Uuid, _>(0).to_string(),
         state: convert::state_to_proto(status) as i32,
@@ -237,5 +359,7 @@ pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp) -> api::CaseS
         ) as i32,
         filed_at: Some(convert::timestamp_to_proto(from_micros(row.get(8)))),
         overdue,
+        next_due: next.map(|(_, due)| convert::timestamp_to_proto(*due)),
+        next_due_clock: next.map_or(0, |(c, _)| convert::clock_to_proto(*c) as i32),
     }
 }

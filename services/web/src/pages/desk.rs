@@ -24,9 +24,19 @@ use crate::upstream::{Refusal, as_user};
 
 #[derive(Deserialize, Default, Clone)]
 pub struct DeskQuery {
-    /// overdue (default) or open.
+    /// overdue (default), soon (due within a day) or open.
     #[serde(default)]
     view: String,
+    /// A clock's name (CLOCK_RESOLVE…): only cases it runs on.
+    #[serde(default)]
+    clock: String,
+    /// A supervision level's name (SUPERVISION_YELLOW_CARD…).
+    #[serde(default)]
+    card: String,
+    /// due (soonest deadline first) or filed (newest first); by default due
+    /// for the overdue and due-soon views, filed for all open cases.
+    #[serde(default)]
+    sort: String,
     #[serde(default)]
     region: String,
     #[serde(default)]
@@ -53,9 +63,38 @@ const OPEN_STATES: [common::CaseState; 6] = [
 const TIERS: [common::Tier; 4] =
     [common::Tier::Critical, common::Tier::Urgent, common::Tier::Normal, common::Tier::Complex];
 
+/// How far ahead "due soon" looks.
+const DUE_SOON_SECONDS: u32 = 24 * 3600;
+
+const CLOCKS: [common::Clock; 4] =
+    [common::Clock::Register, common::Clock::Acknowledge, common::Clock::Resolve, common::Clock::Verify];
+
+const CARDS: [common::Supervision; 3] =
+    [common::Supervision::Normal, common::Supervision::YellowCard, common::Supervision::RedCard];
+
 impl DeskQuery {
     fn overdue(&self) -> bool {
-        self.view != "open"
+        !matches!(self.view.as_str(), "open" | "soon")
+    }
+
+    fn soon(&self) -> bool {
+        self.view == "soon"
+    }
+
+    fn by_due(&self) -> bool {
+        match self.sort.as_str() {
+            "due" => true,
+            "filed" => false,
+            _ => self.view != "open",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.view.as_str() {
+            "open" => "all_open",
+            "soon" => "due_soon_list",
+            _ => "overdue_list",
+        }
     }
 
     fn filter(&self, session: &Session) -> query_api::ListCasesRequest {
@@ -74,6 +113,11 @@ impl DeskQuery {
             filed_to: None,
             page_size: 50,
             page_token: self.page.clone(),
+            clock: common::Clock::from_str_name(&self.clock).map_or(0, |c| c as i32),
+            supervision: common::Supervision::from_str_name(&self.card).map_or(0, |c| c as i32),
+            due_within_seconds: if self.soon() { DUE_SOON_SECONDS } else { 0 },
+            order: if self.by_due() { query_api::ListOrder::DueSoonest } else { query_api::ListOrder::FiledNewest }
+                as i32,
         }
     }
 
@@ -87,6 +131,9 @@ impl DeskQuery {
             ("unit", &self.unit),
             ("tier", &self.tier),
             ("state", &self.state),
+            ("clock", &self.clock),
+            ("card", &self.card),
+            ("sort", &self.sort),
         ] {
             if !v.is_empty() {
                 q.append_pair(k, v);
@@ -104,7 +151,8 @@ fn filters(lang: Lang, query: &DeskQuery) -> Markup {
         form.filters method="get" action="/desk" {
             select name="view" {
                 option value="overdue" selected[query.overdue()] { (lang.t("overdue_list")) }
-                option value="open" selected[!query.overdue()] { (lang.t("all_open")) }
+                option value="soon" selected[query.soon()] { (lang.t("due_soon_list")) }
+                option value="open" selected[query.view == "open"] { (lang.t("all_open")) }
             }
             label { (lang.t("village")) input name="region" value=(query.region) size="15" inputmode="numeric"; }
             label { (lang.t("grid")) input name="grid" value=(query.grid) size="17" inputmode="numeric"; }
@@ -125,6 +173,28 @@ fn filters(lang: Lang, query: &DeskQuery) -> Markup {
                     }
                 }
             }
+            label { (lang.t("clock"))
+                select name="clock" {
+                    option value="" { (lang.t("any")) }
+                    @for clock in CLOCKS {
+                        option value=(clock.as_str_name()) selected[query.clock == clock.as_str_name()] { (lang.clock(clock as i32)) }
+                    }
+                }
+            }
+            label { (lang.t("supervision"))
+                select name="card" {
+                    option value="" { (lang.t("any")) }
+                    @for card in CARDS {
+                        option value=(card.as_str_name()) selected[query.card == card.as_str_name()] { (lang.supervision(card as i32)) }
+                    }
+                }
+            }
+            label { (lang.t("sort"))
+                select name="sort" {
+                    option value="due" selected[query.by_due()] { (lang.t("sort_due")) }
+                    option value="filed" selected[!query.by_due()] { (lang.t("sort_filed")) }
+                }
+            }
             button type="submit" { (lang.t("filter")) }
         }
     }
@@ -137,7 +207,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     let supervise = may(&session, Operation::Supervise);
     let body = html! {
         section.desk {
-            h1 { (lang.t(if query.overdue() { "overdue_list" } else { "all_open" })) }
+            h1 { (lang.t(query.title())) }
             (filters(lang, &query))
             @match &listed {
                 Err(status) => { (refusal_box(lang, &Refusal::from_status(status, lang))) }
@@ -157,7 +227,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                                     @if supervise { th {} }
                                     th { (lang.t("case")) } th { (lang.t("state")) } th { (lang.t("tier")) }
                                     th { (lang.t("grid")) } th { (lang.t("category")) } th { (lang.t("unit")) }
-                                    th { (lang.t("supervision")) } th { (lang.t("filed_at")) }
+                                    th { (lang.t("supervision")) } th { (lang.t("next_due")) } th { (lang.t("filed_at")) }
                                 } }
                                 tbody {
                                     @for case in &listed.cases {
@@ -175,6 +245,11 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                                             td { (case.category_code) }
                                             td { (case.unit) }
                                             td { (lang.supervision(case.supervision)) }
+                                            td.next-due {
+                                                @if case.next_due.is_some() {
+                                                    (lang.clock(case.next_due_clock)) " " (time(case.next_due.as_ref()))
+                                                }
+                                            }
                                             td { (time(case.filed_at.as_ref())) }
                                         }
                                     }
