@@ -25,6 +25,7 @@ pub const TARGETS: &[Target] = &[
     ("policy_toml", policy_toml),
     ("calendar_toml", calendar_toml),
     ("reference_csv", reference_csv),
+    ("grids_geojson", grids_geojson),
     ("jwt", jwt),
     ("file_case_request", file_case_request),
     ("lifecycle_requests", lifecycle_requests),
@@ -77,6 +78,22 @@ pub fn reference_csv(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = gridcase_reference::Registry::parse(Path::new("regions.csv"), text);
         let _ = gridcase_reference::Taxonomy::parse(Path::new("categories.csv"), text);
+    }
+}
+
+/// Grid boundaries (an operator's grids.geojson) against the shipped
+/// registry, and every parsed shape measured from a few points.
+pub fn grids_geojson(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(boundaries) = gridcase_reference::Boundaries::parse(Path::new("grids.geojson"), text, &reference().registry)
+    else {
+        return;
+    };
+    for shape in boundaries.shapes() {
+        for (lat, lon) in [(30.2741, 120.1551), (30.0, 120.0), (53.6, 135.1), (3.8, 73.4)] {
+            let distance = shape.distance_outside(lat, lon);
+            assert!(distance.is_finite() && distance >= 0.0, "{} from ({lat}, {lon}): {distance}", shape.code);
+        }
     }
 }
 
@@ -260,6 +277,11 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             }
             "GetCase" => cases::GetCaseRequest { case_id: case_id() }.encode_to_vec(),
             "GetHistory" => cases::GetHistoryRequest { case_id: case_id() }.encode_to_vec(),
+            "GetAttachment" => cases::GetAttachmentRequest {
+                case_id: case_id(),
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            }
+            .encode_to_vec(),
             other => panic!("no example of the request kind {other}: add one"),
         }
     };
@@ -284,6 +306,10 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         filed_to: Some(prost_types::Timestamp { seconds: now().as_second(), nanos: 0 }),
         page_size: 50,
         page_token: "1767225600000000:019a0000-0000-7000-8000-000000000001".into(),
+        clock: common::Clock::Resolve as i32,
+        supervision: common::Supervision::YellowCard as i32,
+        due_within_seconds: 0,
+        order: query::ListOrder::FiledNewest as i32,
     };
     let ledger = || query::LedgerRequest {
         org_kind: "township".into(),
@@ -311,6 +337,10 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 query::WatchCasesRequest { township: "990101001".into(), after_sequence: 12 }.encode_to_vec()
             }
             "CountCases" => query::CountCasesRequest { region_prefix: "990101001".into() }.encode_to_vec(),
+            "GetGridMap" => {
+                query::GetGridMapRequest { region_prefix: "990101001".into(), max_cases: 500, without_grids: true }
+                    .encode_to_vec()
+            }
             other => panic!("no example of the query request kind {other}: add one"),
         }
     };

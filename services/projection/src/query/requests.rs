@@ -28,7 +28,7 @@ pub type WireCheck = fn(&[u8], Timestamp) -> bool;
 
 /// Every request type of the query service, by its RPC's name, with its
 /// wire check: the kinds of the fuzz target `query_requests`, in order.
-pub const KINDS: [(&str, WireCheck); 9] = [
+pub const KINDS: [(&str, WireCheck); 10] = [
     ("GetCase", |b, _| api::GetCaseRequest::decode(b).is_ok_and(|r| parse_case_id(&r.case_id).is_ok())),
     ("GetCaseHistory", |b, _| api::GetCaseHistoryRequest::decode(b).is_ok_and(|r| parse_case_id(&r.case_id).is_ok())),
     ("ListCases", |b, now| api::ListCasesRequest::decode(b).is_ok_and(|r| list(&r, now))),
@@ -46,6 +46,7 @@ pub const KINDS: [(&str, WireCheck); 9] = [
     }),
     ("WatchCases", |b, _| api::WatchCasesRequest::decode(b).is_ok_and(|r| township_of(&r.township).is_ok())),
     ("CountCases", |b, _| api::CountCasesRequest::decode(b).is_ok_and(|r| report_prefix(&r.region_prefix).is_ok())),
+    ("GetGridMap", |b, _| api::GetGridMapRequest::decode(b).is_ok_and(|r| report_prefix(&r.region_prefix).is_ok())),
 ];
 
 /// One request off the wire, of the kind `which` picks among [`KINDS`];
