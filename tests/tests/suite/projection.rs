@@ -901,7 +901,7 @@ async fn the_desk_lists_by_the_soonest_running_deadline_with_due_soon_clock_and_
     let d = given(&log, GRIDS[0]).at(monday).filed("0101").await.id;
     let e = dispatched(&log, GRIDS[0], monday, "2026-03-10 11:00", "2026-03-18 12:00").await.id;
     let projection = projected(&nats, &db, bj("2026-03-10 09:00")).await;
-    let mut client = query(&projection).await;
+    let client = query(&projection).await;
     let list = |request: api::ListCasesRequest| {
         let mut client = client.clone();
         async move { client.list_cases(request).await }
