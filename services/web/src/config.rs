@@ -43,9 +43,19 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_WEB_UPSTREAM_TLS_KEY", requires = "upstream_tls_cert", value_name = "FILE")]
     pub upstream_tls_key: Option<PathBuf>,
 
+    /// Certificate chain (PEM) the console presents. Set (with --tls-key),
+    /// the console speaks only HTTPS, marks its session cookie Secure and
+    /// tells browsers to keep to HTTPS (Strict-Transport-Security).
+    #[arg(long, env = "GRIDCASE_WEB_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "GRIDCASE_WEB_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Mark the session cookie Secure (sent over HTTPS only). Set it
-    /// whenever browsers reach the console over TLS (a TLS-terminating
-    /// proxy in front of it).
+    /// whenever browsers reach the console over TLS through a
+    /// TLS-terminating proxy in front of it (with --tls-cert it is on).
     #[arg(long, env = "GRIDCASE_WEB_SECURE_COOKIES")]
     pub secure_cookies: bool,
 
@@ -75,6 +85,16 @@ impl Config {
     /// The configuration with every default, for tests and embedding.
     pub fn defaults() -> Self {
         <Self as clap::Parser>::parse_from(["gridcase-web"])
+    }
+
+    /// Whether the console serves HTTPS itself.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Whether the session cookie is marked Secure.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies || self.tls()
     }
 
     pub fn upstream_tls(&self) -> ClientTls {

@@ -14,6 +14,7 @@ pub mod live;
 pub mod metrics;
 pub mod pages;
 pub mod session;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -56,6 +57,13 @@ async fn security_headers(request: Request, next: Next) -> Response {
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    response
+}
+
+/// Served over HTTPS: browsers are told to keep to it for a year.
+async fn strict_transport(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     response
 }
 
@@ -107,7 +115,8 @@ async fn not_found(State(state): State<AppState>, headers: http::HeaderMap) -> R
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let tls = state.config.tls();
+    let router = Router::new()
         .route("/", get(pages::board::show))
         .route("/board/counts", get(pages::board::counts))
         .route("/board/map", get(pages::board::map_points))
@@ -130,8 +139,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(same_origin))
         .layer(middleware::from_fn(security_headers))
-        .route_layer(middleware::from_fn(metrics::track))
-        .with_state(state)
+        .route_layer(middleware::from_fn(metrics::track));
+    let router = if tls { router.layer(middleware::from_fn(strict_transport)) } else { router };
+    router.with_state(state)
 }
 
 /// The console, built and ready to serve.
@@ -155,14 +165,31 @@ impl Application {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let upstream = Upstream::new(&self.config)?;
         let grace = self.config.shutdown_grace;
+        let tls = match (&self.config.tls_cert, &self.config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
         let state = AppState { upstream, config: Arc::new(self.config), shutdown: shutdown.clone() };
         let app = router(state);
-        let stopping = shutdown.clone();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stopping.requested().await });
-        match gridcase_process::shutdown::drain_with_grace(server.into_future(), shutdown, grace).await {
-            Some(result) => result.context("serving the console"),
-            None => Ok(()),
+        match tls {
+            Some(tls) => serve(tls::TlsListener::new(self.listener, tls)?, app, shutdown, grace).await,
+            None => serve(self.listener, app, shutdown, grace).await,
         }
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown`, then give requests in
+/// progress `grace`.
+async fn serve<L>(listener: L, app: Router, shutdown: Shutdown, grace: std::time::Duration) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.requested().await });
+    match gridcase_process::shutdown::drain_with_grace(server.into_future(), shutdown, grace).await {
+        Some(result) => result.context("serving the console"),
+        None => Ok(()),
     }
 }
 
@@ -172,6 +199,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gridcase_process::exporter::install(config.metrics_addr, metrics::register)?;
     }
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
-    tracing::info!(addr = %config.addr, intake = %config.intake_url, query = %config.query_url, "console listening: open http://{}/", config.addr);
+    let scheme = if config.tls() { "https" } else { "http" };
+    tracing::info!(addr = %config.addr, intake = %config.intake_url, query = %config.query_url, "console listening: open {scheme}://{}/", config.addr);
     Application::build(config, listener).await?.run(Shutdown::on_signals()).await
 }

@@ -135,3 +135,72 @@ fn a_key_without_a_certificate_is_refused_at_the_command_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--tls-cert"), "{stderr}");
 }
+
+/// One HTTPS request with hyper's client over rustls, trusting `ca`:
+/// the status, the headers, or the connection's failure.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    ca: Option<&[u8]>,
+) -> Result<(u16, http::HeaderMap), String> {
+    use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, format!("localhost:{}", addr.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    Ok((response.status().as_u16(), response.headers().clone()))
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_console_speaks_only_https_with_secure_cookies_and_strict_transport() {
+    let pki = Pki::new();
+    let mut config = gridcase_tests::TestWeb::config("http://127.0.0.1:9", "http://127.0.0.1:9");
+    config.tls_cert = Some(pki.path("server.pem"));
+    config.tls_key = Some(pki.path("server-key.pem"));
+    let web = gridcase_tests::TestWeb::spawn(config).await;
+    let ca = pki.read("ca.pem");
+
+    // The sign-in page, over HTTPS, tells the browser to keep to HTTPS.
+    let (status, headers) = https_get(web.addr, "/signin", Some(&ca)).await.expect("HTTPS");
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("strict-transport-security").unwrap(), "max-age=31536000");
+    // Its cookies are sent over HTTPS only.
+    let (status, headers) = https_get(web.addr, "/lang?to=en", Some(&ca)).await.expect("HTTPS");
+    assert_eq!(status, 303);
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+
+    // A client that does not trust the certificate's CA is refused; so is plain HTTP.
+    let refused = https_get(web.addr, "/signin", None).await.unwrap_err();
+    assert!(refused.contains("UnknownIssuer") || refused.contains("certificate"), "{refused}");
+    let mut plain = tokio::net::TcpStream::connect(web.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    plain.write_all(b"GET /signin HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "plain HTTP answered: {}", String::from_utf8_lossy(&answer));
+
+    // Stopped, the address is free for the next start.
+    let addr = web.addr;
+    web.stop().await.unwrap();
+    tokio::net::TcpListener::bind(addr).await.expect("the console's address is free again");
+}

@@ -143,7 +143,7 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: axu
             let issued = issued.into_inner();
             let lifetime =
                 issued.expires_at.map_or(8 * 3600, |at| (at.seconds - jiff::Timestamp::now().as_second()).max(0));
-            let cookie = set_cookie(SESSION_COOKIE, &issued.token, lifetime, state.config.secure_cookies);
+            let cookie = set_cookie(SESSION_COOKIE, &issued.token, lifetime, state.config.cookies_secure());
             let response = match carried {
                 Some(carried) => resubmit(lang, &issued.token, &carried).into_response(),
                 None => Redirect::to(&next).into_response(),
@@ -191,7 +191,7 @@ pub async fn sign_out(
     if let Err(answer) = posted(&state, &headers, session, &Fields::parse(&body), "/signout") {
         return answer;
     }
-    let cookie = set_cookie(SESSION_COOKIE, "", 0, state.config.secure_cookies);
+    let cookie = set_cookie(SESSION_COOKIE, "", 0, state.config.cookies_secure());
     ([(header::SET_COOKIE, cookie)], Redirect::to("/signin")).into_response()
 }
 
@@ -210,6 +210,6 @@ pub async fn switch_language(
 ) -> Response {
     let to = Lang::parse(&query.to).unwrap_or(state.config.language);
     let back = if query.next.is_empty() { referer_path(&headers) } else { query.next.clone() };
-    let cookie = set_cookie(LANG_COOKIE, to.code(), 365 * 86400, state.config.secure_cookies);
+    let cookie = set_cookie(LANG_COOKIE, to.code(), 365 * 86400, state.config.cookies_secure());
     ([(header::SET_COOKIE, cookie)], Redirect::to(local_path(&back))).into_response()
 }
