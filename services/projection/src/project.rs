@@ -2,7 +2,7 @@
 //! case (the domain's own fold plus the timestamps the ledgers need) and the
 //! ledger counts it moves. The store writes the results in bulk.
 
-use gridcase_domain::{Case, Clock, Contact, Event, Feedback, OrgCode, State};
+use gridcase_domain::{Case, Clock, ClockMark, Contact, Event, Feedback, OrgCode, State};
 use gridcase_envelope::StoredEvent;
 use gridcase_envelope::sealing::SealedJson;
 use jiff::Timestamp;
@@ -99,10 +99,13 @@ pub enum Measure {
     Satisfied,
     BasicallySatisfied,
     Unsatisfied,
+    /// A clock of the case passed its deadline (the dispatcher's overdue
+    /// mark), counted on the day it did: the daily trend of overdue work.
+    TurnedOverdue,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 16] = [
+    pub const ALL: [Measure; 17] = [
         Measure::Filed,
         Measure::Registered,
         Measure::Due,
@@ -119,6 +122,7 @@ impl Measure {
         Measure::Satisfied,
         Measure::BasicallySatisfied,
         Measure::Unsatisfied,
+        Measure::TurnedOverdue,
     ];
 
     /// The column of `ledger_daily`.
@@ -138,6 +142,7 @@ impl Measure {
             Measure::Resolved => "resolved",
             Measure::ResolveSeconds => "resolve_seconds",
             Measure::Satisfied => "satisfied",
+            Measure::TurnedOverdue => "turned_overdue",
             Measure::BasicallySatisfied => "basically_satisfied",
             Measure::Unsatisfied => "unsatisfied",
         }
@@ -294,6 +299,7 @@ pub fn apply(
             }
         }
         Event::Reopened { .. } => row.closed_at = None,
+        Event::ClockMarked { mark: ClockMark::Overdue, .. } => count(&row, at, Measure::TurnedOverdue, 1, &mut changes),
         Event::FeedbackRecorded { feedback, .. } => {
             let measure = match feedback {
                 Feedback::Satisfied => Measure::Satisfied,

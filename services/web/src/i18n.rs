@@ -217,6 +217,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("sort_due", "最先到期", "Due soonest"),
     ("sort_filed", "最新上报", "Newest filed"),
     ("next_due", "最近时限", "Next deadline"),
+    ("turned_overdue", "新增超期", "Deadlines passed"),
     ("case", "案件", "Case"),
     ("state", "状态", "State"),
     ("tier", "等级", "Tier"),

@@ -150,3 +150,25 @@ fn a_late_resolution_closes_but_not_on_time() {
     assert_eq!(walk.total(OrgKind::Township, Measure::Closed).len(), 1);
     assert!(walk.total(OrgKind::Township, Measure::ClosedOnTime).is_empty());
 }
+
+#[test]
+fn a_deadline_passing_counts_on_the_day_it_passed_for_every_organisation_and_a_warning_does_not() {
+    let mut walk = Walk::new();
+    let monday = bj("2026-03-09 09:00");
+    let due = bj("2026-03-10 09:00");
+    walk.act(file(monday), monday, "gw-1");
+    walk.act(Command::Register { tier: Tier::Normal, note: None, policy: None }, monday, "cc");
+    walk.act(dispatch("unit.urban.990101", due), monday, "cc");
+    let mark = |mark| Command::MarkClock { clock: Clock::Acknowledge, mark, due };
+    walk.act(mark(ClockMark::Warning), bj("2026-03-10 07:00"), "dispatcher");
+    assert!(walk.total(OrgKind::Township, Measure::TurnedOverdue).is_empty(), "a warning is not overdue");
+    walk.act(mark(ClockMark::Overdue), due, "dispatcher");
+    for (kind, org) in [
+        (OrgKind::Township, "990101001"),
+        (OrgKind::Village, "990101001001"),
+        (OrgKind::Grid, "990101001001001"),
+        (OrgKind::Unit, "unit.urban.990101"),
+    ] {
+        assert_eq!(walk.total(kind, Measure::TurnedOverdue), BTreeMap::from([entry(org, "2026-03-10", 1)]), "{kind:?}");
+    }
+}

@@ -56,6 +56,7 @@ fn ledger_row(kind: &str, org: &str, sums: &LedgerSums, overdue_open: u64) -> ap
         basically_satisfied: c(Measure::BasicallySatisfied) as u64,
         unsatisfied: c(Measure::Unsatisfied) as u64,
         overdue_open,
+        turned_overdue: c(Measure::TurnedOverdue) as u64,
     }
 }
 
@@ -172,7 +173,7 @@ pub(super) fn ledger_regions(request: &api::LedgerRequest) -> Vec<&str> {
 }
 
 /// The columns of a ledger export.
-pub(super) const LEDGER_HEADER: [&str; 23] = [
+pub(super) const LEDGER_HEADER: [&str; 24] = [
     "org_kind",
     "org",
     "period",
@@ -196,6 +197,7 @@ pub(super) const LEDGER_HEADER: [&str; 23] = [
     "basically_satisfied",
     "unsatisfied",
     "overdue_open",
+    "turned_overdue",
 ];
 
 /// One ledger row as export fields (rates with four decimals).
@@ -224,5 +226,6 @@ pub(super) fn ledger_record(r: api::LedgerRow) -> Vec<String> {
         r.basically_satisfied.to_string(),
         r.unsatisfied.to_string(),
         r.overdue_open.to_string(),
+        r.turned_overdue.to_string(),
     ]
 }

@@ -13,6 +13,8 @@ pub struct Day {
     pub closure_rate: f64,
     pub on_time_closure_rate: f64,
     pub filed: u64,
+    /// Deadlines passed that day.
+    pub turned_overdue: u64,
 }
 
 const WIDTH: f64 = 720.0;
@@ -39,9 +41,21 @@ fn points(days: &[Day], rate: impl Fn(&Day) -> f64) -> String {
         .join(" ")
 }
 
-/// Closure rate and on-time closure rate per day, filings as bars.
+/// A count on the lower half of the chart, `most` at its middle.
+fn y_count(count: u64, most: f64) -> f64 {
+    HEIGHT - BOTTOM - (HEIGHT - BOTTOM - 10.0) * count as f64 / most * 0.5
+}
+
+/// Closure rate and on-time closure rate per day; filings as bars and
+/// deadlines passed as a red line, on one count scale.
 pub fn trend(lang: Lang, days: &[Day]) -> Markup {
-    let most_filed = days.iter().map(|d| d.filed).max().unwrap_or(0).max(1) as f64;
+    let most_filed = days.iter().map(|d| d.filed.max(d.turned_overdue)).max().unwrap_or(0).max(1) as f64;
+    let overdue_points = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("{:.1},{:.1}", x(i, days.len()), y_count(d.turned_overdue, most_filed)))
+        .collect::<Vec<_>>()
+        .join(" ");
     let bar = (WIDTH - LEFT - 10.0) / days.len().max(1) as f64 * 0.6;
     html! {
         figure.trend {
@@ -51,7 +65,7 @@ pub fn trend(lang: Lang, days: &[Day]) -> Markup {
                     text x="2" y=(y(rate) + 4.0) font-size="11" fill="#5f6b7a" { (format!("{:.0}%", rate * 100.0)) }
                 }
                 @for (i, d) in days.iter().enumerate() {
-                    @let height = (HEIGHT - BOTTOM - 10.0) * d.filed as f64 / most_filed * 0.5;
+                    @let height = HEIGHT - BOTTOM - y_count(d.filed, most_filed);
                     rect.filed x=(format!("{:.1}", x(i, days.len()) - bar / 2.0)) y=(format!("{:.1}", HEIGHT - BOTTOM - height))
                         width=(format!("{bar:.1}")) height=(format!("{height:.1}")) fill="#cfd8e3" {
                         title { (d.day) ": " (d.filed) " " (lang.t("filed")) }
@@ -59,6 +73,12 @@ pub fn trend(lang: Lang, days: &[Day]) -> Markup {
                 }
                 polyline.closure points=(points(days, |d| d.closure_rate)) fill="none" stroke="#0d3b66" stroke-width="2" {}
                 polyline.on-time points=(points(days, |d| d.on_time_closure_rate)) fill="none" stroke="#2e7d32" stroke-width="2" {}
+                polyline.overdue points=(overdue_points) fill="none" stroke="#c62828" stroke-width="2" stroke-dasharray="4 3" {}
+                @for (i, d) in days.iter().enumerate().filter(|(_, d)| d.turned_overdue > 0) {
+                    circle cx=(format!("{:.1}", x(i, days.len()))) cy=(format!("{:.1}", y_count(d.turned_overdue, most_filed))) r="3" fill="#c62828" {
+                        title { (d.day) ": " (d.turned_overdue) " " (lang.t("turned_overdue")) }
+                    }
+                }
                 @if let (Some(first), Some(last)) = (days.first(), days.last()) {
                     text x=(LEFT) y=(HEIGHT - 6.0) font-size="11" fill="#5f6b7a" { (first.day) }
                     text x=(WIDTH - 10.0) y=(HEIGHT - 6.0) font-size="11" fill="#5f6b7a" text-anchor="end" { (last.day) }
@@ -67,7 +87,8 @@ pub fn trend(lang: Lang, days: &[Day]) -> Markup {
             figcaption {
                 span.key.closure { (lang.t("closure_rate")) } " · "
                 span.key.on-time { (lang.t("on_time_closure_rate")) } " · "
-                span.key.filed { (lang.t("filed")) }
+                span.key.filed { (lang.t("filed")) } " · "
+                span.key.overdue { (lang.t("turned_overdue")) }
             }
         }
     }
@@ -84,5 +105,7 @@ mod tests {
         assert_eq!(y(7.0), y(1.0), "a rate above 100% stays on the chart");
         assert_eq!(x(0, 30), LEFT);
         assert_eq!(x(29, 30), WIDTH - 10.0);
+        assert_eq!(y_count(0, 8.0), HEIGHT - BOTTOM);
+        assert_eq!(y_count(8, 8.0), HEIGHT - BOTTOM - (HEIGHT - BOTTOM - 10.0) / 2.0, "the most reaches half way");
     }
 }

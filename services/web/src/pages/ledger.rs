@@ -79,7 +79,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                             th { (lang.t(KINDS.iter().find(|k| **k == kind).copied().unwrap_or("village"))) } th { (lang.t("period")) }
                             th { (lang.t("filed")) } th { (lang.t("registered")) } th { (lang.t("closed")) }
                             th { (lang.t("closed_on_time")) } th { (lang.t("closure_rate")) } th { (lang.t("on_time_closure_rate")) }
-                            th { (lang.t("satisfaction")) } th { (lang.t("overdue_open")) }
+                            th { (lang.t("satisfaction")) } th { (lang.t("turned_overdue")) } th { (lang.t("overdue_open")) }
                         } }
                         tbody {
                             @for row in &rows.get_ref().rows {
@@ -90,6 +90,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                                     td.num { (format!("{:.1}%", row.closure_rate * 100.0)) }
                                     td.num { (format!("{:.1}%", row.on_time_closure_rate * 100.0)) }
                                     td.num { (row.satisfied + row.basically_satisfied) }
+                                    td.num.turned-overdue { (row.turned_overdue) }
                                     td.num { (row.overdue_open) }
                                 }
                             }
@@ -130,6 +131,7 @@ async fn trend(state: &AppState, session: &Session) -> Option<Vec<chart::Day>> {
             closure_rate: rate(closed),
             on_time_closure_rate: rate(on_time),
             filed: sum(|r| r.filed),
+            turned_overdue: sum(|r| r.turned_overdue),
         });
         day = day.tomorrow().ok()?;
     }
