@@ -48,7 +48,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     };
     let mut client = state.upstream.query.clone();
     let rows = client.ledger(as_user(&session.token, request)).await;
-    let trend = trend(&state, &session).await;
+    let trend = trend(&state, &session, &to).await;
     let body = html! {
         section.ledger {
             h1 { (lang.t("ledger")) }
@@ -104,11 +104,11 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     page(lang, Some(&session), Nav::Ledger, lang.t("ledger"), body).into_response()
 }
 
-/// The last 30 days of the caller's townships, summed per day (none for
-/// a caller who reads no reports, such as a handling unit).
-async fn trend(state: &AppState, session: &Session) -> Option<Vec<chart::Day>> {
-    let zone = jiff::tz::TimeZone::get(gridcase_calendar::TIME_ZONE).ok()?;
-    let today = jiff::Timestamp::now().to_zoned(zone).date();
+/// The 30 days up to the last day of the chosen period (today unless one
+/// was chosen), of the caller's townships, summed per day (none for a
+/// caller who reads no reports, such as a handling unit).
+async fn trend(state: &AppState, session: &Session, last_day: &str) -> Option<Vec<chart::Day>> {
+    let today = last_day.parse::<jiff::civil::Date>().ok()?;
     let from = today.checked_sub(jiff::Span::new().days(29)).ok()?;
     let request = query_api::LedgerRequest {
         org_kind: "township".into(),
