@@ -12,9 +12,11 @@
 # says what failed and what to do. Needs root (or sudo) for apt-get and for
 # starting PostgreSQL.
 #
-# With --browser (the test command passes it) also a browser for the
-# console's end-to-end tests: Debian's chromium and chromium-driver, and
-# fonts-noto-cjk (without a CJK font, Chinese renders as empty boxes).
+# With --browser (the test command passes it) also what the console's
+# end-to-end tests need: Debian's chromium and chromium-driver,
+# fonts-noto-cjk (without a CJK font, Chinese renders as empty boxes), and
+# Node.js with the identity provider the sign-in test runs (tests/oidc:
+# panva's oidc-provider, installed from the npm registry by its lock file).
 #
 #   GRIDCASE_NATS_VERSION    nats-server version to install (default below)
 #   GRIDCASE_DATABASE_URL    a database managed elsewhere: checked, not created
@@ -232,9 +234,23 @@ install_browser() {
   fi
 }
 
+install_test_identity_provider() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing nodejs npm (the sign-in test's identity provider)"
+    apt_install nodejs npm
+  fi
+  local dir="$ROOT/tests/oidc"
+  # Again whenever the lock file changed since the last install.
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    say "installing the test identity provider's packages (npm ci in tests/oidc)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+      || fail "npm ci in tests/oidc" "check that the npm registry is reachable"
+  fi
+}
+
 for argument in "$@"; do
   case "$argument" in
-    --browser) install_browser ;;
+    --browser) install_browser; install_test_identity_provider ;;
     *) fail "unknown argument $argument" "usage: deploy/install-deps.sh [--browser]" ;;
   esac
 done

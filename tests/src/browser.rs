@@ -188,3 +188,57 @@ impl Drop for Browser {
         self.kill_all();
     }
 }
+
+/// An OpenID Connect provider for the console's sign-in: panva's
+/// oidc-provider under Node.js (`tests/oidc/provider.mjs`; the test command
+/// installs Node.js and the package), stopped on drop. It signs its access
+/// tokens with a key it makes at start, whose public half it writes for the
+/// services to trust.
+pub struct IdentityProvider {
+    pub issuer: String,
+    /// `KID:RS256:PEM_FILE`, as the services' GRIDCASE_AUTH_KEYS takes it.
+    pub service_key: String,
+    process: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl IdentityProvider {
+    /// Start it, registering the console's `redirect_uri`.
+    pub fn start(redirect_uri: &str) -> Self {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().expect("a directory for the provider's key");
+        let oidc = workspace_root().join("tests/oidc");
+        assert!(
+            oidc.join("node_modules/oidc-provider").exists(),
+            "tests/oidc/node_modules is missing: deploy/install-deps.sh --browser installs it (npm ci)"
+        );
+        let mut process = Command::new("node")
+            .arg(oidc.join("provider.mjs"))
+            .args(["--redirect-uri", redirect_uri, "--out"])
+            .arg(dir.path())
+            .current_dir(&oidc)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (deploy/install-deps.sh --browser installs Node.js)");
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(process.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("its first line");
+        // Whatever it prints later goes nowhere, but must have somewhere to
+        // go: a closed pipe would end the provider at its next write.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("the provider did not start: {line:?}"));
+        let field = |name: &str| ready[name].as_str().expect("a string").to_owned();
+        let service_key = format!("{}:RS256:{}", field("kid"), field("key"));
+        Self { issuer: field("issuer"), service_key, process, _dir: dir }
+    }
+}
+
+impl Drop for IdentityProvider {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

@@ -23,7 +23,7 @@ use gridcase_process::{Shutdown, SystemTimeSource, TimeSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use browser::{Browser, TestWeb};
+pub use browser::{Browser, IdentityProvider, TestWeb};
 pub use identity::Identity;
 pub use nats::NatsServer;
 pub use postgres::OwnPostgres;

@@ -59,6 +59,32 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_WEB_SECURE_COOKIES")]
     pub secure_cookies: bool,
 
+    /// The identity provider (OpenID Connect issuer URL) that issues
+    /// gridcase's tokens. Set, the sign-in page offers signing in there
+    /// (authorization code with PKCE); the services must trust its signing
+    /// key (GRIDCASE_AUTH_KEYS) and issuer (GRIDCASE_AUTH_ISSUER).
+    #[arg(long, env = "GRIDCASE_WEB_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+
+    /// The console's client id at the identity provider.
+    #[arg(long, env = "GRIDCASE_WEB_OIDC_CLIENT_ID", default_value = "gridcase-console")]
+    pub oidc_client_id: String,
+
+    /// A file holding the client secret, for a provider that treats the
+    /// console as a confidential client (PKCE is used either way).
+    #[arg(long, env = "GRIDCASE_WEB_OIDC_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// Scopes asked of the provider (openid is needed for the ID token).
+    #[arg(long, env = "GRIDCASE_WEB_OIDC_SCOPES", value_delimiter = ',', default_value = "openid,gridcase")]
+    pub oidc_scopes: Vec<String>,
+
+    /// The address browsers reach the console at, for the provider to send
+    /// them back to (`<URL>/signin/oidc/callback`, registered at the
+    /// provider). Default: http(s)://<--addr>.
+    #[arg(long, env = "GRIDCASE_WEB_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// The interface language until a user picks one (zh or en).
     #[arg(long, env = "GRIDCASE_WEB_LANGUAGE", default_value = "zh", value_parser = Lang::parse_flag)]
     pub language: Lang,
@@ -90,6 +116,36 @@ impl Config {
     /// Whether the console serves HTTPS itself.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The base URL browsers reach the console at: --public-url, else the
+    /// address it listens on (`listening`, the port a listener on port 0 got).
+    pub fn public_base(&self, listening: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}://{listening}", if self.tls() { "https" } else { "http" }),
+        }
+    }
+
+    /// The OpenID Connect settings, when a provider is configured.
+    pub fn oidc(&self, listening: SocketAddr) -> anyhow::Result<Option<crate::oidc::OidcSettings>> {
+        let Some(issuer) = &self.oidc_issuer else { return Ok(None) };
+        let client_secret = match &self.oidc_client_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading the OIDC client secret {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Some(crate::oidc::OidcSettings {
+            issuer: issuer.clone(),
+            client_id: self.oidc_client_id.clone(),
+            client_secret,
+            redirect_uri: format!("{}/signin/oidc/callback", self.public_base(listening)),
+            scopes: self.oidc_scopes.clone(),
+        }))
     }
 
     /// Whether the session cookie is marked Secure.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod i18n;
 pub mod live;
 pub mod metrics;
+pub mod oidc;
 pub mod pages;
 pub mod session;
 pub mod tls;
@@ -39,18 +40,38 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Live feeds end when the console stops (browsers reconnect elsewhere).
     pub shutdown: Shutdown,
+    /// Sign-in at the identity provider, when one is configured.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// The console's Content-Security-Policy: its own script and stylesheet
-/// only, no inline script or style, no frames, forms only to itself.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// only, no inline script or style, no frames, forms only to itself (and,
+/// with an identity provider configured, to the provider's origin: the
+/// sign-in form is answered with a redirect there, which `form-action`
+/// governs too).
+pub fn content_security_policy(identity_provider: Option<&str>) -> String {
+    let provider = identity_provider.and_then(origin_of).map(|origin| format!(" {origin}")).unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'{provider}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// `scheme://host[:port]` of a URL (None for anything else, or anything a
+/// CSP source could not hold).
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let fine =
+        |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    (matches!(scheme, "http" | "https") && fine(host)).then(|| format!("{scheme}://{host}"))
+}
 
 /// Every answer's security headers.
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(State(policy): State<HeaderValue>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -116,6 +137,8 @@ async fn not_found(State(state): State<AppState>, headers: http::HeaderMap) -> R
 
 pub fn router(state: AppState) -> Router {
     let tls = state.config.tls();
+    let policy = HeaderValue::from_str(&content_security_policy(state.config.oidc_issuer.as_deref()))
+        .expect("the policy is visible ASCII");
     let router = Router::new()
         .route("/", get(pages::board::show))
         .route("/board/counts", get(pages::board::counts))
@@ -131,6 +154,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ledger", get(pages::ledger::show))
         .route("/signin", get(pages::signin::show).post(pages::signin::submit))
         .route("/signout", post(pages::signin::sign_out))
+        .route("/signin/oidc", post(pages::signin::oidc_begin))
+        .route("/signin/oidc/callback", get(pages::signin::oidc_callback))
         .route("/lang", get(pages::signin::switch_language))
         .route(assets::CSS_PATH, get(assets::css))
         .route(assets::JS_PATH, get(assets::js))
@@ -138,7 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(middleware::from_fn(same_origin))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(policy, security_headers))
         .route_layer(middleware::from_fn(metrics::track));
     let router = if tls { router.layer(middleware::from_fn(strict_transport)) } else { router };
     router.with_state(state)
@@ -169,7 +194,11 @@ impl Application {
             (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
             _ => None,
         };
-        let state = AppState { upstream, config: Arc::new(self.config), shutdown: shutdown.clone() };
+        let oidc = match self.config.oidc(self.listener.local_addr()?)? {
+            Some(settings) => Some(Arc::new(oidc::Oidc::new(settings)?)),
+            None => None,
+        };
+        let state = AppState { upstream, config: Arc::new(self.config), shutdown: shutdown.clone(), oidc };
         let app = router(state);
         match tls {
             Some(tls) => serve(tls::TlsListener::new(self.listener, tls)?, app, shutdown, grace).await,
@@ -202,4 +231,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheme = if config.tls() { "https" } else { "http" };
     tracing::info!(addr = %config.addr, intake = %config.intake_url, query = %config.query_url, "console listening: open {scheme}://{}/", config.addr);
     Application::build(config, listener).await?.run(Shutdown::on_signals()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_may_go_to_the_identity_provider_s_origin_only() {
+        assert!(content_security_policy(None).contains("form-action 'self';"));
+        let policy = content_security_policy(Some("https://id.example.org:8443/realms/gridcase"));
+        assert!(policy.contains("form-action 'self' https://id.example.org:8443;"), "{policy}");
+        // Nothing that could smuggle another directive in.
+        assert!(content_security_policy(Some("https://x.org; script-src *")).contains("form-action 'self';"));
+        assert!(content_security_policy(Some("javascript:alert(1)")).contains("form-action 'self';"));
+    }
 }

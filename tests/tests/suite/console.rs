@@ -510,3 +510,55 @@ async fn a_case_s_photo_shows_as_a_thumbnail_opens_whole_and_is_reached_only_thr
     );
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_signs_in_at_the_identity_provider_with_pkce_and_a_forged_way_back_is_refused() {
+    // The console's address first: the provider registers its way back.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web_addr = listener.local_addr().unwrap();
+    let provider = gridcase_tests::IdentityProvider::start(&format!("http://{web_addr}/signin/oidc/callback"));
+    // The services trust the provider's key and issuer (and nothing else).
+    let backends = Backends::start().await;
+    let mut intake_config = TestIntake::config(&backends.nats.url());
+    intake_config.auth.keys = vec![provider.service_key.clone()];
+    intake_config.auth.issuer = provider.issuer.clone();
+    intake_config.auth.dev_secret_file = None;
+    let intake = TestIntake::spawn_with(intake_config, Arc::new(gridcase_process::SystemTimeSource)).await;
+    let mut query_config = TestProjection::config(&backends.nats.url(), &backends.db.url);
+    query_config.auth.keys = vec![provider.service_key.clone()];
+    query_config.auth.issuer = provider.issuer.clone();
+    query_config.auth.dev_secret_file = None;
+    let projection = TestProjection::spawn_with(query_config, Arc::new(gridcase_process::SystemTimeSource)).await;
+    let mut config = TestWeb::config(&intake.endpoint(), &projection.endpoint());
+    config.oidc_issuer = Some(provider.issuer.clone());
+    let web = TestWeb::spawn_on(config, listener).await;
+    let browser = Browser::start().await;
+
+    // A way back this browser did not start is refused.
+    browser.goto(&web.url("/signin")).await;
+    browser.click("form.oidc button").await;
+    wait_for(&browser, "the provider's login page", Duration::from_secs(10), "input[name=login]").await;
+    assert!(browser.current_url().await.starts_with(&provider.issuer), "{}", browser.current_url().await);
+    browser.goto(&web.url("/signin/oidc/callback?code=stolen&state=forged")).await;
+    assert!(browser.text("div.notice.refused").await.contains("不是本浏览器发起"));
+
+    // Signing in there brings the operator back signed in, on the board.
+    browser.click("form.oidc button").await;
+    wait_for(&browser, "the provider's login page", Duration::from_secs(10), "input[name=login]").await;
+    browser.fill("input[name=login]", "operator-1").await;
+    browser.fill("input[name=password]", "any").await;
+    browser.click("button[type=submit]").await;
+    // The provider asks to consent to the console's scopes once.
+    wait_for(&browser, "the consent page", Duration::from_secs(10), "input[name=prompt][value=consent]").await;
+    browser.click("button[type=submit]").await;
+    wait_for(&browser, "the board, signed in", Duration::from_secs(10), "body[data-live=on]").await;
+    let who = browser.text("header.top .who").await;
+    assert!(who.contains("operator-1") && who.contains("990101001"), "{who}");
+    // The session is the provider's access token: the services take it.
+    assert_eq!(browser.text("#count-open").await, "0");
+    let url = browser.current_url().await;
+    assert!(url.starts_with(&web.url("/")) && !url.contains("callback"), "{url}");
+    browser.screenshot("signed-in-oidc").await;
+    browser.close().await;
+    drop(provider);
+}
