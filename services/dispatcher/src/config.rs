@@ -38,7 +38,7 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
 
     /// Serve no metrics endpoint.
-    #[arg(long, env = "GRIDCASE_DISPATCHER_NO_METRICS")]
+    #[arg(long, env = "GRIDCASE_DISPATCHER_NO_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,
 
     /// Directory holding regions.csv and categories.csv.
@@ -57,7 +57,7 @@ pub struct Config {
     pub snapshot_interval: Duration,
 
     /// Neither read nor save a snapshot: every start replays the whole stream.
-    #[arg(long, env = "GRIDCASE_DISPATCHER_NO_SNAPSHOT")]
+    #[arg(long, env = "GRIDCASE_DISPATCHER_NO_SNAPSHOT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_snapshot: bool,
 
     /// How often the deadline watch looks at the clock.

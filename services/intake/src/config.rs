@@ -36,7 +36,7 @@ pub struct Config {
     pub metrics_addr: std::net::SocketAddr,
 
     /// Serve no metrics endpoint.
-    #[arg(long, env = "GRIDCASE_INTAKE_NO_METRICS")]
+    #[arg(long, env = "GRIDCASE_INTAKE_NO_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,
 
     /// Address the gRPC server listens on.

@@ -51,7 +51,7 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
 
     /// Serve no metrics endpoint.
-    #[arg(long, env = "GRIDCASE_PROJECTION_NO_METRICS")]
+    #[arg(long, env = "GRIDCASE_PROJECTION_NO_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,
 
     /// How often open and overdue cases per township are counted for the metrics.

@@ -56,7 +56,7 @@ pub struct Config {
     /// Mark the session cookie Secure (sent over HTTPS only). Set it
     /// whenever browsers reach the console over TLS through a
     /// TLS-terminating proxy in front of it (with --tls-cert it is on).
-    #[arg(long, env = "GRIDCASE_WEB_SECURE_COOKIES")]
+    #[arg(long, env = "GRIDCASE_WEB_SECURE_COOKIES", value_parser = clap::builder::BoolishValueParser::new())]
     pub secure_cookies: bool,
 
     /// The identity provider (OpenID Connect issuer URL) that issues
@@ -94,7 +94,7 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
 
     /// Serve no metrics endpoint.
-    #[arg(long, env = "GRIDCASE_WEB_NO_METRICS")]
+    #[arg(long, env = "GRIDCASE_WEB_NO_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,
 
     /// How long a graceful stop waits for requests in progress; live

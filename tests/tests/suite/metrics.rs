@@ -226,3 +226,99 @@ async fn every_service_exports_its_documented_metrics_from_the_first_scrape_and_
     })
     .await;
 }
+
+/// One HTTP/1.1 request with hyper's client: the status, and the response
+/// body as a stream (a live feed stays open while it is kept).
+async fn http_request(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, hyper::body::Incoming) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::get(path).header(http::header::HOST, addr.to_string());
+    if let Some(cookie) = cookie {
+        request = request.header(http::header::COOKIE, cookie);
+    }
+    let response =
+        sender.send_request(request.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()).await.unwrap();
+    (response.status().as_u16(), response.into_body())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_exports_requests_by_route_live_connections_and_events_relayed() {
+    use http_body_util::BodyExt as _;
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let (intake_addr, query_addr) = (free_addr(), free_addr());
+    let (web_addr, web_metrics) = (free_addr(), free_addr());
+    let nats_url = nats.url();
+    let _intake = spawn(
+        "gridcase-intake",
+        &[
+            ("GRIDCASE_NATS_URL", nats_url.clone()),
+            ("GRIDCASE_INTAKE_ADDR", intake_addr.to_string()),
+            ("GRIDCASE_INTAKE_NO_METRICS", "1".into()),
+        ],
+    );
+    let _projection = spawn(
+        "gridcase-projection",
+        &[
+            ("GRIDCASE_NATS_URL", nats_url),
+            ("GRIDCASE_DATABASE_URL", db.url.clone()),
+            ("GRIDCASE_QUERY_ADDR", query_addr.to_string()),
+            ("GRIDCASE_PROJECTION_NO_METRICS", "1".into()),
+        ],
+    );
+    let _web = spawn(
+        "gridcase-web",
+        &[
+            ("GRIDCASE_WEB_ADDR", web_addr.to_string()),
+            ("GRIDCASE_WEB_METRICS_ADDR", web_metrics.to_string()),
+            ("GRIDCASE_WEB_INTAKE_URL", format!("http://{intake_addr}")),
+            ("GRIDCASE_WEB_QUERY_URL", format!("http://{query_addr}")),
+        ],
+    );
+    // From the first scrape: nothing open, nothing relayed.
+    let first = scrape_until(web_metrics, "the console's metrics", |_| true).await;
+    assert_eq!(first.get("gridcase_web_live_connections"), Some(&0.0), "{first:?}");
+    assert_eq!(first.get("gridcase_web_events_relayed_total"), Some(&0.0), "{first:?}");
+
+    // A request is counted by its route's pattern, never by the ids in it.
+    gridcase_tests::eventually("the console to answer", || async move {
+        tokio::net::TcpStream::connect(web_addr).await.is_ok()
+    })
+    .await;
+    assert_eq!(http_request(web_addr, "/healthz", None).await.0, 200);
+    let cookie = format!("gridcase_session={}", gridcase_tests::lifecycle::centre().token());
+    let case_id = CaseId::new_v7();
+    let (status, _) = http_request(web_addr, &format!("/cases/{case_id}"), Some(&cookie)).await;
+    assert_eq!(status, 404, "a case nobody filed");
+    let page = scrape_until(web_metrics, "the requests counted", |page| {
+        page.get("gridcase_web_requests_total{route=\"/healthz\",status=\"200\"}") == Some(&1.0)
+            && page.get("gridcase_web_requests_total{route=\"/cases/{case_id}\",status=\"404\"}") == Some(&1.0)
+    })
+    .await;
+    assert!(has(&page, "gridcase_web_request_duration_seconds"), "{page:?}");
+    assert!(!page.keys().any(|key| key.contains(&case_id.to_string())), "an id in a label: {page:?}");
+
+    // A board's live feed is one connection; each change it relays counts.
+    let (status, mut feed) = http_request(web_addr, "/live?township=990101001", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    scrape_until(web_metrics, "the live connection", |page| page.get("gridcase_web_live_connections") == Some(&1.0))
+        .await;
+    let mut client = intake_client(format!("http://{intake_addr}")).await;
+    client.file_case(as_worker(filing(case_id))).await.expect("filed");
+    // Read the feed until the filing's change arrives.
+    let mut seen = String::new();
+    while !seen.contains("event: change") {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(30), feed.frame()).await.expect("a change").unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    scrape_until(web_metrics, "the relayed change", |page| page.get("gridcase_web_events_relayed_total") >= Some(&1.0))
+        .await;
+    drop(feed);
+    scrape_until(web_metrics, "the closed connection", |page| page.get("gridcase_web_live_connections") == Some(&0.0))
+        .await;
+}
