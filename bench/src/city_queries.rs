@@ -117,6 +117,22 @@ pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) ->
             Box::new(|_| api::ListCasesRequest { overdue_only: true, ..Default::default() }),
         ),
         (
+            "ListCases, township, overdue, soonest deadline first (the desk)",
+            Box::new(|_| api::ListCasesRequest {
+                overdue_only: true,
+                order: api::ListOrder::DueSoonest as i32,
+                ..Default::default()
+            }),
+        ),
+        (
+            "ListCases, township, due within a day, soonest first",
+            Box::new(|_| api::ListCasesRequest {
+                due_within_seconds: 86_400,
+                order: api::ListOrder::DueSoonest as i32,
+                ..Default::default()
+            }),
+        ),
+        (
             "ListCases, township, closed",
             Box::new(|_| api::ListCasesRequest {
                 states: vec![gridcase_proto::common::v1::CaseState::Closed as i32],

@@ -184,7 +184,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let mut query = query.clone();
         async move {
             let started = Instant::now();
-            // The request the desk sends: the open states, overdue, 50.
+            // The request the desk sends: the open states, overdue, soonest
+            // deadline first, 50.
             let open = [CaseState::Reported, CaseState::Registered, CaseState::Dispatched, CaseState::InProgress]
                 .into_iter()
                 .chain([CaseState::OnHold, CaseState::Resolved])
@@ -195,6 +196,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 states: open,
                 overdue_only: true,
                 page_size: 50,
+                order: api::ListOrder::DueSoonest as i32,
                 ..Default::default()
             };
             let page = query.list_cases(request).await?.into_inner();
