@@ -38,14 +38,16 @@ const TOWNSHIP: &str = "990101001";
 
 /// Synthetic rows in the read model: `open` open cases in the township
 /// (filed over the last ten days, a third past their resolve deadline), and
-/// `closed` closed ones spread over the county's year.
+/// `closed` closed ones spread over the county's year; each with a point
+/// over the township's grids, so the board's map carries them.
 async fn fill(pool: &sqlx::PgPool, open: usize, closed: usize) -> anyhow::Result<()> {
     let insert = "INSERT INTO cases (case_id, version, last_sequence, state, county, township, village, grid, category, description, \
          reported_by, supervision, urgent, filed_at, acknowledge_due, resolve_due, marks, approved_extension_days, hold_requested, \
-         returns, reworks, reopenings, tier, unit, last_hash) \
+         returns, reworks, reopenings, tier, unit, last_hash, latitude_e6, longitude_e6) \
          SELECT id, 3, 0, $2, '990101', t, t || '001', t || '001001', '0201', 'synthetic', 'bench', \
          CASE WHEN i % 17 = 0 THEN 'YELLOW_CARD' ELSE 'NONE' END, false, \
-         f, f + interval '8 hours', f + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.utilities.990101', md5(id::text) \
+         f, f + interval '8 hours', f + interval '5 days', ARRAY[]::text[], 0, false, 0, 0, 0, 'NORMAL', 'unit.utilities.990101', md5(id::text), \
+         30240000 + (i * 104729 % 70000)::int, 120110000 + (i * 7919 % 80000)::int \
          FROM UNNEST($1::uuid[]) WITH ORDINALITY AS u(id, i), \
          LATERAL (SELECT CASE WHEN $2 = 'IN_PROGRESS' THEN '990101001' ELSE '990101' || lpad((1 + i % 3)::text, 3, '0') END AS t, \
                          CASE WHEN $2 = 'IN_PROGRESS' THEN now() - ((i % 14400) || ' minutes')::interval \
@@ -365,7 +367,12 @@ async fn stream(
             client.file_case(worker().request(filing(case_id))).await.map(|_| ())
         }));
         if i % (options.rate as u64 * 10) == 0 {
-            rss.push((started.elapsed().as_secs(), web.rss_kib()));
+            let sample = (started.elapsed().as_secs(), web.rss_kib());
+            // Once a minute on stderr too, so a long run shows its course as it goes.
+            if sample.0 % 60 < 10 {
+                eprintln!("{:>5} s: console RSS {} MiB", sample.0, sample.1 / 1024);
+            }
+            rss.push(sample);
         }
     }
     for filing in filings {
