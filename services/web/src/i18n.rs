@@ -317,6 +317,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("period", "周期", "Period"),
     ("day", "日", "Day"),
     ("month", "月", "Month"),
+    ("today", "今日", "Today"),
     ("total", "合计", "Total"),
     ("from", "从", "From"),
     ("to", "到", "To"),

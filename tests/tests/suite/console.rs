@@ -239,6 +239,11 @@ async fn an_operator_sees_a_filing_arrive_live_dispatches_it_and_watches_it_turn
     wait_for(&browser, "the live feed", Duration::from_secs(10), "body[data-live=on]").await;
     let before = browser.text("#count-overdue").await;
     assert_eq!(before, "1", "a fresh board counts the overdue case");
+    // The villages ranked for today and for this month (the month's filings
+    // are the village's two so far).
+    assert!(browser.has("section#ranking-today").await);
+    let month = browser.text("section#ranking-month tbody tr:first-child").await;
+    assert!(month.starts_with("990101001001 1"), "{month}");
     assert!(browser.has(&format!("#map-cases a[data-case='{case_id}'] circle.handling.overdue")).await);
     // A filing from 5 km away (in 青石镇), naming a grid of this township:
     // kept, on the map's edge, flagged.

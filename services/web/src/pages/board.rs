@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::layout::{Nav, page, refusal_box};
 use super::map;
-use super::{home_region, may, time, today};
+use super::{home_region, may, time};
 use crate::AppState;
 use crate::i18n::Lang;
 use crate::session::Session;
@@ -61,8 +61,16 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     );
     let latest = latest.map(|r| r.into_inner().cases).unwrap_or_default();
     let map = map.map(|r| r.into_inner()).map_err(|s| Refusal::from_status(&s, lang));
+    // "Today" as the services count it (their clock says when the counts
+    // were taken), so the ranking's day and month match the cards.
+    let now = counts
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_of.as_ref())
+        .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .unwrap_or_else(jiff::Timestamp::now);
     let ranking = if may(&session, Operation::Ledger) && region.len() <= 9 && !region.is_empty() {
-        Some(ranking(&state, &session, &region).await)
+        Some(ranking(&state, &session, &region, now).await)
     } else {
         None
     };
@@ -119,13 +127,13 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
     page(lang, Some(&session), Nav::Board, lang.t("board"), body).into_response()
 }
 
-/// This month's ranking of the region's villages (a township) or townships
-/// (a county): on-time closure rate, closures, satisfaction; with what is
-/// overdue and open now.
-async fn ranking(state: &AppState, session: &Session, region: &str) -> Markup {
+/// Today's and this month's ranking of the region's villages (a township)
+/// or townships (a county): on-time closure rate, closures, satisfaction;
+/// with what is overdue and open now.
+async fn ranking(state: &AppState, session: &Session, region: &str, now: jiff::Timestamp) -> Markup {
     let lang = session.lang;
     let kind = if region.len() >= 9 { "village" } else { "township" };
-    let (today, month_start) = today();
+    let (today, month_start) = super::day_and_month_of(now);
     let ledger = |from: &str, period: query_api::Period| query_api::LedgerRequest {
         org_kind: kind.into(),
         org: String::new(),
@@ -133,38 +141,52 @@ async fn ranking(state: &AppState, session: &Session, region: &str) -> Markup {
         to_day: today.clone(),
         period: period as i32,
     };
-    let (mut a, mut b) = (state.upstream.query.clone(), state.upstream.query.clone());
-    let (month, total) = futures::join!(
-        a.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Month))),
-        b.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Total))),
+    let (mut a, mut b, mut c) =
+        (state.upstream.query.clone(), state.upstream.query.clone(), state.upstream.query.clone());
+    let (day, month, total) = futures::join!(
+        a.ledger(as_user(&session.token, ledger(&today, query_api::Period::Day))),
+        b.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Month))),
+        c.ledger(as_user(&session.token, ledger(&month_start, query_api::Period::Total))),
     );
-    let (month, total) = match (month, total) {
-        (Ok(month), Ok(total)) => (month.into_inner().rows, total.into_inner().rows),
-        (Err(status), _) | (_, Err(status)) => return refusal_box(lang, &Refusal::from_status(&status, lang)),
+    let (day, month, total) = match (day, month, total) {
+        (Ok(day), Ok(month), Ok(total)) => (day.into_inner().rows, month.into_inner().rows, total.into_inner().rows),
+        (Err(status), _, _) | (_, Err(status), _) | (_, _, Err(status)) => {
+            return refusal_box(lang, &Refusal::from_status(&status, lang));
+        }
     };
-    let mut rows: Vec<_> = month.into_iter().filter(|r| r.org.starts_with(region)).collect();
-    rows.sort_by(|x, y| y.on_time_closure_rate.total_cmp(&x.on_time_closure_rate).then(x.org.cmp(&y.org)));
     let overdue_of = |org: &str| total.iter().find(|t| t.org == org).map_or(0, |t| t.overdue_open);
-    html! {
-        section.ranking {
-            h2 { (lang.t(if kind == "village" { "village" } else { "township" })) " · " (month_start.get(..7).unwrap_or("")) }
-            table {
-                thead { tr {
-                    th { (lang.t(kind)) } th { (lang.t("filed")) } th { (lang.t("closed")) }
-                    th { (lang.t("on_time_closure_rate")) } th { (lang.t("satisfaction")) } th { (lang.t("overdue_open")) }
-                } }
-                tbody {
-                    @for row in &rows {
-                        tr {
-                            td { (row.org) } td.num { (row.filed) } td.num { (row.closed) }
-                            td.num { (percent(row.on_time_closure_rate)) }
-                            td.num { (row.satisfied + row.basically_satisfied) }
-                            td.num.overdue[overdue_of(&row.org) > 0] { (overdue_of(&row.org)) }
+    let ranked = |rows: Vec<query_api::LedgerRow>| {
+        let mut rows: Vec<_> = rows.into_iter().filter(|r| r.org.starts_with(region)).collect();
+        rows.sort_by(|x, y| y.on_time_closure_rate.total_cmp(&x.on_time_closure_rate).then(x.org.cmp(&y.org)));
+        rows
+    };
+    let table = |id: &str, title: String, rows: Vec<query_api::LedgerRow>| {
+        html! {
+            section.ranking id=(id) {
+                h2 { (lang.t(if kind == "village" { "village" } else { "township" })) " · " (title) }
+                table {
+                    thead { tr {
+                        th { (lang.t(kind)) } th { (lang.t("filed")) } th { (lang.t("closed")) }
+                        th { (lang.t("on_time_closure_rate")) } th { (lang.t("satisfaction")) } th { (lang.t("overdue_open")) }
+                    } }
+                    tbody {
+                        @for row in &rows {
+                            tr {
+                                td { (row.org) } td.num { (row.filed) } td.num { (row.closed) }
+                                td.num { (percent(row.on_time_closure_rate)) }
+                                td.num { (row.satisfied + row.basically_satisfied) }
+                                td.num.overdue[overdue_of(&row.org) > 0] { (overdue_of(&row.org)) }
+                            }
                         }
                     }
                 }
+                @if rows.is_empty() { p.empty { (lang.t("none_found")) } }
             }
         }
+    };
+    html! {
+        (table("ranking-today", format!("{} {}", lang.t("today"), today), ranked(day)))
+        (table("ranking-month", month_start.get(..7).unwrap_or("").to_owned(), ranked(month)))
     }
 }
 

@@ -30,8 +30,13 @@ pub fn time(at: Option<&prost_types::Timestamp>) -> String {
 
 /// Today in Beijing, `YYYY-MM-DD`, and the first day of its month.
 pub fn today() -> (String, String) {
-    let now = jiff::Timestamp::now().to_zoned(zone());
-    (now.strftime("%Y-%m-%d").to_string(), now.strftime("%Y-%m-01").to_string())
+    day_and_month_of(jiff::Timestamp::now())
+}
+
+/// The Beijing day of `at`, `YYYY-MM-DD`, and the first day of its month.
+pub fn day_and_month_of(at: jiff::Timestamp) -> (String, String) {
+    let at = at.to_zoned(zone());
+    (at.strftime("%Y-%m-%d").to_string(), at.strftime("%Y-%m-01").to_string())
 }
 
 /// A length of time for people: working time in working hours (and
