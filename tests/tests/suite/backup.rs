@@ -40,6 +40,20 @@ fn script(name: &str, env: &[(String, String)], args: &[&str]) -> String {
     text
 }
 
+/// Takes the test's cluster down however the test ends (a failed assertion
+/// used to leave its nats-server and services running, and in the way of
+/// the next run's ports).
+struct TakeDown(Vec<(String, String)>);
+
+impl Drop for TakeDown {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(workspace_root().join("deploy/cluster.sh"))
+            .arg("down")
+            .envs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+    }
+}
+
 async fn mirrored(backup: &jetstream::Context, name: &str) -> u64 {
     match backup.get_stream(name).await {
         Ok(mut stream) => stream.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
@@ -64,6 +78,7 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
         // The services check the streams every second here (30 s by default).
         ("GRIDCASE_INTEGRITY_INTERVAL".to_owned(), "1s".to_owned()),
     ];
+    let _take_down = TakeDown(env.clone());
     script("cluster.sh", &env, &["up"]);
     let topology = Topology::describe(workspace_root().join("deploy/cluster.sh"), env.clone()).await.unwrap();
     let secrets = run.path().join("secrets");
