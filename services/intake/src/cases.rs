@@ -11,7 +11,6 @@ use gridcase_calendar::Calendar;
 use gridcase_domain::{Case, CaseId, Command, DomainError, Event, Text};
 use gridcase_envelope::fold;
 use gridcase_envelope::{DecodeError, Positioned, StoredEvent, verify_history};
-use gridcase_eventlog::attachments::AttachmentError;
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, LoadError, Loaded, Provenance};
 use gridcase_eventlog::{AttachmentStore, KeyStore};
 use gridcase_grpc::auth::case_not_found;
@@ -27,6 +26,7 @@ use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 use tracing::{info, instrument};
 use uuid::Uuid;
 
+use crate::download::{self, AttachmentStream};
 use crate::personal;
 use crate::requests::{
     Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment, Registration,
@@ -261,13 +261,6 @@ impl CaseApi {
 }
 
 type CommandResponse = Result<Response<api::CommandResult>, Status>;
-
-/// An attachment's parts, as `GetAttachment` streams them.
-pub type AttachmentStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::AttachmentPart, Status>> + Send + 'static>>;
-
-/// Bytes per streamed part of an attachment.
-const ATTACHMENT_PART_BYTES: usize = 64 * 1024;
 
 #[tonic::async_trait]
 impl CaseService for CaseApi {
@@ -520,39 +513,7 @@ impl CaseService for CaseApi {
         let access = Access::of(&request)?;
         let (case_id, sha256) = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
-        // Only a digest one of the case's own events names: the same answer
-        // as for a case out of reach, so a guessed digest tells nothing.
-        let reference = loaded
-            .history
-            .iter()
-            .filter_map(|positioned| positioned.event.decode().ok())
-            .find_map(|event| event.attachments().iter().find(|a| a.sha256 == sha256).cloned())
-            .ok_or_else(|| Status::not_found(format!("case {case_id} has no attachment {sha256}")))?;
-        let bytes = match self.attachments.get(&sha256).await {
-            Ok(Some(bytes)) => bytes,
-            // Named by an event but absent from the store: lost.
-            Ok(None) => return Err(Status::data_loss(format!("attachment {sha256} is missing from the store"))),
-            Err(AttachmentError::Damaged { problem, .. }) => {
-                return Err(Status::data_loss(format!("attachment {sha256} is damaged: {problem}")));
-            }
-            Err(error) => return Err(status::unavailable("the attachment store", &error)),
-        };
-        let head = api::AttachmentPart {
-            part: Some(api::attachment_part::Part::Reference(common::AttachmentRef {
-                sha256: reference.sha256.to_string(),
-                size: reference.size,
-                content_type: reference.content_type,
-            })),
-        };
-        let chunks: Vec<Result<api::AttachmentPart, Status>> = std::iter::once(head)
-            .chain(
-                bytes
-                    .chunks(ATTACHMENT_PART_BYTES)
-                    .map(|chunk| api::AttachmentPart { part: Some(api::attachment_part::Part::Chunk(chunk.to_vec())) }),
-            )
-            .map(Ok)
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        Ok(Response::new(download::attachment(&self.attachments, &loaded, &case_id, &sha256).await?))
     }
 
     #[instrument(skip_all)]

@@ -4,6 +4,7 @@
 
 mod cases;
 pub mod config;
+mod download;
 mod personal;
 mod reference;
 pub mod requests;
