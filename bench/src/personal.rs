@@ -60,8 +60,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 let case_id = CaseId::new_v7();
                 let mut message = filing(case_id);
                 if contact {
-                    message.resident_contact =
-                        Some(intake_api::ResidentContact { name: "王秀英".into(), phone: "13812345678".into() });
+                    message.resident_contact = Some(intake_api::ResidentContact {
+                        name: "王秀英".into(),
+                        phone: "13812345678".into(),
+                        ..Default::default()
+                    });
                 }
                 let mut request = tonic::Request::new(message);
                 filer.attach(&mut request);

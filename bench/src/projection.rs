@@ -61,6 +61,9 @@ fn case_events(index: usize, at: Timestamp) -> (Head, Vec<Event>) {
             contact: None,
             attachments: vec![],
             outside_grid: None,
+            channel: Default::default(),
+            request_kind: None,
+            reference: None,
         }),
         Command::Register { tier: Tier::Normal, note: None, policy: None },
         Command::Dispatch {

@@ -29,6 +29,9 @@ pub(crate) fn filing_event() -> (CaseSubject, CaseId, Event) {
         contact: None,
         attachments: vec![],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     });
     let event: Event = gridcase_domain::decide(None, &command, jiff::Timestamp::now()).expect("decide");
     (CaseSubject::for_grid(&grid, &case_id), case_id, event)

@@ -229,6 +229,7 @@ async fn file(
         severity_hint: None,
         resident_contact: None,
         attachments: vec![],
+        ..Default::default()
     };
     let operation = Operation::File { case_id: case_id.to_owned() };
     until_acknowledged(shared, channels, worker, give_up_after, operation, |channel| {

@@ -141,7 +141,8 @@ fn reference() -> &'static gridcase_reference::Reference {
 pub fn file_case_request(data: &[u8]) {
     use prost::Message as _;
     let Ok(request) = gridcase_proto::intake::v1::FileCaseRequest::decode(data) else { return };
-    let _ = gridcase_intake::validate::file_case(&request, reference(), &limits(), now());
+    let filer = gridcase_intake::validate::Filer { subject: "fuzz", channel: gridcase_domain::Channel::GridWorker };
+    let _ = gridcase_intake::validate::file_case(&request, filer, reference(), &limits(), now());
 }
 
 /// Intake's default limits.
@@ -202,12 +203,17 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         location: Some(common::Location { latitude: 30.2741, longitude: 120.1551, address: "东门路12号".into() }),
         reported_at: Some(prost_types::Timestamp { seconds: now().as_second() - 60, nanos: 0 }),
         severity_hint: Some(common::Tier::Urgent as i32),
-        resident_contact: Some(intake::ResidentContact { name: "王秀英".into(), phone: "13812345678".into() }),
+        resident_contact: Some(intake::ResidentContact {
+            name: "王秀英".into(),
+            phone: "13812345678".into(),
+            ..Default::default()
+        }),
         attachments: vec![common::AttachmentRef {
             sha256: "0f".repeat(32),
             size: 20480,
             content_type: "image/jpeg".into(),
         }],
+        ..Default::default()
     };
     let context = || {
         Some(cases::CommandContext {
@@ -310,6 +316,7 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         supervision: common::Supervision::YellowCard as i32,
         due_within_seconds: 0,
         order: query::ListOrder::FiledNewest as i32,
+        ..Default::default()
     };
     let ledger = || query::LedgerRequest {
         org_kind: "township".into(),

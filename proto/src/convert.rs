@@ -1,7 +1,38 @@
 //! Conversions between the domain's values and the protobuf enums, in one place.
 
 use crate::common::v1 as pb;
-use gridcase_domain::{Clock, Feedback, State, Supervision, Tier};
+use gridcase_domain::{Channel, Clock, Feedback, RequestKind, State, Supervision, Tier};
+
+pub fn request_kind_from_proto(kind: pb::RequestKind) -> Option<RequestKind> {
+    match kind {
+        pb::RequestKind::Unspecified => None,
+        pb::RequestKind::Consultation => Some(RequestKind::Consultation),
+        pb::RequestKind::Help => Some(RequestKind::Help),
+        pb::RequestKind::Complaint => Some(RequestKind::Complaint),
+        pb::RequestKind::Report => Some(RequestKind::Report),
+        pb::RequestKind::Suggestion => Some(RequestKind::Suggestion),
+        pb::RequestKind::Praise => Some(RequestKind::Praise),
+    }
+}
+
+pub fn request_kind_to_proto(kind: Option<RequestKind>) -> pb::RequestKind {
+    match kind {
+        None => pb::RequestKind::Unspecified,
+        Some(RequestKind::Consultation) => pb::RequestKind::Consultation,
+        Some(RequestKind::Help) => pb::RequestKind::Help,
+        Some(RequestKind::Complaint) => pb::RequestKind::Complaint,
+        Some(RequestKind::Report) => pb::RequestKind::Report,
+        Some(RequestKind::Suggestion) => pb::RequestKind::Suggestion,
+        Some(RequestKind::Praise) => pb::RequestKind::Praise,
+    }
+}
+
+pub fn channel_to_proto(channel: Channel) -> pb::Channel {
+    match channel {
+        Channel::GridWorker => pb::Channel::GridWorker,
+        Channel::Partner => pb::Channel::Partner,
+    }
+}
 
 pub fn tier_from_proto(value: i32) -> Option<Tier> {
     match pb::Tier::try_from(value).ok()? {

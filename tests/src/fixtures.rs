@@ -32,6 +32,7 @@ pub fn filing(case_id: CaseId) -> api::FileCaseRequest {
         severity_hint: None,
         resident_contact: None,
         attachments: vec![],
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,9 @@ pub fn filing(case_id: CaseId, grid: &str, category: &str, at: Timestamp) -> Com
         contact: None,
         attachments: vec![],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     })
 }
 

@@ -42,7 +42,8 @@ async fn one_filed_case_is_one_trace_through_intake_the_dispatcher_and_the_proje
 
     let case_id = CaseId::new_v7();
     let mut request = filing_at(case_id, "0101", now);
-    request.resident_contact = Some(api::ResidentContact { name: NAME.into(), phone: PHONE.into() });
+    request.resident_contact =
+        Some(api::ResidentContact { name: NAME.into(), phone: PHONE.into(), ..Default::default() });
     intake_client(intake.endpoint()).await.file_case(as_worker(request)).await.unwrap();
     dispatcher.settled_at(now, &nats).await;
     let end = stream_end(&nats).await;

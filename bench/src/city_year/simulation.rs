@@ -384,6 +384,7 @@ pub(super) fn simulate(
                 phone: Some(
                     PhoneNumber::parse(&format!("139{:08}", generator.rng.u32(..100_000_000))).expect("a phone"),
                 ),
+                email: None,
             });
             let description = descriptions[generator.rng.usize(..descriptions.len())];
             let filing = Filing {
@@ -402,6 +403,9 @@ pub(super) fn simulate(
                 contact: contact.map(gridcase_domain::Contact::Clear),
                 attachments: vec![],
                 outside_grid: None,
+                channel: Default::default(),
+                request_kind: None,
+                reference: None,
             };
             let worker = Actor {
                 person: format!("gw-{township}-{:02}", generator.rng.usize(..workers_per_township)),

@@ -52,6 +52,8 @@ pub enum Operation {
     ExportCases,
     ExportLedger,
     WatchCases,
+    /// The changes of the caller's cases in a window (a partner's feed).
+    ListUpdates,
     // gridcase.auth.v1.AuthService
     WhoAmI,
     // gridcase.admin.v1.ReferenceService
@@ -101,15 +103,19 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.query.v1.QueryService/ExportCases", ExportCases),
     ("/gridcase.query.v1.QueryService/ExportLedger", ExportLedger),
     ("/gridcase.query.v1.QueryService/WatchCases", WatchCases),
+    ("/gridcase.query.v1.QueryService/ListCaseUpdates", ListUpdates),
     ("/gridcase.auth.v1.AuthService/WhoAmI", WhoAmI),
     ("/gridcase.admin.v1.ReferenceService/GetReference", ReadReference),
     ("/gridcase.admin.v1.ReferenceService/ValidateReference", ValidateReference),
 ];
 
 /// Paths any caller may use without a token: health checks, reflection (the
-/// schema only), and the development token minter (which refuses unless the
-/// server has a development key).
+/// schema only), the development token minter (which refuses unless the
+/// server has a development key), and the public status of cases by id
+/// (state, category and times, to whoever holds an id, as Open311 answers
+/// requests by id).
 const PUBLIC_PREFIXES: &[&str] = &[
+    "/gridcase.query.v1.QueryService/GetPublicStatus",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -117,7 +123,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 33] = [
+    pub const ALL: [Operation; 34] = [
         FileCase,
         UploadAttachment,
         Register,
@@ -148,6 +154,7 @@ impl Operation {
         ExportCases,
         ExportLedger,
         WatchCases,
+        ListUpdates,
         WhoAmI,
         ReadReference,
         ValidateReference,
@@ -176,6 +183,7 @@ impl Operation {
                 | ExportCases
                 | ExportLedger
                 | WatchCases
+                | ListUpdates
                 | WhoAmI
                 | ReadReference
                 | ValidateReference
@@ -237,6 +245,7 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
                 | ExportCases
                 | ExportLedger
                 | WatchCases
+                | ListUpdates
                 | WhoAmI
         ),
         // The county audits, and answers residents' requests to erase
@@ -252,9 +261,15 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
                 | ExportCases
                 | ExportLedger
                 | WatchCases
+                | ListUpdates
                 | WhoAmI
         ),
         TokenRole::Admin => matches!(operation, WhoAmI | ReadReference | ValidateReference),
+        // A partner system files residents' requests, passes on their
+        // comments as notes, and follows its own cases.
+        TokenRole::Partner => {
+            matches!(operation, FileCase | UploadAttachment | AddProgress | ReadCase | ListCases | ListUpdates | WhoAmI)
+        }
     }
 }
 
@@ -299,6 +314,8 @@ fn sees(principal: &Principal, case: &CaseScope) -> bool {
             territory.contains_grid(&case.grid)
         }
         (TokenRole::HandlingUnit, Territory::Unit(unit)) => case.unit.as_deref() == Some(unit.as_str()),
+        // Its own filings, and only while they lie in its territory.
+        (TokenRole::Partner, territory) => case.reporter == principal.subject && territory.contains_grid(&case.grid),
         (TokenRole::HandlingUnit, Territory::Region(_)) | (TokenRole::Admin, _) => false,
     }
 }
@@ -340,6 +357,11 @@ pub fn list_scope(principal: &Principal) -> Option<ListScope> {
         (TokenRole::HandlingUnit, Territory::Unit(unit)) => {
             Some(ListScope { unit: Some(unit.to_string()), ..ListScope::default() })
         }
+        (TokenRole::Partner, Territory::Region(prefix)) => Some(ListScope {
+            region_prefix: Some(prefix.clone()),
+            reporter: Some(principal.subject.clone()),
+            ..ListScope::default()
+        }),
         _ => None,
     }
 }
@@ -350,8 +372,9 @@ pub enum ContactView {
     /// In full: the roles that call the resident back (the reporting worker
     /// and their grid leader, the unit handling it, the command centre).
     Full,
-    /// 138****5678: everyone else (county audit), and every list, ledger,
-    /// export and stream.
+    /// 138****5678: everyone else (county audit, partner systems, which
+    /// sent them and need them no more), and every list, ledger, export and
+    /// stream.
     Masked,
 }
 
@@ -466,6 +489,7 @@ mod tests {
                     ExportCases,
                     ExportLedger,
                     WatchCases,
+                    ListUpdates,
                     WhoAmI,
                 ],
             ),
@@ -482,10 +506,12 @@ mod tests {
                     ExportCases,
                     ExportLedger,
                     WatchCases,
+                    ListUpdates,
                     WhoAmI,
                 ],
             ),
             ("admin", "990101", &[WhoAmI, ReadReference, ValidateReference]),
+            ("partner", "990101", &[FileCase, UploadAttachment, AddProgress, ReadCase, ListCases, ListUpdates, WhoAmI]),
         ];
         for (role, territory, allowed) in table {
             let who = principal(role, territory);
@@ -533,6 +559,11 @@ mod tests {
             ("county_auditor", "990101", ReadCase, &other_township, Allow),
             ("county_auditor", "990101", ReadHistory, &other_county, Hidden),
             ("admin", "990101", WhoAmI, &mine, Hidden),
+            // A partner sees what it filed, in its territory, and nothing else.
+            ("partner", "990101", ReadCase, &case("990101001001001", None, "partner-1"), Allow),
+            ("partner", "990101", AddProgress, &case("990101002001001", Some("unit-b"), "partner-1"), Allow),
+            ("partner", "990101", ReadCase, &mine, Hidden),
+            ("partner", "990101002", ReadCase, &case("990101001001001", None, "partner-1"), Hidden),
         ];
         for (role, territory, op, target, expected) in rows {
             assert_eq!(&authorize(&principal(role, territory), *op, Target::Case(target)), expected, "{role} {op}");
@@ -574,6 +605,14 @@ mod tests {
             Some(ListScope { unit: Some("unit-a".into()), ..ListScope::default() })
         );
         assert_eq!(list_scope(&principal("admin", "990101")), None);
+        assert_eq!(
+            list_scope(&principal("partner", "990101001")),
+            Some(ListScope {
+                region_prefix: Some("990101001".into()),
+                reporter: Some("partner-1".into()),
+                ..ListScope::default()
+            })
+        );
     }
 
     #[test]
@@ -589,6 +628,7 @@ mod tests {
             ("command_centre", "990101002", ContactView::Masked),
             ("county_auditor", "990101", ContactView::Masked),
             ("admin", "990101", ContactView::Masked),
+            ("partner", "990101", ContactView::Masked),
         ];
         for (role, territory, expected) in cases {
             assert_eq!(contact_view(&principal(role, territory), &mine), *expected, "{role} {territory}");

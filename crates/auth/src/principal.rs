@@ -20,20 +20,26 @@ pub enum TokenRole {
     CountyAuditor,
     /// Manages reference data; reads no case.
     Admin,
+    /// A partner system (the 12345 hotline's platform, a city's reporting
+    /// app through Open311): files residents' requests in its territory and
+    /// reads back only the cases it filed. Authenticates with an API key,
+    /// never a token.
+    Partner,
 }
 
 impl TokenRole {
-    pub const ALL: [TokenRole; 6] = [
+    pub const ALL: [TokenRole; 7] = [
         TokenRole::GridWorker,
         TokenRole::GridLeader,
         TokenRole::HandlingUnit,
         TokenRole::CommandCentre,
         TokenRole::CountyAuditor,
         TokenRole::Admin,
+        TokenRole::Partner,
     ];
 
     /// The claim value: `grid_worker`, `grid_leader`, `handling_unit`,
-    /// `command_centre`, `county_auditor`, `admin`.
+    /// `command_centre`, `county_auditor`, `admin`, `partner`.
     pub fn as_str(self) -> &'static str {
         match self {
             TokenRole::GridWorker => "grid_worker",
@@ -42,6 +48,7 @@ impl TokenRole {
             TokenRole::CommandCentre => "command_centre",
             TokenRole::CountyAuditor => "county_auditor",
             TokenRole::Admin => "admin",
+            TokenRole::Partner => "partner",
         }
     }
 
@@ -59,6 +66,7 @@ impl TokenRole {
             TokenRole::CommandCentre => Some(gridcase_domain::ActorRole::CommandCentre),
             TokenRole::CountyAuditor => Some(gridcase_domain::ActorRole::CountyAuditor),
             TokenRole::Admin => None,
+            TokenRole::Partner => Some(gridcase_domain::ActorRole::Partner),
         }
     }
 
@@ -77,6 +85,7 @@ impl TokenRole {
             TokenRole::CommandCentre => "a 9-digit township code",
             TokenRole::CountyAuditor => "a 6-digit county code",
             TokenRole::Admin => "a 6-digit county code",
+            TokenRole::Partner => "a 6-digit county or 9-digit township code",
         }
     }
 }
@@ -125,7 +134,9 @@ impl fmt::Display for Territory {
 pub enum PrincipalError {
     #[error("claim sub must be 1-64 letters, digits or -_.:@")]
     BadSubject,
-    #[error("claim role must be one of grid_worker, grid_leader, handling_unit, command_centre, county_auditor, admin")]
+    #[error(
+        "claim role must be one of grid_worker, grid_leader, handling_unit, command_centre, county_auditor, admin, partner"
+    )]
     UnknownRole,
     #[error("claim org must be 1-64 letters, digits or -_.:")]
     BadOrganisation,
@@ -167,6 +178,7 @@ impl Principal {
             TokenRole::CountyAuditor | TokenRole::Admin if digits(territory, &[6]) => {
                 Territory::Region(territory.to_owned())
             }
+            TokenRole::Partner if digits(territory, &[6, 9]) => Territory::Region(territory.to_owned()),
             TokenRole::HandlingUnit => Territory::Unit(OrgCode::parse(territory).map_err(|_| bad)?),
             _ => return Err(bad),
         };
@@ -188,6 +200,8 @@ mod tests {
             ("command_centre", "990101001"),
             ("county_auditor", "990101"),
             ("admin", "990101"),
+            ("partner", "990101"),
+            ("partner", "990101001"),
         ];
         for (role, territory) in ok {
             let result = Principal::new("p-1", role, "org-1", territory);

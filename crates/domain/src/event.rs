@@ -2,8 +2,8 @@ use jiff::Timestamp;
 
 use crate::case::DeadlineBasis;
 use crate::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode, OutsideGrid,
-    Supervision, Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Channel, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode,
+    OutsideGrid, RequestKind, Supervision, Text, Tier,
 };
 
 /// A grid worker's report: the command's content, and the facts the
@@ -22,6 +22,14 @@ pub struct Filing {
     /// Set by intake, not by the filer: the coordinates lie outside the
     /// grid's boundary, beyond the tolerance.
     pub outside_grid: Option<OutsideGrid>,
+    /// Set by intake from who filed: a grid worker's app or a partner system.
+    pub channel: Channel,
+    /// What the resident asks for, when a resident asks (a partner's
+    /// requests, a worker's report of a resident's request).
+    pub request_kind: Option<RequestKind>,
+    /// The filer's own id of this request (a partner's request number),
+    /// from which the case id was derived.
+    pub reference: Option<Text>,
 }
 
 /// What happened to a case. Who, when and why-in-general live in the stored

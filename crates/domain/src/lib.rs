@@ -22,9 +22,11 @@ pub use command::Command;
 pub use error::DomainError;
 pub use event::{Event, Filing};
 pub use ids::{CaseId, CaseIdError};
-pub use personal::{Contact, ContactState, PersonName, PersonalDataError, PhoneNumber, ResidentContact, SealedData};
+pub use personal::{
+    Contact, ContactState, EmailAddress, PersonName, PersonalDataError, PhoneNumber, ResidentContact, SealedData,
+};
 pub use text::{Text, TextError};
 pub use values::{
-    ActorRole, AttachmentRef, Clock, ClockMark, ClockTerms, Feedback, Location, LocationError, OutsideGrid,
-    Sha256Digest, State, Supervision, Tier,
+    ActorRole, AttachmentRef, Channel, Clock, ClockMark, ClockTerms, Feedback, Location, LocationError, OutsideGrid,
+    RequestKind, Sha256Digest, State, Supervision, Tier,
 };

@@ -13,6 +13,8 @@ pub enum PersonalDataError {
     BadPhone,
     #[error("must be 1-{max} characters and not blank")]
     BadName { max: usize },
+    #[error("must be an e-mail address (name@domain), at most 254 characters")]
+    BadEmail,
 }
 
 /// A mainland phone number, normalised (no spaces, no +86). Masked when shown:
@@ -150,10 +152,76 @@ impl From<PersonName> for String {
 }
 
 /// How to reach the resident who raised the matter, if they agreed to leave it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// An e-mail address, as much as a form can check one: something before
+/// one `@`, a domain with a dot after it, no spaces or controls.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub const MAX_CHARS: usize = 254;
+
+    pub fn parse(text: &str) -> Result<Self, PersonalDataError> {
+        let text = text.trim();
+        let fine = text.len() <= Self::MAX_CHARS
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
+            && match text.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty()
+                        && !domain.contains('@')
+                        && domain.split('.').count() >= 2
+                        && domain.split('.').all(|label| !label.is_empty())
+                }
+                None => false,
+            };
+        if fine { Ok(Self(text.to_owned())) } else { Err(PersonalDataError::BadEmail) }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `z***@example.org`: the first character, and the domain.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
+        let first = local.chars().next().unwrap_or('*');
+        format!("{first}***@{domain}")
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmailAddress({})", self.masked())
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = PersonalDataError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(value: EmailAddress) -> Self {
+        value.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResidentContact {
     pub name: Option<PersonName>,
     pub phone: Option<PhoneNumber>,
+    /// Added with the partners' channel; absent in sealed details written
+    /// before, and left out when there is none (so those bytes are as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailAddress>,
 }
 
 /// Contact details as a filing records them. Intake seals them under the
@@ -218,6 +286,17 @@ mod tests {
         assert!(PhoneNumber::parse("0571-8765432").is_ok());
         for bad in ["", "12345", "12812345678", "1381234567x", "138123456789", "10-1234567", "abc"] {
             assert_eq!(PhoneNumber::parse(bad), Err(PersonalDataError::BadPhone), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn emails_parse_and_mask() {
+        let email = EmailAddress::parse(" zhang.san@example.org ").unwrap();
+        assert_eq!(email.expose(), "zhang.san@example.org");
+        assert_eq!(email.to_string(), "z***@example.org");
+        assert!(!format!("{email:?}").contains("zhang"));
+        for bad in ["", "zhang", "@example.org", "a@b", "a@@b.org", "a b@c.org", "a@b..org", "a@b.org,c@d.org"] {
+            assert_eq!(EmailAddress::parse(bad), Err(PersonalDataError::BadEmail), "{bad:?}");
         }
     }
 

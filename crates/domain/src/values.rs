@@ -57,16 +57,20 @@ pub enum ActorRole {
     CountyAuditor,
     /// A gridcase service acting by policy (the dispatcher, the deadline watch).
     System,
+    /// A partner system filing residents' requests (the 12345 platform, an
+    /// Open311 client such as FixMyStreet).
+    Partner,
 }
 
 impl ActorRole {
-    pub const ALL: [ActorRole; 6] = [
+    pub const ALL: [ActorRole; 7] = [
         ActorRole::GridWorker,
         ActorRole::GridLeader,
         ActorRole::HandlingUnit,
         ActorRole::CommandCentre,
         ActorRole::CountyAuditor,
         ActorRole::System,
+        ActorRole::Partner,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl ActorRole {
             ActorRole::CommandCentre => "COMMAND_CENTRE",
             ActorRole::CountyAuditor => "COUNTY_OFFICE",
             ActorRole::System => "SYSTEM",
+            ActorRole::Partner => "PARTNER",
         }
     }
 
@@ -112,6 +117,94 @@ pub enum Feedback {
     BasicallySatisfied,
     /// 不满意
     Unsatisfied,
+}
+
+/// Where a filing came in (受理渠道).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Channel {
+    /// A grid worker's or grid leader's app (网格员上报); every filing
+    /// recorded before channels were.
+    #[default]
+    GridWorker,
+    /// A partner system through its API key: the 12345 platform, a city's
+    /// reporting app or website, FixMyStreet over Open311.
+    Partner,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::GridWorker, Channel::Partner];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::GridWorker => "GRID_WORKER",
+            Channel::Partner => "PARTNER",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Channel> {
+        Self::ALL.into_iter().find(|channel| channel.as_str() == text)
+    }
+
+    pub fn is_grid_worker(&self) -> bool {
+        *self == Channel::GridWorker
+    }
+}
+
+/// What a resident asks for (诉求类型), as the 12345 hotline sorts requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestKind {
+    /// 咨询
+    Consultation,
+    /// 求助
+    Help,
+    /// 投诉
+    Complaint,
+    /// 举报
+    Report,
+    /// 建议
+    Suggestion,
+    /// 表扬
+    Praise,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 6] = [
+        RequestKind::Consultation,
+        RequestKind::Help,
+        RequestKind::Complaint,
+        RequestKind::Report,
+        RequestKind::Suggestion,
+        RequestKind::Praise,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Consultation => "CONSULTATION",
+            RequestKind::Help => "HELP",
+            RequestKind::Complaint => "COMPLAINT",
+            RequestKind::Report => "REPORT",
+            RequestKind::Suggestion => "SUGGESTION",
+            RequestKind::Praise => "PRAISE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RequestKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// The name residents and operators read.
+    pub fn chinese(self) -> &'static str {
+        match self {
+            RequestKind::Consultation => "咨询",
+            RequestKind::Help => "求助",
+            RequestKind::Complaint => "投诉",
+            RequestKind::Report => "举报",
+            RequestKind::Suggestion => "建议",
+            RequestKind::Praise => "表扬",
+        }
+    }
 }
 
 /// The state of a case in its lifecycle.

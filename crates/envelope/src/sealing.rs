@@ -312,6 +312,7 @@ mod tests {
         ResidentContact {
             name: Some(PersonName::parse("张三").unwrap()),
             phone: Some(PhoneNumber::parse("13812345678").unwrap()),
+            email: None,
         }
     }
 

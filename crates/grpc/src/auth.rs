@@ -2,7 +2,8 @@
 //! front of every service of a server.
 //!
 //! For each call the layer reads `authorization: Bearer <JWT>`, verifies it
-//! ([`gridcase_auth::KeySet::verify`]) and asks the one policy function
+//! ([`gridcase_auth::KeySet::verify`]), or a partner system's API key
+//! (`Bearer gck_…`, [`gridcase_auth::ApiKeys::verify`]), and asks the one policy function
 //! ([`gridcase_auth::authorize`]) whether the caller's role may do the
 //! method's operation at all. A missing or bad token is UNAUTHENTICATED, a
 //! role that may not is PERMISSION_DENIED, and a method the policy does not
@@ -25,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridcase_auth::policy::{CaseScope, Decision, Target};
 use gridcase_auth::token::{DevIssuer, KeySet, TokenAlgorithm, Verified, VerifierSettings};
-use gridcase_auth::{Operation, Principal, authorize};
+use gridcase_auth::{ApiKeys, Operation, Principal, authorize};
 use gridcase_envelope::schema::Actor;
 use tonic::Status;
 
@@ -63,6 +64,13 @@ pub struct AuthArgs {
     /// The longest token lifetime (exp - iat) accepted; longer-lived tokens are refused.
     #[arg(long = "auth-max-token-lifetime", env = "GRIDCASE_AUTH_MAX_TOKEN_LIFETIME", default_value = "12h", value_parser = parse_duration)]
     pub max_token_lifetime: Duration,
+
+    /// Partner systems' API keys (the Open311 gateway's callers): one line
+    /// per key, `ID SHA256 SUBJECT ORGANISATION TERRITORY`, made by
+    /// `gridctl api-key new`. Read again within seconds of a change, so a key
+    /// is added or revoked without a restart. None: no API key is accepted.
+    #[arg(long = "auth-api-keys-file", env = "GRIDCASE_AUTH_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
 }
 
 impl AuthArgs {
@@ -114,7 +122,11 @@ impl AuthArgs {
             );
         }
         tracing::info!(keys = ?keys.key_ids(), issuer = %self.issuer, audience = %self.audience, "token keys loaded");
-        Ok(Authenticator { keys: Arc::new(keys), dev, clock, verified: Arc::new(VerifiedTokens::default()) })
+        let api_keys = match &self.api_keys_file {
+            Some(path) => Some(Arc::new(ApiKeyFile::open(path.clone())?)),
+            None => None,
+        };
+        Ok(Authenticator { keys: Arc::new(keys), dev, clock, verified: Arc::new(VerifiedTokens::default()), api_keys })
     }
 }
 
@@ -125,6 +137,65 @@ pub struct Authenticator {
     dev: Option<DevIssuer>,
     clock: Arc<dyn TimeSource>,
     verified: Arc<VerifiedTokens>,
+    api_keys: Option<Arc<ApiKeyFile>>,
+}
+
+/// The partners' key file, read again when it changes (checked at most
+/// every [`ApiKeyFile::RECHECK`]); a file that no longer parses leaves the
+/// keys as they were, and says so.
+pub struct ApiKeyFile {
+    path: PathBuf,
+    state: std::sync::Mutex<ApiKeyState>,
+}
+
+struct ApiKeyState {
+    keys: Arc<ApiKeys>,
+    modified: Option<std::time::SystemTime>,
+    checked: std::time::Instant,
+}
+
+impl ApiKeyFile {
+    pub const RECHECK: Duration = Duration::from_secs(2);
+
+    fn read(path: &std::path::Path) -> anyhow::Result<(ApiKeys, Option<std::time::SystemTime>)> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let keys = ApiKeys::parse(&text).with_context(|| format!("{}", path.display()))?;
+        Ok((keys, modified))
+    }
+
+    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
+        let (keys, modified) = Self::read(&path).context("--auth-api-keys-file")?;
+        tracing::info!(file = %path.display(), keys = keys.len(), "partner API keys loaded");
+        let state = ApiKeyState { keys: Arc::new(keys), modified, checked: std::time::Instant::now() };
+        Ok(Self { path, state: std::sync::Mutex::new(state) })
+    }
+
+    /// The keys as the file now has them.
+    pub fn current(&self) -> Arc<ApiKeys> {
+        let mut state = self.state.lock().expect("the API key file lock");
+        if state.checked.elapsed() >= Self::RECHECK {
+            state.checked = std::time::Instant::now();
+            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+            if modified != state.modified {
+                match Self::read(&self.path) {
+                    Ok((keys, modified)) => {
+                        tracing::info!(file = %self.path.display(), keys = keys.len(), "partner API keys read again");
+                        state.keys = Arc::new(keys);
+                        state.modified = modified;
+                    }
+                    Err(error) => {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "the partner API key file changed and cannot be used; keeping the keys read before"
+                        );
+                        state.modified = modified;
+                    }
+                }
+            }
+        }
+        state.keys.clone()
+    }
 }
 
 /// Tokens that verified, kept until they expire: a client sends the same
@@ -205,6 +276,17 @@ impl Authenticator {
             _ => return Err(Status::unauthenticated("the authorization metadata must be `Bearer <token>`")),
         };
         let now = self.clock.now();
+        if gridcase_auth::apikey::is_api_key(token) {
+            let Some(file) = &self.api_keys else {
+                return Err(Status::unauthenticated("this server accepts no API keys"));
+            };
+            // Checked on every call (a SHA-256, a lookup): a revoked key stops at once.
+            let principal = file.current().verify(token).map_err(|error| {
+                tracing::info!(%error, "refused an API key");
+                Status::unauthenticated(error.to_string())
+            })?;
+            return Ok(Verified { principal, valid_until: now + jiff::SignedDuration::from_hours(1) });
+        }
         if let Some(verified) = self.verified.get(token, now) {
             return Ok(verified);
         }

@@ -129,6 +129,17 @@ impl Boundaries {
         self.shapes.is_empty()
     }
 
+    /// The grid a point lies in: the micro-grid if one of them holds it,
+    /// else the grid; `None` outside every shape (or on no map at all).
+    /// Where shapes overlap (they should not), the lowest code wins.
+    pub fn locate(&self, latitude: f64, longitude: f64) -> Option<&str> {
+        self.shapes
+            .values()
+            .filter(|shape| shape.distance_outside(latitude, longitude) == 0.0)
+            .max_by_key(|shape| (shape.code.len(), std::cmp::Reverse(shape.code.as_str())))
+            .map(|shape| shape.code.as_str())
+    }
+
     /// How far (metres) the point lies outside the shape of `grid`: 0 inside
     /// or on its edge. A micro-grid without a shape of its own is measured
     /// against its grid's. `None` when there is no shape to measure against.
@@ -300,5 +311,9 @@ mod tests {
         assert_eq!(at("990101101001001", 30.2, 120.1), Some(0.0));
         // The same point named with a grid of another township is kilometres out.
         assert!(at("990101201002001", 30.2741, 120.1551).unwrap() > 1000.0);
+        // Found from the point alone: the micro-grid that holds it.
+        assert_eq!(reference.boundaries.locate(30.2741, 120.1551), Some("99010100100100101"));
+        assert_eq!(reference.boundaries.locate(30.2, 120.1), Some("990101101001001"));
+        assert_eq!(reference.boundaries.locate(39.9, 116.4), None);
     }
 }

@@ -363,6 +363,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
                 (contact_name.is_some() || contact_phone.is_some()).then(|| intake::ResidentContact {
                     name: contact_name.unwrap_or_default(),
                     phone: contact_phone.unwrap_or_default(),
+                    ..Default::default()
                 });
             let request = intake::FileCaseRequest {
                 case_id: case_id.clone(),
@@ -374,6 +375,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
                 severity_hint: severity.map(|t| t.proto() as i32),
                 resident_contact,
                 attachments,
+                ..Default::default()
             };
             let receipt = c.intake().await?.file_case(c.request(request)?).await.map_err(output::refusal)?.into_inner();
             if json {

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use gridcase_auth::TokenRole;
 use gridcase_auth::policy::Target;
-use gridcase_domain::{Command, Contact, Event};
+use gridcase_domain::{Channel, Command, Contact, Event};
 use gridcase_envelope::Head;
 use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::store::{CaseStore, CommitError, Committed, Provenance};
@@ -51,7 +52,12 @@ impl IntakeService for IntakeApi {
     ) -> Result<Response<api::FileCaseResponse>, Status> {
         let access = Access::of(&request)?;
         let now = self.clock.now();
-        let file = validate::file_case(request.get_ref(), &self.reference, &self.limits, now)
+        let channel = match access.principal.role {
+            TokenRole::Partner => Channel::Partner,
+            _ => Channel::GridWorker,
+        };
+        let filer = validate::Filer { subject: &access.principal.subject, channel };
+        let file = validate::file_case(request.get_ref(), filer, &self.reference, &self.limits, now)
             .map_err(Violations::into_status)?;
         access.check(Target::Filing { grid: file.grid.as_str() })?;
         let actor = access.actor()?;

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gridcase_domain::{
-    Case, CaseId, CategoryCode, Clock, ClockMark, Feedback, GridCode, OrgCode, State, Supervision, Tier,
+    Case, CaseId, CategoryCode, Channel, Clock, ClockMark, Feedback, GridCode, OrgCode, RequestKind, State,
+    Supervision, Tier,
 };
 use jiff::Timestamp;
 use sqlx::Row as _;
@@ -67,7 +68,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 41] = [
+pub const COLUMNS: [Column; 45] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -116,6 +117,10 @@ pub const COLUMNS: [Column; 41] = [
     column("outside_grid_m", Kind::Small, true, |r| {
         Cell::Small(r.outside_grid_m.map(|m| m.min(i32::MAX as u32) as i32))
     }),
+    column("channel", Kind::Text, true, |r| text(r.channel.as_str())),
+    column("request_kind", Kind::Text, true, |r| Cell::Text(r.request_kind.map(|k| k.as_str().to_owned()))),
+    column("reference", Kind::Text, true, |r| Cell::Text(r.reference.clone())),
+    column("updated_at", Kind::Instant, false, |r| Cell::Instant(Some(r.updated_at))),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -299,6 +304,13 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         contact_sealed: row.get("contact_sealed"),
         location_e6: row.get::<Option<i32>, _>("latitude_e6").zip(row.get::<Option<i32>, _>("longitude_e6")),
         outside_grid_m: row.get::<Option<i32>, _>("outside_grid_m").map(|m| m as u32),
+        channel: Channel::parse(row.get::<&str, _>("channel")).ok_or_else(|| corrupt("channel"))?,
+        request_kind: row
+            .get::<Option<&str>, _>("request_kind")
+            .map(|k| RequestKind::parse(k).ok_or_else(|| corrupt("request kind")))
+            .transpose()?,
+        reference: row.get("reference"),
+        updated_at: at("updated_at").ok_or_else(|| corrupt("last change time"))?,
     })
 }
 
@@ -317,7 +329,7 @@ mod tests {
         let sql = upsert_sql();
         assert!(sql.starts_with(&format!("INSERT INTO cases ({}) ", copy_columns())), "{sql}");
         assert!(
-            sql.contains(&format!("${}::int[]", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1))
+            sql.contains(&format!("${}::", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1))
         );
     }
 }

@@ -2,7 +2,7 @@
 //! case (the domain's own fold plus the timestamps the ledgers need) and the
 //! ledger counts it moves. The store writes the results in bulk.
 
-use gridcase_domain::{Case, Clock, ClockMark, Contact, Event, Feedback, OrgCode, State};
+use gridcase_domain::{Case, Channel, Clock, ClockMark, Contact, Event, Feedback, OrgCode, RequestKind, State};
 use gridcase_envelope::StoredEvent;
 use gridcase_envelope::sealing::SealedJson;
 use jiff::Timestamp;
@@ -50,6 +50,12 @@ pub struct CaseRow {
     pub location_e6: Option<(i32, i32)>,
     /// Intake's flag: metres outside the grid's boundary, beyond tolerance.
     pub outside_grid_m: Option<u32>,
+    pub channel: Channel,
+    pub request_kind: Option<RequestKind>,
+    /// The partner's own id of the request.
+    pub reference: Option<String>,
+    /// When the case's last event occurred.
+    pub updated_at: Timestamp,
 }
 
 /// Which kind of organisation a ledger row counts for.
@@ -247,6 +253,10 @@ pub fn apply(
             last_hash: stored.hash.clone(),
             location_e6: Some((filing.location.latitude_e6, filing.location.longitude_e6)),
             outside_grid_m: filing.outside_grid.map(|o| o.distance_m),
+            channel: filing.channel,
+            request_kind: filing.request_kind,
+            reference: filing.reference.as_ref().map(|r| r.as_str().to_owned()),
+            updated_at: at,
         },
         (None, _) => return (None, changes),
         (Some(mut row), _) => {
@@ -256,6 +266,7 @@ pub fn apply(
                 None => return (Some(row), changes),
             }
             row.last_sequence = sequence;
+            row.updated_at = at;
             row
         }
     };

@@ -234,7 +234,11 @@ async fn dispatched_case(intake: &str, worker: &Identity, centre: &Identity, gri
     let case_id = CaseId::new_v7();
     let request = intake_api::FileCaseRequest {
         grid_code: grid.into(),
-        resident_contact: Some(intake_api::ResidentContact { name: RESIDENT.into(), phone: PHONE.into() }),
+        resident_contact: Some(intake_api::ResidentContact {
+            name: RESIDENT.into(),
+            phone: PHONE.into(),
+            ..Default::default()
+        }),
         ..filing(case_id)
     };
     intake_client(intake.to_owned()).await.file_case(worker.request(request)).await.expect("filed");

@@ -506,8 +506,11 @@ async fn scenario_a_from_filing_through_return_rework_and_reopening_to_closure()
     let mut client = lifecycle::client(intake.endpoint()).await;
     let case_id = CaseId::new_v7();
     let mut report = filing(case_id);
-    report.resident_contact =
-        Some(gridcase_proto::intake::v1::ResidentContact { name: "王芳".into(), phone: "13812345678".into() });
+    report.resident_contact = Some(gridcase_proto::intake::v1::ResidentContact {
+        name: "王芳".into(),
+        phone: "13812345678".into(),
+        ..Default::default()
+    });
     intake_client(intake.endpoint()).await.file_case(as_worker(report)).await.unwrap();
 
     // Returned by UNIT, then dispatched to the utilities company: from then on it acts.

@@ -82,7 +82,9 @@ impl Console {
         let mut report = intake_api::FileCaseRequest {
             description: description.into(),
             resident_contact: Some(intake_api::ResidentContact {
-                name: "王小明".into(), phone: "13812345678".into()
+                name: "王小明".into(),
+                phone: "13812345678".into(),
+                ..Default::default()
             }),
             ..filing_at(case_id, "0201", self.clock.now())
         };

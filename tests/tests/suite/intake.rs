@@ -36,7 +36,8 @@ async fn a_filed_case_is_one_event_with_a_verified_chain_and_cloudevents_headers
     let case_id = CaseId::new_v7();
     let mut request = filing(case_id);
     request.severity_hint = Some(common::Tier::Urgent as i32);
-    request.resident_contact = Some(api::ResidentContact { name: "李四".into(), phone: "13912345678".into() });
+    request.resident_contact =
+        Some(api::ResidentContact { name: "李四".into(), phone: "13912345678".into(), ..Default::default() });
     let receipt = client.file_case(as_worker(request.clone())).await.expect("filed").into_inner();
     assert_eq!(receipt.case_id, case_id.to_string());
     assert!(receipt.stream_sequence > 0);
@@ -180,13 +181,19 @@ fn bad_inputs() -> Vec<(&'static str, Mutation, &'static str, &'static str)> {
         ),
         (
             "bad resident phone",
-            |r| r.resident_contact = Some(api::ResidentContact { name: String::new(), phone: "12345".into() }),
+            |r| {
+                r.resident_contact =
+                    Some(api::ResidentContact { name: String::new(), phone: "12345".into(), ..Default::default() })
+            },
             "resident_contact.phone",
             "MALFORMED",
         ),
         (
             "resident name too long",
-            |r| r.resident_contact = Some(api::ResidentContact { name: "名".repeat(51), phone: String::new() }),
+            |r| {
+                r.resident_contact =
+                    Some(api::ResidentContact { name: "名".repeat(51), phone: String::new(), ..Default::default() })
+            },
             "resident_contact.name",
             "MALFORMED",
         ),

@@ -211,7 +211,8 @@ async fn no_daily_credential_can_shrink_history_and_the_services_stop_writing_wh
     client.upload_attachment(as_worker(tokio_stream::iter(parts))).await.unwrap();
     let case_id = CaseId::new_v7();
     let mut filing = filing_at(case_id, "0201", now);
-    filing.resident_contact = Some(api::ResidentContact { name: "王秀英".into(), phone: "13812345678".into() });
+    filing.resident_contact =
+        Some(api::ResidentContact { name: "王秀英".into(), phone: "13812345678".into(), ..Default::default() });
     client.file_case(as_worker(filing)).await.unwrap();
     dispatcher.settled_at(now, &nats).await;
     let end = stream_end(&nats).await;

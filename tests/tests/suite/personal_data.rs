@@ -90,7 +90,9 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     // A report with the resident's details; and one whose phone is malformed
     // around the real number (the refusal must not echo it into the logs).
     let mut intake_client = intake_client(intake.endpoint()).await;
-    let contact = |phone: &str| Some(intake_api::ResidentContact { name: NAME.into(), phone: phone.into() });
+    let contact = |phone: &str| {
+        Some(intake_api::ResidentContact { name: NAME.into(), phone: phone.into(), ..Default::default() })
+    };
     let bad =
         intake_api::FileCaseRequest { resident_contact: contact(&format!("{PHONE}999")), ..filing(CaseId::new_v7()) };
     let refused = intake_client.file_case(worker.request(bad)).await.unwrap_err();
@@ -448,7 +450,11 @@ async fn the_dispatcher_finishes_an_erasure_whose_key_intake_did_not_destroy() {
     let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
     let case_id = CaseId::new_v7();
     let report = intake_api::FileCaseRequest {
-        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        resident_contact: Some(intake_api::ResidentContact {
+            name: NAME.into(),
+            phone: PHONE.into(),
+            ..Default::default()
+        }),
         ..filing(case_id)
     };
     intake_client(intake.endpoint()).await.file_case(worker.request(report)).await.unwrap();
@@ -499,7 +505,11 @@ async fn the_retention_policy_erases_contact_details_once_when_their_day_comes()
     let worker = Identity::new("gw-0042", "grid_worker", "cc-990101001", "990101001001001");
     let case_id = CaseId::new_v7();
     let report = intake_api::FileCaseRequest {
-        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        resident_contact: Some(intake_api::ResidentContact {
+            name: NAME.into(),
+            phone: PHONE.into(),
+            ..Default::default()
+        }),
         ..gridcase_tests::fixtures::filing_at(case_id, "0101", gridcase_process::TimeSource::now(&clock))
     };
     intake_client(intake.endpoint()).await.file_case(worker.request(report)).await.unwrap();
@@ -580,6 +590,7 @@ async fn the_master_key_rotates_with_gridctl_and_the_old_key_can_then_be_destroy
     let contact = ResidentContact {
         name: Some(PersonName::parse(NAME).unwrap()),
         phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+        email: None,
     };
     let mut sealed = Vec::new();
     for _ in 0..3 {
@@ -661,6 +672,7 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
     let clear = ResidentContact {
         name: Some(PersonName::parse(NAME).unwrap()),
         phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+        email: None,
     };
     let file = |case_id: CaseId, contact: Option<Contact>| {
         Command::File(Filing {
@@ -674,6 +686,9 @@ async fn reseal_copies_history_from_before_sealing_into_a_stream_without_clear_t
             contact,
             attachments: vec![],
             outside_grid: None,
+            channel: Default::default(),
+            request_kind: None,
+            reference: None,
         })
     };
     let subject = |case_id| act::subject("990101001001001", case_id);
@@ -923,6 +938,7 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     let clear = ResidentContact {
         name: Some(PersonName::parse(NAME).unwrap()),
         phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+        email: None,
     };
     let before_sealing = Command::File(Filing {
         case_id: old,
@@ -935,6 +951,9 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
         contact: Some(Contact::Clear(clear.clone())),
         attachments: vec![],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     });
     let subject = act::subject("990101001001001", old);
     act::command(&log, &subject, before_sealing, ActorRole::GridWorker, "cc-990101001", jiff::Timestamp::now())
@@ -1011,7 +1030,11 @@ async fn the_reseal_script_moves_a_running_deployment_onto_a_sealed_stream() {
     let mut intake = intake_client(deployment.intake.clone()).await;
     let report = intake_api::FileCaseRequest {
         category_code: "0204".into(),
-        resident_contact: Some(intake_api::ResidentContact { name: NAME.into(), phone: PHONE.into() }),
+        resident_contact: Some(intake_api::ResidentContact {
+            name: NAME.into(),
+            phone: PHONE.into(),
+            ..Default::default()
+        }),
         ..filing(new)
     };
     intake.file_case(gridcase_tests::fixtures::as_worker(report)).await.unwrap();
@@ -1053,7 +1076,7 @@ async fn new_keys_are_stored_in_batches_and_a_retry_among_them_gets_its_own_key_
     use gridcase_eventlog::{KeyState, KeyStore, KeyStoreError};
 
     // Two keys are the same if what one seals the other opens.
-    let contact = ResidentContact { name: None, phone: Some(PhoneNumber::parse(PHONE).unwrap()) };
+    let contact = ResidentContact { name: None, phone: Some(PhoneNumber::parse(PHONE).unwrap()), email: None };
     let same = |a: &DataKey, b: &DataKey, case_id: &CaseId| {
         open_contact(b, case_id, &seal_contact(a, case_id, &contact).unwrap()).is_ok_and(|opened| opened == contact)
     };
@@ -1143,6 +1166,7 @@ async fn a_resumed_reseal_refuses_a_new_stream_that_something_else_wrote_to() {
     let clear = ResidentContact {
         name: Some(PersonName::parse(NAME).unwrap()),
         phone: Some(PhoneNumber::parse(PHONE).unwrap()),
+        email: None,
     };
     let case_id = CaseId::new_v7();
     let subject = act::subject("990101001001001", case_id);

@@ -42,6 +42,9 @@ fn file_command(hint: Option<Tier>) -> Command {
             content_type: "image/jpeg".into(),
         }],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     })
 }
 

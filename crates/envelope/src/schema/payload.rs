@@ -3,8 +3,8 @@
 //! freely, history keeps its names).
 
 use gridcase_domain::{
-    AttachmentRef, CaseId, CategoryCode, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing, GridCode,
-    Location, OrgCode, OutsideGrid, ResidentContact, SealedData, Supervision, Text, Tier,
+    AttachmentRef, CaseId, CategoryCode, Channel, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing,
+    GridCode, Location, OrgCode, OutsideGrid, RequestKind, ResidentContact, SealedData, Supervision, Text, Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,15 @@ pub(super) enum PayloadV1 {
         /// passes over it and reads the rest of the filing right.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outside_grid: Option<OutsideGrid>,
+        /// Added with the partners' channel, without a new version: left
+        /// out for a grid worker's filing (as every filing before), and an
+        /// older reader passes over them.
+        #[serde(default, skip_serializing_if = "Channel::is_grid_worker")]
+        channel: Channel,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_kind: Option<RequestKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Text>,
     },
     Registered {
         tier: Tier,
@@ -189,7 +198,7 @@ impl<'de> Deserialize<'de> for ContactV1 {
             Ok(ContactV1::Sealed { sealed })
         } else {
             let Clear { name, phone } = serde_json::from_value(value).map_err(D::Error::custom)?;
-            Ok(ContactV1::Clear(ResidentContact { name, phone }))
+            Ok(ContactV1::Clear(ResidentContact { name, phone, email: None }))
         }
     }
 }
@@ -228,6 +237,9 @@ impl PayloadV1 {
                 resident_contact: filed.contact.map(ContactV1::from),
                 attachments: filed.attachments,
                 outside_grid: filed.outside_grid,
+                channel: filed.channel,
+                request_kind: filed.request_kind,
+                reference: filed.reference,
             },
             Event::Registered { tier, note, policy } => PayloadV1::Registered { tier, note, policy },
             Event::Voided { reason } => PayloadV1::Voided { reason },
@@ -281,6 +293,9 @@ impl PayloadV1 {
                 resident_contact,
                 attachments,
                 outside_grid,
+                channel,
+                request_kind,
+                reference,
             } => Event::Filed(Filing {
                 case_id,
                 grid: grid_code,
@@ -292,6 +307,9 @@ impl PayloadV1 {
                 contact: resident_contact.map(Contact::from),
                 attachments,
                 outside_grid,
+                channel,
+                request_kind,
+                reference,
             }),
             PayloadV1::Registered { tier, note, policy } => Event::Registered { tier, note, policy },
             PayloadV1::Voided { reason } => Event::Voided { reason },

@@ -53,9 +53,13 @@ fn one_of_each() -> Vec<Event> {
             contact: Some(Contact::Clear(ResidentContact {
                 name: Some(PersonName::parse("王芳").unwrap()),
                 phone: Some(PhoneNumber::parse("13812345678").unwrap()),
+                email: None,
             })),
             attachments: vec![photo()],
             outside_grid: None,
+            channel: Default::default(),
+            request_kind: None,
+            reference: None,
         }),
         Event::Registered {
             tier: Tier::Urgent,

@@ -76,6 +76,9 @@ impl<'w> Scenario<'w> {
             contact: None,
             attachments: vec![],
             outside_grid: None,
+            channel: Default::default(),
+            request_kind: None,
+            reference: None,
         });
         self.apply(command, at, ActorRole::GridWorker);
     }

@@ -139,6 +139,9 @@ fn file(log: &mut Log, at: Timestamp) -> (CaseId, CaseSubject) {
         contact: None,
         attachments: vec![],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     };
     let subject = CaseSubject::for_grid(&grid, &case_id);
     let event = gridcase_domain::decide(None, &Command::File(filing), at).unwrap();

@@ -77,6 +77,9 @@ fn file(at: Timestamp) -> Command {
         contact: None,
         attachments: vec![],
         outside_grid: None,
+        channel: Default::default(),
+        request_kind: None,
+        reference: None,
     })
 }
 

@@ -7,6 +7,7 @@ mod ledger;
 mod map;
 pub mod requests;
 pub mod sql;
+pub mod updates;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -283,12 +284,12 @@ impl QueryService for QueryApi {
             reopenings: case.reopenings,
             approved_extension_days: case.approved_extension_days,
             feedback: convert::feedback_to_proto(case.feedback) as i32,
-            location: row.location_e6.map(|(lat, lon)| common::Location {
-                latitude: f64::from(lat) / 1e6,
-                longitude: f64::from(lon) / 1e6,
-                address: String::new(),
-            }),
+            location: row.location_e6.map(|(lat, lon)| sql::location(lat, lon)),
             outside_grid_m: row.outside_grid_m.unwrap_or(0),
+            channel: convert::channel_to_proto(row.channel) as i32,
+            request_kind: convert::request_kind_to_proto(row.request_kind) as i32,
+            reference: row.reference.clone().unwrap_or_default(),
+            updated_at: Some(convert::timestamp_to_proto(row.updated_at)),
         }))
     }
 
@@ -457,6 +458,21 @@ impl QueryService for QueryApi {
             red_card: count(5),
             as_of_sequence,
         }))
+    }
+
+    async fn list_case_updates(
+        &self,
+        request: Request<api::ListCaseUpdatesRequest>,
+    ) -> Result<Response<api::ListCaseUpdatesResponse>, Status> {
+        let scope = scope_for(Access::of(&request)?, &[])?;
+        Ok(Response::new(updates::list_case_updates(&self.pool, &scope, request.get_ref()).await?))
+    }
+
+    async fn get_public_status(
+        &self,
+        request: Request<api::GetPublicStatusRequest>,
+    ) -> Result<Response<api::GetPublicStatusResponse>, Status> {
+        Ok(Response::new(updates::public_status(&self.pool, request.get_ref()).await?))
     }
 
     async fn get_grid_map(&self, request: Request<api::GetGridMapRequest>) -> Result<Response<api::GridMap>, Status> {

@@ -3,8 +3,9 @@
 
 use gridcase_auth::Territory;
 use gridcase_auth::policy::{ListScope, Target, list_scope};
-use gridcase_domain::{Clock, State, Supervision};
+use gridcase_domain::{CategoryCode, Channel, Clock, RequestKind, State, Supervision};
 use gridcase_grpc::{Access, Violations};
+use gridcase_proto::common::v1 as common;
 use gridcase_proto::convert;
 use gridcase_proto::query::v1 as api;
 use jiff::Timestamp;
@@ -205,6 +206,9 @@ pub fn filtered_query(
     if !filter.region_prefix.bytes().all(|b| b.is_ascii_digit()) || filter.region_prefix.len() > 17 {
         v.add("region_prefix", "MALFORMED", "must be a region-code prefix (digits)");
     }
+    if !filter.category_code.is_empty() && CategoryCode::parse(&filter.category_code).is_err() {
+        v.add("category_code", "MALFORMED", "must be a 4-digit category code");
+    }
     let states: Vec<String> = filter
         .states
         .iter()
@@ -277,6 +281,9 @@ pub fn filtered_query(
     if !filter.unit.is_empty() {
         builder.push(" AND unit = ").push_bind(filter.unit.clone());
     }
+    if !filter.category_code.is_empty() {
+        builder.push(" AND category = ").push_bind(filter.category_code.clone());
+    }
     let clock = list_clock(filter);
     let next_due = next_due_sql(clock);
     if filter.overdue_only {
@@ -332,7 +339,8 @@ pub fn filtered_query(
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \
-    micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state";
+    micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state, \
+    channel, request_kind, micros(updated_at), description, latitude_e6, longitude_e6, reference";
 
 /// A row of [`SUMMARY_COLUMNS`] as the API shows it; `next_due` among the
 /// deadlines of `clock` only, when the list was cut to one.
@@ -361,5 +369,21 @@ pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp, clock: Option
         overdue,
         next_due: next.map(|(_, due)| convert::timestamp_to_proto(*due)),
         next_due_clock: next.map_or(0, |(c, _)| convert::clock_to_proto(*c) as i32),
+        channel: convert::channel_to_proto(Channel::parse(row.get(14)).unwrap_or_default()) as i32,
+        request_kind: convert::request_kind_to_proto(row.get::<Option<&str>, _>(15).and_then(RequestKind::parse))
+            as i32,
+        updated_at: Some(convert::timestamp_to_proto(from_micros(row.get(16)))),
+        description: row.get(17),
+        location: row.get::<Option<i32>, _>(18).zip(row.get::<Option<i32>, _>(19)).map(|(lat, lon)| location(lat, lon)),
+        reference: row.get::<Option<String>, _>(20).unwrap_or_default(),
+    }
+}
+
+/// A point of the read models (microdegrees) as the API gives it.
+pub(super) fn location(latitude_e6: i32, longitude_e6: i32) -> common::Location {
+    common::Location {
+        latitude: f64::from(latitude_e6) / 1e6,
+        longitude: f64::from(longitude_e6) / 1e6,
+        address: String::new(),
     }
 }

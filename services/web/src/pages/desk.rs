@@ -118,6 +118,7 @@ impl DeskQuery {
             due_within_seconds: if self.soon() { DUE_SOON_SECONDS } else { 0 },
             order: if self.by_due() { query_api::ListOrder::DueSoonest } else { query_api::ListOrder::FiledNewest }
                 as i32,
+            ..Default::default()
         }
     }
 
