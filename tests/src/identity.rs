@@ -116,3 +116,51 @@ impl Interceptor for Bearer {
         Ok(request)
     }
 }
+
+/// Partner systems of the services tests start, and their API keys.
+pub struct Partner {
+    pub subject: &'static str,
+    pub territory: &'static str,
+    /// The key the partner sends (`gck_<id>_<secret>`).
+    pub key: String,
+}
+
+/// A FixMyStreet-like platform for the whole demo county.
+pub fn fixmystreet() -> Partner {
+    Partner {
+        subject: "partner-fixmystreet",
+        territory: "990101",
+        key: gridcase_auth::apikey::compose("fms-test", &[0x5a; 32]),
+    }
+}
+
+/// The 12345 hotline's platform, for one township only.
+pub fn hotline() -> Partner {
+    Partner {
+        subject: "partner-12345",
+        territory: "990101001",
+        key: gridcase_auth::apikey::compose("hotline-test", &[0x3c; 32]),
+    }
+}
+
+/// The partners' key file every service a test starts reads.
+pub fn api_key_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let lines: String = [fixmystreet(), hotline()]
+            .iter()
+            .map(|p| {
+                let id = p.key.trim_start_matches(gridcase_auth::apikey::PREFIX).rsplit_once('_').unwrap().0;
+                format!(
+                    "{id} {} {} org-{} {}\n",
+                    gridcase_auth::apikey::digest(&p.key),
+                    p.subject,
+                    p.subject,
+                    p.territory
+                )
+            })
+            .collect();
+        shared_file("gridcase-test-api-keys", &format!("# gridcase tests only\n{lines}"))
+    })
+    .clone()
+}

@@ -10,6 +10,7 @@ pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 pub mod nats;
+pub mod open311;
 pub mod postgres;
 pub mod scenario;
 
@@ -164,6 +165,7 @@ impl TestIntake {
         config.common.publish_timeout = std::time::Duration::from_secs(2);
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.auth.dev_secret_file = Some(identity::dev_secret_file());
+        config.auth.api_keys_file = Some(identity::api_key_file());
         config.keys.master_key_file = Some(identity::master_key_file());
         // The metrics recorder is process-wide: tests of the endpoint run the binaries.
         config.no_metrics = true;
@@ -397,6 +399,7 @@ impl TestProjection {
         config.common.shutdown_grace = std::time::Duration::from_secs(5);
         config.database_connections = 4;
         config.auth.dev_secret_file = Some(identity::dev_secret_file());
+        config.auth.api_keys_file = Some(identity::api_key_file());
         config.keys.master_key_file = Some(identity::master_key_file());
         config.no_metrics = true;
         config

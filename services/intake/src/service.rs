@@ -178,6 +178,11 @@ async fn same_filing(keys: &KeyStore, stored: Event, asked: &Event) -> Result<bo
     // The flag is intake's finding, not the filer's: a retry after the
     // tolerance or the boundaries changed is still the same filing.
     stored.outside_grid = asked.outside_grid;
+    // A partner's request is timed by the gateway when it arrives (Open311
+    // sends no time of its own): a retry arrives later and is the same request.
+    if asked.channel == Channel::Partner {
+        stored.reported_at = asked.reported_at;
+    }
     if let Some(contact) = &stored.contact {
         stored.contact = personal::open(keys, &stored.case_id, contact).await?.map(Contact::Clear);
         if stored.contact.is_none() {

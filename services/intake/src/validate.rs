@@ -211,21 +211,20 @@ pub fn file_case(
             v.add("resident_contact", "EMPTY", "must give a name, a phone number or an e-mail address, or be omitted");
             return None;
         }
+        // Every field's problem at once.
         let email = email_given
             .then(|| EmailAddress::parse(&contact.email))
             .transpose()
-            .map_err(|e| v.add("resident_contact.email", "MALFORMED", e.to_string()))
-            .ok()?;
+            .map_err(|e| v.add("resident_contact.email", "MALFORMED", e.to_string()));
         let name = name_given
             .then(|| PersonName::parse(&contact.name))
             .transpose()
-            .map_err(|e| v.add("resident_contact.name", "MALFORMED", e.to_string()))
-            .ok()?;
+            .map_err(|e| v.add("resident_contact.name", "MALFORMED", e.to_string()));
         let phone = phone_given
             .then(|| PhoneNumber::parse(&contact.phone))
             .transpose()
-            .map_err(|e| v.add("resident_contact.phone", "MALFORMED", e.to_string()))
-            .ok()?;
+            .map_err(|e| v.add("resident_contact.phone", "MALFORMED", e.to_string()));
+        let (name, phone, email) = (name.ok()?, phone.ok()?, email.ok()?);
         Some(ResidentContact { name, phone, email })
     });
 

@@ -328,8 +328,6 @@ mod tests {
         // The rebuild's COPY and the projector's upsert name the same columns.
         let sql = upsert_sql();
         assert!(sql.starts_with(&format!("INSERT INTO cases ({}) ", copy_columns())), "{sql}");
-        assert!(
-            sql.contains(&format!("${}::", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1))
-        );
+        assert!(sql.contains(&format!("${}::", COLUMNS.len())) && !sql.contains(&format!("${}:", COLUMNS.len() + 1)));
     }
 }
