@@ -331,15 +331,7 @@ async fn get_requests(state: &AppState, format: Format, params: &Params, county:
     }
     let key = key_required(format, params)?;
     let mut problems = Vec::new();
-    let mut time = |name: &str| {
-        let text = params.get(name)?;
-        let at = params::time(text);
-        if at.is_none() {
-            problems.push(format!("{name}: {text:?} is not a W3C date and time (e.g. 2026-12-06T08:00:00+08:00)"));
-        }
-        at
-    };
-    let (start, end) = (time("start_date"), time("end_date"));
+    let (start, end) = window(params, &mut problems);
     let states: Vec<i32> = match params.get("status") {
         None => vec![],
         Some(wanted) => {
@@ -383,6 +375,20 @@ async fn get_requests(state: &AppState, format: Format, params: &Params, county:
         .into_inner();
     let items = list.cases.iter().map(|case| summary_item(state, case)).collect();
     Ok(ok(format, Document::List { root: "service_requests", item: "request", items }))
+}
+
+/// `start_date` and `end_date`, each if given; a problem for each that
+/// does not read as a time.
+fn window(params: &Params, problems: &mut Vec<String>) -> (Option<jiff::Timestamp>, Option<jiff::Timestamp>) {
+    let mut time = |name: &str| {
+        let text = params.get(name)?;
+        let at = params::time(text);
+        if at.is_none() {
+            problems.push(format!("{name}: {text:?} is not a W3C date and time (e.g. 2026-12-06T08:00:00+08:00)"));
+        }
+        at
+    };
+    (time("start_date"), time("end_date"))
 }
 
 /// Requests by id: with a key, the partner's own (every public field);
@@ -497,15 +503,7 @@ fn summary_item(state: &AppState, case: &query::CaseSummary) -> Item {
 async fn get_updates(state: &AppState, format: Format, params: &Params) -> Result<Answer, Answer> {
     let key = key_required(format, params)?;
     let mut problems = Vec::new();
-    let mut time = |name: &str| {
-        let text = params.get(name)?;
-        let at = params::time(text);
-        if at.is_none() {
-            problems.push(format!("{name}: {text:?} is not a W3C date and time (e.g. 2026-12-06T08:00:00+08:00)"));
-        }
-        at
-    };
-    let (start, end) = (time("start_date"), time("end_date"));
+    let (start, end) = window(params, &mut problems);
     if !problems.is_empty() {
         return Err(refuse(format, StatusCode::BAD_REQUEST, problems));
     }
