@@ -16,7 +16,9 @@
 # end-to-end tests need: Debian's chromium and chromium-driver,
 # fonts-noto-cjk (without a CJK font, Chinese renders as empty boxes), and
 # Node.js with the identity provider the sign-in test runs (tests/oidc:
-# panva's oidc-provider, installed from the npm registry by its lock file).
+# panva's oidc-provider, installed from the npm registry by its lock file),
+# and the Open311 clients the gateway's tests drive (PyPI, pinned in
+# tests/open311/requirements.txt, in .tools/open311-clients).
 #
 #   GRIDCASE_NATS_VERSION    nats-server version to install (default below)
 #   GRIDCASE_DATABASE_URL    a database managed elsewhere: checked, not created
@@ -248,9 +250,29 @@ install_test_identity_provider() {
   fi
 }
 
+# Open311 clients written elsewhere (tests/open311/requirements.txt), in a
+# virtual environment of their own under .tools/, for the gateway's tests.
+install_open311_clients() {
+  local venv="$TOOLS/open311-clients" wanted="$ROOT/tests/open311/requirements.txt"
+  if [ -f "$venv/requirements.txt" ] && cmp -s "$wanted" "$venv/requirements.txt"; then
+    return
+  fi
+  if ! command -v python3 >/dev/null; then apt_install python3; fi
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    apt_install python3-venv
+    python3 -m venv "$venv" || fail "making a Python virtual environment in $venv"
+  fi
+  say "installing the Open311 clients the gateway's tests drive (civicbot, georeport)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$wanted" \
+    || fail "pip install -r tests/open311/requirements.txt" "check that PyPI is reachable"
+  cp "$wanted" "$venv/requirements.txt"
+}
+
 for argument in "$@"; do
   case "$argument" in
-    --browser) install_browser; install_test_identity_provider ;;
+    --browser) install_browser; install_test_identity_provider; install_open311_clients ;;
     *) fail "unknown argument $argument" "usage: deploy/install-deps.sh [--browser]" ;;
   esac
 done

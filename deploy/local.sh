@@ -36,6 +36,10 @@ export GRIDCASE_WEB_ADDR="${GRIDCASE_WEB_ADDR:-127.0.0.1:8080}"
 export GRIDCASE_WEB_METRICS_ADDR="${GRIDCASE_WEB_METRICS_ADDR:-127.0.0.1:9467}"
 export GRIDCASE_WEB_INTAKE_URL="${GRIDCASE_WEB_INTAKE_URL:-http://$GRIDCASE_INTAKE_ADDR}"
 export GRIDCASE_WEB_QUERY_URL="${GRIDCASE_WEB_QUERY_URL:-http://$GRIDCASE_QUERY_ADDR}"
+export GRIDCASE_OPEN311_ADDR="${GRIDCASE_OPEN311_ADDR:-127.0.0.1:8311}"
+export GRIDCASE_OPEN311_METRICS_ADDR="${GRIDCASE_OPEN311_METRICS_ADDR:-127.0.0.1:9468}"
+export GRIDCASE_OPEN311_INTAKE_URL="${GRIDCASE_OPEN311_INTAKE_URL:-http://$GRIDCASE_INTAKE_ADDR}"
+export GRIDCASE_OPEN311_QUERY_URL="${GRIDCASE_OPEN311_QUERY_URL:-http://$GRIDCASE_QUERY_ADDR}"
 export GRIDCASE_LOG_FORMAT="${GRIDCASE_LOG_FORMAT:-json}"
 export GRIDCASE_STREAM="${GRIDCASE_STREAM:-GRIDCASE_CASES}"
 export GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET="${GRIDCASE_DISPATCHER_SNAPSHOT_BUCKET:-gridcase-dispatcher}"
@@ -74,6 +78,14 @@ if [ -z "${GRIDCASE_MASTER_KEY_FILE:-}" ]; then
   fi
 fi
 
+# Partner systems' API keys (the Open311 gateway's callers). Unless
+# GRIDCASE_AUTH_API_KEYS_FILE names a key file, one is kept here with one
+# demonstration partner for the whole demo county, whose key (readable by
+# this user only) is in $RUN/partner-demo.key. Add and revoke keys with
+# `gridctl api-key new|revoke`; the services read the file again on change.
+# (deploy/up.sh makes them once gridctl is built.)
+export GRIDCASE_AUTH_API_KEYS_FILE="${GRIDCASE_AUTH_API_KEYS_FILE:-$RUN/api-keys}"
+
 # nats-server with deploy/nats/nats-server.conf (JetStream, fsync before
 # every acknowledgement), unless it runs already.
 start_nats() {
@@ -87,6 +99,7 @@ start_nats() {
 # The services (not NATS), stopped in the order that loses no work: the
 # dispatcher and the projection read what intake writes.
 stop_services() {
+  stop open311
   stop web
   stop dispatcher
   stop projection
@@ -114,4 +127,9 @@ start_services() {
   say "starting gridcase-web (the console) on $GRIDCASE_WEB_ADDR"
   start web "$BIN/gridcase-web"
   wait_for_port web "$GRIDCASE_WEB_ADDR"
+
+  stop open311
+  say "starting gridcase-open311 (the Open311 gateway) on $GRIDCASE_OPEN311_ADDR"
+  start open311 "$BIN/gridcase-open311"
+  wait_for_port open311 "$GRIDCASE_OPEN311_ADDR"
 }

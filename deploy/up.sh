@@ -30,7 +30,14 @@ fi
 
 if [ -z "${GRIDCASE_BIN_DIR:-}" ]; then
   say "building the services (release)"
-  cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridcase-projection --bin gridcase-web --bin gridctl
+  cargo build --release --quiet --bin gridcase-intake --bin gridcase-dispatcher --bin gridcase-projection --bin gridcase-web --bin gridcase-open311 --bin gridctl
+fi
+
+# The demonstration partner's key is made with gridctl, built just now.
+if [ "$GRIDCASE_AUTH_API_KEYS_FILE" = "$RUN/api-keys" ] && [ ! -s "$RUN/partner-demo.key" ]; then
+  rm -f "$GRIDCASE_AUTH_API_KEYS_FILE"
+  (umask 077; "$BIN/gridctl" api-key new --file "$GRIDCASE_AUTH_API_KEYS_FILE" --id demo \
+    --subject partner-demo --org org-partner-demo --territory 990101 >"$RUN/partner-demo.key")
 fi
 
 start_nats
@@ -42,6 +49,9 @@ gridcase is up.
   console          http://$GRIDCASE_WEB_ADDR/   (the command centre's board, desk, cases and ledgers;
                    development sign-in: pick a role, e.g. command centre of 990101001)
                    metrics http://$GRIDCASE_WEB_METRICS_ADDR/metrics
+  Open311          http://$GRIDCASE_OPEN311_ADDR/services.xml   (GeoReport v2 and FixMyStreet's updates, for partner systems;
+                   demo partner key: $RUN/partner-demo.key, territory 990101; keys: $GRIDCASE_AUTH_API_KEYS_FILE)
+                   metrics http://$GRIDCASE_OPEN311_METRICS_ADDR/metrics
   NATS JetStream   $GRIDCASE_NATS_URL   ($("$NATS_BIN" --version), store $RUN/nats)
   case stream      $GRIDCASE_STREAM
   PostgreSQL       ${GRIDCASE_DATABASE_URL%%://*}://…@${GRIDCASE_DATABASE_URL##*@}

@@ -150,7 +150,7 @@ pub fn api_key_file() -> PathBuf {
         let lines: String = [fixmystreet(), hotline()]
             .iter()
             .map(|p| {
-                let id = p.key.trim_start_matches(gridcase_auth::apikey::PREFIX).rsplit_once('_').unwrap().0;
+                let id = p.key.trim_start_matches(gridcase_auth::apikey::PREFIX).split_once('_').unwrap().0;
                 format!(
                     "{id} {} {} org-{} {}\n",
                     gridcase_auth::apikey::digest(&p.key),

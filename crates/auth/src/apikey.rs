@@ -39,10 +39,11 @@ pub fn digest(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A key's id: what lies between the prefix and the last underscore.
+/// A key's id: what lies between the prefix and the next underscore (an
+/// id has none; the secret, in base64url, may).
 fn id_of(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX)?;
-    let (id, secret) = rest.rsplit_once('_')?;
+    let (id, secret) = rest.split_once('_')?;
     (valid_id(id) && secret.len() >= 32).then_some(id)
 }
 
@@ -184,6 +185,15 @@ mod tests {
         assert!(is_api_key(&fms) && !is_api_key("eyJhbGciOi.x.y"));
         // Nothing of the key in its Debug.
         assert!(!format!("{keys:?}").contains(&digest(&fms)));
+    }
+
+    #[test]
+    fn a_secret_with_underscores_still_names_its_id() {
+        // 0xff bytes encode as `_` in base64url.
+        let key = compose("demo", &[0xff; 32]);
+        assert!(key["gck_demo_".len()..].contains('_'), "{key}");
+        let keys = ApiKeys::parse(&file(&[(&key, "partner-demo", "org-demo", "990101")])).unwrap();
+        assert_eq!(keys.verify(&key).unwrap().subject, "partner-demo");
     }
 
     #[test]

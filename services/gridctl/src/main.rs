@@ -4,6 +4,7 @@
 //! directly, the operator's `log`, `backup` and `keys`, which go straight to
 //! NATS, and `nats-key` and `master-key`, which only make keys.
 
+mod api_key;
 mod backup;
 mod client;
 mod copy;
@@ -58,6 +59,8 @@ enum Commands {
     #[command(flatten)]
     NatsKey(nats_key::Command),
     #[command(flatten)]
+    ApiKey(api_key::Command),
+    #[command(flatten)]
     Log(log::Command),
     #[command(flatten)]
     Export(export::Command),
@@ -77,6 +80,7 @@ async fn main() -> ExitCode {
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,
         Commands::NatsKey(command) => nats_key::run(command),
+        Commands::ApiKey(command) => api_key::run(command),
         Commands::Log(command) => log::run(command, cli.json).await,
         Commands::Export(command) => export::run(command, &cli.connection, cli.json).await,
         Commands::Keys(command) => keys::run(command, cli.json).await,

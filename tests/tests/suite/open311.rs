@@ -271,3 +271,91 @@ async fn a_partner_files_follows_and_comments_through_open311_and_every_refusal_
 
     gateway.stop().await.unwrap();
 }
+
+/// Run one of the outside clients' scripts (tests/open311/) with the
+/// interpreter `deploy/install-deps.sh --browser` prepared; its one JSON
+/// line of what it saw.
+async fn outside_client(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = workspace_root().join(".tools/open311-clients/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run deploy/install-deps.sh --browser (the Open311 clients' virtual environment)",
+        python.display()
+    );
+    let output = tokio::process::Command::new(&python)
+        .arg(workspace_root().join("tests/open311").join(script))
+        .args(args)
+        .output()
+        .await
+        .expect("run the client");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e})"))
+}
+
+/// The walk, by two Open311 client libraries nobody on this project
+/// wrote, run unchanged: civicbot (JSON, every endpoint) and georeport (XML
+/// reads). The scripts only report what the clients saw; judging it is here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_outside_open311_clients_walk_the_gateway() {
+    let Backends { nats, db, .. } = Backends::start().await;
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let _dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
+    let projection =
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
+    let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+    let fms = fixmystreet();
+    let reference = gridcase_reference::Reference::load(&workspace_root().join("deploy/reference")).unwrap();
+    let codes: Vec<String> = reference.taxonomy.iter().map(|c| c.code.to_string()).collect();
+
+    let walk = outside_client("civicbot_walk.py", &[&gateway.base(), &fms.key, "7"]).await;
+    assert_eq!(walk["service_codes"], serde_json::json!(codes));
+    assert_eq!(walk["service_names"]["0201"], "路灯损坏");
+    assert_eq!(walk["attribute_codes"], serde_json::json!(["grid_code", "fixmystreet_id", "request_kind"]));
+    let id = walk["filed"][0]["service_request_id"].as_str().expect("an id").to_owned();
+    assert_eq!(walk["filed_again"][0]["service_request_id"], id.as_str(), "a retry is the same request");
+    assert_eq!(walk["by_id"]["service_request_id"], id.as_str());
+    assert_eq!(walk["by_id"]["status"], "open");
+    assert!(walk["by_id"]["requested_datetime"].as_str().unwrap().ends_with("+08:00"));
+    assert_eq!(walk["listed"][0]["service_request_id"], id.as_str());
+    let statuses: Vec<&str> =
+        walk["updates"].as_array().unwrap().iter().map(|u| u["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["OPEN", "INVESTIGATING", "ACTION_SCHEDULED"], "{}", walk["updates"]);
+    // Each update's time is its event's, in Beijing time, and no earlier than the filing.
+    let filed_at = gridcase_open311::params::time(walk["by_id"]["requested_datetime"].as_str().unwrap()).unwrap();
+    for update in walk["updates"].as_array().unwrap() {
+        let text = update["updated_datetime"].as_str().unwrap();
+        assert!(text.ends_with("+08:00"), "{text}");
+        assert!(gridcase_open311::params::time(text).unwrap() >= filed_at, "{text}");
+    }
+    assert_eq!(walk["comment"][0]["update_id"], walk["comment_again"][0]["update_id"]);
+    assert_eq!(walk["bad_key"]["status"], 403);
+    assert_eq!(walk["unknown_jurisdiction"]["status"], 404);
+    assert_eq!(walk["malformed"]["status"], 400);
+    let problems = walk["malformed"]["body"].to_string();
+    assert!(problems.contains("description:") && problems.contains("email:"), "{problems}");
+
+    // The comment is one note in the case's history, written as the resident's.
+    let mut cases = gridcase_tests::lifecycle::client(intake.endpoint()).await;
+    let history = cases.get_history(centre().request(cases::GetHistoryRequest { case_id: id.clone() })).await.unwrap();
+    let notes: Vec<String> =
+        history.into_inner().events.iter().filter(|e| e.r#type == "progress_added").map(|e| format!("{e:?}")).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("居民补充：灯杆在三号楼东侧") && notes[0].contains("PARTNER"), "{}", notes[0]);
+
+    let reads = outside_client("georeport_reads.py", &[&gateway.base(), &id]).await;
+    assert_eq!(reads["service_codes"], serde_json::json!(codes));
+    assert_eq!(
+        reads["definition"]["attribute_codes"],
+        serde_json::json!(["grid_code", "fixmystreet_id", "request_kind"])
+    );
+    assert_eq!(reads["request"]["service_request_id"], id.as_str());
+    assert_eq!(reads["request"]["status_notes"], "已派遣至处置单位，等待签收");
+    assert_eq!(reads["requests"]["service_request_id"], id.as_str());
+    assert_eq!(reads["unknown_service"], 404);
+    gateway.stop().await.unwrap();
+}
