@@ -528,7 +528,11 @@ impl CaseService for CaseApi {
             if shown.erased {
                 serde_json::json!({ "erased": true })
             } else {
-                serde_json::json!({ "name": shown.name, "phone": shown.phone })
+                let mut shown_json = serde_json::json!({ "name": shown.name, "phone": shown.phone });
+                if !shown.email.is_empty() {
+                    shown_json["email"] = serde_json::Value::String(shown.email);
+                }
+                shown_json
             }
         });
         let events = loaded

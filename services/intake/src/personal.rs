@@ -71,6 +71,7 @@ pub async fn shown(
     Ok(Some(api::ResidentContact {
         name: contact.name.as_ref().map(|n| shown(n.expose(), n.masked())).unwrap_or_default(),
         phone: contact.phone.as_ref().map(|p| shown(p.expose(), p.masked())).unwrap_or_default(),
+        email: contact.email.as_ref().map(|e| shown(e.expose(), e.masked())).unwrap_or_default(),
         masked,
         erased: false,
     }))

@@ -15,7 +15,9 @@ use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as intake_api;
 use gridcase_proto::query::v1 as query_api;
 use gridcase_tests::fixtures::{filing, intake_client};
+use gridcase_tests::identity::fixmystreet;
 use gridcase_tests::lifecycle::{self, context};
+use gridcase_tests::open311::TestOpen311;
 use gridcase_tests::{
     Identity, NatsServer, TestDatabase, TestDispatcher, TestIntake, TestProjection, query_client, stream_end,
 };
@@ -24,6 +26,7 @@ use sqlx::Row;
 const PHONE: &str = "13812345678";
 const MASKED: &str = "138****5678";
 const NAME: &str = "王秀英";
+const EMAIL: &str = "wang.xiuying@example.org";
 
 /// Every log line of this test process, as the services wrote them.
 #[derive(Clone, Default)]
@@ -50,6 +53,7 @@ impl Captured {
 fn assert_no_personal_data(channel: &str, text: &str) {
     assert!(!text.contains(PHONE), "{channel} shows the full phone number: {text}");
     assert!(!text.contains(NAME), "{channel} shows the resident's name: {text}");
+    assert!(!text.contains(EMAIL), "{channel} shows the resident's e-mail address: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +327,80 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     let line = export.lines().find(|line| line.contains(&case_id.to_string())).expect("the case in the export");
     assert!(line.ends_with(",erased"), "{line}");
 
+    // The partners' channel: details a partner sends through Open311 are
+    // sealed as intake seals a worker's, shown in full only to those who
+    // call back, never in the gateway's answers, and erasable alike.
+    let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+    let key = fixmystreet().key;
+    let http = reqwest::Client::new();
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("api_key", key.as_str()),
+            ("service_code", "0204"),
+            ("lat", "30.2741"),
+            ("long", "120.1551"),
+            ("description", "楼顶漏水，住户请求维修"),
+            ("first_name", "秀英"),
+            ("last_name", "王"),
+            ("email", EMAIL),
+            ("phone", PHONE),
+            ("attribute[fixmystreet_id]", "pd-1"),
+        ])
+        .finish();
+    let filed = http
+        .post(format!("{}requests.xml", gateway.base()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filed.status(), 201);
+    let filed = filed.text().await.unwrap();
+    assert_no_personal_data("the gateway's answer to a filing", &filed);
+    let partner_case: CaseId = filed
+        .split("<service_request_id>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .and_then(|id| id.parse().ok())
+        .expect("the request's id");
+    let get_partner = |who: &Identity| cases_api::GetCaseRequest { case_id: partner_case.to_string() }.with(who);
+    gridcase_tests::eventually("the partner's request to be dispatched", || {
+        let (mut cases, request) = (cases.clone(), get_partner(&centre));
+        async move { cases.get_case(request).await.unwrap().into_inner().state == common::CaseState::Dispatched as i32 }
+    })
+    .await;
+    let contact = cases.get_case(get_partner(&centre)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.name.as_str(), contact.phone.as_str(), contact.email.as_str()), (NAME, PHONE, EMAIL));
+    let contact = cases.get_case(get_partner(&county)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.phone.as_str(), contact.email.as_str()), (MASKED, "w***@example.org"));
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let window = format!(
+        "start_date={}&end_date={}",
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1),
+        jiff::Timestamp::now() + jiff::SignedDuration::from_mins(1)
+    );
+    for path in [
+        format!("requests/{partner_case}.xml?api_key={key}"),
+        format!("requests.json?service_request_id={partner_case}"),
+        format!("requests.xml?api_key={key}"),
+        format!("servicerequestupdates.xml?api_key={key}&{window}"),
+    ] {
+        let answer = http.get(format!("{}{path}", gateway.base())).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(&partner_case.to_string()), "{path}: {text}");
+        assert_no_personal_data(&format!("the gateway's {path}"), &text);
+    }
+    let erase_partner = cases_api::EraseResidentDataRequest {
+        context: context(partner_case),
+        reason: "居民通过合作平台申请删除个人信息".into(),
+    };
+    cases.erase_resident_data(centre.request(erase_partner)).await.unwrap();
+    let contact = cases.get_case(get_partner(&centre)).await.unwrap().into_inner().resident_contact.unwrap();
+    assert_eq!((contact.email.as_str(), contact.erased), ("", true));
+    gateway.stop().await.unwrap();
+    projection.caught_up_to(stream_end(&nats).await).await;
+
     // The key is gone from the key store: the bucket holds only the
     // erasure's marker for the case, and the message that held the key is
     // no longer in the stream.
@@ -333,6 +411,9 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
     let marker = last_key_message.headers.get("KV-Operation").map(|v| v.as_str().to_owned());
     assert_eq!(marker.as_deref(), Some("DEL"), "{last_key_message:?}");
     assert!(keys_stream.get_raw_message(1).await.is_err(), "the key's message is still stored");
+    let partner_key = keys_stream.get_last_raw_message_by_subject(&format!("$KV.gridcase-keys.{partner_case}")).await;
+    let marker = partner_key.unwrap().headers.get("KV-Operation").map(|v| v.as_str().to_owned());
+    assert_eq!(marker.as_deref(), Some("DEL"), "the partner's case's key is erased too");
     // No clear text in any message of the case stream, the attachment
     // stream or the key bucket.
     for stream_name in ["GRIDCASE_CASES", "GRIDCASE_ATTACHMENTS", "KV_gridcase-keys"] {
