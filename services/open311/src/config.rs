@@ -50,6 +50,23 @@ pub struct Config {
     )]
     pub public_status: bool,
 
+    /// The largest request body (a form with its photos).
+    #[arg(long, env = "GRIDCASE_OPEN311_MAX_REQUEST_BYTES", default_value = "67108864")]
+    pub max_request_bytes: usize,
+
+    /// Origins whose `media_url` the gateway fetches (comma-separated, each
+    /// scheme, host and port exactly, e.g. https://photos.example.org).
+    /// Empty (the default): no URL is ever fetched (a media_url is passed
+    /// over and counted), so a client cannot make the gateway call an
+    /// address of its choosing; partners upload photos in the request
+    /// (multipart/form-data) instead.
+    #[arg(long, env = "GRIDCASE_OPEN311_MEDIA_URL_ORIGINS", value_delimiter = ',')]
+    pub media_url_origins: Vec<String>,
+
+    /// The largest photo fetched from an allowed media_url host.
+    #[arg(long, env = "GRIDCASE_OPEN311_MAX_MEDIA_BYTES", default_value = "10485760")]
+    pub max_media_bytes: usize,
+
     /// The most updates one servicerequestupdates answer holds; a window
     /// with more is refused (400), to be asked again narrower.
     #[arg(long, env = "GRIDCASE_OPEN311_MAX_UPDATES", default_value = "10000")]

@@ -14,6 +14,7 @@
 pub mod catalogue;
 pub mod config;
 pub mod document;
+pub mod media;
 pub mod metrics;
 pub mod params;
 pub mod routes;
@@ -91,6 +92,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_request_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -100,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{file}", get(routes::get_token))
         .fallback(|| async { routes::not_found() })
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 

@@ -27,6 +27,10 @@ impl Params {
         Self { pairs }
     }
 
+    pub fn push(&mut self, name: String, value: String) {
+        self.pairs.push((name, value));
+    }
+
     /// The first non-blank value of a parameter, trimmed.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim()).find(|v| !v.is_empty())
@@ -219,12 +223,14 @@ pub fn content_reference(request: &intake::FileCaseRequest) -> String {
     format!("c:{}", hex::encode(hash.finalize()))
 }
 
-/// The resident's name from Open311's two fields: a Chinese name family
-/// name first, with no space; any other, "first last".
+/// The resident's name from Open311's two fields, in the order they came:
+/// FixMyStreet splits the name a resident typed at its first space, so
+/// "王 秀英" arrives as first_name 王, last_name 秀英, and joining them in order
+/// gives the name as written (without the space when both are Chinese).
 fn resident_name(first: Option<&str>, last: Option<&str>) -> String {
     let chinese = |text: &str| text.chars().all(|c| ('\u{4e00}'..='\u{9fff}').contains(&c) || c == '·');
     match (first, last) {
-        (Some(first), Some(last)) if chinese(first) && chinese(last) => format!("{last}{first}"),
+        (Some(first), Some(last)) if chinese(first) && chinese(last) => format!("{first}{last}"),
         (Some(first), Some(last)) => format!("{first} {last}"),
         (Some(one), None) | (None, Some(one)) => one.to_owned(),
         (None, None) => String::new(),
@@ -249,8 +255,8 @@ mod tests {
         let reference = reference();
         let now = Timestamp::from_second(1_780_000_000).unwrap();
         let p = params(
-            "service_code=0101&lat=30.2741&long=120.1551&description=%E5%9E%83%E5%9C%BE&first_name=%E7%A7%80%E8%8B%B1\
-             &last_name=%E7%8E%8B&email=w%40example.org&phone=13812345678&attribute%5Bfixmystreet_id%5D=42\
+            "service_code=0101&lat=30.2741&long=120.1551&description=%E5%9E%83%E5%9C%BE&first_name=%E7%8E%8B\
+             &last_name=%E7%A7%80%E8%8B%B1&email=w%40example.org&phone=13812345678&attribute%5Bfixmystreet_id%5D=42\
              &attribute%5Brequest_kind%5D=COMPLAINT",
         );
         let filed = filing(&p, &reference, "990101", now).unwrap();

@@ -3,8 +3,7 @@
 //! bearer of its calls: intake and the query service verify it and decide,
 //! as they do for every caller; the gateway only translates.
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use gridcase_domain::State as CaseState;
 use gridcase_proto::cases::v1 as cases;
@@ -17,6 +16,7 @@ use tonic_types::StatusExt as _;
 use crate::AppState;
 use crate::catalogue;
 use crate::document::{Document, Format, Item, Value, errors};
+use crate::media;
 use crate::params::{self, Jurisdiction, Params};
 use crate::status;
 
@@ -80,6 +80,23 @@ fn refusal(format: Format, status: &tonic::Status) -> Answer {
             refuse(format, StatusCode::BAD_GATEWAY, vec!["the service could not answer".into()])
         }
     }
+}
+
+/// The most photos one request may carry (intake's limit for a filing).
+const MAX_PHOTOS: usize = 9;
+
+/// A refused photo, named by its file.
+fn media_refusal(format: Format, file_name: &str, status: &tonic::Status) -> Answer {
+    if status.code() == Code::InvalidArgument {
+        let problems = status
+            .get_details_bad_request()
+            .map(|bad| {
+                bad.field_violations.into_iter().map(|v| format!("media {file_name:?}: {}", v.description)).collect()
+            })
+            .unwrap_or_else(|| vec![format!("media {file_name:?}: {}", status.message())]);
+        return refuse(format, StatusCode::BAD_REQUEST, problems);
+    }
+    refusal(format, status)
 }
 
 /// The Open311 parameter a service's field violation is about.
@@ -209,23 +226,22 @@ pub async fn get_token(Path(file): Path<String>) -> Answer {
     )
 }
 
-/// `POST requests.xml`, `servicerequestupdates.xml`.
-pub async fn post_top(
-    State(state): State<AppState>,
-    Path(file): Path<String>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Answer {
+/// `POST requests.xml` (form-encoded, or multipart/form-data with photos),
+/// `servicerequestupdates.xml`.
+pub async fn post_top(State(state): State<AppState>, Path(file): Path<String>, request: Request) -> Answer {
     let (stem, format) = match split(&file) {
         Ok(split) => split,
         Err(answer) => return answer,
     };
-    let params = Params::parse(query.as_deref(), &body);
+    let (params, files) = match media::read(request, state.config.max_request_bytes).await {
+        Ok(read) => read,
+        Err(problem) => return refuse(format, StatusCode::BAD_REQUEST, vec![problem]),
+    };
     let result = async {
         let key = key_required(format, &params)?;
         let county = jurisdiction(&state, format, &params)?;
         match stem {
-            "requests" => post_request(&state, format, &params, county, &key).await,
+            "requests" => post_request(&state, format, &params, files, county, &key).await,
             "servicerequestupdates" => post_update(&state, format, &params, &key).await,
             _ => Err(unknown(format)),
         }
@@ -238,16 +254,41 @@ async fn post_request(
     state: &AppState,
     format: Format,
     params: &Params,
+    mut files: Vec<media::Media>,
     county: &str,
     key: &str,
 ) -> Result<Answer, Answer> {
-    if params.get("media_url").is_some() {
-        // Never fetched from an address a client names (a server-side
-        // request forgery hole); counted so an operator sees it happen.
-        metrics::counter!(crate::metrics::MEDIA_URLS_IGNORED).increment(1);
-    }
-    let filing = params::filing(params, &state.reference, county, jiff::Timestamp::now())
+    let mut filing = params::filing(params, &state.reference, county, jiff::Timestamp::now())
         .map_err(|problems| refuse(format, StatusCode::BAD_REQUEST, problems))?;
+    if let Some(url) = params.get("media_url") {
+        if state.config.media_url_origins.is_empty() {
+            // Never fetched from an address a client names (a server-side
+            // request forgery hole) unless its host is allowed; counted so
+            // an operator sees it happen.
+            metrics::counter!(crate::metrics::MEDIA_URLS_IGNORED).increment(1);
+        } else {
+            let fetched = media::fetch(url, &state.config.media_url_origins, state.config.max_media_bytes)
+                .await
+                .map_err(|problem| refuse(format, StatusCode::BAD_REQUEST, vec![problem]))?;
+            files.push(fetched);
+        }
+    }
+    if files.len() > MAX_PHOTOS {
+        let problem = format!("media: at most {MAX_PHOTOS} photos, got {}", files.len());
+        return Err(refuse(format, StatusCode::BAD_REQUEST, vec![problem]));
+    }
+    for file in &files {
+        let stream = tokio_stream::iter(media::parts(file));
+        let stored = state
+            .upstream
+            .intake
+            .clone()
+            .upload_attachment(with_key(key, stream))
+            .await
+            .map_err(|status| media_refusal(format, &file.file_name, &status))?
+            .into_inner();
+        filing.attachments.extend(stored.attachment);
+    }
     let receipt = state
         .upstream
         .intake

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use sha2::Digest as _;
+
 use gridcase_process::SystemTimeSource;
 use gridcase_proto::cases::v1 as cases;
 use gridcase_tests::identity::{fixmystreet, hotline};
@@ -51,10 +53,17 @@ impl Gateway {
     }
 }
 
-/// The text of every `<name>` element, in order.
+/// The text of every `<name>` element, in order, its entities read back.
 fn texts(xml: &str, name: &str) -> Vec<String> {
     let (open, close) = (format!("<{name}>"), format!("</{name}>"));
-    xml.split(&open).skip(1).filter_map(|rest| rest.split_once(&close).map(|(text, _)| text.to_owned())).collect()
+    let unescape = |text: &str| {
+        text.replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    xml.split(&open).skip(1).filter_map(|rest| rest.split_once(&close).map(|(text, _)| unescape(text))).collect()
 }
 
 /// A GeoReport error document with this HTTP status, naming these parameters.
@@ -113,8 +122,8 @@ async fn a_partner_files_follows_and_comments_through_open311_and_every_refusal_
             ("lat", "30.2741"),
             ("long", "120.1551"),
             ("description", description),
-            ("first_name", "秀英"),
-            ("last_name", "王"),
+            ("first_name", "王"),
+            ("last_name", "秀英"),
             ("email", "wang.xiuying@example.org"),
             ("phone", "13812345678"),
             ("attribute[fixmystreet_id]", reference),
@@ -357,5 +366,111 @@ async fn two_outside_open311_clients_walk_the_gateway() {
     assert_eq!(reads["request"]["status_notes"], "已派遣至处置单位，等待签收");
     assert_eq!(reads["requests"]["service_request_id"], id.as_str());
     assert_eq!(reads["unknown_service"], 404);
+    gateway.stop().await.unwrap();
+}
+
+/// A partner's photos: uploaded in the request (multipart), checked by
+/// intake as every upload is; a `media_url` fetched only from an allowed
+/// origin, passed over otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_come_in_the_request_or_from_an_allowed_origin_only() {
+    use axum::routing::get;
+    let Backends { nats, db, .. } = Backends::start().await;
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let projection =
+        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
+    // A partner's photo server, and another address nobody allowed.
+    let photo = gridcase_tests::fixtures::jpeg(50_000);
+    let served = photo.clone();
+    let photos = axum::Router::new()
+        .route("/p/1.jpg", get(move || async move { ([("content-type", "image/jpeg")], served.clone()) }))
+        .route("/p/moved.jpg", get(|| async { axum::response::Redirect::temporary("/p/1.jpg") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, photos).await });
+    let mut config = TestOpen311::config(&intake.endpoint(), &projection.endpoint());
+    config.media_url_origins = vec![origin.clone()];
+    let gateway = TestOpen311::spawn(config).await;
+    let key = fixmystreet().key;
+    let http = reqwest::Client::new();
+    let fields = |reference: &str| {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in [
+            ("api_key", key.as_str()),
+            ("service_code", "0201"),
+            ("lat", "30.2741"),
+            ("long", "120.1551"),
+            ("description", "路灯不亮"),
+            ("attribute[fixmystreet_id]", reference),
+        ] {
+            form = form.text(name.to_owned(), value.to_owned());
+        }
+        form
+    };
+    let post = |form: reqwest::multipart::Form| {
+        let request = http.post(format!("{}requests.xml", gateway.base())).multipart(form);
+        async move {
+            let response = request.send().await.unwrap();
+            Answer {
+                status: response.status().as_u16(),
+                content_type: String::new(),
+                body: response.text().await.unwrap(),
+            }
+        }
+    };
+    let attachments = |id: String| {
+        let mut cases = intake.endpoint();
+        async move {
+            let mut client = gridcase_tests::lifecycle::client(std::mem::take(&mut cases)).await;
+            let case = client.get_history(centre().request(cases::GetHistoryRequest { case_id: id })).await.unwrap();
+            let filed: serde_json::Value = serde_json::from_str(&case.into_inner().events[0].payload_json).unwrap();
+            filed["attachments"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let digest = hex::encode(sha2::Sha256::digest(&photo));
+
+    // In the request: stored, checked against its bytes, named by the filing.
+    let part = reqwest::multipart::Part::bytes(photo.clone()).file_name("lamp.jpg").mime_str("image/jpeg").unwrap();
+    let filed = post(fields("m-1").part("photo1", part)).await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    let id = texts(&filed.body, "service_request_id").pop().unwrap();
+    let stored = attachments(id).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["sha256"], digest.as_str());
+    // A "photo" whose bytes are not what it says is refused, named by its file.
+    let lying = reqwest::multipart::Part::bytes(b"not a picture at all".to_vec())
+        .file_name("lamp2.jpg")
+        .mime_str("image/jpeg")
+        .unwrap();
+    assert_error(&post(fields("m-2").part("photo1", lying)).await, 400, &["media \"lamp2.jpg\""]);
+
+    // By URL: from the allowed origin, the same bytes; a redirect is not
+    // followed; any other origin is refused.
+    let by_url = |reference: &'static str, url: String| fields(reference).text("media_url", url);
+    let fetched = post(by_url("u-1", format!("{origin}/p/1.jpg"))).await;
+    assert_eq!(fetched.status, 201, "{}", fetched.body);
+    let stored = attachments(texts(&fetched.body, "service_request_id").pop().unwrap()).await;
+    assert_eq!(stored[0]["sha256"], digest.as_str());
+    assert_error(
+        &post(by_url("u-2", format!("{origin}/p/moved.jpg"))).await,
+        400,
+        &["media_url: the host answered 307"],
+    );
+    assert_error(
+        &post(by_url("u-3", "http://169.254.169.254/latest/meta-data".into())).await,
+        400,
+        &["media_url: only URLs of"],
+    );
+    gateway.stop().await.unwrap();
+
+    // With no origin allowed (the default), a media_url is passed over: the
+    // request is filed without it and nothing is fetched.
+    let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+    let request =
+        http.post(format!("{}requests.xml", gateway.base())).multipart(by_url("u-4", format!("{origin}/p/1.jpg")));
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let id = texts(&response.text().await.unwrap(), "service_request_id").pop().unwrap();
+    assert!(attachments(id).await.is_empty());
     gateway.stop().await.unwrap();
 }
