@@ -140,6 +140,14 @@ impl Boundaries {
             .map(|shape| shape.code.as_str())
     }
 
+    /// A point inside the shape of `grid` (or its grid's, for a micro-grid
+    /// without one), as (latitude, longitude): where a request known only by
+    /// its grid and an address is put on the map.
+    pub fn inside_point(&self, grid: &str) -> Option<(f64, f64)> {
+        let shape = self.shapes.get(grid).or_else(|| grid.get(..15).and_then(|parent| self.shapes.get(parent)))?;
+        shape.inside_point()
+    }
+
     /// How far (metres) the point lies outside the shape of `grid`: 0 inside
     /// or on its edge. A micro-grid without a shape of its own is measured
     /// against its grid's. `None` when there is no shape to measure against.
@@ -151,6 +159,20 @@ impl Boundaries {
 }
 
 impl Shape {
+    /// The mean of the outer ring's corners when that lies inside (a convex
+    /// or nearly convex grid), else the first corner.
+    pub fn inside_point(&self) -> Option<(f64, f64)> {
+        let ring = self.polygons.first()?.first()?;
+        let corners = &ring[..ring.len().saturating_sub(1).max(1)];
+        let n = corners.len() as f64;
+        let (lon, lat) = corners.iter().fold((0.0, 0.0), |(x, y), (lon, lat)| (x + lon / n, y + lat / n));
+        if self.distance_outside(lat, lon) == 0.0 {
+            Some((lat, lon))
+        } else {
+            ring.first().map(|&(lon, lat)| (lat, lon))
+        }
+    }
+
     /// How far (metres) the point lies outside this shape; 0 inside.
     pub fn distance_outside(&self, latitude: f64, longitude: f64) -> f64 {
         // Project every vertex to metres on a plane touching the Earth at the
@@ -315,5 +337,15 @@ mod tests {
         assert_eq!(reference.boundaries.locate(30.2741, 120.1551), Some("99010100100100101"));
         assert_eq!(reference.boundaries.locate(30.2, 120.1), Some("990101101001001"));
         assert_eq!(reference.boundaries.locate(39.9, 116.4), None);
+        // Every grid has a point inside it, found again by locate.
+        for region in reference.registry.grids() {
+            let (lat, lon) = reference.boundaries.inside_point(&region.code).unwrap();
+            assert_eq!(
+                reference.boundaries.distance_outside(&grid(&region.code), lat, lon),
+                Some(0.0),
+                "{}",
+                region.code
+            );
+        }
     }
 }

@@ -118,17 +118,30 @@ pub fn filing(
     };
     let (lat, long) = (degrees("lat", &mut problems), degrees("long", &mut problems));
     let address = params.get("address_string").unwrap_or_default();
+    let named_grid = params.attribute(GRID_CODE);
     let point = match (lat, long) {
         (Some(lat), Some(long)) => Some((lat, long)),
+        // An address and a grid, no point: the request goes on the map
+        // inside its grid, the address kept with it.
         (None, None) if params.get("lat").is_none() && params.get("long").is_none() => {
-            problems.push(if address.is_empty() {
-                "lat, long: a location is required (lat and long, WGS 84)".to_owned()
-            } else {
-                "lat, long: are required with address_string: gridcase places every request on the grid map, \
-                 and does not look addresses up"
-                    .to_owned()
-            });
-            None
+            match (address.is_empty(), named_grid.and_then(|grid| reference.boundaries.inside_point(grid))) {
+                (false, Some(point)) => Some(point),
+                (false, None) => {
+                    problems.push(format!(
+                        "lat, long: are required with address_string unless attribute[{GRID_CODE}] names a grid \
+                         of the map: gridcase places every request on the grid map, and does not look addresses up"
+                    ));
+                    None
+                }
+                (true, _) => {
+                    problems.push(
+                        "lat, long: a location is required (lat and long, WGS 84, or address_string \
+                                   with attribute[grid_code])"
+                            .to_owned(),
+                    );
+                    None
+                }
+            }
         }
         (None, Some(_)) if params.get("lat").is_none() => {
             problems.push("lat: is required with long".to_owned());
@@ -140,7 +153,7 @@ pub fn filing(
         }
         _ => None,
     };
-    let grid = match (params.attribute(GRID_CODE), point) {
+    let grid = match (named_grid, point) {
         (Some(grid), _) => Some(grid.to_owned()),
         (None, Some((lat, long))) => match reference.boundaries.locate(lat, long) {
             Some(grid) => Some(grid.to_owned()),
