@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gridcase_proto::query::v1 as api;
+use gridcase_tests::open311::TestOpen311;
 use gridcase_tests::{Identity, NatsServer, TestProjection, query_client};
 use sqlx::Row as _;
 
@@ -261,6 +262,69 @@ pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) ->
         })
         .await?,
     );
+    // The partner's feed: a two-hour window of its requests' changes, through
+    // the Open311 gateway (XML, as FixMyStreet asks it every few minutes),
+    // beside the same rows read straight from PostgreSQL.
+    let gateway = TestOpen311::spawn(TestOpen311::config("http://127.0.0.1:9", &projection.endpoint())).await;
+    let key = gridcase_tests::identity::fixmystreet().key;
+    let http = reqwest::Client::new();
+    let year_start =
+        jiff::civil::date(data.year, 1, 1).to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai")?)?.timestamp();
+    let window = |i: usize| {
+        // Spread over the year, at 09:00 Beijing time (a busy morning).
+        let day = (i * 365 / SAMPLES) as i64;
+        let start = year_start + jiff::SignedDuration::from_hours(day * 24 + 9);
+        (start, start + jiff::SignedDuration::from_hours(2))
+    };
+    let mut updates_seen = 0usize;
+    let mut latencies = Vec::new();
+    let started_all = Instant::now();
+    for i in 0..SAMPLES {
+        let (start, end) = window(i);
+        let url =
+            format!("{}servicerequestupdates.xml?api_key={key}&start_date={start}&end_date={end}", gateway.base());
+        let started = Instant::now();
+        let response = http.get(url).send().await?;
+        anyhow::ensure!(response.status().is_success(), "the gateway answered {}", response.status());
+        let body = response.text().await?;
+        latencies.push(started.elapsed());
+        updates_seen += body.matches("<request_update>").count();
+    }
+    rows.push(Figures {
+        label: "Open311 updates, a 2-hour window (XML)",
+        count: SAMPLES,
+        elapsed: started_all.elapsed(),
+        latencies,
+    });
+    anyhow::ensure!(updates_seen > 0, "the partner's windows hold updates");
+    rows.push(
+        run_phase("  the same rows, raw SQL", SAMPLES, 1, |i| {
+            let (start, end) = window(i);
+            let pool = pool.clone();
+            async move {
+                let started = Instant::now();
+                let _: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+                    "SELECT e.event_id, e.event_type FROM case_events e JOIN cases c ON c.case_id = e.case_id \
+                     WHERE e.occurred_at >= ts_from_micros($1) AND e.occurred_at < ts_from_micros($2) \
+                     AND c.reported_by = $3 AND e.event_type = ANY($4) ORDER BY e.occurred_at, e.stream_sequence",
+                )
+                .bind(start.as_microsecond())
+                .bind(end.as_microsecond())
+                .bind(crate::city_year::simulation::PARTNER)
+                .bind(gridcase_projection::query::updates::RESIDENT_EVENTS.map(str::to_owned).to_vec())
+                .fetch_all(&pool)
+                .await?;
+                Ok(started.elapsed())
+            }
+        })
+        .await?,
+    );
+    println!(
+        "(the partner's updates over {SAMPLES} two-hour windows: {updates_seen}, {:.0} per window)",
+        updates_seen as f64 / SAMPLES as f64
+    );
+    gateway.stop().await?;
+
     println!(
         "\n{:<44} {:>8} {:>10} {:>10} {:>10} {:>10}",
         "query (one at a time)", "count", "per sec", "p50 ms", "p99 ms", "max ms"

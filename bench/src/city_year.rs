@@ -24,7 +24,7 @@ use gridcase_eventlog::{EventLog, StreamSettings};
 use gridcase_tests::NatsServer;
 use jiff::Timestamp;
 
-mod simulation;
+pub mod simulation;
 
 use simulation::{Message, simulate};
 

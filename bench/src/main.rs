@@ -14,6 +14,7 @@ mod cpu;
 mod dispatch;
 mod intake;
 mod observability;
+mod open311;
 mod personal;
 mod projection;
 mod raw;
@@ -131,6 +132,22 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         stream_seconds: u64,
     },
+    /// The Open311 gateway's POST requests.xml beside intake's FileCase over
+    /// gRPC: the same filings at the same concurrency, alternated.
+    Open311 {
+        /// Filings per phase.
+        #[arg(long, default_value_t = 5000)]
+        cases: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Unmeasured calls of each kind first.
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
+        /// Rounds of the two phases.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     Projection {
         /// Cases (3 events each) appended and projected.
         #[arg(long, default_value_t = 10000)]
@@ -235,6 +252,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
             city_queries::run(city_year::Measure { dir }, &admin_url).await
         }
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
+        Bench::Open311 { cases, concurrency, warmup, rounds } => open311::run(cases, concurrency, warmup, rounds).await,
         Bench::Console { open_cases, table_cases, boards, rate, stream_seconds } => {
             console::run(console::Options { open_cases, table_cases, boards, rate, stream_seconds }).await
         }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use gridcase_calendar::Calendar;
 use gridcase_dispatcher::core::{Core, Tracked};
 use gridcase_domain::{
-    ActorRole, Case, CaseId, CategoryCode, Command, Event, Feedback, Filing, GridCode, Location, OrgCode, PersonName,
-    PhoneNumber, ResidentContact, State, Text, Tier,
+    ActorRole, Case, CaseId, CategoryCode, Channel, Command, Event, Feedback, Filing, GridCode, Location, OrgCode,
+    PersonName, PhoneNumber, RequestKind, ResidentContact, State, Text, Tier,
 };
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent};
@@ -21,6 +21,12 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use super::{DataSet, reference_dir, rules};
+
+/// The share of filings a partner platform sends (residents' requests).
+const PARTNER_SHARE: f64 = 0.25;
+/// The partner platform of the data set: the tests' FixMyStreet-like partner,
+/// so `city-year queries` can follow its requests with its key.
+pub const PARTNER: &str = "partner-fixmystreet";
 
 /// One message of the stream, as the case store would write it.
 pub(super) struct Message {
@@ -387,6 +393,10 @@ pub(super) fn simulate(
                 email: None,
             });
             let description = descriptions[generator.rng.usize(..descriptions.len())];
+            // A quarter of the requests come from residents through a
+            // partner platform (Open311), three quarters from grid workers.
+            let partner = generator.rng.f64() < PARTNER_SHARE;
+            let request_kind = partner.then(|| RequestKind::ALL[generator.rng.usize(..RequestKind::ALL.len())]);
             let filing = Filing {
                 case_id,
                 grid: grid.clone(),
@@ -403,14 +413,18 @@ pub(super) fn simulate(
                 contact: contact.map(gridcase_domain::Contact::Clear),
                 attachments: vec![],
                 outside_grid: None,
-                channel: Default::default(),
-                request_kind: None,
-                reference: None,
+                channel: if partner { Channel::Partner } else { Channel::GridWorker },
+                request_kind,
+                reference: partner.then(|| Text::parse(&format!("fms-{index}"), 100).expect("a reference")),
             };
-            let worker = Actor {
-                person: format!("gw-{township}-{:02}", generator.rng.usize(..workers_per_township)),
-                role: ActorRole::GridWorker,
-                organisation: format!("cc-{township}"),
+            let worker = if partner {
+                Actor { person: PARTNER.into(), role: ActorRole::Partner, organisation: format!("org-{PARTNER}") }
+            } else {
+                Actor {
+                    person: format!("gw-{township}-{:02}", generator.rng.usize(..workers_per_township)),
+                    role: ActorRole::GridWorker,
+                    organisation: format!("cc-{township}"),
+                }
             };
             let mut sim = Sim {
                 subject: CaseSubject::for_grid(&grid, &case_id),
