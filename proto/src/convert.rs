@@ -1,7 +1,7 @@
 //! Conversions between the domain's values and the protobuf enums, in one place.
 
 use crate::common::v1 as pb;
-use gridcase_domain::{Channel, Clock, Feedback, RequestKind, State, Supervision, Tier};
+use gridcase_domain::{Channel, Clock, Feedback, ReplyMethod, RequestKind, State, Supervision, Tier};
 
 pub fn request_kind_from_proto(kind: pb::RequestKind) -> Option<RequestKind> {
     match kind {
@@ -126,6 +126,18 @@ pub fn clock_to_proto(clock: Clock) -> pb::Clock {
         Clock::Acknowledge => pb::Clock::Acknowledge,
         Clock::Resolve => pb::Clock::Resolve,
         Clock::Verify => pb::Clock::Verify,
+        Clock::Reply => pb::Clock::Reply,
+        Clock::Callback => pb::Clock::Callback,
+    }
+}
+
+pub fn reply_method_from_proto(value: i32) -> Option<ReplyMethod> {
+    match pb::ReplyMethod::try_from(value).ok()? {
+        pb::ReplyMethod::Phone => Some(ReplyMethod::Phone),
+        pb::ReplyMethod::Sms => Some(ReplyMethod::Sms),
+        pb::ReplyMethod::InPerson => Some(ReplyMethod::InPerson),
+        pb::ReplyMethod::Partner => Some(ReplyMethod::Partner),
+        pb::ReplyMethod::Unspecified => None,
     }
 }
 
@@ -135,6 +147,8 @@ pub fn clock_from_proto(value: i32) -> Option<Clock> {
         pb::Clock::Acknowledge => Some(Clock::Acknowledge),
         pb::Clock::Resolve => Some(Clock::Resolve),
         pb::Clock::Verify => Some(Clock::Verify),
+        pb::Clock::Reply => Some(Clock::Reply),
+        pb::Clock::Callback => Some(Clock::Callback),
         pb::Clock::Unspecified => None,
     }
 }

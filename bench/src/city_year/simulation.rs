@@ -9,8 +9,8 @@ use bytes::Bytes;
 use gridcase_calendar::Calendar;
 use gridcase_dispatcher::core::{Core, Tracked};
 use gridcase_domain::{
-    ActorRole, Case, CaseId, CategoryCode, Channel, Command, Event, Feedback, Filing, GridCode, Location, OrgCode,
-    PersonName, PhoneNumber, RequestKind, ResidentContact, State, Text, Tier,
+    ActorRole, Case, CaseId, CategoryCode, Channel, Clock, Command, Event, Feedback, Filing, GridCode, Location,
+    OrgCode, PersonName, PhoneNumber, ReplyMethod, RequestKind, ResidentContact, State, Text, Tier,
 };
 use gridcase_envelope::schema::{Actor, EventMeta};
 use gridcase_envelope::{CaseSubject, StoredEvent};
@@ -199,13 +199,6 @@ impl Generator<'_> {
         let case = sim.case.as_ref()?;
         let draw = &sim.draw;
         let minutes = |m: i64| sim.since + SignedDuration::from_mins(m);
-        // A share of the time from the state's start to the clock's deadline.
-        let within = |clock: gridcase_domain::Clock, share: f64, otherwise: i64| match case.deadlines.get(&clock) {
-            Some(due) if *due > sim.since => {
-                sim.since + SignedDuration::from_secs_f64(due.duration_since(sim.since).as_secs_f64() * share)
-            }
-            _ => minutes(otherwise),
-        };
         let centre = Actor {
             person: format!("duty-{}", sim.township),
             role: ActorRole::CommandCentre,
@@ -218,6 +211,67 @@ impl Generator<'_> {
         };
         let reason = |text: &str| Text::reason(text).expect("a reason");
         let route = self.policy.route(&case.category, &case.grid);
+        // A resident's request is answered through the partner platform
+        // within a share of its reply limit (whatever else happens first),
+        // and called back after closure instead of a recorded evaluation.
+        if case.request_kind.is_some() {
+            if !case.replied && Clock::Reply.runs_in(case.state) {
+                let filed_at = sim.tracked.as_ref().map_or(sim.since, |tracked| tracked.filed_at);
+                let at = match case.deadlines.get(&Clock::Reply) {
+                    Some(due) => {
+                        filed_at
+                            + SignedDuration::from_secs_f64(
+                                due.duration_since(filed_at).as_secs_f64().max(0.0) * draw.resolve_share,
+                            )
+                    }
+                    None => filed_at + SignedDuration::from_hours(4),
+                };
+                let state_step = self.state_step(sim, case, draw, &centre, &unit_actor, &reason, route);
+                let reply = Command::Reply {
+                    method: ReplyMethod::Partner,
+                    text: reason("您反映的问题已受理，正在处置"),
+                };
+                return match state_step {
+                    Some(step) if step.0 < at => Some(step),
+                    _ => Some((at, reply, centre)),
+                };
+            }
+            if case.state == State::Closed && !case.called_back {
+                let satisfaction = draw.feedback.unwrap_or(Feedback::Satisfied);
+                let why = (satisfaction == Feedback::Unsatisfied).then(|| reason("问题仍未解决"));
+                let command = Command::RecordCallback {
+                    reached: true,
+                    attempts: 1,
+                    satisfaction: Some(satisfaction),
+                    reason: why,
+                };
+                return Some((minutes(24 * 60), command, centre));
+            }
+        }
+        self.state_step(sim, case, draw, &centre, &unit_actor, &reason, route)
+    }
+
+    /// The people's next step of the lifecycle (not a resident's answer or callback).
+    #[allow(clippy::too_many_arguments)]
+    fn state_step(
+        &self,
+        sim: &Sim,
+        case: &Case,
+        draw: &Draw,
+        centre: &Actor,
+        unit_actor: &dyn Fn(&OrgCode) -> Actor,
+        reason: &dyn Fn(&str) -> Text,
+        route: Option<&gridcase_policy::Route>,
+    ) -> Option<(Timestamp, Command, Actor)> {
+        let centre = centre.clone();
+        let minutes = |m: i64| sim.since + SignedDuration::from_mins(m);
+        // A share of the time from the state's start to the clock's deadline.
+        let within = |clock: gridcase_domain::Clock, share: f64, otherwise: i64| match case.deadlines.get(&clock) {
+            Some(due) if *due > sim.since => {
+                sim.since + SignedDuration::from_secs_f64(due.duration_since(sim.since).as_secs_f64() * share)
+            }
+            _ => minutes(otherwise),
+        };
         match case.state {
             State::Reported if draw.cancel => {
                 Some((minutes(60), Command::Cancel { reason: reason("居民已自行解决") }, centre))

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::{
     CaseId, CategoryCode, Clock, ClockMark, ClockTerms, Command, ContactState, DomainError, Event, Feedback, GridCode,
-    OrgCode, State, Supervision, Tier,
+    OrgCode, RequestKind, State, Supervision, Tier,
 };
 
 /// Deadlines a dispatch sets, computed by the caller on the working calendar.
@@ -71,6 +71,16 @@ pub struct Case {
     pub reopenings: u32,
     /// Whether the resident's contact details were left, and erased.
     pub contact: ContactState,
+    /// What the resident asks for, when the case is a resident's request
+    /// (absent from snapshots taken before requests had kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_kind: Option<RequestKind>,
+    /// Whether the resident has been answered (答复).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replied: bool,
+    /// Whether a callback reached the resident after the current closure (回访).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub called_back: bool,
 }
 
 /// A case id's state: `None` until it is filed.
@@ -98,6 +108,14 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             ContactState::Given => Ok(Event::ResidentDataErased { reason: reason.clone() }),
         };
     }
+    if let Command::Reply { method, text } = command {
+        // A resident is answered whatever became of the request, a voided
+        // or withdrawn one included; later replies add to the first.
+        if case.request_kind.is_none() {
+            return Err(DomainError::NotAResidentRequest);
+        }
+        return Ok(Event::Replied { method: *method, text: text.clone() });
+    }
     if state.is_final() {
         return Err(refuse());
     }
@@ -111,7 +129,7 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
     };
     use State::*;
     let event = match command {
-        Command::File(_) => unreachable!("handled above"),
+        Command::File(_) | Command::Reply { .. } => unreachable!("handled above"),
         Command::Register { tier, note, policy } => {
             require(&[Reported])?;
             let tier = case.severity_hint.map_or(*tier, |hint| hint.max(*tier));
@@ -237,6 +255,27 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
             }
             Event::FeedbackRecorded { feedback: *feedback, comment: comment.clone() }
         }
+        Command::RecordCallback { reached, attempts, satisfaction, reason } => {
+            require(&[Closed])?;
+            if case.request_kind.is_none() {
+                return Err(DomainError::NotAResidentRequest);
+            }
+            if case.called_back {
+                return Err(DomainError::CallbackAlreadyDone);
+            }
+            if *reached != satisfaction.is_some() {
+                return Err(DomainError::CallbackSatisfaction);
+            }
+            if *satisfaction == Some(Feedback::Unsatisfied) && reason.is_none() {
+                return Err(DomainError::ReasonRequired { command: command.name() });
+            }
+            Event::CallbackRecorded {
+                reached: *reached,
+                attempts: (*attempts).max(1),
+                satisfaction: *satisfaction,
+                reason: reason.clone(),
+            }
+        }
         Command::Reopen { reason } => {
             require(&[Closed])?;
             if case.feedback != Some(Feedback::Unsatisfied) {
@@ -331,6 +370,9 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 reworks: 0,
                 reopenings: 0,
                 contact: if filed.contact.is_some() { ContactState::Given } else { ContactState::None },
+                request_kind: filed.request_kind,
+                replied: false,
+                called_back: false,
             });
         }
         (None, _) => return None,
@@ -413,10 +455,22 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
             restart(&mut case, &[Clock::Verify]);
         }
         Event::FeedbackRecorded { feedback, .. } => case.feedback = Some(*feedback),
+        Event::Replied { .. } => {
+            case.replied = true;
+            restart(&mut case, &[Clock::Reply]);
+        }
+        Event::CallbackRecorded { reached: true, satisfaction, .. } => {
+            case.called_back = true;
+            case.feedback = *satisfaction;
+            restart(&mut case, &[Clock::Callback]);
+        }
+        Event::CallbackRecorded { reached: false, .. } => {}
         Event::Reopened { .. } => {
             case.state = State::InProgress;
             case.reopenings += 1;
             case.feedback = None;
+            case.called_back = false;
+            restart(&mut case, &[Clock::Callback]);
         }
         Event::Cancelled { .. } => {
             case.state = State::Cancelled;

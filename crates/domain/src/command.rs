@@ -1,7 +1,7 @@
 use jiff::Timestamp;
 
 use crate::case::{DeadlineBasis, Deadlines};
-use crate::{AttachmentRef, Clock, ClockMark, Feedback, Filing, OrgCode, Supervision, Text, Tier};
+use crate::{AttachmentRef, Clock, ClockMark, Feedback, Filing, OrgCode, ReplyMethod, Supervision, Text, Tier};
 
 /// Everything anyone may ask of a case, over its whole lifecycle. Which role
 /// may send which command is checked by the services (authorisation), not here.
@@ -52,6 +52,12 @@ pub enum Command {
     SetDeadline { clock: Clock, due: Timestamp, basis: Option<DeadlineBasis> },
     /// The deadline watch records a warning or an overdue clock.
     MarkClock { clock: Clock, mark: ClockMark, due: Timestamp },
+    /// Answer the resident (答复): how, and what they were told. Any state;
+    /// the first reply stops the reply clock.
+    Reply { method: ReplyMethod, text: Text },
+    /// Call the resident back after closure (回访): reached or not (with the
+    /// attempts so far), and when reached how satisfied, and why when not.
+    RecordCallback { reached: bool, attempts: u32, satisfaction: Option<Feedback>, reason: Option<Text> },
     /// Erase the resident's contact details (a data subject's request, or the
     /// retention policy). Allowed in every state, once.
     EraseResidentData { reason: Text },
@@ -83,6 +89,8 @@ impl Command {
             Command::SetUrgent { .. } => "set the urgent flag of",
             Command::SetDeadline { .. } => "set a deadline of",
             Command::MarkClock { .. } => "mark a clock of",
+            Command::Reply { .. } => "reply to the resident of",
+            Command::RecordCallback { .. } => "record a callback for",
             Command::EraseResidentData { .. } => "erase the resident data of",
         }
     }

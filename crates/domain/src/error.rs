@@ -50,6 +50,12 @@ pub enum DomainError {
     NoResidentData,
     #[error("the resident's contact details were already erased")]
     ResidentDataAlreadyErased,
+    #[error("the case is not a resident's request (it has no kind of request)")]
+    NotAResidentRequest,
+    #[error("the resident was already reached by a callback after this closure")]
+    CallbackAlreadyDone,
+    #[error("a callback that reached the resident records their satisfaction; one that did not, none")]
+    CallbackSatisfaction,
 }
 
 impl DomainError {
@@ -78,6 +84,9 @@ impl DomainError {
             DomainError::NotYetDue { .. } => "NOT_YET_DUE",
             DomainError::NoResidentData => "NO_RESIDENT_DATA",
             DomainError::ResidentDataAlreadyErased => "RESIDENT_DATA_ALREADY_ERASED",
+            DomainError::NotAResidentRequest => "NOT_A_RESIDENT_REQUEST",
+            DomainError::CallbackAlreadyDone => "CALLBACK_ALREADY_DONE",
+            DomainError::CallbackSatisfaction => "CALLBACK_SATISFACTION",
         }
     }
 }

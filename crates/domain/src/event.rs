@@ -3,7 +3,7 @@ use jiff::Timestamp;
 use crate::case::DeadlineBasis;
 use crate::{
     AttachmentRef, CaseId, CategoryCode, Channel, Clock, ClockMark, Contact, Feedback, GridCode, Location, OrgCode,
-    OutsideGrid, RequestKind, Supervision, Text, Tier,
+    OutsideGrid, ReplyMethod, RequestKind, Supervision, Text, Tier,
 };
 
 /// A grid worker's report: the command's content, and the facts the
@@ -104,6 +104,18 @@ pub enum Event {
     VerificationFailed {
         reason: Text,
     },
+    /// The resident was answered.
+    Replied {
+        method: ReplyMethod,
+        text: Text,
+    },
+    /// A callback after closure: reached or not, and how satisfied.
+    CallbackRecorded {
+        reached: bool,
+        attempts: u32,
+        satisfaction: Option<Feedback>,
+        reason: Option<Text>,
+    },
     FeedbackRecorded {
         feedback: Feedback,
         comment: Option<Text>,
@@ -144,7 +156,7 @@ pub enum Event {
 
 impl Event {
     /// Every event kind's stable name, as stored (the envelope's `type`).
-    pub const KINDS: [&'static str; 26] = [
+    pub const KINDS: [&'static str; 28] = [
         "filed",
         "registered",
         "voided",
@@ -171,6 +183,8 @@ impl Event {
         "deadline_set",
         "clock_marked",
         "resident_data_erased",
+        "replied",
+        "callback_recorded",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -194,6 +208,8 @@ impl Event {
             Event::VerificationPassed { .. } => "verification_passed",
             Event::VerificationFailed { .. } => "verification_failed",
             Event::FeedbackRecorded { .. } => "feedback_recorded",
+            Event::Replied { .. } => "replied",
+            Event::CallbackRecorded { .. } => "callback_recorded",
             Event::Reopened { .. } => "reopened",
             Event::Cancelled { .. } => "cancelled",
             Event::Supervised { .. } => "supervised",
@@ -245,6 +261,8 @@ impl Event {
             | Event::UrgencySet { reason, .. } => reason.as_ref(),
             Event::VerificationPassed { note } => note.as_ref(),
             Event::FeedbackRecorded { comment, .. } => comment.as_ref(),
+            Event::Replied { text, .. } => Some(text),
+            Event::CallbackRecorded { reason, .. } => reason.as_ref(),
             Event::Acknowledged { .. }
             | Event::Dispatched { .. }
             | Event::Resumed

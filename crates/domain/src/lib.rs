@@ -28,5 +28,5 @@ pub use personal::{
 pub use text::{Text, TextError};
 pub use values::{
     ActorRole, AttachmentRef, Channel, Clock, ClockMark, ClockTerms, Feedback, Location, LocationError, OutsideGrid,
-    RequestKind, Sha256Digest, State, Supervision, Tier,
+    ReplyMethod, RequestKind, Sha256Digest, State, Supervision, Tier,
 };

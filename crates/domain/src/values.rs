@@ -152,7 +152,7 @@ impl Channel {
 }
 
 /// What a resident asks for (诉求类型), as the 12345 hotline sorts requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RequestKind {
     /// 咨询
@@ -288,21 +288,47 @@ pub enum Clock {
     Resolve,
     /// 核查: from RESOLVED until verified.
     Verify,
+    /// 答复: a resident's request, from its filing until the resident is
+    /// answered (its deadline is dropped by the reply), in every state but
+    /// the final ones (a voided or withdrawn request may still be answered,
+    /// on no clock).
+    Reply,
+    /// 回访: a resident's request, from its closure until the resident is
+    /// called back and reached; its deadline is dropped by that callback.
+    Callback,
 }
 
 impl Clock {
     /// Every clock, in the order a case meets them.
-    pub const ALL: [Clock; 4] = [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify];
+    pub const ALL: [Clock; 6] =
+        [Clock::Register, Clock::Acknowledge, Clock::Resolve, Clock::Verify, Clock::Reply, Clock::Callback];
 
-    /// Whether this clock runs while a case is in `state`.
+    /// Whether this clock runs while a case is in `state` (and holds its
+    /// deadline: the reply and a reached callback drop theirs).
     pub fn runs_in(self, state: State) -> bool {
         match self {
             Clock::Register => state == State::Reported,
             Clock::Acknowledge => state == State::Dispatched,
             Clock::Resolve => matches!(state, State::Dispatched | State::InProgress),
             Clock::Verify => state == State::Resolved,
+            Clock::Reply => !state.is_final(),
+            Clock::Callback => state == State::Closed,
         }
     }
+}
+
+/// How a resident was answered (答复方式).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReplyMethod {
+    /// 电话
+    Phone,
+    /// 短信
+    Sms,
+    /// 当面
+    InPerson,
+    /// Through the partner system the request came from (an Open311 update).
+    Partner,
 }
 
 /// How a clock of a case counts its time: working time (on whose working
@@ -513,7 +539,15 @@ names!(State {
 });
 names!(Supervision { None => "NONE", Normal => "NORMAL", YellowCard => "YELLOW_CARD", RedCard => "RED_CARD" });
 names!(Feedback { Satisfied => "SATISFIED", BasicallySatisfied => "BASICALLY_SATISFIED", Unsatisfied => "UNSATISFIED" });
-names!(Clock { Register => "REGISTER", Acknowledge => "ACKNOWLEDGE", Resolve => "RESOLVE", Verify => "VERIFY" });
+names!(Clock {
+    Register => "REGISTER",
+    Acknowledge => "ACKNOWLEDGE",
+    Resolve => "RESOLVE",
+    Verify => "VERIFY",
+    Reply => "REPLY",
+    Callback => "CALLBACK",
+});
+names!(ReplyMethod { Phone => "PHONE", Sms => "SMS", InPerson => "IN_PERSON", Partner => "PARTNER" });
 names!(ClockMark { Warning => "WARNING", Overdue => "OVERDUE" });
 
 #[cfg(test)]

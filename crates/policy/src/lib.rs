@@ -18,7 +18,7 @@ mod planner;
 use std::collections::{BTreeMap, BTreeSet};
 
 use gridcase_calendar::WorkingHours;
-use gridcase_domain::{Case, CategoryCode, Clock, ClockTerms, GridCode, OrgCode, Tier};
+use gridcase_domain::{Case, CategoryCode, Clock, ClockTerms, GridCode, OrgCode, RequestKind, Tier};
 
 pub use limit::{Limit, LimitError, Span};
 pub use parse::PolicyError;
@@ -38,7 +38,7 @@ impl TierLimits {
             Clock::Acknowledge => Some(&self.acknowledge),
             Clock::Resolve => Some(&self.resolve),
             Clock::Verify => Some(&self.verify),
-            Clock::Register => None,
+            Clock::Register | Clock::Reply | Clock::Callback => None,
         }
     }
 }
@@ -110,6 +110,50 @@ pub struct Policy {
     /// How long residents' contact details are kept (`[retention]`); none:
     /// until someone erases them.
     pub retention: Option<Retention>,
+    /// Residents' requests: the reply limit of each kind, the callback limit.
+    pub residents: Residents,
+}
+
+/// The duties a resident's request brings (`[residents]`): an answer within
+/// the reply limit of its kind, from its filing (答复时限), and a callback
+/// within the callback limit, from its closure (回访). Defaults: the local
+/// 12345 rules published for consultation and help (3 working days) and
+/// complaint and report (13 working days), local defaults rather than
+/// national law; suggestion and praise, and the callback, reasoned defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Residents {
+    pub reply: BTreeMap<RequestKind, Limit>,
+    pub callback: Limit,
+}
+
+impl Default for Residents {
+    fn default() -> Self {
+        use RequestKind::*;
+        let reply = [(Consultation, 3), (Help, 3), (Complaint, 13), (Report, 13), (Suggestion, 13), (Praise, 3)]
+            .into_iter()
+            .map(|(kind, days)| (kind, Limit::WorkingDays(days)))
+            .collect();
+        Self { reply, callback: Limit::WorkingDays(5) }
+    }
+}
+
+/// An 8-hour working day, to compare limits of different units.
+const WORKING_DAY: jiff::SignedDuration = jiff::SignedDuration::from_hours(8);
+
+impl Residents {
+    /// The limit of a resident's clock: the reply limit of the request's
+    /// kind (a kind the file leaves out keeps its default; no kind: the
+    /// longest), or the callback limit.
+    pub fn limit(&self, clock: Clock, kind: Option<RequestKind>) -> Option<Limit> {
+        match clock {
+            Clock::Reply => match kind {
+                Some(kind) => self.reply.get(&kind).cloned().or_else(|| Residents::default().reply.remove(&kind)),
+                None => self.reply.values().max_by_key(|limit| limit.span(WORKING_DAY).amount()).cloned(),
+            },
+            Clock::Callback => Some(self.callback.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The retention of residents' contact details (PIPL: deleted once their
@@ -198,10 +242,10 @@ impl Policy {
     /// to "does this clock run in working time, on whose hours" for the
     /// dispatcher, the query service and gridctl.
     pub fn clock_terms(&self, clock: Clock, case: &Case) -> ClockTerms {
-        case.terms
-            .get(&clock)
-            .cloned()
-            .unwrap_or_else(|| self.terms_for(clock, case.tier, &case.category, &case.grid, case.unit.as_ref()))
+        case.terms.get(&clock).cloned().unwrap_or_else(|| match self.residents.limit(clock, case.request_kind) {
+            Some(limit) => Self::terms(clock, &limit, None),
+            None => self.terms_for(clock, case.tier, &case.category, &case.grid, case.unit.as_ref()),
+        })
     }
 
     /// The terms this policy gives a clock of a case of `tier`, `category`
@@ -229,7 +273,7 @@ impl Policy {
     pub fn clock_hours(clock: Clock, unit: Option<&OrgCode>) -> Option<&OrgCode> {
         match clock {
             Clock::Acknowledge | Clock::Resolve => unit,
-            Clock::Register | Clock::Verify => None,
+            Clock::Register | Clock::Verify | Clock::Reply | Clock::Callback => None,
         }
     }
 
@@ -243,6 +287,9 @@ impl Policy {
     pub fn limit_of(&self, clock: Clock, tier: Option<Tier>, route: Option<&Route>) -> Limit {
         if clock == Clock::Register {
             return self.register.clone();
+        }
+        if let Some(limit) = self.residents.limit(clock, None) {
+            return limit;
         }
         let limits = self.limits(tier.unwrap_or(Tier::Normal), route);
         limits.for_clock(clock).cloned().expect("every clock but register has a tier limit")

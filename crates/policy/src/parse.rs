@@ -2,11 +2,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use gridcase_calendar::WorkingHours;
-use gridcase_domain::{CategoryCode, OrgCode, Tier};
+use gridcase_domain::{CategoryCode, OrgCode, RequestKind, Tier};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::{CategorySelector, Escalation, Level, Limit, Policy, Retention, Route, Thresholds, TierLimits};
+use crate::{CategorySelector, Escalation, Level, Limit, Policy, Residents, Retention, Route, Thresholds, TierLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -34,6 +34,17 @@ struct RawPolicy {
     escalation: Option<RawEscalation>,
     #[serde(default)]
     retention: Option<RawRetention>,
+    #[serde(default)]
+    residents: Option<RawResidents>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResidents {
+    #[serde(default)]
+    reply: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    callback: Option<Spanned<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -264,6 +275,22 @@ impl Policy {
                 Some(Retention { contact_days: days as u32 })
             }
         };
+        let mut residents = Residents::default();
+        if let Some(raw_residents) = &raw.residents {
+            for (kind, value) in &raw_residents.reply {
+                let kind_of = RequestKind::parse(kind.get_ref()).ok_or_else(|| {
+                    let kinds: Vec<&str> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
+                    at(
+                        kind.span().start,
+                        format!("{:?} is not a kind of request: {}", kind.get_ref(), kinds.join(", ")),
+                    )
+                })?;
+                residents.reply.insert(kind_of, limit(value)?);
+            }
+            if let Some(callback) = &raw_residents.callback {
+                residents.callback = limit(callback)?;
+            }
+        }
         let register = limit(&raw.clocks.register)?;
         let digest = hex::encode(Sha256::digest(text.as_bytes()))[..12].to_owned();
         Ok(Policy {
@@ -278,6 +305,7 @@ impl Policy {
             routes,
             escalation,
             retention,
+            residents,
         })
     }
 }

@@ -286,3 +286,31 @@ fn the_units_offered_for_a_case_start_with_its_route_and_stay_in_its_region() {
         policy.units_for(&category("0204"), &grid("990101101001001")).iter().map(|u| u.to_string()).collect();
     assert!(!elsewhere.contains(&"unit.property.990101001".to_owned()), "{elsewhere:?}");
 }
+
+#[test]
+fn residents_reply_limits_are_read_per_kind_and_default_when_left_out() {
+    use gridcase_domain::RequestKind;
+    let shipped =
+        super::Policy::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/policy.toml"))
+            .unwrap();
+    assert_eq!(shipped.residents, super::Residents::default(), "the shipped file says the defaults");
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/policy.toml"),
+    )
+    .unwrap();
+    let without: String = base.split("[residents]").next().unwrap().to_owned()
+        + "[working_hours]"
+        + base.split("[working_hours]").nth(1).unwrap();
+    let policy = super::Policy::parse(std::path::Path::new("p.toml"), &without).unwrap();
+    assert_eq!(policy.residents.limit(Clock::Reply, Some(RequestKind::Complaint)), Some(Limit::WorkingDays(13)));
+    assert_eq!(policy.residents.limit(Clock::Callback, None), Some(Limit::WorkingDays(5)));
+    assert_eq!(policy.residents.limit(Clock::Resolve, None), None);
+    let changed = base.replace("COMPLAINT = \"13 working days\"", "COMPLAINT = \"10 working days\"");
+    let policy = super::Policy::parse(std::path::Path::new("p.toml"), &changed).unwrap();
+    assert_eq!(policy.residents.limit(Clock::Reply, Some(RequestKind::Complaint)), Some(Limit::WorkingDays(10)));
+    let bad = base.replace("PRAISE = ", "THANKS = ");
+    let error = super::Policy::parse(std::path::Path::new("p.toml"), &bad).unwrap_err().to_string();
+    assert!(error.contains("\"THANKS\" is not a kind of request"), "{error}");
+    let line = base.lines().position(|l| l.starts_with("PRAISE")).unwrap() + 1;
+    assert!(error.contains(&format!("line {line}")), "{error}");
+}

@@ -54,6 +54,10 @@ pub struct Tracked {
     /// it, or voided, cancelled): the retention of their contact details
     /// counts from the latest of these.
     pub retention_from: Option<Timestamp>,
+    /// When the case was last closed: a resident's request's callback clock
+    /// starts there.
+    #[serde(default)]
+    pub closed_at: Option<Timestamp>,
 }
 
 /// What the core needs of a stored event beside the event itself: when
@@ -74,6 +78,14 @@ pub struct Observed {
 /// what the dispatcher holds grows with open cases, not with the history.
 pub fn dormant(state: State) -> bool {
     state.is_final() || state == State::Closed
+}
+
+/// Whether a resident's request still owes the resident something the
+/// dispatcher watches: an answer (in a state where its clock runs), or a
+/// callback after its closure. Such a case is kept while closed.
+pub fn resident_duty_pending(case: &Case) -> bool {
+    case.request_kind.is_some()
+        && ((!case.replied && Clock::Reply.runs_in(case.state)) || (case.state == State::Closed && !case.called_back))
 }
 
 /// The event types of the steps the dispatcher takes.
@@ -182,6 +194,7 @@ impl<'a> Core<'a> {
                 reopened_at: None,
                 awaiting_first_dispatch: false,
                 retention_from: None,
+                closed_at: None,
             },
             (None, _) => return None,
             (Some(mut tracked), _) => {
@@ -201,6 +214,15 @@ impl<'a> Core<'a> {
                 tracked.retention_from = Some(at);
             }
             Event::FeedbackRecorded { .. } if tracked.case.state == State::Closed => tracked.retention_from = Some(at),
+            Event::Replied { .. } => {
+                tracked.clocks.remove(&Clock::Reply);
+            }
+            Event::CallbackRecorded { reached: true, .. } => {
+                tracked.clocks.remove(&Clock::Callback);
+                if tracked.case.state == State::Closed {
+                    tracked.retention_from = Some(at);
+                }
+            }
             Event::Dispatched { acknowledge_due, resolve_due, .. }
             | Event::Reassigned { acknowledge_due, resolve_due, .. } => {
                 tracked.awaiting_first_dispatch = false;
@@ -246,6 +268,7 @@ impl<'a> Core<'a> {
             Event::VerificationPassed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
                 tracked.retention_from = Some(at);
+                tracked.closed_at = Some(at);
             }
             Event::VerificationFailed { .. } => {
                 tracked.clocks.remove(&Clock::Verify);
@@ -253,6 +276,8 @@ impl<'a> Core<'a> {
             Event::Reopened { .. } => {
                 tracked.reopened_at = Some(at);
                 tracked.retention_from = None;
+                tracked.closed_at = None;
+                tracked.clocks.remove(&Clock::Callback);
             }
             Event::DeadlineSet { clock, due, .. } => {
                 let terms = self.policy.clock_terms(*clock, &tracked.case);
@@ -299,7 +324,28 @@ impl<'a> Core<'a> {
     /// be erased.
     pub fn keeps(&self, tracked: &Tracked) -> bool {
         let retention_pending = self.policy.retention.is_some() && tracked.case.contact == ContactState::Given;
-        !dormant(tracked.case.state) || retention_pending
+        !dormant(tracked.case.state) || retention_pending || resident_duty_pending(&tracked.case)
+    }
+
+    /// A resident's request's clocks: the reply clock from the filing, on
+    /// the limit of its kind; the callback clock from each closure. Both on
+    /// the command centre's (default) hours, as the policy's
+    /// `[residents]` limits say.
+    fn resident_clocks(&self, tracked: &Tracked) -> Option<Action> {
+        let case = &tracked.case;
+        let kind = case.request_kind?;
+        let arm = |clock: Clock, origin: Timestamp, detail: &str| {
+            let limit = self.policy.residents.limit(clock, Some(kind))?;
+            let due = self.add(origin, self.span_of(&limit, None), None);
+            self.set_deadline(tracked, clock, Policy::terms(clock, &limit, None), due, detail)
+        };
+        if !case.replied && Clock::Reply.runs_in(case.state) && !case.deadlines.contains_key(&Clock::Reply) {
+            return arm(Clock::Reply, tracked.filed_at, "reply");
+        }
+        if case.state == State::Closed && !case.called_back && !case.deadlines.contains_key(&Clock::Callback) {
+            return arm(Clock::Callback, tracked.closed_at?, "callback");
+        }
+        None
     }
 
     /// The next step for a case at `now`, if any.
@@ -358,6 +404,9 @@ impl<'a> Core<'a> {
                 }
             }
             _ => {}
+        }
+        if let Some(action) = self.resident_clocks(tracked) {
+            return Some(action);
         }
         if let Some(action) = self.rearm(tracked, now) {
             return Some(action);
@@ -443,6 +492,10 @@ impl<'a> Core<'a> {
                 let command = Command::Supervise { level, reason, escalated_to: self.escalation_target(case, level) };
                 self.action(tracked, command, &format!("{level:?}"), vec![])
             };
+            // A closed case is not supervised (its callback is the centre's own duty).
+            if case.state == State::Closed {
+                continue;
+            }
             if now >= yellow && case.supervision < Supervision::YellowCard {
                 return escalate(Supervision::YellowCard, format!("黄牌督办: {clock:?} 时限 {} 已到", timing.due));
             }

@@ -38,7 +38,7 @@ const OBJECT: &str = "open-cases";
 /// anything it holds (the domain's `Case`, a `ClockTiming`) changes shape:
 /// the format test below pins it, and a snapshot of another format is not
 /// read (the next start replays the stream once and writes the new format).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// The first line of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -234,6 +234,9 @@ mod tests {
             reworks: 0,
             reopenings: 0,
             contact: gridcase_domain::ContactState::Given,
+            request_kind: Some(gridcase_domain::RequestKind::Complaint),
+            replied: true,
+            called_back: false,
         };
         Tracked {
             subject: CaseSubject::for_grid(&grid, &id),
@@ -259,6 +262,7 @@ mod tests {
             reopened_at: None,
             awaiting_first_dispatch: false,
             retention_from: None,
+            closed_at: None,
             case,
         }
     }
@@ -281,9 +285,9 @@ mod tests {
     /// misread).
     #[test]
     fn the_format_of_a_case_line_is_pinned() {
-        assert_eq!(FORMAT, 3, "bumped: update the expected line below to the new shape");
+        assert_eq!(FORMAT, 4, "bumped: update the expected line below to the new shape");
         let line = serde_json::to_string(&tracked()).unwrap();
-        let expected = r#"{"case":{"id":"019a0000-0000-7000-8000-000000000001","grid":"990101001001001","category":"0101","state":"ON_HOLD","version":7,"severity_hint":"URGENT","tier":"NORMAL","unit":"unit-990101-cg","supervision":"YELLOW_CARD","urgent":false,"deadlines":{"RESOLVE":"2026-03-20T01:00:00Z"},"terms":{"RESOLVE":{"working":true,"hours_of":"unit-990101-cg"}},"marks":[["ACKNOWLEDGE","WARNING"]],"pending_extension":null,"approved_extension_days":2,"hold_requested":false,"feedback":null,"returns":1,"reworks":0,"reopenings":0,"contact":"given"},"subject":"gridcase.case.990101001.019a0000-0000-7000-8000-000000000001","last_sequence":42,"last_hash":"abababababababababababababababababababababababababababababababab","filed_at":"2026-03-09T01:00:00Z","clocks":{"RESOLVE":{"origin":"2026-03-10T01:00:00Z","used_before":"PT3H","allowed":"PT40H","due":"2026-03-20T01:00:00Z","working":true,"hours_of":"unit-990101-cg"}},"waiting_noted":false,"hold":["2026-03-12T02:00:00Z","PT1H30M"],"extension_to_apply":0,"resume_remaining":null,"resolved_at":null,"reopened_at":null,"awaiting_first_dispatch":false,"retention_from":null}"#;
+        let expected = r#"{"case":{"id":"019a0000-0000-7000-8000-000000000001","grid":"990101001001001","category":"0101","state":"ON_HOLD","version":7,"severity_hint":"URGENT","tier":"NORMAL","unit":"unit-990101-cg","supervision":"YELLOW_CARD","urgent":false,"deadlines":{"RESOLVE":"2026-03-20T01:00:00Z"},"terms":{"RESOLVE":{"working":true,"hours_of":"unit-990101-cg"}},"marks":[["ACKNOWLEDGE","WARNING"]],"pending_extension":null,"approved_extension_days":2,"hold_requested":false,"feedback":null,"returns":1,"reworks":0,"reopenings":0,"contact":"given","request_kind":"COMPLAINT","replied":true},"subject":"gridcase.case.990101001.019a0000-0000-7000-8000-000000000001","last_sequence":42,"last_hash":"abababababababababababababababababababababababababababababababab","filed_at":"2026-03-09T01:00:00Z","clocks":{"RESOLVE":{"origin":"2026-03-10T01:00:00Z","used_before":"PT3H","allowed":"PT40H","due":"2026-03-20T01:00:00Z","working":true,"hours_of":"unit-990101-cg"}},"waiting_noted":false,"hold":["2026-03-12T02:00:00Z","PT1H30M"],"extension_to_apply":0,"resume_remaining":null,"resolved_at":null,"reopened_at":null,"awaiting_first_dispatch":false,"retention_from":null,"closed_at":null}"#;
         assert_eq!(line, expected);
     }
 

@@ -68,7 +68,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 45] = [
+pub const COLUMNS: [Column; 49] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -121,6 +121,10 @@ pub const COLUMNS: [Column; 45] = [
     column("request_kind", Kind::Text, true, |r| Cell::Text(r.request_kind.map(|k| k.as_str().to_owned()))),
     column("reference", Kind::Text, true, |r| Cell::Text(r.reference.clone())),
     column("updated_at", Kind::Instant, false, |r| Cell::Instant(Some(r.updated_at))),
+    column("reply_due", Kind::Instant, false, |r| due(r, Clock::Reply)),
+    column("callback_due", Kind::Instant, false, |r| due(r, Clock::Callback)),
+    column("replied_at", Kind::Instant, false, |r| Cell::Instant(r.replied_at)),
+    column("called_back", Kind::Bool, false, |r| Cell::Bool(r.case.called_back)),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -288,7 +292,14 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
             Some(json) => serde_json::from_str(json).map_err(|_| corrupt("clock terms"))?,
             None => BTreeMap::new(),
         },
+        request_kind: row
+            .get::<Option<&str>, _>("request_kind")
+            .map(|k| RequestKind::parse(k).ok_or_else(|| corrupt("request kind")))
+            .transpose()?,
+        replied: at("replied_at").is_some(),
+        called_back: row.get("called_back"),
     };
+    let request_kind = case.request_kind;
     Ok(CaseRow {
         case,
         last_sequence: row.get::<i64, _>("last_sequence") as u64,
@@ -305,12 +316,10 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         location_e6: row.get::<Option<i32>, _>("latitude_e6").zip(row.get::<Option<i32>, _>("longitude_e6")),
         outside_grid_m: row.get::<Option<i32>, _>("outside_grid_m").map(|m| m as u32),
         channel: Channel::parse(row.get::<&str, _>("channel")).ok_or_else(|| corrupt("channel"))?,
-        request_kind: row
-            .get::<Option<&str>, _>("request_kind")
-            .map(|k| RequestKind::parse(k).ok_or_else(|| corrupt("request kind")))
-            .transpose()?,
+        request_kind,
         reference: row.get("reference"),
         updated_at: at("updated_at").ok_or_else(|| corrupt("last change time"))?,
+        replied_at: at("replied_at"),
     })
 }
 

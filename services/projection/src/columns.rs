@@ -22,6 +22,8 @@ pub fn due_column(clock: Clock) -> &'static str {
         Clock::Acknowledge => "acknowledge_due",
         Clock::Resolve => "resolve_due",
         Clock::Verify => "verify_due",
+        Clock::Reply => "reply_due",
+        Clock::Callback => "callback_due",
     }
 }
 

@@ -56,6 +56,8 @@ pub struct CaseRow {
     pub reference: Option<String>,
     /// When the case's last event occurred.
     pub updated_at: Timestamp,
+    /// When the resident was first answered.
+    pub replied_at: Option<Timestamp>,
 }
 
 /// Which kind of organisation a ledger row counts for.
@@ -257,6 +259,7 @@ pub fn apply(
             request_kind: filing.request_kind,
             reference: filing.reference.as_ref().map(|r| r.as_str().to_owned()),
             updated_at: at,
+            replied_at: None,
         },
         (None, _) => return (None, changes),
         (Some(mut row), _) => {
@@ -310,6 +313,9 @@ pub fn apply(
             }
         }
         Event::Reopened { .. } => row.closed_at = None,
+        Event::Replied { .. } => {
+            row.replied_at.get_or_insert(at);
+        }
         Event::ClockMarked { mark: ClockMark::Overdue, .. } => count(&row, at, Measure::TurnedOverdue, 1, &mut changes),
         Event::FeedbackRecorded { feedback, .. } => {
             let measure = match feedback {

@@ -84,6 +84,8 @@ impl Lang {
             C::Acknowledge => ("签收", "Acknowledge"),
             C::Resolve => ("处置", "Resolve"),
             C::Verify => ("核查", "Verify"),
+            C::Reply => ("答复", "Reply"),
+            C::Callback => ("回访", "Callback"),
             C::Unspecified => ("—", "—"),
         })
     }
@@ -153,6 +155,8 @@ impl Lang {
             "deadline_set" => ("时限设定", "Deadline set"),
             "clock_marked" => ("时限提醒", "Deadline mark"),
             "resident_data_erased" => ("删除居民信息", "Resident data erased"),
+            "replied" => ("答复", "Replied"),
+            "callback_recorded" => ("回访", "Callback"),
             _ => ("其他事件", "Other event"),
         })
     }

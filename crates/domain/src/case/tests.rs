@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{AttachmentRef, Filing, Location, Sha256Digest, Text};
+use crate::{AttachmentRef, Filing, Location, ReplyMethod, RequestKind, Sha256Digest, Text};
 
 fn now() -> Timestamp {
     "2026-03-02T01:00:00Z".parse().unwrap()
@@ -46,6 +46,13 @@ fn file_command(hint: Option<Tier>) -> Command {
         request_kind: None,
         reference: None,
     })
+}
+
+/// A resident's request (a kind of request recorded).
+fn resident_request(hint: Option<Tier>) -> Command {
+    let Command::File(mut filing) = file_command(hint) else { unreachable!() };
+    filing.request_kind = Some(RequestKind::Complaint);
+    Command::File(filing)
 }
 
 /// Apply commands in order, panicking on a refusal: the "given" part of a test.
@@ -186,6 +193,50 @@ fn reopen_needs_unsatisfied_feedback_and_counts() {
     );
     let reopened = given_more(unsatisfied, &[reopen]).unwrap();
     assert_eq!((reopened.state, reopened.reopenings, reopened.feedback), (State::InProgress, 1, None));
+}
+
+#[test]
+fn a_resident_is_answered_in_any_state_and_called_back_once_reached() {
+    let mut path = path_to(State::Closed);
+    path[0] = resident_request(None);
+    let armed = given(&path).map(|mut case| {
+        case.deadlines.insert(Clock::Reply, now() + SignedDuration::from_hours(72));
+        case.deadlines.insert(Clock::Callback, now() + SignedDuration::from_hours(40));
+        case
+    });
+    // The reply drops the reply clock; a second reply is recorded too.
+    let reply = Command::Reply { method: ReplyMethod::Phone, text: text("已电话答复：路灯已修复") };
+    let replied = given_more(armed.clone(), std::slice::from_ref(&reply)).unwrap();
+    assert!(replied.replied && !replied.deadlines.contains_key(&Clock::Reply), "{replied:?}");
+    assert!(decide(Some(&replied), &reply, now()).is_ok());
+    // Not reached: recorded, the clock runs on; reached: satisfaction, once.
+    let missed = Command::RecordCallback { reached: false, attempts: 1, satisfaction: None, reason: None };
+    let tried = given_more(Some(replied), &[missed]).unwrap();
+    assert!(!tried.called_back && tried.deadlines.contains_key(&Clock::Callback));
+    let without = Command::RecordCallback { reached: true, attempts: 2, satisfaction: None, reason: None };
+    assert_eq!(decide(Some(&tried), &without, now()), Err(DomainError::CallbackSatisfaction));
+    let unsatisfied_no_reason =
+        Command::RecordCallback { reached: true, attempts: 2, satisfaction: Some(Feedback::Unsatisfied), reason: None };
+    assert!(matches!(decide(Some(&tried), &unsatisfied_no_reason, now()), Err(DomainError::ReasonRequired { .. })));
+    let unsatisfied = Command::RecordCallback {
+        reached: true,
+        attempts: 2,
+        satisfaction: Some(Feedback::Unsatisfied),
+        reason: Some(text("路灯仍不亮")),
+    };
+    let reached = given_more(Some(tried), std::slice::from_ref(&unsatisfied)).unwrap();
+    assert!(reached.called_back && !reached.deadlines.contains_key(&Clock::Callback));
+    assert_eq!(reached.feedback, Some(Feedback::Unsatisfied));
+    assert_eq!(decide(Some(&reached), &unsatisfied, now()), Err(DomainError::CallbackAlreadyDone));
+    // "Unsatisfied" opens the existing reopening rule; a new closure is called back again.
+    let reopened = given_more(Some(reached), &[Command::Reopen { reason: text("不满意，重新办理") }]).unwrap();
+    assert!(!reopened.called_back && reopened.state == State::InProgress);
+    // A worker's own report is no resident's request.
+    let report = given(&path_to(State::Closed));
+    assert_eq!(decide(report.as_ref(), &reply, now()), Err(DomainError::NotAResidentRequest));
+    let voided = given(&[resident_request(None), Command::Void { reason: text("不属于受理范围") }]);
+    assert!(decide(voided.as_ref(), &reply, now()).is_ok(), "a voided request is still answered");
+    assert!(!Clock::Reply.runs_in(State::Voided) && Clock::Reply.runs_in(State::Closed));
 }
 
 #[test]
@@ -357,7 +408,7 @@ fn any_command() -> impl Strategy<Value = Command> {
     let tier = prop_oneof![Just(Tier::Critical), Just(Tier::Urgent), Just(Tier::Normal), Just(Tier::Complex)];
     let units = prop_oneof![Just(unit("unit.a")), Just(unit("unit.b"))];
     let offset = (-2i64..50).prop_map(|h| now() + SignedDuration::from_hours(h));
-    let clock = prop_oneof![Just(Clock::Register), Just(Clock::Acknowledge), Just(Clock::Resolve), Just(Clock::Verify)];
+    let clock = proptest::sample::select(Clock::ALL.to_vec());
     let level = prop_oneof![
         Just(Supervision::None),
         Just(Supervision::Normal),
@@ -368,6 +419,16 @@ fn any_command() -> impl Strategy<Value = Command> {
         prop_oneof![Just(Feedback::Satisfied), Just(Feedback::BasicallySatisfied), Just(Feedback::Unsatisfied)];
     prop_oneof![
         proptest::option::of(tier.clone()).prop_map(file_command),
+        proptest::option::of(tier.clone()).prop_map(resident_request),
+        (proptest::sample::select(vec![ReplyMethod::Phone, ReplyMethod::Partner]), reason.clone())
+            .prop_map(|(method, text)| Command::Reply { method, text }),
+        (any::<bool>(), 0u32..4, proptest::option::of(feedback.clone()), proptest::option::of(reason.clone()))
+            .prop_map(|(reached, attempts, satisfaction, reason)| Command::RecordCallback {
+                reached,
+                attempts,
+                satisfaction,
+                reason
+            }),
         tier.prop_map(|tier| Command::Register { tier, note: None, policy: None }),
         reason.clone().prop_map(|reason| Command::Void { reason }),
         (units.clone(), offset.clone(), offset.clone()).prop_map(|(unit, a, r)| {

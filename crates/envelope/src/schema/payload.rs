@@ -4,7 +4,8 @@
 
 use gridcase_domain::{
     AttachmentRef, CaseId, CategoryCode, Channel, Clock, ClockMark, Contact, DeadlineBasis, Event, Feedback, Filing,
-    GridCode, Location, OrgCode, OutsideGrid, RequestKind, ResidentContact, SealedData, Supervision, Text, Tier,
+    GridCode, Location, OrgCode, OutsideGrid, ReplyMethod, RequestKind, ResidentContact, SealedData, Supervision, Text,
+    Tier,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde_json::Value;
 use crate::sealing::SealedJson;
 
 /// Every `type` a stored event may have.
-pub(super) const KNOWN_TYPES: [&str; 26] = Event::KINDS;
+pub(super) const KNOWN_TYPES: [&str; 28] = Event::KINDS;
 
 /// Version 1 payloads. The variant name (snake case) is the stored `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +125,18 @@ pub(super) enum PayloadV1 {
         feedback: Feedback,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<Text>,
+    },
+    Replied {
+        method: ReplyMethod,
+        text: Text,
+    },
+    CallbackRecorded {
+        reached: bool,
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        satisfaction: Option<Feedback>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Text>,
     },
     Reopened {
         reason: Text,
@@ -269,6 +282,10 @@ impl PayloadV1 {
             Event::VerificationPassed { note } => PayloadV1::VerificationPassed { note },
             Event::VerificationFailed { reason } => PayloadV1::VerificationFailed { reason },
             Event::FeedbackRecorded { feedback, comment } => PayloadV1::FeedbackRecorded { feedback, comment },
+            Event::Replied { method, text } => PayloadV1::Replied { method, text },
+            Event::CallbackRecorded { reached, attempts, satisfaction, reason } => {
+                PayloadV1::CallbackRecorded { reached, attempts, satisfaction, reason }
+            }
             Event::Reopened { reason } => PayloadV1::Reopened { reason },
             Event::Cancelled { reason } => PayloadV1::Cancelled { reason },
             Event::Supervised { from, to, reason, escalated_to } => {
@@ -339,6 +356,10 @@ impl PayloadV1 {
             PayloadV1::VerificationPassed { note } => Event::VerificationPassed { note },
             PayloadV1::VerificationFailed { reason } => Event::VerificationFailed { reason },
             PayloadV1::FeedbackRecorded { feedback, comment } => Event::FeedbackRecorded { feedback, comment },
+            PayloadV1::Replied { method, text } => Event::Replied { method, text },
+            PayloadV1::CallbackRecorded { reached, attempts, satisfaction, reason } => {
+                Event::CallbackRecorded { reached, attempts, satisfaction, reason }
+            }
             PayloadV1::Reopened { reason } => Event::Reopened { reason },
             PayloadV1::Cancelled { reason } => Event::Cancelled { reason },
             PayloadV1::Supervised { from_level, to_level, reason, escalated_to } => {

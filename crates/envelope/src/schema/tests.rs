@@ -1,6 +1,6 @@
 use gridcase_domain::{
     AttachmentRef, CategoryCode, Clock, ClockMark, DeadlineBasis, Feedback, GridCode, Location, OrgCode, PersonName,
-    PhoneNumber, ResidentContact, SealedData, Sha256Digest, Supervision, Text, Tier,
+    PhoneNumber, ReplyMethod, ResidentContact, SealedData, Sha256Digest, Supervision, Text, Tier,
 };
 
 fn basis() -> Option<DeadlineBasis> {
@@ -104,6 +104,13 @@ fn one_of_each() -> Vec<Event> {
         Event::DeadlineSet { clock: Clock::Verify, due, basis: basis() },
         Event::ClockMarked { clock: Clock::Resolve, mark: ClockMark::Overdue, due },
         Event::ResidentDataErased { reason: text("居民申请删除个人信息") },
+        Event::Replied { method: ReplyMethod::Partner, text: text("您反映的楼道飞线充电问题已处理") },
+        Event::CallbackRecorded {
+            reached: true,
+            attempts: 2,
+            satisfaction: Some(Feedback::Unsatisfied),
+            reason: Some(text("还有人充电")),
+        },
     ]
 }
 

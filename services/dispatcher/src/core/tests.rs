@@ -65,6 +65,18 @@ impl<'w> Scenario<'w> {
     }
 
     fn file(&mut self, category: &str, grid: &str, hint: Option<Tier>, at: Timestamp) {
+        self.file_request(category, grid, hint, None, at);
+    }
+
+    /// A resident's request of `kind` (none: a grid worker's own report).
+    fn file_request(
+        &mut self,
+        category: &str,
+        grid: &str,
+        hint: Option<Tier>,
+        kind: Option<gridcase_domain::RequestKind>,
+        at: Timestamp,
+    ) {
         let command = Command::File(Filing {
             case_id: CaseId::new_v7(),
             grid: GridCode::parse(grid).unwrap(),
@@ -77,7 +89,7 @@ impl<'w> Scenario<'w> {
             attachments: vec![],
             outside_grid: None,
             channel: Default::default(),
-            request_kind: None,
+            request_kind: kind,
             reference: None,
         });
         self.apply(command, at, ActorRole::GridWorker);
@@ -139,6 +151,79 @@ fn a_routed_case_is_registered_and_dispatched_with_deadlines_on_the_calendar() {
     assert_eq!(s.due(Clock::Acknowledge), Some(bj("2026-02-14 17:00")), "Saturday 02-14 is a working day");
     assert_eq!(s.due(Clock::Resolve), Some(bj("2026-02-27 17:00")), "5 working days across the Spring Festival");
     assert_eq!(s.settle(friday), Vec::<&str>::new(), "nothing more to do until a threshold");
+}
+
+/// The reply clock of each kind of request on the official 2026 calendar,
+/// against deadlines worked out by hand from the State Council's schedule
+/// (08:00-12:00, 14:00-18:00; National Day off 10-01..10-07, Saturday 10-10
+/// worked): filed Wednesday 09-30 10:00, 6 working hours are left that day.
+#[test]
+fn a_resident_s_request_is_answered_and_called_back_on_clocks_of_the_working_calendar() {
+    use gridcase_domain::{ReplyMethod, RequestKind};
+    let world = world();
+    let filed = bj("2026-09-30 10:00");
+    let expected = [
+        // 3 working days = 24 h: 6 (09-30) + 8 (10-08) + 8 (10-09) + 2 (Saturday 10-10).
+        (RequestKind::Consultation, "2026-10-10 10:00"),
+        (RequestKind::Help, "2026-10-10 10:00"),
+        (RequestKind::Praise, "2026-10-10 10:00"),
+        // 13 working days = 104 h: ... 102 h by the end of Thursday 10-22, then 2 h.
+        (RequestKind::Complaint, "2026-10-23 10:00"),
+        (RequestKind::Report, "2026-10-23 10:00"),
+        (RequestKind::Suggestion, "2026-10-23 10:00"),
+    ];
+    for (kind, due) in expected {
+        let mut s = Scenario::new(&world);
+        s.file_request("0101", STREET_GRID, None, Some(kind), filed);
+        assert_eq!(s.settle(filed), ["register", "dispatch", "set a deadline of"], "{kind:?}");
+        assert_eq!(s.due(Clock::Reply), Some(bj(due)), "{kind:?}");
+        assert!(s.tracked().case.terms[&Clock::Reply].working);
+    }
+    // A worker's own report has no reply clock.
+    let mut s = Scenario::new(&world);
+    s.file("0101", STREET_GRID, None, filed);
+    s.settle(filed);
+    assert_eq!(s.due(Clock::Reply), None);
+
+    // Answered in time: the clock stops, nothing more is marked.
+    let mut s = Scenario::new(&world);
+    s.file_request("0101", STREET_GRID, None, Some(RequestKind::Help), filed);
+    s.settle(filed);
+    let reply = Command::Reply { method: ReplyMethod::Phone, text: Text::reason("已电话答复").unwrap() };
+    s.apply(reply, bj("2026-10-08 09:00"), ActorRole::CommandCentre);
+    assert_eq!(
+        s.settle(bj("2026-10-30 09:00")).iter().filter(|n| **n == "mark a clock of").count(),
+        2,
+        "ack and resolve only"
+    );
+    assert_eq!(s.due(Clock::Reply), None);
+    // Worked, resolved, closed on Friday 10-16 16:00: a callback within 5
+    // working days (40 h): 2 h that day, then 10-19..10-22 (32 h), 6 h on 10-23.
+    s.apply(Command::Acknowledge, bj("2026-10-12 10:00"), ActorRole::HandlingUnit);
+    let resolve = Command::Resolve { summary: Text::reason("已处理").unwrap(), evidence: vec![] };
+    s.apply(resolve, bj("2026-10-15 10:00"), ActorRole::HandlingUnit);
+    s.settle(bj("2026-10-15 10:00"));
+    s.apply(Command::Verify { passed: true, reason: None }, bj("2026-10-16 16:00"), ActorRole::CommandCentre);
+    assert_eq!(s.settle(bj("2026-10-16 16:00")), ["set a deadline of"]);
+    assert_eq!(s.due(Clock::Callback), Some(bj("2026-10-23 16:00")));
+    assert!(s.core.keeps(s.tracked()), "a closed request owing a callback is kept");
+    // Overdue is marked; a closed case is not supervised (any further).
+    let supervision = s.tracked().case.supervision;
+    assert_eq!(s.settle(bj("2026-11-30 09:00")), ["mark a clock of"]);
+    assert!(s.tracked().case.marks.contains(&(Clock::Callback, ClockMark::Overdue)));
+    assert_eq!(s.tracked().case.supervision, supervision);
+    let missed = Command::RecordCallback { reached: false, attempts: 1, satisfaction: None, reason: None };
+    s.apply(missed, bj("2026-11-30 10:00"), ActorRole::CommandCentre);
+    assert!(s.core.keeps(s.tracked()));
+    let reached = Command::RecordCallback {
+        reached: true,
+        attempts: 2,
+        satisfaction: Some(gridcase_domain::Feedback::Satisfied),
+        reason: None,
+    };
+    s.apply(reached, bj("2026-11-30 15:00"), ActorRole::CommandCentre);
+    assert_eq!(s.settle(bj("2026-12-30 09:00")), Vec::<&str>::new());
+    assert!(!s.core.keeps(s.tracked()), "nothing owed: let go");
 }
 
 #[test]

@@ -55,7 +55,7 @@ pub struct QueryApi {
     pub shutdown: Option<gridcase_process::Shutdown>,
 }
 
-pub(super) const CLOCKS: [Clock; 4] = Clock::ALL;
+pub(super) const CLOCKS: [Clock; 6] = Clock::ALL;
 
 pub(super) fn db_error(error: impl std::fmt::Display) -> Status {
     status::unavailable("the read-model database", &error)
