@@ -270,6 +270,15 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "RecordFeedback" => {
                 cases::RecordFeedbackRequest { context: context(), feedback: 1, comment: "满意".into() }.encode_to_vec()
             }
+            "Reply" => cases::ReplyRequest { context: context(), method: 1, text: "已电话答复".into() }.encode_to_vec(),
+            "RecordCallback" => cases::RecordCallbackRequest {
+                context: context(),
+                reached: true,
+                attempts: 2,
+                satisfaction: 3,
+                reason: "仍未解决".into(),
+            }
+            .encode_to_vec(),
             "Reopen" => cases::ReopenRequest { context: context(), reason: reason() }.encode_to_vec(),
             "Cancel" => cases::CancelRequest { context: context(), reason: reason() }.encode_to_vec(),
             "Supervise" => {

@@ -42,6 +42,10 @@ pub enum Operation {
     Supervise,
     SetUrgent,
     EraseResidentData,
+    /// 答复: answer the resident of a resident's request.
+    Reply,
+    /// 回访: record a callback after closure.
+    RecordCallback,
     // reading one case (CaseService and QueryService)
     ReadCase,
     ReadHistory,
@@ -84,6 +88,8 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.cases.v1.CaseService/Resolve", Resolve),
     ("/gridcase.cases.v1.CaseService/Verify", Verify),
     ("/gridcase.cases.v1.CaseService/RecordFeedback", RecordFeedback),
+    ("/gridcase.cases.v1.CaseService/Reply", Reply),
+    ("/gridcase.cases.v1.CaseService/RecordCallback", RecordCallback),
     ("/gridcase.cases.v1.CaseService/Reopen", Reopen),
     ("/gridcase.cases.v1.CaseService/Cancel", Cancel),
     ("/gridcase.cases.v1.CaseService/Supervise", Supervise),
@@ -123,7 +129,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 34] = [
+    pub const ALL: [Operation; 36] = [
         FileCase,
         UploadAttachment,
         Register,
@@ -146,6 +152,8 @@ impl Operation {
         Supervise,
         SetUrgent,
         EraseResidentData,
+        Reply,
+        RecordCallback,
         ReadCase,
         ReadHistory,
         ListCases,
@@ -207,6 +215,7 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
         TokenRole::HandlingUnit => matches!(
             operation,
             UploadAttachment
+                | Reply
                 | Acknowledge
                 | Return
                 | AddProgress
@@ -222,6 +231,8 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
         TokenRole::CommandCentre => matches!(
             operation,
             UploadAttachment
+                | Reply
+                | RecordCallback
                 | Register
                 | Void
                 | Dispatch
@@ -448,6 +459,7 @@ mod tests {
                 "unit-a",
                 &[
                     UploadAttachment,
+                    Reply,
                     Acknowledge,
                     Return,
                     AddProgress,
@@ -466,6 +478,8 @@ mod tests {
                 "990101001",
                 &[
                     UploadAttachment,
+                    Reply,
+                    RecordCallback,
                     Register,
                     Void,
                     Dispatch,

@@ -29,8 +29,8 @@ use uuid::Uuid;
 use crate::download::{self, AttachmentStream};
 use crate::personal;
 use crate::requests::{
-    Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment, Registration,
-    Supervision, ToUnit, WithAttachments, WithReason,
+    CallbackRecord, Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment,
+    Registration, ReplyRecord, Supervision, ToUnit, WithAttachments, WithReason,
 };
 use crate::service::check_uploaded;
 use crate::validate::Limits;
@@ -406,6 +406,23 @@ impl CaseService for CaseApi {
         let FeedbackRecord { ctx, feedback, comment } = request.get_ref().check(&self.limits)?;
         self.execute(&access, ctx, &["feedback_recorded"], |_, _| {
             Ok(Command::RecordFeedback { feedback, comment: comment.clone() })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
+    async fn reply(&self, request: Request<api::ReplyRequest>) -> CommandResponse {
+        let access = Access::of(&request)?.clone();
+        let ReplyRecord { ctx, method, text } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["replied"], |_, _| Ok(Command::Reply { method, text: text.clone() })).await
+    }
+
+    #[instrument(skip_all)]
+    async fn record_callback(&self, request: Request<api::RecordCallbackRequest>) -> CommandResponse {
+        let access = Access::of(&request)?.clone();
+        let CallbackRecord { ctx, reached, attempts, satisfaction, reason } = request.get_ref().check(&self.limits)?;
+        self.execute(&access, ctx, &["callback_recorded"], |_, _| {
+            Ok(Command::RecordCallback { reached, attempts, satisfaction, reason: reason.clone() })
         })
         .await
     }

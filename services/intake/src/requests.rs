@@ -397,6 +397,74 @@ impl Check for api::GetAttachmentRequest {
     }
 }
 
+pub(crate) struct ReplyRecord {
+    pub ctx: Context,
+    pub method: gridcase_domain::ReplyMethod,
+    pub text: Text,
+}
+
+impl Check for api::ReplyRequest {
+    type Checked = ReplyRecord;
+    fn check(&self, _: &Limits) -> Result<ReplyRecord, Status> {
+        let mut v = Violations::new();
+        let ctx = context(self.context.as_ref(), &mut v);
+        let method = convert::reply_method_from_proto(self.method);
+        if method.is_none() {
+            v.add(
+                "method",
+                "REQUIRED",
+                "must be REPLY_METHOD_PHONE, REPLY_METHOD_SMS, REPLY_METHOD_IN_PERSON or REPLY_METHOD_PARTNER",
+            );
+        }
+        let text = required_text("text", &self.text, &mut v);
+        done(v, || Some(ReplyRecord { ctx: ctx?, method: method?, text: text? }))
+    }
+}
+
+pub(crate) struct CallbackRecord {
+    pub ctx: Context,
+    pub reached: bool,
+    pub attempts: u32,
+    pub satisfaction: Option<Feedback>,
+    pub reason: Option<Text>,
+}
+
+/// The most attempts a callback may record.
+pub const MAX_CALLBACK_ATTEMPTS: u32 = 99;
+
+impl Check for api::RecordCallbackRequest {
+    type Checked = CallbackRecord;
+    fn check(&self, _: &Limits) -> Result<CallbackRecord, Status> {
+        let mut v = Violations::new();
+        let ctx = context(self.context.as_ref(), &mut v);
+        let satisfaction = convert::feedback_from_proto(self.satisfaction);
+        match (self.reached, satisfaction, self.satisfaction) {
+            (true, None, _) => v.add(
+                "satisfaction",
+                "REQUIRED",
+                "a callback that reached the resident records FEEDBACK_SATISFIED, FEEDBACK_BASICALLY_SATISFIED or FEEDBACK_UNSATISFIED",
+            ),
+            (false, _, value) if value != 0 => {
+                v.add("satisfaction", "NOT_ALLOWED", "a callback that did not reach the resident records none")
+            }
+            _ => {}
+        }
+        if self.attempts > MAX_CALLBACK_ATTEMPTS {
+            v.add("attempts", "OUT_OF_RANGE", format!("at most {MAX_CALLBACK_ATTEMPTS}"));
+        }
+        let reason = reason_if(satisfaction == Some(Feedback::Unsatisfied), &self.reason, &mut v);
+        done(v, || {
+            Some(CallbackRecord {
+                ctx: ctx?,
+                reached: self.reached,
+                attempts: self.attempts.max(1),
+                satisfaction,
+                reason,
+            })
+        })
+    }
+}
+
 fn wire<R: Check + prost::Message + Default>(bytes: &[u8], limits: &Limits) -> bool {
     R::decode(bytes).is_ok_and(|request| request.check(limits).is_ok())
 }
@@ -406,7 +474,7 @@ pub type WireCheck = fn(&[u8], &Limits) -> bool;
 
 /// Every request type of the case service, by its RPC's name, with its wire
 /// check: the kinds of the fuzz target `lifecycle_requests`, in order.
-pub const KINDS: [(&str, WireCheck); 23] = [
+pub const KINDS: [(&str, WireCheck); 25] = [
     ("Register", wire::<api::RegisterRequest>),
     ("Void", wire::<api::VoidRequest>),
     ("Dispatch", wire::<api::DispatchRequest>),
@@ -430,6 +498,8 @@ pub const KINDS: [(&str, WireCheck); 23] = [
     ("GetCase", wire::<api::GetCaseRequest>),
     ("GetHistory", wire::<api::GetHistoryRequest>),
     ("GetAttachment", wire::<api::GetAttachmentRequest>),
+    ("Reply", wire::<api::ReplyRequest>),
+    ("RecordCallback", wire::<api::RecordCallbackRequest>),
 ];
 
 /// One request off the wire, of the kind `which` picks among [`KINDS`]:

@@ -592,7 +592,8 @@ async fn get_updates(state: &AppState, format: Format, params: &Params) -> Resul
 }
 
 fn update_item(update: &query::CaseUpdate) -> Option<Item> {
-    let (status, description) = status::update(&update.event_type, &update.unit, &update.reason)?;
+    let (status, description) =
+        status::update_of(&update.event_type, &update.unit, &update.reason, &update.state_event)?;
     let mut item = Item::default()
         .text("update_id", update.event_id.clone())
         .text("service_request_id", update.case_id.clone())

@@ -46,6 +46,17 @@ pub fn state_note(state: State) -> &'static str {
     }
 }
 
+/// An update's status and sentence for a change, or for an answer given
+/// through the partner system: the answer's text, under the status of the
+/// change before it (where the case stood when it was answered).
+pub fn update_of(event_type: &str, unit: &str, reason: &str, state_event: &str) -> Option<(&'static str, String)> {
+    if event_type == "replied" {
+        let status = update(state_event, "", "").map_or("OPEN", |(status, _)| status);
+        return Some((status, format!("答复：{reason}")));
+    }
+    update(event_type, unit, reason)
+}
+
 /// An update's status (FixMyStreet's vocabulary) and the sentence a
 /// resident reads, for an event a resident may be told of; `None` for any
 /// other event.
@@ -90,6 +101,16 @@ mod tests {
         for internal in ["deadline_set", "clock_marked", "supervised", "progress_added", "urgency_set"] {
             assert_eq!(update(internal, "", ""), None, "{internal}");
         }
+    }
+
+    #[test]
+    fn a_reply_reads_under_the_status_of_the_change_before_it() {
+        assert_eq!(
+            update_of("replied", "", "路灯已修复", "verification_passed"),
+            Some(("FIXED", "答复：路灯已修复".to_owned()))
+        );
+        assert_eq!(update_of("replied", "", "已受理", "acknowledged").unwrap().0, "IN_PROGRESS");
+        assert_eq!(update_of("replied", "", "已受理", "").unwrap().0, "OPEN");
     }
 
     #[test]

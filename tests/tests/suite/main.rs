@@ -23,4 +23,5 @@ mod nats_security;
 mod open311;
 mod personal_data;
 mod projection;
+mod residents;
 mod tls;

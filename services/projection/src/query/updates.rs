@@ -18,7 +18,7 @@ use crate::columns::{from_micros, micros};
 /// The events a resident may be told of: each changes where the case
 /// stands, or when it will be done. Deadlines, warnings, supervision and
 /// people's notes are internal and left out.
-pub const RESIDENT_EVENTS: [&str; 15] = [
+pub const RESIDENT_EVENTS: [&str; 16] = [
     "filed",
     "registered",
     "voided",
@@ -34,10 +34,32 @@ pub const RESIDENT_EVENTS: [&str; 15] = [
     "verification_failed",
     "reopened",
     "cancelled",
+    // Only an answer given through the partner system (the query says so).
+    "replied",
+];
+
+/// The events that move a case's state: a reply's update reads as the last
+/// of these before it.
+const STATE_EVENTS: [&str; 15] = [
+    "filed",
+    "registered",
+    "voided",
+    "dispatched",
+    "reassigned",
+    "acknowledged",
+    "returned",
+    "hold_approved",
+    "resumed",
+    "resolved",
+    "verification_passed",
+    "verification_failed",
+    "reopened",
+    "cancelled",
+    "extension_approved",
 ];
 
 /// Events whose reason a resident may read.
-const REASON_READ_BY_RESIDENTS: [&str; 3] = ["voided", "cancelled", "hold_approved"];
+const REASON_READ_BY_RESIDENTS: [&str; 4] = ["voided", "cancelled", "hold_approved", "replied"];
 
 /// The widest window one request may ask for.
 pub const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(31 * 24);
@@ -99,11 +121,18 @@ pub fn updates_query(
         "SELECT e.event_id, e.case_id, e.event_type, e.case_version, micros(e.occurred_at), e.stream_sequence, \
          c.category, e.reason, c.reference, \
          CASE e.event_type WHEN 'dispatched' THEN (e.envelope::jsonb) #>> '{payload,unit}' \
-                           WHEN 'reassigned' THEN (e.envelope::jsonb) #>> '{payload,to_unit}' END \
+                           WHEN 'reassigned' THEN (e.envelope::jsonb) #>> '{payload,to_unit}' END, \
+         CASE WHEN e.event_type = 'replied' THEN (SELECT p.event_type FROM case_events p \
+              WHERE p.case_id = e.case_id AND p.case_version < e.case_version AND p.event_type = ANY(",
+    );
+    builder.push_bind(STATE_EVENTS.map(str::to_owned).to_vec());
+    builder.push(
+        ") ORDER BY p.case_version DESC LIMIT 1) END \
          FROM case_events e JOIN cases c ON c.case_id = e.case_id WHERE e.occurred_at >= ts_from_micros(",
     );
     builder.push_bind(micros(from)).push(") AND e.occurred_at < ts_from_micros(").push_bind(micros(to)).push(")");
     builder.push(" AND e.event_type = ANY(").push_bind(RESIDENT_EVENTS.map(str::to_owned).to_vec()).push(")");
+    builder.push(" AND (e.event_type <> 'replied' OR (e.envelope::jsonb) #>> '{payload,method}' = 'PARTNER')");
     push_scope(&mut builder, scope);
     if let Some((occurred, sequence)) = after {
         builder
@@ -146,6 +175,7 @@ pub async fn list_case_updates(
                 reason,
                 unit: row.get::<Option<String>, _>(9).unwrap_or_default(),
                 reference: row.get::<Option<String>, _>(8).unwrap_or_default(),
+                state_event: row.get::<Option<String>, _>(10).unwrap_or_default(),
             }
         })
         .collect();
