@@ -67,11 +67,24 @@ pub enum OrgKind {
     Village,
     Grid,
     Unit,
+    /// Whoever filed: a grid worker, or a partner system.
     Worker,
+    /// A kind of request (诉求类型): a resident's requests only.
+    Kind,
+    /// A channel (受理渠道): the grid workers' app, partner systems.
+    Channel,
 }
 
 impl OrgKind {
-    pub const ALL: [OrgKind; 5] = [OrgKind::Township, OrgKind::Village, OrgKind::Grid, OrgKind::Unit, OrgKind::Worker];
+    pub const ALL: [OrgKind; 7] = [
+        OrgKind::Township,
+        OrgKind::Village,
+        OrgKind::Grid,
+        OrgKind::Unit,
+        OrgKind::Worker,
+        OrgKind::Kind,
+        OrgKind::Channel,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +93,8 @@ impl OrgKind {
             OrgKind::Grid => "grid",
             OrgKind::Unit => "unit",
             OrgKind::Worker => "worker",
+            OrgKind::Kind => "kind",
+            OrgKind::Channel => "channel",
         }
     }
 
@@ -110,10 +125,21 @@ pub enum Measure {
     /// A clock of the case passed its deadline (the dispatcher's overdue
     /// mark), counted on the day it did: the daily trend of overdue work.
     TurnedOverdue,
+    /// A resident's request whose reply deadline falls on the day (应答复).
+    ReplyDue,
+    /// A resident's request first answered on the day.
+    Replied,
+    /// Of the requests due on the day, those answered by their deadline
+    /// (按时答复; counted on the deadline's day, beside `ReplyDue`).
+    RepliedOnTime,
+    /// A closure of a resident's request whose callback falls due on the day (应回访).
+    CallbackDue,
+    /// A callback that reached the resident, on the day (回访).
+    CalledBack,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 17] = [
+    pub const ALL: [Measure; 22] = [
         Measure::Filed,
         Measure::Registered,
         Measure::Due,
@@ -131,6 +157,11 @@ impl Measure {
         Measure::BasicallySatisfied,
         Measure::Unsatisfied,
         Measure::TurnedOverdue,
+        Measure::ReplyDue,
+        Measure::Replied,
+        Measure::RepliedOnTime,
+        Measure::CallbackDue,
+        Measure::CalledBack,
     ];
 
     /// The column of `ledger_daily`.
@@ -153,6 +184,11 @@ impl Measure {
             Measure::TurnedOverdue => "turned_overdue",
             Measure::BasicallySatisfied => "basically_satisfied",
             Measure::Unsatisfied => "unsatisfied",
+            Measure::ReplyDue => "reply_due",
+            Measure::Replied => "replied",
+            Measure::RepliedOnTime => "replied_on_time",
+            Measure::CallbackDue => "callback_due",
+            Measure::CalledBack => "called_back",
         }
     }
 }
@@ -193,6 +229,10 @@ impl CaseRow {
         if let Some(unit) = unit {
             orgs.push((OrgKind::Unit, unit.to_string()));
         }
+        if let Some(kind) = self.request_kind {
+            orgs.push((OrgKind::Kind, kind.as_str().to_owned()));
+        }
+        orgs.push((OrgKind::Channel, self.channel.as_str().to_owned()));
         orgs
     }
 
@@ -217,7 +257,12 @@ impl CaseRow {
 }
 
 fn count(row: &CaseRow, at: Timestamp, measure: Measure, amount: i64, changes: &mut Vec<LedgerChange>) {
-    let (day, township) = (day_of(at), row.case.grid.township().to_string());
+    count_on(row, day_of(at), measure, amount, changes)
+}
+
+/// [`count`] on a given day (a deadline's).
+fn count_on(row: &CaseRow, day: Date, measure: Measure, amount: i64, changes: &mut Vec<LedgerChange>) {
+    let township = row.case.grid.township().to_string();
     for (kind, org) in row.orgs(row.case.unit.as_ref()) {
         changes.push((LedgerKey { kind, org, township: township.clone(), day }, measure, amount));
     }
@@ -234,6 +279,8 @@ pub fn apply(
     let at = stored.occurred_at;
     let mut changes = Vec::new();
     let before_due = row.as_ref().and_then(CaseRow::due_at);
+    let before_deadlines = row.as_ref().map(|r| r.case.deadlines.clone()).unwrap_or_default();
+    let first_reply = row.as_ref().is_some_and(|r| r.replied_at.is_none());
     // A return counts for the unit that returned it, which the row no longer names.
     let returning = if matches!(event, Event::Returned { .. }) { row.clone() } else { None };
     let mut row = match (row, event) {
@@ -313,8 +360,30 @@ pub fn apply(
             }
         }
         Event::Reopened { .. } => row.closed_at = None,
-        Event::Replied { .. } => {
-            row.replied_at.get_or_insert(at);
+        Event::Replied { .. } if first_reply => {
+            row.replied_at = Some(at);
+            count(&row, at, Measure::Replied, 1, &mut changes);
+            if let Some(due) = before_deadlines.get(&Clock::Reply).filter(|due| at <= **due) {
+                count_on(&row, day_of(*due), Measure::RepliedOnTime, 1, &mut changes);
+            }
+        }
+        Event::DeadlineSet { clock: Clock::Reply, due, .. } if !before_deadlines.contains_key(&Clock::Reply) => {
+            count_on(&row, day_of(*due), Measure::ReplyDue, 1, &mut changes);
+        }
+        Event::DeadlineSet { clock: Clock::Callback, due, .. } if !before_deadlines.contains_key(&Clock::Callback) => {
+            count_on(&row, day_of(*due), Measure::CallbackDue, 1, &mut changes);
+        }
+        Event::CallbackRecorded { reached: true, satisfaction, .. } => {
+            count(&row, at, Measure::CalledBack, 1, &mut changes);
+            let measure = match satisfaction {
+                Some(Feedback::Satisfied) => Some(Measure::Satisfied),
+                Some(Feedback::BasicallySatisfied) => Some(Measure::BasicallySatisfied),
+                Some(Feedback::Unsatisfied) => Some(Measure::Unsatisfied),
+                None => None,
+            };
+            if let Some(measure) = measure {
+                count(&row, at, measure, 1, &mut changes);
+            }
         }
         Event::ClockMarked { mark: ClockMark::Overdue, .. } => count(&row, at, Measure::TurnedOverdue, 1, &mut changes),
         Event::FeedbackRecorded { feedback, .. } => {

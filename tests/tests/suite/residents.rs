@@ -158,4 +158,26 @@ async fn a_resident_s_request_is_answered_and_called_back_on_its_clocks_and_late
     cases.reopen(centre().request(reopen)).await.unwrap();
     projection.caught_up_to(stream_end(&nats).await).await;
     assert!(!overdue(&mut query).await.contains(&(common::Clock::Callback as i32)));
+
+    // The ledgers count it per kind of request and per channel: one answer
+    // due and given late (0 % on time), one callback due and done (100 %),
+    // one evaluation, unsatisfied (0 % satisfied).
+    for (kind, org) in [("kind", "COMPLAINT"), ("channel", "PARTNER"), ("township", "990101001")] {
+        let ledger = query
+            .ledger(query_api::LedgerRequest {
+                org_kind: kind.into(),
+                org: org.into(),
+                from_day: "2026-09-01".into(),
+                to_day: "2026-11-30".into(),
+                period: query_api::Period::Total as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let row = ledger.rows.iter().find(|r| r.org == org).unwrap_or_else(|| panic!("{kind} {org}: {ledger:?}"));
+        let figures = (row.filed, row.reply_due, row.replied, row.replied_on_time, row.callback_due, row.called_back);
+        assert_eq!(figures, (1, 1, 1, 0, 1, 1), "{kind} {org}: {row:?}");
+        assert_eq!((row.reply_on_time_rate, row.callback_rate, row.satisfaction_rate), (0.0, 1.0, 0.0), "{kind} {org}");
+        assert_eq!(row.unsatisfied, 1);
+    }
 }

@@ -57,6 +57,17 @@ fn ledger_row(kind: &str, org: &str, sums: &LedgerSums, overdue_open: u64) -> ap
         unsatisfied: c(Measure::Unsatisfied) as u64,
         overdue_open,
         turned_overdue: c(Measure::TurnedOverdue) as u64,
+        reply_due: c(Measure::ReplyDue) as u64,
+        replied: c(Measure::Replied) as u64,
+        replied_on_time: c(Measure::RepliedOnTime) as u64,
+        reply_on_time_rate: rate(c(Measure::RepliedOnTime), c(Measure::ReplyDue)),
+        callback_due: c(Measure::CallbackDue) as u64,
+        called_back: c(Measure::CalledBack) as u64,
+        callback_rate: rate(c(Measure::CalledBack), c(Measure::CallbackDue)),
+        satisfaction_rate: rate(
+            c(Measure::Satisfied) + c(Measure::BasicallySatisfied),
+            c(Measure::Satisfied) + c(Measure::BasicallySatisfied) + c(Measure::Unsatisfied),
+        ),
     }
 }
 
@@ -153,6 +164,8 @@ impl QueryApi {
             OrgKind::Grid => "grid",
             OrgKind::Unit => "unit",
             OrgKind::Worker => "reported_by",
+            OrgKind::Kind => "request_kind",
+            OrgKind::Channel => "channel",
         };
         let mut builder =
             QueryBuilder::new(format!("SELECT {column}, COUNT(*) FROM cases WHERE {column} IS NOT NULL AND "));
@@ -173,7 +186,7 @@ pub(super) fn ledger_regions(request: &api::LedgerRequest) -> Vec<&str> {
 }
 
 /// The columns of a ledger export.
-pub(super) const LEDGER_HEADER: [&str; 24] = [
+pub(super) const LEDGER_HEADER: [&str; 32] = [
     "org_kind",
     "org",
     "period",
@@ -198,6 +211,14 @@ pub(super) const LEDGER_HEADER: [&str; 24] = [
     "unsatisfied",
     "overdue_open",
     "turned_overdue",
+    "reply_due",
+    "replied",
+    "replied_on_time",
+    "reply_on_time_rate",
+    "callback_due",
+    "called_back",
+    "callback_rate",
+    "satisfaction_rate",
 ];
 
 /// One ledger row as export fields (rates with four decimals).
@@ -227,5 +248,13 @@ pub(super) fn ledger_record(r: api::LedgerRow) -> Vec<String> {
         r.unsatisfied.to_string(),
         r.overdue_open.to_string(),
         r.turned_overdue.to_string(),
+        r.reply_due.to_string(),
+        r.replied.to_string(),
+        r.replied_on_time.to_string(),
+        f64_text(r.reply_on_time_rate),
+        r.callback_due.to_string(),
+        r.called_back.to_string(),
+        f64_text(r.callback_rate),
+        f64_text(r.satisfaction_rate),
     ]
 }
