@@ -66,6 +66,50 @@ pub enum Feedback {
     Unsatisfied,
 }
 
+impl Feedback {
+    fn proto(self) -> common::Feedback {
+        match self {
+            Feedback::Satisfied => common::Feedback::Satisfied,
+            Feedback::BasicallySatisfied => common::Feedback::BasicallySatisfied,
+            Feedback::Unsatisfied => common::Feedback::Unsatisfied,
+        }
+    }
+}
+
+/// What a resident asks for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RequestKind {
+    Consultation,
+    Help,
+    Complaint,
+    Report,
+    Suggestion,
+    Praise,
+}
+
+impl RequestKind {
+    fn proto(self) -> common::RequestKind {
+        match self {
+            RequestKind::Consultation => common::RequestKind::Consultation,
+            RequestKind::Help => common::RequestKind::Help,
+            RequestKind::Complaint => common::RequestKind::Complaint,
+            RequestKind::Report => common::RequestKind::Report,
+            RequestKind::Suggestion => common::RequestKind::Suggestion,
+            RequestKind::Praise => common::RequestKind::Praise,
+        }
+    }
+}
+
+/// How a resident was answered.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReplyMethod {
+    Phone,
+    Sms,
+    InPerson,
+    /// Through the partner system the request came from (an Open311 update).
+    Partner,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Level {
     Normal,
@@ -105,6 +149,10 @@ pub enum Command {
         /// The case id; reuse it to retry a filing safely. Default: a new UUID v7.
         #[arg(long)]
         case_id: Option<String>,
+        /// A resident's request of this kind (诉求类型): it is then answered
+        /// and called back on their clocks.
+        #[arg(long, value_enum)]
+        request_kind: Option<RequestKind>,
     },
     /// 立案: accept a reported case.
     Register {
@@ -241,6 +289,32 @@ pub enum Command {
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// 答复: record the answer given to the resident of a resident's request.
+    Reply {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum)]
+        method: ReplyMethod,
+        /// What the resident was told.
+        #[arg(long)]
+        text: String,
+    },
+    /// 回访: record a callback after closure (reached or not; when reached,
+    /// the resident's satisfaction, and why when unsatisfied).
+    Callback {
+        #[command(flatten)]
+        target: Target,
+        /// The resident was not reached this time.
+        #[arg(long)]
+        not_reached: bool,
+        /// Attempts so far, this one included.
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
+        #[arg(long, value_enum, required_unless_present = "not_reached")]
+        satisfaction: Option<Feedback>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Reopen a closed case after unsatisfied feedback.
     Reopen {
         #[command(flatten)]
@@ -356,6 +430,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             contact_phone,
             photos,
             case_id,
+            request_kind,
         } => {
             let attachments = upload(c, &photos).await?;
             let case_id = case_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -375,6 +450,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
                 severity_hint: severity.map(|t| t.proto() as i32),
                 resident_contact,
                 attachments,
+                request_kind: request_kind.map_or(common::RequestKind::Unspecified, RequestKind::proto) as i32,
                 ..Default::default()
             };
             let receipt = c.intake().await?.file_case(c.request(request)?).await.map_err(output::refusal)?.into_inner();
@@ -458,13 +534,29 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             cases.verify(c.request(api::VerifyRequest { context: target.context(), passed: pass, reason })?).await
         }
         Command::Feedback { target, feedback, comment } => {
-            let feedback = match feedback {
-                Feedback::Satisfied => common::Feedback::Satisfied,
-                Feedback::BasicallySatisfied => common::Feedback::BasicallySatisfied,
-                Feedback::Unsatisfied => common::Feedback::Unsatisfied,
-            };
+            let feedback = feedback.proto();
             let message = api::RecordFeedbackRequest { context: target.context(), feedback: feedback as i32, comment };
             cases.record_feedback(c.request(message)?).await
+        }
+        Command::Reply { target, method, text } => {
+            let method = match method {
+                ReplyMethod::Phone => common::ReplyMethod::Phone,
+                ReplyMethod::Sms => common::ReplyMethod::Sms,
+                ReplyMethod::InPerson => common::ReplyMethod::InPerson,
+                ReplyMethod::Partner => common::ReplyMethod::Partner,
+            };
+            let message = api::ReplyRequest { context: target.context(), method: method as i32, text };
+            cases.reply(c.request(message)?).await
+        }
+        Command::Callback { target, not_reached, attempts, satisfaction, reason } => {
+            let message = api::RecordCallbackRequest {
+                context: target.context(),
+                reached: !not_reached,
+                attempts,
+                satisfaction: satisfaction.map_or(common::Feedback::Unspecified, Feedback::proto) as i32,
+                reason,
+            };
+            cases.record_callback(c.request(message)?).await
         }
         Command::Reopen { target, reason } => {
             cases.reopen(c.request(api::ReopenRequest { context: target.context(), reason })?).await

@@ -342,3 +342,59 @@ async fn gridctl_token_mints_only_from_a_server_with_a_development_secret() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_answers_and_calls_back_a_resident_s_request_with_gridctl() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let addr = intake.endpoint();
+    let run = move |who: Identity, args: Vec<&'static str>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || Gridctl { addr }.json(&who, &args))
+    };
+    let filed = run(
+        worker("990101001001001"),
+        vec![
+            "file",
+            "--grid",
+            "990101001001001",
+            "--category",
+            "0204",
+            "--description",
+            "居民来电：楼顶漏水",
+            "--latitude",
+            "30.27",
+            "--longitude",
+            "120.15",
+            "--request-kind",
+            "complaint",
+        ],
+    )
+    .await
+    .unwrap();
+    let case: &'static str = Box::leak(filed["case_id"].as_str().unwrap().to_owned().into_boxed_str());
+    let (cc, unit) = (centre("990101001"), unit());
+    let steps: Vec<(&Identity, Vec<&'static str>, &str)> = vec![
+        (&cc, vec!["reply", case, "--method", "phone", "--text", "已受理，三日内上门"], "replied"),
+        (&cc, vec!["register", case, "--tier", "normal"], "registered"),
+        (&cc, vec!["dispatch", case, "--unit", "unit.property.990101001"], "dispatched"),
+        (&unit, vec!["acknowledge", case], "acknowledged"),
+        (&unit, vec!["resolve", case, "--summary", "已做防水"], "resolved"),
+        (&cc, vec!["verify", case, "--pass"], "verification_passed"),
+        (&cc, vec!["callback", case, "--not-reached"], "callback_recorded"),
+        (&cc, vec!["callback", case, "--attempts", "2", "--satisfaction", "basically-satisfied"], "callback_recorded"),
+    ];
+    for (who, args, event) in steps {
+        let result = run(who.clone(), args.clone()).await.unwrap();
+        assert_eq!(result["event_type"], event, "{args:?}: {result}");
+    }
+    // Reached once: a second callback is refused by the rule, named.
+    let addr = intake.endpoint();
+    let refused = tokio::task::spawn_blocking(move || {
+        Gridctl { addr }.run(&centre("990101001"), &["callback", case, "--satisfaction", "satisfied"])
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("CALLBACK_ALREADY_DONE"), "{refused:?}");
+}
