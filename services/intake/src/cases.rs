@@ -517,6 +517,9 @@ impl CaseService for CaseApi {
             reopenings: case.reopenings,
             resident_contact,
             offered_units: self.policy.units_for(&case.category, &case.grid).iter().map(|u| u.to_string()).collect(),
+            request_kind: gridcase_proto::convert::request_kind_to_proto(case.request_kind) as i32,
+            replied: case.replied,
+            called_back: case.called_back,
         }))
     }
 

@@ -66,6 +66,28 @@ impl Lang {
         })
     }
 
+    pub fn request_kind(self, kind: i32) -> &'static str {
+        use common::RequestKind as K;
+        self.pick(match K::try_from(kind).unwrap_or(K::Unspecified) {
+            K::Consultation => ("咨询", "Consultation"),
+            K::Help => ("求助", "Help"),
+            K::Complaint => ("投诉", "Complaint"),
+            K::Report => ("举报", "Report"),
+            K::Suggestion => ("建议", "Suggestion"),
+            K::Praise => ("表扬", "Praise"),
+            K::Unspecified => ("—", "—"),
+        })
+    }
+
+    pub fn channel(self, channel: i32) -> &'static str {
+        use common::Channel as C;
+        self.pick(match C::try_from(channel).unwrap_or(C::Unspecified) {
+            C::GridWorker => ("网格员上报", "Grid worker"),
+            C::Partner => ("合作平台（12345/Open311）", "Partner system (12345/Open311)"),
+            C::Unspecified => ("网格员上报", "Grid worker"),
+        })
+    }
+
     pub fn tier(self, tier: i32) -> &'static str {
         use common::Tier as T;
         self.pick(match T::try_from(tier).unwrap_or(T::Unspecified) {
@@ -290,6 +312,24 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("supervise", "督办", "Supervise"),
     ("set_urgent", "加急", "Mark urgent"),
     ("erase", "删除居民信息", "Erase resident data"),
+    ("reply", "答复居民", "Answer the resident"),
+    ("callback", "回访", "Call back"),
+    ("method", "答复方式", "How"),
+    ("REPLY_METHOD_PHONE", "电话", "Phone"),
+    ("REPLY_METHOD_SMS", "短信", "SMS"),
+    ("REPLY_METHOD_IN_PERSON", "当面", "In person"),
+    ("REPLY_METHOD_PARTNER", "经合作平台", "Through the partner system"),
+    ("outcome", "回访结果", "Outcome"),
+    ("reply_on_time_rate", "按时答复率", "Answered on time"),
+    ("callback_rate", "回访率", "Called back"),
+    ("satisfaction_rate", "满意率", "Satisfied"),
+    ("kind", "诉求类型", "Kind of request"),
+    ("NOT_REACHED", "未联系上", "Not reached"),
+    ("FEEDBACK_SATISFIED", "满意", "Satisfied"),
+    ("FEEDBACK_BASICALLY_SATISFIED", "基本满意", "Basically satisfied"),
+    ("FEEDBACK_UNSATISFIED", "不满意", "Unsatisfied"),
+    ("request_kind", "诉求类型", "Kind of request"),
+    ("channel", "受理渠道", "Channel"),
     ("working_days", "工作日", "working days"),
     ("level", "督办级别", "Level"),
     ("done", "已完成：", "Done: "),

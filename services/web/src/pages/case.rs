@@ -42,6 +42,10 @@ enum Input {
     Unit,
     Days,
     Level,
+    /// How the resident was answered.
+    Method,
+    /// Whether a callback reached the resident, and how satisfied they are.
+    Satisfaction,
 }
 
 const ACTIONS: &[Action] = &[
@@ -64,6 +68,12 @@ const ACTIONS: &[Action] = &[
     Action { name: "set_urgent", operation: Operation::SetUrgent, fields: &[Input::Reason] },
     Action { name: "cancel", operation: Operation::Cancel, fields: &[Input::Reason] },
     Action { name: "erase", operation: Operation::EraseResidentData, fields: &[Input::Reason] },
+    Action { name: "reply", operation: Operation::Reply, fields: &[Input::Method, Input::Reason] },
+    Action {
+        name: "callback",
+        operation: Operation::RecordCallback,
+        fields: &[Input::Satisfaction, Input::OptionalNote],
+    },
 ];
 
 /// Whether a button fits the case as it stands (which states a command
@@ -85,6 +95,11 @@ fn fits(action: &str, view: &cases_api::CaseView) -> bool {
         "supervise" => open && view.supervision != common::Supervision::RedCard as i32,
         "set_urgent" => open && !view.urgent,
         "cancel" => open,
+        // A resident's request is answered in any state; called back once closed.
+        "reply" => view.request_kind != common::RequestKind::Unspecified as i32,
+        "callback" => {
+            state == S::Closed && view.request_kind != common::RequestKind::Unspecified as i32 && !view.called_back
+        }
         "erase" => {
             view.resident_contact.as_ref().is_some_and(|c| !c.erased && (!c.name.is_empty() || !c.phone.is_empty()))
         }
@@ -176,6 +191,12 @@ fn summary(lang: Lang, view: &cases_api::CaseView, record: Option<&query_api::Ca
             dt { (lang.t("tier")) } dd { (lang.tier(view.tier)) @if view.urgent { " " span.badge.red { (lang.t("urgent")) } } }
             dt { (lang.t("grid")) } dd { code { (view.grid_code) } }
             dt { (lang.t("category")) } dd { (view.category_code) }
+            @if let Some(record) = record.filter(|r| r.request_kind != 0) {
+                dt { (lang.t("request_kind")) } dd.request-kind { (lang.request_kind(record.request_kind)) }
+            }
+            @if let Some(record) = record {
+                dt { (lang.t("channel")) } dd.channel { (lang.channel(record.channel)) }
+            }
             dt { (lang.t("unit")) } dd.unit { (view.unit) }
             dt { (lang.t("supervision")) } dd { (lang.supervision(view.supervision)) }
             @if let Some(record) = record {
@@ -292,6 +313,20 @@ fn input(lang: Lang, field: Input, failed: Option<&Failed<'_>>) -> Markup {
         Input::Unit => ("unit", "unit"),
         Input::Days => ("days", "days"),
         Input::Level => return supervision_select(lang),
+        Input::Method => {
+            return choice(
+                lang,
+                "method",
+                &["REPLY_METHOD_PHONE", "REPLY_METHOD_SMS", "REPLY_METHOD_IN_PERSON", "REPLY_METHOD_PARTNER"],
+            );
+        }
+        Input::Satisfaction => {
+            return choice(
+                lang,
+                "outcome",
+                &["NOT_REACHED", "FEEDBACK_SATISFIED", "FEEDBACK_BASICALLY_SATISFIED", "FEEDBACK_UNSATISFIED"],
+            );
+        }
     };
     let typed = failed.map_or("", |f| f.typed.get(name));
     let problem = failed
@@ -306,6 +341,17 @@ fn input(lang: Lang, field: Input, failed: Option<&Failed<'_>>) -> Markup {
                 _ => { input name=(name) value=(typed) required maxlength="500"; }
             }
             @if let Some((_, problem)) = problem { span.field-error { (problem) } }
+        }
+    }
+}
+
+/// A choice among values, each in words (`lang.t(value)`).
+fn choice(lang: Lang, name: &'static str, values: &[&'static str]) -> Markup {
+    html! {
+        label { (lang.t(name))
+            select name=(name) {
+                @for value in values { option value=(value) { (lang.t(value)) } }
+            }
         }
     }
 }
@@ -459,6 +505,21 @@ fn command(fields: &Fields, case_id: &str) -> Result<(&'static str, Command), St
             "set_urgent" => C::SetUrgent(cases_api::SetUrgentRequest { context, urgent: true, reason }),
             "cancel" => C::Cancel(cases_api::CancelRequest { context, reason }),
             "erase" => C::Erase(cases_api::EraseResidentDataRequest { context, reason }),
+            "reply" => C::Reply(cases_api::ReplyRequest {
+                context,
+                method: common::ReplyMethod::from_str_name(fields.get("method")).map_or(0, |m| m as i32),
+                text: reason,
+            }),
+            "callback" => {
+                let satisfaction = common::Feedback::from_str_name(fields.get("outcome"));
+                C::Callback(cases_api::RecordCallbackRequest {
+                    context,
+                    reached: satisfaction.is_some(),
+                    attempts: 0,
+                    satisfaction: satisfaction.map_or(0, |s| s as i32),
+                    reason: fields.get("note").to_owned(),
+                })
+            }
             _ => return Err("no such action".into()),
         },
     ))
@@ -481,6 +542,8 @@ enum Command {
     SetUrgent(cases_api::SetUrgentRequest),
     Cancel(cases_api::CancelRequest),
     Erase(cases_api::EraseResidentDataRequest),
+    Reply(cases_api::ReplyRequest),
+    Callback(cases_api::RecordCallbackRequest),
 }
 
 async fn send(state: &AppState, token: &str, command: Command) -> Result<cases_api::CommandResult, tonic::Status> {
@@ -502,6 +565,8 @@ async fn send(state: &AppState, token: &str, command: Command) -> Result<cases_a
         Command::SetUrgent(r) => c.set_urgent(as_user(token, r)).await,
         Command::Cancel(r) => c.cancel(as_user(token, r)).await,
         Command::Erase(r) => c.erase_resident_data(as_user(token, r)).await,
+        Command::Reply(r) => c.reply(as_user(token, r)).await,
+        Command::Callback(r) => c.record_callback(as_user(token, r)).await,
     };
     result.map(|r| r.into_inner())
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::session::Session;
 use crate::upstream::{Refusal, as_user};
 
-const KINDS: [&str; 5] = ["township", "village", "grid", "unit", "worker"];
+const KINDS: [&str; 7] = ["township", "village", "grid", "unit", "worker", "kind", "channel"];
 
 #[derive(Deserialize, Default)]
 pub struct LedgerQuery {
@@ -26,6 +26,11 @@ pub struct LedgerQuery {
     from: String,
     #[serde(default)]
     to: String,
+}
+
+/// A rate as a percentage, with what it is of; "—" when there was nothing to measure.
+fn rate(numerator: u64, denominator: u64, rate: f64) -> String {
+    if denominator == 0 { "—".to_owned() } else { format!("{:.1}% ({numerator}/{denominator})", rate * 100.0) }
 }
 
 pub async fn show(State(state): State<AppState>, session: Session, Query(query): Query<LedgerQuery>) -> Response {
@@ -80,6 +85,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                             th { (lang.t("filed")) } th { (lang.t("registered")) } th { (lang.t("closed")) }
                             th { (lang.t("closed_on_time")) } th { (lang.t("closure_rate")) } th { (lang.t("on_time_closure_rate")) }
                             th { (lang.t("satisfaction")) } th { (lang.t("turned_overdue")) } th { (lang.t("overdue_open")) }
+                            th { (lang.t("reply_on_time_rate")) } th { (lang.t("callback_rate")) } th { (lang.t("satisfaction_rate")) }
                         } }
                         tbody {
                             @for row in &rows.get_ref().rows {
@@ -92,6 +98,11 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                                     td.num { (row.satisfied + row.basically_satisfied) }
                                     td.num.turned-overdue { (row.turned_overdue) }
                                     td.num { (row.overdue_open) }
+                                    td.num.reply-rate { (rate(row.replied_on_time, row.reply_due, row.reply_on_time_rate)) }
+                                    td.num.callback-rate { (rate(row.called_back, row.callback_due, row.callback_rate)) }
+                                    td.num.satisfaction-rate {
+                                        (rate(row.satisfied + row.basically_satisfied, row.satisfied + row.basically_satisfied + row.unsatisfied, row.satisfaction_rate))
+                                    }
                                 }
                             }
                         }
