@@ -569,3 +569,64 @@ async fn an_operator_signs_in_at_the_identity_provider_with_pkce_and_a_forged_wa
     browser.close().await;
     drop(provider);
 }
+
+/// A resident's request in the console: its kind and channel on the case
+/// page, the answer given through the partner system from there, the
+/// callback recorded after closure, and the ledger's rates by kind.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_answers_a_resident_and_records_the_callback_in_the_console() {
+    let console = Console::start().await;
+    let browser = Browser::start().await;
+    // The partner files a complaint with its key.
+    let case_id = CaseId::new_v7();
+    let mut request = filing_at(case_id, "0201", console.clock.now());
+    request.request_kind = gridcase_proto::common::v1::RequestKind::Complaint as i32;
+    let mut filing = tonic::Request::new(request);
+    gridcase_tests::identity::Bearer::new(&gridcase_tests::identity::fixmystreet().key).attach(&mut filing);
+    intake_client(console.intake.endpoint()).await.file_case(filing).await.expect("filed");
+    console.register(case_id).await;
+
+    browser.sign_in(console.web(), "operator-1", "command_centre", "cc-990101001", "990101001").await;
+    browser.goto(&console.web().url(&format!("/cases/{case_id}"))).await;
+    wait_for(&browser, "the case", Duration::from_secs(5), "article.case[data-state=CASE_STATE_REGISTERED]").await;
+    wait_for(&browser, "its kind", Duration::from_secs(5), "dd.request-kind").await;
+    assert_eq!(browser.text("dd.request-kind").await, "投诉");
+    assert!(browser.text("dd.channel").await.contains("合作平台"), "{}", browser.text("dd.channel").await);
+    assert!(!browser.has("form[data-action=callback]").await, "no callback before closure");
+
+    // Answer through the partner system.
+    browser.select("form[data-action=reply] select[name=method]", "REPLY_METHOD_PARTNER").await;
+    browser.fill("form[data-action=reply] input[name=reason]", "您反映的路灯已报修，三日内修复").await;
+    browser.click("form[data-action=reply] button").await;
+    wait_for(&browser, "the answer recorded", Duration::from_secs(5), "div.notice.ok").await;
+    assert!(browser.text("div.notice.ok").await.contains("答复"));
+    browser.screenshot("resident-replied").await;
+
+    // Dispatched, worked, verified: the callback form is offered.
+    console.command_centre_dispatches(&centre(), case_id, UNIT).await;
+    let unit = Identity::new("staff-1", "handling_unit", UNIT, UNIT);
+    let mut cases = lifecycle::client(console.intake.endpoint()).await;
+    let context = || lifecycle::context(case_id);
+    cases.acknowledge(unit.request(cases_api::AcknowledgeRequest { context: context() })).await.unwrap();
+    let resolve = cases_api::ResolveRequest { context: context(), summary: "已修复".into(), evidence: vec![] };
+    cases.resolve(unit.request(resolve)).await.unwrap();
+    let verify = cases_api::VerifyRequest { context: context(), passed: true, reason: String::new() };
+    cases.verify(centre().request(verify)).await.unwrap();
+    browser.goto(&console.web().url(&format!("/cases/{case_id}"))).await;
+    wait_for(&browser, "the closed case", Duration::from_secs(5), "article.case[data-state=CASE_STATE_CLOSED]").await;
+    browser.select("form[data-action=callback] select[name=outcome]", "FEEDBACK_BASICALLY_SATISFIED").await;
+    browser.click("form[data-action=callback] button").await;
+    wait_for(&browser, "the callback recorded", Duration::from_secs(5), "div.notice.ok").await;
+    assert!(browser.text("div.notice.ok").await.contains("回访"));
+    assert!(!browser.has("form[data-action=callback]").await, "reached: no second callback offered");
+
+    // The ledger by kind of request: one callback due and done, satisfied.
+    console.projection.as_ref().unwrap().caught_up_to(gridcase_tests::stream_end(&console.backends.nats).await).await;
+    browser.goto(&console.web().url("/ledger?kind=kind&period=total&from=2026-12-01&to=2026-12-31")).await;
+    wait_for(&browser, "the ledger", Duration::from_secs(5), "table.ledger-rows tbody tr").await;
+    let row = browser.text("table.ledger-rows tbody tr").await;
+    assert!(row.contains("投诉"), "{row}");
+    assert!(browser.text("td.satisfaction-rate").await.starts_with("100.0%"), "{row}");
+    browser.screenshot("ledger-by-kind").await;
+    browser.close().await;
+}

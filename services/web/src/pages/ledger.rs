@@ -28,6 +28,22 @@ pub struct LedgerQuery {
     to: String,
 }
 
+/// An organisation as people read it: a kind of request or a channel in
+/// words, any other by its code.
+fn org_label(lang: crate::i18n::Lang, kind: &str, org: &str) -> maud::Markup {
+    let words = match kind {
+        "kind" => gridcase_domain::RequestKind::parse(org)
+            .map(|k| lang.request_kind(gridcase_proto::convert::request_kind_to_proto(Some(k)) as i32)),
+        "channel" => gridcase_domain::Channel::parse(org)
+            .map(|c| lang.channel(gridcase_proto::convert::channel_to_proto(c) as i32)),
+        _ => None,
+    };
+    match words {
+        Some(words) => maud::html! { span title=(org) { (words) } },
+        None => maud::html! { code { (org) } },
+    }
+}
+
 /// A rate as a percentage, with what it is of; "—" when there was nothing to measure.
 fn rate(numerator: u64, denominator: u64, rate: f64) -> String {
     if denominator == 0 { "—".to_owned() } else { format!("{:.1}% ({numerator}/{denominator})", rate * 100.0) }
@@ -90,7 +106,7 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                         tbody {
                             @for row in &rows.get_ref().rows {
                                 tr {
-                                    td { code { (row.org) } } td { (row.period) }
+                                    td { (org_label(lang, &kind, &row.org)) } td { (row.period) }
                                     td.num { (row.filed) } td.num { (row.registered) } td.num { (row.closed) }
                                     td.num { (row.closed_on_time) }
                                     td.num { (format!("{:.1}%", row.closure_rate * 100.0)) }
