@@ -322,3 +322,96 @@ async fn the_console_exports_requests_by_route_live_connections_and_events_relay
     scrape_until(web_metrics, "the closed connection", |page| page.get("gridcase_web_live_connections") == Some(&0.0))
         .await;
 }
+
+/// The Open311 gateway's metrics and logs, on the binary as shipped: a
+/// filing with a resident's name, phone and e-mail is counted by route and
+/// status, and neither its page nor its log holds any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open311_gateway_counts_requests_and_its_metrics_and_logs_hold_no_resident_details() {
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let (intake_addr, query_addr) = (free_addr(), free_addr());
+    let (gateway_addr, gateway_metrics) = (free_addr(), free_addr());
+    let keys = ("GRIDCASE_AUTH_API_KEYS_FILE", identity::api_key_file().to_string_lossy().into_owned());
+    let _intake = spawn(
+        "gridcase-intake",
+        &[
+            ("GRIDCASE_NATS_URL", nats.url()),
+            ("GRIDCASE_INTAKE_ADDR", intake_addr.to_string()),
+            ("GRIDCASE_INTAKE_NO_METRICS", "1".into()),
+            keys.clone(),
+        ],
+    );
+    let _projection = spawn(
+        "gridcase-projection",
+        &[
+            ("GRIDCASE_NATS_URL", nats.url()),
+            ("GRIDCASE_DATABASE_URL", db.url.clone()),
+            ("GRIDCASE_QUERY_ADDR", query_addr.to_string()),
+            ("GRIDCASE_PROJECTION_NO_METRICS", "1".into()),
+            keys,
+        ],
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let root = workspace_root();
+    let _gateway = Process(
+        Command::new(service_binaries().join("gridcase-open311"))
+            .env("GRIDCASE_OPEN311_ADDR", gateway_addr.to_string())
+            .env("GRIDCASE_OPEN311_METRICS_ADDR", gateway_metrics.to_string())
+            .env("GRIDCASE_OPEN311_INTAKE_URL", format!("http://{intake_addr}"))
+            .env("GRIDCASE_OPEN311_QUERY_URL", format!("http://{query_addr}"))
+            .env("GRIDCASE_REFERENCE_DIR", root.join("deploy/reference"))
+            .env("RUST_LOG", "debug")
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("starting gridcase-open311"),
+    );
+    let first = scrape_until(gateway_metrics, "the gateway's metrics", |_| true).await;
+    assert_eq!(first.get("gridcase_open311_filed_total{replayed=\"false\"}"), Some(&0.0), "{first:?}");
+    assert_eq!(first.get("gridcase_open311_media_urls_ignored_total"), Some(&0.0), "{first:?}");
+
+    let (name, phone, email) = ("王秀英", "13812345678", "wang.xiuying@example.org");
+    let key = identity::fixmystreet().key;
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("api_key", key.as_str()),
+            ("service_code", "0201"),
+            ("lat", "30.2741"),
+            ("long", "120.1551"),
+            ("description", "路灯不亮"),
+            ("first_name", "王"),
+            ("last_name", "秀英"),
+            ("phone", phone),
+            ("email", email),
+            ("media_url", "http://169.254.169.254/latest/meta-data"),
+        ])
+        .finish();
+    let http = reqwest::Client::new();
+    let post = |body: String| http.post(format!("http://{gateway_addr}/requests.xml")).body(body).send();
+    gridcase_tests::eventually("the gateway to file", || {
+        let form = form.clone();
+        let post = &post;
+        async move { post(form).await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    let refused = post(format!("api_key={key}&service_code=0201&phone=12345&email={email}")).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let page = scrape_until(gateway_metrics, "the filing counted", |page| {
+        page.get("gridcase_open311_filed_total{replayed=\"false\"}") == Some(&1.0)
+            && page.get("gridcase_open311_refused_total{code=\"400\"}") == Some(&1.0)
+            && page.get("gridcase_open311_media_urls_ignored_total") == Some(&1.0)
+    })
+    .await;
+    assert!(
+        page.keys().any(|k| k.starts_with("gridcase_open311_requests_total{method=\"POST\",route=\"/{file}\"")),
+        "{page:?}"
+    );
+    let text = format!("{page:?}");
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(!logged.is_empty(), "the gateway logged (at debug)");
+    for (what, detail) in [("name", name), ("phone", phone), ("e-mail", email), ("key", key.as_str())] {
+        assert!(!text.contains(detail), "the resident's {what} on the metrics page");
+        assert!(!logged.contains(detail), "the {what} in the gateway's log");
+    }
+}
