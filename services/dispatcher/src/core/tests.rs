@@ -172,11 +172,21 @@ fn a_resident_s_request_is_answered_and_called_back_on_clocks_of_the_working_cal
         (RequestKind::Report, "2026-10-23 10:00"),
         (RequestKind::Suggestion, "2026-10-23 10:00"),
     ];
-    for (kind, due) in expected {
+    // Across the Spring Festival: filed Friday 02-13 17:00 (1 h left that
+    // day; Saturday 02-14 worked; 02-15..02-23 off; Saturday 02-28 worked).
+    let festival = bj("2026-02-13 17:00");
+    let across_the_festival = [
+        // 1 + 8 (02-14) + 8 (02-24) = 17 h, then 7 h on 02-25: 17:00.
+        (RequestKind::Consultation, "2026-02-25 17:00"),
+        // ... 97 h by the end of Monday 03-09, then 7 h on 03-10: 17:00.
+        (RequestKind::Complaint, "2026-03-10 17:00"),
+    ];
+    let cases = expected.iter().map(|(kind, due)| (filed, *kind, *due));
+    for (filed, kind, due) in cases.chain(across_the_festival.iter().map(|(kind, due)| (festival, *kind, *due))) {
         let mut s = Scenario::new(&world);
         s.file_request("0101", STREET_GRID, None, Some(kind), filed);
         assert_eq!(s.settle(filed), ["register", "dispatch", "set a deadline of"], "{kind:?}");
-        assert_eq!(s.due(Clock::Reply), Some(bj(due)), "{kind:?}");
+        assert_eq!(s.due(Clock::Reply), Some(bj(due)), "{kind:?} filed {filed}");
         assert!(s.tracked().case.terms[&Clock::Reply].working);
     }
     // A worker's own report has no reply clock.
