@@ -311,7 +311,7 @@ pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) ->
                 .bind(start.as_microsecond())
                 .bind(end.as_microsecond())
                 .bind(crate::city_year::simulation::PARTNER)
-                .bind(gridcase_projection::query::updates::RESIDENT_EVENTS.map(str::to_owned).to_vec())
+                .bind(gridcase_projection::query::updates::resident_events())
                 .fetch_all(&pool)
                 .await?;
                 Ok(started.elapsed())

@@ -503,40 +503,73 @@ fn located(item: Item, location: Option<&gridcase_proto::common::v1::Location>) 
     }
 }
 
+/// What a request shows, from either read of the read models.
+struct Shown<'a> {
+    case_id: &'a str,
+    state: i32,
+    category_code: &'a str,
+    description: &'a str,
+    unit: &'a str,
+    filed_at: Option<&'a prost_types::Timestamp>,
+    updated_at: Option<&'a prost_types::Timestamp>,
+    expected_at: Option<&'a prost_types::Timestamp>,
+    location: Option<&'a gridcase_proto::common::v1::Location>,
+}
+
+fn shown_item(state: &AppState, shown: Shown<'_>) -> Item {
+    let case_state = case_state(shown.state);
+    let item = Item::default()
+        .text("service_request_id", shown.case_id)
+        .text("status", status::request_status(case_state))
+        .text("status_notes", status::state_note(case_state))
+        .text("service_name", service_name(state, shown.category_code))
+        .text("service_code", shown.category_code)
+        .text("description", shown.description)
+        .text("agency_responsible", shown.unit)
+        .text("requested_datetime", time_text(shown.filed_at))
+        .text("updated_datetime", time_text(shown.updated_at))
+        .text("expected_datetime", time_text(shown.expected_at));
+    located(item, shown.location)
+}
+
 fn record_item(state: &AppState, case: &query::CaseRecord) -> Item {
-    let case_state = case_state(case.state);
     let expected = case
         .deadlines
         .iter()
         .find(|d| d.clock == gridcase_proto::common::v1::Clock::Resolve as i32 && d.running)
         .and_then(|d| d.due.as_ref());
-    let item = Item::default()
-        .text("service_request_id", case.case_id.clone())
-        .text("status", status::request_status(case_state))
-        .text("status_notes", status::state_note(case_state))
-        .text("service_name", service_name(state, &case.category_code))
-        .text("service_code", case.category_code.clone())
-        .text("description", case.description.clone())
-        .text("agency_responsible", case.unit.clone())
-        .text("requested_datetime", time_text(case.filed_at.as_ref()))
-        .text("updated_datetime", time_text(case.updated_at.as_ref()))
-        .text("expected_datetime", time_text(expected));
-    located(item, case.location.as_ref())
+    shown_item(
+        state,
+        Shown {
+            case_id: &case.case_id,
+            state: case.state,
+            category_code: &case.category_code,
+            description: &case.description,
+            unit: &case.unit,
+            filed_at: case.filed_at.as_ref(),
+            updated_at: case.updated_at.as_ref(),
+            expected_at: expected,
+            location: case.location.as_ref(),
+        },
+    )
 }
 
 fn summary_item(state: &AppState, case: &query::CaseSummary) -> Item {
-    let case_state = case_state(case.state);
-    let item = Item::default()
-        .text("service_request_id", case.case_id.clone())
-        .text("status", status::request_status(case_state))
-        .text("status_notes", status::state_note(case_state))
-        .text("service_name", service_name(state, &case.category_code))
-        .text("service_code", case.category_code.clone())
-        .text("description", case.description.clone())
-        .text("agency_responsible", case.unit.clone())
-        .text("requested_datetime", time_text(case.filed_at.as_ref()))
-        .text("updated_datetime", time_text(case.updated_at.as_ref()));
-    located(item, case.location.as_ref())
+    let resolving = case.next_due_clock == gridcase_proto::common::v1::Clock::Resolve as i32;
+    shown_item(
+        state,
+        Shown {
+            case_id: &case.case_id,
+            state: case.state,
+            category_code: &case.category_code,
+            description: &case.description,
+            unit: &case.unit,
+            filed_at: case.filed_at.as_ref(),
+            updated_at: case.updated_at.as_ref(),
+            expected_at: case.next_due.as_ref().filter(|_| resolving),
+            location: case.location.as_ref(),
+        },
+    )
 }
 
 /// `GET servicerequestupdates.xml`: every change of the partner's requests

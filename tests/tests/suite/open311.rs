@@ -76,18 +76,37 @@ fn assert_error(answer: &Answer, status: u16, naming: &[&str]) {
     }
 }
 
+/// Intake, a dispatcher and the query service on real NATS and
+/// PostgreSQL, the gateway in front of them.
+struct System {
+    nats: gridcase_tests::NatsServer,
+    _db: gridcase_tests::TestDatabase,
+    intake: TestIntake,
+    _dispatcher: TestDispatcher,
+    projection: TestProjection,
+    gateway: TestOpen311,
+}
+
+impl System {
+    async fn start() -> Self {
+        let Backends { nats, db, .. } = Backends::start().await;
+        let intake = TestIntake::spawn(&nats.url()).await;
+        let dispatcher =
+            TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
+        let projection =
+            TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
+        let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+        Self { nats, _db: db, intake, _dispatcher: dispatcher, projection, gateway }
+    }
+}
+
 fn centre() -> Identity {
     Identity::new("cc-01", "command_centre", "cc-990101001", "990101001")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_files_follows_and_comments_through_open311_and_every_refusal_is_a_4xx_document() {
-    let Backends { nats, db, .. } = Backends::start().await;
-    let intake = TestIntake::spawn(&nats.url()).await;
-    let _dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
-    let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
-    let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+    let System { nats, _db, intake, _dispatcher, projection, gateway } = System::start().await;
     let open311 = Gateway { http: reqwest::Client::new(), base: gateway.base() };
     let (fms, hotline) = (fixmystreet(), hotline());
 
@@ -311,12 +330,7 @@ async fn outside_client(script: &str, args: &[&str]) -> serde_json::Value {
 /// reads). The scripts only report what the clients saw; judging it is here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_outside_open311_clients_walk_the_gateway() {
-    let Backends { nats, db, .. } = Backends::start().await;
-    let intake = TestIntake::spawn(&nats.url()).await;
-    let _dispatcher = TestDispatcher::spawn_with(TestDispatcher::config(&nats.url()), Arc::new(SystemTimeSource)).await;
-    let projection =
-        TestProjection::spawn_with(TestProjection::config(&nats.url(), &db.url), Arc::new(SystemTimeSource)).await;
-    let gateway = TestOpen311::spawn(TestOpen311::config(&intake.endpoint(), &projection.endpoint())).await;
+    let System { nats: _nats, _db, intake, _dispatcher, projection: _projection, gateway } = System::start().await;
     let fms = fixmystreet();
     let reference = gridcase_reference::Reference::load(&workspace_root().join("deploy/reference")).unwrap();
     let codes: Vec<String> = reference.taxonomy.iter().map(|c| c.code.to_string()).collect();

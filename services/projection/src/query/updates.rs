@@ -15,10 +15,11 @@ use super::db_error;
 use super::sql::push_scope;
 use crate::columns::{from_micros, micros};
 
-/// The events a resident may be told of: each changes where the case
-/// stands, or when it will be done. Deadlines, warnings, supervision and
-/// people's notes are internal and left out.
-pub const RESIDENT_EVENTS: [&str; 16] = [
+/// The changes a resident may be told of: each moves where the case stands,
+/// or when it will be done. Deadlines, warnings, supervision and people's
+/// notes are internal and left out. A reply's update reads under the last
+/// of these before it.
+pub const STATE_EVENTS: [&str; 15] = [
     "filed",
     "registered",
     "voided",
@@ -34,29 +35,13 @@ pub const RESIDENT_EVENTS: [&str; 16] = [
     "verification_failed",
     "reopened",
     "cancelled",
-    // Only an answer given through the partner system (the query says so).
-    "replied",
 ];
 
-/// The events that move a case's state: a reply's update reads as the last
-/// of these before it.
-const STATE_EVENTS: [&str; 15] = [
-    "filed",
-    "registered",
-    "voided",
-    "dispatched",
-    "reassigned",
-    "acknowledged",
-    "returned",
-    "hold_approved",
-    "resumed",
-    "resolved",
-    "verification_passed",
-    "verification_failed",
-    "reopened",
-    "cancelled",
-    "extension_approved",
-];
+/// Every event a partner's feed holds: the changes, and an answer given
+/// through the partner system (the query keeps those only).
+pub fn resident_events() -> Vec<String> {
+    STATE_EVENTS.iter().chain(&["replied"]).map(|e| (*e).to_owned()).collect()
+}
 
 /// Events whose reason a resident may read.
 const REASON_READ_BY_RESIDENTS: [&str; 4] = ["voided", "cancelled", "hold_approved", "replied"];
@@ -131,7 +116,7 @@ pub fn updates_query(
          FROM case_events e JOIN cases c ON c.case_id = e.case_id WHERE e.occurred_at >= ts_from_micros(",
     );
     builder.push_bind(micros(from)).push(") AND e.occurred_at < ts_from_micros(").push_bind(micros(to)).push(")");
-    builder.push(" AND e.event_type = ANY(").push_bind(RESIDENT_EVENTS.map(str::to_owned).to_vec()).push(")");
+    builder.push(" AND e.event_type = ANY(").push_bind(resident_events()).push(")");
     builder.push(" AND (e.event_type <> 'replied' OR (e.envelope::jsonb) #>> '{payload,method}' = 'PARTNER')");
     push_scope(&mut builder, scope);
     if let Some((occurred, sequence)) = after {
