@@ -141,11 +141,19 @@ fn jurisdiction<'a>(state: &'a AppState, format: Format, params: &Params) -> Res
     })
 }
 
+/// The request's API key: required, and of the form keys have (anything
+/// else is refused here in Open311's words rather than passed on as a
+/// malformed bearer token).
 fn key_required(format: Format, params: &Params) -> Result<String, Answer> {
-    params
-        .api_key()
-        .map(str::to_owned)
-        .ok_or_else(|| refuse(format, StatusCode::FORBIDDEN, vec!["api_key: is required".into()]))
+    match params.api_key() {
+        None => Err(refuse(format, StatusCode::FORBIDDEN, vec!["api_key: is required".into()])),
+        Some(key) if !key.starts_with("gck_") => Err(refuse(
+            format,
+            StatusCode::FORBIDDEN,
+            vec!["api_key: is not an API key of this endpoint (they start gck_)".into()],
+        )),
+        Some(key) => Ok(key.to_owned()),
+    }
 }
 
 /// Anything else: a GeoReport error, in XML.
@@ -439,7 +447,9 @@ async fn by_ids(state: &AppState, format: Format, params: &Params, ids: &[String
         return Err(refuse(format, StatusCode::BAD_REQUEST, vec!["service_request_id: at most 100 ids".into()]));
     }
     let items = match params.api_key() {
-        Some(key) => {
+        Some(_) => {
+            let key = key_required(format, params)?;
+            let key = key.as_str();
             let mut items = Vec::new();
             for id in ids {
                 let request = query::GetCaseRequest { case_id: id.clone() };

@@ -162,6 +162,8 @@ async fn a_partner_files_follows_and_comments_through_open311_and_every_refusal_
         403,
         &["api_key"],
     );
+    let not_a_key = with_key(report("1001", "路边垃圾堆积"), "wrong-key-000");
+    assert_error(&open311.post("requests.xml", &not_a_key).await, 403, &["api_key: is not an API key"]);
     let unknown_county = vec![("jurisdiction_id", "990102"), ("api_key", fms_key)];
     assert_error(&open311.post("requests.xml", &unknown_county).await, 404, &["jurisdiction_id"]);
     let malformed = vec![("api_key", fms_key), ("service_code", "9999"), ("lat", "north"), ("long", "120.1")];
