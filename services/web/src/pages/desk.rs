@@ -243,7 +243,12 @@ pub async fn show(State(state): State<AppState>, session: Session, Query(query):
                                             td { (lang.state(case.state)) @if case.overdue { " " span.badge.red { (lang.t("overdue")) } } }
                                             td { (lang.tier(case.tier)) }
                                             td { code { (case.grid_code) } }
-                                            td { (case.category_code) }
+                                            td {
+                                                (case.category_code)
+                                                @if case.request_kind != 0 {
+                                                    " " span.badge.kind { (lang.request_kind(case.request_kind)) }
+                                                }
+                                            }
                                             td { (case.unit) }
                                             td { (lang.supervision(case.supervision)) }
                                             td.next-due {
