@@ -111,6 +111,7 @@ async fn post(http: &reqwest::Client, base: &str, key: &str, n: usize) -> anyhow
             ("phone", CONTACT.1),
             ("email", CONTACT.2),
             ("attribute[fixmystreet_id]", &reference),
+            ("attribute[request_kind]", "HELP"),
         ])
         .finish();
     let request =

@@ -103,7 +103,7 @@ seen["unknown_jurisdiction"] = refused(
 seen["malformed"] = refused(
     lambda: client.create_request(
         "0101", dry_run=False, confirm="SEND", api_key=api_key, lat=30.2741, lng=120.1551,
-        description="", email="not-an-address",
+        description="", email="not-an-address", attributes={"request_kind": "HELP"},
     )
 )
 print(json.dumps(seen, ensure_ascii=False))

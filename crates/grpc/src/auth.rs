@@ -141,8 +141,8 @@ pub struct Authenticator {
 }
 
 /// The partners' key file, read again when it changes (checked at most
-/// every [`ApiKeyFile::RECHECK`]); a file that no longer parses leaves the
-/// keys as they were, and says so.
+/// every [`ApiKeyFile::RECHECK`]); a file that is gone or no longer parses
+/// accepts no key (fail closed), and says so.
 pub struct ApiKeyFile {
     path: PathBuf,
     state: std::sync::Mutex<ApiKeyState>,
@@ -184,11 +184,15 @@ impl ApiKeyFile {
                         state.keys = Arc::new(keys);
                         state.modified = modified;
                     }
+                    // Fail closed: a key file deleted or saved broken
+                    // (perhaps while revoking a key) accepts no key at all
+                    // until it reads again.
                     Err(error) => {
                         tracing::error!(
                             error = format!("{error:#}"),
-                            "the partner API key file changed and cannot be used; keeping the keys read before"
+                            "the partner API key file changed and cannot be used: no API key is accepted until it reads again"
                         );
+                        state.keys = Arc::new(ApiKeys::default());
                         state.modified = modified;
                     }
                 }

@@ -35,12 +35,12 @@ pub fn services(reference: &Reference) -> Document {
     Document::List { root: "services", item: "service", items }
 }
 
-fn attribute(code: &str, datatype: &str, order: i64, description: &str) -> Item {
+fn attribute(code: &str, datatype: &str, required: bool, order: i64, description: &str) -> Item {
     Item::default()
         .value("variable", Value::Bool(true))
         .text("code", code)
         .text("datatype", datatype)
-        .value("required", Value::Bool(false))
+        .value("required", Value::Bool(required))
         .text("datatype_description", "")
         .value("order", Value::Int(order))
         .text("description", description)
@@ -54,15 +54,17 @@ pub fn definition(reference: &Reference, code: &str) -> Option<Document> {
         .map(|kind| Item::default().text("key", kind.as_str()).text("name", kind.chinese()))
         .collect();
     let attributes = vec![
-        attribute(GRID_CODE, "string", 1, "网格编码（15 位网格或 17 位微网格）。不填时按坐标所在网格受理"),
+        attribute(GRID_CODE, "string", false, 1, "网格编码（15 位网格或 17 位微网格）。不填时按坐标所在网格受理"),
         attribute(
             CLIENT_REFERENCE,
             "string",
+            false,
             2,
             "提交方自己的诉求编号：同一编号重复提交视为同一诉求（重试不会重复立案）",
         )
         .text("automated", "server_set"),
-        attribute(REQUEST_KIND, "singlevaluelist", 3, "诉求类型").value("values", Value::Items("value", kinds)),
+        attribute(REQUEST_KIND, "singlevaluelist", true, 3, "诉求类型（必填：决定答复时限）")
+            .value("values", Value::Items("value", kinds)),
     ];
     Some(Document::Single {
         root: "service_definition",

@@ -71,6 +71,15 @@ pub enum Jurisdiction {
 /// A time as Open311 clients send it: RFC 3339 (W3C) with an offset or
 /// `Z`; without one, Beijing time; a date alone, its first second in Beijing.
 pub fn time(text: &str) -> Option<Timestamp> {
+    // An unencoded "+08:00" in a query string arrives as " 08:00".
+    let restored;
+    let text = match text.rsplit_once(' ') {
+        Some((head, offset)) if head.contains('T') && offset.len() == 5 && offset.as_bytes()[2] == b':' => {
+            restored = format!("{head}+{offset}");
+            restored.as_str()
+        }
+        _ => text,
+    };
     if let Ok(at) = text.parse::<Timestamp>() {
         return Some(at);
     }
@@ -170,7 +179,13 @@ pub fn filing(
         problems.push(format!("attribute[{GRID_CODE}]: grid {grid} is not in jurisdiction {county}"));
     }
     let request_kind = match params.attribute(REQUEST_KIND) {
-        None => common::RequestKind::Unspecified,
+        // Every resident's request has a kind: it sets the reply clock.
+        None => {
+            problems.push(format!(
+                "attribute[{REQUEST_KIND}]: is required (the kind of request sets its reply time limit)"
+            ));
+            common::RequestKind::Unspecified
+        }
         Some(text) => match RequestKind::parse(text) {
             Some(kind) => gridcase_proto::convert::request_kind_to_proto(Some(kind)),
             None => {
@@ -279,7 +294,7 @@ mod tests {
         let contact = filed.resident_contact.unwrap();
         assert_eq!((contact.name.as_str(), contact.email.as_str()), ("王秀英", "w@example.org"));
         // Without a reference, the content is the identity, the same every time.
-        let p = params("service_code=0101&lat=30.2741&long=120.1551&description=x");
+        let p = params("service_code=0101&lat=30.2741&long=120.1551&description=x&attribute[request_kind]=HELP");
         let first = filing(&p, &reference, "990101", now).unwrap().client_reference;
         assert!(first.starts_with("c:") && first.len() == 66, "{first}");
         let later = now + jiff::SignedDuration::from_secs(60);
@@ -301,6 +316,15 @@ mod tests {
         assert!(problems[0].starts_with("attribute[grid_code]: the point"), "{problems:?}");
         let problems = filing(&params("service_code=0101&address_string=x"), &reference, "990101", now).unwrap_err();
         assert!(problems[0].contains("does not look addresses up"), "{problems:?}");
+        // With the grid named, an address alone is placed inside that grid.
+        let p = params(
+            "service_code=0101&description=x&address_string=%E4%B8%89%E5%8F%B7%E6%A5%BC\
+             &attribute[grid_code]=990101001001002&attribute[request_kind]=HELP",
+        );
+        let filed = filing(&p, &reference, "990101", now).unwrap();
+        let location = filed.location.unwrap();
+        assert_eq!(location.address, "三号楼");
+        assert_eq!(reference.boundaries.locate(location.latitude, location.longitude), Some("990101001001002"));
     }
 
     #[test]
@@ -309,6 +333,7 @@ mod tests {
         assert_eq!(time("2026-05-28T20:26:40Z"), Some(at));
         assert_eq!(time("2026-05-29T04:26:40+08:00"), Some(at));
         assert_eq!(time("2026-05-29T04:26:40"), Some(at));
+        assert_eq!(time("2026-05-29T04:26:40 08:00"), Some(at), "an unencoded + read as a space");
         assert_eq!(beijing(at), "2026-05-29T04:26:40+08:00");
         assert!(time("yesterday").is_none());
     }

@@ -281,6 +281,9 @@ pub fn apply(
     let before_due = row.as_ref().and_then(CaseRow::due_at);
     let before_deadlines = row.as_ref().map(|r| r.case.deadlines.clone()).unwrap_or_default();
     let first_reply = row.as_ref().is_some_and(|r| r.replied_at.is_none());
+    // A closure's evaluation counts once: a callback after recorded
+    // feedback changes it, and does not count it again.
+    let evaluated = row.as_ref().is_some_and(|r| r.case.feedback.is_some());
     // A return counts for the unit that returned it, which the row no longer names.
     let returning = if matches!(event, Event::Returned { .. }) { row.clone() } else { None };
     let mut row = match (row, event) {
@@ -381,7 +384,7 @@ pub fn apply(
                 Some(Feedback::Unsatisfied) => Some(Measure::Unsatisfied),
                 None => None,
             };
-            if let Some(measure) = measure {
+            if let Some(measure) = measure.filter(|_| !evaluated) {
                 count(&row, at, measure, 1, &mut changes);
             }
         }

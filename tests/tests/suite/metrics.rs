@@ -385,6 +385,7 @@ async fn the_open311_gateway_counts_requests_and_its_metrics_and_logs_hold_no_re
             ("phone", phone),
             ("email", email),
             ("media_url", "http://169.254.169.254/latest/meta-data"),
+            ("attribute[request_kind]", "HELP"),
         ])
         .finish();
     let http = reqwest::Client::new();

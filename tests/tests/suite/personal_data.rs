@@ -345,6 +345,7 @@ async fn a_residents_contact_details_are_masked_in_every_channel_and_never_logge
             ("email", EMAIL),
             ("phone", PHONE),
             ("attribute[fixmystreet_id]", "pd-1"),
+            ("attribute[request_kind]", "HELP"),
         ])
         .finish();
     let filed = http
