@@ -4,7 +4,7 @@
 # delete it to start from an empty event log.
 set -euo pipefail
 RUN="$(realpath -m "${GRIDCASE_RUN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.run}")"
-for name in web dispatcher projection intake nats; do
+for name in open311 web dispatcher projection intake nats; do
   pid_file="$RUN/$name.pid"
   if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
     kill -TERM "$(cat "$pid_file")"
