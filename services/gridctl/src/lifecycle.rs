@@ -76,28 +76,13 @@ impl Feedback {
     }
 }
 
-/// What a resident asks for.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum RequestKind {
-    Consultation,
-    Help,
-    Complaint,
-    Report,
-    Suggestion,
-    Praise,
-}
-
-impl RequestKind {
-    fn proto(self) -> common::RequestKind {
-        match self {
-            RequestKind::Consultation => common::RequestKind::Consultation,
-            RequestKind::Help => common::RequestKind::Help,
-            RequestKind::Complaint => common::RequestKind::Complaint,
-            RequestKind::Report => common::RequestKind::Report,
-            RequestKind::Suggestion => common::RequestKind::Suggestion,
-            RequestKind::Praise => common::RequestKind::Praise,
-        }
-    }
+/// A kind of request as typed (consultation, help, complaint, report,
+/// suggestion, praise), read by the domain's own parser.
+fn request_kind(text: &str) -> Result<gridcase_domain::RequestKind, String> {
+    gridcase_domain::RequestKind::parse(text).ok_or_else(|| {
+        let kinds: Vec<String> = gridcase_domain::RequestKind::ALL.iter().map(|k| k.as_str().to_lowercase()).collect();
+        format!("one of {}", kinds.join(", "))
+    })
 }
 
 /// How a resident was answered.
@@ -151,8 +136,8 @@ pub enum Command {
         case_id: Option<String>,
         /// A resident's request of this kind (诉求类型): it is then answered
         /// and called back on their clocks.
-        #[arg(long, value_enum)]
-        request_kind: Option<RequestKind>,
+        #[arg(long, value_parser = request_kind)]
+        request_kind: Option<gridcase_domain::RequestKind>,
     },
     /// 立案: accept a reported case.
     Register {
@@ -450,7 +435,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
                 severity_hint: severity.map(|t| t.proto() as i32),
                 resident_contact,
                 attachments,
-                request_kind: request_kind.map_or(common::RequestKind::Unspecified, RequestKind::proto) as i32,
+                request_kind: gridcase_proto::convert::request_kind_to_proto(request_kind) as i32,
                 ..Default::default()
             };
             let receipt = c.intake().await?.file_case(c.request(request)?).await.map_err(output::refusal)?.into_inner();

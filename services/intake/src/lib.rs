@@ -5,6 +5,7 @@
 mod cases;
 pub mod config;
 mod download;
+mod history;
 mod personal;
 mod reference;
 pub mod requests;

@@ -14,6 +14,7 @@
 pub mod catalogue;
 pub mod config;
 pub mod document;
+mod items;
 pub mod media;
 pub mod metrics;
 pub mod params;
