@@ -3,10 +3,13 @@
 //! reach the server and take effect) and then to cut every connection,
 //! losing what was held. That is how a test loses an acknowledgement: the
 //! write happened, its answer never arrived.
+//!
+//! It can also cut each connection once the client has sent a given number
+//! of bytes through it (a weak mobile link), and counts what the client sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -24,6 +27,12 @@ struct Shared {
     holding: AtomicBool,
     released: Notify,
     connections: Mutex<Vec<JoinHandle<()>>>,
+    /// Client bytes after which a connection is cut (0: never).
+    cut_after: AtomicU64,
+    /// Client bytes forwarded, over every connection.
+    client_bytes: AtomicU64,
+    /// Connections cut for their byte budget.
+    budget_cuts: AtomicU64,
 }
 
 impl Gate {
@@ -35,6 +44,9 @@ impl Gate {
             holding: AtomicBool::new(false),
             released: Notify::new(),
             connections: Mutex::new(Vec::new()),
+            cut_after: AtomicU64::new(0),
+            client_bytes: AtomicU64::new(0),
+            budget_cuts: AtomicU64::new(0),
         });
         let accept = tokio::spawn({
             let shared = shared.clone();
@@ -47,6 +59,27 @@ impl Gate {
             }
         });
         Self { addr, shared, accept }
+    }
+
+    /// The gate's address as an HTTP URL (a gRPC endpoint).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// From now on, cut each connection once its client has sent `bytes`
+    /// through it (the bytes up to the budget still reach the server).
+    pub fn cut_every(&self, bytes: u64) {
+        self.shared.cut_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes the clients sent through the gate, over every connection.
+    pub fn client_bytes(&self) -> u64 {
+        self.shared.client_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Connections cut because their client reached the byte budget.
+    pub fn budget_cuts(&self) -> u64 {
+        self.shared.budget_cuts.load(Ordering::SeqCst)
     }
 
     /// The gate's address as a NATS URL.
@@ -81,8 +114,32 @@ async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::select! {
-        () = pump(client_read, server_write, None) => {}
+        () = pump_client(client_read, server_write, &shared) => {}
         () = pump(server_read, client_write, Some(&shared)) => {}
+    }
+}
+
+/// Copy the client's bytes to the server, counting them, until either side
+/// closes or the connection's budget is spent.
+async fn pump_client(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shared: &Shared) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut sent: u64 = 0;
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let budget = shared.cut_after.load(Ordering::SeqCst);
+        let take = if budget == 0 { n } else { n.min(budget.saturating_sub(sent) as usize) };
+        if take > 0 && to.write_all(&buffer[..take]).await.is_err() {
+            return;
+        }
+        sent += take as u64;
+        shared.client_bytes.fetch_add(take as u64, Ordering::SeqCst);
+        if budget != 0 && sent >= budget {
+            shared.budget_cuts.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
     }
 }
 

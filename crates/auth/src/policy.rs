@@ -21,6 +21,9 @@ pub enum Operation {
     // gridcase.intake.v1.IntakeService
     FileCase,
     UploadAttachment,
+    /// Many filings and notes in one call (each item is then checked as
+    /// its own FileCase or AddProgress).
+    SyncCases,
     // gridcase.cases.v1.CaseService: lifecycle commands
     Register,
     Void,
@@ -73,6 +76,11 @@ use Operation::*;
 const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.intake.v1.IntakeService/FileCase", FileCase),
     ("/gridcase.intake.v1.IntakeService/UploadAttachment", UploadAttachment),
+    ("/gridcase.intake.v1.IntakeService/StartUpload", UploadAttachment),
+    ("/gridcase.intake.v1.IntakeService/PutUploadPart", UploadAttachment),
+    ("/gridcase.intake.v1.IntakeService/GetUpload", UploadAttachment),
+    ("/gridcase.intake.v1.IntakeService/CancelUpload", UploadAttachment),
+    ("/gridcase.intake.v1.IntakeService/SyncCases", SyncCases),
     ("/gridcase.cases.v1.CaseService/Register", Register),
     ("/gridcase.cases.v1.CaseService/Void", Void),
     ("/gridcase.cases.v1.CaseService/Dispatch", Dispatch),
@@ -129,9 +137,10 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 36] = [
+    pub const ALL: [Operation; 37] = [
         FileCase,
         UploadAttachment,
+        SyncCases,
         Register,
         Void,
         Dispatch,
@@ -210,7 +219,10 @@ impl fmt::Display for Operation {
 pub fn role_may(role: TokenRole, operation: Operation) -> bool {
     match role {
         TokenRole::GridWorker | TokenRole::GridLeader => {
-            matches!(operation, FileCase | UploadAttachment | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI)
+            matches!(
+                operation,
+                FileCase | UploadAttachment | SyncCases | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI
+            )
         }
         TokenRole::HandlingUnit => matches!(
             operation,

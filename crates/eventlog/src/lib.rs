@@ -13,6 +13,7 @@
 //! * [`group`]: group commit, the one mechanism: concurrent writes as one atomic batch.
 //! * [`batch`]: the case stream's writer of the group commit.
 //! * [`attachments`]: photos, content-addressed and write-once on a stream of their own.
+//! * [`uploads`]: resumable uploads, in parts, until they become attachments.
 //! * [`integrity`]: whether the streams still keep their history; writes stop when not.
 //! * [`keys`]: the key store (a key-value bucket) and erasure.
 //! * [`trace`]: the trace context carried in message headers.
@@ -28,9 +29,11 @@ pub mod reader;
 mod retry;
 pub mod store;
 pub mod trace;
+pub mod uploads;
 
 pub use attachments::{AttachmentError, AttachmentStore};
 pub use group::GroupCommit;
 pub use keys::{KeyState, KeyStore, KeyStoreError};
 pub use log::{AppendError, AppendOutcome, EventLog, LogError, StreamMark, StreamSettings};
 pub use reader::{CaseStreamReader, ReadFrom, Record};
+pub use uploads::{UploadError, UploadStore};

@@ -1,8 +1,7 @@
 //! The commands that file cases and move them through their lifecycle.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context as _;
 use gridcase_proto::cases::v1 as api;
 use gridcase_proto::common::v1 as common;
 use gridcase_proto::intake::v1 as intake;
@@ -357,43 +356,6 @@ pub enum Command {
     },
 }
 
-fn content_type(path: &Path) -> anyhow::Result<&'static str> {
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
-    Ok(match extension.as_str() {
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        "heic" => "image/heic",
-        "mp4" => "video/mp4",
-        other => anyhow::bail!("{}: unsupported file type {other:?} (jpg, png, webp, heic, mp4)", path.display()),
-    })
-}
-
-/// Upload photos, returning their references.
-async fn upload(connection: &Connection, photos: &[PathBuf]) -> anyhow::Result<Vec<common::AttachmentRef>> {
-    let mut refs = Vec::new();
-    for path in photos {
-        let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut parts = vec![intake::UploadAttachmentRequest {
-            part: Some(intake::upload_attachment_request::Part::Metadata(intake::AttachmentMetadata {
-                content_type: content_type(path)?.into(),
-                file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            })),
-        }];
-        parts.extend(content.chunks(64 * 1024).map(|chunk| intake::UploadAttachmentRequest {
-            part: Some(intake::upload_attachment_request::Part::Chunk(chunk.to_vec())),
-        }));
-        let mut client = connection.intake().await?;
-        let response = client
-            .upload_attachment(connection.request(tokio_stream::iter(parts))?)
-            .await
-            .map_err(output::refusal)?
-            .into_inner();
-        refs.push(response.attachment.context("the server returned no attachment")?);
-    }
-    Ok(refs)
-}
-
 fn now_proto() -> prost_types::Timestamp {
     let now = jiff::Timestamp::now();
     prost_types::Timestamp { seconds: now.as_second(), nanos: now.subsec_nanosecond() }
@@ -417,7 +379,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             case_id,
             request_kind,
         } => {
-            let attachments = upload(c, &photos).await?;
+            let attachments = crate::upload::photos(c, &photos).await?;
             let case_id = case_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
             let resident_contact =
                 (contact_name.is_some() || contact_phone.is_some()).then(|| intake::ResidentContact {
@@ -486,7 +448,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             cases.reassign(c.request(api::ReassignRequest { context: target.context(), unit, reason })?).await
         }
         Command::Progress { target, note, photos } => {
-            let attachments = upload(c, &photos).await?;
+            let attachments = crate::upload::photos(c, &photos).await?;
             cases
                 .add_progress(c.request(api::AddProgressRequest { context: target.context(), note, attachments })?)
                 .await
@@ -512,7 +474,7 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
         }
         Command::Resume { target } => cases.resume(c.request(api::ResumeRequest { context: target.context() })?).await,
         Command::Resolve { target, summary, photos } => {
-            let evidence = upload(c, &photos).await?;
+            let evidence = crate::upload::photos(c, &photos).await?;
             cases.resolve(c.request(api::ResolveRequest { context: target.context(), summary, evidence })?).await
         }
         Command::Verify { target, pass, rework: _, reason } => {

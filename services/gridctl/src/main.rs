@@ -18,7 +18,9 @@ mod output;
 mod reference;
 mod reports;
 mod reseal;
+mod sync;
 mod token;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,13 @@ enum Commands {
     Deadline(deadline::Args),
     #[command(flatten)]
     Lifecycle(lifecycle::Command),
+    /// Upload photos or videos in parts, resuming after every broken
+    /// connection (a progress bar on a terminal); prints each one's digest
+    /// to name in a filing.
+    Upload(upload::Upload),
+    /// Send a day's filings and notes (JSON lines) in one call and print
+    /// each item's outcome; sending the same file again stores nothing new.
+    Sync(sync::Sync),
     #[command(flatten)]
     Reports(reports::Command),
     #[command(flatten)]
@@ -76,6 +85,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Deadline(args) => deadline::run(args, cli.json),
         Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
+        Commands::Upload(args) => upload::run(args, &cli.connection, cli.json).await,
+        Commands::Sync(args) => sync::run(args, &cli.connection, cli.json).await,
         Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,

@@ -60,6 +60,48 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=gridcase_eventlog::attachments::MAX_BYTES))]
     pub max_attachment_bytes: u64,
 
+    /// JetStream stream keeping the parts of resumable uploads until they are
+    /// complete (then they become attachments) or expire.
+    #[arg(long, env = "GRIDCASE_UPLOAD_STREAM", default_value = gridcase_eventlog::uploads::DEFAULT_STREAM)]
+    pub upload_stream: String,
+
+    /// How long a resumable upload may take from its start; after that its
+    /// parts are purged and it must start again.
+    #[arg(long, env = "GRIDCASE_UPLOAD_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub upload_ttl: Duration,
+
+    /// How often expired uploads are purged.
+    #[arg(long, env = "GRIDCASE_UPLOAD_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub upload_sweep_interval: Duration,
+
+    /// The largest part of a resumable upload, in bytes (at most 512 KiB:
+    /// one NATS message).
+    #[arg(long, env = "GRIDCASE_UPLOAD_MAX_PART_BYTES", default_value_t = 512 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=gridcase_eventlog::uploads::MAX_PART_BYTES as i64))]
+    pub upload_max_part_bytes: u32,
+
+    /// Resumable uploads one person may have open at once.
+    #[arg(long, env = "GRIDCASE_UPLOAD_OPEN_PER_PERSON", default_value_t = 20)]
+    pub upload_open_per_person: usize,
+
+    /// Bytes one person's open uploads may declare together.
+    #[arg(long, env = "GRIDCASE_UPLOAD_BYTES_PER_PERSON", default_value_t = 500 * 1024 * 1024)]
+    pub upload_bytes_per_person: u64,
+
+    /// Bytes the upload stream may hold, everyone's together (the stream's
+    /// own limit too: a full store refuses parts rather than fill the disk).
+    #[arg(long, env = "GRIDCASE_UPLOAD_TOTAL_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub upload_total_bytes: u64,
+
+    /// Parts of one person's uploads received at once (more are refused with
+    /// RESOURCE_EXHAUSTED).
+    #[arg(long, env = "GRIDCASE_UPLOAD_PARTS_IN_FLIGHT", default_value_t = 4)]
+    pub upload_parts_in_flight: usize,
+
+    /// Items one SyncCases call may carry.
+    #[arg(long, env = "GRIDCASE_SYNC_MAX_ITEMS", default_value_t = 500)]
+    pub sync_max_items: usize,
+
     /// How far ahead of the server clock a device's reported_at may be.
     #[arg(long, env = "GRIDCASE_MAX_CLOCK_SKEW", default_value = "10m", value_parser = parse_duration)]
     pub max_clock_skew: Duration,

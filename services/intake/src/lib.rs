@@ -10,6 +10,8 @@ mod personal;
 mod reference;
 pub mod requests;
 mod service;
+mod sync;
+mod uploads;
 pub mod validate;
 
 use std::sync::Arc;
@@ -39,7 +41,7 @@ pub struct Application {
     config: Config,
     listener: TcpListener,
     api: IntakeApi,
-    cases: CaseApi,
+    cases: Arc<CaseApi>,
     admin: reference::ReferenceApi,
     auth: Authenticator,
     client: async_nats::Client,
@@ -85,7 +87,42 @@ impl Application {
             clock: clock.clone(),
         };
         let admin = reference::ReferenceApi { reference: reference.clone() };
-        let api = IntakeApi { store, attachments, keys, reference, limits, clock };
+        let uploads = gridcase_eventlog::UploadStore::open(
+            store.log().context(),
+            &config.upload_stream,
+            store.log().settings().replicas,
+            i64::try_from(config.upload_total_bytes).unwrap_or(i64::MAX),
+            // Behind the sweep: nothing outlives twice an upload's time.
+            config.upload_ttl * 2,
+        )
+        .await
+        .context("opening the upload stream")?;
+        let uploads = Arc::new(uploads::Uploads::new(
+            uploads,
+            attachments.clone(),
+            uploads::UploadLimits {
+                max_bytes: config.max_attachment_bytes,
+                max_part_bytes: config.upload_max_part_bytes as usize,
+                ttl: SignedDuration::try_from(config.upload_ttl).context("upload ttl")?,
+                open_per_person: config.upload_open_per_person,
+                bytes_per_person: config.upload_bytes_per_person,
+                total_bytes: config.upload_total_bytes,
+                parts_in_flight: config.upload_parts_in_flight,
+            },
+            clock.clone(),
+        ));
+        let cases = Arc::new(cases);
+        let api = IntakeApi {
+            store,
+            attachments,
+            keys,
+            reference,
+            limits,
+            clock,
+            cases: cases.clone(),
+            uploads,
+            sync_max_items: config.sync_max_items,
+        };
         Ok(Self { config, listener, api, cases, admin, auth, client })
     }
 
@@ -144,18 +181,23 @@ impl Application {
             }
         });
 
+        let sweeper = tokio::spawn(
+            self.api.uploads.clone().sweep(self.config.upload_sweep_interval, shutdown.clone().requested()),
+        );
+
         let addr = self.listener.local_addr()?;
         info!(%addr, nats = %self.config.common.nats_url, "intake listening");
         let result = server
             .with(|router| {
                 router
                     .add_service(IntakeServiceServer::new(self.api))
-                    .add_service(CaseServiceServer::new(self.cases))
+                    .add_service(CaseServiceServer::from_arc(self.cases))
                     .add_service(ReferenceServiceServer::new(self.admin))
             })
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;
         watcher.abort();
+        sweeper.abort();
         history.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");

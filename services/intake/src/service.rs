@@ -30,6 +30,10 @@ pub struct IntakeApi {
     pub(crate) reference: Arc<Reference>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn TimeSource>,
+    /// The lifecycle commands, for SyncCases' notes.
+    pub(crate) cases: Arc<crate::CaseApi>,
+    pub(crate) uploads: Arc<crate::uploads::Uploads>,
+    pub(crate) sync_max_items: usize,
 }
 
 impl IntakeApi {
@@ -133,6 +137,53 @@ impl IntakeService for IntakeApi {
                 content_type,
             }),
         }))
+    }
+
+    #[instrument(skip_all, fields(size = request.get_ref().size))]
+    async fn start_upload(
+        &self,
+        request: Request<api::StartUploadRequest>,
+    ) -> Result<Response<api::UploadStatus>, Status> {
+        let access = Access::of(&request)?;
+        self.store.log().integrity().writable().map_err(|problems| status::writes_stopped(&problems))?;
+        Ok(Response::new(self.uploads.start(&access.principal.subject, request.get_ref()).await?))
+    }
+
+    #[instrument(skip_all, fields(upload_id = %request.get_ref().upload_id, offset = request.get_ref().offset))]
+    async fn put_upload_part(
+        &self,
+        request: Request<api::PutUploadPartRequest>,
+    ) -> Result<Response<api::UploadStatus>, Status> {
+        let owner = Access::of(&request)?.principal.subject.clone();
+        self.store.log().integrity().writable().map_err(|problems| status::writes_stopped(&problems))?;
+        Ok(Response::new(self.uploads.put(&owner, request.into_inner()).await?))
+    }
+
+    #[instrument(skip_all, fields(upload_id = %request.get_ref().upload_id))]
+    async fn get_upload(&self, request: Request<api::GetUploadRequest>) -> Result<Response<api::UploadStatus>, Status> {
+        let access = Access::of(&request)?;
+        Ok(Response::new(self.uploads.get(&access.principal.subject, request.get_ref()).await?))
+    }
+
+    #[instrument(skip_all, fields(upload_id = %request.get_ref().upload_id))]
+    async fn cancel_upload(
+        &self,
+        request: Request<api::GetUploadRequest>,
+    ) -> Result<Response<api::UploadStatus>, Status> {
+        let access = Access::of(&request)?;
+        Ok(Response::new(self.uploads.cancel(&access.principal.subject, request.get_ref()).await?))
+    }
+
+    #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
+    async fn sync_cases(
+        &self,
+        request: Request<api::SyncCasesRequest>,
+    ) -> Result<Response<api::SyncCasesResponse>, Status> {
+        let access = Access::of(&request)?.clone();
+        let answer = self.sync(&access, request.into_inner()).await?;
+        let refused = answer.results.iter().filter(|r| r.outcome == api::SyncOutcome::Refused as i32).count();
+        info!(items = answer.results.len(), refused, "synced");
+        Ok(Response::new(answer))
     }
 }
 

@@ -25,3 +25,4 @@ mod personal_data;
 mod projection;
 mod residents;
 mod tls;
+mod uploads;

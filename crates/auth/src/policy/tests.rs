@@ -45,12 +45,12 @@ fn the_role_table() {
         (
             "grid_worker",
             "990101001001001",
-            &[FileCase, UploadAttachment, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
+            &[FileCase, UploadAttachment, SyncCases, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
         ),
         (
             "grid_leader",
             "990101001001001",
-            &[FileCase, UploadAttachment, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
+            &[FileCase, UploadAttachment, SyncCases, AddProgress, ReadCase, ReadHistory, ListCases, WhoAmI],
         ),
         (
             "handling_unit",
