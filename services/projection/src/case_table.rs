@@ -68,7 +68,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 49] = [
+pub const COLUMNS: [Column; 50] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -125,6 +125,7 @@ pub const COLUMNS: [Column; 49] = [
     column("callback_due", Kind::Instant, false, |r| due(r, Clock::Callback)),
     column("replied_at", Kind::Instant, false, |r| Cell::Instant(r.replied_at)),
     column("called_back", Kind::Bool, false, |r| Cell::Bool(r.case.called_back)),
+    column("reported_at", Kind::Instant, true, |r| Cell::Instant(r.reported_at)),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -306,6 +307,7 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         description: row.get("description"),
         reported_by: row.get("reported_by"),
         filed_at: at("filed_at").ok_or_else(|| corrupt("filing time"))?,
+        reported_at: at("reported_at"),
         registered_at: at("registered_at"),
         dispatched_at: at("dispatched_at"),
         acknowledged_at: at("acknowledged_at"),

@@ -38,7 +38,10 @@ pub struct CaseRow {
     /// Sealed contact details as stored ([`SealedJson`]): ciphertext only;
     /// the query service opens them with the case's key to mask them.
     pub contact_sealed: Option<String>,
+    /// When the server received the filing (the register clock's start).
     pub filed_at: Timestamp,
+    /// When the worker saw the problem (the device's time on the filing).
+    pub reported_at: Option<Timestamp>,
     pub registered_at: Option<Timestamp>,
     pub dispatched_at: Option<Timestamp>,
     pub acknowledged_at: Option<Timestamp>,
@@ -297,6 +300,7 @@ pub fn apply(
                 _ => None,
             },
             filed_at: at,
+            reported_at: Some(filing.reported_at),
             registered_at: None,
             dispatched_at: None,
             acknowledged_at: None,

@@ -265,6 +265,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("category", "类别", "Category"),
     ("unit", "处置单位", "Unit"),
     ("filed_at", "上报时间", "Filed"),
+    ("reported_at", "发现时间", "Seen"),
     ("description", "描述", "Description"),
     ("reported_by", "上报人", "Reported by"),
     ("contact", "联系方式", "Contact"),

@@ -24,5 +24,6 @@ mod open311;
 mod personal_data;
 mod projection;
 mod residents;
+mod sync;
 mod tls;
 mod uploads;

@@ -398,3 +398,55 @@ async fn an_operator_answers_and_calls_back_a_resident_s_request_with_gridctl() 
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("CALLBACK_ALREADY_DONE"), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_syncs_a_days_json_lines_with_gridctl_and_sending_them_again_stores_nothing() {
+    let nats = NatsServer::start();
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let gridctl = Gridctl { addr: intake.endpoint() };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lamp.jpg"), gridcase_tests::fixtures::jpeg(300_000)).unwrap();
+    let (a, b) = (gridcase_domain::CaseId::new_v7(), gridcase_domain::CaseId::new_v7());
+    let seen = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 3 * 3600).unwrap();
+    let filing = |id: gridcase_domain::CaseId, photos: &str| {
+        format!(
+            r#"{{"type":"file","case_id":"{id}","grid":"990101001001001","category":"0201","description":"路灯不亮","latitude":30.2741,"longitude":120.1551,"reported_at":"{seen}","photos":[{photos}]}}"#
+        )
+    };
+    let lines = [
+        filing(a, r#""lamp.jpg""#),
+        format!(r#"{{"type":"note","case_id":"{a}","command_id":"a-1","note":"已联系物业"}}"#),
+        filing(b, ""),
+        format!(r#"{{"type":"note","case_id":"{b}","command_id":"b-1","note":""}}"#),
+    ];
+    let file = dir.path().join("day.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let who = worker("990101001001001");
+    let sync = |json: bool| {
+        let addr = gridctl.addr.clone();
+        let (who, file) = (who.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            let gridctl = Gridctl { addr };
+            let mut args = vec![];
+            if json {
+                args.push("--json");
+            }
+            args.extend(["sync", file.to_str().unwrap()]);
+            gridctl.run(&who, &args)
+        })
+    };
+    let first = sync(false).await.unwrap();
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(!first.status.success(), "one item is refused, so gridctl says so: {text}");
+    assert!(text.contains(&format!("#0 stored {a}")), "{text}");
+    assert!(text.contains(&format!("#1 stored {a}")), "{text}");
+    assert!(text.contains("#3 refused") && text.contains("note [REQUIRED]"), "{text}");
+    assert!(text.contains("4 items: 1 refused"), "{text}");
+
+    let again = sync(true).await.unwrap();
+    let outcomes: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&again.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = outcomes.iter().map(|o| o["outcome"].as_str().unwrap()).collect();
+    assert_eq!(names, ["replayed", "replayed", "replayed", "refused"]);
+    assert_eq!(outcomes[3]["refusal"]["fields"][0]["field"], "note");
+}

@@ -278,6 +278,7 @@ impl QueryService for QueryApi {
             supervision: convert::supervision_to_proto(case.supervision) as i32,
             urgent: case.urgent,
             filed_at: Some(convert::timestamp_to_proto(row.filed_at)),
+            reported_at: row.reported_at.map(convert::timestamp_to_proto),
             deadlines,
             returns: case.returns,
             reworks: case.reworks,
@@ -533,6 +534,7 @@ impl QueryService for QueryApi {
                         s.unit,
                         row.get::<String, _>(7),
                         from_micros(row.get(8)).to_string(),
+                        row.get::<Option<i64>, _>(21).map(|at| from_micros(at).to_string()).unwrap_or_default(),
                         s.overdue.to_string(),
                         export_contact(&row.get::<String, _>(13)).to_owned(),
                     ]
@@ -554,6 +556,7 @@ impl QueryService for QueryApi {
             "unit",
             "supervision",
             "filed_at",
+            "reported_at",
             "overdue",
             "resident_contact",
         ]

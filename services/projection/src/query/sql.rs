@@ -340,7 +340,7 @@ pub fn filtered_query(
 
 pub(super) const SUMMARY_COLUMNS: &str = "case_id, state, township, grid, category, tier, unit, supervision, micros(filed_at), \
     micros(register_due), micros(acknowledge_due), micros(resolve_due), micros(verify_due), contact_state, \
-    channel, request_kind, micros(updated_at), description, latitude_e6, longitude_e6, reference";
+    channel, request_kind, micros(updated_at), description, latitude_e6, longitude_e6, reference, micros(reported_at)";
 
 /// A row of [`SUMMARY_COLUMNS`] as the API shows it; `next_due` among the
 /// deadlines of `clock` only, when the list was cut to one.
@@ -376,6 +376,7 @@ pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp, clock: Option
         description: row.get(17),
         location: row.get::<Option<i32>, _>(18).zip(row.get::<Option<i32>, _>(19)).map(|(lat, lon)| location(lat, lon)),
         reference: row.get::<Option<String>, _>(20).unwrap_or_default(),
+        reported_at: row.get::<Option<i64>, _>(21).map(|at| convert::timestamp_to_proto(from_micros(at))),
     }
 }
 

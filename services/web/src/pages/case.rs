@@ -205,6 +205,9 @@ fn summary(lang: Lang, view: &cases_api::CaseView, record: Option<&query_api::Ca
             @if let Some(record) = record {
                 dt { (lang.t("village")) } dd { code { (record.village) } }
                 dt { (lang.t("filed_at")) } dd { (time(record.filed_at.as_ref())) }
+                @if record.reported_at.is_some() && record.reported_at != record.filed_at {
+                    dt { (lang.t("reported_at")) } dd.reported-at { (time(record.reported_at.as_ref())) }
+                }
                 dt { (lang.t("reported_by")) } dd { (record.reported_by) }
                 dt { (lang.t("description")) } dd.description { (record.description) }
                 @if let Some(location) = &record.location {
