@@ -13,6 +13,7 @@ mod console;
 mod cpu;
 mod dispatch;
 mod intake;
+mod mobile;
 mod observability;
 mod open311;
 mod personal;
@@ -148,6 +149,20 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The grid worker's day on a weak connection: SyncCases (200 items per
+    /// call) beside the same items one by one, and the bytes on the wire of
+    /// a 10 MB photo uploaded resumably through a connection cut every 1 MB.
+    Mobile {
+        /// Workers' days (200 items each) per phase.
+        #[arg(long, default_value_t = 50)]
+        days: usize,
+        /// Workers syncing at once.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Rounds of the two phases.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     Projection {
         /// Cases (3 events each) appended and projected.
         #[arg(long, default_value_t = 10000)]
@@ -251,6 +266,7 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::CityYear { step: CityYear::Queries { dir, admin_url } } => {
             city_queries::run(city_year::Measure { dir }, &admin_url).await
         }
+        Bench::Mobile { days, workers, rounds } => mobile::run(days, workers, rounds).await,
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
         Bench::Open311 { cases, concurrency, warmup, rounds } => open311::run(cases, concurrency, warmup, rounds).await,
         Bench::Console { open_cases, table_cases, boards, rate, stream_seconds } => {
