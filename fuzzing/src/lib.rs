@@ -244,6 +244,14 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 cases::AddProgressRequest { context: context(), note: "已联系".into(), attachments: attachments() }
                     .encode_to_vec()
             }
+            "AddReport" => cases::AddReportRequest {
+                context: context(),
+                reported_at: Some(prost_types::Timestamp { seconds: now().as_second() - 3600, nanos: 0 }),
+                location: Some(common::Location { latitude: 30.2741, longitude: 120.1551, address: String::new() }),
+                note: "我也看到了".into(),
+                attachments: attachments(),
+            }
+            .encode_to_vec(),
             "RequestExtension" => {
                 cases::RequestExtensionRequest { context: context(), working_days: 3, reason: "材料".into() }
                     .encode_to_vec()
@@ -295,6 +303,8 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "GetAttachment" => cases::GetAttachmentRequest {
                 case_id: case_id(),
                 sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                max_dimension: 240,
+                ..Default::default()
             }
             .encode_to_vec(),
             other => panic!("no example of the request kind {other}: add one"),

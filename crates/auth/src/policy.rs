@@ -32,6 +32,8 @@ pub enum Operation {
     Return,
     Reassign,
     AddProgress,
+    /// Another report of the same problem, on an open case of the caller's grids.
+    AddReport,
     RequestExtension,
     DecideExtension,
     RequestHold,
@@ -61,6 +63,10 @@ pub enum Operation {
     WatchCases,
     /// The changes of the caller's cases in a window (a partner's feed).
     ListUpdates,
+    /// Open cases near a point, in the caller's territory (before filing).
+    FindSimilar,
+    /// A grid worker's own filings and the open cases of their grids, by change cursor.
+    ListMine,
     // gridcase.auth.v1.AuthService
     WhoAmI,
     // gridcase.admin.v1.ReferenceService
@@ -88,6 +94,7 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.cases.v1.CaseService/Return", Return),
     ("/gridcase.cases.v1.CaseService/Reassign", Reassign),
     ("/gridcase.cases.v1.CaseService/AddProgress", AddProgress),
+    ("/gridcase.cases.v1.CaseService/AddReport", AddReport),
     ("/gridcase.cases.v1.CaseService/RequestExtension", RequestExtension),
     ("/gridcase.cases.v1.CaseService/DecideExtension", DecideExtension),
     ("/gridcase.cases.v1.CaseService/RequestHold", RequestHold),
@@ -118,6 +125,8 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.query.v1.QueryService/ExportLedger", ExportLedger),
     ("/gridcase.query.v1.QueryService/WatchCases", WatchCases),
     ("/gridcase.query.v1.QueryService/ListCaseUpdates", ListUpdates),
+    ("/gridcase.query.v1.QueryService/FindSimilarCases", FindSimilar),
+    ("/gridcase.query.v1.QueryService/ListMyCases", ListMine),
     ("/gridcase.auth.v1.AuthService/WhoAmI", WhoAmI),
     ("/gridcase.admin.v1.ReferenceService/GetReference", ReadReference),
     ("/gridcase.admin.v1.ReferenceService/ValidateReference", ValidateReference),
@@ -137,7 +146,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 37] = [
+    pub const ALL: [Operation; 40] = [
         FileCase,
         UploadAttachment,
         SyncCases,
@@ -148,6 +157,7 @@ impl Operation {
         Return,
         Reassign,
         AddProgress,
+        AddReport,
         RequestExtension,
         DecideExtension,
         RequestHold,
@@ -172,6 +182,8 @@ impl Operation {
         ExportLedger,
         WatchCases,
         ListUpdates,
+        FindSimilar,
+        ListMine,
         WhoAmI,
         ReadReference,
         ValidateReference,
@@ -201,6 +213,8 @@ impl Operation {
                 | ExportLedger
                 | WatchCases
                 | ListUpdates
+                | FindSimilar
+                | ListMine
                 | WhoAmI
                 | ReadReference
                 | ValidateReference
@@ -221,7 +235,17 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
         TokenRole::GridWorker | TokenRole::GridLeader => {
             matches!(
                 operation,
-                FileCase | UploadAttachment | SyncCases | AddProgress | ReadCase | ReadHistory | ListCases | WhoAmI
+                FileCase
+                    | UploadAttachment
+                    | SyncCases
+                    | AddProgress
+                    | AddReport
+                    | FindSimilar
+                    | ListMine
+                    | ReadCase
+                    | ReadHistory
+                    | ListCases
+                    | WhoAmI
             )
         }
         TokenRole::HandlingUnit => matches!(
@@ -243,6 +267,7 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
         TokenRole::CommandCentre => matches!(
             operation,
             UploadAttachment
+                | FindSimilar
                 | Reply
                 | RecordCallback
                 | Register
@@ -354,6 +379,15 @@ pub fn authorize(principal: &Principal, operation: Operation, target: Target<'_>
         Target::Filing { grid } if principal.territory.contains_grid(grid) => Decision::Allow,
         Target::Filing { grid } => outside(&format!("grid {grid}")),
         Target::Case(case) if sees(principal, case) => Decision::Allow,
+        // Another report of an open case: any case of the caller's grids,
+        // not only their own filings (they found it with FindSimilarCases).
+        Target::Case(case)
+            if operation == AddReport
+                && matches!(principal.role, TokenRole::GridWorker | TokenRole::GridLeader)
+                && principal.territory.contains_grid(&case.grid) =>
+        {
+            Decision::Allow
+        }
         Target::Case(_) => Decision::Hidden,
         Target::Region(region) if principal.territory.contains_region(region) => Decision::Allow,
         Target::Region(region) => outside(&format!("region {region}")),

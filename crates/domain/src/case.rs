@@ -81,6 +81,14 @@ pub struct Case {
     /// Whether a callback reached the resident after the current closure (回访).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub called_back: bool,
+    /// Reports of the same problem added after the filing (the case has
+    /// `1 + added_reports` reports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub added_reports: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A case id's state: `None` until it is filed.
@@ -178,6 +186,19 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
                 return Err(refuse());
             }
             Event::ProgressAdded { note: note.clone(), attachments: attachments.clone() }
+        }
+        Command::AddReport { reported_at, location, note, attachments } => {
+            // Only open work takes another report: a closed case's problem
+            // seen again is a new case (or a reopening).
+            if !state.is_open() {
+                return Err(refuse());
+            }
+            Event::ReportAdded {
+                reported_at: *reported_at,
+                location: location.clone(),
+                note: note.clone(),
+                attachments: attachments.clone(),
+            }
         }
         Command::RequestExtension { working_days, reason } => {
             require(&[InProgress])?;
@@ -371,6 +392,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 reopenings: 0,
                 contact: if filed.contact.is_some() { ContactState::Given } else { ContactState::None },
                 request_kind: filed.request_kind,
+                added_reports: 0,
                 replied: false,
                 called_back: false,
             });
@@ -424,6 +446,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
             restart(&mut case, &[Clock::Acknowledge, Clock::Resolve]);
         }
         Event::ProgressAdded { .. } => {}
+        Event::ReportAdded { .. } => case.added_reports += 1,
         Event::ExtensionRequested { working_days, .. } => case.pending_extension = Some(*working_days),
         Event::ExtensionApproved { approved_working_days, .. } => {
             case.pending_extension = None;

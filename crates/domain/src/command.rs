@@ -1,7 +1,9 @@
 use jiff::Timestamp;
 
 use crate::case::{DeadlineBasis, Deadlines};
-use crate::{AttachmentRef, Clock, ClockMark, Feedback, Filing, OrgCode, ReplyMethod, Supervision, Text, Tier};
+use crate::{
+    AttachmentRef, Clock, ClockMark, Feedback, Filing, Location, OrgCode, ReplyMethod, Supervision, Text, Tier,
+};
 
 /// Everything anyone may ask of a case, over its whole lifecycle. Which role
 /// may send which command is checked by the services (authorisation), not here.
@@ -24,6 +26,15 @@ pub enum Command {
     Reassign { unit: OrgCode, deadlines: Deadlines, reason: Text },
     /// A note or photos added along the way.
     AddProgress { note: Text, attachments: Vec<AttachmentRef> },
+    /// Another report of the same problem (a worker who found it already
+    /// filed): when they saw it, where, what they add, their photos. The
+    /// case counts its reports; the reporter is the event's actor.
+    AddReport {
+        reported_at: Timestamp,
+        location: Option<Location>,
+        note: Option<Text>,
+        attachments: Vec<AttachmentRef>,
+    },
     /// The unit asks for more time (延期申请).
     RequestExtension { working_days: u32, reason: Text },
     /// The centre approves (`Some(days)`, at most the days requested) or rejects (`None`, reason required).
@@ -75,6 +86,7 @@ impl Command {
             Command::Return { .. } => "return",
             Command::Reassign { .. } => "reassign",
             Command::AddProgress { .. } => "add progress to",
+            Command::AddReport { .. } => "add a report to",
             Command::RequestExtension { .. } => "request an extension for",
             Command::DecideExtension { .. } => "decide an extension for",
             Command::RequestHold { .. } => "request a hold for",

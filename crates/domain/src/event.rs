@@ -71,6 +71,13 @@ pub enum Event {
         note: Text,
         attachments: Vec<AttachmentRef>,
     },
+    /// Another report of the same problem (the actor reported it).
+    ReportAdded {
+        reported_at: Timestamp,
+        location: Option<Location>,
+        note: Option<Text>,
+        attachments: Vec<AttachmentRef>,
+    },
     ExtensionRequested {
         working_days: u32,
         reason: Text,
@@ -156,7 +163,7 @@ pub enum Event {
 
 impl Event {
     /// Every event kind's stable name, as stored (the envelope's `type`).
-    pub const KINDS: [&'static str; 28] = [
+    pub const KINDS: [&'static str; 29] = [
         "filed",
         "registered",
         "voided",
@@ -185,6 +192,7 @@ impl Event {
         "resident_data_erased",
         "replied",
         "callback_recorded",
+        "report_added",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -197,6 +205,7 @@ impl Event {
             Event::Returned { .. } => "returned",
             Event::Reassigned { .. } => "reassigned",
             Event::ProgressAdded { .. } => "progress_added",
+            Event::ReportAdded { .. } => "report_added",
             Event::ExtensionRequested { .. } => "extension_requested",
             Event::ExtensionApproved { .. } => "extension_approved",
             Event::ExtensionRejected { .. } => "extension_rejected",
@@ -259,7 +268,7 @@ impl Event {
             Event::ExtensionApproved { reason, .. }
             | Event::HoldApproved { reason }
             | Event::UrgencySet { reason, .. } => reason.as_ref(),
-            Event::VerificationPassed { note } => note.as_ref(),
+            Event::VerificationPassed { note } | Event::ReportAdded { note, .. } => note.as_ref(),
             Event::FeedbackRecorded { comment, .. } => comment.as_ref(),
             Event::Replied { text, .. } => Some(text),
             Event::CallbackRecorded { reason, .. } => reason.as_ref(),
@@ -275,7 +284,7 @@ impl Event {
     pub fn attachments(&self) -> &[AttachmentRef] {
         match self {
             Event::Filed(filing) => &filing.attachments,
-            Event::ProgressAdded { attachments, .. } => attachments,
+            Event::ProgressAdded { attachments, .. } | Event::ReportAdded { attachments, .. } => attachments,
             Event::Resolved { evidence, .. } => evidence,
             _ => &[],
         }

@@ -233,6 +233,7 @@ mod tests {
             returns: 1,
             reworks: 0,
             reopenings: 0,
+            added_reports: 0,
             contact: gridcase_domain::ContactState::Given,
             request_kind: Some(gridcase_domain::RequestKind::Complaint),
             replied: true,

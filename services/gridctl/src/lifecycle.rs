@@ -192,6 +192,22 @@ pub enum Command {
         #[arg(long = "photo")]
         photos: Vec<PathBuf>,
     },
+    /// Another report of the same problem on an open case of your grids
+    /// (found with `gridctl similar`), instead of filing a duplicate.
+    Report {
+        #[command(flatten)]
+        target: Target,
+        /// What you add; optional.
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long = "photo")]
+        photos: Vec<PathBuf>,
+        /// Where you stand (with --longitude).
+        #[arg(long, allow_negative_numbers = true, requires = "longitude")]
+        latitude: Option<f64>,
+        #[arg(long, allow_negative_numbers = true, requires = "latitude")]
+        longitude: Option<f64>,
+    },
     /// 延期申请: ask for more working days.
     RequestExtension {
         #[command(flatten)]
@@ -452,6 +468,22 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
             cases
                 .add_progress(c.request(api::AddProgressRequest { context: target.context(), note, attachments })?)
                 .await
+        }
+        Command::Report { target, note, photos, latitude, longitude } => {
+            let attachments = crate::upload::photos(c, &photos).await?;
+            let location = latitude.zip(longitude).map(|(latitude, longitude)| common::Location {
+                latitude,
+                longitude,
+                address: String::new(),
+            });
+            let message = api::AddReportRequest {
+                context: target.context(),
+                reported_at: Some(now_proto()),
+                location,
+                note,
+                attachments,
+            };
+            cases.add_report(c.request(message)?).await
         }
         Command::RequestExtension { target, days, reason } => {
             let message = api::RequestExtensionRequest { context: target.context(), working_days: days, reason };

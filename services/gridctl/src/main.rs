@@ -10,6 +10,7 @@ mod client;
 mod copy;
 mod deadline;
 mod export;
+mod field;
 mod keys;
 mod lifecycle;
 mod log;
@@ -60,6 +61,8 @@ enum Commands {
     /// each item's outcome; sending the same file again stores nothing new.
     Sync(sync::Sync),
     #[command(flatten)]
+    Field(field::Command),
+    #[command(flatten)]
     Reports(reports::Command),
     #[command(flatten)]
     Token(token::Command),
@@ -87,6 +90,7 @@ async fn main() -> ExitCode {
         Commands::Lifecycle(command) => lifecycle::run(command, &cli.connection, cli.json).await,
         Commands::Upload(args) => upload::run(args, &cli.connection, cli.json).await,
         Commands::Sync(args) => sync::run(args, &cli.connection, cli.json).await,
+        Commands::Field(command) => field::run(command, &cli.connection, cli.json).await,
         Commands::Reports(command) => reports::run(command, &cli.connection, cli.json).await,
         Commands::Token(command) => token::run(command, &cli.connection, cli.json).await,
         Commands::Reference(command) => reference::run(command, &cli.connection, cli.json).await,

@@ -336,6 +336,23 @@ impl CaseService for CaseApi {
     }
 
     #[instrument(skip_all)]
+    async fn add_report(&self, request: Request<api::AddReportRequest>) -> CommandResponse {
+        let access = Access::of(&request)?.clone();
+        let report = crate::requests::report_record(request.get_ref(), &self.limits, self.clock.now())?;
+        check_uploaded(&self.attachments, "attachments", &report.attachments).await?;
+        let crate::requests::ReportRecord { ctx, reported_at, location, note, attachments } = report;
+        self.execute(&access, ctx, &["report_added"], |_, _| {
+            Ok(Command::AddReport {
+                reported_at,
+                location: location.clone(),
+                note: note.clone(),
+                attachments: attachments.clone(),
+            })
+        })
+        .await
+    }
+
+    #[instrument(skip_all)]
     async fn request_extension(&self, request: Request<api::RequestExtensionRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
         let ExtensionRequest { ctx, working_days, reason } = request.get_ref().check(&self.limits)?;
@@ -531,9 +548,9 @@ impl CaseService for CaseApi {
         request: Request<api::GetAttachmentRequest>,
     ) -> Result<Response<AttachmentStream>, Status> {
         let access = Access::of(&request)?;
-        let (case_id, sha256) = request.get_ref().check(&self.limits)?;
+        let (case_id, sha256, portion) = request.get_ref().check(&self.limits)?;
         let loaded = self.load_for(access, &case_id).await?;
-        Ok(Response::new(download::attachment(&self.attachments, &loaded, &case_id, &sha256).await?))
+        Ok(Response::new(download::attachment(&self.attachments, &loaded, &case_id, &sha256, portion).await?))
     }
 
     #[instrument(skip_all)]

@@ -224,6 +224,38 @@ impl Check for api::AddProgressRequest {
     }
 }
 
+/// Another report of the same problem, checked.
+pub(crate) struct ReportRecord {
+    pub ctx: Context,
+    pub reported_at: jiff::Timestamp,
+    pub location: Option<gridcase_domain::Location>,
+    pub note: Option<Text>,
+    pub attachments: Vec<AttachmentRef>,
+}
+
+/// `AddReport`'s check needs the time: `reported_at` may not lie ahead of
+/// `now` by more than the clock skew allowed (as a filing's).
+pub(crate) fn report_record(
+    request: &api::AddReportRequest,
+    limits: &Limits,
+    now: jiff::Timestamp,
+) -> Result<ReportRecord, Status> {
+    let mut v = Violations::new();
+    let ctx = context(request.context.as_ref(), &mut v);
+    let reported_at = validate::reported_at(request.reported_at.as_ref(), limits, now, &mut v);
+    let location = request.location.as_ref().and_then(|location| validate::location_of(location, &mut v));
+    let note = optional_text("note", &request.note, &mut v);
+    let attachments = validate::attachment_refs("attachments", &request.attachments, limits, &mut v);
+    done(v, || Some(ReportRecord { ctx: ctx?, reported_at: reported_at?, location, note, attachments }))
+}
+
+/// The fuzz target's clock for `AddReport`: a fixed instant.
+fn wire_report(bytes: &[u8], limits: &Limits) -> bool {
+    let now = jiff::Timestamp::from_second(1_796_112_000).expect("a valid instant"); // 2026-12-01T08:00:00Z
+    <api::AddReportRequest as prost::Message>::decode(bytes)
+        .is_ok_and(|request| report_record(&request, limits, now).is_ok())
+}
+
 impl Check for api::ResolveRequest {
     type Checked = WithAttachments;
     fn check(&self, limits: &Limits) -> Result<WithAttachments, Status> {
@@ -379,9 +411,22 @@ impl Check for api::GetHistoryRequest {
     }
 }
 
+/// What of an attachment is asked for: the original (or a range of it) or
+/// a thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Portion {
+    /// Bytes `offset..offset + length` of the original (`length` 0: to the end).
+    Range { offset: u64, length: u64 },
+    /// A JPEG whose longer side is at most this many pixels.
+    Thumbnail { max_dimension: u32 },
+}
+
+/// The smallest and largest thumbnail asked for, in pixels.
+pub(crate) const THUMBNAIL_DIMENSIONS: std::ops::RangeInclusive<u32> = 16..=1024;
+
 impl Check for api::GetAttachmentRequest {
-    type Checked = (CaseId, Sha256Digest);
-    fn check(&self, _: &Limits) -> Result<(CaseId, Sha256Digest), Status> {
+    type Checked = (CaseId, Sha256Digest, Portion);
+    fn check(&self, _: &Limits) -> Result<(CaseId, Sha256Digest, Portion), Status> {
         // Every field's problem at once.
         let mut v = Violations::new();
         let rule = |text: &str| if text.trim().is_empty() { "REQUIRED" } else { "MALFORMED" };
@@ -390,8 +435,20 @@ impl Check for api::GetAttachmentRequest {
         let sha256 = Sha256Digest::parse(self.sha256.trim())
             .map_err(|e| v.add("sha256", rule(&self.sha256), e.to_string()))
             .ok();
+        let portion = match self.max_dimension {
+            0 => Portion::Range { offset: self.offset, length: self.length },
+            px if !THUMBNAIL_DIMENSIONS.contains(&px) => {
+                v.add("max_dimension", "OUT_OF_RANGE", "must be 16-1024 pixels (0: the original)");
+                Portion::Range { offset: 0, length: 0 }
+            }
+            _ if self.offset != 0 || self.length != 0 => {
+                v.add("offset", "UNEXPECTED", "a thumbnail comes whole: no range with max_dimension");
+                Portion::Range { offset: 0, length: 0 }
+            }
+            max_dimension => Portion::Thumbnail { max_dimension },
+        };
         match (case_id, sha256) {
-            (Some(case_id), Some(sha256)) if v.is_empty() => Ok((case_id, sha256)),
+            (Some(case_id), Some(sha256)) if v.is_empty() => Ok((case_id, sha256, portion)),
             _ => Err(v.into_status()),
         }
     }
@@ -474,7 +531,7 @@ pub type WireCheck = fn(&[u8], &Limits) -> bool;
 
 /// Every request type of the case service, by its RPC's name, with its wire
 /// check: the kinds of the fuzz target `lifecycle_requests`, in order.
-pub const KINDS: [(&str, WireCheck); 25] = [
+pub const KINDS: [(&str, WireCheck); 26] = [
     ("Register", wire::<api::RegisterRequest>),
     ("Void", wire::<api::VoidRequest>),
     ("Dispatch", wire::<api::DispatchRequest>),
@@ -500,6 +557,7 @@ pub const KINDS: [(&str, WireCheck); 25] = [
     ("GetAttachment", wire::<api::GetAttachmentRequest>),
     ("Reply", wire::<api::ReplyRequest>),
     ("RecordCallback", wire::<api::RecordCallbackRequest>),
+    ("AddReport", wire_report),
 ];
 
 /// One request off the wire, of the kind `which` picks among [`KINDS`]:

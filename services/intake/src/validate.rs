@@ -52,6 +52,62 @@ pub struct Filer<'a> {
 /// The longest client reference.
 pub const MAX_REFERENCE_CHARS: usize = 100;
 
+/// A point as sent, or its violation (the fields named under `location`).
+pub fn location_of(location: &common::Location, v: &mut Violations) -> Option<Location> {
+    let address = Some(location.address.as_str());
+    match Location::from_degrees(location.latitude, location.longitude, address) {
+        Ok(location) => Some(location),
+        Err(error) => {
+            let (field, rule) = match error {
+                LocationError::Latitude => ("location.latitude", "OUT_OF_RANGE"),
+                LocationError::Longitude => ("location.longitude", "OUT_OF_RANGE"),
+                LocationError::OutsideChina => ("location", "OUTSIDE_SERVICE_AREA"),
+                LocationError::AddressTooLong { .. } => ("location.address", "TOO_LONG"),
+            };
+            v.add(field, rule, error.to_string());
+            None
+        }
+    }
+}
+
+/// When a worker saw something (the device's time): required, not ahead of
+/// `now` by more than the clock skew allowed, not older than reports may be.
+pub fn reported_at(
+    value: Option<&prost_types::Timestamp>,
+    limits: &Limits,
+    now: Timestamp,
+    v: &mut Violations,
+) -> Option<Timestamp> {
+    match value {
+        None => {
+            v.add("reported_at", "REQUIRED", "is required: the device time when the report was made");
+            None
+        }
+        Some(ts) => match timestamp_from_proto(ts) {
+            None => {
+                v.add("reported_at", "MALFORMED", "is not a valid timestamp");
+                None
+            }
+            Some(at) if at > now + limits.max_clock_skew => {
+                v.add(
+                    "reported_at",
+                    "IN_THE_FUTURE",
+                    format!(
+                        "lies more than {:#} ahead of the server clock: check the device clock",
+                        limits.max_clock_skew
+                    ),
+                );
+                None
+            }
+            Some(at) if at < now - limits.max_report_age => {
+                v.add("reported_at", "TOO_OLD", format!("is older than {:#}", limits.max_report_age));
+                None
+            }
+            Some(at) => Some(at),
+        },
+    }
+}
+
 pub fn file_case(
     request: &api::FileCaseRequest,
     filer: Filer<'_>,
@@ -141,52 +197,10 @@ pub fn file_case(
             v.add("location", "REQUIRED", "is required");
             None
         }
-        Some(location) => {
-            let address = Some(location.address.as_str());
-            match Location::from_degrees(location.latitude, location.longitude, address) {
-                Ok(location) => Some(location),
-                Err(error) => {
-                    let (field, rule) = match error {
-                        LocationError::Latitude => ("location.latitude", "OUT_OF_RANGE"),
-                        LocationError::Longitude => ("location.longitude", "OUT_OF_RANGE"),
-                        LocationError::OutsideChina => ("location", "OUTSIDE_SERVICE_AREA"),
-                        LocationError::AddressTooLong { .. } => ("location.address", "TOO_LONG"),
-                    };
-                    v.add(field, rule, error.to_string());
-                    None
-                }
-            }
-        }
+        Some(location) => location_of(location, &mut v),
     };
 
-    let reported_at = match &request.reported_at {
-        None => {
-            v.add("reported_at", "REQUIRED", "is required: the device time when the report was made");
-            None
-        }
-        Some(ts) => match timestamp_from_proto(ts) {
-            None => {
-                v.add("reported_at", "MALFORMED", "is not a valid timestamp");
-                None
-            }
-            Some(at) if at > now + limits.max_clock_skew => {
-                v.add(
-                    "reported_at",
-                    "IN_THE_FUTURE",
-                    format!(
-                        "lies more than {:#} ahead of the server clock: check the device clock",
-                        limits.max_clock_skew
-                    ),
-                );
-                None
-            }
-            Some(at) if at < now - limits.max_report_age => {
-                v.add("reported_at", "TOO_OLD", format!("is older than {:#}", limits.max_report_age));
-                None
-            }
-            Some(at) => Some(at),
-        },
-    };
+    let reported_at = reported_at(request.reported_at.as_ref(), limits, now, &mut v);
 
     let severity_hint = match request.severity_hint {
         None => None,

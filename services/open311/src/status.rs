@@ -98,7 +98,8 @@ mod tests {
         assert_eq!(update("verification_passed", "", "").unwrap().0, "FIXED");
         assert_eq!(update("dispatched", "unit-roads", "").unwrap().1, "已派遣至处置单位（unit-roads）");
         // Internal steps are not told.
-        for internal in ["deadline_set", "clock_marked", "supervised", "progress_added", "urgency_set"] {
+        for internal in ["deadline_set", "clock_marked", "supervised", "progress_added", "report_added", "urgency_set"]
+        {
             assert_eq!(update(internal, "", ""), None, "{internal}");
         }
     }

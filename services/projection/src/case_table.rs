@@ -68,7 +68,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 50] = [
+pub const COLUMNS: [Column; 52] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -126,6 +126,10 @@ pub const COLUMNS: [Column; 50] = [
     column("replied_at", Kind::Instant, false, |r| Cell::Instant(r.replied_at)),
     column("called_back", Kind::Bool, false, |r| Cell::Bool(r.case.called_back)),
     column("reported_at", Kind::Instant, true, |r| Cell::Instant(r.reported_at)),
+    column("reports", Kind::Small, false, |r| {
+        Cell::Small(Some(1 + r.case.added_reports.min(i32::MAX as u32 - 1) as i32))
+    }),
+    column("photo", Kind::Text, false, |r| Cell::Text(r.photo.clone())),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -298,6 +302,7 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
             .map(|k| RequestKind::parse(k).ok_or_else(|| corrupt("request kind")))
             .transpose()?,
         replied: at("replied_at").is_some(),
+        added_reports: small("reports").saturating_sub(1),
         called_back: row.get("called_back"),
     };
     let request_kind = case.request_kind;
@@ -308,6 +313,7 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
         reported_by: row.get("reported_by"),
         filed_at: at("filed_at").ok_or_else(|| corrupt("filing time"))?,
         reported_at: at("reported_at"),
+        photo: row.get("photo"),
         registered_at: at("registered_at"),
         dispatched_at: at("dispatched_at"),
         acknowledged_at: at("acknowledged_at"),

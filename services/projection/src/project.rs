@@ -42,6 +42,9 @@ pub struct CaseRow {
     pub filed_at: Timestamp,
     /// When the worker saw the problem (the device's time on the filing).
     pub reported_at: Option<Timestamp>,
+    /// The SHA-256 of the case's first photo (the filing's, else the first
+    /// added report's): what a list shows as its thumbnail.
+    pub photo: Option<String>,
     pub registered_at: Option<Timestamp>,
     pub dispatched_at: Option<Timestamp>,
     pub acknowledged_at: Option<Timestamp>,
@@ -301,6 +304,7 @@ pub fn apply(
             },
             filed_at: at,
             reported_at: Some(filing.reported_at),
+            photo: filing.attachments.first().map(|a| a.sha256.to_string()),
             registered_at: None,
             dispatched_at: None,
             acknowledged_at: None,
@@ -329,6 +333,9 @@ pub fn apply(
     };
     match event {
         Event::Filed(_) => count(&row, at, Measure::Filed, 1, &mut changes),
+        Event::ReportAdded { attachments, .. } if row.photo.is_none() => {
+            row.photo = attachments.first().map(|a| a.sha256.to_string());
+        }
         Event::Registered { .. } => {
             row.registered_at.get_or_insert(at);
             count(&row, at, Measure::Registered, 1, &mut changes);

@@ -159,6 +159,7 @@ impl Lang {
             "returned" => ("退回", "Returned"),
             "reassigned" => ("改派", "Reassigned"),
             "progress_added" => ("进展", "Progress"),
+            "report_added" => ("再次上报", "Reported again"),
             "extension_requested" => ("申请延期", "Extension requested"),
             "extension_approved" => ("延期批准", "Extension approved"),
             "extension_rejected" => ("延期驳回", "Extension rejected"),

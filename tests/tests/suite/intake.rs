@@ -723,7 +723,8 @@ async fn fetch_attachment(
 ) -> Result<(common::AttachmentRef, Vec<u8>), tonic::Status> {
     use gridcase_proto::cases::v1 as cases_api;
     use gridcase_proto::cases::v1::attachment_part::Part as Piece;
-    let request = cases_api::GetAttachmentRequest { case_id: case_id.into(), sha256: sha256.into() };
+    let request =
+        cases_api::GetAttachmentRequest { case_id: case_id.into(), sha256: sha256.into(), ..Default::default() };
     let mut parts =
         gridcase_tests::lifecycle::client(endpoint).await.get_attachment(who.request(request)).await?.into_inner();
     let (mut reference, mut bytes) = (None, Vec::new());

@@ -20,6 +20,7 @@ mod intake;
 mod map;
 mod metrics;
 mod nats_security;
+mod nearby;
 mod open311;
 mod personal_data;
 mod projection;

@@ -35,7 +35,11 @@ async fn attachment_of_case(endpoint: String, case_id: CaseId, sha256: &str) -> 
     use futures::StreamExt;
     let mut client = gridcase_tests::lifecycle::client(endpoint).await;
     let mut parts = client
-        .get_attachment(as_worker(cases::GetAttachmentRequest { case_id: case_id.to_string(), sha256: sha256.into() }))
+        .get_attachment(as_worker(cases::GetAttachmentRequest {
+            case_id: case_id.to_string(),
+            sha256: sha256.into(),
+            ..Default::default()
+        }))
         .await
         .expect("the attachment of the case")
         .into_inner();

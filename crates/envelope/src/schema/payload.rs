@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::sealing::SealedJson;
 
 /// Every `type` a stored event may have.
-pub(super) const KNOWN_TYPES: [&str; 28] = Event::KINDS;
+pub(super) const KNOWN_TYPES: [&str; 29] = Event::KINDS;
 
 /// Version 1 payloads. The variant name (snake case) is the stored `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,15 @@ pub(super) enum PayloadV1 {
     },
     ProgressAdded {
         note: Text,
+        #[serde(default)]
+        attachments: Vec<AttachmentRef>,
+    },
+    ReportAdded {
+        reported_at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<Location>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<Text>,
         #[serde(default)]
         attachments: Vec<AttachmentRef>,
     },
@@ -265,6 +274,9 @@ impl PayloadV1 {
                 PayloadV1::Reassigned { from_unit: from, to_unit: to, acknowledge_due, resolve_due, basis, reason }
             }
             Event::ProgressAdded { note, attachments } => PayloadV1::ProgressAdded { note, attachments },
+            Event::ReportAdded { reported_at, location, note, attachments } => {
+                PayloadV1::ReportAdded { reported_at, location, note, attachments }
+            }
             Event::ExtensionRequested { working_days, reason } => {
                 PayloadV1::ExtensionRequested { working_days, reason }
             }
@@ -339,6 +351,9 @@ impl PayloadV1 {
                 Event::Reassigned { from: from_unit, to: to_unit, acknowledge_due, resolve_due, basis, reason }
             }
             PayloadV1::ProgressAdded { note, attachments } => Event::ProgressAdded { note, attachments },
+            PayloadV1::ReportAdded { reported_at, location, note, attachments } => {
+                Event::ReportAdded { reported_at, location, note, attachments }
+            }
             PayloadV1::ExtensionRequested { working_days, reason } => {
                 Event::ExtensionRequested { working_days, reason }
             }

@@ -111,6 +111,12 @@ fn one_of_each() -> Vec<Event> {
             satisfaction: Some(Feedback::Unsatisfied),
             reason: Some(text("还有人充电")),
         },
+        Event::ReportAdded {
+            reported_at: "2026-03-09T08:40:00Z".parse().unwrap(),
+            location: Some(Location::from_degrees(30.2742, 120.1552, None).unwrap()),
+            note: Some(text("灯杆也歪了")),
+            attachments: vec![photo()],
+        },
     ]
 }
 

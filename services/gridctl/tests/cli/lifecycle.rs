@@ -450,3 +450,84 @@ async fn a_worker_syncs_a_days_json_lines_with_gridctl_and_sending_them_again_st
     assert_eq!(names, ["replayed", "replayed", "replayed", "refused"]);
     assert_eq!(outcomes[3]["refusal"]["fields"][0]["field"], "note");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_asks_gridctl_what_is_near_reports_it_again_and_lists_their_cases() {
+    use std::sync::Arc;
+
+    use gridcase_tests::{TestDatabase, TestProjection, stream_end};
+
+    let nats = NatsServer::start();
+    let db = TestDatabase::create().await;
+    let intake = TestIntake::spawn(&nats.url()).await;
+    let projection = TestProjection::spawn_with(
+        TestProjection::config(&nats.url(), &db.url),
+        Arc::new(gridcase_process::SystemTimeSource),
+    )
+    .await;
+    let grid = "990101001001001";
+    let (first, other) = (worker(grid), Identity::new("gw-0043", "grid_worker", "cc-990101001", grid));
+    let addr = intake.endpoint();
+    let filed = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        let first = first.clone();
+        move || {
+            let g = Gridctl { addr };
+            let file = |lat: &str| {
+                let args = [
+                    "file",
+                    "--grid",
+                    grid,
+                    "--category",
+                    "0201",
+                    "--description",
+                    "路灯不亮",
+                    "--latitude",
+                    lat,
+                    "--longitude",
+                    "120.1850",
+                ];
+                g.json(&first, &args)["case_id"].as_str().unwrap().to_owned()
+            };
+            (file("30.27050"), file("30.27060"))
+        }
+    })
+    .await
+    .unwrap();
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let query_addr = projection.endpoint();
+    let run = move |who: Identity, args: Vec<String>| {
+        let (addr, query_addr) = (addr.clone(), query_addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new(env!("CARGO_BIN_EXE_gridctl"))
+                .args(["--json", "--addr", &addr, "--query-addr", &query_addr, "--token", &who.token()])
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            // JSON lines, or one document over several lines: a stream of values.
+            serde_json::Deserializer::from_slice(&output.stdout)
+                .into_iter::<serde_json::Value>()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let near = run(
+        other.clone(),
+        args(&["similar", "--latitude", "30.27052", "--longitude", "120.1850", "--category", "0201", "--radius", "30"]),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<&str> = near.iter().map(|c| c["case_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [filed.0.as_str(), filed.1.as_str()], "nearest first: {near:?}");
+    let reported = run(other.clone(), args(&["report", &filed.1, "--note", "我也看到了"])).await.unwrap();
+    assert_eq!(reported[0]["event_type"], "report_added", "{reported:?}");
+    projection.caught_up_to(stream_end(&nats).await).await;
+    let mine = run(first, args(&["my-cases"])).await.unwrap();
+    let (cases, cursor) = mine.split_at(mine.len() - 1);
+    assert_eq!(cases.len(), 2, "{mine:?}");
+    assert!(cases.iter().all(|c| c["mine"] == true));
+    assert_eq!(cases.iter().find(|c| c["case_id"] == filed.1.as_str()).unwrap()["reports"], 2);
+    assert!(cursor[0]["cursor"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+}

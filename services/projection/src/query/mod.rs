@@ -5,6 +5,8 @@
 mod export;
 mod ledger;
 mod map;
+mod mine;
+mod nearby;
 pub mod requests;
 pub mod sql;
 pub mod updates;
@@ -467,6 +469,26 @@ impl QueryService for QueryApi {
     ) -> Result<Response<api::ListCaseUpdatesResponse>, Status> {
         let scope = scope_for(Access::of(&request)?, &[])?;
         Ok(Response::new(updates::list_case_updates(&self.pool, &scope, request.get_ref()).await?))
+    }
+
+    async fn find_similar_cases(
+        &self,
+        request: Request<api::FindSimilarCasesRequest>,
+    ) -> Result<Response<api::FindSimilarCasesResponse>, Status> {
+        let access = Access::of(&request)?;
+        let nearby = nearby::check(request.get_ref())?;
+        let region = nearby::region_of(access)?;
+        Ok(Response::new(nearby::find(&self.pool, &region, &nearby, self.clock.now()).await?))
+    }
+
+    async fn list_my_cases(
+        &self,
+        request: Request<api::ListMyCasesRequest>,
+    ) -> Result<Response<api::ListMyCasesResponse>, Status> {
+        let access = Access::of(&request)?;
+        let (cursor, page) = mine::check(request.get_ref())?;
+        let region = nearby::region_of(access)?;
+        Ok(Response::new(mine::list(&self.pool, &access.principal.subject, &region, cursor, page).await?))
     }
 
     async fn get_public_status(

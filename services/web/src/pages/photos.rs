@@ -2,7 +2,7 @@
 //! the signed-in user (`GetAttachment`: only an attachment one of the case's
 //! own events names, of a case the user may read; "not found" otherwise),
 //! checked once more against the SHA-256 they are named by, and served
-//! whole or as a thumbnail made here. Content-addressed, so a browser may
+//! whole, or as a thumbnail made by the intake service (`max_dimension`). Content-addressed, so a browser may
 //! keep them a day; private, so no shared cache does; and varying by the
 //! session cookie, so a browser shows a kept copy only to the session that
 //! fetched it (another user signing in on the same machine is asked for
@@ -28,7 +28,7 @@ pub const THUMBNAIL_PX: u32 = 320;
 /// Types a browser shows inline; anything else is offered as a download.
 const INLINE: [&str; 4] = ["image/jpeg", "image/png", "image/webp", "video/mp4"];
 
-/// Types a thumbnail can be made of here.
+/// Types the intake service makes thumbnails of.
 pub fn has_thumbnail(content_type: &str) -> bool {
     matches!(content_type, "image/jpeg" | "image/png" | "image/webp")
 }
@@ -39,10 +39,22 @@ struct Fetched {
     bytes: Vec<u8>,
 }
 
-async fn fetch(state: &AppState, session: &Session, case_id: &str, sha256: &str) -> Result<Fetched, Response> {
+/// The attachment whole (`max_dimension` 0), or its thumbnail.
+async fn fetch(
+    state: &AppState,
+    session: &Session,
+    case_id: &str,
+    sha256: &str,
+    max_dimension: u32,
+) -> Result<Fetched, Response> {
     let lang = session.lang;
     let refused = |status: &tonic::Status| refusal_page(lang, &Refusal::from_status(status, lang));
-    let request = cases_api::GetAttachmentRequest { case_id: case_id.to_owned(), sha256: sha256.to_owned() };
+    let request = cases_api::GetAttachmentRequest {
+        case_id: case_id.to_owned(),
+        sha256: sha256.to_owned(),
+        max_dimension,
+        ..Default::default()
+    };
     let mut client = state.upstream.cases.clone();
     let mut parts =
         client.get_attachment(as_user(&session.token, request)).await.map_err(|s| refused(&s))?.into_inner();
@@ -56,6 +68,9 @@ async fn fetch(state: &AppState, session: &Session, case_id: &str, sha256: &str)
         }
     }
     let reference = reference.ok_or_else(|| damaged("no reference came first"))?;
+    if max_dimension > 0 {
+        return Ok(Fetched { content_type: "image/jpeg".into(), bytes });
+    }
     // The service checked the bytes against the store; check what arrived
     // here too (end to end: nothing between the store and this page altered them).
     if hex::encode(sha2::Sha256::digest(&bytes)) != sha256 || bytes.len() as u64 != reference.size {
@@ -82,7 +97,7 @@ pub async fn full(
     session: Session,
     Path((case_id, sha256)): Path<(String, String)>,
 ) -> Response {
-    let fetched = match fetch(&state, &session, &case_id, &sha256).await {
+    let fetched = match fetch(&state, &session, &case_id, &sha256, 0).await {
         Ok(fetched) => fetched,
         Err(response) => return response,
     };
@@ -100,52 +115,17 @@ pub async fn full(
 }
 
 /// `/cases/{case_id}/attachments/{sha256}/thumbnail`: a JPEG at most
-/// [`THUMBNAIL_PX`] on its longest side, made on a blocking thread.
+/// [`THUMBNAIL_PX`] on its longest side, made by the intake service.
 pub async fn thumbnail(
     State(state): State<AppState>,
     session: Session,
     Path((case_id, sha256)): Path<(String, String)>,
 ) -> Response {
-    let fetched = match fetch(&state, &session, &case_id, &sha256).await {
-        Ok(fetched) => fetched,
-        Err(response) => return response,
-    };
-    if !has_thumbnail(&fetched.content_type) {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "no thumbnail of this type").into_response();
-    }
-    match tokio::task::spawn_blocking(move || shrink(&fetched.bytes)).await {
-        Ok(Ok(jpeg)) => cached(Response::builder())
-            .header(header::CONTENT_TYPE, "image/jpeg")
-            .body(Body::from(jpeg))
+    match fetch(&state, &session, &case_id, &sha256, THUMBNAIL_PX).await {
+        Ok(fetched) => cached(Response::builder())
+            .header(header::CONTENT_TYPE, fetched.content_type)
+            .body(Body::from(fetched.bytes))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-        Ok(Err(error)) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, format!("the photo does not decode: {error}")).into_response()
-        }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// A photo shrunk to a thumbnail, as JPEG.
-pub fn shrink(bytes: &[u8]) -> Result<Vec<u8>, image::ImageError> {
-    let photo = image::load_from_memory(bytes)?;
-    let small = photo.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX).to_rgb8();
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&small)?;
-    Ok(out.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_photo_shrinks_to_a_jpeg_within_the_bounds_keeping_its_shape() {
-        let photo = image::RgbImage::from_fn(1200, 900, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
-        let mut png = std::io::Cursor::new(Vec::new());
-        photo.write_to(&mut png, image::ImageFormat::Png).unwrap();
-        let thumb = shrink(png.get_ref()).unwrap();
-        let back = image::load_from_memory_with_format(&thumb, image::ImageFormat::Jpeg).unwrap();
-        assert_eq!((back.width(), back.height()), (320, 240));
-        assert!(shrink(b"not a photo").is_err());
+        Err(response) => response,
     }
 }
