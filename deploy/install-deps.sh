@@ -17,6 +17,8 @@
 # fonts-noto-cjk (without a CJK font, Chinese renders as empty boxes), and
 # Node.js with the identity provider the sign-in test runs (tests/oidc:
 # panva's oidc-provider, installed from the npm registry by its lock file),
+# the gRPC-Web client the gRPC-Web test drives (tests/grpcweb: Buf's
+# Connect for Node.js, by its lock file),
 # and the Open311 clients the gateway's tests drive (PyPI, pinned in
 # tests/open311/requirements.txt, in .tools/open311-clients).
 #
@@ -241,13 +243,15 @@ install_test_identity_provider() {
     say "installing nodejs npm (the sign-in test's identity provider)"
     apt_install nodejs npm
   fi
-  local dir="$ROOT/tests/oidc"
-  # Again whenever the lock file changed since the last install.
-  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    say "installing the test identity provider's packages (npm ci in tests/oidc)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
-      || fail "npm ci in tests/oidc" "check that the npm registry is reachable"
-  fi
+  local dir
+  for dir in "$ROOT/tests/oidc" "$ROOT/tests/grpcweb"; do
+    # Again whenever the lock file changed since the last install.
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      say "installing the test packages of ${dir#"$ROOT"/} (npm ci)"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+        || fail "npm ci in ${dir#"$ROOT"/}" "check that the npm registry is reachable"
+    fi
+  done
 }
 
 # Open311 clients written elsewhere (tests/open311/requirements.txt), in a

@@ -329,11 +329,32 @@ pub struct Authenticated<S> {
     auth: Authenticator,
 }
 
+/// The most of a refused request's body read (and dropped) before the
+/// refusal is sent.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Read what is left of a refused request's body, up to [`DRAIN_BYTES`]. A
+/// gRPC-Web call over HTTP/1.1 shares its connection with the calls after
+/// it: answered with its body unread, the server must close the connection,
+/// and a client already writing its next call there gets a broken pipe.
+async fn drain<B: http_body::Body + Send>(body: B) {
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    let mut read = 0;
+    while read <= DRAIN_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Buf::remaining),
+            _ => return,
+        }
+    }
+}
+
 impl<S, B> tower_service::Service<http::Request<B>> for Authenticated<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -349,7 +370,13 @@ where
                 request.extensions_mut().insert(access);
             }
             Ok(None) => {}
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            Err(status) => {
+                let body = request.into_body();
+                return Box::pin(async move {
+                    drain(body).await;
+                    Ok(status.into_http())
+                });
+            }
         }
         // The service that was made ready is the one that must be called.
         let ready = self.inner.clone();

@@ -12,5 +12,5 @@ pub mod status;
 pub mod trace;
 
 pub use auth::{Access, AuthArgs, AuthLayer, Authenticator};
-pub use server::{GrpcServer, ServerTlsArgs};
+pub use server::{GrpcServer, GrpcWebArgs, ServerTlsArgs};
 pub use status::Violations;

@@ -2,7 +2,10 @@
 //! metrics and authentication layers in front of everything, a span per call, health,
 //! reflection (v1 and v1alpha, so older tools such as grpcurl builds before
 //! v1 support work too), `AuthService`, TCP_NODELAY on every connection, and a
-//! drain of in-flight calls within the grace period on shutdown.
+//! drain of in-flight calls within the grace period on shutdown. gRPC-Web
+//! (browsers, WeChat mini programs) on the same listener, over HTTP/1.1 or
+//! HTTP/2, translated by `tonic-web` in front of everything; cross-origin
+//! callers only from the origins configured (none by default).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::{Identity, Stack};
 
 use crate::auth::{AuthApi, AuthLayer, Authenticator};
@@ -19,7 +23,53 @@ use crate::metrics::GrpcMetricsLayer;
 use gridcase_process::shutdown::{Shutdown, drain_with_grace};
 
 /// The router a service adds its own services to.
-pub type ServiceRouter = Router<Stack<AuthLayer, Stack<GrpcMetricsLayer, Identity>>>;
+pub type ServiceRouter =
+    Router<Stack<AuthLayer, Stack<GrpcMetricsLayer, Stack<tonic_web::GrpcWebLayer, Stack<CorsLayer, Identity>>>>>;
+
+/// gRPC-Web on a service's gRPC listener: which web origins may call it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GrpcWebArgs {
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may
+    /// call this listener with gRPC-Web from a browser or a WeChat mini
+    /// program (CORS). Empty (the default): gRPC-Web is served to callers
+    /// that need no CORS (same origin, native clients), and browsers refuse
+    /// cross-origin calls.
+    #[arg(long, env = "GRIDCASE_GRPC_WEB_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    pub grpc_web_origins: Vec<String>,
+}
+
+impl GrpcWebArgs {
+    /// The CORS layer for the configured origins.
+    pub fn cors(&self) -> anyhow::Result<CorsLayer> {
+        use http::{HeaderName, HeaderValue, Method};
+        let origins = self
+            .grpc_web_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let url = origin.trim_end_matches('/');
+                anyhow::ensure!(
+                    (url.starts_with("https://") || url.starts_with("http://"))
+                        && !url["https://".len()..].contains('/'),
+                    "--grpc-web-origins: {origin:?} is not an origin (scheme://host[:port])"
+                );
+                HeaderValue::from_str(url).with_context(|| format!("--grpc-web-origins: {origin:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !origins.is_empty() {
+            tracing::info!(origins = ?self.grpc_web_origins, "gRPC-Web open to these web origins");
+        }
+        let headers = ["authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "traceparent"];
+        let exposed = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+        Ok(CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST])
+            .allow_headers(headers.map(HeaderName::from_static))
+            .expose_headers(exposed.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(24 * 3600)))
+    }
+}
 
 /// A server with the shared services in place.
 pub struct GrpcServer {
@@ -29,8 +79,9 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Health, reflection and `AuthService` behind the authentication
-    /// layer; over TLS when `tls` is given.
-    pub fn new(auth: Authenticator, tls: Option<ServerTlsConfig>) -> anyhow::Result<Self> {
+    /// layer; over TLS when `tls` is given; gRPC-Web for `web`'s origins.
+    pub fn new(auth: Authenticator, tls: Option<ServerTlsConfig>, web: &GrpcWebArgs) -> anyhow::Result<Self> {
+        let cors = web.cors()?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -39,7 +90,8 @@ impl GrpcServer {
         };
         let reflection_v1 = reflection().build_v1().context("building the reflection service (v1)")?;
         let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service (v1alpha)")?;
-        let mut builder = Server::builder();
+        // HTTP/1.1 too: browsers speak gRPC-Web over it.
+        let mut builder = Server::builder().accept_http1(true);
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).context("the gRPC listener's TLS configuration")?;
         }
@@ -49,7 +101,11 @@ impl GrpcServer {
                 crate::trace::continue_from_http(&span, request.headers());
                 span
             })
-            // Outermost, so refusals by the authentication layer are counted too.
+            // Outermost: a preflight is answered before anything else, and a
+            // gRPC-Web call is plain gRPC from here on.
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Before authentication, so its refusals are counted too.
             .layer(GrpcMetricsLayer)
             .layer(AuthLayer::new(auth.clone()))
             .add_service(health_service)

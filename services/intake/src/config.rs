@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gridcase_grpc::{AuthArgs, ServerTlsArgs};
+use gridcase_grpc::{AuthArgs, GrpcWebArgs, ServerTlsArgs};
 use gridcase_process::parse_duration;
 use gridcase_resources::{CommonArgs, KeyArgs, PolicyArgs};
 
@@ -46,6 +46,10 @@ pub struct Config {
     /// TLS on the gRPC listener.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+
+    /// gRPC-Web (browsers, mini programs) on the gRPC listener.
+    #[command(flatten)]
+    pub grpc_web: GrpcWebArgs,
 
     /// Directory holding regions.csv (grid registry) and categories.csv (taxonomy).
     #[arg(long, env = "GRIDCASE_REFERENCE_DIR", default_value = "deploy/reference")]

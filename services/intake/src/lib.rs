@@ -140,7 +140,7 @@ impl Application {
             })?;
             gridcase_resources::nats::watch_nats(self.client.clone(), shutdown.clone().requested());
         }
-        let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
+        let server = GrpcServer::new(self.auth, self.config.tls.config()?, &self.config.grpc_web)?;
         let health = server.health();
         health.set_serving::<IntakeServiceServer<IntakeApi>>().await;
 

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use gridcase_grpc::{AuthArgs, ServerTlsArgs};
+use gridcase_grpc::{AuthArgs, GrpcWebArgs, ServerTlsArgs};
 use gridcase_resources::{CommonArgs, KeyArgs, PolicyArgs};
 
 /// gridcase projection and query service: builds the read models (case
@@ -65,6 +65,10 @@ pub struct Config {
     /// TLS on the gRPC listener.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+
+    /// gRPC-Web (browsers, mini programs) on the gRPC listener.
+    #[command(flatten)]
+    pub grpc_web: GrpcWebArgs,
 
     /// PostgreSQL URL (the password is never logged).
     #[arg(

@@ -102,7 +102,7 @@ impl Application {
                 }
             });
         }
-        let server = GrpcServer::new(self.auth, self.config.tls.config()?)?;
+        let server = GrpcServer::new(self.auth, self.config.tls.config()?, &self.config.grpc_web)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
         // The case stream's integrity: checked on an interval; while it does
         // not keep its history nothing is projected and health says NOT_SERVING

@@ -16,6 +16,7 @@ mod dispatcher;
 mod docs;
 mod eventlog;
 mod group_commit;
+mod grpc_web;
 mod intake;
 mod map;
 mod metrics;
