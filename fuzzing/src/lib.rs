@@ -229,6 +229,12 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     // One accepted request of each kind of `check_wire`, by name.
     let example = |name: &str| -> Vec<u8> {
         match name {
+            "Merge" => cases::MergeRequest {
+                context: context(),
+                into_case_id: "019a0000-0000-7000-8000-0000000000ff".into(),
+                reason: "同一路灯".into(),
+            }
+            .encode_to_vec(),
             "Register" => cases::RegisterRequest { context: context(), tier: 2, note: "立案".into() }.encode_to_vec(),
             "Void" => cases::VoidRequest { context: context(), reason: reason() }.encode_to_vec(),
             "Dispatch" => {

@@ -34,6 +34,8 @@ pub enum Operation {
     AddProgress,
     /// Another report of the same problem, on an open case of the caller's grids.
     AddReport,
+    /// 并案: a duplicate merged into a main case.
+    Merge,
     RequestExtension,
     DecideExtension,
     RequestHold,
@@ -95,6 +97,7 @@ const PATHS: &[(&str, Operation)] = &[
     ("/gridcase.cases.v1.CaseService/Reassign", Reassign),
     ("/gridcase.cases.v1.CaseService/AddProgress", AddProgress),
     ("/gridcase.cases.v1.CaseService/AddReport", AddReport),
+    ("/gridcase.cases.v1.CaseService/Merge", Merge),
     ("/gridcase.cases.v1.CaseService/RequestExtension", RequestExtension),
     ("/gridcase.cases.v1.CaseService/DecideExtension", DecideExtension),
     ("/gridcase.cases.v1.CaseService/RequestHold", RequestHold),
@@ -146,7 +149,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 ];
 
 impl Operation {
-    pub const ALL: [Operation; 40] = [
+    pub const ALL: [Operation; 41] = [
         FileCase,
         UploadAttachment,
         SyncCases,
@@ -158,6 +161,7 @@ impl Operation {
         Reassign,
         AddProgress,
         AddReport,
+        Merge,
         RequestExtension,
         DecideExtension,
         RequestHold,
@@ -268,6 +272,7 @@ pub fn role_may(role: TokenRole, operation: Operation) -> bool {
             operation,
             UploadAttachment
                 | FindSimilar
+                | Merge
                 | Reply
                 | RecordCallback
                 | Register

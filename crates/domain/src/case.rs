@@ -85,6 +85,9 @@ pub struct Case {
     /// `1 + added_reports` reports).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub added_reports: u32,
+    /// 并案: the main case this one was merged into (it is voided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<CaseId>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -186,6 +189,29 @@ pub fn decide(state: Option<&Case>, command: &Command, now: Timestamp) -> Result
                 return Err(refuse());
             }
             Event::ProgressAdded { note: note.clone(), attachments: attachments.clone() }
+        }
+        Command::MergeInto { into, reason } => {
+            if !state.is_open() {
+                return Err(refuse());
+            }
+            if *into == case.id {
+                return Err(DomainError::MergeIntoItself);
+            }
+            Event::MergedInto { main: *into, reason: reason.clone() }
+        }
+        Command::AbsorbDuplicate { duplicate, reports, reporters, attachments } => {
+            if !state.is_open() {
+                return Err(refuse());
+            }
+            if *duplicate == case.id {
+                return Err(DomainError::MergeIntoItself);
+            }
+            Event::DuplicateMerged {
+                duplicate: *duplicate,
+                reports: *reports,
+                reporters: reporters.clone(),
+                attachments: attachments.clone(),
+            }
         }
         Command::AddReport { reported_at, location, note, attachments } => {
             // Only open work takes another report: a closed case's problem
@@ -393,6 +419,7 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
                 contact: if filed.contact.is_some() { ContactState::Given } else { ContactState::None },
                 request_kind: filed.request_kind,
                 added_reports: 0,
+                merged_into: None,
                 replied: false,
                 called_back: false,
             });
@@ -447,6 +474,11 @@ pub fn evolve(state: CaseState, event: &Event) -> CaseState {
         }
         Event::ProgressAdded { .. } => {}
         Event::ReportAdded { .. } => case.added_reports += 1,
+        Event::MergedInto { main, .. } => {
+            case.state = State::Voided;
+            case.merged_into = Some(*main);
+        }
+        Event::DuplicateMerged { reports, .. } => case.added_reports += reports,
         Event::ExtensionRequested { working_days, .. } => case.pending_extension = Some(*working_days),
         Event::ExtensionApproved { approved_working_days, .. } => {
             case.pending_extension = None;

@@ -2,7 +2,7 @@ use jiff::Timestamp;
 
 use crate::case::{DeadlineBasis, Deadlines};
 use crate::{
-    AttachmentRef, Clock, ClockMark, Feedback, Filing, Location, OrgCode, ReplyMethod, Supervision, Text, Tier,
+    AttachmentRef, CaseId, Clock, ClockMark, Feedback, Filing, Location, OrgCode, ReplyMethod, Supervision, Text, Tier,
 };
 
 /// Everything anyone may ask of a case, over its whole lifecycle. Which role
@@ -35,6 +35,12 @@ pub enum Command {
         note: Option<Text>,
         attachments: Vec<AttachmentRef>,
     },
+    /// 并案, on the duplicate: it is merged into `into` (the main case),
+    /// which goes on; the duplicate is voided and takes no further step.
+    MergeInto { into: CaseId, reason: Text },
+    /// 并案, on the main case: the duplicate's reports (its filing and
+    /// those added to it), reporters and photos are linked to it.
+    AbsorbDuplicate { duplicate: CaseId, reports: u32, reporters: Vec<String>, attachments: Vec<AttachmentRef> },
     /// The unit asks for more time (延期申请).
     RequestExtension { working_days: u32, reason: Text },
     /// The centre approves (`Some(days)`, at most the days requested) or rejects (`None`, reason required).
@@ -87,6 +93,8 @@ impl Command {
             Command::Reassign { .. } => "reassign",
             Command::AddProgress { .. } => "add progress to",
             Command::AddReport { .. } => "add a report to",
+            Command::MergeInto { .. } => "merge",
+            Command::AbsorbDuplicate { .. } => "merge a duplicate into",
             Command::RequestExtension { .. } => "request an extension for",
             Command::DecideExtension { .. } => "decide an extension for",
             Command::RequestHold { .. } => "request a hold for",

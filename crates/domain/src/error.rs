@@ -18,6 +18,8 @@ pub enum DomainError {
     DeadlineInPast { clock: Clock, due: Timestamp, now: Timestamp },
     #[error("the case is already assigned to {unit}")]
     SameUnit { unit: String },
+    #[error("a case cannot be merged into itself")]
+    MergeIntoItself,
     #[error("an extension request is already pending")]
     ExtensionAlreadyPending,
     #[error("no extension request is pending")]
@@ -68,6 +70,7 @@ impl DomainError {
             DomainError::ReasonRequired { .. } => "REASON_REQUIRED",
             DomainError::DeadlineInPast { .. } => "DEADLINE_IN_PAST",
             DomainError::SameUnit { .. } => "SAME_UNIT",
+            DomainError::MergeIntoItself => "MERGE_INTO_ITSELF",
             DomainError::ExtensionAlreadyPending => "EXTENSION_ALREADY_PENDING",
             DomainError::NoExtensionPending => "NO_EXTENSION_PENDING",
             DomainError::ExtensionOutOfRange { .. } => "EXTENSION_OUT_OF_RANGE",

@@ -71,6 +71,18 @@ pub enum Event {
         note: Text,
         attachments: Vec<AttachmentRef>,
     },
+    /// 并案: this case (a duplicate) was merged into `main`, which goes on.
+    MergedInto {
+        main: CaseId,
+        reason: Text,
+    },
+    /// 并案: the duplicate's reports, reporters and photos now belong here.
+    DuplicateMerged {
+        duplicate: CaseId,
+        reports: u32,
+        reporters: Vec<String>,
+        attachments: Vec<AttachmentRef>,
+    },
     /// Another report of the same problem (the actor reported it).
     ReportAdded {
         reported_at: Timestamp,
@@ -163,7 +175,7 @@ pub enum Event {
 
 impl Event {
     /// Every event kind's stable name, as stored (the envelope's `type`).
-    pub const KINDS: [&'static str; 29] = [
+    pub const KINDS: [&'static str; 31] = [
         "filed",
         "registered",
         "voided",
@@ -193,6 +205,8 @@ impl Event {
         "replied",
         "callback_recorded",
         "report_added",
+        "merged_into",
+        "duplicate_merged",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -206,6 +220,8 @@ impl Event {
             Event::Reassigned { .. } => "reassigned",
             Event::ProgressAdded { .. } => "progress_added",
             Event::ReportAdded { .. } => "report_added",
+            Event::MergedInto { .. } => "merged_into",
+            Event::DuplicateMerged { .. } => "duplicate_merged",
             Event::ExtensionRequested { .. } => "extension_requested",
             Event::ExtensionApproved { .. } => "extension_approved",
             Event::ExtensionRejected { .. } => "extension_rejected",
@@ -264,6 +280,7 @@ impl Event {
             | Event::Reopened { reason }
             | Event::Cancelled { reason }
             | Event::ResidentDataErased { reason }
+            | Event::MergedInto { reason, .. }
             | Event::Supervised { reason, .. } => Some(reason),
             Event::ExtensionApproved { reason, .. }
             | Event::HoldApproved { reason }
@@ -273,6 +290,7 @@ impl Event {
             Event::Replied { text, .. } => Some(text),
             Event::CallbackRecorded { reason, .. } => reason.as_ref(),
             Event::Acknowledged { .. }
+            | Event::DuplicateMerged { .. }
             | Event::Dispatched { .. }
             | Event::Resumed
             | Event::DeadlineSet { .. }
@@ -284,7 +302,9 @@ impl Event {
     pub fn attachments(&self) -> &[AttachmentRef] {
         match self {
             Event::Filed(filing) => &filing.attachments,
-            Event::ProgressAdded { attachments, .. } | Event::ReportAdded { attachments, .. } => attachments,
+            Event::ProgressAdded { attachments, .. }
+            | Event::ReportAdded { attachments, .. }
+            | Event::DuplicateMerged { attachments, .. } => attachments,
             Event::Resolved { evidence, .. } => evidence,
             _ => &[],
         }

@@ -209,7 +209,8 @@ impl<'a> Core<'a> {
                 tracked.clocks.remove(&Clock::Register);
                 tracked.awaiting_first_dispatch = tracked.case.returns == 0;
             }
-            Event::Voided { .. } | Event::Cancelled { .. } => {
+            // A merged duplicate is voided: no clock runs, nothing is owed.
+            Event::Voided { .. } | Event::Cancelled { .. } | Event::MergedInto { .. } => {
                 tracked.clocks.clear();
                 tracked.retention_from = Some(at);
             }

@@ -234,6 +234,7 @@ mod tests {
             reworks: 0,
             reopenings: 0,
             added_reports: 0,
+            merged_into: None,
             contact: gridcase_domain::ContactState::Given,
             request_kind: Some(gridcase_domain::RequestKind::Complaint),
             replied: true,

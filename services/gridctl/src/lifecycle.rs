@@ -208,6 +208,17 @@ pub enum Command {
         #[arg(long, allow_negative_numbers = true, requires = "latitude")]
         longitude: Option<f64>,
     },
+    /// 并案: merge a duplicate (the case id given) into a main case, which
+    /// goes on with the duplicate's reports, reporters and photos.
+    Merge {
+        #[command(flatten)]
+        target: Target,
+        /// The main case.
+        #[arg(long)]
+        into: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// 延期申请: ask for more working days.
     RequestExtension {
         #[command(flatten)]
@@ -484,6 +495,9 @@ pub async fn run(command: Command, connection: &Connection, json: bool) -> anyho
                 attachments,
             };
             cases.add_report(c.request(message)?).await
+        }
+        Command::Merge { target, into, reason } => {
+            cases.merge(c.request(api::MergeRequest { context: target.context(), into_case_id: into, reason })?).await
         }
         Command::RequestExtension { target, days, reason } => {
             let message = api::RequestExtensionRequest { context: target.context(), working_days: days, reason };

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::download::{self, AttachmentStream};
 use crate::history::history_event;
+use crate::merge;
 use crate::personal;
 use crate::requests::{
     CallbackRecord, Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment,
@@ -350,6 +351,38 @@ impl CaseService for CaseApi {
             })
         })
         .await
+    }
+
+    #[instrument(skip_all)]
+    async fn merge(&self, request: Request<api::MergeRequest>) -> CommandResponse {
+        let access = Access::of(&request)?.clone();
+        let crate::requests::MergeRecord { ctx, into, reason } = request.get_ref().check(&self.limits)?;
+        let duplicate = self.load_for(&access, &ctx.case_id).await?;
+        // The main case must be the caller's to see too (NOT_FOUND alike).
+        self.load_for(&access, &into).await?;
+        // A duplicate merged (or closed) by another command: refused before
+        // the main case records anything.
+        if duplicate.command(&ctx.command_id).is_none() {
+            let merge = Command::MergeInto { into, reason: reason.clone() };
+            gridcase_domain::decide(Some(&duplicate.case), &merge, self.clock.now())
+                .map_err(|e| refused(&ctx.case_id, &e))?;
+        }
+        let brought = merge::brought(&duplicate);
+        // The main case first: a merge cut short leaves the duplicate open,
+        // and the same command again completes it.
+        let main = Context { case_id: into, command_id: format!("{}:main", ctx.command_id), expected_version: None };
+        let duplicate_id = ctx.case_id;
+        self.execute(&access, main, &["duplicate_merged"], |_, _| {
+            Ok(Command::AbsorbDuplicate {
+                duplicate: duplicate_id,
+                reports: brought.reports,
+                reporters: brought.reporters.clone(),
+                attachments: brought.attachments.clone(),
+            })
+        })
+        .await?;
+        self.execute(&access, ctx, &["merged_into"], |_, _| Ok(Command::MergeInto { into, reason: reason.clone() }))
+            .await
     }
 
     #[instrument(skip_all)]

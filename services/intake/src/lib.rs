@@ -6,6 +6,7 @@ mod cases;
 pub mod config;
 mod download;
 mod history;
+mod merge;
 mod personal;
 mod reference;
 pub mod requests;

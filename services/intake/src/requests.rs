@@ -224,6 +224,30 @@ impl Check for api::AddProgressRequest {
     }
 }
 
+/// A merge (并案), checked.
+pub(crate) struct MergeRecord {
+    pub ctx: Context,
+    pub into: CaseId,
+    pub reason: Text,
+}
+
+impl Check for api::MergeRequest {
+    type Checked = MergeRecord;
+    fn check(&self, _: &Limits) -> Result<MergeRecord, Status> {
+        let mut v = Violations::new();
+        let ctx = context(self.context.as_ref(), &mut v);
+        let into = match self.into_case_id.trim() {
+            "" => {
+                v.add("into_case_id", "REQUIRED", "is required: the main case the duplicate is merged into");
+                None
+            }
+            text => CaseId::parse(text).map_err(|e| v.add("into_case_id", "MALFORMED", e.to_string())).ok(),
+        };
+        let reason = required_text("reason", &self.reason, &mut v);
+        done(v, || Some(MergeRecord { ctx: ctx?, into: into?, reason: reason? }))
+    }
+}
+
 /// Another report of the same problem, checked.
 pub(crate) struct ReportRecord {
     pub ctx: Context,
@@ -531,7 +555,7 @@ pub type WireCheck = fn(&[u8], &Limits) -> bool;
 
 /// Every request type of the case service, by its RPC's name, with its wire
 /// check: the kinds of the fuzz target `lifecycle_requests`, in order.
-pub const KINDS: [(&str, WireCheck); 26] = [
+pub const KINDS: [(&str, WireCheck); 27] = [
     ("Register", wire::<api::RegisterRequest>),
     ("Void", wire::<api::VoidRequest>),
     ("Dispatch", wire::<api::DispatchRequest>),
@@ -558,6 +582,7 @@ pub const KINDS: [(&str, WireCheck); 26] = [
     ("Reply", wire::<api::ReplyRequest>),
     ("RecordCallback", wire::<api::RecordCallbackRequest>),
     ("AddReport", wire_report),
+    ("Merge", wire::<api::MergeRequest>),
 ];
 
 /// One request off the wire, of the kind `which` picks among [`KINDS`]:

@@ -78,6 +78,7 @@ pub fn update(event_type: &str, unit: &str, reason: &str) -> Option<(&'static st
         "verification_passed" => ("FIXED", "经核查问题已解决，已结案".to_owned()),
         "voided" => ("NO_FURTHER_ACTION", with_reason("经核查不予立案")),
         "cancelled" => ("NO_FURTHER_ACTION", with_reason("诉求已撤销")),
+        "merged_into" => ("NO_FURTHER_ACTION", with_reason("已与相同诉求合并办理")),
         _ => return None,
     };
     Some((status, text))

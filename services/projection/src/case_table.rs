@@ -68,7 +68,7 @@ fn due(row: &CaseRow, clock: Clock) -> Cell {
 }
 
 /// Every column of `cases`, in table order.
-pub const COLUMNS: [Column; 52] = [
+pub const COLUMNS: [Column; 53] = [
     column("case_id", Kind::Uuid, true, |r| Cell::Uuid(*r.case.id.as_uuid())),
     column("version", Kind::Big, false, |r| Cell::Big(r.case.version as i64)),
     column("last_sequence", Kind::Big, false, |r| Cell::Big(r.last_sequence as i64)),
@@ -130,6 +130,7 @@ pub const COLUMNS: [Column; 52] = [
         Cell::Small(Some(1 + r.case.added_reports.min(i32::MAX as u32 - 1) as i32))
     }),
     column("photo", Kind::Text, false, |r| Cell::Text(r.photo.clone())),
+    column("merged_into", Kind::Text, false, |r| Cell::Text(r.case.merged_into.map(|id| id.to_string()))),
 ];
 
 /// What a `SELECT` (or `RETURNING`) lists for [`read`]: every column by its
@@ -303,6 +304,10 @@ pub fn read(row: &sqlx::postgres::PgRow) -> anyhow::Result<CaseRow> {
             .transpose()?,
         replied: at("replied_at").is_some(),
         added_reports: small("reports").saturating_sub(1),
+        merged_into: row
+            .get::<Option<&str>, _>("merged_into")
+            .map(|id| CaseId::parse(id).map_err(|_| corrupt("merged into")))
+            .transpose()?,
         called_back: row.get("called_back"),
     };
     let request_kind = case.request_kind;

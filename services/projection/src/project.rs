@@ -142,10 +142,14 @@ pub enum Measure {
     CallbackDue,
     /// A callback that reached the resident, on the day (回访).
     CalledBack,
+    /// A duplicate merged into another case (并案), on the day of the merge,
+    /// for the duplicate's organisations. Its filing is withdrawn from
+    /// `Filed` (on its filing's day): the pair counts as one case filed.
+    Merged,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 22] = [
+    pub const ALL: [Measure; 23] = [
         Measure::Filed,
         Measure::Registered,
         Measure::Due,
@@ -168,6 +172,7 @@ impl Measure {
         Measure::RepliedOnTime,
         Measure::CallbackDue,
         Measure::CalledBack,
+        Measure::Merged,
     ];
 
     /// The column of `ledger_daily`.
@@ -195,6 +200,7 @@ impl Measure {
             Measure::RepliedOnTime => "replied_on_time",
             Measure::CallbackDue => "callback_due",
             Measure::CalledBack => "called_back",
+            Measure::Merged => "merged",
         }
     }
 }
@@ -333,7 +339,14 @@ pub fn apply(
     };
     match event {
         Event::Filed(_) => count(&row, at, Measure::Filed, 1, &mut changes),
-        Event::ReportAdded { attachments, .. } if row.photo.is_none() => {
+        Event::MergedInto { .. } => {
+            // The pair counts as one case filed: the duplicate's filing is
+            // withdrawn where it was counted, and the merge counted today.
+            let filed_at = row.filed_at;
+            count(&row, filed_at, Measure::Filed, -1, &mut changes);
+            count(&row, at, Measure::Merged, 1, &mut changes);
+        }
+        Event::DuplicateMerged { attachments, .. } | Event::ReportAdded { attachments, .. } if row.photo.is_none() => {
             row.photo = attachments.first().map(|a| a.sha256.to_string());
         }
         Event::Registered { .. } => {

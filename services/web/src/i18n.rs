@@ -160,6 +160,8 @@ impl Lang {
             "reassigned" => ("改派", "Reassigned"),
             "progress_added" => ("进展", "Progress"),
             "report_added" => ("再次上报", "Reported again"),
+            "merged_into" => ("并案（并入）", "Merged into"),
+            "duplicate_merged" => ("并案（并入重复件）", "Duplicate merged in"),
             "extension_requested" => ("申请延期", "Extension requested"),
             "extension_approved" => ("延期批准", "Extension approved"),
             "extension_rejected" => ("延期驳回", "Extension rejected"),

@@ -19,6 +19,7 @@ mod group_commit;
 mod grpc_web;
 mod intake;
 mod map;
+mod merge;
 mod metrics;
 mod nats_security;
 mod nearby;

@@ -101,6 +101,7 @@ fn the_role_table() {
             &[
                 UploadAttachment,
                 FindSimilar,
+                Merge,
                 Reply,
                 RecordCallback,
                 Register,

@@ -520,3 +520,46 @@ proptest! {
         prop_assert_eq!(replay(&history), replay(&history));
     }
 }
+
+#[test]
+fn another_report_counts_on_an_open_case_only() {
+    let report = || Command::AddReport { reported_at: now(), location: None, note: None, attachments: vec![] };
+    let case = given(&[file_command(None), report(), report()]).unwrap();
+    assert_eq!(case.added_reports, 2);
+    for state in [State::Closed, State::Voided, State::Cancelled] {
+        let case = given(&path_to(state)).unwrap();
+        let refused = decide(Some(&case), &report(), now()).unwrap_err();
+        assert_eq!(refused.rule(), "TRANSITION_NOT_ALLOWED", "{state:?}");
+    }
+}
+
+#[test]
+fn a_merged_duplicate_is_voided_and_its_reports_go_to_the_main_case() {
+    let main_id = CaseId::new_v7();
+    for state in
+        [State::Reported, State::Registered, State::Dispatched, State::InProgress, State::OnHold, State::Resolved]
+    {
+        let duplicate = given(&path_to(state)).unwrap();
+        let merge = Command::MergeInto { into: main_id, reason: text("同一路灯") };
+        let event = decide(Some(&duplicate), &merge, now()).unwrap();
+        let merged = evolve(Some(duplicate.clone()), &event).unwrap();
+        assert_eq!((merged.state, merged.merged_into), (State::Voided, Some(main_id)), "from {state:?}");
+        assert!(State::Voided.is_final(), "a merged duplicate takes no further command");
+        let itself = Command::MergeInto { into: duplicate.id, reason: text("同一路灯") };
+        assert_eq!(decide(Some(&duplicate), &itself, now()).unwrap_err().rule(), "MERGE_INTO_ITSELF");
+    }
+    for state in [State::Closed, State::Voided, State::Cancelled] {
+        let case = given(&path_to(state)).unwrap();
+        let merge = Command::MergeInto { into: main_id, reason: text("同一路灯") };
+        assert_eq!(decide(Some(&case), &merge, now()).unwrap_err().rule(), "TRANSITION_NOT_ALLOWED", "{state:?}");
+    }
+    let main = given(&[file_command(None)]).unwrap();
+    let absorb = Command::AbsorbDuplicate {
+        duplicate: CaseId::new_v7(),
+        reports: 3,
+        reporters: vec!["gw-0042".into()],
+        attachments: vec![],
+    };
+    let event = decide(Some(&main), &absorb, now()).unwrap();
+    assert_eq!(evolve(Some(main), &event).unwrap().added_reports, 3, "the main case now has 1 + 3 reports");
+}

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::sealing::SealedJson;
 
 /// Every `type` a stored event may have.
-pub(super) const KNOWN_TYPES: [&str; 29] = Event::KINDS;
+pub(super) const KNOWN_TYPES: [&str; 31] = Event::KINDS;
 
 /// Version 1 payloads. The variant name (snake case) is the stored `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,18 @@ pub(super) enum PayloadV1 {
     },
     ProgressAdded {
         note: Text,
+        #[serde(default)]
+        attachments: Vec<AttachmentRef>,
+    },
+    MergedInto {
+        main: CaseId,
+        reason: Text,
+    },
+    DuplicateMerged {
+        duplicate: CaseId,
+        reports: u32,
+        #[serde(default)]
+        reporters: Vec<String>,
         #[serde(default)]
         attachments: Vec<AttachmentRef>,
     },
@@ -277,6 +289,10 @@ impl PayloadV1 {
             Event::ReportAdded { reported_at, location, note, attachments } => {
                 PayloadV1::ReportAdded { reported_at, location, note, attachments }
             }
+            Event::MergedInto { main, reason } => PayloadV1::MergedInto { main, reason },
+            Event::DuplicateMerged { duplicate, reports, reporters, attachments } => {
+                PayloadV1::DuplicateMerged { duplicate, reports, reporters, attachments }
+            }
             Event::ExtensionRequested { working_days, reason } => {
                 PayloadV1::ExtensionRequested { working_days, reason }
             }
@@ -353,6 +369,10 @@ impl PayloadV1 {
             PayloadV1::ProgressAdded { note, attachments } => Event::ProgressAdded { note, attachments },
             PayloadV1::ReportAdded { reported_at, location, note, attachments } => {
                 Event::ReportAdded { reported_at, location, note, attachments }
+            }
+            PayloadV1::MergedInto { main, reason } => Event::MergedInto { main, reason },
+            PayloadV1::DuplicateMerged { duplicate, reports, reporters, attachments } => {
+                Event::DuplicateMerged { duplicate, reports, reporters, attachments }
             }
             PayloadV1::ExtensionRequested { working_days, reason } => {
                 Event::ExtensionRequested { working_days, reason }

@@ -117,6 +117,16 @@ fn one_of_each() -> Vec<Event> {
             note: Some(text("灯杆也歪了")),
             attachments: vec![photo()],
         },
+        Event::MergedInto {
+            main: gridcase_domain::CaseId::parse("019a0000-0000-7000-8000-0000000000ff").unwrap(),
+            reason: text("同一路灯"),
+        },
+        Event::DuplicateMerged {
+            duplicate: gridcase_domain::CaseId::parse("019a0000-0000-7000-8000-0000000000fe").unwrap(),
+            reports: 2,
+            reporters: vec!["gw-0042".into(), "gw-0043".into()],
+            attachments: vec![photo()],
+        },
     ]
 }
 

@@ -524,10 +524,17 @@ async fn a_worker_asks_gridctl_what_is_near_reports_it_again_and_lists_their_cas
     let reported = run(other.clone(), args(&["report", &filed.1, "--note", "我也看到了"])).await.unwrap();
     assert_eq!(reported[0]["event_type"], "report_added", "{reported:?}");
     projection.caught_up_to(stream_end(&nats).await).await;
+    // The command centre merges the second into the first.
+    let merged =
+        run(centre("990101001"), args(&["merge", &filed.1, "--into", &filed.0, "--reason", "同一路灯"])).await.unwrap();
+    assert_eq!(merged[0]["event_type"], "merged_into", "{merged:?}");
+    projection.caught_up_to(stream_end(&nats).await).await;
     let mine = run(first, args(&["my-cases"])).await.unwrap();
     let (cases, cursor) = mine.split_at(mine.len() - 1);
     assert_eq!(cases.len(), 2, "{mine:?}");
     assert!(cases.iter().all(|c| c["mine"] == true));
-    assert_eq!(cases.iter().find(|c| c["case_id"] == filed.1.as_str()).unwrap()["reports"], 2);
+    let case = |id: &str| cases.iter().find(|c| c["case_id"] == id).unwrap().clone();
+    assert_eq!(case(&filed.1)["open"], false, "merged");
+    assert_eq!(case(&filed.0)["reports"], 3, "its own, the merged one's filing and its added report");
     assert!(cursor[0]["cursor"].as_str().unwrap().parse::<u64>().unwrap() > 0);
 }

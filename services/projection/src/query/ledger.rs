@@ -63,6 +63,7 @@ fn ledger_row(kind: &str, org: &str, sums: &LedgerSums, overdue_open: u64) -> ap
         reply_on_time_rate: rate(c(Measure::RepliedOnTime), c(Measure::ReplyDue)),
         callback_due: c(Measure::CallbackDue) as u64,
         called_back: c(Measure::CalledBack) as u64,
+        merged: c(Measure::Merged) as u64,
         callback_rate: rate(c(Measure::CalledBack), c(Measure::CallbackDue)),
         satisfaction_rate: rate(
             c(Measure::Satisfied) + c(Measure::BasicallySatisfied),
@@ -186,7 +187,7 @@ pub(super) fn ledger_regions(request: &api::LedgerRequest) -> Vec<&str> {
 }
 
 /// The columns of a ledger export.
-pub(super) const LEDGER_HEADER: [&str; 32] = [
+pub(super) const LEDGER_HEADER: [&str; 33] = [
     "org_kind",
     "org",
     "period",
@@ -219,6 +220,7 @@ pub(super) const LEDGER_HEADER: [&str; 32] = [
     "called_back",
     "callback_rate",
     "satisfaction_rate",
+    "merged",
 ];
 
 /// One ledger row as export fields (rates with four decimals).
@@ -256,5 +258,6 @@ pub(super) fn ledger_record(r: api::LedgerRow) -> Vec<String> {
         r.called_back.to_string(),
         f64_text(r.callback_rate),
         f64_text(r.satisfaction_rate),
+        r.merged.to_string(),
     ]
 }

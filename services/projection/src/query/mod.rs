@@ -281,6 +281,8 @@ impl QueryService for QueryApi {
             urgent: case.urgent,
             filed_at: Some(convert::timestamp_to_proto(row.filed_at)),
             reported_at: row.reported_at.map(convert::timestamp_to_proto),
+            reports: 1 + case.added_reports,
+            merged_into: case.merged_into.map(|id| id.to_string()).unwrap_or_default(),
             deadlines,
             returns: case.returns,
             reworks: case.reworks,

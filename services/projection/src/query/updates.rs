@@ -19,7 +19,7 @@ use crate::columns::{from_micros, micros};
 /// or when it will be done. Deadlines, warnings, supervision and people's
 /// notes are internal and left out. A reply's update reads under the last
 /// of these before it.
-pub const STATE_EVENTS: [&str; 15] = [
+pub const STATE_EVENTS: [&str; 16] = [
     "filed",
     "registered",
     "voided",
@@ -35,6 +35,7 @@ pub const STATE_EVENTS: [&str; 15] = [
     "verification_failed",
     "reopened",
     "cancelled",
+    "merged_into",
 ];
 
 /// Every event a partner's feed holds: the changes, and an answer given
@@ -44,7 +45,7 @@ pub fn resident_events() -> Vec<String> {
 }
 
 /// Events whose reason a resident may read.
-const REASON_READ_BY_RESIDENTS: [&str; 4] = ["voided", "cancelled", "hold_approved", "replied"];
+const REASON_READ_BY_RESIDENTS: [&str; 5] = ["voided", "cancelled", "hold_approved", "replied", "merged_into"];
 
 /// The widest window one request may ask for.
 pub const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(31 * 24);
