@@ -240,7 +240,7 @@ pub async fn measure(nats: &NatsServer, url: &str, data: &city_year::DataSet) ->
     }
     rows.push(
         run_phase("ExportCases CSV, a township's year", 5, 1, |i| {
-            let mut client = centres[i].clone();
+            let mut client = centres[i % centres.len()].clone();
             let expected = per_township.get(&townships[i % townships.len()]).copied().unwrap_or(0);
             async move {
                 let started = Instant::now();

@@ -5,6 +5,7 @@
 //!     cargo run --release -p gridcase-bench -- intake --cases 20000 --concurrency 256
 
 mod city_dispatcher;
+mod city_field;
 mod city_queries;
 mod city_reads;
 mod city_rebuild;
@@ -266,6 +267,9 @@ async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::CityYear { step: CityYear::Queries { dir, admin_url } } => {
             city_queries::run(city_year::Measure { dir }, &admin_url).await
         }
+        Bench::CityYear { step: CityYear::Field { dir, admin_url } } => {
+            city_field::run(city_year::Measure { dir }, &admin_url).await
+        }
         Bench::Mobile { days, workers, rounds } => mobile::run(days, workers, rounds).await,
         Bench::Projection { cases, query_cases } => projection::run(cases, query_cases).await,
         Bench::Open311 { cases, concurrency, warmup, rounds } => open311::run(cases, concurrency, warmup, rounds).await,
@@ -327,6 +331,17 @@ enum CityYear {
     /// of reports, lists, histories, ledgers and exports; the plans of the
     /// heaviest statements.
     Queries {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// A PostgreSQL URL of the same server `rebuild` used.
+        #[arg(long, env = "GRIDCASE_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        admin_url: String,
+    },
+    /// The grid worker's calls on the rebuilt read models: FindSimilarCases
+    /// at open cases' points, and ListMyCases of a worker whose grid gets
+    /// 300 more open cases (filed through intake, appended to the data set),
+    /// each beside the same SQL sent straight to PostgreSQL.
+    Field {
         #[arg(long)]
         dir: std::path::PathBuf,
         /// A PostgreSQL URL of the same server `rebuild` used.
