@@ -23,46 +23,13 @@ use prost::Message as _;
 use sqlx::Row as _;
 
 use crate::city_year::{self, Measure};
-use crate::{Figures, run_phase};
+use crate::run_phase;
 
 const SAMPLES: usize = 200;
 const FIELD_CASES: usize = 300;
 
-/// FindSimilarCases' query, as the query service sends it (the baseline).
-const NEARBY_SQL: &str = "WITH here AS (SELECT ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography AS point) \
-     SELECT case_id, state, grid, category, description, latitude_e6, longitude_e6, micros(filed_at), reports, photo, \
-            ST_Distance(location::geography, here.point) AS distance \
-     FROM cases, here \
-     WHERE state NOT IN ('CLOSED', 'VOIDED', 'CANCELLED') \
-       AND ST_DWithin(location::geography, here.point, $3) \
-       AND grid LIKE $4 \
-       AND left(category, 2) = left($5, 2) \
-       AND filed_at >= ts_from_micros($6) \
-     ORDER BY distance, case_id LIMIT $7";
-
-/// ListMyCases' query, as the query service sends it (the baseline).
-const MINE_SQL: &str = "SELECT case_id, state, grid, category, description, latitude_e6, longitude_e6, micros(filed_at), \
-            micros(reported_at), micros(updated_at), reported_by = $1, reports, photo, version, last_sequence \
-     FROM cases \
-     WHERE last_sequence > $2 \
-       AND (reported_by = $1 \
-            OR (grid LIKE $3 AND ($2 > 0 OR state NOT IN ('CLOSED', 'VOIDED', 'CANCELLED')))) \
-     ORDER BY last_sequence LIMIT $4";
-
-fn print_rows(rows: &[Figures]) {
-    println!("{:<52} {:>8} {:>10} {:>10} {:>10} {:>10}", "call", "count", "per sec", "p50 ms", "p99 ms", "max ms");
-    for row in rows {
-        println!(
-            "{:<52} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
-            row.label,
-            row.count,
-            row.rate(),
-            row.percentile(0.50).as_secs_f64() * 1e3,
-            row.percentile(0.99).as_secs_f64() * 1e3,
-            row.percentile(1.0).as_secs_f64() * 1e3,
-        );
-    }
-}
+/// The queries exactly as the query service sends them (the baselines).
+use gridcase_projection::query::{mine::SQL as MINE_SQL, nearby::SQL as NEARBY_SQL};
 
 pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
     let data = city_year::load_manifest(&options.dir)?;
@@ -109,7 +76,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
     }
     let found = std::sync::atomic::AtomicUsize::new(0);
     let mut rows = vec![
-        run_phase("FindSimilarCases, 50 m, 30 days (gRPC)", samples, 1, |i| {
+        run_phase("FindSimilarCases, 50 m (gRPC)", samples, 1, |i| {
             let mut client = clients[i].clone();
             let (_, category, lat, lon) = points[i].clone();
             let found = &found;
@@ -147,7 +114,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
             .bind(20_i64)
     };
     rows.push(
-        run_phase("the same query, raw SQL (baseline)", samples, 1, |i| {
+        run_phase("  the same SQL, raw", samples, 1, |i| {
             let query = nearby_raw(i);
             let pool = pool.clone();
             async move {
@@ -211,7 +178,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
     let largest = std::sync::atomic::AtomicUsize::new(0);
     let cursor = std::sync::Mutex::new(String::new());
     rows.push(
-        run_phase("ListMyCases, first sync, every page (gRPC)", SAMPLES, 1, |_| {
+        run_phase("ListMyCases, first sync (gRPC)", SAMPLES, 1, |_| {
             let mut client = client.clone();
             let (largest, cursor) = (&largest, &cursor);
             async move {
@@ -238,7 +205,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
     );
     let after = cursor.lock().expect("the cursor").clone();
     rows.push(
-        run_phase("ListMyCases, after the cursor, nothing new (gRPC)", SAMPLES, 1, |_| {
+        run_phase("ListMyCases, nothing new (gRPC)", SAMPLES, 1, |_| {
             let mut client = client.clone();
             let after = after.clone();
             async move {
@@ -251,7 +218,7 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
         .await?,
     );
     rows.push(
-        run_phase("first sync's query, raw SQL (baseline)", SAMPLES, 1, |_| {
+        run_phase("  first sync's SQL, raw", SAMPLES, 1, |_| {
             let (pool, subject, grid) = (pool.clone(), me.subject().to_owned(), grid.clone());
             async move {
                 let started = Instant::now();
@@ -275,8 +242,10 @@ pub async fn run(options: Measure, admin_url: &str) -> anyhow::Result<()> {
         })
         .await?,
     );
-    println!();
-    print_rows(&rows);
+    println!("\n{:<34} {:>8} {:>10} {:>10} {:>10} {:>10}", "call", "count", "per sec", "p50 ms", "p99 ms", "max ms");
+    for row in &rows {
+        row.print();
+    }
     println!(
         "\nFindSimilarCases answered {:.1} cases on average; ListMyCases' first sync took {} bytes on the wire (goal < 100 KB), photos referenced by digest",
         found.load(std::sync::atomic::Ordering::Relaxed) as f64 / samples as f64,

@@ -330,8 +330,9 @@ pub struct Authenticated<S> {
 }
 
 /// The most of a refused request's body read (and dropped) before the
-/// refusal is sent.
+/// refusal is sent, and the longest it is waited for.
 const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Read what is left of a refused request's body, up to [`DRAIN_BYTES`]. A
 /// gRPC-Web call over HTTP/1.1 shares its connection with the calls after
@@ -373,7 +374,9 @@ where
             Err(status) => {
                 let body = request.into_body();
                 return Box::pin(async move {
-                    drain(body).await;
+                    // Bounded in time too: a caller that never ends its
+                    // body holds nothing for long.
+                    let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
                     Ok(status.into_http())
                 });
             }

@@ -42,6 +42,17 @@ pub fn check(request: &api::ListMyCasesRequest) -> Result<(u64, u32), Status> {
     Ok((cursor, page))
 }
 
+/// The query: $1 the worker, $2 the cursor, $3 their grids' prefix
+/// pattern, $4 the page size plus one. Public for the benchmark's raw
+/// baseline.
+pub const SQL: &str = "SELECT case_id, state, grid, category, description, latitude_e6, longitude_e6, micros(filed_at), \
+                micros(reported_at), micros(updated_at), reported_by = $1, reports, photo, version, last_sequence \
+         FROM cases \
+         WHERE last_sequence > $2 \
+           AND (reported_by = $1 \
+                OR (grid LIKE $3 AND ($2 > 0 OR state NOT IN ('CLOSED', 'VOIDED', 'CANCELLED')))) \
+         ORDER BY last_sequence LIMIT $4";
+
 pub async fn list(
     pool: &PgPool,
     me: &str,
@@ -49,22 +60,14 @@ pub async fn list(
     cursor: u64,
     page: u32,
 ) -> Result<api::ListMyCasesResponse, Status> {
-    let rows = sqlx::query(
-        "SELECT case_id, state, grid, category, description, latitude_e6, longitude_e6, micros(filed_at), \
-                micros(reported_at), micros(updated_at), reported_by = $1, reports, photo, version, last_sequence \
-         FROM cases \
-         WHERE last_sequence > $2 \
-           AND (reported_by = $1 \
-                OR (grid LIKE $3 AND ($2 > 0 OR state NOT IN ('CLOSED', 'VOIDED', 'CANCELLED')))) \
-         ORDER BY last_sequence LIMIT $4",
-    )
-    .bind(me)
-    .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
-    .bind(format!("{}%", region.replace(['%', '_', '\\'], "")))
-    .bind(i64::from(page) + 1)
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
+    let rows = sqlx::query(SQL)
+        .bind(me)
+        .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
+        .bind(format!("{}%", region.replace(['%', '_', '\\'], "")))
+        .bind(i64::from(page) + 1)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
     let more = rows.len() > page as usize;
     let rows = &rows[..rows.len().min(page as usize)];
     let next = rows.last().map_or(cursor, |row| row.get::<i64, _>(14) as u64);
@@ -78,10 +81,7 @@ pub async fn list(
                 grid_code: row.get(2),
                 category_code: row.get(3),
                 description: row.get(4),
-                location: row
-                    .get::<Option<i32>, _>(5)
-                    .zip(row.get::<Option<i32>, _>(6))
-                    .map(|(lat, lon)| super::sql::location(lat, lon)),
+                location: super::sql::location_at(row, 5),
                 filed_at: Some(convert::timestamp_to_proto(from_micros(row.get(7)))),
                 reported_at: row.get::<Option<i64>, _>(8).map(|at| convert::timestamp_to_proto(from_micros(at))),
                 updated_at: Some(convert::timestamp_to_proto(from_micros(row.get(9)))),

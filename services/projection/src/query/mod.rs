@@ -5,8 +5,8 @@
 mod export;
 mod ledger;
 mod map;
-mod mine;
-mod nearby;
+pub mod mine;
+pub mod nearby;
 pub mod requests;
 pub mod sql;
 pub mod updates;

@@ -88,16 +88,10 @@ pub fn region_of(access: &Access) -> Result<String, Status> {
     }
 }
 
-pub async fn find(
-    pool: &PgPool,
-    region: &str,
-    nearby: &Nearby,
-    now: Timestamp,
-) -> Result<api::FindSimilarCasesResponse, Status> {
-    let since = now - SignedDuration::from_hours(24 * i64::from(nearby.days));
-    let category = nearby.category.as_str();
-    let rows = sqlx::query(
-        "WITH here AS (SELECT ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography AS point) \
+/// The query: $1 longitude, $2 latitude, $3 radius in metres, $4 the
+/// territory's prefix pattern, $5 the category, $6 the earliest filing
+/// (microseconds), $7 the limit. Public for the benchmark's raw baseline.
+pub const SQL: &str = "WITH here AS (SELECT ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography AS point) \
          SELECT case_id, state, grid, category, description, latitude_e6, longitude_e6, micros(filed_at), reports, photo, \
                 ST_Distance(location::geography, here.point) AS distance \
          FROM cases, here \
@@ -106,18 +100,27 @@ pub async fn find(
            AND grid LIKE $4 \
            AND left(category, 2) = left($5, 2) \
            AND filed_at >= ts_from_micros($6) \
-         ORDER BY distance, case_id LIMIT $7",
-    )
-    .bind(nearby.location.longitude())
-    .bind(nearby.location.latitude())
-    .bind(f64::from(nearby.radius_m))
-    .bind(format!("{}%", region.replace(['%', '_', '\\'], "")))
-    .bind(category)
-    .bind(micros(since))
-    .bind(i64::from(nearby.limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
+         ORDER BY distance, case_id LIMIT $7";
+
+pub async fn find(
+    pool: &PgPool,
+    region: &str,
+    nearby: &Nearby,
+    now: Timestamp,
+) -> Result<api::FindSimilarCasesResponse, Status> {
+    let since = now - SignedDuration::from_hours(24 * i64::from(nearby.days));
+    let category = nearby.category.as_str();
+    let rows = sqlx::query(SQL)
+        .bind(nearby.location.longitude())
+        .bind(nearby.location.latitude())
+        .bind(f64::from(nearby.radius_m))
+        .bind(format!("{}%", region.replace(['%', '_', '\\'], "")))
+        .bind(category)
+        .bind(micros(since))
+        .bind(i64::from(nearby.limit))
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
     let cases = rows
         .iter()
         .map(|row| {
@@ -130,10 +133,7 @@ pub async fn find(
                 same_category: row_category == category,
                 category_code: row_category,
                 description: row.get(4),
-                location: row
-                    .get::<Option<i32>, _>(5)
-                    .zip(row.get::<Option<i32>, _>(6))
-                    .map(|(lat, lon)| super::sql::location(lat, lon)),
+                location: super::sql::location_at(row, 5),
                 filed_at: Some(convert::timestamp_to_proto(from_micros(row.get(7)))),
                 reports: row.get::<i32, _>(8).max(1) as u32,
                 photo_sha256: row.get::<Option<String>, _>(9).unwrap_or_default(),

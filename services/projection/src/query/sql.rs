@@ -374,10 +374,16 @@ pub(super) fn summary(row: &sqlx::postgres::PgRow, now: Timestamp, clock: Option
             as i32,
         updated_at: Some(convert::timestamp_to_proto(from_micros(row.get(16)))),
         description: row.get(17),
-        location: row.get::<Option<i32>, _>(18).zip(row.get::<Option<i32>, _>(19)).map(|(lat, lon)| location(lat, lon)),
+        location: location_at(row, 18),
         reference: row.get::<Option<String>, _>(20).unwrap_or_default(),
         reported_at: row.get::<Option<i64>, _>(21).map(|at| convert::timestamp_to_proto(from_micros(at))),
     }
+}
+
+/// The point in columns `index` (latitude) and `index + 1` (longitude) of
+/// a row, if it has one.
+pub(super) fn location_at(row: &sqlx::postgres::PgRow, index: usize) -> Option<common::Location> {
+    row.get::<Option<i32>, _>(index).zip(row.get::<Option<i32>, _>(index + 1)).map(|(lat, lon)| location(lat, lon))
 }
 
 /// A point of the read models (microdegrees) as the API gives it.
