@@ -16,9 +16,12 @@
 //!   is the last part's offset plus its length (one read, after any restart).
 //!
 //! Unlike the attachment and case streams, this one forgets: finished and
-//! expired uploads are purged, a stream-wide age limit backs the sweep,
-//! and its byte limit (discard new) is the total quota: a full stream
-//! refuses parts rather than fill the disk.
+//! expired uploads are purged, and a stream-wide age limit backs the sweep.
+//! Its size is not a stream limit (nats-server reserves a stream's
+//! `max_bytes` when it is created, and refuses the stream where the store
+//! has less room than that): intake refuses to open an upload that would
+//! take the stream past the total quota, and the server's own storage
+//! limit refuses parts beyond it ([`UploadError::Full`]).
 
 use std::time::Duration;
 
@@ -150,16 +153,16 @@ pub fn place(received: u64, size: u64, offset: u64, len: u64) -> Placement {
     }
 }
 
-/// The upload stream's configuration: `max_bytes` is the total quota
-/// (negative: none), `max_age` the stream-wide limit behind the sweep.
-pub fn stream_config(name: &str, replicas: usize, max_bytes: i64, max_age: Duration) -> stream::Config {
+/// The upload stream's configuration: `max_age` is the stream-wide limit
+/// behind the sweep.
+pub fn stream_config(name: &str, replicas: usize, max_age: Duration) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
         description: Some("gridcase resumable uploads: parts kept until the whole is an attachment or expires".into()),
         subjects: vec![SUBJECTS.to_owned()],
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::New,
-        max_bytes,
+        max_bytes: -1,
         max_age,
         max_messages_per_subject: -1,
         deny_delete: true,
@@ -193,13 +196,9 @@ impl UploadStore {
         context: &jetstream::Context,
         name: &str,
         replicas: usize,
-        max_bytes: i64,
         max_age: Duration,
     ) -> Result<Self, UploadError> {
-        let stream = context
-            .get_or_create_stream(stream_config(name, replicas, max_bytes, max_age))
-            .await
-            .map_err(unavailable)?;
+        let stream = context.get_or_create_stream(stream_config(name, replicas, max_age)).await.map_err(unavailable)?;
         Ok(Self { context: context.clone(), stream })
     }
 

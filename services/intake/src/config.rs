@@ -92,8 +92,9 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_UPLOAD_BYTES_PER_PERSON", default_value_t = 500 * 1024 * 1024)]
     pub upload_bytes_per_person: u64,
 
-    /// Bytes the upload stream may hold, everyone's together (the stream's
-    /// own limit too: a full store refuses parts rather than fill the disk).
+    /// Bytes the upload stream may hold, everyone's together: an upload that
+    /// would take it past this is refused when it opens (nats-server's own
+    /// storage limit refuses parts beyond what its disk can take).
     #[arg(long, env = "GRIDCASE_UPLOAD_TOTAL_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
     pub upload_total_bytes: u64,
 

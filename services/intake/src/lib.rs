@@ -92,7 +92,6 @@ impl Application {
             store.log().context(),
             &config.upload_stream,
             store.log().settings().replicas,
-            i64::try_from(config.upload_total_bytes).unwrap_or(i64::MAX),
             // Behind the sweep: nothing outlives twice an upload's time.
             config.upload_ttl * 2,
         )

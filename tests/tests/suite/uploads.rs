@@ -293,3 +293,21 @@ async fn expired_uploads_are_purged_on_schedule_and_open_ones_kept() {
     let kept = client.get_upload(as_worker(api::GetUploadRequest { upload_id: b.upload_id })).await.unwrap();
     assert_eq!(kept.into_inner().received, 10_000);
 }
+
+#[tokio::test]
+async fn an_upload_that_would_take_the_store_past_its_total_is_refused_when_it_opens() {
+    let nats = NatsServer::start();
+    let mut config = TestIntake::config(&nats.url());
+    config.upload_total_bytes = 200_000;
+    let intake = TestIntake::spawn_with(config, Arc::new(SystemTimeSource)).await;
+    let mut client = intake_client(intake.endpoint()).await;
+    let first = jpeg(160_000);
+    let status = client.start_upload(as_worker(start_request(&first, "image/jpeg"))).await.unwrap().into_inner();
+    client.put_upload_part(as_worker(part(&status.upload_id, 0, &first[..150_000]))).await.unwrap();
+    let other = Identity::new("gw-0077", "grid_worker", "cc-990101001", "990101001001001");
+    let refused = client.start_upload(other.request(start_request(&jpeg(100_000), "image/jpeg"))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(refused.get_details_quota_failure().unwrap().violations[0].subject, "total_bytes");
+    // What fits is let in.
+    client.start_upload(other.request(start_request(&jpeg(20_000), "image/jpeg"))).await.expect("it fits");
+}
