@@ -25,15 +25,17 @@ pub fn overdue_condition(builder: &mut QueryBuilder<Postgres>, now: i64) {
 
 /// [`overdue_condition`] as SQL text.
 pub(super) fn overdue_sql(now: i64) -> String {
-    running_due_between(None, now)
+    running_due_between(None, now, None)
 }
 
 /// "Some clock that runs in the case's state falls due in [from, to)"
-/// (from the beginning of time when `from` is None), as SQL; both bounds
-/// are integers we computed.
-fn running_due_between(from: Option<i64>, to: i64) -> String {
+/// (from the beginning of time when `from` is None; of `only`'s clock when
+/// given), as SQL; both bounds are integers we computed. Each clock's term
+/// is what its partial index (`cases_open_*_due`) answers.
+fn running_due_between(from: Option<i64>, to: i64, only: Option<Clock>) -> String {
     let clocks: Vec<String> = CLOCKS
         .into_iter()
+        .filter(|clock| only.is_none_or(|only| only == *clock))
         .map(|clock| {
             let states: Vec<String> =
                 State::ALL.into_iter().filter(|s| clock.runs_in(*s)).map(|s| format!("'{}'", s.name())).collect();
@@ -54,8 +56,8 @@ pub(super) fn counts_query(scope: &ListScope, region: &str, now: i64, end_of_tod
         "SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), \
          count(*) FILTER (WHERE state = '{}'), count(*) FILTER (WHERE supervision = '{}'), \
          count(*) FILTER (WHERE supervision = '{}') FROM cases WHERE state IN ({})",
-        running_due_between(Some(now), end_of_today),
-        running_due_between(None, now),
+        running_due_between(Some(now), end_of_today, None),
+        running_due_between(None, now, None),
         State::OnHold.name(),
         Supervision::YellowCard.name(),
         Supervision::RedCard.name(),
@@ -297,8 +299,13 @@ pub fn filtered_query(
         }
     } else if filter.due_within_seconds > 0 {
         let until = now.as_microsecond() + i64::from(filter.due_within_seconds) * 1_000_000;
+        // The indexed condition (some running clock falls due in the
+        // window) narrows the rows; the exact one (the soonest running
+        // deadline does) decides. Without the first a township's whole
+        // year was read (p50 203 ms on the city year).
+        let indexed = running_due_between(Some(micros(now)), until + 1, clock);
         builder.push(format!(
-            " AND {next_due} >= ts_from_micros({}) AND {next_due} <= ts_from_micros({until})",
+            " AND {indexed} AND {next_due} >= ts_from_micros({}) AND {next_due} <= ts_from_micros({until})",
             micros(now)
         ));
     } else if clock.is_some() {
