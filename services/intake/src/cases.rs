@@ -27,7 +27,6 @@ use uuid::Uuid;
 
 use crate::download::{self, AttachmentStream};
 use crate::history::history_event;
-use crate::merge;
 use crate::personal;
 use crate::requests::{
     CallbackRecord, Check as _, Context, Decision, ExtensionDecision, ExtensionRequest, FeedbackRecord, Reassignment,
@@ -83,7 +82,7 @@ fn command_id_reused(case_id: &CaseId, command_id: &str, what: &str) -> Status {
 }
 
 /// FAILED_PRECONDITION naming the rule, with a google.rpc.PreconditionFailure.
-fn refused(case_id: &CaseId, error: &DomainError) -> Status {
+pub(crate) fn refused(case_id: &CaseId, error: &DomainError) -> Status {
     Status::with_error_details(
         Code::FailedPrecondition,
         format!("{} ({})", error, error.rule()),
@@ -108,7 +107,7 @@ impl CaseApi {
 
     /// Load a case the caller may see: one outside their territory is
     /// NOT_FOUND, as a missing one is.
-    async fn load_for(&self, access: &Access, case_id: &CaseId) -> Result<Loaded, Status> {
+    pub(crate) async fn load_for(&self, access: &Access, case_id: &CaseId) -> Result<Loaded, Status> {
         let loaded = self.load(case_id).await?;
         access.case(case_id, &scope(&loaded))?;
         Ok(loaded)
@@ -134,7 +133,7 @@ impl CaseApi {
     /// rpc may produce (a command id reused for another rpc is refused);
     /// `make` turns the validated request into the domain command, given the
     /// current case and `now`.
-    async fn execute<F>(
+    pub(crate) async fn execute<F>(
         &self,
         access: &Access,
         context: Context,
@@ -356,33 +355,8 @@ impl CaseService for CaseApi {
     #[instrument(skip_all)]
     async fn merge(&self, request: Request<api::MergeRequest>) -> CommandResponse {
         let access = Access::of(&request)?.clone();
-        let crate::requests::MergeRecord { ctx, into, reason } = request.get_ref().check(&self.limits)?;
-        let duplicate = self.load_for(&access, &ctx.case_id).await?;
-        // The main case must be the caller's to see too (NOT_FOUND alike).
-        self.load_for(&access, &into).await?;
-        // A duplicate merged (or closed) by another command: refused before
-        // the main case records anything.
-        if duplicate.command(&ctx.command_id).is_none() {
-            let merge = Command::MergeInto { into, reason: reason.clone() };
-            gridcase_domain::decide(Some(&duplicate.case), &merge, self.clock.now())
-                .map_err(|e| refused(&ctx.case_id, &e))?;
-        }
-        let brought = merge::brought(&duplicate);
-        // The main case first: a merge cut short leaves the duplicate open,
-        // and the same command again completes it.
-        let main = Context { case_id: into, command_id: format!("{}:main", ctx.command_id), expected_version: None };
-        let duplicate_id = ctx.case_id;
-        self.execute(&access, main, &["duplicate_merged"], |_, _| {
-            Ok(Command::AbsorbDuplicate {
-                duplicate: duplicate_id,
-                reports: brought.reports,
-                reporters: brought.reporters.clone(),
-                attachments: brought.attachments.clone(),
-            })
-        })
-        .await?;
-        self.execute(&access, ctx, &["merged_into"], |_, _| Ok(Command::MergeInto { into, reason: reason.clone() }))
-            .await
+        let record = request.get_ref().check(&self.limits)?;
+        self.merge_cases(&access, record).await
     }
 
     #[instrument(skip_all)]
