@@ -22,6 +22,11 @@
 # and the Open311 clients the gateway's tests drive (PyPI, pinned in
 # tests/open311/requirements.txt, in .tools/open311-clients).
 #
+# With --chaos (the test command passes it) also what the fault-injection
+# harness needs to cut and slow links between the cluster's parts, each in a
+# network namespace of its own (deploy/cluster.sh, GRIDCASE_CLUSTER_NETNS):
+# iproute2 (ip netns, veth, bridge, tc) and nftables (nft).
+#
 #   GRIDCASE_NATS_VERSION    nats-server version to install (default below)
 #   GRIDCASE_DATABASE_URL    a database managed elsewhere: checked, not created
 set -Eeuo pipefail
@@ -274,10 +279,21 @@ install_open311_clients() {
   cp "$wanted" "$venv/requirements.txt"
 }
 
+install_chaos_tools() {
+  local missing=()
+  command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} (the chaos harness's network faults)"
+    apt_install "${missing[@]}"
+  fi
+}
+
 for argument in "$@"; do
   case "$argument" in
     --browser) install_browser; install_test_identity_provider; install_open311_clients ;;
-    *) fail "unknown argument $argument" "usage: deploy/install-deps.sh [--browser]" ;;
+    --chaos) install_chaos_tools ;;
+    *) fail "unknown argument $argument" "usage: deploy/install-deps.sh [--browser] [--chaos]" ;;
   esac
 done
 install_nats

@@ -17,6 +17,8 @@ alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 # for it to exit; still running then, SIGKILL it.
 stop() {
   if alive "$1"; then
+    # A paused process (SIGSTOP) takes SIGTERM only once it runs again.
+    kill -CONT "$(cat "$RUN/$1.pid")" 2>/dev/null || true
     kill -TERM "$(cat "$RUN/$1.pid")"
     for _ in $(seq 1 150); do alive "$1" || break; sleep 0.1; done
     if alive "$1"; then

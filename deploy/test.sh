@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (deploy/install-deps.sh,
-# with --browser: Debian's Chromium and chromedriver for the console's tests),
+# with --browser: Debian's Chromium and chromedriver for the console's tests;
+# with --chaos: iproute2 and nftables for the chaos test's network faults),
 # then runs every test of the workspace. Tests start their own nats-server
 # (own port, own store directory) and never use one left running.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-deploy/install-deps.sh --browser
+deploy/install-deps.sh --browser --chaos
 export GRIDCASE_NATS_SERVER="$ROOT/.tools/nats/bin/nats-server"
 echo "testing against $("$GRIDCASE_NATS_SERVER" --version)"
 

@@ -1,18 +1,26 @@
 //! gridcase-chaos: a filing-and-lifecycle load against the cluster topology
-//! of `deploy/cluster.sh` while its parts are killed (`kill -9`) and
-//! restarted at seeded random points, then a check of the log and the read
+//! of `deploy/cluster.sh` under a seeded schedule of faults (kill -9 of any
+//! part; with each part in a network namespace of its own, partitions,
+//! bridges, flapping and slow links; SIGSTOP pauses; a node's store tail
+//! truncated or corrupted while it is down), then a check, independent of
+//! the code under test, of the log, each node's own store and the read
 //! models against what the clients were told. A failing run is repeated
 //! with the same `--seed`.
 //!
-//! * [`topology`]: where the parts listen; kill, start, the stream leader.
+//! * [`topology`]: where the parts listen; the stream leader, node health.
 //! * [`load`]: grid workers filing and adding notes, retrying against
-//!   either intake with the same ids.
-//! * [`faults`]: one fault at a time, spread over the load.
-//! * [`check`]: lost, doubled, chains, dispatcher steps, ledgers = rebuild.
+//!   either intake with the same ids, keeping every acknowledgement's
+//!   sequence, version and hash.
+//! * [`faults`]: the seeded schedule, one step at a time.
+//! * [`check`]: lost, doubled, moved, chains, versions, order, dispatcher
+//!   steps, each node's copy, ledgers = rebuild, and whether gridcase
+//!   reported what it lost.
+//! * [`store`]: a node's copy of a stream, read from its files.
 
 pub mod check;
 pub mod faults;
 pub mod load;
+pub mod store;
 pub mod topology;
 
 use std::collections::HashSet;
@@ -43,6 +51,8 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub seed: u64,
     pub faults: Vec<FaultKind>,
+    /// The longest a partition, pause or slow link lasts.
+    pub fault_length: Duration,
     pub give_up_after: Duration,
     pub settle_timeout: Duration,
 }
@@ -59,12 +69,16 @@ pub struct Report {
     pub elapsed: Duration,
     /// Acknowledged operations per second over the whole load.
     pub throughput: f64,
-    /// Acknowledged operations per second while a part was down.
+    /// Acknowledged operations per second while a fault lasted.
     pub throughput_during_faults: f64,
     /// Latency of acknowledged operations (every retry included).
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// p99 of the operations answered while a fault lasted.
+    pub p99_during_faults: Duration,
+    /// Errors the services logged (the first ones are printed).
+    pub service_errors: Vec<String>,
     pub faults: Vec<Fault>,
     /// The longest time in which every filing attempt failed.
     pub longest_filing_outage: Duration,
@@ -98,8 +112,18 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         seed: settings.seed,
         give_up_after: settings.give_up_after,
     };
-    let injector =
-        faults::Injector { plan: settings.faults.clone(), seed: settings.seed, operations: settings.operations };
+    if let Some(kind) = settings.faults.iter().find(|kind| kind.needs_netns() && !topology.netns) {
+        anyhow::bail!("the fault {} cuts links: run the topology with GRIDCASE_CLUSTER_NETNS", kind.name());
+    }
+    if let Some(kind) = settings.faults.iter().find(|kind| kind.needs_cluster() && topology.nodes < 3) {
+        anyhow::bail!("the fault {} needs three nodes", kind.name());
+    }
+    let injector = faults::Injector {
+        plan: settings.faults.clone(),
+        seed: settings.seed,
+        operations: settings.operations,
+        fault_length: settings.fault_length,
+    };
     let started = Instant::now();
     let (load_result, faults) = tokio::join!(load.run(channels, done.clone(), faults_pending), async {
         let faults = injector.run(topology, done.clone(), started).await;
@@ -119,7 +143,8 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         })
         .collect();
     check::settle(topology, &log, &filed, settings.settle_timeout).await?;
-    let verdict = check::check(topology, &log, &load_result.outcomes).await?;
+    let verdict = check::check(topology, &log, &load_result.outcomes, &faults).await?;
+    let service_errors = check::ServiceLogs::read(&topology.run_dir.join("logs")).errors().to_vec();
 
     let mut latencies: Vec<Duration> = load_result.outcomes.iter().filter_map(|o| o.acknowledged_after).collect();
     latencies.sort();
@@ -130,13 +155,18 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
             .unwrap_or_default()
     };
     let acknowledged = latencies.len();
-    let down: Duration = faults.iter().map(|f| f.restarted_at.saturating_sub(f.killed_at)).sum();
-    let during = load_result
+    let down: Duration = faults.iter().map(|f| f.healed_at.saturating_sub(f.started_at)).sum();
+    let mut during: Vec<Duration> = load_result
         .outcomes
         .iter()
-        .filter_map(|o| o.acknowledged_at)
-        .filter(|at| faults.iter().any(|f| *at >= f.killed_at && *at <= f.restarted_at))
-        .count();
+        .filter(|o| o.acknowledged_at.is_some_and(|at| faults.iter().any(|f| at >= f.started_at && at <= f.healed_at)))
+        .filter_map(|o| o.acknowledged_after)
+        .collect();
+    during.sort();
+    let p99_during_faults = during
+        .get(((during.len() as f64 * 0.99) as usize).min(during.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
     Ok(Report {
         seed: settings.seed,
         nodes: topology.nodes,
@@ -145,7 +175,9 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         not_acknowledged: load_result.outcomes.len() - acknowledged,
         elapsed: load_result.elapsed,
         throughput: acknowledged as f64 / load_result.elapsed.as_secs_f64(),
-        throughput_during_faults: if down.is_zero() { 0.0 } else { during as f64 / down.as_secs_f64() },
+        throughput_during_faults: if down.is_zero() { 0.0 } else { during.len() as f64 / down.as_secs_f64() },
+        p99_during_faults,
+        service_errors,
         p50: quantile(0.50),
         p99: quantile(0.99),
         max: latencies.last().copied().unwrap_or_default(),
@@ -208,7 +240,11 @@ impl Report {
             self.throughput,
             self.elapsed.as_secs_f64()
         );
-        println!("load during faults        {:.1} acknowledged/s", self.throughput_during_faults);
+        println!(
+            "load during faults        {:.1} acknowledged/s, p99 {:.1} ms",
+            self.throughput_during_faults,
+            ms(self.p99_during_faults)
+        );
         println!(
             "latency (with retries)    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             ms(self.p50),
@@ -221,12 +257,15 @@ impl Report {
         );
         println!("longest filing stall      {:.2} s (no filing acknowledged)", self.longest_filing_stall.as_secs_f64());
         println!("faults injected           {}", self.faults.len());
-        for fault in &self.faults {
+        for (index, fault) in self.faults.iter().enumerate() {
             println!(
-                "  kill -9 {:<13} at {:>7.2} s, back at {:>7.2} s",
-                fault.part,
-                fault.killed_at.as_secs_f64(),
-                fault.restarted_at.as_secs_f64()
+                "  #{:<3} {:>8.2}–{:>8.2} s  {:<14} {}{}",
+                index + 1,
+                fault.started_at.as_secs_f64(),
+                fault.healed_at.as_secs_f64(),
+                fault.kind.name(),
+                fault.what,
+                if fault.recovered { "" } else { " (cluster not current within 60 s after)" }
             );
         }
         let v = &self.verdict;
@@ -235,11 +274,33 @@ impl Report {
         println!("lost                      {}", v.lost);
         println!("doubled                   {}", v.doubled);
         println!("broken hash chains        {}", v.broken_chains);
+        println!("not where acknowledged    {}", v.moved);
+        println!("versions claimed twice    {}", v.version_conflicts);
+        println!("stored out of order       {}", v.order_violations);
+        println!("lost and not reported     {}", v.lost_silently);
+        for node in &v.nodes {
+            println!(
+                "  {} store: {} messages to sequence {}, {} acknowledged missing, {} differing from the log, {} damaged record(s)",
+                node.node,
+                node.messages,
+                node.last_sequence,
+                node.missing_acknowledged,
+                node.differing,
+                node.damaged.len()
+            );
+            for damage in &node.damaged {
+                println!("    damaged: {damage}");
+            }
+        }
         println!("unreadable messages       {}", v.unreadable);
         println!("due steps missing         {}", v.missing_steps);
         println!("ledgers = rebuild         {}", if v.ledger_differences.is_empty() { "yes" } else { "NO" });
-        for problem in v.problems.iter().take(20) {
+        for problem in v.problems.iter().take(40) {
             println!("  problem: {problem}");
+        }
+        println!("service errors logged     {}", self.service_errors.len());
+        for line in self.service_errors.iter().take(10) {
+            println!("  {}", line.chars().take(400).collect::<String>());
         }
         println!("verdict                   {}", if v.clean() { "CLEAN" } else { "FAILED" });
     }

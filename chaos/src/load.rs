@@ -29,10 +29,27 @@ pub enum Operation {
     Note { case_id: String, command_id: String },
 }
 
+/// What an acknowledgement named: where the event is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub stream_sequence: u64,
+    /// The case version of the event (1 for a filing).
+    pub version: u64,
+    pub event_hash: String,
+    /// The answer was to a retry of something already stored.
+    pub replayed: bool,
+}
+
 /// What became of an operation.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub operation: Operation,
+    /// The worker that ran it (each runs one operation at a time).
+    pub worker: usize,
+    /// When its first attempt began, since the load began.
+    pub started_at: Duration,
+    /// What the acknowledgement named.
+    pub receipt: Option<Receipt>,
     /// Acknowledged (the service said it is stored) after this long,
     /// counting every retry; `None`: never acknowledged (gave up or refused).
     pub acknowledged_after: Option<Duration>,
@@ -234,7 +251,15 @@ async fn file(
     let operation = Operation::File { case_id: case_id.to_owned() };
     until_acknowledged(shared, channels, worker, give_up_after, operation, |channel| {
         let request = authorised(token, request.clone());
-        async move { IntakeServiceClient::new(channel).file_case(request).await }
+        async move {
+            let answer = IntakeServiceClient::new(channel).file_case(request).await?.into_inner();
+            Ok(Receipt {
+                stream_sequence: answer.stream_sequence,
+                version: 1,
+                event_hash: answer.event_hash,
+                replayed: answer.replayed,
+            })
+        }
     })
     .await
 }
@@ -260,7 +285,15 @@ async fn note(
     let operation = Operation::Note { case_id: case_id.to_owned(), command_id: command_id.to_owned() };
     until_acknowledged(shared, channels, worker, give_up_after, operation, |channel| {
         let request = authorised(token, request.clone());
-        async move { CaseServiceClient::new(channel).add_progress(request).await }
+        async move {
+            let answer = CaseServiceClient::new(channel).add_progress(request).await?.into_inner();
+            Ok(Receipt {
+                stream_sequence: answer.stream_sequence,
+                version: answer.version,
+                event_hash: answer.event_hash,
+                replayed: answer.replayed,
+            })
+        }
     })
     .await
 }
@@ -268,7 +301,7 @@ async fn note(
 /// Send a request (made by `call` for an intake's channel) until it is
 /// acknowledged, refused for good, or `give_up_after` has passed; each
 /// attempt goes to the next intake. Filing attempts are recorded.
-async fn until_acknowledged<F, Fut, T>(
+async fn until_acknowledged<F, Fut>(
     shared: &Shared,
     channels: &[Channel],
     worker: usize,
@@ -278,9 +311,10 @@ async fn until_acknowledged<F, Fut, T>(
 ) -> Outcome
 where
     F: Fn(Channel) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<Receipt, tonic::Status>>,
 {
     let began = Instant::now();
+    let started_at = shared.started.elapsed();
     let mut attempt = 0usize;
     loop {
         let answer = call(channels[(worker + attempt) % channels.len()].clone()).await;
@@ -289,9 +323,12 @@ where
             shared.attempts.lock().await.filings.push((at, answer.is_ok()));
         }
         let status = match answer {
-            Ok(_) => {
+            Ok(receipt) => {
                 return Outcome {
                     operation,
+                    worker,
+                    started_at,
+                    receipt: Some(receipt),
                     acknowledged_after: Some(began.elapsed()),
                     acknowledged_at: Some(at),
                     refused: None,
@@ -302,6 +339,9 @@ where
         if !retryable(status.code()) || began.elapsed() >= give_up_after {
             return Outcome {
                 operation,
+                worker,
+                started_at,
+                receipt: None,
                 acknowledged_after: None,
                 acknowledged_at: None,
                 refused: Some(format!("{:?}: {}", status.code(), status.message())),

@@ -8,11 +8,16 @@ use clap::Parser;
 use gridcase_chaos::{FaultKind, Settings};
 
 /// Fault injection on the cluster topology (deploy/cluster.sh): a load of
-/// filings and notes while the stream leader's nats-server, service
-/// processes and PostgreSQL are killed with SIGKILL and restarted; then
-/// every acknowledged operation must be in the log exactly once, nothing
-/// doubled, every hash chain whole, every due dispatcher step taken once,
-/// the ledgers equal to a rebuild. Exits 1 when a check fails.
+/// filings and notes under a seeded schedule of faults: kills (SIGKILL) of
+/// the stream leader's nats-server, services and PostgreSQL; with --netns,
+/// partitions (the leader isolated, 1 | 2 with services on both sides, a
+/// bridge, flapping links) and slow links; SIGSTOP pauses of nodes and
+/// services; a node's store tail truncated or corrupted while it is down.
+/// Then every acknowledged operation must be in the log exactly once where
+/// its acknowledgement said, on every node's own store, nothing doubled,
+/// every hash chain whole and in order, every due dispatcher step taken
+/// once, the ledgers equal to a rebuild; a loss gridcase did not report is
+/// named as such. Exits 1 when a check fails.
 #[derive(Debug, Parser)]
 #[command(name = "gridcase-chaos", version)]
 struct Cli {
@@ -28,9 +33,18 @@ struct Cli {
     /// Seed of every random choice (printed; pass it again to repeat a run). Default: from the clock.
     #[arg(long)]
     seed: Option<u64>,
-    /// Faults to inject, each once per --rounds: nats-leader, intake, dispatcher, projection, postgres.
-    #[arg(long, value_delimiter = ',', default_value = "nats-leader,intake,dispatcher,projection,postgres")]
+    /// Faults to inject, each once per --rounds: nats-leader, intake, dispatcher, projection, postgres
+    /// (kills); isolate-leader, split, bridge, flap, slow (need --netns); pause-node, pause-service,
+    /// truncate-tail, corrupt-tail. Default: every kind the topology allows.
+    #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Run each part in a network namespace of its own, on 10.213.N.0/24 (GRIDCASE_CLUSTER_NETNS=N;
+    /// needs root, iproute2 and nftables: deploy/install-deps.sh --chaos).
+    #[arg(long, value_name = "N")]
+    netns: Option<u8>,
+    /// The longest a partition, pause or slow link lasts.
+    #[arg(long, default_value = "12s", value_parser = gridcase_process::parse_duration)]
+    fault_length: Duration,
     /// How many times each fault is injected.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
@@ -60,8 +74,19 @@ async fn main() -> ExitCode {
         None,
     );
     let cli = Cli::parse();
+    let netns = cli.netns.map(|n| n.to_string()).or_else(|| std::env::var("GRIDCASE_CLUSTER_NETNS").ok());
+    let names: Vec<String> = if cli.faults.is_empty() {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|kind| netns.is_some() || !kind.needs_netns())
+            .filter(|kind| cli.nodes == 3 || !kind.needs_cluster())
+            .map(|kind| kind.name().to_owned())
+            .collect()
+    } else {
+        cli.faults.clone()
+    };
     let mut plan = Vec::new();
-    for name in &cli.faults {
+    for name in &names {
         let Some(kind) = FaultKind::parse(name) else {
             eprintln!("gridcase-chaos: unknown fault {name:?}");
             return ExitCode::from(2);
@@ -73,6 +98,9 @@ async fn main() -> ExitCode {
     });
     println!("gridcase-chaos: seed {seed} (repeat with --seed {seed})");
     let mut env: Vec<(String, String)> = vec![("GRIDCASE_CLUSTER_NODES".into(), cli.nodes.to_string())];
+    if let Some(netns) = &netns {
+        env.push(("GRIDCASE_CLUSTER_NETNS".into(), netns.clone()));
+    }
     if cli.nodes == 1 && std::env::var_os("GRIDCASE_CLUSTER_DIR").is_none() {
         // Its own run directory and ports, beside a three-node one.
         env.push(("GRIDCASE_CLUSTER_DIR".into(), ".run/cluster-single".into()));
@@ -89,6 +117,7 @@ async fn main() -> ExitCode {
         rate: (cli.rate > 0.0).then_some(cli.rate),
         seed,
         faults: plan,
+        fault_length: cli.fault_length,
         give_up_after: cli.give_up_after,
         settle_timeout: cli.settle_timeout,
     };

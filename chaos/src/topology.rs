@@ -15,6 +15,10 @@ pub struct Topology {
     /// Environment for `deploy/cluster.sh` (run directory, ports, binaries).
     env: Vec<(String, String)>,
     pub nodes: usize,
+    /// Each part in a network namespace of its own (links can be cut and slowed).
+    pub netns: bool,
+    /// The run directory: node `i`'s store is `<run>/nats-<i>`, logs in `<run>/logs`.
+    pub run_dir: PathBuf,
     pub nats_urls: String,
     pub nats_monitor: Vec<String>,
     pub nats_tls_ca: PathBuf,
@@ -24,19 +28,55 @@ pub struct Topology {
     pub intake: Vec<String>,
 }
 
-/// A part of the topology that can be killed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A kind of fault the harness injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
-    /// The nats-server leading the case stream.
+    /// kill -9 the nats-server leading the case stream, restart it.
     NatsLeader,
+    /// kill -9 an intake, a dispatcher, a projection, PostgreSQL.
     Intake,
     Dispatcher,
     Projection,
     Postgres,
+    /// Cut the case stream's leader off from the other nodes.
+    IsolateLeader,
+    /// One node | two nodes, an intake, a dispatcher and a projection on each side.
+    Split,
+    /// A–B and B–C connected, A–C cut.
+    Bridge,
+    /// One node's links cut and healed every one to three seconds.
+    Flap,
+    /// Delay, loss and reordering on one node's link.
+    Slow,
+    /// SIGSTOP a nats-server (the leader, mostly) past the election timeout.
+    PauseNode,
+    /// SIGSTOP an intake, a dispatcher or a projection.
+    PauseService,
+    /// kill -9 a node and cut off the tail of its newest message block.
+    TruncateTail,
+    /// kill -9 a node and flip a byte near the end of its newest message block.
+    CorruptTail,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] =
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::NatsLeader,
+        FaultKind::Intake,
+        FaultKind::Dispatcher,
+        FaultKind::Projection,
+        FaultKind::Postgres,
+        FaultKind::IsolateLeader,
+        FaultKind::Split,
+        FaultKind::Bridge,
+        FaultKind::Flap,
+        FaultKind::Slow,
+        FaultKind::PauseNode,
+        FaultKind::PauseService,
+        FaultKind::TruncateTail,
+        FaultKind::CorruptTail,
+    ];
+    /// The kills alone (what the harness did before it had namespaces).
+    pub const KILLS: [FaultKind; 5] =
         [FaultKind::NatsLeader, FaultKind::Intake, FaultKind::Dispatcher, FaultKind::Projection, FaultKind::Postgres];
 
     pub fn name(self) -> &'static str {
@@ -46,7 +86,29 @@ impl FaultKind {
             FaultKind::Dispatcher => "dispatcher",
             FaultKind::Projection => "projection",
             FaultKind::Postgres => "postgres",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::Split => "split",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Flap => "flap",
+            FaultKind::Slow => "slow",
+            FaultKind::PauseNode => "pause-node",
+            FaultKind::PauseService => "pause-service",
+            FaultKind::TruncateTail => "truncate-tail",
+            FaultKind::CorruptTail => "corrupt-tail",
         }
+    }
+
+    /// Whether the fault works on links (it needs each part in a namespace).
+    pub fn needs_netns(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsolateLeader | FaultKind::Split | FaultKind::Bridge | FaultKind::Flap | FaultKind::Slow
+        )
+    }
+
+    /// Whether it needs a cluster (a partition of one node is no partition).
+    pub fn needs_cluster(self) -> bool {
+        self.needs_netns() || matches!(self, FaultKind::TruncateTail | FaultKind::CorruptTail)
     }
 
     pub fn parse(text: &str) -> Option<Self> {
@@ -65,6 +127,8 @@ impl Topology {
         let list = |key: &str| get(key).map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>());
         Ok(Self {
             nodes: get("NODES")?.parse().context("NODES")?,
+            netns: values.get("NETNS").is_some_and(|v| !v.is_empty()),
+            run_dir: get("RUN")?.into(),
             nats_urls: get("NATS_URLS")?,
             nats_monitor: list("NATS_MONITOR")?,
             nats_tls_ca: get("NATS_TLS_CA")?.into(),
@@ -97,6 +161,17 @@ impl Topology {
     /// Run `deploy/cluster.sh ARGS…`.
     pub async fn script(&self, args: &[&str]) -> anyhow::Result<String> {
         Self::run_script(&self.script, &self.env, args).await
+    }
+
+    /// Whether every node says it is healthy (JetStream current: `/healthz`).
+    pub async fn nodes_healthy(&self) -> bool {
+        for monitor in &self.nats_monitor {
+            match http_get(monitor, "/healthz").await {
+                Ok(body) if body.contains("\"ok\"") => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// The name (`nats-2`) of the node leading the case stream now.

@@ -36,6 +36,9 @@ use gridcase_envelope::subject::CaseSubject;
 
 /// The batch arrived incomplete (a message lost on the way): send it again.
 const ERR_INCOMPLETE_BATCH: u64 = 10176;
+/// A message with the same id is being stored right now (an earlier attempt
+/// of the same append, through another intake, still in flight): ask again.
+const ERR_DUPLICATE_IN_PROCESS: u64 = 10158;
 
 /// One event ready to send: its stored form, bytes and headers (CloudEvents,
 /// trace context).
@@ -416,7 +419,9 @@ fn classify(error: jetstream::context::PublishError) -> BatchFailure {
             BatchFailure::Refused { code: Some(ERR_WRONG_LAST_SEQUENCE), description: error.to_string() }
         }
         _ => match code {
-            Some((_, 503 | 429)) | Some((ERR_INCOMPLETE_BATCH, _)) => BatchFailure::Busy(error.to_string()),
+            Some((_, 503 | 429)) | Some((ERR_INCOMPLETE_BATCH | ERR_DUPLICATE_IN_PROCESS, _)) => {
+                BatchFailure::Busy(error.to_string())
+            }
             Some((code, _)) => BatchFailure::Refused { code: Some(code), description: error.to_string() },
             None => BatchFailure::Refused { code: None, description: error.to_string() },
         },

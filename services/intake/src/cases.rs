@@ -126,6 +126,7 @@ impl CaseApi {
             event_type: last.event.event_type.clone(),
             replayed,
             recorded_at: Some(convert::timestamp_to_proto(last.event.occurred_at)),
+            event_hash: last.event.hash.clone(),
         })
     }
 

@@ -43,6 +43,7 @@ impl IntakeApi {
             stream_sequence,
             replayed,
             recorded_at: Some(validate::timestamp_to_proto(stored.occurred_at)),
+            event_hash: stored.hash.clone(),
         }
     }
 }
