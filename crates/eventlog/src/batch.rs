@@ -29,16 +29,14 @@ use tracing::{debug, warn};
 
 use crate::group::{AtomicError, GroupCommit, Queued, Settled, Writer, publish_atomic};
 use crate::log::{
-    AppendError, AppendOutcome, ERR_SUBJECT_SEQUENCE_NOT_READY, ERR_WRONG_LAST_SEQUENCE, EventLog, LogError, Sending,
+    AppendError, AppendOutcome, ERR_DUPLICATE_IN_PROCESS, ERR_SUBJECT_SEQUENCE_NOT_READY, ERR_WRONG_LAST_SEQUENCE,
+    EventLog, LogError, Sending,
 };
 use gridcase_envelope::schema::StoredEvent;
 use gridcase_envelope::subject::CaseSubject;
 
 /// The batch arrived incomplete (a message lost on the way): send it again.
 const ERR_INCOMPLETE_BATCH: u64 = 10176;
-/// A message with the same id is being stored right now (an earlier attempt
-/// of the same append, through another intake, still in flight): ask again.
-const ERR_DUPLICATE_IN_PROCESS: u64 = 10158;
 
 /// One event ready to send: its stored form, bytes and headers (CloudEvents,
 /// trace context).

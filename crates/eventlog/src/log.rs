@@ -35,6 +35,9 @@ pub(crate) const EXPECTED_SUBJECT_FOR_SEQUENCE: &str = "Nats-Expected-Last-Subje
 
 /// JetStream error: wrong last sequence (the expectation is stale).
 pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// A message with the same id is being stored right now (an earlier attempt
+/// of the same append, through another intake, still in flight): ask again.
+pub(crate) const ERR_DUPLICATE_IN_PROCESS: u64 = 10158;
 /// JetStream error: another append to the same subject is still in flight,
 /// so the expectation cannot be checked yet.
 pub(crate) const ERR_SUBJECT_SEQUENCE_NOT_READY: u64 = 10164;
@@ -368,9 +371,10 @@ impl EventLog {
                     answer => return answer,
                 }
             }
-            if code.map(|c| c.0) == Some(ERR_SUBJECT_SEQUENCE_NOT_READY) {
-                // Another append to this subject is in flight: let it land,
-                // then look again.
+            if matches!(code.map(|c| c.0), Some(ERR_SUBJECT_SEQUENCE_NOT_READY | ERR_DUPLICATE_IN_PROCESS)) {
+                // Another append to this subject (or this very message, sent
+                // by an earlier attempt) is in flight: let it land, then look
+                // again (found by the chaos harness: it was INTERNAL).
                 retry.failed(error.to_string());
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use gridcase_envelope::schema::{Actor, DecodeError, EventMeta, StoredEvent};
-use gridcase_envelope::{CaseSubject, Head, Positioned, check_links, fold};
+use gridcase_envelope::{CaseSubject, Head, Positioned, check_links, fold, verify_history};
 
 use crate::batch::{Batcher, Encoded};
 use crate::log::{AppendError, EventLog, LogError, Retry};
@@ -247,7 +247,9 @@ impl CaseStore {
     /// The case on `subject`, folded from its history.
     pub async fn load_subject(&self, case_id: CaseId, subject: CaseSubject) -> Result<Option<Loaded>, LoadError> {
         let history = self.read(|| self.log.history(&subject)).await?;
-        if let Err(detail) = check_links(&history) {
+        // Whole from the first event, and every event's hash over its bytes
+        // as stored: a history the log lost or altered gets nothing appended.
+        if let Err(detail) = check_links(&history).and_then(|()| verify_history(&history).map_err(|b| b.to_string())) {
             metrics::counter!(METRIC_CHAIN_BREAKS).increment(1);
             tracing::error!(%case_id, %subject, %detail, "a case's history in the log is broken: nothing is appended to it");
             return Err(LoadError::ChainBroken { case_id, detail });

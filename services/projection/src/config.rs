@@ -54,6 +54,15 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_PROJECTION_NO_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_metrics: bool,
 
+    /// How often the newest projected events are compared with what the log holds now (the history
+    /// audit: an event gone or replaced stops projecting and raises GridcaseHistoryAtRisk).
+    #[arg(long, env = "GRIDCASE_HISTORY_AUDIT_INTERVAL", default_value = "30s", value_parser = gridcase_process::parse_duration)]
+    pub history_audit_interval: std::time::Duration,
+
+    /// How many of the newest projected events each audit compares (0: no audit).
+    #[arg(long, env = "GRIDCASE_HISTORY_AUDIT_WINDOW", default_value_t = 2000)]
+    pub history_audit_window: u64,
+
     /// How often open and overdue cases per township are counted for the metrics.
     #[arg(long, env = "GRIDCASE_CASES_METRICS_INTERVAL", default_value = "30s", value_parser = gridcase_process::parse_duration)]
     pub cases_metrics_interval: std::time::Duration,

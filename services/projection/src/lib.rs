@@ -4,10 +4,12 @@
 //! with `copy`), and serves them (`query`); `case_table` declares the cases
 //! table once, `columns` how values are stored.
 
+pub mod audit;
 pub mod case_table;
 pub mod columns;
 pub mod config;
 pub mod copy;
+pub mod freshness;
 pub mod metrics;
 pub mod project;
 pub mod projector;

@@ -69,23 +69,9 @@ impl Application {
                     "gridcase.auth.v1.AuthService",
                 ]);
                 crate::metrics::register();
+                crate::audit::register_metrics();
             })?;
             gridcase_resources::nats::watch_nats(self.client.clone(), shutdown.clone().requested());
-            // The read models' lag against the stream's end, every second
-            // (a stalled projector shows too).
-            let (pool, log, stop) = (self.pool.clone(), self.log.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let mut lag = crate::metrics::Lag::new();
-                loop {
-                    if let (Ok(end), Ok((position, _))) = (log.last_sequence().await, store::position(&pool).await) {
-                        lag.measure(end, position);
-                    }
-                    tokio::select! {
-                        _ = stop.clone().requested() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            });
             // Open and overdue cases per township, every --cases-metrics-interval.
             let (pool, clock, stop) = (self.pool.clone(), self.query.clock.clone(), shutdown.clone());
             let every = self.config.cases_metrics_interval;
@@ -102,6 +88,16 @@ impl Application {
                 }
             });
         }
+        // Where the read models stand against the log's end, every second:
+        // the lag metrics and the metadata of every answer (crate::freshness).
+        let freshness = crate::freshness::Freshness::default();
+        tokio::spawn(crate::freshness::watch(
+            self.pool.clone(),
+            self.log.clone(),
+            self.query.clock.clone(),
+            freshness.clone(),
+            shutdown.clone(),
+        ));
         let server = GrpcServer::new(self.auth, self.config.tls.config()?, &self.config.grpc_web)?;
         server.health().set_serving::<QueryServiceServer<QueryApi>>().await;
         // The case stream's integrity: checked on an interval; while it does
@@ -113,6 +109,16 @@ impl Application {
             self.config.common.integrity_interval,
             shutdown.clone().requested(),
         );
+        // Whether the log still holds what the read models were built from.
+        let audit = (self.config.history_audit_window > 0).then(|| {
+            tokio::spawn(crate::audit::run(
+                self.pool.clone(),
+                self.log.clone(),
+                self.config.history_audit_interval,
+                self.config.history_audit_window,
+                shutdown.clone(),
+            ))
+        });
         let (health, mut broken, stop) = (server.health(), self.log.integrity().subscribe(), shutdown.clone());
         let health_task = tokio::spawn(async move {
             loop {
@@ -173,12 +179,16 @@ impl Application {
         let result = server
             .with(|router| {
                 let query = QueryApi { shutdown: Some(shutdown.clone()), ..self.query };
-                router.add_service(QueryServiceServer::new(query))
+                let clock = query.clock.clone();
+                router.add_service(crate::freshness::Fresh::new(QueryServiceServer::new(query), freshness, clock))
             })
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;
         let _ = projector.await;
         history.abort();
+        if let Some(audit) = audit {
+            audit.abort();
+        }
         health_task.abort();
         if let Err(error) = self.client.drain().await {
             warn!(%error, "draining the NATS connection failed");

@@ -141,7 +141,7 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     let log = check::open_log(&topology).await.unwrap();
     assert_eq!(log.last_sequence().await.unwrap(), end);
     eventually("intake to serve again", || async { serving(&intake, "").await }).await;
-    let verdict = check::check(&topology, &log, &done.outcomes).await.unwrap();
+    let verdict = check::check(&topology, &log, &done.outcomes, &[]).await.unwrap();
     assert!(verdict.clean(), "{:?}", verdict.problems);
     assert_eq!(verdict.acknowledged_filings, filed.len());
     assert!(verdict.acknowledged_notes > 0);

@@ -1,0 +1,250 @@
+//! Reads that say how current they are.
+//!
+//! Every answer of the query service is read from the read models, which
+//! trail the log. On the minority side of a partition a projection process
+//! can neither learn the log's end nor (if it writes) read new events, yet
+//! PostgreSQL answers as before: without a word, a stale board would look
+//! current. So each process asks the log's leader for the stream's end
+//! every second ([`watch`]) and every answer carries, as response metadata:
+//!
+//! * `gridcase-read-position`: the stream sequence the read models reflect;
+//! * `gridcase-log-end`: the stream's end as the leader last said it
+//!   (absent while it was never heard);
+//! * `gridcase-current-as-of`: the last instant this process saw the read
+//!   models at the log's end (RFC 3339; absent: never).
+//!
+//! A client that must not act on stale state sends
+//! `gridcase-max-staleness: <seconds>`: the answer is then UNAVAILABLE
+//! (`ErrorInfo` reason `READ_MODELS_STALE`, with the three values) unless
+//! the read models were seen current within that many seconds; another
+//! query process may answer it. Without the header nothing is refused:
+//! the metadata tells.
+//!
+//! [`assess`] is pure; [`Fresh`] puts it in front of the query service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gridcase_eventlog::EventLog;
+use gridcase_process::{Shutdown, TimeSource};
+use jiff::Timestamp;
+use sqlx::PgPool;
+
+pub const POSITION_HEADER: &str = "gridcase-read-position";
+pub const LOG_END_HEADER: &str = "gridcase-log-end";
+pub const CURRENT_AS_OF_HEADER: &str = "gridcase-current-as-of";
+pub const MAX_STALENESS_HEADER: &str = "gridcase-max-staleness";
+pub const STALE_REASON: &str = "READ_MODELS_STALE";
+
+/// What this process last saw of the read models and the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The read models' position (stream sequence).
+    pub position: u64,
+    /// The stream's end, as the leader last said it.
+    pub log_end: Option<u64>,
+    /// The last instant the read models were seen at the log's end.
+    pub current_as_of: Option<Timestamp>,
+}
+
+impl Seen {
+    /// After a look: the position now, and the log's end if the leader answered.
+    pub fn after(self, now: Timestamp, position: Option<u64>, log_end: Option<u64>) -> Self {
+        // Current only when both were read now and agree.
+        let current = matches!((position, log_end), (Some(p), Some(end)) if p >= end);
+        Self {
+            position: position.unwrap_or(self.position),
+            log_end: log_end.or(self.log_end),
+            current_as_of: if current { Some(now) } else { self.current_as_of },
+        }
+    }
+}
+
+/// The metadata of an answer given `seen` at `now`, or why it is refused
+/// under `max_staleness`.
+pub fn assess(
+    seen: &Seen,
+    now: Timestamp,
+    max_staleness: Option<Duration>,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let mut metadata = vec![(POSITION_HEADER, seen.position.to_string())];
+    if let Some(end) = seen.log_end {
+        metadata.push((LOG_END_HEADER, end.to_string()));
+    }
+    if let Some(at) = seen.current_as_of {
+        metadata.push((CURRENT_AS_OF_HEADER, at.to_string()));
+    }
+    if let Some(limit) = max_staleness {
+        let age = seen.current_as_of.map(|at| now.duration_since(at));
+        let fresh = age.is_some_and(|age| age.as_secs_f64() <= limit.as_secs_f64());
+        if !fresh {
+            return Err(match seen.current_as_of {
+                Some(at) => format!(
+                    "the read models were last seen current at {at} (position {}, log end {}), more than {} s ago",
+                    seen.position,
+                    seen.log_end.map_or("unknown".into(), |e| e.to_string()),
+                    limit.as_secs()
+                ),
+                None => format!("the read models were never seen current (position {})", seen.position),
+            });
+        }
+    }
+    Ok(metadata)
+}
+
+/// The shared view of one process.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness {
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Freshness {
+    pub fn seen(&self) -> Seen {
+        *self.seen.lock().expect("freshness")
+    }
+
+    fn record(&self, now: Timestamp, position: Option<u64>, log_end: Option<u64>) {
+        let mut seen = self.seen.lock().expect("freshness");
+        *seen = seen.after(now, position, log_end);
+    }
+}
+
+/// Every second until `shutdown`: the read models' position and the log's
+/// end (from the leader), into `freshness` and the lag metrics.
+pub async fn watch(pool: PgPool, log: EventLog, clock: Arc<dyn TimeSource>, freshness: Freshness, shutdown: Shutdown) {
+    let mut lag = crate::metrics::Lag::new();
+    loop {
+        let (end, position) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(2), log.last_sequence()),
+            crate::store::position(&pool)
+        );
+        let end = end.ok().and_then(Result::ok);
+        let position = position.ok().map(|(position, _)| position);
+        freshness.record(clock.now(), position, end);
+        if let (Some(end), Some(position)) = (end, position) {
+            lag.measure(end, position);
+        }
+        tokio::select! {
+            _ = shutdown.clone().requested() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The query service with [`assess`] in front: metadata on every answer,
+/// UNAVAILABLE for a read staler than the caller allows.
+#[derive(Clone)]
+pub struct Fresh<S> {
+    inner: S,
+    freshness: Freshness,
+    clock: Arc<dyn TimeSource>,
+}
+
+impl<S> Fresh<S> {
+    pub fn new(inner: S, freshness: Freshness, clock: Arc<dyn TimeSource>) -> Self {
+        Self { inner, freshness, clock }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Fresh<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Fresh<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let max_staleness = request
+            .headers()
+            .get(MAX_STALENESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let seen = self.freshness.seen();
+        let verdict = assess(&seen, self.clock.now(), max_staleness);
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let metadata = match verdict {
+                Ok(metadata) => metadata,
+                Err(why) => {
+                    let mut info = std::collections::HashMap::new();
+                    info.insert("position".to_owned(), seen.position.to_string());
+                    if let Some(end) = seen.log_end {
+                        info.insert("log_end".to_owned(), end.to_string());
+                    }
+                    if let Some(at) = seen.current_as_of {
+                        info.insert("current_as_of".to_owned(), at.to_string());
+                    }
+                    let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+                        tonic::Code::Unavailable,
+                        format!("{why}; ask another query service or retry later"),
+                        tonic_types::ErrorDetails::with_error_info(STALE_REASON, "gridcase", info),
+                    );
+                    return Ok(status.into_http());
+                }
+            };
+            let mut response = inner.call(request).await?;
+            for (name, value) in metadata {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_780_000_000 + seconds).unwrap()
+    }
+
+    #[test]
+    fn current_only_when_the_leader_said_an_end_the_read_models_reached() {
+        let seen = Seen::default().after(at(0), Some(10), Some(10));
+        assert_eq!(seen.current_as_of, Some(at(0)));
+        // Behind: not current, the last instant stays.
+        let behind = seen.after(at(5), Some(10), Some(14));
+        assert_eq!((behind.current_as_of, behind.log_end), (Some(at(0)), Some(14)));
+        // The leader unreachable: the end is the last one heard, nothing is current now.
+        let cut_off = seen.after(at(9), Some(10), None);
+        assert_eq!(cut_off.current_as_of, Some(at(0)));
+        assert_eq!(Seen::default().after(at(0), Some(0), None).current_as_of, None, "never heard the leader");
+    }
+
+    #[test]
+    fn a_read_staler_than_allowed_is_refused_and_every_answer_says_where_it_stands() {
+        let seen = Seen { position: 10, log_end: Some(14), current_as_of: Some(at(0)) };
+        let metadata = assess(&seen, at(20), None).unwrap();
+        assert_eq!(
+            metadata,
+            vec![
+                (POSITION_HEADER, "10".to_owned()),
+                (LOG_END_HEADER, "14".to_owned()),
+                (CURRENT_AS_OF_HEADER, at(0).to_string())
+            ]
+        );
+        assert!(assess(&seen, at(20), Some(Duration::from_secs(30))).is_ok());
+        let refused = assess(&seen, at(31), Some(Duration::from_secs(30))).unwrap_err();
+        assert!(refused.contains("position 10, log end 14"), "{refused}");
+        assert!(assess(&Seen::default(), at(0), Some(Duration::from_secs(30))).unwrap_err().contains("never"));
+    }
+}
