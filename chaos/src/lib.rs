@@ -20,6 +20,7 @@
 pub mod check;
 pub mod faults;
 pub mod load;
+pub mod reads;
 pub mod store;
 pub mod topology;
 
@@ -79,6 +80,8 @@ pub struct Report {
     pub p99_during_faults: Duration,
     /// Errors the services logged (the first ones are printed).
     pub service_errors: Vec<String>,
+    /// What the query services answered all through the run.
+    pub reads: reads::ReadVerdict,
     pub faults: Vec<Fault>,
     /// The longest time in which every filing attempt failed.
     pub longest_filing_outage: Duration,
@@ -124,13 +127,31 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         operations: settings.operations,
         fault_length: settings.fault_length,
     };
+    // A county auditor reads the counts from every query service throughout.
+    let auditor = load::dev_token(&channels, "chaos-auditor", "county_auditor", "county-990101", "990101").await?;
+    let query_services = load::channels(&topology.query)?;
+    let (stop_reading, reading) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(reads::probe(
+        topology.query.iter().cloned().zip(query_services).collect(),
+        auditor,
+        Duration::from_millis(500),
+        reading,
+    ));
     let started = Instant::now();
     let (load_result, faults) = tokio::join!(load.run(channels, done.clone(), faults_pending), async {
         let faults = injector.run(topology, done.clone(), started).await;
         pending_sender.send_replace(false);
         faults
     });
+    stop_reading.send_replace(true);
+    let read_log = probe.await?;
     let (load_result, faults) = (load_result?, faults?);
+    let acknowledged: Vec<(std::time::SystemTime, u64)> = load_result
+        .outcomes
+        .iter()
+        .filter_map(|o| Some((load_result.began + o.acknowledged_at?, o.receipt.as_ref()?.stream_sequence)))
+        .collect();
+    let reads = reads::judge(&read_log, &acknowledged);
 
     let log = check::open_log(topology).await?;
     let filed: HashSet<String> = load_result
@@ -178,6 +199,7 @@ async fn exercise(settings: &Settings, topology: &Topology) -> anyhow::Result<Re
         throughput_during_faults: if down.is_zero() { 0.0 } else { during.len() as f64 / down.as_secs_f64() },
         p99_during_faults,
         service_errors,
+        reads,
         p50: quantile(0.50),
         p99: quantile(0.99),
         max: latencies.last().copied().unwrap_or_default(),
@@ -227,6 +249,11 @@ pub fn longest_gap(acknowledged_at: impl Iterator<Item = Duration>) -> Duration 
 }
 
 impl Report {
+    /// Nothing lost, doubled or out of place, and no read claimed a currency it did not have.
+    pub fn clean(&self) -> bool {
+        self.verdict.clean() && self.reads.lies.is_empty()
+    }
+
     /// The figures, one per line, as people read them.
     pub fn print(&self) {
         println!("seed                      {}", self.seed);
@@ -298,11 +325,22 @@ impl Report {
         for problem in v.problems.iter().take(40) {
             println!("  problem: {problem}");
         }
+        println!(
+            "reads (max staleness {} s) {} answered, {} refused as stale, {} failed, {} claiming a currency they did not have",
+            reads::MAX_STALENESS,
+            self.reads.answered,
+            self.reads.refused_stale,
+            self.reads.failed,
+            self.reads.lies.len()
+        );
+        for lie in self.reads.lies.iter().take(10) {
+            println!("  stale read: {lie}");
+        }
         println!("service errors logged     {}", self.service_errors.len());
         for line in self.service_errors.iter().take(10) {
             println!("  {}", line.chars().take(400).collect::<String>());
         }
-        println!("verdict                   {}", if v.clean() { "CLEAN" } else { "FAILED" });
+        println!("verdict                   {}", if self.clean() { "CLEAN" } else { "FAILED" });
     }
 }
 

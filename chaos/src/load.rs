@@ -78,6 +78,8 @@ pub struct Load {
 }
 
 pub struct LoadResult {
+    /// When the load began, by the wall clock (the services' clock).
+    pub began: std::time::SystemTime,
     pub outcomes: Vec<Outcome>,
     pub attempts: Attempts,
     pub elapsed: Duration,
@@ -106,13 +108,24 @@ pub fn channels(intake: &[String]) -> anyhow::Result<Vec<Channel>> {
 
 /// A development token for `worker`'s grid, from whichever intake answers.
 pub async fn token(channels: &[Channel], worker: usize) -> anyhow::Result<String> {
-    use gridcase_proto::auth::v1 as auth;
     let grid = GRIDS[worker % GRIDS.len()];
+    dev_token(channels, &format!("chaos-gw-{worker}"), "grid_worker", &format!("cc-{}", &grid[..9]), grid).await
+}
+
+/// A development token for anyone, from whichever intake answers.
+pub async fn dev_token(
+    channels: &[Channel],
+    subject: &str,
+    role: &str,
+    organisation: &str,
+    territory: &str,
+) -> anyhow::Result<String> {
+    use gridcase_proto::auth::v1 as auth;
     let request = auth::IssueDevTokenRequest {
-        subject: format!("chaos-gw-{worker}"),
-        role: "grid_worker".into(),
-        organisation: format!("cc-{}", &grid[..9]),
-        territory: grid.into(),
+        subject: subject.into(),
+        role: role.into(),
+        organisation: organisation.into(),
+        territory: territory.into(),
         lifetime_seconds: 8 * 3600,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -121,7 +134,7 @@ pub async fn token(channels: &[Channel], worker: usize) -> anyhow::Result<String
             let mut client = auth::auth_service_client::AuthServiceClient::new(channel.clone());
             match client.issue_dev_token(request.clone()).await {
                 Ok(response) => return Ok(response.into_inner().token),
-                Err(status) if Instant::now() > deadline => anyhow::bail!("no token for worker {worker}: {status}"),
+                Err(status) if Instant::now() > deadline => anyhow::bail!("no token for {subject}: {status}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
@@ -143,6 +156,7 @@ impl Load {
         for worker in 0..self.concurrency {
             tokens.push(token(&channels, worker).await?);
         }
+        let began = std::time::SystemTime::now();
         let shared = Arc::new(Shared {
             started: Instant::now(),
             next: AtomicUsize::new(0),
@@ -197,7 +211,12 @@ impl Load {
         }
         let elapsed = shared.started.elapsed();
         let shared = Arc::into_inner(shared).expect("the workers are done");
-        Ok(LoadResult { outcomes: shared.outcomes.into_inner(), attempts: shared.attempts.into_inner(), elapsed })
+        Ok(LoadResult {
+            began,
+            outcomes: shared.outcomes.into_inner(),
+            attempts: shared.attempts.into_inner(),
+            elapsed,
+        })
     }
 }
 

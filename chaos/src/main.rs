@@ -124,7 +124,7 @@ async fn main() -> ExitCode {
     match gridcase_chaos::run(settings).await {
         Ok(report) => {
             report.print();
-            if report.verdict.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(error) => {
             eprintln!("gridcase-chaos: {error:#}");

@@ -26,6 +26,8 @@ pub struct Topology {
     pub dev_token_secret: PathBuf,
     pub database_url: String,
     pub intake: Vec<String>,
+    /// The query services (gRPC).
+    pub query: Vec<String>,
 }
 
 /// A kind of fault the harness injects.
@@ -136,6 +138,7 @@ impl Topology {
             dev_token_secret: get("DEV_TOKEN_SECRET")?.into(),
             database_url: get("DATABASE_URL")?,
             intake: list("INTAKE")?,
+            query: list("QUERY")?,
             script,
             env,
         })

@@ -10,8 +10,12 @@
 //! * `gridcase-read-position`: the stream sequence the read models reflect;
 //! * `gridcase-log-end`: the stream's end as the leader last said it
 //!   (absent while it was never heard);
-//! * `gridcase-current-as-of`: the last instant this process saw the read
-//!   models at the log's end (RFC 3339; absent: never).
+//! * `gridcase-current-as-of`: the latest instant T such that the read
+//!   models hold everything the log held at T (RFC 3339; absent: never
+//!   known): the stream's end read from the leader at T (asked at T, so
+//!   nothing acknowledged before T is beyond it) has since been reached.
+//!   Under a steady load the read models are never exactly at the end, but
+//!   this stays a second or two old; cut off from the leader, it stops.
 //!
 //! A client that must not act on stale state sends
 //! `gridcase-max-staleness: <seconds>`: the answer is then UNAVAILABLE
@@ -40,26 +44,42 @@ pub const MAX_STALENESS_HEADER: &str = "gridcase-max-staleness";
 pub const STALE_REASON: &str = "READ_MODELS_STALE";
 
 /// What this process last saw of the read models and the log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
     /// The read models' position (stream sequence).
     pub position: u64,
     /// The stream's end, as the leader last said it.
     pub log_end: Option<u64>,
-    /// The last instant the read models were seen at the log's end.
+    /// The latest instant the read models are known to hold all the log held.
     pub current_as_of: Option<Timestamp>,
+    /// Ends the leader gave (when asked, the end) the read models have not reached yet.
+    pending: std::collections::VecDeque<(Timestamp, u64)>,
 }
 
 impl Seen {
     /// After a look: the position now, and the log's end if the leader answered.
-    pub fn after(self, now: Timestamp, position: Option<u64>, log_end: Option<u64>) -> Self {
-        // Current only when both were read now and agree.
-        let current = matches!((position, log_end), (Some(p), Some(end)) if p >= end);
-        Self {
-            position: position.unwrap_or(self.position),
-            log_end: log_end.or(self.log_end),
-            current_as_of: if current { Some(now) } else { self.current_as_of },
+    /// After a look begun at `asked_at`: the read models' position now and
+    /// the stream's end if the leader answered.
+    pub fn after(mut self, asked_at: Timestamp, position: Option<u64>, log_end: Option<u64>) -> Self {
+        if let Some(end) = log_end {
+            self.log_end = Some(end);
+            // Ten seconds of ends at most are remembered (one a second).
+            if self.pending.len() >= 10 {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((asked_at, end));
         }
+        if let Some(position) = position {
+            self.position = position;
+        }
+        while let Some((at, end)) = self.pending.front().copied() {
+            if end > self.position {
+                break;
+            }
+            self.current_as_of = Some(self.current_as_of.map_or(at, |known| known.max(at)));
+            self.pending.pop_front();
+        }
+        self
     }
 }
 
@@ -103,12 +123,12 @@ pub struct Freshness {
 
 impl Freshness {
     pub fn seen(&self) -> Seen {
-        *self.seen.lock().expect("freshness")
+        self.seen.lock().expect("freshness").clone()
     }
 
-    fn record(&self, now: Timestamp, position: Option<u64>, log_end: Option<u64>) {
+    fn record(&self, asked_at: Timestamp, position: Option<u64>, log_end: Option<u64>) {
         let mut seen = self.seen.lock().expect("freshness");
-        *seen = seen.after(now, position, log_end);
+        *seen = std::mem::take(&mut *seen).after(asked_at, position, log_end);
     }
 }
 
@@ -117,13 +137,14 @@ impl Freshness {
 pub async fn watch(pool: PgPool, log: EventLog, clock: Arc<dyn TimeSource>, freshness: Freshness, shutdown: Shutdown) {
     let mut lag = crate::metrics::Lag::new();
     loop {
+        let asked_at = clock.now();
         let (end, position) = tokio::join!(
             tokio::time::timeout(Duration::from_secs(2), log.last_sequence()),
             crate::store::position(&pool)
         );
         let end = end.ok().and_then(Result::ok);
         let position = position.ok().map(|(position, _)| position);
-        freshness.record(clock.now(), position, end);
+        freshness.record(asked_at, position, end);
         if let (Some(end), Some(position)) = (end, position) {
             lag.measure(end, position);
         }
@@ -218,21 +239,26 @@ mod tests {
     }
 
     #[test]
-    fn current_only_when_the_leader_said_an_end_the_read_models_reached() {
+    fn current_as_of_the_latest_end_the_read_models_have_reached() {
         let seen = Seen::default().after(at(0), Some(10), Some(10));
         assert_eq!(seen.current_as_of, Some(at(0)));
-        // Behind: not current, the last instant stays.
+        // Behind the end said at 5: still current as of 0.
         let behind = seen.after(at(5), Some(10), Some(14));
         assert_eq!((behind.current_as_of, behind.log_end), (Some(at(0)), Some(14)));
-        // The leader unreachable: the end is the last one heard, nothing is current now.
-        let cut_off = seen.after(at(9), Some(10), None);
-        assert_eq!(cut_off.current_as_of, Some(at(0)));
+        // Under a steady load: at 6 the end is 17, and the read models
+        // reached 14 (the end at 5), so they hold what the log held at 5.
+        let moving = behind.clone().after(at(6), Some(15), Some(17));
+        assert_eq!(moving.current_as_of, Some(at(5)));
+        // The leader unreachable: the end is the last one heard, no newer instant.
+        let cut_off = moving.clone().after(at(9), Some(17), None);
+        assert_eq!(cut_off.current_as_of, Some(at(6)), "17, the end at 6, reached");
+        assert_eq!(cut_off.clone().after(at(30), Some(17), None).current_as_of, Some(at(6)));
         assert_eq!(Seen::default().after(at(0), Some(0), None).current_as_of, None, "never heard the leader");
     }
 
     #[test]
     fn a_read_staler_than_allowed_is_refused_and_every_answer_says_where_it_stands() {
-        let seen = Seen { position: 10, log_end: Some(14), current_as_of: Some(at(0)) };
+        let seen = Seen { position: 10, log_end: Some(14), current_as_of: Some(at(0)), ..Seen::default() };
         let metadata = assess(&seen, at(20), None).unwrap();
         assert_eq!(
             metadata,
