@@ -363,8 +363,14 @@ netns_up() {
   local part ns veth
   for part in "${NATS_PARTS[@]}" "${SERVICES[@]}"; do
     ns="gc$NETNS-$part"
-    netns_exists "$ns" && continue
     veth="gc${NETNS}h$(short_name "$part")"
+    # Whole already (its part may be running in it): keep it. Half made
+    # (a run killed on the way): make it again.
+    if netns_exists "$ns" && ip link show "$veth" >/dev/null 2>&1; then
+      ip link set "$veth" master "$BRIDGE" up
+      continue
+    fi
+    ip netns del "$ns" 2>/dev/null || true
     ip link del "$veth" 2>/dev/null || true
     ip netns add "$ns"
     ip link add "$veth" type veth peer name eth0 netns "$ns"

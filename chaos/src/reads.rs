@@ -7,8 +7,8 @@
 //!
 //! The check ([`lies`]) needs nothing from gridcase: an answer claiming
 //! the read models were current (at position P) at time T lied if a client
-//! had been acknowledged an event at a sequence beyond P before T (less a
-//! tolerance for the look itself): at T the log already held more than P.
+//! had been acknowledged an event at a sequence beyond P before T: at T the
+//! log already held more than P.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,8 +21,10 @@ use tonic::transport::Channel;
 /// The staleness the probe allows, in seconds.
 pub const MAX_STALENESS: u64 = 5;
 /// How much earlier than its claim a query service may have looked at the
-/// log's end (its look takes at most two seconds).
-pub const TOLERANCE: Duration = Duration::from_millis(2500);
+/// log: none. A client's acknowledgement arrives after the event was
+/// committed, so an acknowledgement received before the claimed instant
+/// proves the log held that event then.
+pub const TOLERANCE: Duration = Duration::ZERO;
 
 /// One answer, or a refusal, of a query service.
 #[derive(Debug, Clone)]
@@ -130,11 +132,10 @@ pub fn judge(reads: &[Read], acknowledged: &[(SystemTime, u64)]) -> ReadVerdict 
                     let known = known_by(before);
                     if known > *position {
                         verdict.lies.push(format!(
-                            "{} answered at position {position} claiming it current at {:?}, but sequence {known} had been \
-                             acknowledged {:.1} s before that",
+                            "{} answered at position {position} claiming it current at {:?}, but sequence {known} had \
+                             been acknowledged before that",
                             read.service,
                             jiff::Timestamp::try_from(*claimed).map(|t| t.to_string()).unwrap_or_default(),
-                            TOLERANCE.as_secs_f64()
                         ));
                     }
                     let age = read.asked_at.duration_since(*claimed).unwrap_or_default();
@@ -181,8 +182,8 @@ mod tests {
         let verdict = judge(&[answered(5, 20.0, 21.0)], &acknowledged);
         assert_eq!(verdict.lies.len(), 1);
         assert!(verdict.lies[0].contains("sequence 9"), "{}", verdict.lies[0]);
-        // Within the tolerance of the look: not a lie.
-        assert!(judge(&[answered(5, 11.0, 11.5)], &acknowledged).lies.is_empty());
+        // Acknowledged only after the claimed instant: not a lie.
+        assert!(judge(&[answered(5, 9.9, 11.5)], &acknowledged).lies.is_empty());
         // Answered although last current 30 s before the question: beyond the allowance.
         assert_eq!(judge(&[answered(9, 20.0, 50.0)], &acknowledged).lies.len(), 1);
     }

@@ -12,10 +12,14 @@
 //!   (absent while it was never heard);
 //! * `gridcase-current-as-of`: the latest instant T such that the read
 //!   models hold everything the log held at T (RFC 3339; absent: never
-//!   known): the stream's end read from the leader at T (asked at T, so
-//!   nothing acknowledged before T is beyond it) has since been reached.
-//!   Under a steady load the read models are never exactly at the end, but
-//!   this stays a second or two old; cut off from the leader, it stops.
+//!   known): a stream end the leader gave, which holds every event
+//!   acknowledged up to the leader's last contact with a quorum (T: the
+//!   question's time less that contact's age; a leader paused or cut off,
+//!   not yet aware it was deposed, answers with an old end and an old
+//!   contact), has since been reached by the read models. Under a steady
+//!   load this stays a second or two old; cut off from the leader, it stops.
+//!   (Found by the chaos harness: trusting the leader's end as of the
+//!   question let a resumed, deposed leader's old end pass as current.)
 //!
 //! A client that must not act on stale state sends
 //! `gridcase-max-staleness: <seconds>`: the answer is then UNAVAILABLE
@@ -138,16 +142,21 @@ pub async fn watch(pool: PgPool, log: EventLog, clock: Arc<dyn TimeSource>, fres
     let mut lag = crate::metrics::Lag::new();
     loop {
         let asked_at = clock.now();
-        let (end, position) = tokio::join!(
-            tokio::time::timeout(Duration::from_secs(2), log.last_sequence()),
-            crate::store::position(&pool)
-        );
+        let (end, position) =
+            tokio::join!(tokio::time::timeout(Duration::from_secs(2), log.end_as_of()), crate::store::position(&pool));
         let end = end.ok().and_then(Result::ok);
         let position = position.ok().map(|(position, _)| position);
-        freshness.record(asked_at, position, end);
-        if let (Some(end), Some(position)) = (end, position) {
+        if let (Some((end, _)), Some(position)) = (end, position) {
             lag.measure(end, position);
         }
+        // The leader's end holds what was acknowledged up to its last
+        // contact with a quorum (a deposed leader, paused or cut off, still
+        // answers): the end counts as of then, or not at all.
+        let trusted = end.and_then(|(end, age)| {
+            let age = jiff::SignedDuration::try_from(age?).ok()?;
+            Some((asked_at.checked_sub(age).ok()?, end))
+        });
+        freshness.record(trusted.map_or(asked_at, |(at, _)| at), position, trusted.map(|(_, end)| end));
         tokio::select! {
             _ = shutdown.clone().requested() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
