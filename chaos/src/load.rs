@@ -75,6 +75,8 @@ pub struct Load {
     pub seed: u64,
     /// How long one operation is retried before the client gives up on it.
     pub give_up_after: Duration,
+    /// The highest stream sequence acknowledged so far (kept up to date by the load).
+    pub acknowledged_up_to: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub struct LoadResult {
@@ -166,6 +168,7 @@ impl Load {
         });
         let workers = tokens.into_iter().enumerate().map(|(worker, token)| {
             let (shared, channels, faults_pending) = (shared.clone(), channels.clone(), faults_pending.clone());
+            let acknowledged_up_to = self.acknowledged_up_to.clone();
             let (operations, seed, give_up_after, rate) = (self.operations, self.seed, self.give_up_after, self.rate);
             tokio::spawn(async move {
                 let mut mine: Vec<String> = Vec::new();
@@ -201,6 +204,9 @@ impl Load {
                         let command_id = uuid::Uuid::new_v4().to_string();
                         note(&shared, &channels, &token, worker, &case_id, &command_id, give_up_after).await
                     };
+                    if let Some(receipt) = &outcome.receipt {
+                        acknowledged_up_to.fetch_max(receipt.stream_sequence, Ordering::Relaxed);
+                    }
                     shared.outcomes.lock().await.push(outcome);
                     shared.done.fetch_add(1, Ordering::Relaxed);
                 }

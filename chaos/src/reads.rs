@@ -1,14 +1,17 @@
 //! Reads under faults: a county auditor asks every query service for its
-//! counts all through the run, allowing `MAX_STALENESS` seconds of
-//! staleness. Each answer says where the read models stand
-//! (`gridcase-read-position`) and when they were last seen at the log's
-//! end (`gridcase-current-as-of`); a query service must refuse rather than
-//! answer past the allowance.
+//! counts all through the run, telling it the highest sequence the clients
+//! have been acknowledged so far (`gridcase-min-position`) and allowing
+//! `MAX_STALENESS` seconds of staleness. Each answer says where the read
+//! models stand (`gridcase-read-position`) and when they were last seen at
+//! the log's end (`gridcase-current-as-of`).
 //!
-//! The check ([`lies`]) needs nothing from gridcase: an answer claiming
-//! the read models were current (at position P) at time T lied if a client
-//! had been acknowledged an event at a sequence beyond P before T: at T the
-//! log already held more than P.
+//! The checks ([`judge`]) need nothing from gridcase: an answer at a
+//! position below the one asked for is a read older than what its reader
+//! had been told (the guarantee: must never happen); an answer claiming the
+//! read models were current (at position P) at time T is disproved if a
+//! client had been acknowledged an event at a sequence beyond P before T
+//! (advisory: it rests on the leader's word, which nats-server does not
+//! make linearizable; counted, not failed).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,6 +34,8 @@ pub const TOLERANCE: Duration = Duration::ZERO;
 pub struct Read {
     pub service: String,
     pub asked_at: SystemTime,
+    /// The position the question asked for at least.
+    pub min_position: u64,
     pub outcome: ReadOutcome,
 }
 
@@ -40,6 +45,8 @@ pub enum ReadOutcome {
     Answered { position: u64, current_as_of: Option<SystemTime> },
     /// Refused as staler than allowed.
     RefusedStale,
+    /// Refused as behind the position asked for.
+    RefusedBehind,
     /// Not reached, or another failure.
     Failed(String),
 }
@@ -49,7 +56,10 @@ pub enum ReadOutcome {
 pub struct ReadVerdict {
     pub answered: usize,
     pub refused_stale: usize,
+    pub refused_behind: usize,
     pub failed: usize,
+    /// Answers older than the position asked for (must be none).
+    pub behind: Vec<String>,
     /// Answers that claimed a currency the log's acknowledgements disprove.
     pub lies: Vec<String>,
 }
@@ -58,12 +68,14 @@ pub struct ReadVerdict {
 pub async fn probe(
     services: Vec<(String, Channel)>,
     token: String,
+    acknowledged_up_to: Arc<std::sync::atomic::AtomicU64>,
     every: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<Read> {
     let reads = Arc::new(Mutex::new(Vec::new()));
     let tasks = services.into_iter().map(|(service, channel)| {
         let (reads, token, mut stop) = (reads.clone(), token.clone(), stop.clone());
+        let acknowledged_up_to = acknowledged_up_to.clone();
         tokio::spawn(async move {
             let mut client = QueryServiceClient::new(channel);
             while !*stop.borrow() {
@@ -71,6 +83,8 @@ pub async fn probe(
                 let metadata = request.metadata_mut();
                 metadata.insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
                 metadata.insert("gridcase-max-staleness", MAX_STALENESS.to_string().parse().expect("digits"));
+                let min_position = acknowledged_up_to.load(std::sync::atomic::Ordering::Relaxed);
+                metadata.insert("gridcase-min-position", min_position.to_string().parse().expect("digits"));
                 let asked_at = SystemTime::now();
                 let answer = tokio::time::timeout(Duration::from_secs(5), client.count_cases(request)).await;
                 let outcome = match answer {
@@ -84,6 +98,7 @@ pub async fn probe(
                                 .and_then(|at| SystemTime::try_from(at).ok()),
                         }
                     }
+                    Ok(Err(status)) if status.message().contains("not yet") => ReadOutcome::RefusedBehind,
                     Ok(Err(status))
                         if status.message().contains("last seen current")
                             || status.message().contains("never seen current") =>
@@ -93,7 +108,7 @@ pub async fn probe(
                     Ok(Err(status)) => ReadOutcome::Failed(format!("{:?}: {}", status.code(), status.message())),
                     Err(_) => ReadOutcome::Failed("no answer within 5 s".into()),
                 };
-                reads.lock().await.push(Read { service: service.clone(), asked_at, outcome });
+                reads.lock().await.push(Read { service: service.clone(), asked_at, min_position, outcome });
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => {}
@@ -127,6 +142,12 @@ pub fn judge(reads: &[Read], acknowledged: &[(SystemTime, u64)]) -> ReadVerdict 
         match &read.outcome {
             ReadOutcome::Answered { position, current_as_of } => {
                 verdict.answered += 1;
+                if *position < read.min_position {
+                    verdict.behind.push(format!(
+                        "{} answered at position {position} when asked for at least {}",
+                        read.service, read.min_position
+                    ));
+                }
                 if let Some(claimed) = current_as_of {
                     let before = claimed.checked_sub(TOLERANCE).unwrap_or(*claimed);
                     let known = known_by(before);
@@ -149,6 +170,7 @@ pub fn judge(reads: &[Read], acknowledged: &[(SystemTime, u64)]) -> ReadVerdict 
                 }
             }
             ReadOutcome::RefusedStale => verdict.refused_stale += 1,
+            ReadOutcome::RefusedBehind => verdict.refused_behind += 1,
             ReadOutcome::Failed(_) => verdict.failed += 1,
         }
     }
@@ -167,6 +189,7 @@ mod tests {
         Read {
             service: "projection-1".into(),
             asked_at: t(asked_at),
+            min_position: 0,
             outcome: ReadOutcome::Answered { position, current_as_of: Some(t(current_as_of)) },
         }
     }
@@ -186,5 +209,10 @@ mod tests {
         assert!(judge(&[answered(5, 9.9, 11.5)], &acknowledged).lies.is_empty());
         // Answered although last current 30 s before the question: beyond the allowance.
         assert_eq!(judge(&[answered(9, 20.0, 50.0)], &acknowledged).lies.len(), 1);
+        // Answered below the position asked for: a read older than its reader knew.
+        let mut older = answered(9, 20.0, 21.0);
+        older.min_position = 10;
+        let verdict = judge(&[older], &acknowledged);
+        assert_eq!(verdict.behind.len(), 1, "{:?}", verdict.behind);
     }
 }

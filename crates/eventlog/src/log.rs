@@ -541,6 +541,12 @@ impl EventLog {
             .as_ref()
             .map(|cluster| cluster.replicas.iter().map(|peer| (peer.offline, peer.active)).collect())
             .unwrap_or_default();
+        // A leaderless group's members each answer with their own copy (no
+        // leader named): no word on the end at all.
+        let leader_named = info.cluster.as_ref().is_some_and(|cluster| cluster.leader.is_some());
+        if info.config.num_replicas > 1 && !leader_named {
+            return Ok((info.state.last_sequence, None));
+        }
         Ok((info.state.last_sequence, quorum_contact(&followers, info.config.num_replicas)))
     }
 

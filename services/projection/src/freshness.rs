@@ -21,12 +21,24 @@
 //!   (Found by the chaos harness: trusting the leader's end as of the
 //!   question let a resumed, deposed leader's old end pass as current.)
 //!
-//! A client that must not act on stale state sends
-//! `gridcase-max-staleness: <seconds>`: the answer is then UNAVAILABLE
-//! (`ErrorInfo` reason `READ_MODELS_STALE`, with the three values) unless
-//! the read models were seen current within that many seconds; another
-//! query process may answer it. Without the header nothing is refused:
-//! the metadata tells.
+//! Two ways for a client to be refused rather than shown old state:
+//!
+//! * `gridcase-min-position: <sequence>` (the guarantee): the answer is
+//!   UNAVAILABLE (`ErrorInfo` reason `READ_MODELS_BEHIND`) unless the read
+//!   models reflect at least that stream sequence, e.g. the one its last
+//!   acknowledgement or watched change named: a read never shows a state
+//!   older than one the client has already been told about.
+//! * `gridcase-max-staleness: <seconds>` (advice): UNAVAILABLE
+//!   (`READ_MODELS_STALE`) unless the read models were seen current within
+//!   that many seconds. "Current" rests on the leader's word: nats-server
+//!   answers a stream's state from whichever server believes it leads, with
+//!   no quorum read (nats-server PRs 7146 and 7748, linearizable gets and
+//!   read leases, are not merged), so a deposed leader that has not yet
+//!   stepped down can vouch for an old end. The chaos harness measures how
+//!   often that happens; it never breaks the min-position guarantee.
+//!
+//! Either refusal names the three values; another query process may
+//! answer. Without the headers nothing is refused: the metadata tells.
 //!
 //! [`assess`] is pure; [`Fresh`] puts it in front of the query service.
 
@@ -45,7 +57,9 @@ pub const POSITION_HEADER: &str = "gridcase-read-position";
 pub const LOG_END_HEADER: &str = "gridcase-log-end";
 pub const CURRENT_AS_OF_HEADER: &str = "gridcase-current-as-of";
 pub const MAX_STALENESS_HEADER: &str = "gridcase-max-staleness";
+pub const MIN_POSITION_HEADER: &str = "gridcase-min-position";
 pub const STALE_REASON: &str = "READ_MODELS_STALE";
+pub const BEHIND_REASON: &str = "READ_MODELS_BEHIND";
 
 /// What this process last saw of the read models and the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,13 +101,29 @@ impl Seen {
     }
 }
 
+/// What a caller allows: at most so stale, at least this position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_staleness: Option<Duration>,
+    pub min_position: Option<u64>,
+}
+
 /// The metadata of an answer given `seen` at `now`, or why it is refused
-/// under `max_staleness`.
+/// under `limits` (the `ErrorInfo` reason and the message).
 pub fn assess(
     seen: &Seen,
     now: Timestamp,
-    max_staleness: Option<Duration>,
-) -> Result<Vec<(&'static str, String)>, String> {
+    limits: Limits,
+) -> Result<Vec<(&'static str, String)>, (&'static str, String)> {
+    if let Some(wanted) = limits.min_position
+        && seen.position < wanted
+    {
+        return Err((
+            BEHIND_REASON,
+            format!("the read models reflect the log up to position {}, not yet {wanted}", seen.position),
+        ));
+    }
+    let max_staleness = limits.max_staleness;
     let mut metadata = vec![(POSITION_HEADER, seen.position.to_string())];
     if let Some(end) = seen.log_end {
         metadata.push((LOG_END_HEADER, end.to_string()));
@@ -105,15 +135,18 @@ pub fn assess(
         let age = seen.current_as_of.map(|at| now.duration_since(at));
         let fresh = age.is_some_and(|age| age.as_secs_f64() <= limit.as_secs_f64());
         if !fresh {
-            return Err(match seen.current_as_of {
-                Some(at) => format!(
-                    "the read models were last seen current at {at} (position {}, log end {}), more than {} s ago",
-                    seen.position,
-                    seen.log_end.map_or("unknown".into(), |e| e.to_string()),
-                    limit.as_secs()
-                ),
-                None => format!("the read models were never seen current (position {})", seen.position),
-            });
+            return Err((
+                STALE_REASON,
+                match seen.current_as_of {
+                    Some(at) => format!(
+                        "the read models were last seen current at {at} (position {}, log end {}), more than {} s ago",
+                        seen.position,
+                        seen.log_end.map_or("unknown".into(), |e| e.to_string()),
+                        limit.as_secs()
+                    ),
+                    None => format!("the read models were never seen current (position {})", seen.position),
+                },
+            ));
         }
     }
     Ok(metadata)
@@ -198,20 +231,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let max_staleness = request
-            .headers()
-            .get(MAX_STALENESS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let number = |name: &str| {
+            request.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let limits = Limits {
+            max_staleness: number(MAX_STALENESS_HEADER).map(Duration::from_secs),
+            min_position: number(MIN_POSITION_HEADER),
+        };
         let seen = self.freshness.seen();
-        let verdict = assess(&seen, self.clock.now(), max_staleness);
+        let verdict = assess(&seen, self.clock.now(), limits);
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
             let metadata = match verdict {
                 Ok(metadata) => metadata,
-                Err(why) => {
+                Err((reason, why)) => {
                     let mut info = std::collections::HashMap::new();
                     info.insert("position".to_owned(), seen.position.to_string());
                     if let Some(end) = seen.log_end {
@@ -223,7 +257,7 @@ where
                     let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
                         tonic::Code::Unavailable,
                         format!("{why}; ask another query service or retry later"),
-                        tonic_types::ErrorDetails::with_error_info(STALE_REASON, "gridcase", info),
+                        tonic_types::ErrorDetails::with_error_info(reason, "gridcase", info),
                     );
                     return Ok(status.into_http());
                 }
@@ -268,7 +302,8 @@ mod tests {
     #[test]
     fn a_read_staler_than_allowed_is_refused_and_every_answer_says_where_it_stands() {
         let seen = Seen { position: 10, log_end: Some(14), current_as_of: Some(at(0)), ..Seen::default() };
-        let metadata = assess(&seen, at(20), None).unwrap();
+        let limits = |seconds: u64| Limits { max_staleness: Some(Duration::from_secs(seconds)), min_position: None };
+        let metadata = assess(&seen, at(20), Limits::default()).unwrap();
         assert_eq!(
             metadata,
             vec![
@@ -277,9 +312,14 @@ mod tests {
                 (CURRENT_AS_OF_HEADER, at(0).to_string())
             ]
         );
-        assert!(assess(&seen, at(20), Some(Duration::from_secs(30))).is_ok());
-        let refused = assess(&seen, at(31), Some(Duration::from_secs(30))).unwrap_err();
+        assert!(assess(&seen, at(20), limits(30)).is_ok());
+        let (reason, refused) = assess(&seen, at(31), limits(30)).unwrap_err();
+        assert_eq!(reason, STALE_REASON);
         assert!(refused.contains("position 10, log end 14"), "{refused}");
-        assert!(assess(&Seen::default(), at(0), Some(Duration::from_secs(30))).unwrap_err().contains("never"));
+        assert!(assess(&Seen::default(), at(0), limits(30)).unwrap_err().1.contains("never"));
+        // Behind what the caller has already been told: refused, however fresh.
+        let behind = Limits { min_position: Some(11), ..Limits::default() };
+        assert_eq!(assess(&seen, at(1), behind).unwrap_err().0, BEHIND_REASON);
+        assert!(assess(&seen, at(1), Limits { min_position: Some(10), ..Limits::default() }).is_ok());
     }
 }

@@ -99,8 +99,14 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     // Grid workers file and add notes; the dispatcher and the projection follow.
     let channels = load::channels(&topology.intake).unwrap();
     let (_, no_faults) = tokio::sync::watch::channel(false);
-    let work =
-        load::Load { operations: 80, concurrency: 4, rate: None, seed: 7, give_up_after: Duration::from_secs(60) };
+    let work = load::Load {
+        operations: 80,
+        concurrency: 4,
+        rate: None,
+        seed: 7,
+        give_up_after: Duration::from_secs(60),
+        acknowledged_up_to: Default::default(),
+    };
     let done = work.run(channels, Arc::new(AtomicUsize::new(0)), no_faults).await.unwrap();
     let filed: HashSet<String> = done
         .outcomes
@@ -154,8 +160,14 @@ async fn the_backup_account_restores_a_history_shrunk_behind_the_services_back()
     // gridcase goes on: new filings are taken and the mirror follows them.
     let channels = load::channels(&topology.intake).unwrap();
     let (_, no_faults) = tokio::sync::watch::channel(false);
-    let more =
-        load::Load { operations: 10, concurrency: 2, rate: None, seed: 8, give_up_after: Duration::from_secs(60) };
+    let more = load::Load {
+        operations: 10,
+        concurrency: 2,
+        rate: None,
+        seed: 8,
+        give_up_after: Duration::from_secs(60),
+        acknowledged_up_to: Default::default(),
+    };
     let after = more.run(channels, Arc::new(AtomicUsize::new(0)), no_faults).await.unwrap();
     assert!(after.outcomes.iter().all(|o| o.acknowledged_after.is_some() || o.refused.is_some()));
     let grown = log.last_sequence().await.unwrap();

@@ -75,7 +75,7 @@ async fn the_cluster_loses_and_doubles_nothing_under_kills_partitions_pauses_and
     assert_eq!(verdict.lost_silently, 0, "{:?} (seed {seed})", verdict.problems);
     assert_eq!(verdict.nodes.len(), 3, "each node's store was read");
     assert!(report.reads.answered > 0, "the query services were read throughout");
-    assert!(report.reads.lies.is_empty(), "{:?} (seed {seed})", report.reads.lies);
+    assert!(report.reads.behind.is_empty(), "{:?} (seed {seed})", report.reads.behind);
     for node in &verdict.nodes {
         // The independent reader found the stream in each store, whole.
         assert!(node.messages >= verdict.events, "{node:?} (seed {seed})");

@@ -1,13 +1,15 @@
 //! Reads that do not lie (issue 30): a query process cut off from the log's
 //! leader (the minority side of a partition, seen from inside) answers
-//! from its read models, but every answer says where they stand, and a
-//! caller that allows at most so much staleness is refused rather than
-//! shown old state as current.
+//! from its read models, but every answer says where they stand; a caller
+//! that has seen a later position, or allows at most so much staleness, is
+//! refused rather than shown old state as current.
 
 use std::sync::Arc;
 
 use gridcase_process::{ManualTimeSource, TimeSource as _};
-use gridcase_projection::freshness::{CURRENT_AS_OF_HEADER, LOG_END_HEADER, MAX_STALENESS_HEADER, POSITION_HEADER};
+use gridcase_projection::freshness::{
+    CURRENT_AS_OF_HEADER, LOG_END_HEADER, MAX_STALENESS_HEADER, MIN_POSITION_HEADER, POSITION_HEADER,
+};
 use gridcase_proto::query::v1 as api;
 use gridcase_tests::{Backends, Identity, TestProjection, eventually, given, query_client, stream_end};
 use jiff::{SignedDuration, Timestamp};
@@ -47,6 +49,17 @@ async fn a_query_service_cut_off_from_the_log_says_how_old_its_answers_are_and_r
     let metadata = response.metadata();
     assert_eq!(metadata.get(POSITION_HEADER).unwrap().to_str().unwrap(), end.to_string());
     assert_eq!(metadata.get(CURRENT_AS_OF_HEADER).unwrap().to_str().unwrap(), now.to_string());
+
+    // A reader who has seen a later position (its own acknowledgement, a
+    // watched change) is refused rather than shown the older state.
+    let mut request = counts_request(None);
+    request.metadata_mut().insert(MIN_POSITION_HEADER, (end + 1).to_string().parse().unwrap());
+    let behind = client.count_cases(request).await.unwrap_err();
+    assert_eq!(behind.code(), tonic::Code::Unavailable);
+    assert_eq!(behind.get_details_error_info().expect("ErrorInfo").reason, "READ_MODELS_BEHIND");
+    let mut request = counts_request(None);
+    request.metadata_mut().insert(MIN_POSITION_HEADER, end.to_string().parse().unwrap());
+    assert!(client.count_cases(request).await.is_ok(), "at the position asked for: answered");
 
     // The log's leader gone from this process's sight; a minute passes.
     nats.kill();
