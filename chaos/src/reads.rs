@@ -95,7 +95,7 @@ pub async fn probe(
                             position: header("gridcase-read-position").and_then(|v| v.parse().ok()).unwrap_or(0),
                             current_as_of: header("gridcase-current-as-of")
                                 .and_then(|v| v.parse::<jiff::Timestamp>().ok())
-                                .and_then(|at| SystemTime::try_from(at).ok()),
+                                .map(SystemTime::from),
                         }
                     }
                     Ok(Err(status)) if status.message().contains("not yet") => ReadOutcome::RefusedBehind,

@@ -23,9 +23,10 @@
 //!
 //! Two ways for a client to be refused rather than shown old state:
 //!
-//! * `gridcase-min-position: <sequence>` (the guarantee): the answer is
-//!   UNAVAILABLE (`ErrorInfo` reason `READ_MODELS_BEHIND`) unless the read
-//!   models reflect at least that stream sequence, e.g. the one its last
+//! * `gridcase-min-position: <sequence>` (the guarantee): the answer waits
+//!   up to [`BEHIND_WAIT`] for the read models and is then UNAVAILABLE
+//!   (`ErrorInfo` reason `READ_MODELS_BEHIND`) unless they reflect at least
+//!   that stream sequence, e.g. the one its last
 //!   acknowledgement or watched change named: a read never shows a state
 //!   older than one the client has already been told about.
 //! * `gridcase-max-staleness: <seconds>` (advice): UNAVAILABLE
@@ -204,11 +205,18 @@ pub struct Fresh<S> {
     inner: S,
     freshness: Freshness,
     clock: Arc<dyn TimeSource>,
+    /// The read models' position, looked up again while a request waits for it.
+    pool: PgPool,
 }
 
+/// How long a request asking for a position the read models have not
+/// reached yet waits for them (they usually trail the log by milliseconds)
+/// before it is refused.
+pub const BEHIND_WAIT: Duration = Duration::from_secs(1);
+
 impl<S> Fresh<S> {
-    pub fn new(inner: S, freshness: Freshness, clock: Arc<dyn TimeSource>) -> Self {
-        Self { inner, freshness, clock }
+    pub fn new(inner: S, freshness: Freshness, clock: Arc<dyn TimeSource>, pool: PgPool) -> Self {
+        Self { inner, freshness, clock, pool }
     }
 }
 
@@ -238,11 +246,22 @@ where
             max_staleness: number(MAX_STALENESS_HEADER).map(Duration::from_secs),
             min_position: number(MIN_POSITION_HEADER),
         };
-        let seen = self.freshness.seen();
-        let verdict = assess(&seen, self.clock.now(), limits);
+        let mut seen = self.freshness.seen();
+        let (clock, pool) = (self.clock.clone(), self.pool.clone());
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
+            // Behind the position asked for: wait a moment for the projector.
+            if let Some(wanted) = limits.min_position {
+                let deadline = tokio::time::Instant::now() + BEHIND_WAIT;
+                while seen.position < wanted && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Ok((position, _)) = crate::store::position(&pool).await {
+                        seen.position = seen.position.max(position);
+                    }
+                }
+            }
+            let verdict = assess(&seen, clock.now(), limits);
             let metadata = match verdict {
                 Ok(metadata) => metadata,
                 Err((reason, why)) => {

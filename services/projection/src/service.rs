@@ -180,7 +180,8 @@ impl Application {
             .with(|router| {
                 let query = QueryApi { shutdown: Some(shutdown.clone()), ..self.query };
                 let clock = query.clock.clone();
-                router.add_service(crate::freshness::Fresh::new(QueryServiceServer::new(query), freshness, clock))
+                let pool = query.pool.clone();
+                router.add_service(crate::freshness::Fresh::new(QueryServiceServer::new(query), freshness, clock, pool))
             })
             .serve(self.listener, shutdown, self.config.common.shutdown_grace)
             .await;

@@ -58,17 +58,15 @@ async fn an_event_the_disk_lost_is_reported_by_case_and_nothing_is_projected_on_
     eventually("the projection to report NOT_SERVING", || async { !serving(&projection.endpoint(), "").await }).await;
     let (position, _) = store::position(&projection.pool).await.unwrap();
     assert_eq!(position, lost_sequence, "the position stays where the read models were built");
-    let newcomer_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM cases WHERE case_id = $1")
-        .bind(newcomer.id.as_uuid())
-        .fetch_one(&projection.pool)
-        .await
-        .unwrap();
-    assert_eq!(newcomer_rows, 0, "nothing of the rewritten history is projected");
-    let kept_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM cases WHERE case_id = $1")
-        .bind(kept.id.as_uuid())
-        .fetch_one(&projection.pool)
-        .await
-        .unwrap();
-    assert_eq!(kept_rows, 1, "queries still answer from what was projected");
+    assert_eq!(case_rows(&projection.pool, &newcomer.id).await, 0, "nothing of the rewritten history is projected");
+    assert_eq!(case_rows(&projection.pool, &kept.id).await, 1, "queries still answer from what was projected");
     projection.stop().await.unwrap();
+}
+
+async fn case_rows(pool: &sqlx::PgPool, case_id: &gridcase_domain::CaseId) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM cases WHERE case_id = $1")
+        .bind(case_id.as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
