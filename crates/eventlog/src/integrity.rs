@@ -269,6 +269,8 @@ struct Seen {
     /// Problems of contents seen earlier in this process (a sequence going
     /// back): they stay until the process restarts after an operator looked.
     sticky: Vec<String>,
+    /// The other problems of contents at the last look that judged them.
+    contents: Vec<String>,
 }
 
 /// Check `watched` once against the server, record the verdict in
@@ -284,12 +286,25 @@ async fn check(
     let Ok(info) = stream.get_info().await else { return Ok(()) };
     let extent = Extent::of(&info.state);
     let mut problems = config_problems(watched, &info.config);
+    // Contents are judged only from a leader in touch with a quorum: a
+    // deposed leader not yet stepped down, or a leaderless group's member,
+    // answers with an old extent, which would read as history going back.
+    if !leader_current(&info) {
+        tracing::debug!(stream = %watched.stream, "the stream's state comes from a leader not known to be current; contents not judged this time");
+        problems.extend(seen.contents.iter().cloned());
+        problems.extend(seen.sticky.iter().cloned());
+        integrity.set(&watched.stream, problems);
+        seen.config = info.config;
+        return Ok(());
+    }
     let contents = state_problems(watched.keeps, seen.extent.as_ref(), &extent);
     let previous = integrity.problems().remove(&watched.stream).unwrap_or_default();
+    seen.contents.clear();
     for problem in contents {
         if problem.starts_with("the last stream sequence went back") || problem.starts_with("the stream went from") {
             seen.sticky.push(problem);
         } else {
+            seen.contents.push(problem.clone());
             problems.push(problem);
         }
     }
@@ -318,6 +333,32 @@ async fn check(
     Ok(())
 }
 
+/// How long ago a leader with these `followers` (offline, time since last
+/// heard) last heard from enough of them to make a quorum of `replicas`
+/// with itself; `None`: not enough of them are known. One replica: now.
+pub fn quorum_contact(followers: &[(bool, Duration)], replicas: usize) -> Option<Duration> {
+    let needed = (replicas.max(1) / 2 + 1) - 1;
+    if needed == 0 {
+        return Some(Duration::ZERO);
+    }
+    let mut heard: Vec<Duration> =
+        followers.iter().filter(|(offline, _)| !offline).map(|(_, active)| *active).collect();
+    heard.sort();
+    heard.get(needed - 1).copied()
+}
+
+/// Whether a stream's info comes from a leader that heard from a quorum
+/// within two seconds (a single replica: always).
+fn leader_current(info: &stream::Info) -> bool {
+    let replicas = info.config.num_replicas;
+    if replicas <= 1 {
+        return true;
+    }
+    let Some(cluster) = info.cluster.as_ref().filter(|cluster| cluster.leader.is_some()) else { return false };
+    let followers: Vec<(bool, Duration)> = cluster.replicas.iter().map(|peer| (peer.offline, peer.active)).collect();
+    quorum_contact(&followers, replicas).is_some_and(|age| age <= Duration::from_secs(2))
+}
+
 /// Watch `streams` every `interval` until `stop` resolves, recording the
 /// verdict in `integrity`. The first check runs at once; `expected` is the
 /// configuration each stream should have (the changes the first check logs
@@ -331,7 +372,7 @@ pub async fn watch(
 ) {
     let mut seen: Vec<Seen> = streams
         .iter()
-        .map(|(_, expected)| Seen { config: expected.clone(), extent: None, sticky: Vec::new() })
+        .map(|(_, expected)| Seen { config: expected.clone(), extent: None, sticky: Vec::new(), contents: Vec::new() })
         .collect();
     tokio::pin!(stop);
     loop {
@@ -365,6 +406,17 @@ mod tests {
 
     fn kept() -> stream::Config {
         crate::EventLog::stream_config(&crate::StreamSettings::default())
+    }
+
+    #[test]
+    fn a_leader_is_current_as_of_its_last_contact_with_a_quorum() {
+        let ms = Duration::from_millis;
+        assert_eq!(quorum_contact(&[], 1), Some(Duration::ZERO), "one replica: its own word");
+        assert_eq!(quorum_contact(&[(false, ms(300)), (false, ms(9000))], 3), Some(ms(300)));
+        // Paused for ten seconds: it has heard from nobody since.
+        assert_eq!(quorum_contact(&[(false, ms(10_200)), (false, ms(10_100))], 3), Some(ms(10_100)));
+        assert_eq!(quorum_contact(&[(true, ms(10)), (true, ms(10))], 3), None, "its followers offline");
+        assert_eq!(quorum_contact(&[(false, ms(10))], 5), None, "two of four followers needed");
     }
 
     #[test]

@@ -547,7 +547,7 @@ impl EventLog {
         if info.config.num_replicas > 1 && !leader_named {
             return Ok((info.state.last_sequence, None));
         }
-        Ok((info.state.last_sequence, quorum_contact(&followers, info.config.num_replicas)))
+        Ok((info.state.last_sequence, crate::integrity::quorum_contact(&followers, info.config.num_replicas)))
     }
 
     /// How many distinct case subjects the stream holds (for tests and ops).
@@ -567,20 +567,6 @@ impl EventLog {
     }
 }
 
-/// How long ago a leader with these `followers` (offline, time since last
-/// heard) last heard from enough of them to make a quorum of `replicas`
-/// with itself; `None`: not enough of them are known. One replica: now.
-pub fn quorum_contact(followers: &[(bool, Duration)], replicas: usize) -> Option<Duration> {
-    let needed = (replicas.max(1) / 2 + 1) - 1;
-    if needed == 0 {
-        return Some(Duration::ZERO);
-    }
-    let mut heard: Vec<Duration> =
-        followers.iter().filter(|(offline, _)| !offline).map(|(_, active)| *active).collect();
-    heard.sort();
-    heard.get(needed - 1).copied()
-}
-
 fn decode(sequence: u64, payload: Bytes) -> Result<Positioned, LogError> {
     let event = StoredEvent::from_json_bytes(&payload).map_err(|source| LogError::Corrupt { sequence, source })?;
     Ok(Positioned { stream_sequence: sequence, event, stored: payload })
@@ -594,17 +580,6 @@ pub(crate) fn jetstream_error(error: &jetstream::context::PublishError) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_leader_is_current_as_of_its_last_contact_with_a_quorum() {
-        let ms = Duration::from_millis;
-        assert_eq!(quorum_contact(&[], 1), Some(Duration::ZERO), "one replica: its own word");
-        assert_eq!(quorum_contact(&[(false, ms(300)), (false, ms(9000))], 3), Some(ms(300)));
-        // Paused for ten seconds: it has heard from nobody since.
-        assert_eq!(quorum_contact(&[(false, ms(10_200)), (false, ms(10_100))], 3), Some(ms(10_100)));
-        assert_eq!(quorum_contact(&[(true, ms(10)), (true, ms(10))], 3), None, "its followers offline");
-        assert_eq!(quorum_contact(&[(false, ms(10))], 5), None, "two of four followers needed");
-    }
 
     #[test]
     fn server_versions() {

@@ -9,7 +9,9 @@
 //! position would never look back. The read models remember every
 //! projected event's sequence and hash (`case_events`), so every
 //! `--history-audit-interval` the newest `--history-audit-window` of them
-//! are compared with what the log's leader holds at those sequences now.
+//! are compared with what the log's leader holds at those sequences now,
+//! while that leader was in touch with a quorum; what is found must last
+//! `--history-audit-confirm` before it counts ([`Suspicions`]).
 //!
 //! An event gone, or another event at its sequence, is history rewritten:
 //! each is logged as an error naming the case, its version, the sequence
@@ -31,7 +33,7 @@ use gridcase_envelope::{CaseSubject, StoredEvent};
 use gridcase_eventlog::{EventLog, ReadFrom};
 use gridcase_process::Shutdown;
 use sqlx::{PgPool, Row as _};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 /// Events the read models hold that the log no longer holds as projected.
 pub const METRIC_REWRITTEN: &str = "gridcase_history_rewritten_events";
@@ -99,9 +101,46 @@ pub fn register_metrics() {
     metrics::gauge!(METRIC_REWRITTEN).set(0.0);
 }
 
-/// Audit every `interval` until `shutdown`: the newest `window` projected events against the log.
-pub async fn run(pool: PgPool, log: EventLog, interval: Duration, window: u64, shutdown: Shutdown) {
+/// Suspicions kept until they last: a finding counts once it has been
+/// seen in every look for `confirm` (pure; [`run`] feeds it each look's
+/// findings). A single look can be wrong: nats-server answers from
+/// whichever server believes it leads, and a deposed leader not yet
+/// stepped down answers with an old end (found by the chaos harness: fifty
+/// events taken for gone that every node held).
+#[derive(Debug, Default)]
+pub struct Suspicions {
+    first_seen: std::collections::HashMap<u64, (Finding, std::time::Instant)>,
+}
+
+impl Suspicions {
+    /// After a look that found `findings` at `now`: those seen in every
+    /// look for at least `confirm` (what is not found again is forgotten).
+    pub fn look(&mut self, findings: Vec<Finding>, now: std::time::Instant, confirm: Duration) -> Vec<Finding> {
+        let mut kept = std::collections::HashMap::new();
+        for finding in findings {
+            let since = match self.first_seen.remove(&finding.event.sequence) {
+                Some((before, since)) if before == finding => since,
+                _ => now,
+            };
+            kept.insert(finding.event.sequence, (finding, since));
+        }
+        self.first_seen = kept;
+        let mut confirmed: Vec<Finding> = self
+            .first_seen
+            .values()
+            .filter(|(_, since)| now.duration_since(*since) >= confirm)
+            .map(|(finding, _)| finding.clone())
+            .collect();
+        confirmed.sort_by_key(|f| f.event.sequence);
+        confirmed
+    }
+}
+
+/// Audit every `interval` until `shutdown`: the newest `window` projected
+/// events against the log; a finding is reported once it has lasted `confirm`.
+pub async fn run(pool: PgPool, log: EventLog, interval: Duration, window: u64, confirm: Duration, shutdown: Shutdown) {
     let mut found: Vec<Finding> = Vec::new();
+    let mut suspicions = Suspicions::default();
     loop {
         tokio::select! {
             _ = shutdown.clone().requested() => return,
@@ -109,8 +148,10 @@ pub async fn run(pool: PgPool, log: EventLog, interval: Duration, window: u64, s
         }
         // One look may not take longer than the interval (a partition).
         match tokio::time::timeout(interval, audit_once(&pool, &log, window)).await {
-            Ok(Ok(findings)) => {
-                let new: Vec<Finding> = findings.into_iter().filter(|f| !found.contains(f)).collect();
+            Ok(Ok(None)) => debug!("the history audit did not look: the stream's leader is not known to be current"),
+            Ok(Ok(Some(findings))) => {
+                let confirmed = suspicions.look(findings, std::time::Instant::now(), confirm);
+                let new: Vec<Finding> = confirmed.into_iter().filter(|f| !found.contains(f)).collect();
                 for finding in new.iter().take(50) {
                     error!(
                         case_id = %finding.event.case_id,
@@ -145,13 +186,21 @@ pub async fn run(pool: PgPool, log: EventLog, interval: Duration, window: u64, s
     }
 }
 
-/// One look: the newest `window` projected events against the log.
-pub async fn audit_once(pool: &PgPool, log: &EventLog, window: u64) -> anyhow::Result<Vec<Finding>> {
+/// A leader that heard from a quorum longer ago than this is not asked.
+const LEADER_CONTACT: Duration = Duration::from_secs(2);
+
+/// One look: the newest `window` projected events against the log; `None`
+/// when the stream's leader is not known to be current (no quorum contact
+/// within [`LEADER_CONTACT`]): nothing can be judged from its copy.
+pub async fn audit_once(pool: &PgPool, log: &EventLog, window: u64) -> anyhow::Result<Option<Vec<Finding>>> {
     let (position, _) = crate::store::position(pool).await?;
     if position == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
-    let end = log.last_sequence().await?;
+    let (end, contact) = log.end_as_of().await?;
+    if contact.is_none_or(|age| age > LEADER_CONTACT) {
+        return Ok(None);
+    }
     let from = position.saturating_sub(window) + 1;
     let projected: Vec<Projected> = sqlx::query(
         "SELECT stream_sequence, case_id, case_version, hash FROM case_events \
@@ -169,7 +218,7 @@ pub async fn audit_once(pool: &PgPool, log: &EventLog, window: u64) -> anyhow::R
         hash: row.get(3),
     })
     .collect();
-    let Some(first) = projected.first().map(|p| p.sequence) else { return Ok(Vec::new()) };
+    let Some(first) = projected.first().map(|p| p.sequence) else { return Ok(Some(Vec::new())) };
     let top = position.min(end);
     let mut held = BTreeMap::new();
     if first <= top {
@@ -184,7 +233,7 @@ pub async fn audit_once(pool: &PgPool, log: &EventLog, window: u64) -> anyhow::R
             }
         }
     }
-    Ok(compare(&projected, &held))
+    Ok(Some(compare(&projected, &held)))
 }
 
 #[cfg(test)]
@@ -215,5 +264,23 @@ mod tests {
         let findings = compare(&projected, &log);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].event.hash, "b");
+    }
+
+    #[test]
+    fn a_finding_counts_once_it_has_lasted_and_one_look_is_not_enough() {
+        let gone = |sequence| Finding { event: event(sequence, 1, "a"), now: None };
+        let start = std::time::Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let confirm = Duration::from_secs(30);
+        let mut suspicions = Suspicions::default();
+        assert!(suspicions.look(vec![gone(10), gone(11)], at(0), confirm).is_empty(), "a first look");
+        // 11 is held again (a deposed leader's old end, since replaced): forgotten.
+        assert!(suspicions.look(vec![gone(10)], at(20), confirm).is_empty());
+        assert_eq!(suspicions.look(vec![gone(10), gone(11)], at(30), confirm), vec![gone(10)]);
+        // 11 must last its own thirty seconds from its second sighting.
+        assert_eq!(suspicions.look(vec![gone(10), gone(11)], at(60), confirm), vec![gone(10), gone(11)]);
+        // What a later look finds differently starts again.
+        let replaced = Finding { event: event(10, 1, "a"), now: Some((uuid::Uuid::from_u128(9), 1, "z".into())) };
+        assert_eq!(suspicions.look(vec![replaced], at(61), confirm), vec![]);
     }
 }

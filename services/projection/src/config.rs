@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "GRIDCASE_HISTORY_AUDIT_INTERVAL", default_value = "30s", value_parser = gridcase_process::parse_duration)]
     pub history_audit_interval: std::time::Duration,
 
+    /// How long an audit's finding must last, seen in every look, before it is reported (one look can
+    /// be misled by a deposed stream leader that answers with an old end).
+    #[arg(long, env = "GRIDCASE_HISTORY_AUDIT_CONFIRM", default_value = "60s", value_parser = gridcase_process::parse_duration)]
+    pub history_audit_confirm: std::time::Duration,
+
     /// How many of the newest projected events each audit compares (0: no audit).
     #[arg(long, env = "GRIDCASE_HISTORY_AUDIT_WINDOW", default_value_t = 2000)]
     pub history_audit_window: u64,

@@ -116,6 +116,7 @@ impl Application {
                 self.log.clone(),
                 self.config.history_audit_interval,
                 self.config.history_audit_window,
+                self.config.history_audit_confirm,
                 shutdown.clone(),
             ))
         });
