@@ -222,6 +222,9 @@ struct Worker {
 type Load = std::pin::Pin<Box<dyn std::future::Future<Output = (CaseId, Result<Vec<Positioned>, LogError>)> + Send>>;
 
 /// Read a case's history (after `pause`, when trying again).
+/// How long one attempt to start reading the case stream may take.
+const READ_START_DEADLINE: Duration = Duration::from_secs(20);
+
 fn load(store: Arc<CaseStore>, subject: CaseSubject, pause: Duration) -> Load {
     Box::pin(async move {
         tokio::time::sleep(pause).await;
@@ -233,12 +236,26 @@ fn load(store: Arc<CaseStore>, subject: CaseSubject, pause: Duration) -> Load {
 impl Worker {
     async fn run(&mut self, config: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let (resumed, reopened) = self.resume().await;
-        let mut records = self
-            .store
-            .log()
-            .read(CaseSubject::all_filter(), ReadFrom::after(resumed))
-            .await
-            .context("reading the case stream")?;
+        // Each attempt to start the read is bounded and said: the fourth
+        // long chaos run saw both dispatchers wait minutes, silently, for an
+        // ordered consumer to be created right after a restart from their
+        // snapshot (the cause is not established; the wait is now visible
+        // and cut short).
+        let mut attempt = 0u32;
+        let mut records = loop {
+            attempt += 1;
+            let read = self.store.log().read(CaseSubject::all_filter(), ReadFrom::after(resumed));
+            let failure = match tokio::time::timeout(READ_START_DEADLINE, read).await {
+                Ok(Ok(records)) => break records,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {READ_START_DEADLINE:?}"),
+            };
+            warn!(attempt, after = resumed, %failure, "starting the read of the case stream failed; trying again");
+            tokio::select! {
+                _ = shutdown.clone().requested() => anyhow::bail!("reading the case stream: {failure}"),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
         let mut caught_up = records.caught_up_at_start();
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
