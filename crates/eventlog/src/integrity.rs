@@ -347,16 +347,25 @@ pub fn quorum_contact(followers: &[(bool, Duration)], replicas: usize) -> Option
     heard.get(needed - 1).copied()
 }
 
-/// Whether a stream's info comes from a leader that heard from a quorum
-/// within two seconds (a single replica: always).
-fn leader_current(info: &stream::Info) -> bool {
+/// A leader that heard from a quorum longer ago than this is not taken at its word.
+pub const CURRENT_LEADER_CONTACT: Duration = Duration::from_secs(2);
+
+/// How long ago the server that answered with a stream's info last heard
+/// from a quorum ([`quorum_contact`]); `None` for a group that names no
+/// leader (each member answers with its own copy). A single replica: now.
+pub fn leader_contact(info: &stream::Info) -> Option<Duration> {
     let replicas = info.config.num_replicas;
     if replicas <= 1 {
-        return true;
+        return Some(Duration::ZERO);
     }
-    let Some(cluster) = info.cluster.as_ref().filter(|cluster| cluster.leader.is_some()) else { return false };
+    let cluster = info.cluster.as_ref().filter(|cluster| cluster.leader.is_some())?;
     let followers: Vec<(bool, Duration)> = cluster.replicas.iter().map(|peer| (peer.offline, peer.active)).collect();
-    quorum_contact(&followers, replicas).is_some_and(|age| age <= Duration::from_secs(2))
+    quorum_contact(&followers, replicas)
+}
+
+/// Whether a stream's info comes from a leader in touch with a quorum.
+fn leader_current(info: &stream::Info) -> bool {
+    leader_contact(info).is_some_and(|age| age <= CURRENT_LEADER_CONTACT)
 }
 
 /// Watch `streams` every `interval` until `stop` resolves, recording the

@@ -536,18 +536,7 @@ impl EventLog {
     pub async fn end_as_of(&self) -> Result<(u64, Option<Duration>), LogError> {
         let mut stream = self.stream.clone();
         let info = stream.info().await.map_err(|e| LogError::Unavailable(e.to_string()))?;
-        let followers: Vec<(bool, Duration)> = info
-            .cluster
-            .as_ref()
-            .map(|cluster| cluster.replicas.iter().map(|peer| (peer.offline, peer.active)).collect())
-            .unwrap_or_default();
-        // A leaderless group's members each answer with their own copy (no
-        // leader named): no word on the end at all.
-        let leader_named = info.cluster.as_ref().is_some_and(|cluster| cluster.leader.is_some());
-        if info.config.num_replicas > 1 && !leader_named {
-            return Ok((info.state.last_sequence, None));
-        }
-        Ok((info.state.last_sequence, crate::integrity::quorum_contact(&followers, info.config.num_replicas)))
+        Ok((info.state.last_sequence, crate::integrity::leader_contact(info)))
     }
 
     /// How many distinct case subjects the stream holds (for tests and ops).

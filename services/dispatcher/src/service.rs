@@ -221,10 +221,10 @@ struct Worker {
 /// A case's history being read.
 type Load = std::pin::Pin<Box<dyn std::future::Future<Output = (CaseId, Result<Vec<Positioned>, LogError>)> + Send>>;
 
-/// Read a case's history (after `pause`, when trying again).
 /// How long one attempt to start reading the case stream may take.
 const READ_START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Read a case's history (after `pause`, when trying again).
 fn load(store: Arc<CaseStore>, subject: CaseSubject, pause: Duration) -> Load {
     Box::pin(async move {
         tokio::time::sleep(pause).await;

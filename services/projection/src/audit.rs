@@ -186,19 +186,16 @@ pub async fn run(pool: PgPool, log: EventLog, interval: Duration, window: u64, c
     }
 }
 
-/// A leader that heard from a quorum longer ago than this is not asked.
-const LEADER_CONTACT: Duration = Duration::from_secs(2);
-
 /// One look: the newest `window` projected events against the log; `None`
 /// when the stream's leader is not known to be current (no quorum contact
-/// within [`LEADER_CONTACT`]): nothing can be judged from its copy.
+/// within `CURRENT_LEADER_CONTACT`): nothing can be judged from its copy.
 pub async fn audit_once(pool: &PgPool, log: &EventLog, window: u64) -> anyhow::Result<Option<Vec<Finding>>> {
     let (position, _) = crate::store::position(pool).await?;
     if position == 0 {
         return Ok(Some(Vec::new()));
     }
     let (end, contact) = log.end_as_of().await?;
-    if contact.is_none_or(|age| age > LEADER_CONTACT) {
+    if contact.is_none_or(|age| age > gridcase_eventlog::integrity::CURRENT_LEADER_CONTACT) {
         return Ok(None);
     }
     let from = position.saturating_sub(window) + 1;
